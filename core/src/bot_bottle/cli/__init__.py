@@ -1,0 +1,80 @@
+"""The ``bot-bottle`` command.
+
+argparse, not a heavier framework, and every subcommand imports its real work
+inside ``run``: ``bot-bottle --help`` must stay fast (see bench/cli_startup.py).
+Errors are caught here, at the boundary, and printed as a message and a hint;
+tracebacks are for ``BOT_BOTTLE_DEBUG=1`` only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from bot_bottle import __version__
+from bot_bottle.cli import doctor, plugins_cmd
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+EXIT_INTERNAL = 70
+
+_COMMANDS = (plugins_cmd, doctor)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # argparse's default prints usage and exits 2; keep that, add a hint.
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"error: {message}\nhint: run '{self.prog} --help' for usage\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="bot-bottle",
+        description="Run coding agents in bottles they cannot modify.",
+    )
+    parser.add_argument("--version", action="version", version=f"bot-bottle {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for command in _COMMANDS:
+        command.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return EXIT_USAGE
+    from bot_bottle.log import set_default_level
+
+    set_default_level("DEBUG" if args.verbose else "INFO")
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        from bot_bottle.errors import BotBottleError
+
+        if os.environ.get("BOT_BOTTLE_DEBUG"):
+            raise
+        if isinstance(exc, BotBottleError):
+            sys.stderr.write(f"error: {exc.message}\n")
+            if exc.hint:
+                sys.stderr.write(f"hint: {exc.hint}\n")
+            return 1
+        sys.stderr.write(
+            f"internal error: {type(exc).__name__}: {exc}\n"
+            "hint: this is a bug in bot-bottle or a plugin; rerun with BOT_BOTTLE_DEBUG=1 "
+            "for a traceback and report it\n"
+        )
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from bot_bottle.cli import main
+
+sys.exit(main())

@@ -1,0 +1,176 @@
+"""The backend contract: where and how a bottle runs (Docker, a microVM, ...).
+
+Lifecycle, in the order core calls it::
+
+    backend.is_available()            # cheap probe, no side effects
+    prepared = backend.prepare(plan)  # PURE: computes names, networks, argv
+    with backend.launch(prepared) as bottle:   # creates everything
+        provider.provision(bottle, ...)        # exec / copy_in through the bottle
+        bottle.attach(argv) or bottle.run(argv)
+    # leaving the block tears everything down, last created first
+
+Enumeration (``list_active``) and orphan reaping (``find_orphans`` then
+``cleanup``) work from labels the backend put on its resources, never from
+name guessing, so they also find what a killed run left behind.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from bot_bottle.contracts.common import PluginComponent
+
+
+@runtime_checkable
+class BottlePlan(Protocol):
+    """What core hands a backend: the resolved, side-effect-free plan.
+
+    The concrete class lives in core's planning code; backends rely only on
+    these attributes (and may read more through ``getattr`` when a newer core
+    provides them).
+    """
+
+    @property
+    def slug(self) -> str:
+        """Unique per launch; names and labels every resource of the bottle."""
+        ...
+
+    @property
+    def agent(self) -> str: ...
+
+    @property
+    def label(self) -> str | None: ...
+
+    @property
+    def cwd(self) -> Path | None: ...
+
+
+@dataclass(frozen=True)
+class PreparedBottle:
+    """What ``prepare`` computed. Backends subclass it to add their fields."""
+
+    plan: BottlePlan
+    backend: str
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int
+    stdout: bytes = b""
+    stderr: bytes = b""
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+class RunningBottle(ABC):
+    """A launched bottle; valid only inside ``Backend.launch``'s ``with`` block."""
+
+    slug: str
+
+    @abstractmethod
+    def exec(
+        self,
+        argv: Sequence[str],
+        *,
+        user: str | None = None,
+        env: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+        stdin: bytes | None = None,
+    ) -> ExecResult:
+        """Run ``argv`` (never a shell string) in the agent and wait for it.
+
+        ``env`` adds to the agent's environment for this call only and is not
+        written anywhere. Returns the exit code and captured output; raises
+        :class:`~bot_bottle.errors.BotBottleError` only when the bottle itself
+        is unusable (gone, backend unreachable), not for a non-zero exit.
+        """
+
+    @abstractmethod
+    def copy_in(
+        self, src: Path, dest: str, *, mode: int | None = None, owner: str | None = None
+    ) -> None:
+        """Copy a host file or directory to ``dest`` in the agent.
+
+        ``mode`` and ``owner`` ("user" or "user:group") are applied after the
+        copy, since copies keep the host's uid and mode otherwise.
+        """
+
+    @abstractmethod
+    def copy_out(self, src: str, dest: Path) -> None:
+        """Copy ``src`` from the agent to the host path ``dest``."""
+
+    @abstractmethod
+    def attach(self, argv: Sequence[str], *, user: str | None = None) -> int:
+        """Run ``argv`` interactively on the user's terminal; return its exit code.
+
+        Uses a real TTY, forwards window-size changes, and restores the host
+        terminal on every exit path.
+        """
+
+    @abstractmethod
+    def run(self, argv: Sequence[str], *, user: str | None = None) -> int:
+        """Run ``argv`` headless, streaming its output; return its exit code."""
+
+
+@dataclass(frozen=True)
+class ActiveBottle:
+    """One running bottle as ``list active`` shows it."""
+
+    backend: str
+    slug: str
+    agent: str
+    label: str | None
+    started_at: str
+    services: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CleanupItem:
+    """A resource ``cleanup`` would remove (container, network, volume, state dir)."""
+
+    backend: str
+    kind: str
+    name: str
+    slug: str | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+class Backend(PluginComponent, ABC):
+    """Runs bottles. Registered through ``bot_bottle_register_backends``."""
+
+    @abstractmethod
+    def prepare(self, plan: BottlePlan) -> PreparedBottle:
+        """Compute everything launch needs. PURE: no processes, files or API calls.
+
+        ``--dry-run`` calls only this. Raises
+        :class:`~bot_bottle.errors.BotBottleError` when the plan cannot run on
+        this backend (e.g. a feature the backend lacks).
+        """
+
+    @abstractmethod
+    def launch(self, prepared: PreparedBottle) -> AbstractContextManager[RunningBottle]:
+        """Create the bottle; yield it; tear it down on leaving, in LIFO order.
+
+        Every resource registers its own teardown as soon as it exists, so an
+        exception or Ctrl-C in any phase removes what was created. Teardown
+        failures are logged, never swallowed silently.
+        """
+
+    @abstractmethod
+    def list_active(self) -> list[ActiveBottle]:
+        """The bottles of this backend that are running now (read-only)."""
+
+    @abstractmethod
+    def find_orphans(self) -> list[CleanupItem]:
+        """Resources left behind by bottles no live process owns (read-only)."""
+
+    @abstractmethod
+    def cleanup(self, items: Sequence[CleanupItem]) -> list[CleanupItem]:
+        """Remove ``items`` (as found by ``find_orphans``); return those removed."""

@@ -1,0 +1,168 @@
+"""The DLP detector contract: one engine for egress traffic and pushed commits.
+
+Detectors see *decoded* bytes: the scan pipeline (not the detector) undoes
+URL-encoding, base64/hex runs, JSON escapes and Content-Encoding once, before
+any detector runs. A detector only finds things in bytes and says where.
+
+A finding names the detector and the rule and carries a *redacted* snippet:
+never the matched secret itself (DESIGN §6, invariant 9).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import TYPE_CHECKING, ClassVar
+
+from bot_bottle.contracts.common import PluginComponent
+
+if TYPE_CHECKING:
+    from bot_bottle.secrets import Secret
+
+
+class Direction(StrEnum):
+    OUTBOUND = "outbound"  # agent -> world: requests, pushed commits
+    INBOUND = "inbound"  # world -> agent: responses
+    BOTH = "both"
+
+    def covers(self, other: Direction) -> bool:
+        return self is Direction.BOTH or self is other
+
+
+class Action(StrEnum):
+    BLOCK = "block"  # 403 for HTTP, rejected push for git
+    WARN = "warn"  # logged, traffic continues
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where in the scanned thing a finding is.
+
+    ``part`` is one of ``url_path``, ``query``, ``header``, ``body``,
+    ``commit_message``, ``file_name``, ``file_content``. ``name`` is the
+    header name or file path; ``commit`` and ``line`` are set for git.
+    ``offset``/``length`` locate the match in the scanned bytes.
+    """
+
+    part: str
+    name: str | None = None
+    commit: str | None = None
+    line: int | None = None
+    offset: int | None = None
+    length: int | None = None
+
+    def describe(self) -> str:
+        bits = [self.part]
+        if self.name:
+            bits.append(self.name)
+        if self.commit:
+            bits.append(f"commit {self.commit[:12]}")
+        if self.line is not None:
+            bits.append(f"line {self.line}")
+        return " ".join(bits)
+
+
+@dataclass(frozen=True)
+class Finding:
+    detector: str
+    rule: str
+    action: Action
+    location: Location
+    #: A few characters of context with the match replaced, e.g. ``key=[REDACTED:aws]``.
+    snippet: str
+
+    def describe(self) -> str:
+        return f"{self.detector}/{self.rule} in {self.location.describe()}: {self.snippet}"
+
+
+@dataclass(frozen=True)
+class ScanContext:
+    """What is being scanned, for detectors that care and for findings."""
+
+    direction: Direction
+    location: Location
+    #: The request's host (egress) or the repo name (git-gate).
+    target: str | None = None
+    #: The bottle's own secret values (injected tokens, prompted and
+    #: interpolated env values), held in memory only.
+    known_secrets: tuple[Secret, ...] = ()
+
+
+class StreamScanner(ABC):
+    """Scans a byte stream fed in chunks of any size."""
+
+    @abstractmethod
+    def feed(self, chunk: bytes) -> list[Finding]:
+        """Scan the next chunk; return findings not reported before."""
+
+    @abstractmethod
+    def finish(self) -> list[Finding]:
+        """End of stream; return any findings still pending."""
+
+
+class DlpDetector(PluginComponent, ABC):
+    """Registered through ``bot_bottle_register_dlp_detectors``."""
+
+    direction: ClassVar[Direction] = Direction.OUTBOUND
+    #: The longest match this detector can produce. Streams keep this many
+    #: bytes of carry-over so a match split across chunks is still found.
+    max_match_bytes: ClassVar[int] = 4096
+
+    @abstractmethod
+    def scan(self, data: bytes, context: ScanContext) -> list[Finding]:
+        """Scan a whole buffer. Findings' ``location.offset`` and ``length``
+        are relative to ``data``. Must be free of side effects and must not
+        raise on any input."""
+
+    def stream(self, context: ScanContext) -> StreamScanner:
+        """A scanner for chunked input. The default re-runs :meth:`scan` on each
+        chunk plus the carried tail of the previous data."""
+        return CarryOverScanner(self, context)
+
+
+class CarryOverScanner(StreamScanner):
+    """Sliding-window streaming on top of a whole-buffer ``scan``.
+
+    Each window is the last ``max_match_bytes`` of what came before plus the
+    new chunk. A match lying wholly inside the carried tail was reported with
+    the previous window, so only matches that reach into the new bytes are
+    reported; offsets are rebased to the start of the stream.
+    """
+
+    def __init__(self, detector: DlpDetector, context: ScanContext) -> None:
+        self._detector = detector
+        self._context = context
+        self._carry = b""
+        self._consumed = 0  # bytes of the stream before self._carry
+        self._seen: set[tuple[str, str]] = set()
+
+    def feed(self, chunk: bytes) -> list[Finding]:
+        if not chunk:
+            return []
+        window = self._carry + chunk
+        carried = len(self._carry)
+        fresh: list[Finding] = []
+        for finding in self._detector.scan(window, self._context):
+            loc = finding.location
+            if loc.offset is not None:
+                end = loc.offset + (loc.length or 0)
+                if end <= carried:
+                    continue
+                finding = replace(
+                    finding, location=replace(loc, offset=self._consumed + loc.offset)
+                )
+            else:
+                # Without offsets, fall back to one report per rule and snippet.
+                key = (finding.rule, finding.snippet)
+                if key in self._seen:
+                    continue
+                self._seen.add(key)
+            fresh.append(finding)
+        keep = self._detector.max_match_bytes
+        self._consumed += max(0, len(window) - keep)
+        self._carry = window[-keep:] if keep else b""
+        return fresh
+
+    def finish(self) -> list[Finding]:
+        return []

@@ -1,0 +1,102 @@
+"""Logging: one configuration function, structlog everywhere.
+
+The CLI logs readable lines to stderr; long-running daemons (egress,
+git-gate, supervise, init) log JSON lines. Diagnostics go through a logger,
+never ``print``; ``print`` is only for a command's actual output.
+
+structlog is imported on first use so that ``bot-bottle --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TYPE_CHECKING, Any, Literal, TextIO
+
+if TYPE_CHECKING:
+    from structlog.typing import EventDict, WrappedLogger
+
+Mode = Literal["console", "json"]
+
+_configured = False
+_default_level: int | str = logging.INFO
+
+
+def set_default_level(level: int | str) -> None:
+    """Level for the lazy console configuration; imports nothing.
+
+    The CLI calls this instead of :func:`configure_logging` so that commands
+    that never log do not pay for importing structlog.
+    """
+    global _default_level
+    _default_level = level
+
+
+def configure_logging(
+    mode: Mode = "console", *, level: int | str = logging.INFO, stream: TextIO | None = None
+) -> None:
+    """Configure structlog (and route stdlib ``logging`` through the same output).
+
+    ``console``: ``level: event key=value`` lines for people. ``json``: one JSON
+    object per line with ISO timestamps, for daemons. Safe to call again to
+    reconfigure (tests do).
+    """
+    import structlog
+
+    global _configured
+    out = stream if stream is not None else sys.stderr
+    numeric = logging.getLevelName(level.upper()) if isinstance(level, str) else level
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        _redact,
+    ]
+    if mode == "json":
+        processors = [
+            *shared,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ]
+    else:
+        processors = [*shared, _console_renderer]
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
+        cache_logger_on_first_use=False,
+    )
+    # Libraries that use stdlib logging (pluggy, docker, urllib3) at WARNING+.
+    logging.basicConfig(level=max(numeric, logging.WARNING), stream=out, force=True)
+    _configured = True
+
+
+def get_logger(name: str | None = None, **initial: Any) -> Any:
+    """A structlog logger; configures console logging first if nobody has."""
+    import structlog
+
+    if not _configured:
+        configure_logging(level=_default_level)
+    return structlog.get_logger(name, **initial)
+
+
+def _redact(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    # Secret objects render as a mask by themselves; this catches values that
+    # were unwrapped by mistake under an obviously secret key.
+    for key in list(event_dict):
+        lowered = key.lower()
+        if any(word in lowered for word in ("token", "secret", "password", "authorization")):
+            value = event_dict[key]
+            if isinstance(value, str) and value:
+                event_dict[key] = "[REDACTED]"
+    return event_dict
+
+
+def _console_renderer(_logger: WrappedLogger, method: str, event_dict: EventDict) -> str:
+    level = event_dict.pop("level", method)
+    event = event_dict.pop("event", "")
+    # People get the message, not a traceback (DESIGN §6, invariant 10);
+    # BOT_BOTTLE_LOG=debug with json mode keeps tracebacks for developers.
+    event_dict.pop("exc_info", None)
+    extras = " ".join(f"{k}={v}" for k, v in event_dict.items())
+    return f"{level}: {event}" + (f" ({extras})" if extras else "")

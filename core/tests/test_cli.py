@@ -1,0 +1,98 @@
+"""The CLI boundary: version, usage errors, doctor's verdicts. Run as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def bb(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "bot_bottle.cli", *args],
+        capture_output=True,
+        text=True,
+        env=full,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_version() -> None:
+    r = bb("--version")
+    assert r.returncode == 0
+    assert r.stdout.startswith("bot-bottle ")
+
+
+def test_unknown_command_is_a_usage_error_without_traceback() -> None:
+    r = bb("frobnicate")
+    assert r.returncode == 2
+    assert "error:" in r.stderr and "Traceback" not in r.stderr
+    assert "--help" in r.stderr
+
+
+def test_help_does_not_import_heavy_modules() -> None:
+    code = (
+        "import sys\n"
+        "from bot_bottle.cli import build_parser\n"
+        "build_parser().format_help()\n"
+        "heavy = [m for m in ('pluggy', 'pydantic', 'structlog', 'docker', 'mitmproxy')"
+        " if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == ""
+
+
+def test_doctor_reports_missing_docker_and_exits_nonzero(tmp_path: Path) -> None:
+    env = {"DOCKER_HOST": f"unix://{tmp_path}/nothing.sock", "BOT_BOTTLE_HOME": str(tmp_path)}
+    r = bb("doctor", env=env)
+    assert r.returncode == 1
+    assert "FAIL  docker: cannot reach Docker at unix://" in r.stdout
+    assert "start the Docker engine" in r.stdout
+    assert "Traceback" not in r.stdout + r.stderr
+
+
+def test_doctor_tcp_host_refusing_connections(tmp_path: Path) -> None:
+    # Port 9 (discard) on loopback: nothing listens there on these machines.
+    r = bb(
+        "doctor",
+        "--json",
+        env={"DOCKER_HOST": "tcp://127.0.0.1:9", "BOT_BOTTLE_HOME": str(tmp_path)},
+    )
+    assert r.returncode == 1
+    report = json.loads(r.stdout)
+    docker = next(c for c in report["checks"] if c["what"] == "docker")
+    assert docker["level"] == "FAIL"
+    assert report["ok"] is False
+
+
+def test_doctor_reports_unwritable_state_dir(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    r = bb("doctor", "--json", env={"BOT_BOTTLE_HOME": str(not_a_dir)})
+    report = json.loads(r.stdout)
+    state = next(c for c in report["checks"] if c["what"] == "state")
+    assert state["level"] == "FAIL"
+    assert "BOT_BOTTLE_HOME" in state["hint"]
+    assert r.returncode == 1
+
+
+def test_doctor_lists_a_broken_contrib_plugin_as_fail(tmp_path: Path) -> None:
+    (tmp_path / "contrib/bad").mkdir(parents=True)
+    (tmp_path / "contrib/bad/plugin.py").write_text("raise RuntimeError('kaput')\n")
+    r = bb("doctor", env={"BOT_BOTTLE_HOME": str(tmp_path)})
+    assert "FAIL  plugin bad: contrib: import failed: RuntimeError: kaput" in r.stdout
+    assert r.returncode == 1
+
+
+def test_plugins_list_shows_broken_plugin_and_exits_zero(tmp_path: Path) -> None:
+    (tmp_path / "contrib/bad").mkdir(parents=True)
+    (tmp_path / "contrib/bad/plugin.py").write_text("raise RuntimeError('kaput')\n")
+    r = bb("plugins", "list", env={"BOT_BOTTLE_HOME": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    assert "bad: import failed: RuntimeError: kaput" in r.stdout
+    assert "Traceback" not in r.stdout + r.stderr

@@ -1,0 +1,1 @@
+"""Example bot-bottle plugin package."""

@@ -1,0 +1,1 @@
+"""A plugin package whose hook module fails to import."""

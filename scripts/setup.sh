@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Prepare this machine to develop and test bot-bottle. Idempotent.
+#
+#  1. system packages (as root on Debian/Ubuntu): Docker engine, debootstrap, git, sshd
+#  2. a running Docker engine (starts dockerd in the background if none answers)
+#  3. the local base image (scripts/base-image.sh)
+#  4. uv and the workspace virtualenv (.venv) from the lock file, Python >= 3.12
+#
+# Environment:
+#   BOT_BOTTLE_PYTHON   interpreter to build .venv with (default: newest 3.13/3.12 found)
+#   BOT_BOTTLE_SKIP_DOCKER=1  skip steps 1-3 (no Docker on this machine)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'setup: %s\n' "$*" >&2; exit 1; }
+
+APT_PACKAGES=(docker.io debootstrap git openssh-server openssh-client curl iptables iproute2)
+
+install_system_packages() {
+  local missing=()
+  for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [[ ${#missing[@]} -eq 0 ]] && return 0
+  if [[ $EUID -ne 0 ]] || ! command -v apt-get >/dev/null; then
+    die "missing system packages: ${missing[*]} (install them with your package manager and rerun)"
+  fi
+  log "installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+docker_answers() { timeout 5 docker version >/dev/null 2>&1; }
+
+start_docker() {
+  docker_answers && { log "Docker engine is running"; return 0; }
+  [[ $EUID -eq 0 ]] || die "the Docker engine is not running and starting it needs root (sudo dockerd &)"
+  log "starting dockerd (log: /var/log/bot-bottle-dockerd.log)"
+  nohup dockerd >/var/log/bot-bottle-dockerd.log 2>&1 &
+  for _ in $(seq 60); do
+    docker_answers && { log "Docker engine is up"; return 0; }
+    sleep 1
+  done
+  tail -20 /var/log/bot-bottle-dockerd.log >&2 || true
+  die "dockerd did not answer within 60 s (see /var/log/bot-bottle-dockerd.log)"
+}
+
+find_python() {
+  local cand
+  if [[ -n "${BOT_BOTTLE_PYTHON:-}" ]]; then echo "$BOT_BOTTLE_PYTHON"; return; fi
+  # Explicit paths first: pyenv shims of a version that is not selected fail
+  # when run, so test that each candidate actually starts.
+  for cand in python3.13 python3.12 \
+      "$(pyenv root 2>/dev/null)"/versions/3.13*/bin/python3 \
+      "$(pyenv root 2>/dev/null)"/versions/3.12*/bin/python3 python3; do
+    if "$cand" -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1; then
+      command -v "$cand" 2>/dev/null || echo "$cand"
+      return
+    fi
+  done
+  return 1
+}
+
+ensure_uv() {
+  if uv --version >/dev/null 2>&1; then UV=(uv); return; fi
+  if python3 -m uv --version >/dev/null 2>&1; then UV=(python3 -m uv); return; fi
+  log "installing uv"
+  python3 -m pip install --quiet uv || die "could not install uv (pip install uv)"
+  UV=(python3 -m uv)
+}
+
+if [[ "${BOT_BOTTLE_SKIP_DOCKER:-}" != "1" ]]; then
+  install_system_packages
+  start_docker
+  scripts/base-image.sh
+fi
+
+ensure_uv
+PY="$(find_python)" || die "Python 3.12 or newer is required (set BOT_BOTTLE_PYTHON to one)"
+log "syncing .venv with $PY"
+"${UV[@]}" sync --locked --python "$PY" --quiet
+log "ready: .venv/bin/bot-bottle"

@@ -1,0 +1,157 @@
+"""The CI engine path: a real Docker engine, real containers, real networks.
+
+* A container on an ``--internal`` network reaches a neighbour on the same
+  network by name (Docker's DNS), and cannot reach a listener on another
+  network; a positive control on that other network proves the listener
+  answers, so the refusal is real.
+* Characterisation of the gap DESIGN §5 warns about: ``--internal`` removes
+  the route *off* the machine, not the route to the host itself. A container
+  there still reaches a service bound on any host address. The Docker backend
+  must close that gap with its own mechanism; this test keeps the fact in view
+  and fails if an engine upgrade changes it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+pytestmark = pytest.mark.docker
+
+PORT = 18080
+PERL_SERVER = (
+    "perl -MIO::Socket::INET -e '$s=IO::Socket::INET->new(LocalPort=>{port},Listen=>5,"
+    "ReuseAddr=>1) or die; while($c=$s->accept){{print $c qq({reply}\\n); close $c}}'"
+)
+# bash's /dev/tcp is the client: the base image has no curl/nc, and it is
+# enough to tell "connected" from "refused/unreachable".
+CONNECT = (
+    "if timeout 3 bash -c 'exec 3<>/dev/tcp/{host}/{port} && cat <&3' 2>/dev/null; "
+    "then echo CONNECTED; else echo UNREACHABLE; fi"
+)
+WAIT_FOR = (
+    "for i in $(seq 100); do timeout 2 bash -c 'exec 3<>/dev/tcp/{host}/{port}' 2>/dev/null "
+    "&& break; sleep 0.1; done; "
+)
+
+
+class HostListener:
+    """A TCP listener on a host address that records every connection."""
+
+    def __init__(self, host: str) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind((host, 0))
+        self.sock.listen()
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.accepted: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, peer = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.accepted.append(peer[0])
+            conn.sendall(b"host\n")
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.sock.close()
+
+
+@pytest.fixture
+def nets(docker_client, base_image: str, unique: str) -> Iterator[dict]:
+    labels = {"bot-bottle.test": unique}
+    internal = docker_client.networks.create(
+        f"bbtest-internal-{unique}", driver="bridge", internal=True, labels=labels
+    )
+    outside = docker_client.networks.create(
+        f"bbtest-outside-{unique}", driver="bridge", labels=labels
+    )
+    containers: list = []
+
+    def start(name: str, network, command: str):
+        c = docker_client.containers.run(
+            base_image, ["bash", "-c", command], name=f"bbtest-{name}-{unique}",
+            network=network.name, detach=True, labels=labels,
+        )  # fmt: skip
+        containers.append(c)
+        return c
+
+    try:
+        yield {"internal": internal, "outside": outside, "start": start, "unique": unique}
+    finally:
+        for c in containers:
+            c.remove(force=True)
+        internal.remove()
+        outside.remove()
+
+
+def _finish(container, timeout: float = 60) -> str:
+    code = container.wait(timeout=timeout)["StatusCode"]
+    out = container.logs().decode()
+    assert code == 0, out
+    return out
+
+
+def _ip(container, network) -> str:
+    container.reload()
+    return container.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"]
+
+
+def test_internal_network_resolves_neighbours_but_reaches_no_other_network(nets) -> None:
+    internal, outside, start, u = nets["internal"], nets["outside"], nets["start"], nets["unique"]
+    start("neighbour", internal, PERL_SERVER.format(port=PORT, reply="neighbour"))
+    far = start("far", outside, PERL_SERVER.format(port=PORT, reply="far"))
+    far_ip = _ip(far, outside)
+
+    # Positive control first: the far listener answers on its own network.
+    control = start(
+        "control", outside, WAIT_FOR.format(host=far_ip, port=PORT)
+        + CONNECT.format(host=far_ip, port=PORT),
+    )  # fmt: skip
+    assert "far\nCONNECTED" in _finish(control)
+
+    neighbour = f"bbtest-neighbour-{u}"
+    client = start(
+        "client", internal,
+        WAIT_FOR.format(host=neighbour, port=PORT)
+        + CONNECT.format(host=neighbour, port=PORT) + "; "
+        + CONNECT.format(host=far_ip, port=PORT) + "; "
+        + f"RES_OPTIONS='timeout:1 attempts:1' getent hosts bbtest-far-{u} || echo NO-NAME",
+    )  # fmt: skip
+    out = _finish(client).splitlines()
+    assert out == ["neighbour", "CONNECTED", "UNREACHABLE", "NO-NAME"], out
+
+
+def test_internal_network_still_reaches_the_host_itself(nets) -> None:
+    internal, outside, start = nets["internal"], nets["outside"], nets["start"]
+    outside.reload()
+    host_addr = outside.attrs["IPAM"]["Config"][0]["Gateway"]  # a host address we created
+    listener = HostListener(host_addr)
+    try:
+        client = start("hostprobe", internal, CONNECT.format(host=host_addr, port=listener.port))
+        out = _finish(client)
+        deadline = time.monotonic() + 5
+        while not listener.accepted and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # The gap is real: the backend must not rely on --internal alone.
+        assert "CONNECTED" in out
+        internal.reload()
+        subnet = ipaddress.ip_network(internal.attrs["IPAM"]["Config"][0]["Subnet"])
+        assert [ipaddress.ip_address(a) in subnet for a in listener.accepted] == [True]
+    finally:
+        listener.close()
