@@ -14,13 +14,21 @@ import sys
 from collections.abc import Sequence
 
 from bot_bottle import __version__
-from bot_bottle.cli import doctor, plugins_cmd
+from bot_bottle.cli import (
+    doctor,
+    info,
+    init_cmd,
+    list_cmd,
+    plugins_cmd,
+    schema_cmd,
+    validate,
+)
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 EXIT_INTERNAL = 70
 
-_COMMANDS = (plugins_cmd, doctor)
+_COMMANDS = (plugins_cmd, doctor, list_cmd, info, validate, schema_cmd, init_cmd)
 
 
 class _Parser(argparse.ArgumentParser):

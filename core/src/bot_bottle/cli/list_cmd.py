@@ -1,0 +1,55 @@
+"""``bot-bottle list agents``: every agent, where it comes from, its bottle, and
+whether it is broken (with the reason). One broken file never hides the others."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("list", help="list agents")
+    lsub = p.add_subparsers(dest="list_command", metavar="WHAT")
+    agents = lsub.add_parser(
+        "agents", help="list agents: name, source (home/repo), bottle, broken and why"
+    )
+    agents.add_argument("--json", action="store_true", help="machine-readable output")
+    agents.set_defaults(handler=run)
+    p.set_defaults(handler=run, json=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    from bot_bottle.manifest.listing import list_agents
+    from bot_bottle.manifest.store import Manifest
+
+    manifest = Manifest.discover()
+    rows = list_agents(manifest)
+    warnings = manifest.warnings()
+    if args.json:
+        json.dump(
+            {"agents": [r.to_json() for r in rows], "warnings": warnings},
+            sys.stdout,
+            indent=2,
+        )
+        sys.stdout.write("\n")
+        return 0
+    for warning in warnings:
+        sys.stderr.write(f"warning: {warning}\n")
+    if not rows:
+        print(f"no agents in {manifest.agents_dir} (run 'bot-bottle init' for examples)")
+        return 0
+    table = [("NAME", "SOURCE", "BOTTLE", "STATUS")]
+    for r in rows:
+        table.append((r.name, r.source, r.bottle or "-", r.status))
+    widths = [max(len(row[c]) for row in table) for c in range(len(table[0]))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    broken = [r for r in rows if r.reason]
+    if broken:
+        print()
+        for r in broken:
+            print(f"{r.name} ({r.source}): {r.reason}")
+    return 0

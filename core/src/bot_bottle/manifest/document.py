@@ -1,0 +1,278 @@
+"""Reading one manifest file: Markdown with a YAML frontmatter block.
+
+The frontmatter is parsed by ruamel.yaml in YAML 1.2 mode (``yes``/``no``/
+``on``/``off`` are strings, not booleans) and converted to plain Python
+values, with a side table that maps every key path to its line in the file.
+Model errors are located through that table, so every error names the file
+and the line.
+
+Anything that goes wrong while reading turns into a
+:class:`~bot_bottle.manifest.errors.ManifestError`: these files are
+untrusted input (a repo may ship agents), so a parser surprise must be a
+clear message, never a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bot_bottle.manifest.errors import ManifestError
+
+#: Frontmatter is meant to be a screenful of keys; a bigger file is a mistake
+#: (or an attempt to make the loader do a lot of work).
+MAX_FILE_BYTES = 1024 * 1024
+FENCE = "---"
+
+type Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Document:
+    """A parsed file: frontmatter as plain data, the body, and line numbers."""
+
+    path: Path
+    data: dict[str, Any]
+    body: str
+    #: key path -> 1-based line in the file (the key's line for mapping
+    #: entries, the item's line for sequence items).
+    lines: dict[Loc, int] = field(default_factory=dict, repr=False)
+    #: line of the opening fence
+    first_line: int = 1
+
+    def line_of(self, loc: Sequence[object]) -> int:
+        """The line of ``loc``, or of its nearest enclosing key that exists.
+
+        Elements of ``loc`` that are not keys of the data (pydantic adds
+        union branch names and validator tags) are skipped.
+        """
+        node: Any = self.data
+        path: list[str | int] = []
+        best = self.lines.get((), self.first_line)
+        for element in loc:
+            if isinstance(node, dict) and _hashable(element) and element in node:
+                key: Any = element
+            elif (
+                isinstance(node, list)
+                and isinstance(element, int)
+                and not isinstance(element, bool)
+                and 0 <= element < len(node)
+            ):
+                key = element
+            else:
+                continue
+            node = node[key]
+            path.append(key)
+            best = self.lines.get(tuple(path), best)
+        return best
+
+    def where(self, loc: Sequence[object]) -> str:
+        """``loc`` as users write it (``egress.routes[0].host``), data keys only."""
+        node: Any = self.data
+        text = ""
+        for element in loc:
+            if isinstance(node, dict) and _hashable(element) and element in node:
+                text += f".{element}" if text else str(element)
+                node = node[element]
+            elif (
+                isinstance(node, list)
+                and isinstance(element, int)
+                and not isinstance(element, bool)
+                and 0 <= element < len(node)
+            ):
+                text += f"[{element}]"
+                node = node[element]
+        return text
+
+
+def _hashable(value: object) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+def read_document(path: Path) -> Document:
+    """Read and parse ``path``. Raises ManifestError (never anything else)."""
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ManifestError.at(path, 1, f"cannot read the file: {exc.strerror or exc}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ManifestError.at(
+            path, 1, f"file is larger than {MAX_FILE_BYTES // 1024} KiB; a manifest is a few keys"
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ManifestError.at(path, line, "file is not valid UTF-8") from None
+    return parse_document(text, path)
+
+
+def parse_document(text: str, path: Path) -> Document:
+    """Split ``text`` into frontmatter and body and parse the frontmatter."""
+    text = text.removeprefix("\ufeff")
+    lines = text.splitlines(keepends=True)
+    if not lines or lines[0].rstrip("\r\n").rstrip() != FENCE:
+        raise ManifestError.at(
+            path,
+            1,
+            "the file must start with a '---' line opening the YAML frontmatter",
+            hint="write '---', the frontmatter keys, '---', then the Markdown body",
+        )
+    end = next((i for i in range(1, len(lines)) if lines[i].rstrip("\r\n").rstrip() == FENCE), None)
+    if end is None:
+        raise ManifestError.at(
+            path, 1, "the frontmatter opened on line 1 is never closed with a '---' line"
+        )
+    yaml_text = "".join(lines[1:end])
+    body = "".join(lines[end + 1 :])
+    # File line of the YAML's first line (ruamel counts from 0).
+    offset = 2
+    for i, line in enumerate(lines[1:end]):
+        if line.startswith("%"):
+            # A '%YAML 1.1' directive would switch the parser back to
+            # yes/no booleans; manifests are YAML 1.2, full stop.
+            raise ManifestError.at(
+                path, i + offset, "YAML directives ('%...') are not allowed in frontmatter"
+            )
+    loaded = _load_yaml(yaml_text, path, offset)
+    data, line_map = _plain(loaded, path, offset)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ManifestError.at(
+            path, offset, "the frontmatter must be a mapping of keys ('key: value' lines)"
+        )
+    return Document(path=path, data=data, body=body, lines=line_map, first_line=1)
+
+
+def _yaml() -> Any:
+    from ruamel.yaml import YAML
+
+    # Round-trip mode is the one that records line numbers; it reads YAML 1.2
+    # unless the document says otherwise (directives are refused above).
+    y = YAML(typ="rt")
+    y.allow_duplicate_keys = False
+    return y
+
+
+_YAML: Any = None
+
+
+def _load_yaml(text: str, path: Path, offset: int) -> Any:
+    global _YAML
+    if _YAML is None:
+        _YAML = _yaml()
+    try:
+        return _YAML.load(text)
+    except RecursionError:
+        raise ManifestError.at(path, offset, "the frontmatter is nested too deeply") from None
+    except Exception as exc:
+        # ruamel raises MarkedYAMLError subclasses with a position; a few
+        # corners (bad timestamps, odd tags) raise plain ValueError/TypeError.
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        line = (
+            offset + mark.line
+            if mark is not None and getattr(mark, "line", None) is not None
+            else offset
+        )
+        problem = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0:1]
+        if isinstance(problem, list):
+            problem = problem[0] if problem else type(exc).__name__
+        raise ManifestError.at(path, line, f"invalid YAML: {problem}") from None
+
+
+def _plain(root: Any, path: Path, offset: int) -> tuple[Any, dict[Loc, int]]:
+    """Convert ruamel's Commented* containers to dict/list and record lines.
+
+    Iterative, not recursive, so a deeply nested document cannot blow the
+    stack here. A container reached twice is an alias: anchors and aliases
+    are refused, because expanding them lets a tiny file describe a huge
+    structure ("billion laughs") and manifests have no use for them.
+    """
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    lines: dict[Loc, int] = {}
+    seen: set[int] = set()
+
+    def convert_shell(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {}
+        if isinstance(node, list):
+            return []
+        return node
+
+    def own_line(node: Any) -> int | None:
+        lc = getattr(node, "lc", None)
+        return offset + lc.line if lc is not None and lc.line is not None else None
+
+    top = convert_shell(root)
+    if isinstance(root, (dict, list)):
+        first = own_line(root)
+        if first is not None:
+            lines[()] = first
+        seen.add(id(root))
+    stack: list[tuple[Any, Any, Loc]] = [(root, top, ())]
+    while stack:
+        src, dst, loc = stack.pop()
+        if isinstance(src, dict):
+            base = own_line(src) or lines.get(loc, offset)
+            key_lines = src.lc.data if isinstance(src, CommentedMap) else {}
+            for key, value in src.items():
+                if isinstance(key, (dict, list)):
+                    raise ManifestError.at(path, base, "mapping keys must be plain values")
+                entry = key_lines.get(key)
+                child_loc = (*loc, key)
+                lines[child_loc] = offset + entry[0] if entry else base
+                dst[key] = _child(value, child_loc, stack, seen, path, lines, convert_shell)
+        elif isinstance(src, list):
+            base = own_line(src) or lines.get(loc, offset)
+            for i, value in enumerate(src):
+                entry = None
+                if isinstance(src, CommentedSeq):
+                    entry = src.lc.data.get(i) if isinstance(src.lc.data, dict) else None
+                    if entry is None and isinstance(src.lc.data, list) and i < len(src.lc.data):
+                        entry = src.lc.data[i]
+                child_loc = (*loc, i)
+                lines[child_loc] = offset + entry[0] if entry else base
+                dst.append(_child(value, child_loc, stack, seen, path, lines, convert_shell))
+    return top, lines
+
+
+def _child(
+    value: Any,
+    loc: Loc,
+    stack: list[tuple[Any, Any, Loc]],
+    seen: set[int],
+    path: Path,
+    lines: dict[Loc, int],
+    shell: Any,
+) -> Any:
+    if isinstance(value, (dict, list)):
+        if id(value) in seen:
+            raise ManifestError.at(
+                path,
+                lines.get(loc, 1),
+                "YAML anchors and aliases ('&name', '*name') are not supported in manifests",
+            )
+        seen.add(id(value))
+        out = shell(value)
+        stack.append((value, out, loc))
+        return out
+    if isinstance(value, str):
+        # ruamel returns str subclasses for quoted/folded scalars; pydantic's
+        # strict mode wants exact types, and plain str is all we need.
+        return str(value)
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    return value
