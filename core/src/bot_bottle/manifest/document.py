@@ -228,6 +228,8 @@ def _plain(root: Any, path: Path, offset: int) -> tuple[Any, dict[Loc, int]]:
                 if isinstance(key, (dict, list)):
                     raise ManifestError.at(path, base, "mapping keys must be plain values")
                 entry = key_lines.get(key)
+                if isinstance(key, str):
+                    key = _text(str(key), path, offset + entry[0] if entry else base)
                 child_loc = (*loc, key)
                 lines[child_loc] = offset + entry[0] if entry else base
                 dst[key] = _child(value, child_loc, stack, seen, path, lines, convert_shell)
@@ -243,6 +245,25 @@ def _plain(root: Any, path: Path, offset: int) -> tuple[Any, dict[Loc, int]]:
                 lines[child_loc] = offset + entry[0] if entry else base
                 dst.append(_child(value, child_loc, stack, seen, path, lines, convert_shell))
     return top, lines
+
+
+def _text(value: str, path: Path, line: int) -> str:
+    """``value`` with escaped surrogate pairs joined; lone surrogates refused.
+
+    YAML's ``"\\ud83d\\ude00"`` escapes arrive as two surrogates, which no
+    encoder accepts: join pairs into the character they mean.
+    """
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        pass
+    try:
+        return value.encode("utf-16", "surrogatepass").decode("utf-16")
+    except UnicodeDecodeError:
+        raise ManifestError.at(
+            path, line, "a string holds an invalid Unicode escape (a lone surrogate)"
+        ) from None
 
 
 def _child(
@@ -268,7 +289,7 @@ def _child(
     if isinstance(value, str):
         # ruamel returns str subclasses for quoted/folded scalars; pydantic's
         # strict mode wants exact types, and plain str is all we need.
-        return str(value)
+        return _text(str(value), path, lines.get(loc, 1))
     if isinstance(value, bool):
         return bool(value)
     if isinstance(value, int):

@@ -23,7 +23,9 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     StrictBool,
+    ValidationError,
     field_validator,
     model_validator,
 )
@@ -176,16 +178,28 @@ class ManifestModel(BaseModel):
     #: Keys some users will try that belong elsewhere: key -> explanation.
     misplaced_keys: ClassVar[dict[str, str]] = {}
 
-    @model_validator(mode="before")
     @classmethod
-    def _refuse_unknown_keys(cls, data: Any) -> Any:
+    def _prepare(cls, data: Any) -> Any:
+        """Reshape raw input before keys are checked (see :class:`KeySpec`)."""
+        return data
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _refuse_unknown_keys(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
+        data = cls._prepare(data)
         if not isinstance(data, dict):
-            return data
+            return handler(data)
         known = set(cls.model_fields)
         unknown = [k for k in data if k not in known]
         if not unknown:
-            return data
-        first = unknown[0]
+            return handler(data)
+        # Validate the known keys anyway, so one typo does not hide the
+        # other problems of the same block; their errors ride along.
+        nested: list[Any] = []
+        try:
+            handler({k: v for k, v in data.items() if k in known})
+        except ValidationError as exc:
+            nested = list(exc.errors(include_url=False, include_input=False))
         parts = []
         for key in unknown:
             if isinstance(key, str) and key in cls.misplaced_keys:
@@ -202,7 +216,7 @@ class ManifestModel(BaseModel):
         raise PydanticCustomError(
             "unknown_key",
             "{detail}; allowed keys here: {allowed}",
-            {"detail": "; ".join(parts), "allowed": allowed, "key": first},
+            {"detail": "; ".join(parts), "allowed": allowed, "key": unknown[0], "nested": nested},
         )
 
 
@@ -349,9 +363,8 @@ class KeySpec(ManifestModel):
     provider: str
     options: dict[str, Any] = Field(default_factory=dict, repr=False)
 
-    @model_validator(mode="before")
     @classmethod
-    def _split(cls, data: Any) -> Any:
+    def _prepare(cls, data: Any) -> Any:
         if isinstance(data, dict) and "options" not in data:
             rest = {k: v for k, v in data.items() if k != "provider"}
             return {"provider": data.get("provider"), "options": rest} | (
@@ -596,9 +609,8 @@ class AgentProviderSpec(ManifestModel):
     # repr=False: a provider option may be a credential.
     options: dict[str, Any] = Field(default_factory=dict, repr=False)
 
-    @model_validator(mode="before")
     @classmethod
-    def _split(cls, data: Any) -> Any:
+    def _prepare(cls, data: Any) -> Any:
         if isinstance(data, dict) and "options" not in data:
             if "template" not in data:
                 raise _err(

@@ -36,11 +36,19 @@ def problems_from(
 ) -> list[Problem]:
     """Locate each pydantic error in ``doc``; ``prefix`` is where the
     validated data sits in the frontmatter (for plugin option blocks)."""
+    problems = _problems(exc.errors(include_url=False, include_input=False), doc, prefix)
+    # pydantic reports in field order; people read a file top to bottom.
+    return sorted(problems, key=lambda p: p.line)
+
+
+def _problems(errors: Sequence[Any], doc: Document, prefix: Sequence[Any]) -> list[Problem]:
     problems: list[Problem] = []
-    for error in exc.errors(include_url=False, include_input=False):
+    for error in errors:
         loc: list[Any] = [*prefix, *error["loc"]]
         ctx = error.get("ctx") or {}
         if error["type"] == "unknown_key" and "key" in ctx:
+            # The other problems of the block that held the unknown key.
+            problems.extend(_problems(ctx.get("nested") or [], doc, loc))
             loc.append(ctx["key"])
             message = str(ctx.get("detail", error["msg"]))
             allowed = ctx.get("allowed")
@@ -208,7 +216,8 @@ def _validate_options(
         problems.append(Problem(doc.path, doc.line_of(loc), str(exc), doc.where(loc)))
         return None
     try:
-        return model.model_validate(options)
+        # strict: YAML 1.2 "yes" stays a string even if the plugin model is lax.
+        return model.model_validate(options, strict=True)
     except ValidationError as exc:
         problems.extend(problems_from(exc, doc, loc))
         return None
