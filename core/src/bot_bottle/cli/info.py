@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from bot_bottle.manifest.store import Manifest
 
     manifest = Manifest.discover()
-    for warning in manifest.warnings():
+    for warning in manifest.warnings(args.agent):
         sys.stderr.write(f"warning: {warning}\n")
     agent = manifest.agent(args.agent)
     info = describe(agent)

@@ -276,8 +276,11 @@ class Manifest:
             self._host = PluginHost().load()
         return self._host
 
-    def warnings(self) -> list[str]:
-        """Things the operator should know that are not errors."""
+    def warnings(self, agent: str | None = None) -> list[str]:
+        """Things the operator should know that are not errors: an ignored
+        repo ``bottles/`` directory, and repo agents hidden by home agents
+        (only ``agent``'s when given, so that using one agent does not scan
+        every file)."""
         out = []
         rb = self.repo_bottles_dir
         if rb is not None and rb.is_dir():
@@ -285,12 +288,16 @@ class Manifest:
                 f"ignoring {rb}: bottles load only from {self.bottles_dir} "
                 "(a repository may ship agents, never bottles)"
             )
-        for ref in self.agents():
-            if ref.shadowed_by is not None:
-                out.append(
-                    f"ignoring repo agent {ref.path}: the home agent {ref.shadowed_by} "
-                    "has the same name and wins"
-                )
+        if agent is not None:
+            refs = [self._ref(agent, "repo")] if NAME_RE.match(agent) else []
+            shadowed = [r for r in refs if r is not None and r.shadowed_by is not None]
+        else:
+            shadowed = [r for r in self.agents() if r.shadowed_by is not None]
+        for ref in shadowed:
+            out.append(
+                f"ignoring repo agent {ref.path}: the home agent {ref.shadowed_by} "
+                "has the same name and wins"
+            )
         return out
 
     # -- listing (names only) ---------------------------------------------------------
@@ -307,10 +314,26 @@ class Manifest:
     def bottle_names(self) -> list[str]:
         return [n for n in _md_names(self.bottles_dir) if NAME_RE.match(n)]
 
+    def _ref(self, name: str, source: Source) -> AgentRef | None:
+        home_path = self.agents_dir / f"{name}{SUFFIX}"
+        if source == "home":
+            return AgentRef(name, "home", home_path) if home_path.is_file() else None
+        if self.repo_agents_dir is None:
+            return None
+        path = self.repo_agents_dir / f"{name}{SUFFIX}"
+        if not path.is_file():
+            return None
+        return AgentRef(name, "repo", path, home_path if home_path.is_file() else None)
+
     def find_agent(self, name: str) -> AgentRef:
-        for ref in self.agents():
-            if ref.name == name and ref.shadowed_by is None:
-                return ref
+        """The agent file called ``name`` (home wins). Looks up the file
+        directly: the cost does not depend on how many other agents exist."""
+        if NAME_RE.match(name):
+            sources: tuple[Source, ...] = ("home", "repo")
+            for source in sources:
+                ref = self._ref(name, source)
+                if ref is not None and ref.shadowed_by is None:
+                    return ref
         names = sorted({r.name for r in self.agents()})
         import difflib
 
