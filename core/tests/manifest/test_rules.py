@@ -450,3 +450,37 @@ def test_detectors_must_be_installed(host: PluginHost) -> None:
     assert "no DLP detector 'tokn_patterns' is installed" in str(err)
     assert "known_secrets, prompt_injection, token_patterns" in str(err)
     assert err.problems[0].where == "egress.routes[0].dlp.outbound_detectors[1]"
+
+
+def test_plugin_options_are_strict_json(bot_bottle_host: PluginHost) -> None:
+    """A lax plugin model still sees YAML 1.2 'yes' as a string, and still
+    gets paths and enums from strings."""
+    import enum
+
+    from pydantic import BaseModel
+
+    from bot_bottle import Registration, hookimpl
+
+    class Mode(enum.Enum):
+        FAST = "fast"
+
+    class Options(BaseModel):
+        dockerfile: Path | None = None
+        mode: Mode = Mode.FAST
+        forward: bool = False
+
+    class Provider:
+        options_model = Options
+
+    class Plugin:
+        @hookimpl
+        def bot_bottle_register_agent_providers(self) -> list[Registration[object]]:
+            return [Registration("lax", Provider)]
+
+    bot_bottle_host.register(Plugin(), "lax")
+    doc = _doc("agent_provider: {template: lax, dockerfile: /d/Dockerfile, mode: fast}")
+    options = check_plugins(parse_bottle(doc), doc, bot_bottle_host).provider
+    assert isinstance(options, Options)
+    assert options.dockerfile == Path("/d/Dockerfile") and options.mode is Mode.FAST
+    err = plugin_error("agent_provider: {template: lax, forward: 'yes'}", bot_bottle_host)
+    assert "agent_provider.forward" in str(err)

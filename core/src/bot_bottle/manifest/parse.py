@@ -141,7 +141,7 @@ def check_plugins(bottle: BottleFile, doc: Document, host: PluginHost) -> Plugin
         options: BaseModel | None = None
         if repo.key.provider == STATIC_KEY:
             try:
-                options = StaticKeyOptions.model_validate(repo.key.options)
+                options = validate_options(StaticKeyOptions, repo.key.options)
             except ValidationError as exc:
                 problems.extend(problems_from(exc, doc, loc))
         else:
@@ -216,11 +216,24 @@ def _validate_options(
         problems.append(Problem(doc.path, doc.line_of(loc), str(exc), doc.where(loc)))
         return None
     try:
-        # strict: YAML 1.2 "yes" stays a string even if the plugin model is lax.
-        return model.model_validate(options, strict=True)
+        return validate_options(model, options)
     except ValidationError as exc:
         problems.extend(problems_from(exc, doc, loc))
         return None
+
+
+def validate_options[M: BaseModel](model: type[M], options: dict[str, Any]) -> M:
+    """Validate a plugin's options as strict JSON.
+
+    Strict, so YAML 1.2's ``yes`` stays a string even when the plugin's
+    model is lax; JSON mode, so strings still become ``Path``, enums and
+    the other types JSON has no literal for (Python-mode strict would
+    refuse those and every plugin author would trip over it).
+    """
+    import json
+
+    # default=str: YAML timestamps and other non-JSON scalars arrive as text.
+    return model.model_validate_json(json.dumps(options, default=str), strict=True)
 
 
 def options_model_of(component: Any) -> type[BaseModel]:
