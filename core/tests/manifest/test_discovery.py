@@ -174,3 +174,20 @@ def test_a_dotfiles_repo_holding_home_is_not_a_repo(tmp_path: Path) -> None:
 def test_discover_uses_bot_bottle_home(tmp_path: Path, repo: Path) -> None:
     m = Manifest.discover(cwd=repo, environ={"BOT_BOTTLE_HOME": str(tmp_path / "h")})
     assert m.home == tmp_path / "h" and m.repo == repo
+
+
+def test_a_broken_bottle_shared_by_many_agents_is_parsed_once(
+    write: Write, home: Path, manifest: Manifest
+) -> None:
+    write(home / "bottles", "dev", "agent_provider: {template: claude}\nsupervise: yes")
+    for i in range(5):
+        write(home / "agents", f"a{i}", "bottle: dev")
+    rows = list_agents(manifest)
+    assert {r.status for r in rows} == {"broken"}
+    assert all("dev.md:3: supervise" in (r.reason or "") for r in rows)
+    assert [p.name for p in manifest.parsed_files].count("dev.md") == 1
+
+
+def test_bottle_names_from_the_api_are_validated(manifest: Manifest) -> None:
+    with pytest.raises(ManifestError, match="not a valid bottle name"):
+        manifest.bottle("../../etc/passwd")

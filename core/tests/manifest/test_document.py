@@ -112,3 +112,10 @@ def test_oversized_file(tmp_path: Path) -> None:
 def test_unreadable_path_is_a_manifest_error(tmp_path: Path) -> None:
     with pytest.raises(ManifestError, match="cannot read"):
         read_document(tmp_path / "missing.md")
+
+
+def test_merge_keys_are_read_and_located() -> None:
+    # A merge-key source map carries no per-key line table in ruamel.
+    doc = parse_document("---\nbottle: dev\nskills:\n  <<: {a: 1}\n  b: 2\n---\n", F)
+    assert doc.data["skills"] == {"b": 2, "a": 1}
+    assert doc.line_of(("skills", "a")) >= 3

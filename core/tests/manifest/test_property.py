@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -70,12 +71,18 @@ def _to_yaml(value: Any) -> str:
     return json.dumps(fix(value), allow_nan=True)
 
 
+PLAIN_KEY = re.compile(r"^(<<|[A-Za-z_][A-Za-z0-9_]*)$")
+
+
 def _block_yaml(value: Any, indent: int = 0) -> str:
     """Block-style YAML, so that line numbers other than the first are used."""
     pad = " " * indent
     if isinstance(value, dict) and value:
+        # Plain keys where YAML allows them: '<<' must be plain to be a merge key.
         return "".join(
-            f"{pad}{json.dumps(str(k))}:\n{_block_yaml(v, indent + 2)}" for k, v in value.items()
+            f"{pad}{k if PLAIN_KEY.match(str(k)) else json.dumps(str(k))}:\n"
+            f"{_block_yaml(v, indent + 2)}"
+            for k, v in value.items()
         )
     if isinstance(value, list) and value:
         return "".join(f"{pad}-\n{_block_yaml(v, indent + 2)}" for v in value)

@@ -223,7 +223,9 @@ def _plain(root: Any, path: Path, offset: int) -> tuple[Any, dict[Loc, int]]:
         src, dst, loc = stack.pop()
         if isinstance(src, dict):
             base = own_line(src) or lines.get(loc, offset)
-            key_lines = src.lc.data if isinstance(src, CommentedMap) else {}
+            # ruamel leaves lc.data unset on some maps (e.g. merge-key
+            # sources); then every key takes the map's own line.
+            key_lines = (src.lc.data if isinstance(src, CommentedMap) else None) or {}
             for key, value in src.items():
                 if isinstance(key, (dict, list)):
                     raise ManifestError.at(path, base, "mapping keys must be plain values")
@@ -237,10 +239,11 @@ def _plain(root: Any, path: Path, offset: int) -> tuple[Any, dict[Loc, int]]:
             base = own_line(src) or lines.get(loc, offset)
             for i, value in enumerate(src):
                 entry = None
-                if isinstance(src, CommentedSeq):
-                    entry = src.lc.data.get(i) if isinstance(src.lc.data, dict) else None
-                    if entry is None and isinstance(src.lc.data, list) and i < len(src.lc.data):
-                        entry = src.lc.data[i]
+                data = src.lc.data if isinstance(src, CommentedSeq) else None
+                if isinstance(data, dict):
+                    entry = data.get(i)
+                elif isinstance(data, list) and i < len(data):
+                    entry = data[i]
                 child_loc = (*loc, i)
                 lines[child_loc] = offset + entry[0] if entry else base
                 dst.append(_child(value, child_loc, stack, seen, path, lines, convert_shell))

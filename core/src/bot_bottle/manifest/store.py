@@ -231,6 +231,7 @@ class Manifest:
         self._bottles: dict[str, _ParsedBottle] = {}
         self._layers: dict[str, _Layer] = {}
         self._resolved: dict[str, ResolvedBottle] = {}
+        self._failed: dict[str, ManifestError] = {}
         #: How many files were parsed: laziness is tested, not assumed.
         self.parsed_files: list[Path] = []
 
@@ -387,8 +388,19 @@ class Manifest:
     ) -> ResolvedBottle:
         if name in self._resolved:
             return self._resolved[name]
-        layer = self._layer(name, [], ref_doc, ref_loc)
-        resolved = self._finalise(name, layer)
+        if name in self._failed:
+            failed = self._failed[name]
+            raise ManifestError(failed.problems, hint=failed.hint)
+        try:
+            layer = self._layer(name, [], ref_doc, ref_loc)
+            resolved = self._finalise(name, layer)
+        except ManifestError as exc:
+            # A broken bottle shared by many agents is parsed once: remember
+            # failures located in bottle files (not those located in the
+            # agent that referred to a missing bottle: they differ per agent).
+            if all(p.file.parent == self.bottles_dir for p in exc.problems):
+                self._failed[name] = exc
+            raise
         self._resolved[name] = resolved
         return resolved
 
@@ -398,6 +410,10 @@ class Manifest:
         if name in self._bottles:
             return self._bottles[name]
         path = self.bottles_dir / f"{name}{SUFFIX}"
+        if not NAME_RE.match(name):
+            # Names from files are validated already; this guards the API
+            # (a name is a file name: no '/', no '..').
+            raise ManifestError.at(path, 1, f"{name!r} is not a valid bottle name")
         if not path.is_file():
             available = ", ".join(self.bottle_names()) or "none"
             message = f"bottle {name!r} does not exist (available: {available})"
