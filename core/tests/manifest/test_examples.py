@@ -40,3 +40,32 @@ def test_init_files_load(tmp_path: Path, host: PluginHost) -> None:
     m = Manifest(home=tmp_path, host=host)
     assert m.agent("assistant").bottle.name == "base"
     assert m.bottle("dev").bottle.chain == ["dev", "base"]
+
+
+def test_examples_satisfy_the_json_schema(host: PluginHost) -> None:
+    import jsonschema
+
+    from bot_bottle.manifest.document import read_document
+    from bot_bottle.manifest.schema import agent_schema, bottle_schema
+
+    validators = {
+        "bottles": jsonschema.Draft202012Validator(bottle_schema(host)),
+        "agents": jsonschema.Draft202012Validator(agent_schema()),
+    }
+    for validator in validators.values():
+        validator.check_schema(validator.schema)
+    for kind, validator in validators.items():
+        for path in sorted((EXAMPLES / kind).glob("*.md")):
+            errors = list(validator.iter_errors(read_document(path).data))
+            assert errors == [], (path, [e.message for e in errors])
+    from bot_bottle.manifest.document import parse_document
+
+    for rel, text in FILES.items():
+        data = parse_document(text, Path(rel)).data
+        assert list(validators[rel.split("/")[0]].iter_errors(data)) == [], rel
+    typo = {"agent_provider": {"template": "claude", "auth_tokn": "x"}}
+    assert list(validators["bottles"].iter_errors(typo))
+    unknown_detector = {
+        "egress": {"routes": [{"host": "a.test", "dlp": {"outbound_detectors": ["nope"]}}]}
+    }
+    assert list(validators["bottles"].iter_errors(unknown_detector))

@@ -26,6 +26,7 @@ from pydantic import (
     ModelWrapValidatorHandler,
     StrictBool,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -402,7 +403,17 @@ class RepoEntry(ManifestModel):
     """
 
     name: str
-    url: Annotated[SshUrl, BeforeValidator(_ssh_url)] | None = None
+    url: (
+        Annotated[
+            SshUrl,
+            BeforeValidator(_ssh_url),
+            # Written as a string; parsed into its parts.
+            WithJsonSchema(
+                {"type": "string", "pattern": "^ssh://[^@/]+@[^/]+/.+$", "title": "Url"}
+            ),
+        ]
+        | None
+    ) = None
     host_key: Annotated[str, AfterValidator(_host_key)] | None = None
     key: KeySpec | None = None
     extra_hosts: ExtraHosts | None = None
