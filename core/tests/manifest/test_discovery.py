@@ -191,3 +191,26 @@ def test_a_broken_bottle_shared_by_many_agents_is_parsed_once(
 def test_bottle_names_from_the_api_are_validated(manifest: Manifest) -> None:
     with pytest.raises(ManifestError, match="not a valid bottle name"):
         manifest.bottle("../../etc/passwd")
+
+
+def test_a_repo_agent_symlinked_outside_the_repo_is_refused(
+    write: Write, home: Path, repo: Path, host: PluginHost
+) -> None:
+    secret = write(home / "bottles", "dev", MINIMAL_BOTTLE + "\nenv: {TOKEN: sk-live-xyz}")
+    (repo / ".bot-bottle" / "agents" / "sneaky.md").symlink_to(secret)
+    m = Manifest(home=home, repo=repo, host=host)
+    with pytest.raises(ManifestError, match="symlink to a file outside the repository") as e:
+        m.agent("sneaky")
+    assert "sk-live-xyz" not in str(e.value)
+    assert m.parsed_files == []
+    rows = list_agents(m)
+    assert rows[0].status == "broken" and rows[0].bottle is None
+
+
+def test_a_fifo_does_not_hang_the_listing(write: Write, home: Path, manifest: Manifest) -> None:
+    import os
+
+    write(home / "bottles", "dev", MINIMAL_BOTTLE)
+    os.mkfifo(home / "agents" / "pipe.md")
+    rows = {r.name: r for r in list_agents(manifest)}
+    assert rows["pipe"].status == "broken" and "not a regular file" in (rows["pipe"].reason or "")

@@ -14,6 +14,8 @@ clear message, never a traceback.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,7 +100,15 @@ def _hashable(value: object) -> bool:
 def read_document(path: Path) -> Document:
     """Read and parse ``path``. Raises ManifestError (never anything else)."""
     try:
-        with path.open("rb") as fh:
+        # O_NONBLOCK: a FIFO (or a symlink to one) must not hang a listing;
+        # anything but a regular file is refused before reading.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise ManifestError.at(path, 1, f"cannot read the file: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise ManifestError.at(path, 1, "not a regular file")
             raw = fh.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise ManifestError.at(path, 1, f"cannot read the file: {exc.strerror or exc}") from None

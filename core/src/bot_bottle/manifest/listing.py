@@ -14,7 +14,7 @@ from typing import Any
 from bot_bottle.errors import BotBottleError
 from bot_bottle.manifest.document import read_document
 from bot_bottle.manifest.errors import ManifestError
-from bot_bottle.manifest.store import Manifest
+from bot_bottle.manifest.store import AgentRef, Manifest
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def list_agents(manifest: Manifest) -> list[AgentRow]:
                     ref.name,
                     ref.source,
                     str(ref.path),
-                    _bottle_name(ref.path),
+                    _bottle_name(manifest, ref),
                     "shadowed",
                     f"the home agent {ref.shadowed_by} has the same name and wins",
                 )
@@ -61,7 +61,12 @@ def list_agents(manifest: Manifest) -> list[AgentRow]:
                 reason += f" (and {len(exc.problems) - 1} more; see 'bot-bottle validate')"
             rows.append(
                 AgentRow(
-                    ref.name, ref.source, str(ref.path), _bottle_name(ref.path), "broken", reason
+                    ref.name,
+                    ref.source,
+                    str(ref.path),
+                    _bottle_name(manifest, ref),
+                    "broken",
+                    reason,
                 )
             )
             continue
@@ -69,10 +74,12 @@ def list_agents(manifest: Manifest) -> list[AgentRow]:
     return rows
 
 
-def _bottle_name(path: Any) -> str | None:
+def _bottle_name(manifest: Manifest, ref: AgentRef) -> str | None:
     """The ``bottle:`` of a file that may not parse as a whole."""
     try:
-        value = read_document(path).data.get("bottle")
+        if ref.source == "repo" and manifest.repo is not None:
+            manifest.check_inside_repo(ref.path, manifest.repo)
+        value = read_document(ref.path).data.get("bottle")
     except ManifestError:
         return None
     return value if isinstance(value, str) else None

@@ -248,7 +248,11 @@ class Manifest:
         from bot_bottle.paths import home_dir
 
         home = home_dir(dict(environ) if environ is not None else None)
-        repo = find_repo((cwd or Path.cwd()).absolute(), home)
+        try:
+            start = (cwd or Path.cwd()).absolute()
+        except OSError:  # the working directory was deleted under us
+            return cls(home=home, repo=None, host=host)
+        repo = find_repo(start, home)
         return cls(home=home, repo=repo, host=host)
 
     # -- places ------------------------------------------------------------------
@@ -358,6 +362,8 @@ class Manifest:
         """Parse ``ref``'s file and its bottle chain; check everything."""
         if ref.name_error:
             raise ManifestError.at(ref.path, 1, ref.name_error)
+        if ref.source == "repo" and self.repo is not None:
+            self.check_inside_repo(ref.path, self.repo)
         doc = self._read(ref.path)
         agent = parse_agent(doc)
         resolved = self._resolved_bottle(agent.bottle, doc, ("bottle",))
@@ -374,6 +380,23 @@ class Manifest:
             git_identity=identity,
             skills=skills,
         )
+
+    @staticmethod
+    def check_inside_repo(path: Path, repo: Path) -> None:
+        """A repo agent must be a file of the repo: a symlink committed to
+        the repo could otherwise make bot-bottle read (and quote in errors)
+        any file of the operator's, such as a bottle."""
+        try:
+            inside = path.resolve().is_relative_to(repo.resolve())
+        except OSError:
+            inside = False
+        if not inside:
+            raise ManifestError.at(
+                path,
+                1,
+                "this repo agent is a symlink to a file outside the repository; refused",
+                hint="repo agents must be files of the repository itself",
+            )
 
     def bottle(self, name: str) -> ResolvedBottle:
         """Resolve a bottle by name (for ``validate`` and tooling)."""
