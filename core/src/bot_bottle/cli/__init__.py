@@ -14,13 +14,13 @@ import sys
 from collections.abc import Sequence
 
 from bot_bottle import __version__
-from bot_bottle.cli import doctor, plugins_cmd
+from bot_bottle.cli import dlp_cmd, doctor, plugins_cmd
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 EXIT_INTERNAL = 70
 
-_COMMANDS = (plugins_cmd, doctor)
+_COMMANDS = (plugins_cmd, doctor, dlp_cmd)
 
 
 class _Parser(argparse.ArgumentParser):

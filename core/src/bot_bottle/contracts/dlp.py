@@ -43,6 +43,9 @@ class Location:
     ``commit_message``, ``file_name``, ``file_content``. ``name`` is the
     header name or file path; ``commit`` and ``line`` are set for git.
     ``offset``/``length`` locate the match in the scanned bytes.
+    ``decoded`` names the decodings the scan pipeline undid to find it,
+    outermost first (e.g. ``"url>base64"``); the offset then covers the
+    whole encoded run.
     """
 
     part: str
@@ -51,6 +54,7 @@ class Location:
     line: int | None = None
     offset: int | None = None
     length: int | None = None
+    decoded: str | None = None
 
     def describe(self) -> str:
         bits = [self.part]
@@ -60,6 +64,8 @@ class Location:
             bits.append(f"commit {self.commit[:12]}")
         if self.line is not None:
             bits.append(f"line {self.line}")
+        if self.decoded:
+            bits.append(f"({self.decoded}-encoded)")
         return " ".join(bits)
 
 
@@ -74,6 +80,22 @@ class Finding:
 
     def describe(self) -> str:
         return f"{self.detector}/{self.rule} in {self.location.describe()}: {self.snippet}"
+
+
+def redact(data: bytes, start: int, end: int, label: str, context: int = 8) -> str:
+    """A snippet for a finding: up to ``context`` characters either side of
+    ``data[start:end]``, the match itself replaced by ``[REDACTED:<label>]``.
+
+    Context is cut at line breaks and non-printable bytes are shown as ``?``.
+    """
+
+    def clean(b: bytes) -> str:
+        text = b.decode("ascii", "replace")
+        return "".join(c if c.isprintable() and c.isascii() else "?" for c in text)
+
+    before = data[max(0, start - context) : start].rsplit(b"\n", 1)[-1]
+    after = data[end : end + context].split(b"\n", 1)[0]
+    return f"{clean(before)}[REDACTED:{label}]{clean(after)}"
 
 
 @dataclass(frozen=True)

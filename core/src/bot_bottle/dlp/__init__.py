@@ -1,0 +1,37 @@
+"""The DLP scan pipeline shared by egress and git-gate.
+
+Detectors are plugins (``bot_bottle_register_dlp_detectors``, contract in
+:mod:`bot_bottle.contracts.dlp`); this package decodes what is scanned once
+and runs the selected detectors over it:
+
+* :class:`ScanPipeline` -- ``scan_request``, ``scan_response``,
+  ``scan_bytes`` and ``stream`` (chunked bodies, with carry-over);
+* :func:`load_detectors` -- a route's selection (list of names, ``False``,
+  or ``None`` for every installed detector of that direction);
+* :func:`verdict` -- ``block`` / ``warn`` / ``none`` for a list of findings.
+
+Importing this package loads re2 (and brotli on first use); keep it out of
+modules that ``bot-bottle --help`` imports.
+"""
+
+from __future__ import annotations
+
+from bot_bottle.dlp.content import UndecodableError
+from bot_bottle.dlp.pipeline import (
+    PIPELINE,
+    ScanPipeline,
+    Selection,
+    Verdict,
+    load_detectors,
+    verdict,
+)
+
+__all__ = [
+    "PIPELINE",
+    "ScanPipeline",
+    "Selection",
+    "UndecodableError",
+    "Verdict",
+    "load_detectors",
+    "verdict",
+]

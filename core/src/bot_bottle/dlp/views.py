@@ -1,0 +1,201 @@
+"""Decoded views: URL-encoding, JSON escapes, base64 and hex runs undone.
+
+The raw bytes are view 0. Each further view is the concatenation of every
+run of the previous view that decodes to something worth scanning, so a
+token that was base64-encoded and then URL-encoded is found two views down
+(at most :data:`MAX_DEPTH`). Each view remembers, per decoded segment, which
+bytes of its parent it came from, so a finding in a decoded view is located
+at the encoded run in the raw bytes.
+
+Only runs that *contain* an encoding are decoded (a ``%XX``, a ``\\uXXXX`` or
+``\\/``, a base64 or hex run), never the whole buffer: an ordinary body adds
+little to scan. Base64 and hex decodings are kept only when they come out as
+mostly printable text (secrets are text; images and hashes are not), which
+is what keeps git SHAs, UUIDs and embedded images out of the decoded views.
+
+Known limits: a run is decoded at its start (plus the three other base64
+alignments when the run touches the start of the buffer, as it may in a
+streamed window); binary payloads that happen to carry text are dropped;
+runs are bounded to :data:`_WINDOW` bytes either side of the escape that
+revealed them for URL/JSON, and base64/hex runs longer than
+:data:`MAX_RUN_BYTES` are decoded only up to that length.
+"""
+
+from __future__ import annotations
+
+import binascii
+import bisect
+import json
+import re
+import urllib.parse
+from dataclasses import dataclass, field
+
+import re2
+
+MAX_DEPTH = 3
+MAX_RUN_BYTES = 1024 * 1024
+_WINDOW = 2048
+_MIN_B64 = 24  # base64 of an 18-byte secret; the shortest token rule is 20
+_MIN_HEX = 32
+_SEPARATOR = b"\n"
+# Printable ASCII plus tab/newline/CR, deleted to count what is left.
+_PRINTABLE = bytes(range(0x20, 0x7F)) + b"\t\n\r"
+_MAX_NON_PRINTABLE = 0.1
+
+# re2 runs these in one linear pass (Python's re tries every position of a
+# run-shaped pattern and is several times slower on a 1 MB body).
+_B64_RUN = re2.compile(rb"[A-Za-z0-9+/_\-]{%d,}={0,2}" % _MIN_B64)
+_HEX_ONLY = re.compile(rb"[0-9a-fA-F]+")
+# These start with a literal, which Python's re finds with a fast search.
+_PCT_HIT = re.compile(rb"%[0-9A-Fa-f]{2}")
+_PCT_RUN = re.compile(rb"(?:[A-Za-z0-9._~+/=\-]|%[0-9A-Fa-f]{2})+")
+_JSON_HIT = re.compile(rb"\\(?:u[0-9a-fA-F]{4}|/)")
+_JSON_RUN = re.compile(rb"""(?:[A-Za-z0-9._~+/=:\-]|\\u[0-9a-fA-F]{4}|\\["\\/bfnrt])+""")
+_B64_TRANSLATE = bytes.maketrans(b"-_", b"+/")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """``data[start:end]`` of a view decodes ``parent[src_start:src_end]``."""
+
+    start: int
+    end: int
+    src_start: int
+    src_end: int
+    encoding: str
+
+
+@dataclass
+class View:
+    """Bytes to scan and, for decoded views, where they came from."""
+
+    data: bytes
+    parent: View | None = None
+    segments: list[Segment] = field(default_factory=list)
+    _starts: list[int] = field(default_factory=list)
+
+    def locate(self, start: int, end: int) -> tuple[int, int, tuple[str, ...]]:
+        """Map ``[start, end)`` of this view to raw bytes: ``(start, end, encodings)``.
+
+        A match inside a decoded segment maps to the whole encoded run (a
+        base64 run has no byte-exact correspondence); ``encodings`` lists the
+        decodings undone, outermost first.
+        """
+        view: View = self
+        chain: list[str] = []
+        while view.parent is not None:
+            i = bisect.bisect_right(view._starts, start) - 1
+            seg = view.segments[max(i, 0)]
+            chain.append(seg.encoding)
+            start, end = seg.src_start, seg.src_end
+            view = view.parent
+        return start, end, tuple(reversed(chain))
+
+
+def _printable(data: bytes) -> bool:
+    if not data:
+        return False
+    return len(data.translate(None, _PRINTABLE)) <= len(data) * _MAX_NON_PRINTABLE
+
+
+def _b64(run: bytes) -> bytes | None:
+    run = run.rstrip(b"=").translate(_B64_TRANSLATE)
+    if len(run) % 4 == 1:  # one dangling character carries no whole byte
+        run = run[:-1]
+    if not run:
+        return None
+    run += b"=" * (-len(run) % 4)
+    try:
+        return binascii.a2b_base64(run, strict_mode=True)
+    except binascii.Error:
+        return None
+
+
+def _runs_around(
+    data: bytes, hits: re.Pattern[bytes], run: re.Pattern[bytes]
+) -> list[tuple[int, int]]:
+    """Maximal ``run`` matches that contain a ``hits`` match (deduplicated)."""
+    spans: list[tuple[int, int]] = []
+    covered = -1
+    for hit in hits.finditer(data):
+        pos = hit.start()
+        if pos < covered:
+            continue
+        lo = max(0, pos - _WINDOW)
+        for m in run.finditer(data, lo, min(len(data), pos + _WINDOW)):
+            if m.start() <= pos < m.end():
+                spans.append((m.start(), m.end()))
+                covered = m.end()
+                break
+    return spans
+
+
+def _decode_json(run: bytes) -> bytes | None:
+    try:
+        text = json.loads(b'"' + run + b'"')
+    except ValueError:
+        return None
+    return text.encode("utf-8", "surrogatepass") if isinstance(text, str) else None
+
+
+def decode_runs(data: bytes) -> list[tuple[int, int, str, bytes]]:
+    """Every encoded run of ``data`` worth scanning decoded:
+    ``(start, end, encoding, decoded)``, in order of ``start``."""
+    out: list[tuple[int, int, str, bytes]] = []
+    if b"%" in data:
+        for s, e in _runs_around(data, _PCT_HIT, _PCT_RUN):
+            decoded = urllib.parse.unquote_to_bytes(data[s:e])
+            out.append((s, e, "url", decoded))
+    if b"\\" in data:
+        for s, e in _runs_around(data, _JSON_HIT, _JSON_RUN):
+            decoded = _decode_json(data[s:e])
+            if decoded is not None:
+                out.append((s, e, "json", decoded))
+    for m in _B64_RUN.finditer(data):
+        s, e = m.start(), m.end()
+        run = data[s : min(e, s + MAX_RUN_BYTES)]
+        if len(run) >= _MIN_HEX and _HEX_ONLY.fullmatch(run):
+            decoded = binascii.unhexlify(run[: len(run) - len(run) % 2])
+            if _printable(decoded):
+                out.append((s, e, "hex", decoded))
+                continue
+        # Base64 of text has upper case in every fourth place; identifiers
+        # such as snake_case names (all lower case) need not be tried.
+        if run.islower() or run.isupper():
+            continue
+        # A run cut by the start of the buffer (a streamed window) may be
+        # misaligned; try the other alignments there.
+        for shift in range(4) if s == 0 else (0,):
+            decoded = _b64(run[shift:])
+            if decoded is not None and _printable(decoded):
+                out.append((s, e, "base64", decoded))
+                break
+    out.sort(key=lambda r: r[0])
+    return out
+
+
+def build_views(raw: bytes, max_depth: int = MAX_DEPTH) -> list[View]:
+    """View 0 (``raw``) and the decoded views beneath it."""
+    views = [View(raw)]
+    for _ in range(max_depth):
+        parent = views[-1]
+        runs = decode_runs(parent.data)
+        if not runs:
+            break
+        # Bound the work a hostile body can cause: a view is never larger
+        # than twice its parent (each decoding shrinks its run).
+        budget = 2 * len(parent.data) + 1024
+        pieces: list[bytes] = []
+        view = View(b"", parent)
+        pos = 0
+        for s, e, encoding, decoded in runs:
+            if pos + len(decoded) > budget:
+                break
+            view.segments.append(Segment(pos, pos + len(decoded), s, e, encoding))
+            view._starts.append(pos)
+            pieces.append(decoded)
+            pieces.append(_SEPARATOR)
+            pos += len(decoded) + len(_SEPARATOR)
+        view.data = b"".join(pieces)
+        views.append(view)
+    return views
