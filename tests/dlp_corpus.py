@@ -34,11 +34,16 @@ def source_code(limit: int = 300_000) -> str:
     """Standard-library modules: real code full of identifiers, hex and base64."""
     text = []
     size = 0
+    seen: set[Path] = set()
+    # A fixed list first (stable across machines), then more modules as needed.
+    more = [str(p.relative_to(_STDLIB)) for p in sorted(_STDLIB.glob("*.py"))]
     for name in ("base64.py", "json/decoder.py", "urllib/parse.py", "uuid.py", "hashlib.py",
                  "secrets.py", "hmac.py", "email/utils.py", "http/cookies.py", "ssl.py",
-                 "zipfile/__init__.py", "tarfile.py", "argparse.py", "subprocess.py"):  # fmt: skip
+                 "zipfile/__init__.py", "tarfile.py", "argparse.py", "subprocess.py",
+                 *more):  # fmt: skip
         path = _STDLIB / name
-        if path.is_file():
+        if path.is_file() and path not in seen:
+            seen.add(path)
             chunk = path.read_text(encoding="utf-8", errors="replace")
             text.append(chunk)
             size += len(chunk)

@@ -49,8 +49,11 @@ _HEX_ONLY = re.compile(rb"[0-9a-fA-F]+")
 # These start with a literal, which Python's re finds with a fast search.
 _PCT_HIT = re.compile(rb"%[0-9A-Fa-f]{2}")
 _PCT_RUN = re.compile(rb"(?:[A-Za-z0-9._~+/=\-]|%[0-9A-Fa-f]{2})+")
+_PCT_LEFT = re.compile(rb"[A-Za-z0-9._~+/=\-%]+")
 _JSON_HIT = re.compile(rb"\\(?:u[0-9a-fA-F]{4}|/)")
 _JSON_RUN = re.compile(rb"""(?:[A-Za-z0-9._~+/=:\-]|\\u[0-9a-fA-F]{4}|\\["\\/bfnrt])+""")
+# Reversed, an escape's quote comes before its backslash: allow both.
+_JSON_LEFT = re.compile(rb"""(?:[A-Za-z0-9._~+/=:\-\\]|"\\)+""")
 _B64_TRANSLATE = bytes.maketrans(b"-_", b"+/")
 
 
@@ -112,9 +115,14 @@ def _b64(run: bytes) -> bytes | None:
 
 
 def _runs_around(
-    data: bytes, hits: re.Pattern[bytes], run: re.Pattern[bytes]
+    data: bytes, hits: re.Pattern[bytes], run: re.Pattern[bytes], left: re.Pattern[bytes]
 ) -> list[tuple[int, int]]:
-    """Maximal ``run`` matches that contain a ``hits`` match (deduplicated)."""
+    """Maximal ``run`` matches that contain a ``hits`` match (deduplicated).
+
+    The run's start is found by matching ``left`` (the run's characters) on
+    the reversed bytes before the hit, so each hit costs one C-level match
+    each way instead of a scan of every word around it.
+    """
     spans: list[tuple[int, int]] = []
     covered = -1
     for hit in hits.finditer(data):
@@ -122,11 +130,19 @@ def _runs_around(
         if pos < covered:
             continue
         lo = max(0, pos - _WINDOW)
-        for m in run.finditer(data, lo, min(len(data), pos + _WINDOW)):
-            if m.start() <= pos < m.end():
-                spans.append((m.start(), m.end()))
-                covered = m.end()
-                break
+        back = left.match(data[lo:pos][::-1])
+        start = pos - (back.end() if back else 0)
+        end = min(len(data), pos + _WINDOW)
+        m = run.match(data, start, end)
+        if m is None or m.end() <= pos:
+            # The reversed scan overshot into characters that form no run
+            # here (a dangling backslash, a lone %): look at each run.
+            m = next(
+                (r for r in run.finditer(data, start, end) if r.start() <= pos < r.end()), None
+            )
+        if m is not None:
+            spans.append((m.start(), m.end()))
+            covered = m.end()
     return spans
 
 
@@ -143,11 +159,11 @@ def decode_runs(data: bytes) -> list[tuple[int, int, str, bytes]]:
     ``(start, end, encoding, decoded)``, in order of ``start``."""
     out: list[tuple[int, int, str, bytes]] = []
     if b"%" in data:
-        for s, e in _runs_around(data, _PCT_HIT, _PCT_RUN):
+        for s, e in _runs_around(data, _PCT_HIT, _PCT_RUN, _PCT_LEFT):
             decoded = urllib.parse.unquote_to_bytes(data[s:e])
             out.append((s, e, "url", decoded))
     if b"\\" in data:
-        for s, e in _runs_around(data, _JSON_HIT, _JSON_RUN):
+        for s, e in _runs_around(data, _JSON_HIT, _JSON_RUN, _JSON_LEFT):
             decoded = _decode_json(data[s:e])
             if decoded is not None:
                 out.append((s, e, "json", decoded))
