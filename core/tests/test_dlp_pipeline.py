@@ -128,7 +128,7 @@ def test_request_findings_name_the_part_and_header() -> None:
     assert where == {
         ("url_path", None, 4),
         ("query", None, 4),
-        ("header", "X-Leak", 6),
+        ("header", "X-Leak", 14),
         ("body", None, 5),
     }
     assert all(token not in f.describe() for f in findings)
@@ -211,3 +211,14 @@ def test_inbound_pipeline_warns() -> None:
     pipeline = ScanPipeline([Whispers()], Direction.INBOUND)
     findings = pipeline.scan_response(200, {}, b"hey psst")
     assert verdict(findings) is Verdict.WARN
+
+
+def test_a_match_inside_an_encoded_run_is_reported_once() -> None:
+    # The raw view and the URL-decoded view both see the token.
+    findings = _pipeline().scan_bytes(b"q=" + TOKEN + b"%20and%20more", Location("query"))
+    assert [(f.location.offset, f.location.decoded) for f in findings] == [(2, None)]
+
+
+def test_header_names_are_scanned_too() -> None:
+    (finding,) = _pipeline().scan_request("GET", "https://x.test/", {TOKEN.decode(): "1"}, None)
+    assert (finding.location.part, finding.location.offset) == ("header", 0)

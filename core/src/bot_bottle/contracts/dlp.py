@@ -1,8 +1,12 @@
 """The DLP detector contract: one engine for egress traffic and pushed commits.
 
-Detectors see *decoded* bytes: the scan pipeline (not the detector) undoes
-URL-encoding, base64/hex runs, JSON escapes and Content-Encoding once, before
-any detector runs. A detector only finds things in bytes and says where.
+Detectors see *decoded* bytes: the scan pipeline (:mod:`bot_bottle.dlp`, not
+the detector) undoes URL-encoding, base64/hex runs, JSON escapes and
+Content-Encoding once, before any detector runs, and calls :meth:`scan` on
+the raw bytes and on each decoded view. A detector only finds things in
+bytes and says where (offsets in the bytes it was given; the pipeline maps
+them back to the original and fills in ``Location.decoded``). Use
+:func:`redact` to build snippets.
 
 A finding names the detector and the rule and carries a *redacted* snippet:
 never the matched secret itself (DESIGN §6, invariant 9).
@@ -127,8 +131,10 @@ class DlpDetector(PluginComponent, ABC):
     """Registered through ``bot_bottle_register_dlp_detectors``."""
 
     direction: ClassVar[Direction] = Direction.OUTBOUND
-    #: The longest match this detector can produce. Streams keep this many
-    #: bytes of carry-over so a match split across chunks is still found.
+    #: The longest match this detector can produce (for a detector that
+    #: pairs matches, the longest span it looks across). Streams keep this
+    #: many bytes of carry-over so a match split across chunks is still
+    #: found; the scan pipeline keeps the largest of its detectors' values.
     max_match_bytes: ClassVar[int] = 4096
 
     @abstractmethod
@@ -139,7 +145,12 @@ class DlpDetector(PluginComponent, ABC):
 
     def stream(self, context: ScanContext) -> StreamScanner:
         """A scanner for chunked input. The default re-runs :meth:`scan` on each
-        chunk plus the carried tail of the previous data."""
+        chunk plus the carried tail of the previous data.
+
+        The scan pipeline (:mod:`bot_bottle.dlp`) does not call this: it
+        decodes each window once and calls :meth:`scan` on every decoded
+        view, so :meth:`scan` is the one method a detector must get right.
+        """
         return CarryOverScanner(self, context)
 
 

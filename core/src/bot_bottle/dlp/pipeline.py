@@ -187,10 +187,15 @@ class ScanPipeline:
         known_secrets: Sequence[Secret] = (),
         target: str | None = None,
     ) -> list[Finding]:
-        """Scan an HTTP request: URL path, query, every header, and the body
-        (decoded per its ``Content-Encoding``). ``method`` is not scanned.
-        Scan before the route's credential is injected, or the injected
-        token is found among the known secrets."""
+        """Scan an HTTP request: URL path, query, every header, and the body.
+
+        ``body`` is the body *as sent*, still compressed (mitmproxy's
+        ``raw_content``, not ``content``): it is decoded here per the
+        ``Content-Encoding`` header, and a body that does not decode is a
+        block. Header findings are located in the line ``"Name: value"``.
+        ``method`` is not scanned. Scan before the route's credential is
+        injected, or the injected token is found among the known secrets.
+        """
         del method  # part of the signature for callers' symmetry; nothing to scan
         if not self.detectors:
             return []
@@ -221,8 +226,9 @@ class ScanPipeline:
         known_secrets: Sequence[Secret] = (),
         target: str | None = None,
     ) -> list[Finding]:
-        """Scan an HTTP response's headers and body (decoded per its
-        ``Content-Encoding``). ``status`` is not scanned."""
+        """Scan an HTTP response's headers and body; ``body`` as received,
+        decoded here per its ``Content-Encoding`` (see :meth:`scan_request`).
+        ``status`` is not scanned."""
         del status
         if not self.detectors:
             return []
@@ -252,8 +258,12 @@ class ScanPipeline:
         Chunks are content-decoded as they come; each window scanned is the
         last :attr:`carry_bytes` of what came before plus the new bytes, so a
         match split across chunks is found, once. Offsets are from the start
-        of the decoded stream; an undecodable stream yields one ``block``
-        finding and nothing after it.
+        of the decoded stream, and a finding reported by ``feed`` may begin in
+        bytes fed earlier (a caller that forwards chunks as they pass should
+        hold back the last :attr:`carry_bytes`, or accept that the start of a
+        split secret has already left). An undecodable stream yields one
+        ``block`` finding and nothing after it. Each ``feed`` rescans the
+        carry-over, so feed chunks of some kilobytes, not single bytes.
         """
         return _PipelineStream(self, location, content_encoding, tuple(known_secrets), target)
 
@@ -271,7 +281,8 @@ class ScanPipeline:
         pieces: list[bytes] = []
         pos = 0
         for name, value in items:
-            raw = value.encode("utf-8", "surrogateescape")
+            # The name is scanned too: an agent controls both.
+            raw = f"{name}: {value}".encode("utf-8", "surrogateescape")
             starts.append((pos, pos + len(raw), name))
             pieces.append(raw + b"\n")
             pos += len(raw) + 1
@@ -295,7 +306,7 @@ class ScanPipeline:
     ) -> list[Finding]:
         """Run every detector over every view of ``data``; offsets are in ``data``."""
         context = ScanContext(self.direction, location, target, tuple(known_secrets))
-        seen: set[tuple[str, str, int, int]] = set()
+        accepted: list[tuple[str, str, int, int]] = []
         out: list[Finding] = []
         for view in build_views(data):
             if not view.data:
@@ -309,10 +320,16 @@ class ScanPipeline:
                         chain = ("decoded",) if view.parent is not None else ()
                     else:
                         start, end, chain = view.locate(o, o + (f.location.length or 0))
-                    key = (f.detector, f.rule, start, end)
-                    if key in seen:
+                    # The same match found again in a decoded view of a run
+                    # that holds it (a URL-encoded run around a plain token,
+                    # a known secret matched pre-encoded and decoded) is one
+                    # finding, not two.
+                    if any(
+                        d == f.detector and r == f.rule and start <= s0 and e0 <= end
+                        for d, r, s0, e0 in accepted
+                    ):
                         continue
-                    seen.add(key)
+                    accepted.append((f.detector, f.rule, start, end))
                     loc = replace(
                         location,
                         offset=start,
