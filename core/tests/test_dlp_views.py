@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import json
 import urllib.parse
@@ -81,3 +82,9 @@ def test_misaligned_base64_at_the_buffer_start_is_still_decoded() -> None:
 
 def test_plain_text_has_no_decoded_views() -> None:
     assert len(build_views(b"Just some ordinary words, nothing encoded.")) == 1
+
+
+def test_base64_of_gzip_is_inflated() -> None:
+    data = b'{"blob": "' + base64.b64encode(gzip.compress(b"k=" + SECRET)) + b'"}'
+    *_, chain = _located(data, SECRET)
+    assert chain == ("base64+gzip",)

@@ -13,6 +13,9 @@ little to scan. Base64 and hex decodings are kept only when they come out as
 mostly printable text (secrets are text; images and hashes are not), which
 is what keeps git SHAs, UUIDs and embedded images out of the decoded views.
 
+A base64 run that decodes to a gzip or zlib stream is inflated too
+(``base64+gzip``), bounded to 1 MiB per run.
+
 Known limits: a run is decoded at its start (plus the three other base64
 alignments when the run touches the start of the buffer, as it may in a
 streamed window); binary payloads that happen to carry text are dropped;
@@ -28,12 +31,14 @@ import bisect
 import json
 import re
 import urllib.parse
+import zlib
 from dataclasses import dataclass, field
 
 import re2
 
 MAX_DEPTH = 3
 MAX_RUN_BYTES = 1024 * 1024
+_MAX_INFLATE = 1024 * 1024  # text inflated from one base64(gzip) run
 _WINDOW = 2048
 _MIN_B64 = 24  # base64 of an 18-byte secret; the shortest token rule is 20
 _MIN_HEX = 32
@@ -114,6 +119,20 @@ def _b64(run: bytes) -> bytes | None:
         return None
 
 
+def _inflate(data: bytes) -> bytes | None:
+    """Text inside a gzip or zlib stream (bounded), else None."""
+    if data[:2] == b"\x1f\x8b":
+        wbits = 16 + zlib.MAX_WBITS
+    elif len(data) >= 2 and data[0] == 0x78 and (data[0] * 256 + data[1]) % 31 == 0:
+        wbits = zlib.MAX_WBITS
+    else:
+        return None
+    try:
+        return zlib.decompressobj(wbits).decompress(data, _MAX_INFLATE)
+    except zlib.error:
+        return None
+
+
 def _runs_around(
     data: bytes, hits: re.Pattern[bytes], run: re.Pattern[bytes], left: re.Pattern[bytes]
 ) -> list[tuple[int, int]]:
@@ -183,8 +202,16 @@ def decode_runs(data: bytes) -> list[tuple[int, int, str, bytes]]:
         # misaligned; try the other alignments there.
         for shift in range(4) if s == 0 else (0,):
             decoded = _b64(run[shift:])
-            if decoded is not None and _printable(decoded):
+            if decoded is None:
+                continue
+            if _printable(decoded):
                 out.append((s, e, "base64", decoded))
+                break
+            # base64(gzip(secret)) is the classic way to get text past a
+            # scanner; compressed payloads are recognised by their header.
+            inflated = _inflate(decoded)
+            if inflated is not None and _printable(inflated):
+                out.append((s, e, "base64+gzip", inflated))
                 break
     out.sort(key=lambda r: r[0])
     return out
