@@ -222,3 +222,13 @@ def test_a_match_inside_an_encoded_run_is_reported_once() -> None:
 def test_header_names_are_scanned_too() -> None:
     (finding,) = _pipeline().scan_request("GET", "https://x.test/", {TOKEN.decode(): "1"}, None)
     assert (finding.location.part, finding.location.offset) == ("header", 0)
+
+
+def test_headers_as_byte_pairs_with_repeats_are_all_scanned() -> None:
+    # mitmproxy's Headers.fields: bytes pairs, a name may repeat.
+    fields = ((b"Cookie", b"a=1"), (b"Cookie", b"b=" + TOKEN), (b"Content-Encoding", b"gzip"))
+    findings = _pipeline().scan_request("POST", "https://x.test/", fields, gzip.compress(TOKEN))
+    assert [(f.location.part, f.location.name) for f in findings] == [
+        ("header", "Cookie"),
+        ("body", None),
+    ]

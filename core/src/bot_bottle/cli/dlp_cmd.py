@@ -77,6 +77,7 @@ def run_scan(args: argparse.Namespace) -> int:
 
 
 def _scan(args: argparse.Namespace) -> int:
+    import io
     import json
     import os
     import sys
@@ -115,7 +116,7 @@ def _scan(args: argparse.Namespace) -> int:
                 content_encoding=args.content_encoding,
                 known_secrets=secrets,
             )
-        # Larger than a whole-body scan takes (or stdin): stream it.
+        # Larger than a whole-body scan takes: stream it.
         stream = pipeline.stream(
             location, content_encoding=args.content_encoding, known_secrets=secrets
         )
@@ -128,12 +129,7 @@ def _scan(args: argparse.Namespace) -> int:
     for name in args.files or ["-"]:
         if name == "-":
             data = sys.stdin.buffer.read()
-            found = pipeline.scan_bytes(
-                data,
-                Location("body"),
-                content_encoding=args.content_encoding,
-                known_secrets=secrets,
-            )
+            found = scan_one(name, io.BytesIO(data), len(data))
         else:
             path = Path(name)
             try:

@@ -10,6 +10,20 @@ and runs the selected detectors over it:
   or ``None`` for every installed detector of that direction);
 * :func:`verdict` -- ``block`` / ``warn`` / ``none`` for a list of findings.
 
+Egress::
+
+    pipeline = ScanPipeline.from_host(host, Direction.OUTBOUND, route_selection)
+    findings = pipeline.scan_request(
+        flow.request.method, flow.request.url, flow.request.headers.fields,
+        flow.request.raw_content, known_secrets=bottle_secrets,
+    )
+    if verdict(findings) is Verdict.BLOCK: ...  # 403 naming each f.describe()
+
+git-gate, per file of each new commit (line numbers are filled in)::
+
+    pipeline.scan_bytes(blob, Location("file_content", name=path, commit=sha))
+    pipeline.scan_bytes(message, Location("commit_message", commit=sha))
+
 Importing this package loads re2 (and brotli on first use); keep it out of
 modules that ``bot-bottle --help`` imports.
 """

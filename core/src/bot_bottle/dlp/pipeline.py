@@ -27,7 +27,7 @@ import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from enum import StrEnum
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 from bot_bottle.contracts.dlp import (
     Action,
@@ -57,7 +57,9 @@ PIPELINE = "dlp"
 _MIN_CARRY = 256
 _MAX_CARRY = 64 * 1024
 
-Headers = Mapping[str, str] | Iterable[tuple[str, str]]
+#: A mapping, or (name, value) pairs as str or bytes -- mitmproxy's
+#: ``headers.fields`` (all values of repeated headers) works as is.
+Headers = Mapping[str, str] | Iterable[tuple[str | bytes, str | bytes]]
 Selection = Sequence[str] | Literal[False] | None
 
 
@@ -116,10 +118,18 @@ def load_detectors(
     return detectors
 
 
+def _text(value: str | bytes) -> str:
+    if isinstance(value, bytes):
+        # Undecodable bytes survive the round trip back to bytes for scanning.
+        return value.decode("utf-8", "surrogateescape")
+    return str(value)
+
+
 def _header_items(headers: Headers) -> list[tuple[str, str]]:
     if isinstance(headers, Mapping):
-        return [(str(k), str(v)) for k, v in headers.items()]
-    return [(str(k), str(v)) for k, v in headers]
+        mapping = cast("Mapping[str, str]", headers)
+        return [(_text(k), _text(v)) for k, v in mapping.items()]
+    return [(_text(k), _text(v)) for k, v in headers]
 
 
 class ScanPipeline:
