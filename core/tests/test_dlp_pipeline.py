@@ -232,3 +232,10 @@ def test_headers_as_byte_pairs_with_repeats_are_all_scanned() -> None:
         ("header", "Cookie"),
         ("body", None),
     ]
+
+
+def test_redact_replaces_plain_and_encoded_matches_for_logs() -> None:
+    encoded = base64.b64encode(b"k=" + TOKEN)
+    line = b"GET /a/" + TOKEN + b"?x=" + encoded + b" done"
+    assert _pipeline().redact(line) == b"GET /a/[REDACTED:tok]?x=[REDACTED:tok] done"
+    assert _pipeline().redact(b"nothing here") == b"nothing here"

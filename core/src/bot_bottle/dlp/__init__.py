@@ -5,7 +5,8 @@ Detectors are plugins (``bot_bottle_register_dlp_detectors``, contract in
 and runs the selected detectors over it:
 
 * :class:`ScanPipeline` -- ``scan_request``, ``scan_response``,
-  ``scan_bytes`` and ``stream`` (chunked bodies, with carry-over);
+  ``scan_bytes``, ``stream`` (chunked bodies, with carry-over) and
+  ``redact`` (for log lines);
 * :func:`load_detectors` -- a route's selection (list of names, ``False``,
   or ``None`` for every installed detector of that direction);
 * :func:`verdict` -- ``block`` / ``warn`` / ``none`` for a list of findings.

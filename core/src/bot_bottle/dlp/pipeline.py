@@ -253,6 +253,29 @@ class ScanPipeline:
             )
         return findings
 
+    def redact(self, data: bytes, *, known_secrets: Sequence[Secret] = ()) -> bytes:
+        """``data`` with everything the detectors find replaced by
+        ``[REDACTED:<rule>]`` (an encoded run holding a secret is replaced
+        whole), for logging URLs, headers or bodies. No Content-Encoding is
+        undone here: pass decoded bytes."""
+        if not self.detectors or not data:
+            return data
+        spans = sorted(
+            (f.location.offset, f.location.offset + (f.location.length or 0), f.rule)
+            for f in self._scan(data, Location("log"), known_secrets, None)
+            if f.location.offset is not None
+        )
+        out: list[bytes] = []
+        pos = 0
+        for start, end, rule in spans:
+            if end <= pos:
+                continue  # inside a span already replaced
+            out.append(data[pos : max(pos, start)])
+            out.append(b"[REDACTED:%s]" % rule.encode())
+            pos = end
+        out.append(data[pos:])
+        return b"".join(out)
+
     # -- streams ---------------------------------------------------------------
 
     def stream(
