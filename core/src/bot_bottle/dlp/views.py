@@ -51,11 +51,12 @@ _MAX_NON_PRINTABLE = 0.1
 # run-shaped pattern and is several times slower on a 1 MB body).
 _B64_RUN = re2.compile(rb"[A-Za-z0-9+/_\-]{%d,}={0,2}" % _MIN_B64)
 _HEX_ONLY = re.compile(rb"[0-9a-fA-F]+")
-# These start with a literal, which Python's re finds with a fast search.
-_PCT_HIT = re.compile(rb"%[0-9A-Fa-f]{2}")
+# Escapes are found with bytes.find on their literal start, then checked (a
+# JSON body has a backslash in every \n and \"; a regex would stop at each).
+_PCT_HIT = (b"%", re.compile(rb"%[0-9A-Fa-f]{2}"))
 _PCT_RUN = re.compile(rb"(?:[A-Za-z0-9._~+/=\-]|%[0-9A-Fa-f]{2})+")
 _PCT_LEFT = re.compile(rb"[A-Za-z0-9._~+/=\-%]+")
-_JSON_HIT = re.compile(rb"\\(?:u[0-9a-fA-F]{4}|/)")
+_JSON_HITS = ((b"\\u", re.compile(rb"\\u[0-9a-fA-F]{4}")), (b"\\/", re.compile(rb"\\/")))
 _JSON_RUN = re.compile(rb"""(?:[A-Za-z0-9._~+/=:\-]|\\u[0-9a-fA-F]{4}|\\["\\/bfnrt])+""")
 # Reversed, an escape's quote comes before its backslash: allow both.
 _JSON_LEFT = re.compile(rb"""(?:[A-Za-z0-9._~+/=:\-\\]|"\\)+""")
@@ -133,10 +134,26 @@ def _inflate(data: bytes) -> bytes | None:
         return None
 
 
+def _hits(data: bytes, needles: tuple[tuple[bytes, re.Pattern[bytes]], ...]) -> list[int]:
+    """Sorted offsets where one of ``needles`` starts and its pattern matches."""
+    found: list[int] = []
+    for literal, check in needles:
+        i = data.find(literal)
+        while i != -1:
+            if check.match(data, i):
+                found.append(i)
+            i = data.find(literal, i + 1)
+    found.sort()
+    return found
+
+
 def _runs_around(
-    data: bytes, hits: re.Pattern[bytes], run: re.Pattern[bytes], left: re.Pattern[bytes]
+    data: bytes,
+    hits: tuple[tuple[bytes, re.Pattern[bytes]], ...],
+    run: re.Pattern[bytes],
+    left: re.Pattern[bytes],
 ) -> list[tuple[int, int]]:
-    """Maximal ``run`` matches that contain a ``hits`` match (deduplicated).
+    """Maximal ``run`` matches that contain one of the ``hits`` (deduplicated).
 
     The run's start is found by matching ``left`` (the run's characters) on
     the reversed bytes before the hit, so each hit costs one C-level match
@@ -144,8 +161,7 @@ def _runs_around(
     """
     spans: list[tuple[int, int]] = []
     covered = -1
-    for hit in hits.finditer(data):
-        pos = hit.start()
+    for pos in _hits(data, hits):
         if pos < covered:
             continue
         lo = max(0, pos - _WINDOW)
@@ -178,11 +194,11 @@ def decode_runs(data: bytes) -> list[tuple[int, int, str, bytes]]:
     ``(start, end, encoding, decoded)``, in order of ``start``."""
     out: list[tuple[int, int, str, bytes]] = []
     if b"%" in data:
-        for s, e in _runs_around(data, _PCT_HIT, _PCT_RUN, _PCT_LEFT):
+        for s, e in _runs_around(data, (_PCT_HIT,), _PCT_RUN, _PCT_LEFT):
             decoded = urllib.parse.unquote_to_bytes(data[s:e])
             out.append((s, e, "url", decoded))
     if b"\\" in data:
-        for s, e in _runs_around(data, _JSON_HIT, _JSON_RUN, _JSON_LEFT):
+        for s, e in _runs_around(data, _JSON_HITS, _JSON_RUN, _JSON_LEFT):
             decoded = _decode_json(data[s:e])
             if decoded is not None:
                 out.append((s, e, "json", decoded))
