@@ -15,6 +15,7 @@ replaces). Target: >= 50 MB/s on 1 MB bodies.
 from __future__ import annotations
 
 import argparse
+import base64
 import gzip
 import hashlib
 import json
@@ -22,6 +23,7 @@ import re
 import statistics
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
@@ -117,6 +119,31 @@ def main() -> int:
         for case, fn in cases.items():
             sec = _time(fn, args.repeat)
             results[f"{label}: {case}"] = {"ms": sec * 1000, "mb_s": mb / sec, "bytes": len(body)}
+
+    # Harder 1 MB bodies: everything in them has to be decoded and rescanned.
+    text = dlp_corpus.source_code(limit=740_000).encode()
+    hard = {
+        "1 MB base64 text attachment": dlp_corpus.chat_request(
+            "see attachment", attachment=base64.b64encode(text).decode()
+        ),
+        "1 MB url-encoded form": b"data=" + urllib.parse.quote(text[:400_000], safe="").encode(),
+    }
+    for label, body in hard.items():
+        sec = _time(lambda b=body: pipeline.scan_bytes(b, loc, known_secrets=SECRETS), args.repeat)
+        results[label] = {"ms": sec * 1000, "mb_s": len(body) / 1e6 / sec, "bytes": len(body)}
+
+    def streamed(b: bytes = _body(1_000_000)) -> None:
+        stream = pipeline.stream(loc, known_secrets=SECRETS)
+        for i in range(0, len(b), 65536):
+            stream.feed(b[i : i + 65536])
+        stream.finish()
+
+    sec = _time(streamed, args.repeat)
+    results["1 MB streamed in 64 KiB chunks"] = {
+        "ms": sec * 1000,
+        "mb_s": 1.0 / sec,
+        "bytes": 1_000_000,
+    }
 
     typical = dlp_corpus.typical_request()
     url = "https://api.anthropic.test/v1/messages?beta=true"

@@ -96,7 +96,7 @@ def lock_files() -> str:
     return npm + "\n" + uv_lock
 
 
-def chat_request(text: str, *, image: bool = False) -> bytes:
+def chat_request(text: str, *, image: bool = False, attachment: str | None = None) -> bytes:
     """An Anthropic Messages API body as a coding agent sends it."""
     rng = random.Random(4)
     content: list[dict[str, object]] = [{"type": "text", "text": text}]
@@ -109,6 +109,13 @@ def chat_request(text: str, *, image: bool = False) -> bytes:
                            "data": base64.b64encode(png).decode()},
             }
         )  # fmt: skip
+    if attachment is not None:
+        content.append(
+            {
+                "type": "document",
+                "source": {"type": "base64", "media_type": "text/plain", "data": attachment},
+            }
+        )
     body = {
         "model": "claude-sonnet-4-5",
         "max_tokens": 32000,

@@ -88,3 +88,10 @@ def test_base64_of_gzip_is_inflated() -> None:
     data = b'{"blob": "' + base64.b64encode(gzip.compress(b"k=" + SECRET)) + b'"}'
     *_, chain = _located(data, SECRET)
     assert chain == ("base64+gzip",)
+
+
+def test_url_decoding_matches_the_standard_library_on_awkward_input() -> None:
+    from bot_bottle.dlp.views import _unquote
+
+    for run in (b"%41%4", b"%", b"100%", b"%zz%41", b"a%2Fb%2f%", b"%41" * 1000 + b"%4"):
+        assert _unquote(run) == urllib.parse.unquote_to_bytes(run), run
