@@ -9,6 +9,7 @@ nothing is fetched.
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import json
 import random
@@ -92,8 +93,46 @@ def lock_files() -> str:
             "integrity": f"sha512-{digest}",
         }
     npm = json.dumps({"name": "app", "lockfileVersion": 3, "packages": packages}, indent=2)
+    go_sum = "\n".join(
+        f"github.com/example/mod{i} v1.{i}.0 h1:"
+        + base64.b64encode(hashlib.sha256(f"go{i}".encode()).digest()).decode()
+        for i in range(100)
+    )
     uv_lock = (REPO / "uv.lock").read_text(encoding="utf-8")
-    return npm + "\n" + uv_lock
+    return "\n".join([npm, go_sum, uv_lock])
+
+
+def certificates() -> str:
+    """Public PEM material (certificates, a public key): base64 bodies that
+    decode to DER, which must not look like private keys or tokens."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    pems = []
+    for i in range(20):
+        key = ec.derive_private_key(1000 + i, ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"ca{i}.example.test")])
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(i + 1)
+            .not_valid_before(datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC))
+            .not_valid_after(datetime.datetime(2036, 1, 1, tzinfo=datetime.UTC))
+            .sign(key, hashes.SHA256())
+        )
+        pems.append(cert.public_bytes(serialization.Encoding.PEM).decode())
+        pems.append(
+            key.public_key()
+            .public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            .decode()
+        )
+    return "".join(pems)
 
 
 def chat_request(text: str, *, image: bool = False, attachment: str | None = None) -> bytes:
@@ -191,6 +230,7 @@ def benign_outbound() -> dict[str, bytes]:
         "uuids": uuids().encode(),
         "lock files": lock_files().encode(),
         "bip39 mnemonics": "\n".join(BIP39).encode(),
+        "certificates": certificates().encode(),
         "chat request with code": chat_request("Explain this code:\n" + code[:50_000]),
         "chat request with image": chat_request("What is in this image?", image=True),
         "chat request with mnemonic": chat_request(
