@@ -7,6 +7,7 @@ way a user who ran ``pip install bot-bottle-example-acme`` would.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ def venv(tmp_path_factory: pytest.TempPathFactory, uv: str) -> Path:
         [
             uv, "pip", "install", "--quiet", "--python", str(venv / "bin/python"),
             str(REPO / "core"),
+            str(REPO / "plugins/dlp"),
             str(REPO / "examples/plugins/acme-detector"),
             str(REPO / "examples/plugins/broken"),
         ]
@@ -101,3 +103,43 @@ def test_allow_list_variable_restricts_loading(venv: Path, tmp_path: Path) -> No
     plugins = _plugins(venv, tmp_path, BOT_BOTTLE_PLUGINS="acme")
     assert plugins["acme"]["status"] == "active"
     assert plugins["broken"]["status"] == "disabled"
+
+
+ACME = "acme_" + "a1B2" * 8
+
+
+def test_third_party_detector_runs_in_dlp_scan_beside_the_built_ins(
+    venv: Path, tmp_path: Path
+) -> None:
+    # Base64-encoded: found only because the pipeline decodes before detectors run.
+    body = base64.b64encode(f"creds={ACME}".encode())
+    full = {k: v for k, v in os.environ.items() if not k.startswith("BOT_BOTTLE_")}
+    full["BOT_BOTTLE_HOME"] = str(tmp_path)
+    argv = [str(venv / "bin/bot-bottle"), "dlp", "scan", "--json", "-"]
+    r = run(argv, env=full, input=body.decode())
+    assert r.returncode == 1, r.stderr
+    doc = json.loads(r.stdout)
+    assert "acme_tokens" in doc["detectors"] and "token_patterns" in doc["detectors"]
+    (finding,) = doc["findings"]
+    assert (finding["detector"], finding["rule"]) == ("acme_tokens", "acme-api-token")
+    assert finding["location"]["decoded"] == "base64"
+    assert "a1B2" not in r.stdout
+
+
+def test_third_party_detector_is_selected_by_name_in_the_pipeline(
+    venv: Path, tmp_path: Path
+) -> None:
+    code = (
+        "from bot_bottle.plugins import PluginHost\n"
+        "from bot_bottle.contracts.dlp import Direction\n"
+        "from bot_bottle.dlp import ScanPipeline, verdict\n"
+        "p = ScanPipeline.from_host(PluginHost().load(), Direction.OUTBOUND, ['acme_tokens'])\n"
+        "import gzip\n"
+        f"body = gzip.compress(b'x {ACME} y')\n"
+        "f = p.scan_request('POST', 'https://acme.test/', {'Content-Encoding': 'gzip'}, body)\n"
+        "print(verdict(f).value, [x.name for x in p.detectors], f[0].location.offset)\n"
+    )
+    env = {"BOT_BOTTLE_HOME": str(tmp_path), "PATH": os.environ["PATH"]}
+    r = run([str(venv / "bin/python"), "-c", code], env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["block", "['acme_tokens']", "2"]

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from bot_bottle import __version__
 from bot_bottle.cli import (
+    dlp_cmd,
     doctor,
     info,
     init_cmd,
@@ -28,7 +29,7 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 EXIT_INTERNAL = 70
 
-_COMMANDS = (plugins_cmd, doctor, list_cmd, info, validate, schema_cmd, init_cmd)
+_COMMANDS = (plugins_cmd, doctor, list_cmd, info, validate, schema_cmd, init_cmd, dlp_cmd)
 
 
 class _Parser(argparse.ArgumentParser):

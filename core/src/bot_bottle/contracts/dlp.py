@@ -1,8 +1,12 @@
 """The DLP detector contract: one engine for egress traffic and pushed commits.
 
-Detectors see *decoded* bytes: the scan pipeline (not the detector) undoes
-URL-encoding, base64/hex runs, JSON escapes and Content-Encoding once, before
-any detector runs. A detector only finds things in bytes and says where.
+Detectors see *decoded* bytes: the scan pipeline (:mod:`bot_bottle.dlp`, not
+the detector) undoes URL-encoding, base64/hex runs, JSON escapes and
+Content-Encoding once, before any detector runs, and calls :meth:`scan` on
+the raw bytes and on each decoded view. A detector only finds things in
+bytes and says where (offsets in the bytes it was given; the pipeline maps
+them back to the original and fills in ``Location.decoded``). Use
+:func:`redact` to build snippets.
 
 A finding names the detector and the rule and carries a *redacted* snippet:
 never the matched secret itself (DESIGN §6, invariant 9).
@@ -43,6 +47,9 @@ class Location:
     ``commit_message``, ``file_name``, ``file_content``. ``name`` is the
     header name or file path; ``commit`` and ``line`` are set for git.
     ``offset``/``length`` locate the match in the scanned bytes.
+    ``decoded`` names the decodings the scan pipeline undid to find it,
+    outermost first (e.g. ``"url>base64"``); the offset then covers the
+    whole encoded run.
     """
 
     part: str
@@ -51,6 +58,7 @@ class Location:
     line: int | None = None
     offset: int | None = None
     length: int | None = None
+    decoded: str | None = None
 
     def describe(self) -> str:
         bits = [self.part]
@@ -60,6 +68,8 @@ class Location:
             bits.append(f"commit {self.commit[:12]}")
         if self.line is not None:
             bits.append(f"line {self.line}")
+        if self.decoded:
+            bits.append(f"({self.decoded}-encoded)")
         return " ".join(bits)
 
 
@@ -74,6 +84,22 @@ class Finding:
 
     def describe(self) -> str:
         return f"{self.detector}/{self.rule} in {self.location.describe()}: {self.snippet}"
+
+
+def redact(data: bytes, start: int, end: int, label: str, context: int = 8) -> str:
+    """A snippet for a finding: up to ``context`` characters either side of
+    ``data[start:end]``, the match itself replaced by ``[REDACTED:<label>]``.
+
+    Context is cut at line breaks and non-printable bytes are shown as ``?``.
+    """
+
+    def clean(b: bytes) -> str:
+        text = b.decode("ascii", "replace")
+        return "".join(c if c.isprintable() and c.isascii() else "?" for c in text)
+
+    before = data[max(0, start - context) : start].rsplit(b"\n", 1)[-1]
+    after = data[end : end + context].split(b"\n", 1)[0]
+    return f"{clean(before)}[REDACTED:{label}]{clean(after)}"
 
 
 @dataclass(frozen=True)
@@ -105,8 +131,10 @@ class DlpDetector(PluginComponent, ABC):
     """Registered through ``bot_bottle_register_dlp_detectors``."""
 
     direction: ClassVar[Direction] = Direction.OUTBOUND
-    #: The longest match this detector can produce. Streams keep this many
-    #: bytes of carry-over so a match split across chunks is still found.
+    #: The longest match this detector can produce (for a detector that
+    #: pairs matches, the longest span it looks across). Streams keep this
+    #: many bytes of carry-over so a match split across chunks is still
+    #: found; the scan pipeline keeps the largest of its detectors' values.
     max_match_bytes: ClassVar[int] = 4096
 
     @abstractmethod
@@ -117,7 +145,12 @@ class DlpDetector(PluginComponent, ABC):
 
     def stream(self, context: ScanContext) -> StreamScanner:
         """A scanner for chunked input. The default re-runs :meth:`scan` on each
-        chunk plus the carried tail of the previous data."""
+        chunk plus the carried tail of the previous data.
+
+        The scan pipeline (:mod:`bot_bottle.dlp`) does not call this: it
+        decodes each window once and calls :meth:`scan` on every decoded
+        view, so :meth:`scan` is the one method a detector must get right.
+        """
         return CarryOverScanner(self, context)
 
 

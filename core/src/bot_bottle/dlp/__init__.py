@@ -1,0 +1,52 @@
+"""The DLP scan pipeline shared by egress and git-gate.
+
+Detectors are plugins (``bot_bottle_register_dlp_detectors``, contract in
+:mod:`bot_bottle.contracts.dlp`); this package decodes what is scanned once
+and runs the selected detectors over it:
+
+* :class:`ScanPipeline` -- ``scan_request``, ``scan_response``,
+  ``scan_bytes``, ``stream`` (chunked bodies, with carry-over) and
+  ``redact`` (for log lines);
+* :func:`load_detectors` -- a route's selection (list of names, ``False``,
+  or ``None`` for every installed detector of that direction);
+* :func:`verdict` -- ``block`` / ``warn`` / ``none`` for a list of findings.
+
+Egress::
+
+    pipeline = ScanPipeline.from_host(host, Direction.OUTBOUND, route_selection)
+    findings = pipeline.scan_request(
+        flow.request.method, flow.request.url, flow.request.headers.fields,
+        flow.request.raw_content, known_secrets=bottle_secrets,
+    )
+    if verdict(findings) is Verdict.BLOCK: ...  # 403 naming each f.describe()
+
+git-gate, per file of each new commit (line numbers are filled in)::
+
+    pipeline.scan_bytes(blob, Location("file_content", name=path, commit=sha))
+    pipeline.scan_bytes(message, Location("commit_message", commit=sha))
+
+Importing this package loads re2 (and brotli on first use); keep it out of
+modules that ``bot-bottle --help`` imports.
+"""
+
+from __future__ import annotations
+
+from bot_bottle.dlp.content import UndecodableError
+from bot_bottle.dlp.pipeline import (
+    PIPELINE,
+    ScanPipeline,
+    Selection,
+    Verdict,
+    load_detectors,
+    verdict,
+)
+
+__all__ = [
+    "PIPELINE",
+    "ScanPipeline",
+    "Selection",
+    "UndecodableError",
+    "Verdict",
+    "load_detectors",
+    "verdict",
+]

@@ -1,0 +1,152 @@
+"""``known_secrets``: the bottle's own secret values leaving it.
+
+The values come from :attr:`ScanContext.known_secrets` (injected tokens,
+``?prompt`` answers, ``${HOST_VAR}`` values), in memory only: they are never
+written anywhere, and findings name the encoding, never the value.
+
+Besides the decoded views the pipeline scans, each value is also looked for
+*pre-encoded* in the raw bytes -- URL-encoded, JSON-escaped, hex, and base64
+in all three byte alignments (so a value inside a longer base64 blob is
+found wherever it starts) -- all in one RE2 pass.
+
+Values shorter than :data:`MIN_LENGTH` are ignored: a three-letter value
+would match ordinary text everywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.parse
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any, ClassVar
+
+import re2
+
+from bot_bottle.contracts.dlp import (
+    Action,
+    Direction,
+    DlpDetector,
+    Finding,
+    ScanContext,
+    redact,
+)
+from bot_bottle.secrets import Secret
+
+MIN_LENGTH = 8
+RULE = "known-secret"
+_CACHE_SIZE = 8
+_MIN_FRAGMENT = 8  # shortest base64 fragment worth matching
+
+
+def _base64_fragments(value: bytes, alphabet: str) -> list[bytes]:
+    """The part of the base64 text that depends only on ``value``, for each
+    of the three offsets ``value`` can start at within a longer blob."""
+    out = []
+    for shift in range(3):
+        encoded = base64.b64encode(b"\0" * shift + value)
+        if alphabet == "url":
+            encoded = encoded.translate(bytes.maketrans(b"+/", b"-_"))
+        encoded = encoded.rstrip(b"=")
+        first = -(-shift * 4 // 3)  # characters touched by the leading pad
+        last = (shift + len(value)) * 4 // 3  # characters wholly inside value
+        fragment = encoded[first:last]
+        if len(fragment) >= _MIN_FRAGMENT:
+            out.append(fragment)
+    return out
+
+
+def encodings(value: str) -> dict[bytes, str]:
+    """Every form of ``value`` looked for, mapped to the encoding's name."""
+    raw = value.encode("utf-8")
+    forms: dict[bytes, str] = {}
+
+    def add(form: bytes, name: str) -> None:
+        forms.setdefault(form, name)
+
+    add(raw, "verbatim")
+    add(urllib.parse.quote(raw, safe="").encode(), "url")
+    add(urllib.parse.quote_plus(raw, safe="").encode(), "url")
+    add(json.dumps(value)[1:-1].encode(), "json")
+    add(json.dumps(value, ensure_ascii=False)[1:-1].encode("utf-8"), "json")
+    add(raw.hex().encode(), "hex")
+    add(raw.hex().upper().encode(), "hex")
+    for alphabet in ("std", "url"):
+        for fragment in _base64_fragments(raw, alphabet):
+            add(fragment, "base64")
+    return forms
+
+
+def _literal(form: bytes) -> bytes:
+    # Escape every byte: RE2 in Latin-1 mode then matches bytes exactly.
+    return b"".join(bytes([b]) if chr(b).isalnum() and b < 0x80 else b"\\x%02x" % b for b in form)
+
+
+class _Matcher:
+    def __init__(self, secrets: Sequence[Secret]) -> None:
+        self.names: list[str] = []
+        alternatives: list[bytes] = []
+        seen: set[bytes] = set()
+        for secret in secrets:
+            value = secret.reveal()
+            if len(value) < MIN_LENGTH:
+                continue
+            for form, name in encodings(value).items():
+                if form in seen:
+                    continue
+                seen.add(form)
+                self.names.append(name)
+                alternatives.append(b"(%s)" % _literal(form))
+        self.regex: Any = None
+        if alternatives:
+            options = re2.Options()
+            options.encoding = re2.Options.Encoding.LATIN1
+            options.max_mem = 64 << 20
+            self.regex = re2.compile(b"|".join(alternatives), options)
+
+
+class KnownSecretsDetector(DlpDetector):
+    name = "known_secrets"
+    description = "the bottle's own secret values, verbatim and encoded"
+    direction: ClassVar[Direction] = Direction.OUTBOUND
+    max_match_bytes: ClassVar[int] = 4096
+
+    def __init__(self) -> None:
+        # Compiled matchers for the last few sets of secrets (a bottle's set
+        # rarely changes); held in memory only, like the values themselves.
+        self._cache: OrderedDict[tuple[Secret, ...], _Matcher] = OrderedDict()
+
+    def _matcher(self, secrets: tuple[Secret, ...]) -> _Matcher:
+        matcher = self._cache.get(secrets)
+        if matcher is None:
+            matcher = _Matcher(secrets)
+            self._cache[secrets] = matcher
+            if len(self._cache) > _CACHE_SIZE:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(secrets)
+        return matcher
+
+    def scan(self, data: bytes, context: ScanContext) -> list[Finding]:
+        if not context.known_secrets:
+            return []
+        matcher = self._matcher(tuple(context.known_secrets))
+        if matcher.regex is None:
+            return []
+        findings = []
+        for m in matcher.regex.finditer(data):
+            encoding = matcher.names[(m.lastindex or 1) - 1]
+            start, end = m.span()
+            label = RULE if encoding == "verbatim" else f"{RULE} ({encoding})"
+            findings.append(
+                Finding(
+                    detector=self.name,
+                    rule=RULE,
+                    action=Action.BLOCK,
+                    location=replace(context.location, offset=start, length=end - start),
+                    snippet=redact(data, start, end, label),
+                )
+            )
+        return findings

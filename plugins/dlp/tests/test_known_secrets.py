@@ -1,0 +1,62 @@
+"""known_secrets: the bottle's own values, verbatim and in every encoding."""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.parse
+
+import pytest
+
+from bot_bottle.contracts.dlp import Action, Direction, Location, ScanContext
+from bot_bottle.secrets import Secret
+from bot_bottle_dlp.known_secrets import KnownSecretsDetector, encodings
+
+VALUE = 'p@ss/w0rd+"quoted"&more'
+CTX = ScanContext(Direction.OUTBOUND, Location("body"), known_secrets=(Secret(VALUE),))
+DETECTOR = KnownSecretsDetector()
+
+FORMS = {
+    "verbatim": VALUE.encode(),
+    "url": urllib.parse.quote(VALUE, safe="").encode(),
+    "url-plus": urllib.parse.quote_plus(VALUE).encode(),
+    "json": json.dumps({"v": VALUE}).encode(),
+    "hex": VALUE.encode().hex().encode(),
+    "HEX": VALUE.encode().hex().upper().encode(),
+    "base64": base64.b64encode(VALUE.encode()),
+    "base64url": base64.urlsafe_b64encode(VALUE.encode()),
+}
+
+
+@pytest.mark.parametrize("form", sorted(FORMS))
+def test_value_is_found_in_each_encoding(form: str) -> None:
+    findings = DETECTOR.scan(b"prefix " + FORMS[form] + b" suffix", CTX)
+    assert [(f.rule, f.action) for f in findings] == [("known-secret", Action.BLOCK)]
+
+
+@pytest.mark.parametrize("lead", [b"", b"a", b"ab", b"abc", b"abcd"])
+def test_value_inside_a_longer_base64_blob_is_found_at_any_alignment(lead: bytes) -> None:
+    blob = base64.b64encode(lead + VALUE.encode() + b" and then some trailing text")
+    assert DETECTOR.scan(blob, CTX), lead
+
+
+def test_findings_and_their_snippets_never_hold_the_value() -> None:
+    for form in FORMS.values():
+        for f in DETECTOR.scan(b"k=" + form, CTX):
+            assert VALUE not in repr(f)
+            assert form.decode() not in repr(f)
+
+
+def test_short_values_are_ignored() -> None:
+    ctx = ScanContext(Direction.OUTBOUND, Location("body"), known_secrets=(Secret("abc"),))
+    assert DETECTOR.scan(b"abc abc abc", ctx) == []
+
+
+def test_no_secrets_no_findings() -> None:
+    assert DETECTOR.scan(VALUE.encode(), ScanContext(Direction.OUTBOUND, Location("body"))) == []
+
+
+def test_every_form_is_distinct_text() -> None:
+    forms = encodings(VALUE)
+    assert VALUE.encode() in forms
+    assert all(len(f) >= 8 for f in forms)
