@@ -54,7 +54,13 @@ def home(tmp_path: Path) -> Path:
 
 
 def bb(home: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "BOT_BOTTLE_HOME": str(home), "GITEA_TOKEN": "tok-SHOULD-NOT-SHOW"}
+    # Only the fakes below: the installed bot-bottle-dlp would collide with them.
+    env = {
+        **os.environ,
+        "BOT_BOTTLE_HOME": str(home),
+        "BOT_BOTTLE_DISABLED_PLUGINS": "dlp",
+        "GITEA_TOKEN": "tok-SHOULD-NOT-SHOW",
+    }
     return subprocess.run(
         [sys.executable, "-m", "bot_bottle.cli", *args],
         capture_output=True,
