@@ -260,15 +260,19 @@ def env_value_parts(value: str) -> list[tuple[Literal["text", "var"], str]]:
     return parts
 
 
-def _check_env(env: dict[str, str]) -> dict[str, str]:
-    for name, value in env.items():
-        if value.strip().lower() == PROMPT:
-            continue
-        try:
-            env_value_parts(value)
-        except ValueError as exc:
-            raise _err("env_value", f"env {name}: {exc}", key=name) from None
-    return env
+def _check_env_value(value: str) -> str:
+    if value.strip().lower() == PROMPT:
+        return value
+    try:
+        env_value_parts(value)
+    except ValueError as exc:
+        # The message never repeats the value: it may be a secret.
+        raise _err("env_value", str(exc)) from None
+    return value
+
+
+#: literal, ``?prompt`` or text with ``${HOST_VAR}`` references
+EnvValue = Annotated[str, AfterValidator(_check_env_value)]
 
 
 # -- git ----------------------------------------------------------------------
@@ -645,9 +649,7 @@ class BottleFile(ManifestModel):
     extends: Annotated[str, AfterValidator(_check_name)] | None = None
     agent_provider: AgentProviderSpec | None = None
     # repr=False: a literal env value may well be a credential.
-    env: Annotated[dict[EnvName, str], AfterValidator(_check_env)] = Field(
-        default_factory=dict, repr=False
-    )
+    env: dict[EnvName, EnvValue] = Field(default_factory=dict, repr=False)
     skills: list[SkillName] = Field(default_factory=list)
     git_user: GitUser | None = None
     git_gate: GitGate = Field(default_factory=GitGate)
