@@ -168,9 +168,10 @@ ExtraHosts = dict[HostName, IpAddress]
 class ManifestModel(BaseModel):
     """Base of every manifest section: strict, frozen, unknown keys refused.
 
-    The unknown-key check runs before field validation so the message can
-    say which known key was probably meant (pydantic's own ``extra_forbidden``
-    cannot); ``extra="forbid"`` stays on so the JSON Schema says
+    The unknown-key check wraps validation so the message can say which
+    known key was probably meant (pydantic's own ``extra_forbidden`` cannot),
+    while the known keys are still validated and their problems reported
+    too; ``extra="forbid"`` stays on so the JSON Schema says
     ``additionalProperties: false`` for editors.
     """
 
