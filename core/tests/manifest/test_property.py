@@ -54,9 +54,10 @@ def _check(text: str, host: PluginHost) -> None:
                 parse_bottle_checked(doc, host)
         except ManifestError as exc:
             assert exc.problems
+            last = max(1, len(text.splitlines()) + 1)
             for problem in exc.problems:
                 assert problem.file == F
-                assert isinstance(problem.line, int) and problem.line >= 1
+                assert isinstance(problem.line, int) and 1 <= problem.line <= last
 
 
 def _to_yaml(value: Any) -> str:
