@@ -1,16 +1,17 @@
 """Turning a :class:`Document` into validated models, with located errors.
 
-Two steps, kept apart so the models never import plugins:
+Two checks, kept apart so the models never import plugins:
 
 1. :func:`parse_bottle` / :func:`parse_agent`: the pydantic models of
    :mod:`bot_bottle.manifest.models`.
 2. :func:`check_plugins`: the plugin-owned parts of a bottle against the
    installed plugins — ``agent_provider.template`` and its options (the
    provider's ``options_model``), each repo ``key.provider`` and its options
-   (``static`` is core's), and DLP detector names.
+   (``static`` is core's), and DLP detector names. It reads the raw
+   frontmatter, so it runs even when step 1 found problems.
 
-Both raise :class:`ManifestError` listing every problem found in the file,
-each with its line.
+:func:`parse_bottle_checked` runs both and raises one :class:`ManifestError`
+listing every problem of the file, each with its line, top to bottom.
 """
 
 from __future__ import annotations
