@@ -202,6 +202,11 @@ def test_ssh_url_is_parsed() -> None:
     )
 
 
+def test_ssh_url_ipv6_host() -> None:
+    url = bottle(_repo(url="ssh://git@[::1]:2222/r.git")).git_gate.repos[0].url
+    assert url is not None and (url.host, url.port) == ("[::1]", 2222)
+
+
 def test_ssh_url_default_port() -> None:
     url = bottle(_repo()).git_gate.repos[0].url
     assert url is not None and url.port == 22
@@ -249,6 +254,8 @@ def test_hostile_urls_are_refused(url: str, what: str) -> None:
         ("ssh://git@host.test:99999/r", "out of range"),
         ("ssh://git@host.test/a/../b", "'.' or '..' segments"),
         ("ssh://git@-host.test/r", "is not a host name"),
+        ("ssh://-oProxyCommand@host.test/r", "must not start with '-'"),
+        ("ssh://git@[1:::2]/r", "is not an IPv6 address"),
     ],
 )
 def test_bad_urls_are_refused(url: str, message: str) -> None:

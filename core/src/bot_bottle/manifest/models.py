@@ -3,7 +3,7 @@
 These models know nothing about plugins (importing them loads none): the
 plugin-owned parts — an agent provider's options, a key provisioner's
 options, DLP detector names — are kept as plain data here and checked
-against the installed plugins by :mod:`bot_bottle.manifest.plugincheck`.
+against the installed plugins by :mod:`bot_bottle.manifest.parse`.
 
 Every model forbids unknown keys and says which known key was probably
 meant; every model is strict, so YAML 1.2's ``yes``/``no`` (strings) are
@@ -332,13 +332,21 @@ class SshUrl(ManifestModel):
         port = int(m.group("port") or 22)
         if not 0 < port < 65536:
             raise _err("ssh_url", f"port {port} is out of range")
-        host = m.group("host")
-        if not host.startswith("["):
+        user, host = m.group("user"), m.group("host")
+        if user.startswith("-"):
+            # 'user@host' becomes one ssh argument: it must not read as an option.
+            raise _err("ssh_url", f"user {user!r} must not start with '-'")
+        if host.startswith("["):
+            try:
+                ipaddress.IPv6Address(host[1:-1])
+            except ValueError:
+                raise _err("ssh_url", f"{host!r} is not an IPv6 address") from None
+        else:
             host = _check_hostname(host)
         path = "/" + m.group("path")
         if "/../" in path + "/" or "/./" in path + "/":
             raise _err("ssh_url", "url path must not contain '.' or '..' segments")
-        return cls(url=value, user=m.group("user"), host=host, port=port, path=path)
+        return cls(url=value, user=user, host=host, port=port, path=path)
 
 
 def _ssh_url(value: Any) -> Any:
@@ -363,7 +371,7 @@ class KeySpec(ManifestModel):
     ``{provider: <key provisioner plugin>, ...its options}``.
 
     ``options`` holds every key but ``provider``; the provisioner's own
-    model validates them (:mod:`bot_bottle.manifest.plugincheck`).
+    model validates them (:mod:`bot_bottle.manifest.parse`).
     """
 
     provider: str
@@ -373,9 +381,8 @@ class KeySpec(ManifestModel):
     def _prepare(cls, data: Any) -> Any:
         if isinstance(data, dict) and "options" not in data:
             rest = {k: v for k, v in data.items() if k != "provider"}
-            return {"provider": data.get("provider"), "options": rest} | (
-                {} if "provider" in data else {"provider": None}
-            )
+            # A missing provider becomes None, which _provider_given explains.
+            return {"provider": data.get("provider"), "options": rest}
         return data
 
     @field_validator("provider", mode="before")
