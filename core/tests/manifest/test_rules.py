@@ -445,6 +445,11 @@ def test_static_key_path_is_absolute_or_home(host: PluginHost) -> None:
     assert "must be an absolute path or start with '~'" in str(err)
 
 
+def test_paths_cannot_hold_control_characters() -> None:
+    err = bottle_error('egress: {upstream_ca: "/etc/ca.pem\\nx"}')
+    assert "must not contain control characters" in str(err)
+
+
 def test_unknown_key_provisioner_lists_available(host: PluginHost) -> None:
     err = plugin_error(
         "git_gate:\n  repos:\n    - name: r\n      key:\n        provider: gitee\n", host

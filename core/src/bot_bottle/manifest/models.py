@@ -137,6 +137,8 @@ def _check_hostname(value: str) -> str:
 
 
 def _check_path_value(value: str) -> str:
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise _err("host_path", "a path must not contain control characters (newline, tab, ...)")
     if value.startswith("~"):
         return value
     if not value.startswith("/"):
