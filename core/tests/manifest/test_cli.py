@@ -111,7 +111,10 @@ def test_info_shows_provenance_and_names_never_values(home: Path) -> None:
     assert "git user:    Implementer Bot (agent) <agent@example.test> (bottle)" in out
     assert "GITEA_TOKEN (from $GITEA_TOKEN)" in out
     assert "DEPLOY_PASSPHRASE (asked at launch)" in out
-    assert "api.git.example.test [auth:token from $GITEA_TOKEN]" in out
+    assert (
+        "api.git.example.test [auth:token from $GITEA_TOKEN] only GET,POST "
+        "/api/v1/repos/team/* ~^/api/v1/user$ [Accept=application/json]"
+    ) in out
     assert "widgets  ssh://git@git.example.test:2222/team/widgets.git  key: static" in out
     assert "tok-SHOULD-NOT-SHOW" not in out + r.stderr
     # literal values are not shown either: a literal may be a credential

@@ -69,3 +69,6 @@ def test_examples_satisfy_the_json_schema(host: PluginHost) -> None:
         "egress": {"routes": [{"host": "a.test", "dlp": {"outbound_detectors": ["nope"]}}]}
     }
     assert list(validators["bottles"].iter_errors(unknown_detector))
+    gitea = bottle_schema(host)["$defs"]["key-gitea"]
+    assert gitea["properties"]["provider"] == {"const": "gitea"}
+    assert set(gitea["required"]) == {"provider", "api_url", "token_ref"}

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from bot_bottle.manifest import Manifest, ManifestError
 from bot_bottle.manifest.document import parse_document
-from bot_bottle.manifest.parse import check_plugins, parse_agent, parse_bottle
+from bot_bottle.manifest.parse import parse_agent, parse_bottle_checked
 from bot_bottle.plugins import PluginHost
 
 F = Path("/h/.bot-bottle/bottles/fuzz.md")
@@ -51,12 +51,13 @@ def _check(text: str, host: PluginHost) -> None:
             if kind == "agent":
                 parse_agent(doc)
             else:
-                check_plugins(parse_bottle(doc), doc, host)
+                parse_bottle_checked(doc, host)
         except ManifestError as exc:
             assert exc.problems
+            last = max(1, len(text.splitlines()) + 1)
             for problem in exc.problems:
                 assert problem.file == F
-                assert isinstance(problem.line, int) and problem.line >= 1
+                assert isinstance(problem.line, int) and 1 <= problem.line <= last
 
 
 def _to_yaml(value: Any) -> str:

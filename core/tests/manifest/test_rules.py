@@ -11,7 +11,7 @@ import pytest
 from bot_bottle.manifest.document import Document, parse_document
 from bot_bottle.manifest.errors import ManifestError
 from bot_bottle.manifest.models import AgentFile, BottleFile
-from bot_bottle.manifest.parse import check_plugins, parse_agent, parse_bottle
+from bot_bottle.manifest.parse import parse_agent, parse_bottle, parse_bottle_checked
 from bot_bottle.plugins import PluginHost
 
 from .conftest import HOST_KEY
@@ -42,7 +42,7 @@ def bottle_error(frontmatter: str) -> ManifestError:
 def plugin_error(frontmatter: str, host: PluginHost) -> ManifestError:
     doc = _doc(frontmatter)
     with pytest.raises(ManifestError) as e:
-        check_plugins(parse_bottle(doc), doc, host)
+        parse_bottle_checked(doc, host)
     return e.value
 
 
@@ -202,6 +202,11 @@ def test_ssh_url_is_parsed() -> None:
     )
 
 
+def test_ssh_url_ipv6_host() -> None:
+    url = bottle(_repo(url="ssh://git@[::1]:2222/r.git")).git_gate.repos[0].url
+    assert url is not None and (url.host, url.port) == ("[::1]", 2222)
+
+
 def test_ssh_url_default_port() -> None:
     url = bottle(_repo()).git_gate.repos[0].url
     assert url is not None and url.port == 22
@@ -249,6 +254,8 @@ def test_hostile_urls_are_refused(url: str, what: str) -> None:
         ("ssh://git@host.test:99999/r", "out of range"),
         ("ssh://git@host.test/a/../b", "'.' or '..' segments"),
         ("ssh://git@-host.test/r", "is not a host name"),
+        ("ssh://-oProxyCommand@host.test/r", "must not start with '-'"),
+        ("ssh://git@[1:::2]/r", "is not an IPv6 address"),
     ],
 )
 def test_bad_urls_are_refused(url: str, message: str) -> None:
@@ -400,12 +407,23 @@ def test_provider_options_are_validated_by_the_provider(host: PluginHost) -> Non
     )
     lines = sorted(p.line for p in err.problems)
     assert lines == [4, 5]
-    assert "agent_provider.dockerfil" in str(err)
+    # codex has no dockerfile option, so nothing close to suggest
+    assert (
+        "agent_provider.dockerfil: unknown key 'dockerfil' "
+        "(allowed here: forward_host_credentials)" in str(err)
+    )
+
+
+def test_provider_option_typos_suggest_the_option(host: PluginHost) -> None:
+    err = plugin_error("agent_provider:\n  template: claude\n  dockerfil: x\n", host)
+    assert "agent_provider.dockerfil: unknown key 'dockerfil' (did you mean 'dockerfile'?)" in (
+        str(err)
+    )
 
 
 def test_provider_options_are_returned_validated(host: PluginHost) -> None:
     doc = _doc("agent_provider: {template: claude, auth_token: '${TOKEN}'}")
-    options = check_plugins(parse_bottle(doc), doc, host).provider
+    options = parse_bottle_checked(doc, host)[1].provider
     assert options is not None and options.model_dump()["auth_token"] == "${TOKEN}"
 
 
@@ -425,6 +443,11 @@ def test_static_key_path_is_absolute_or_home(host: PluginHost) -> None:
         "git_gate:\n  repos:\n    - name: r\n      key: {provider: static, path: k}\n", host
     )
     assert "must be an absolute path or start with '~'" in str(err)
+
+
+def test_paths_cannot_hold_control_characters() -> None:
+    err = bottle_error('egress: {upstream_ca: "/etc/ca.pem\\nx"}')
+    assert "must not contain control characters" in str(err)
 
 
 def test_unknown_key_provisioner_lists_available(host: PluginHost) -> None:
@@ -479,8 +502,34 @@ def test_plugin_options_are_strict_json(bot_bottle_host: PluginHost) -> None:
 
     bot_bottle_host.register(Plugin(), "lax")
     doc = _doc("agent_provider: {template: lax, dockerfile: /d/Dockerfile, mode: fast}")
-    options = check_plugins(parse_bottle(doc), doc, bot_bottle_host).provider
+    options = parse_bottle_checked(doc, bot_bottle_host)[1].provider
     assert isinstance(options, Options)
     assert options.dockerfile == Path("/d/Dockerfile") and options.mode is Mode.FAST
     err = plugin_error("agent_provider: {template: lax, forward: 'yes'}", bot_bottle_host)
     assert "agent_provider.forward" in str(err)
+
+
+def test_model_and_plugin_problems_are_reported_together(host: PluginHost) -> None:
+    err = plugin_error(
+        """
+        agent_provider:
+          template: claude
+          auth_tokn: x
+        env:
+          bad-name: x
+          OK: "${NOT CLOSED"
+        egress:
+          routes:
+            - host: api.test
+              dlp: {outbound_detectors: [token_pattern]}
+        supervise: yes
+        """,
+        host,
+    )
+    assert [(p.line, p.where) for p in err.problems] == [
+        (4, "agent_provider.auth_tokn"),
+        (6, "env.bad-name"),
+        (7, "env.OK"),
+        (11, "egress.routes[0].dlp.outbound_detectors[0]"),
+        (12, "supervise"),
+    ]

@@ -44,6 +44,8 @@ class ProvisionedKey:
 class KeyProvisioner(PluginComponent, ABC):
     """Registered through ``bot_bottle_register_key_provisioners``."""
 
+    #: pydantic model of the options next to ``provider:`` in a git-gate
+    #: repo's ``key:`` block; validated like a provider's ``options_model``.
     options_model: ClassVar[type[BaseModel]]
 
     @abstractmethod

@@ -79,7 +79,10 @@ class AgentProvider(PluginComponent, ABC):
 
     #: pydantic model of the provider's options under the bottle's
     #: ``agent_provider:`` block (unknown keys must be rejected:
-    #: ``model_config = ConfigDict(extra="forbid")``).
+    #: ``model_config = ConfigDict(extra="forbid")``). The manifest reads it
+    #: from the factory when the factory is the class (no instance is built),
+    #: else from the built object, and validates the options as strict JSON:
+    #: strings become ``Path``/enums, YAML's ``yes`` is not a bool.
     options_model: ClassVar[type[BaseModel]]
 
     @abstractmethod

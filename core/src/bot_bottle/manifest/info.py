@@ -73,6 +73,20 @@ def _route(route: Route) -> dict[str, Any]:
     }
 
 
+def _match(match: dict[str, Any]) -> str:
+    """One match entry, compactly: ``GET,POST /prefix* =/exact ~regex [Header=v]``."""
+    bits = []
+    if match["methods"]:
+        bits.append(",".join(match["methods"]))
+    marks = {"prefix": "{}*", "exact": "={}", "regex": "~{}"}
+    if match["paths"]:
+        bits.append(" ".join(marks[p["type"]].format(p["value"]) for p in match["paths"]))
+    for h in match["headers"]:
+        op = "~" if h["type"] == "regex" else "="
+        bits.append(f"[{h['name']}{op}{h['value']}]")
+    return " ".join(bits)
+
+
 def _detectors(value: Any) -> str:
     if value is None:
         return "all"
@@ -117,7 +131,7 @@ def render(info: dict[str, Any]) -> str:
         if r["auth"]:
             bits.append(f"[auth:{r['auth']} from ${r['token_ref']}]")
         if r["matches"]:
-            bits.append(f"{len(r['matches'])} match rule(s)")
+            bits.append("only " + " | ".join(_match(m) for m in r["matches"]))
         if r["git_fetch"]:
             bits.append("git fetch")
         dlp = r["dlp"]

@@ -3,7 +3,7 @@
 These models know nothing about plugins (importing them loads none): the
 plugin-owned parts — an agent provider's options, a key provisioner's
 options, DLP detector names — are kept as plain data here and checked
-against the installed plugins by :mod:`bot_bottle.manifest.plugincheck`.
+against the installed plugins by :mod:`bot_bottle.manifest.parse`.
 
 Every model forbids unknown keys and says which known key was probably
 meant; every model is strict, so YAML 1.2's ``yes``/``no`` (strings) are
@@ -137,6 +137,8 @@ def _check_hostname(value: str) -> str:
 
 
 def _check_path_value(value: str) -> str:
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise _err("host_path", "a path must not contain control characters (newline, tab, ...)")
     if value.startswith("~"):
         return value
     if not value.startswith("/"):
@@ -168,9 +170,10 @@ ExtraHosts = dict[HostName, IpAddress]
 class ManifestModel(BaseModel):
     """Base of every manifest section: strict, frozen, unknown keys refused.
 
-    The unknown-key check runs before field validation so the message can
-    say which known key was probably meant (pydantic's own ``extra_forbidden``
-    cannot); ``extra="forbid"`` stays on so the JSON Schema says
+    The unknown-key check wraps validation so the message can say which
+    known key was probably meant (pydantic's own ``extra_forbidden`` cannot),
+    while the known keys are still validated and their problems reported
+    too; ``extra="forbid"`` stays on so the JSON Schema says
     ``additionalProperties: false`` for editors.
     """
 
@@ -260,15 +263,19 @@ def env_value_parts(value: str) -> list[tuple[Literal["text", "var"], str]]:
     return parts
 
 
-def _check_env(env: dict[str, str]) -> dict[str, str]:
-    for name, value in env.items():
-        if value.strip().lower() == PROMPT:
-            continue
-        try:
-            env_value_parts(value)
-        except ValueError as exc:
-            raise _err("env_value", f"env {name}: {exc}", key=name) from None
-    return env
+def _check_env_value(value: str) -> str:
+    if value.strip().lower() == PROMPT:
+        return value
+    try:
+        env_value_parts(value)
+    except ValueError as exc:
+        # The message never repeats the value: it may be a secret.
+        raise _err("env_value", str(exc)) from None
+    return value
+
+
+#: literal, ``?prompt`` or text with ``${HOST_VAR}`` references
+EnvValue = Annotated[str, AfterValidator(_check_env_value)]
 
 
 # -- git ----------------------------------------------------------------------
@@ -327,13 +334,21 @@ class SshUrl(ManifestModel):
         port = int(m.group("port") or 22)
         if not 0 < port < 65536:
             raise _err("ssh_url", f"port {port} is out of range")
-        host = m.group("host")
-        if not host.startswith("["):
+        user, host = m.group("user"), m.group("host")
+        if user.startswith("-"):
+            # 'user@host' becomes one ssh argument: it must not read as an option.
+            raise _err("ssh_url", f"user {user!r} must not start with '-'")
+        if host.startswith("["):
+            try:
+                ipaddress.IPv6Address(host[1:-1])
+            except ValueError:
+                raise _err("ssh_url", f"{host!r} is not an IPv6 address") from None
+        else:
             host = _check_hostname(host)
         path = "/" + m.group("path")
         if "/../" in path + "/" or "/./" in path + "/":
             raise _err("ssh_url", "url path must not contain '.' or '..' segments")
-        return cls(url=value, user=m.group("user"), host=host, port=port, path=path)
+        return cls(url=value, user=user, host=host, port=port, path=path)
 
 
 def _ssh_url(value: Any) -> Any:
@@ -358,7 +373,7 @@ class KeySpec(ManifestModel):
     ``{provider: <key provisioner plugin>, ...its options}``.
 
     ``options`` holds every key but ``provider``; the provisioner's own
-    model validates them (:mod:`bot_bottle.manifest.plugincheck`).
+    model validates them (:mod:`bot_bottle.manifest.parse`).
     """
 
     provider: str
@@ -368,9 +383,8 @@ class KeySpec(ManifestModel):
     def _prepare(cls, data: Any) -> Any:
         if isinstance(data, dict) and "options" not in data:
             rest = {k: v for k, v in data.items() if k != "provider"}
-            return {"provider": data.get("provider"), "options": rest} | (
-                {} if "provider" in data else {"provider": None}
-            )
+            # A missing provider becomes None, which _provider_given explains.
+            return {"provider": data.get("provider"), "options": rest}
         return data
 
     @field_validator("provider", mode="before")
@@ -645,9 +659,7 @@ class BottleFile(ManifestModel):
     extends: Annotated[str, AfterValidator(_check_name)] | None = None
     agent_provider: AgentProviderSpec | None = None
     # repr=False: a literal env value may well be a credential.
-    env: Annotated[dict[EnvName, str], AfterValidator(_check_env)] = Field(
-        default_factory=dict, repr=False
-    )
+    env: dict[EnvName, EnvValue] = Field(default_factory=dict, repr=False)
     skills: list[SkillName] = Field(default_factory=list)
     git_user: GitUser | None = None
     git_gate: GitGate = Field(default_factory=GitGate)

@@ -1,20 +1,22 @@
 """Turning a :class:`Document` into validated models, with located errors.
 
-Two steps, kept apart so the models never import plugins:
+Two checks, kept apart so the models never import plugins:
 
 1. :func:`parse_bottle` / :func:`parse_agent`: the pydantic models of
    :mod:`bot_bottle.manifest.models`.
 2. :func:`check_plugins`: the plugin-owned parts of a bottle against the
    installed plugins — ``agent_provider.template`` and its options (the
    provider's ``options_model``), each repo ``key.provider`` and its options
-   (``static`` is core's), and DLP detector names.
+   (``static`` is core's), and DLP detector names. It reads the raw
+   frontmatter, so it runs even when step 1 found problems.
 
-Both raise :class:`ManifestError` listing every problem found in the file,
-each with its line.
+:func:`parse_bottle_checked` runs both and raises one :class:`ManifestError`
+listing every problem of the file, each with its line, top to bottom.
 """
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -32,16 +34,23 @@ STATIC_KEY = "static"
 
 
 def problems_from(
-    exc: ValidationError, doc: Document, prefix: Sequence[str | int] = ()
+    exc: ValidationError,
+    doc: Document,
+    prefix: Sequence[str | int] = (),
+    known: Sequence[str] = (),
 ) -> list[Problem]:
     """Locate each pydantic error in ``doc``; ``prefix`` is where the
-    validated data sits in the frontmatter (for plugin option blocks)."""
-    problems = _problems(exc.errors(include_url=False, include_input=False), doc, prefix)
+    validated data sits in the frontmatter (for plugin option blocks), and
+    ``known`` the keys a plugin model accepts there (for "did you mean")."""
+    errors = exc.errors(include_url=False, include_input=False)
+    problems = _problems(errors, doc, prefix, known)
     # pydantic reports in field order; people read a file top to bottom.
     return sorted(problems, key=lambda p: p.line)
 
 
-def _problems(errors: Sequence[Any], doc: Document, prefix: Sequence[Any]) -> list[Problem]:
+def _problems(
+    errors: Sequence[Any], doc: Document, prefix: Sequence[Any], known: Sequence[str] = ()
+) -> list[Problem]:
     problems: list[Problem] = []
     for error in errors:
         loc: list[Any] = [*prefix, *error["loc"]]
@@ -56,6 +65,13 @@ def _problems(errors: Sequence[Any], doc: Document, prefix: Sequence[Any]) -> li
                 message += f" (allowed here: {allowed})"
         else:
             message = _message(error)
+            if error["type"] == "extra_forbidden" and known and len(error["loc"]) == 1:
+                # A plugin model's own unknown key: say what was meant.
+                key = str(error["loc"][0])
+                close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+                if close:
+                    message += f" (did you mean {close[0]!r}?)"
+                message += f" (allowed here: {', '.join(sorted(known))})"
         where = doc.where(loc)
         problems.append(Problem(doc.path, doc.line_of(loc), message, where))
     return problems
@@ -110,13 +126,21 @@ class PluginOptions:
     keys: dict[str, BaseModel] = field(default_factory=dict)
 
 
-def check_plugins(bottle: BottleFile, doc: Document, host: PluginHost) -> PluginOptions:
-    """Check ``bottle``'s plugin-owned parts against ``host``'s plugins."""
+def check_plugins(doc: Document, host: PluginHost) -> PluginOptions:
+    """Check a bottle file's plugin-owned parts against ``host``'s plugins.
+
+    Works on the raw frontmatter, not on a validated :class:`BottleFile`,
+    so a file with model errors still gets its plugin problems reported in
+    the same pass; shapes the model rejects are skipped here (the model
+    reports them).
+    """
+    data = doc.data
     problems: list[Problem] = []
     provider_options: BaseModel | None = None
-    if bottle.agent_provider is not None:
-        spec = bottle.agent_provider
-        component = _find(host, "agent_providers", spec.template)
+    spec = data.get("agent_provider")
+    if isinstance(spec, dict) and isinstance(spec.get("template"), str):
+        template: str = spec["template"]
+        component = _find(host, "agent_providers", template)
         if component is None:
             installed = _names(host, "agent_providers")
             loc = ("agent_provider", "template")
@@ -124,28 +148,32 @@ def check_plugins(bottle: BottleFile, doc: Document, host: PluginHost) -> Plugin
                 Problem(
                     doc.path,
                     doc.line_of(loc),
-                    f"no agent provider {spec.template!r} is installed "
+                    f"no agent provider {template!r} is installed "
                     f"(installed: {installed or 'none'})",
                     "agent_provider.template",
                 )
             )
         else:
+            options = {k: v for k, v in spec.items() if k != "template"}
             provider_options = _validate_options(
-                component, spec.options, doc, ("agent_provider",), problems
+                component, options, doc, ("agent_provider",), problems
             )
     keys: dict[str, BaseModel] = {}
-    for i, repo in enumerate(bottle.git_gate.repos):
-        if repo.key is None:
+    for i, repo in _items(_get(data, "git_gate", "repos")):
+        key = repo.get("key")
+        if not (isinstance(key, dict) and isinstance(key.get("provider"), str)):
             continue
+        provider: str = key["provider"]
+        options = {k: v for k, v in key.items() if k != "provider"}
         loc = ("git_gate", "repos", i, "key")
-        options: BaseModel | None = None
-        if repo.key.provider == STATIC_KEY:
+        validated: BaseModel | None = None
+        if provider == STATIC_KEY:
             try:
-                options = validate_options(StaticKeyOptions, repo.key.options)
+                validated = validate_options(StaticKeyOptions, options)
             except ValidationError as exc:
-                problems.extend(problems_from(exc, doc, loc))
+                problems.extend(problems_from(exc, doc, loc, known=["path"]))
         else:
-            component = _find(host, "key_provisioners", repo.key.provider)
+            component = _find(host, "key_provisioners", provider)
             if component is None:
                 installed = ", ".join(
                     [STATIC_KEY, *sorted(c.name for c in host.components("key_provisioners"))]
@@ -154,25 +182,27 @@ def check_plugins(bottle: BottleFile, doc: Document, host: PluginHost) -> Plugin
                     Problem(
                         doc.path,
                         doc.line_of((*loc, "provider")),
-                        f"no key provisioner {repo.key.provider!r} is installed "
-                        f"(available: {installed})",
+                        f"no key provisioner {provider!r} is installed (available: {installed})",
                         doc.where((*loc, "provider")),
                     )
                 )
             else:
-                options = _validate_options(component, repo.key.options, doc, loc, problems)
-        if options is not None:
-            keys[repo.name] = options
+                validated = _validate_options(component, options, doc, loc, problems)
+        if validated is not None and isinstance(repo.get("name"), str):
+            keys[repo["name"]] = validated
     detectors: set[str] | None = None
-    for i, route in enumerate(bottle.egress.routes):
+    for i, route in _items(_get(data, "egress", "routes")):
+        dlp = route.get("dlp")
+        if not isinstance(dlp, dict):
+            continue
         for direction in ("outbound_detectors", "inbound_detectors"):
-            names = getattr(route.dlp, direction)
+            names = dlp.get(direction)
             if not isinstance(names, list):
                 continue
             if detectors is None:
                 detectors = {c.name for c in host.components("dlp_detectors")}
             for j, name in enumerate(names):
-                if name not in detectors:
+                if isinstance(name, str) and name not in detectors:
                     loc = ("egress", "routes", i, "dlp", direction, j)
                     problems.append(
                         Problem(
@@ -184,8 +214,40 @@ def check_plugins(bottle: BottleFile, doc: Document, host: PluginHost) -> Plugin
                         )
                     )
     if problems:
-        raise ManifestError(problems)
+        raise ManifestError(sorted(problems, key=lambda p: p.line))
     return PluginOptions(provider=provider_options, keys=keys)
+
+
+def parse_bottle_checked(doc: Document, host: PluginHost) -> tuple[BottleFile, PluginOptions]:
+    """:func:`parse_bottle` and :func:`check_plugins`, every problem of both."""
+    problems: list[Problem] = []
+    model: BottleFile | None = None
+    plugins: PluginOptions | None = None
+    try:
+        model = parse_bottle(doc)
+    except ManifestError as exc:
+        problems.extend(exc.problems)
+    try:
+        plugins = check_plugins(doc, host)
+    except ManifestError as exc:
+        problems.extend(exc.problems)
+    if problems or model is None or plugins is None:
+        raise ManifestError(sorted(problems, key=lambda p: p.line))
+    return model, plugins
+
+
+def _get(data: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
+
+
+def _items(value: Any) -> list[tuple[int, dict[str, Any]]]:
+    if not isinstance(value, list):
+        return []
+    return [(i, item) for i, item in enumerate(value) if isinstance(item, dict)]
 
 
 def _find(host: PluginHost, family: str, name: str) -> Any:
@@ -218,7 +280,7 @@ def _validate_options(
     try:
         return validate_options(model, options)
     except ValidationError as exc:
-        problems.extend(problems_from(exc, doc, loc))
+        problems.extend(problems_from(exc, doc, loc, known=list(model.model_fields)))
         return None
 
 

@@ -46,7 +46,7 @@ from bot_bottle.manifest.models import (
     GitRepo,
     GitUser,
 )
-from bot_bottle.manifest.parse import PluginOptions, check_plugins, parse_agent, parse_bottle
+from bot_bottle.manifest.parse import PluginOptions, parse_agent, parse_bottle_checked
 
 if TYPE_CHECKING:
     from bot_bottle.plugins import PluginHost
@@ -457,8 +457,7 @@ class Manifest:
                 hint=hint,
             )
         doc = self._read(path)
-        model = parse_bottle(doc)
-        plugins = check_plugins(model, doc, self.host)
+        model, plugins = parse_bottle_checked(doc, self.host)
         parsed = _ParsedBottle(doc, model, plugins)
         self._bottles[name] = parsed
         return parsed
@@ -696,7 +695,7 @@ def validate_file(
         if kind == "agent":
             parse_agent(doc)
         else:
-            check_plugins(parse_bottle(doc), doc, host)
+            parse_bottle_checked(doc, host)
     except ManifestError as exc:
         problems.extend(exc.problems)
     return problems
