@@ -328,3 +328,32 @@ def test_inbound_dlp_finding_cuts_the_response(
     assert any(r.get("rule") == "dlp-inbound" for r in egress.records()), record
     r = client.get(url(egress_env, "dlp.upstream.test", "/say?harmless"))
     assert r.status_code == 200
+
+
+def test_leaf_certificates_chain_to_the_bottle_ca_strictly(
+    egress: EgressProcess, egress_env: Env
+) -> None:
+    # cryptography's verifier is RFC 5280-strict (AKI must match the CA's SKI).
+    from cryptography import x509
+    from cryptography.x509.verification import PolicyBuilder, Store
+
+    port = egress_env.upstream.https_port
+    with _tunnel(egress, egress_env, f"api.upstream.test:{port}", "api.upstream.test") as sock:
+        der = sock.getpeercert(binary_form=True)
+    assert der is not None
+    leaf = x509.load_der_x509_certificate(der)
+    ca = x509.load_pem_x509_certificate(egress_env.ca.agent_cert.read_bytes())
+    verifier = (
+        PolicyBuilder().store(Store([ca])).build_server_verifier(x509.DNSName("api.upstream.test"))
+    )
+    chain = verifier.verify(leaf, [])
+    assert chain[-1] == ca
+
+
+def test_http2_requests_are_judged_on_authority(curl: Curl, egress_env: Env) -> None:
+    target = url(egress_env, "api.upstream.test", "/v1/x")
+    r = curl(target, "--http2", "-H", "Authorization: Bearer agent-own")
+    body, status = body_status(r)
+    assert status == 200 and json.loads(body)["headers"]["authorization"] == f"Bearer {API_TOKEN}"
+    body, status = body_status(curl(target, "--http2", "-H", "Host: unlisted.upstream.test"))
+    assert status == 403 and "host-mismatch" in body

@@ -76,6 +76,7 @@ class EgressAddon:
         self._environ = os.environ if environ is None else environ
         self._scanner_factory = scanner_factory
         self._tunnels: dict[str, tuple[str, int]] = {}
+        self.exit_code = 0
         self._scanner: TrafficScanner | None = None
         self.current = self._prepare(config)
         self._activate(self.current)
@@ -179,8 +180,16 @@ class EgressAddon:
 
     def running(self) -> None:
         c = self.config
+        listen = [f"{h}:{p}" for h, p, *_ in _listen_addrs()]
+        if not listen:
+            # The listen socket failed (port taken, no permission): mitmproxy
+            # only logs that; a proxy that listens nowhere must not look alive.
+            self.log.boot_failed(error="the proxy is not listening (see the mitmproxy line above)")
+            self.exit_code = 2
+            ctx.master.shutdown()
+            return
         self.log.boot(
-            listen=[f"{h}:{p}" for h, p, *_ in _listen_addrs()],
+            listen=listen,
             routes=len(c.routes),
             log_level=c.log_level,
             introspection_host=c.introspection_host,
@@ -322,7 +331,7 @@ class EgressAddon:
 
     def response(self, flow: http.HTTPFlow) -> None:
         st = flow.metadata.get(_META)
-        if st is None or flow.response is None:
+        if st is None or flow.response is None or self.log.level != "full":
             return
         self.log.traffic(
             "response",

@@ -101,6 +101,9 @@ _BLOCK = bytes(range(256)) * 256  # 64 KiB
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: without TCP_NODELAY, Nagle
+    # plus the client's delayed ACK adds ~40 ms to every small response.
+    disable_nagle_algorithm = True
     server: _Server  # pyright: ignore[reportIncompatibleVariableOverride]
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -284,6 +287,9 @@ class EgressProcess:
                 raise RuntimeError(f"egress exited {self.proc.returncode}: {self.lines}")
             time.sleep(0.02)
         raise TimeoutError(f"no {event!r} log line within {timeout}s: {self.lines}")
+
+    def count(self, event: str) -> int:
+        return sum(1 for r in self.records() if r.get("event") == event)
 
     def reload(self) -> None:
         self.proc.send_signal(signal.SIGHUP)
