@@ -70,12 +70,18 @@ def test_plain_http_route_is_served(curl: Curl, egress_env: Env) -> None:
 
 
 def test_undeclared_host_is_refused_with_readable_403(curl: Curl, egress_env: Env) -> None:
-    before = len(egress_env.upstream.seen)
+    # unlisted.upstream.test is pinned to the upstream's address: only the
+    # policy stands between it and the server. Not even a TCP connection opens.
+    before = egress_env.upstream.connections
     body, status = body_status(curl(url(egress_env, "unlisted.upstream.test", "/x")))
     assert status == 403
     assert "rule: host-not-allowed" in body
     assert "supervise" in body and "list-egress-routes" in body
-    assert len(egress_env.upstream.seen) == before
+    body, status = body_status(
+        curl(f"http://unlisted.upstream.test:{egress_env.upstream.http_port}/x")
+    )
+    assert status == 403 and "rule: host-not-allowed" in body
+    assert egress_env.upstream.connections == before
 
 
 def test_host_match_is_case_insensitive(client: httpx.Client, egress_env: Env) -> None:
@@ -357,3 +363,24 @@ def test_http2_requests_are_judged_on_authority(curl: Curl, egress_env: Env) -> 
     assert status == 200 and json.loads(body)["headers"]["authorization"] == f"Bearer {API_TOKEN}"
     body, status = body_status(curl(target, "--http2", "-H", "Host: unlisted.upstream.test"))
     assert status == 403 and "host-mismatch" in body
+
+
+def test_outbound_dlp_scans_url_and_headers_too(client: httpx.Client, egress_env: Env) -> None:
+    r = client.get(url(egress_env, "dlp.upstream.test", "/x?q=LEAKME"))
+    assert r.status_code == 403 and "dlp-outbound" in r.text
+    r = client.get(url(egress_env, "dlp.upstream.test", "/x"), headers={"X-Note": "LEAKME"})
+    assert r.status_code == 403 and "dlp-outbound" in r.text
+
+
+def test_inbound_dlp_route_asks_upstream_for_identity_encoding(
+    client: httpx.Client, egress_env: Env
+) -> None:
+    r = client.get(url(egress_env, "dlp.upstream.test", "/v1"), headers={"Accept-Encoding": "br"})
+    assert r.json()["headers"]["accept-encoding"] == "identity"
+
+
+def test_inbound_dlp_decodes_gzip_before_scanning(client: httpx.Client, egress_env: Env) -> None:
+    r = client.get(url(egress_env, "dlp.upstream.test", "/gz?harmless-"))
+    assert r.status_code == 200 and r.text.startswith("harmless-")
+    with pytest.raises(httpx.RemoteProtocolError):
+        client.get(url(egress_env, "dlp.upstream.test", "/gz?EVIL-INSTRUCTION-"))

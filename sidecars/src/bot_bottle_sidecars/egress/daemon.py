@@ -116,17 +116,10 @@ def plugin_scanner_factory() -> Callable[[EgressConfig, tuple[Secret, ...]], Tra
         for name in sorted(names):
             host.component("dlp_detectors", name)  # unknown name -> a config error now
         scanner = DetectorScanner(lambda n: host.create("dlp_detectors", n), secrets)
-        for name in sorted(names):  # build them now: a failing factory is a load error
-            scanner._detectors((name,), _any_direction())
+        scanner.preload(sorted(names))
         return scanner
 
     return factory
-
-
-def _any_direction() -> Any:
-    from bot_bottle.contracts.dlp import Direction
-
-    return Direction.BOTH
 
 
 def install_pinned_resolver(

@@ -86,6 +86,12 @@ class DetectorScanner:
                 out.append(det)
         return out
 
+    def preload(self, names: Iterable[str]) -> None:
+        """Build the named detectors now, so a broken plugin fails at load time."""
+        for name in names:
+            if name not in self._cache:
+                self._cache[name] = self._factory(name)
+
     def wants_request_body(self, route: Route) -> bool:
         return bool(self._detectors(route.dlp.outbound_detectors, Direction.OUTBOUND))
 

@@ -9,6 +9,7 @@ reach it through the config's ``extra_hosts`` pins.
 from __future__ import annotations
 
 import datetime
+import gzip
 import json
 import os
 import select
@@ -140,6 +141,11 @@ class _Handler(BaseHTTPRequestHandler):
             return self._big(int(parse_qs(url.query)["n"][0]))
         if url.path == "/sse":
             return self._sse()
+        if url.path == "/gz":
+            # Compressed whatever the client asked for (Accept-Encoding ignored).
+            return self._gzip(url.query.encode())
+        if url.path == "/say":
+            return self._send(200, url.query.encode(), "text/plain")
         self.server.seen.append(
             {"method": self.command, "path": self.path, "headers": dict(self.headers.items())}
         )
@@ -152,6 +158,15 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, json.dumps(doc).encode())
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _route
+
+    def _gzip(self, text: bytes) -> None:
+        body = gzip.compress(text * 1000)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def _big(self, n: int) -> None:
         self.send_response(200)
@@ -220,7 +235,14 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    connections = 0
     seen: list[dict[str, Any]]
+
+    def get_request(self) -> tuple[Any, Any]:
+        # Counts TCP connections, so a test can prove none was opened.
+        type(self).connections += 1
+        return super().get_request()
+
     sse_release: threading.Event
     git_root: Path
 
@@ -253,6 +275,11 @@ class LocalUpstream:
             threading.Thread(target=srv.serve_forever, daemon=True).start()
             self._servers.append(srv)
         return self
+
+    @property
+    def connections(self) -> int:
+        """TCP connections accepted so far (both ports)."""
+        return _Server.connections
 
     def stop(self) -> None:
         for srv in self._servers:
