@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import subprocess
+from pathlib import Path
 
 from _egress_common import HOST, Setup, egress_setup
 
@@ -48,6 +49,11 @@ def curl(s: Setup, size: int, proxied: bool) -> float:
     return float(out[1]) / 1e6  # MB/s
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--mb", type=int, default=200)
@@ -58,15 +64,20 @@ def main() -> int:
     with egress_setup() as s:
         base_hwm = s.egress.hwm_kib()
         direct, proxied = [], []
+        cpu = 0.0
         for _ in range(args.runs):
             direct.append(curl(s, size, proxied=False))
+            before = cpu_seconds(s.egress.proc.pid)
             proxied.append(curl(s, size, proxied=True))
+            cpu += cpu_seconds(s.egress.proc.pid) - before
         growth = (s.egress.hwm_kib() - base_hwm) / 1024
     result = {
         "direct_mb_s": max(direct),
         "proxied_mb_s": max(proxied),
         "ratio": max(proxied) / max(direct),
         "proxy_peak_rss_growth_mib": growth,
+        "proxy_cpu_s_per_gib": cpu / (args.runs * size / 2**30),
+        "cpus": os.cpu_count() or 0,
     }
     if args.json:
         print(json.dumps(result, indent=2))
@@ -76,6 +87,10 @@ def main() -> int:
     print(f"proxied  {result['proxied_mb_s']:8.1f} MB/s")
     print(f"ratio    {result['ratio']:8.2f}x   (target >= 0.7x)")
     print(f"proxy peak RSS growth during the downloads: {growth:.1f} MiB")
+    print(
+        f"proxy CPU: {result['proxy_cpu_s_per_gib']:.2f} s per GiB "
+        f"(the proxy is CPU-bound; {result['cpus']} CPUs shared with curl and the upstream)"
+    )
     return 0
 
 

@@ -186,3 +186,43 @@ def test_bad_config_at_start_is_one_clear_line_not_a_traceback(
     assert "Traceback" not in r.stdout + r.stderr
     line = r.stdout.strip().splitlines()[-1]
     assert '"egress failed to start"' in line and "IP address" in line
+
+
+@pytest.fixture(scope="module")
+def bare_daemon(
+    egress_env: Env, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EgressProcess]:
+    """No upstream_ca and no token in the environment."""
+    path = tmp_path_factory.mktemp("bare") / "egress.json"
+    egress_env.write_config(
+        path, _routes(egress_env, "api.upstream.test", "noauth.upstream.test"), upstream_ca=None
+    )
+    proc = egress_env.start(path, {})
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def _bare_get(daemon: EgressProcess, env: Env, host: str) -> httpx.Response:
+    ctx = ssl.create_default_context(cafile=str(env.ca.agent_cert))
+    with httpx.Client(proxy=daemon.proxy_url, verify=ctx, trust_env=False, timeout=20) as c:
+        return c.get(f"https://{host}:{env.upstream.https_port}/v1/x")
+
+
+def test_upstream_tls_is_verified_without_the_bottles_upstream_ca(
+    bare_daemon: EgressProcess, egress_env: Env
+) -> None:
+    # The test upstream's CA is not in the system bundle: the proxy must refuse
+    # to talk to it rather than forward unverified.
+    r = _bare_get(bare_daemon, egress_env, "noauth.upstream.test")
+    assert r.status_code == 502
+    assert "certificate" in r.text.lower()
+
+
+def test_missing_token_refuses_instead_of_forwarding_unauthenticated(
+    bare_daemon: EgressProcess, egress_env: Env
+) -> None:
+    bare_daemon.wait_for("token slots missing from the environment")
+    r = _bare_get(bare_daemon, egress_env, "api.upstream.test")
+    assert r.status_code == 403 and "credential-unavailable" in r.text

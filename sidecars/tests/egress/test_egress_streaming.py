@@ -6,6 +6,7 @@ import ssl
 import subprocess
 
 import httpx2 as httpx
+import pytest
 from bot_bottle_sidecars.egress.testing import EgressProcess
 
 from .conftest import Env
@@ -45,12 +46,14 @@ def test_200mb_download_passes_with_bounded_proxy_memory(
     assert peak_growth_mib < 48, f"proxy peak RSS grew by {peak_growth_mib:.0f} MiB"
 
 
+# dlp.upstream.test scans responses as they stream: scanning must not hold events back.
+@pytest.mark.parametrize("host", ["api.upstream.test", "dlp.upstream.test"])
 def test_sse_first_event_arrives_before_the_stream_ends(
-    egress: EgressProcess, egress_env: Env
+    egress: EgressProcess, egress_env: Env, host: str
 ) -> None:
     egress_env.upstream.sse_release.clear()
     ctx = ssl.create_default_context(cafile=str(egress_env.ca.agent_cert))
-    url = f"https://api.upstream.test:{egress_env.upstream.https_port}/sse"
+    url = f"https://{host}:{egress_env.upstream.https_port}/sse"
     with (
         httpx.Client(proxy=egress.proxy_url, verify=ctx, trust_env=False, timeout=10) as client,
         client.stream("GET", url) as response,
