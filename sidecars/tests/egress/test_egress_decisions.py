@@ -384,3 +384,14 @@ def test_inbound_dlp_decodes_gzip_before_scanning(client: httpx.Client, egress_e
     assert r.status_code == 200 and r.text.startswith("harmless-")
     with pytest.raises(httpx.RemoteProtocolError):
         client.get(url(egress_env, "dlp.upstream.test", "/gz?EVIL-INSTRUCTION-"))
+
+
+def test_oversized_body_on_a_scanned_route_is_refused(
+    client: httpx.Client, egress_env: Env
+) -> None:
+    from bot_bottle_sidecars.egress.addon import MAX_SCANNED_BODY
+
+    r = client.post(
+        url(egress_env, "dlp.upstream.test", "/upload"), content=b"x" * (MAX_SCANNED_BODY + 1)
+    )
+    assert r.status_code == 403 and "body-too-large" in r.text

@@ -39,6 +39,8 @@ _META = "bot_bottle_egress"
 #: Content-Encodings the inbound scanner can decode on the fly.
 _ZLIB_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": 0}
 _DECODE_CHUNK = 1 << 20
+#: Largest request body accepted on a route with outbound DLP (it is buffered).
+MAX_SCANNED_BODY = 32 << 20
 
 
 @dataclass
@@ -78,8 +80,7 @@ class EgressAddon:
         self._tunnels: dict[str, tuple[str, int]] = {}
         self.exit_code = 0
         self._scanner: TrafficScanner | None = None
-        self.current = self._prepare(config)
-        self._activate(self.current)
+        self._activate(self._prepare(config))
 
     # -- config -----------------------------------------------------------------
 
@@ -92,8 +93,8 @@ class EgressAddon:
         return LoadedConfig(config, tokens), scanner
 
     def _activate(self, prepared: tuple[LoadedConfig, TrafficScanner | None]) -> None:
+        # One event loop thread: requests see either the old or the new table.
         loaded, scanner = prepared
-        self.current = prepared
         self.loaded = loaded
         self._scanner = scanner
         self.log.level = loaded.config.log_level
@@ -145,8 +146,6 @@ class EgressAddon:
         path = req.path.split("?", 1)[0]
         host = req.pretty_host
         line = f"{req.method} {req.scheme}://{host}{path}"
-        if req.method == "CONNECT":
-            line = f"CONNECT {req.host}:{req.port}"
         body = refusal_body(refusal, line, self.config.introspection_host)
         req.stream = False
         flow.response = http.Response.make(
@@ -244,6 +243,23 @@ class EgressAddon:
         scanner = self._scanner
         if scanner is not None:
             if scanner.wants_request_body(route):
+                # Scanned bodies are buffered whole (a secret split across
+                # chunks must not half-leave before the match is seen), so cap
+                # them. mitmproxy still reads a refused body before answering
+                # (it cannot answer mid-upload): the cap bounds scanning work
+                # and what is held after the read, not the read itself.
+                length = req.headers.get("Content-Length", "0")
+                if length.isdigit() and int(length) > MAX_SCANNED_BODY:
+                    self._refuse(
+                        flow,
+                        Refusal(
+                            "body-too-large",
+                            f"request bodies on {route.host} are scanned and limited to "
+                            f"{MAX_SCANNED_BODY // 2**20} MiB",
+                            "Send a smaller body.",
+                        ),
+                    )
+                    return
                 st.scan_body = True
             if route.dlp.inbound_detectors:
                 # A compressed body cannot be scanned as it streams; ask for identity.
