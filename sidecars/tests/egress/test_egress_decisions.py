@@ -395,3 +395,25 @@ def test_oversized_body_on_a_scanned_route_is_refused(
         url(egress_env, "dlp.upstream.test", "/upload"), content=b"x" * (MAX_SCANNED_BODY + 1)
     )
     assert r.status_code == 403 and "body-too-large" in r.text
+
+
+def test_non_http_bytes_in_an_allowed_tunnel_never_reach_the_upstream(
+    egress: EgressProcess, egress_env: Env
+) -> None:
+    before = egress_env.upstream.connections
+    port = egress_env.upstream.http_port
+    with socket.create_connection(("127.0.0.1", egress.port), timeout=10) as raw:
+        raw.sendall(f"CONNECT api.upstream.test:{port} HTTP/1.1\r\n\r\n".encode())
+        assert raw.recv(4096).startswith(b"HTTP/1.1 200")
+        raw.sendall(b"SSH-2.0-OpenSSH_9.2\r\n" + bytes(range(256)) * 4)
+        # mitmproxy either answers with an HTTP error or waits for more; either
+        # way nothing may be relayed. Give it a moment, then look at the upstream.
+        raw.settimeout(2)
+        reply = b""
+        try:
+            while chunk := raw.recv(65536):
+                reply += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+    assert not reply.startswith(b"SSH-")
+    assert egress_env.upstream.connections == before

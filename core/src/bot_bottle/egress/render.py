@@ -9,7 +9,7 @@ egress daemon's environment only (DESIGN §4 env scoping).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import ValidationError
@@ -47,7 +47,6 @@ class RouteSpec:
     inbound_detectors: Literal[False] | tuple[str, ...] = False
     #: Where the route was declared, for error messages (e.g. "bottle dev, routes[2]").
     origin: str = "bottle"
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 def render_egress_config(
