@@ -181,8 +181,9 @@ def main_routes(up: LocalUpstream) -> list[RouteSpec]:
     ]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def egress(egress_env: Env, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EgressProcess]:
+    """One daemon with the main route table, shared by the modules that only read it."""
     path = tmp_path_factory.mktemp("cfg") / "egress.json"
     _, env = egress_env.write_config(path, main_routes(egress_env.upstream), log_level="full")
     proc = egress_env.start(path, env)
