@@ -417,3 +417,41 @@ def test_non_http_bytes_in_an_allowed_tunnel_never_reach_the_upstream(
             pass
     assert not reply.startswith(b"SSH-")
     assert egress_env.upstream.connections == before
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GET http://api.upstream.test:99999/ HTTP/1.1\r\nHost: api.upstream.test:99999\r\n\r\n",
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"GET http://[::1/ HTTP/1.1\r\nHost: [::1\r\n\r\n",
+        b"GET http://api.upstream.test/ HTTP/1.1\r\nHost: a\x00b\r\n\r\n",
+        b"CONNECT :443 HTTP/1.1\r\n\r\n",
+        b"GET http://api.upstream.test/ HTTP/1.1\r\nHost: api.upstream.test\r\n"
+        b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"\x16\x03\x01\x00\x05hello",
+    ],
+    ids=[
+        "bad-port",
+        "no-host",
+        "bad-ipv6",
+        "nul-in-host",
+        "empty-connect",
+        "smuggling",
+        "tls-junk",
+    ],
+)
+def test_malformed_requests_get_an_error_and_the_daemon_keeps_serving(
+    egress: EgressProcess, egress_env: Env, client: httpx.Client, raw: bytes
+) -> None:
+    before = egress_env.upstream.connections
+    with socket.create_connection(("127.0.0.1", egress.port), timeout=5) as sock:
+        sock.sendall(raw)
+        sock.settimeout(1.5)
+        try:
+            reply = sock.recv(4096)
+        except (TimeoutError, ConnectionResetError):
+            reply = b""
+    assert reply == b"" or reply.startswith((b"HTTP/1.1 4", b"HTTP/1.1 5", b"HTTP/1.0 4"))
+    assert egress_env.upstream.connections == before
+    assert client.get(url(egress_env, "noauth.upstream.test")).status_code == 200
