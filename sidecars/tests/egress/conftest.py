@@ -175,6 +175,7 @@ def main_routes(up: LocalUpstream) -> list[RouteSpec]:
             ports=(https,),
             outbound_detectors=("boom",),
             inbound_detectors=("inbound-marker",),
+            websocket=True,
         ),
         RouteSpec("noport.upstream.test"),
         RouteSpec("noauth.upstream.test", ports=(https,)),

@@ -7,12 +7,13 @@ import json
 import socket
 import ssl
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx2 as httpx
 import pytest
-from bot_bottle_sidecars.egress.testing import EgressProcess
+from bot_bottle_sidecars.egress.testing import EgressProcess, ws_frame, ws_read_frame
 
 from .conftest import API_TOKEN, MATCH_TOKEN, Env
 
@@ -455,3 +456,45 @@ def test_malformed_requests_get_an_error_and_the_daemon_keeps_serving(
     assert reply == b"" or reply.startswith((b"HTTP/1.1 4", b"HTTP/1.1 5", b"HTTP/1.0 4"))
     assert egress_env.upstream.connections == before
     assert client.get(url(egress_env, "noauth.upstream.test")).status_code == 200
+
+
+def _websocket(egress: EgressProcess, env: Env, host: str) -> ssl.SSLSocket:
+    port = env.upstream.https_port
+    sock = _tunnel(egress, env, f"{host}:{port}", host)
+    sock.sendall(
+        f"GET /wsecho HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def test_websocket_on_opted_in_route_relays_messages(
+    egress: EgressProcess, egress_env: Env
+) -> None:
+    with _websocket(egress, egress_env, "ws.upstream.test") as sock:
+        reader = sock.makefile("rb")
+        for i in range(200):
+            sock.sendall(ws_frame(0x1, f"hello {i}".encode(), mask=True))
+            assert ws_read_frame(reader) == (0x1, f"hello {i}".encode())
+        sock.sendall(ws_frame(0x8, b"", mask=True))
+
+
+def test_websocket_messages_are_scanned_both_ways(egress: EgressProcess, egress_env: Env) -> None:
+    with _websocket(egress, egress_env, "dlp.upstream.test") as sock:
+        reader = sock.makefile("rb")
+        # Outbound finding: never reaches the upstream (so no echo).
+        sock.sendall(ws_frame(0x1, b"my LEAKME", mask=True))
+        # Inbound finding: the upstream echoes it, the proxy drops the echo.
+        sock.sendall(ws_frame(0x1, b"EVIL-INSTRUCTION", mask=True))
+        sock.sendall(ws_frame(0x1, b"fine", mask=True))
+        assert ws_read_frame(reader) == (0x1, b"fine")
+    wanted = {"dlp-websocket-outbound", "dlp-websocket-inbound"}
+    deadline = time.monotonic() + 10  # the log pump thread may lag behind
+    while not wanted <= {r.get("rule") for r in egress.records()}:
+        assert time.monotonic() < deadline, egress.lines[-5:]
+        time.sleep(0.02)

@@ -367,6 +367,44 @@ class EgressAddon:
                 error=flow.error.msg,
             )
 
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        """Scan each message of an opted-in WebSocket with the route's detectors."""
+        ws = flow.websocket
+        if ws is None or not ws.messages:
+            return
+        msg = ws.messages[-1]
+        try:
+            st = flow.metadata.get(_META)
+            route = st.route if st is not None else None
+            if route is None:
+                raise RuntimeError("WebSocket without a judged route")
+            findings: list[Finding] = []
+            if self._scanner is not None:
+                if msg.from_client:
+                    part = RequestPart(Location("body", name="websocket"), msg.content)
+                    findings = self._scanner.scan_request(route, [part])
+                else:
+                    scanner = self._scanner.response_scanner(route)
+                    if scanner is not None:
+                        findings = scanner.feed(msg.content) + scanner.finish()
+            direction = "outbound" if msg.from_client else "inbound"
+            if self._report(flow, findings, direction):
+                msg.drop()
+                self.log.block(
+                    "refused",
+                    rule=f"dlp-websocket-{direction}",
+                    reason="WebSocket message dropped",
+                    host=route.host,
+                    path=flow.request.path.split("?", 1)[0],
+                )
+        except Exception as exc:
+            self._fail("websocket_message", exc, host=flow.request.pretty_host)
+            msg.drop()
+        finally:
+            # mitmproxy keeps every message of a flow; a long-lived socket would
+            # grow without bound. Only the current one is needed.
+            del ws.messages[:-1]
+
     def tcp_start(self, flow: tcp.TCPFlow) -> None:
         # Raw TCP inside an allowed tunnel would bypass every HTTP rule.
         flow.server_conn.error = "bot-bottle egress: raw TCP is not allowed"

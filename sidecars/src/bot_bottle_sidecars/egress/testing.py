@@ -8,8 +8,10 @@ reach it through the config's ``extra_hosts`` pins.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import gzip
+import hashlib
 import json
 import os
 import select
@@ -98,6 +100,41 @@ def make_test_pki(directory: Path, names: Sequence[str]) -> TestPKI:
 
 
 _BLOCK = bytes(range(256)) * 256  # 64 KiB
+_WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def ws_frame(opcode: int, payload: bytes, *, mask: bool) -> bytes:
+    """One final WebSocket frame (clients must mask, servers must not)."""
+    head = bytes([0x80 | opcode])
+    n = len(payload)
+    bit = 0x80 if mask else 0
+    if n < 126:
+        head += bytes([bit | n])
+    elif n < 1 << 16:
+        head += bytes([bit | 126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([bit | 127]) + n.to_bytes(8, "big")
+    if not mask:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def ws_read_frame(stream: Any) -> tuple[int | None, bytes]:
+    """Read one frame from a file-like ``stream``: (opcode, unmasked payload)."""
+    head = stream.read(2)
+    if len(head) < 2:
+        return None, b""
+    opcode, n = head[0] & 0x0F, head[1] & 0x7F
+    if n == 126:
+        n = int.from_bytes(stream.read(2), "big")
+    elif n == 127:
+        n = int.from_bytes(stream.read(8), "big")
+    key = stream.read(4) if head[1] & 0x80 else b""
+    data = stream.read(n)
+    if key:
+        data = bytes(b ^ key[i % 4] for i, b in enumerate(data))
+    return opcode, data
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -134,6 +171,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self) -> None:
         url = urlsplit(self.path)
+        if url.path == "/wsecho" and self.headers.get("Upgrade", "").lower() == "websocket":
+            return self._websocket_echo()
         if url.path.startswith("/git/"):
             return self._git(url.path[len("/git") :], url.query)
         body = self._body()
@@ -158,6 +197,27 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, json.dumps(doc).encode())
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _route
+
+    def _websocket_echo(self) -> None:
+        """RFC 6455, just enough: handshake, then echo text frames until close."""
+        key = self.headers["Sec-WebSocket-Key"]
+        # SHA-1 is what RFC 6455 prescribes for the handshake (not a security use).
+        digest = hashlib.sha1((key + _WS_GUID).encode(), usedforsecurity=False).digest()
+        accept = base64.b64encode(digest).decode()
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        self.end_headers()
+        self.wfile.flush()
+        while True:
+            opcode, payload = ws_read_frame(self.rfile)
+            if opcode == 0x8 or opcode is None:
+                self.wfile.write(ws_frame(0x8, b"", mask=False))
+                self.close_connection = True
+                return
+            self.wfile.write(ws_frame(opcode, payload, mask=False))
+            self.wfile.flush()
 
     def _gzip(self, text: bytes) -> None:
         body = gzip.compress(text * 1000)
