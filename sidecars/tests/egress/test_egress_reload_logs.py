@@ -220,6 +220,24 @@ def test_upstream_tls_is_verified_without_the_bottles_upstream_ca(
     assert "certificate" in r.text.lower()
 
 
+def test_reload_can_add_the_upstream_ca(
+    bare_daemon: EgressProcess, egress_env: Env, tmp_path: Path
+) -> None:
+    path = bare_daemon.config_path
+    n = bare_daemon.count("reloaded")
+    routes = _routes(egress_env, "api.upstream.test", "noauth.upstream.test")
+    # A CA file that does not exist: the reload fails and changes nothing.
+    egress_env.write_config(path, routes, upstream_ca=str(tmp_path / "missing.pem"))
+    failures = bare_daemon.count("reload failed; keeping the previous routes")
+    bare_daemon.reload()
+    bare_daemon.wait_for("reload failed; keeping the previous routes", count=failures + 1)
+    assert _bare_get(bare_daemon, egress_env, "noauth.upstream.test").status_code == 502
+    egress_env.write_config(path, routes)  # with the test CA
+    bare_daemon.reload()
+    bare_daemon.wait_for("reloaded", count=n + 1)
+    assert _bare_get(bare_daemon, egress_env, "noauth.upstream.test").status_code == 200
+
+
 def test_missing_token_refuses_instead_of_forwarding_unauthenticated(
     bare_daemon: EgressProcess, egress_env: Env
 ) -> None:

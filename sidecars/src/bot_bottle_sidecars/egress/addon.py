@@ -59,6 +59,10 @@ class LoadedConfig:
 
 
 ScannerFactory = Callable[[EgressConfig, tuple[Secret, ...]], TrafficScanner | None]
+#: Given a config, prepare its upstream trust (may raise) and return the step
+#: that puts it in effect.
+TrustPreparer = Callable[[EgressConfig], Callable[[], None]]
+_Prepared = tuple[LoadedConfig, TrafficScanner | None, Callable[[], None] | None]
 
 
 def load_tokens(config: EgressConfig, environ: Mapping[str, str]) -> dict[str, Secret]:
@@ -73,10 +77,12 @@ class EgressAddon:
         *,
         scanner_factory: ScannerFactory | None = None,
         environ: Mapping[str, str] | None = None,
+        trust: TrustPreparer | None = None,
     ) -> None:
         self.log = log
         self._environ = os.environ if environ is None else environ
         self._scanner_factory = scanner_factory
+        self._trust = trust
         self._tunnels: dict[str, tuple[str, int]] = {}
         self.exit_code = 0
         self._scanner: TrafficScanner | None = None
@@ -84,17 +90,20 @@ class EgressAddon:
 
     # -- config -----------------------------------------------------------------
 
-    def _prepare(self, config: EgressConfig) -> tuple[LoadedConfig, TrafficScanner | None]:
+    def _prepare(self, config: EgressConfig) -> _Prepared:
         """Everything that can fail, done before anything is swapped in."""
         tokens = load_tokens(config, self._environ)
         scanner = None
         if self._scanner_factory is not None:
             scanner = self._scanner_factory(config, tuple(tokens.values()))
-        return LoadedConfig(config, tokens), scanner
+        commit_trust = self._trust(config) if self._trust is not None else None
+        return LoadedConfig(config, tokens), scanner, commit_trust
 
-    def _activate(self, prepared: tuple[LoadedConfig, TrafficScanner | None]) -> None:
+    def _activate(self, prepared: _Prepared) -> None:
         # One event loop thread: requests see either the old or the new table.
-        loaded, scanner = prepared
+        loaded, scanner, commit_trust = prepared
+        if commit_trust is not None:
+            commit_trust()
         self.loaded = loaded
         self._scanner = scanner
         self.log.level = loaded.config.log_level

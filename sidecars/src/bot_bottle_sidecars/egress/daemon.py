@@ -48,6 +48,7 @@ def build_trust_bundle(runtime: Path, upstream_ca: str | None) -> Path:
     ``ssl_verify_upstream_trusted_ca`` *replaces* mitmproxy's default store, so
     an added CA must be concatenated with the system bundle, never used alone
     (LESSONS: Egress and TLS). Without a system bundle, certifi's is used.
+    Returns a staged file in ``runtime``; :class:`UpstreamTrust` puts it in place.
     """
     system = system_ca_bundle()
     if system is None:
@@ -69,9 +70,37 @@ def build_trust_bundle(runtime: Path, upstream_ca: str | None) -> Path:
                 hint="give a PEM file (-----BEGIN CERTIFICATE-----)",
             )
         data = data.rstrip(b"\n") + b"\n" + extra
-    bundle = runtime / "upstream-trust.pem"
-    bundle.write_bytes(data)
-    return bundle
+    staged = runtime / ".upstream-trust.pem.new"
+    staged.write_bytes(data)
+    return staged
+
+
+class UpstreamTrust:
+    """The upstream trust bundle, rebuilt when a reload changes ``upstream_ca``.
+
+    mitmproxy caches its upstream TLS context by the bundle's *path*, so each
+    generation gets a new file name and the option is pointed at it.
+    """
+
+    def __init__(self, runtime: Path) -> None:
+        self.runtime = runtime
+        self.path: Path | None = None
+        self.options: Any = None  # mitmproxy's options, once the master exists
+        self._generation = 0
+
+    def prepare(self, config: EgressConfig) -> Callable[[], None]:
+        staged = build_trust_bundle(self.runtime, config.upstream_ca)
+        return lambda: self._commit(staged)
+
+    def _commit(self, staged: Path) -> None:
+        self._generation += 1
+        final = self.runtime / f"upstream-trust-{self._generation}.pem"
+        staged.replace(final)
+        previous, self.path = self.path, final
+        if self.options is not None:
+            self.options.update(ssl_verify_upstream_trusted_ca=str(final))
+        if previous is not None:
+            previous.unlink(missing_ok=True)
 
 
 def prepare_confdir(confdir: Path, runtime: Path) -> Path:
@@ -165,8 +194,11 @@ async def serve(
     runtime = Path(tempfile.mkdtemp(prefix="bot-bottle-egress-"))
     try:
         prepare_confdir(confdir, runtime)
-        bundle = build_trust_bundle(runtime, config.upstream_ca)
-        addon = EgressAddon(config, log, scanner_factory=plugin_scanner_factory())
+        trust = UpstreamTrust(runtime)
+        addon = EgressAddon(
+            config, log, scanner_factory=plugin_scanner_factory(), trust=trust.prepare
+        )
+        assert trust.path is not None
         opts = options.Options(listen_host=listen_host, listen_port=listen_port)
         # Only the addons a forward proxy needs. DumpMaster's defaults add ~30
         # more (onboarding app on mitm.it, map-local/remote, replay, flow
@@ -185,12 +217,13 @@ async def serve(
             confdir=str(runtime),
             # Lazy: never open an upstream connection before a request was judged.
             connection_strategy="lazy",
-            ssl_verify_upstream_trusted_ca=str(bundle),
+            ssl_verify_upstream_trusted_ca=str(trust.path),
             ssl_insecure=False,
             rawtcp=False,
             websocket=True,
             http2=True,
         )
+        trust.options = master.options
         master.addons.add(addon)
         loop = asyncio.get_running_loop()
         install_pinned_resolver(loop, addon.extra_hosts)
