@@ -88,23 +88,36 @@ def test_reload_with_valid_file_swaps_routes(
 
 
 @pytest.mark.parametrize(
-    "text",
+    ("text", "why"),
     [
-        "{not json",
-        '{"routes": [{"host": "x.test", "bogus": 1}]}',
+        ("{not json", "invalid"),
+        ('{"routes": [{"host": "x.test", "bogus": 1}]}', "bogus"),
         # RE2 has no backreferences: an operator regex it cannot run is an error.
-        '{"routes": [{"host": "x.test", "matches": [{"paths": '
-        '[{"type": "regex", "value": "/(a)\\\\1"}]}]}]}',
+        (
+            '{"routes": [{"host": "x.test", "matches": [{"paths": '
+            '[{"type": "regex", "value": "/(a)\\\\1"}]}]}]}',
+            "RE2",
+        ),
+        (
+            '{"routes": [{"host": "x.test", "dlp": {"outbound_detectors": ["nope"]}}]}',
+            "no dlp detector named 'nope'",
+        ),
     ],
+    ids=["not-json", "unknown-key", "re2-rejects", "unknown-detector"],
 )
 def test_reload_with_invalid_file_keeps_previous_routes(
-    daemon: EgressProcess, client: httpx.Client, egress_env: Env, cfg_path: Path, text: str
+    daemon: EgressProcess,
+    client: httpx.Client,
+    egress_env: Env,
+    cfg_path: Path,
+    text: str,
+    why: str,
 ) -> None:
     n = daemon.count("reload failed; keeping the previous routes")
     cfg_path.write_text(text)
     daemon.reload()
     failed = daemon.wait_for("reload failed; keeping the previous routes", count=n + 1)
-    assert "invalid" in failed["error"]
+    assert why in failed["error"]
     assert _get(client, egress_env, "api.upstream.test").status_code == 200
     assert daemon.proc.poll() is None
 
