@@ -47,7 +47,9 @@ MAX_SCANNED_BODY = 32 << 20
 class _FlowState:
     route: Route | None = None
     synthetic: bool = False
-    inject: str | None = None  # the Authorization value, added after the outbound scan
+    # The Authorization value, added after the outbound scan (a Secret, so that
+    # a repr of the flow's metadata never shows it).
+    inject: Secret | None = None
     scan_body: bool = False
     started: float = field(default_factory=time.monotonic)
 
@@ -248,7 +250,7 @@ class EgressAddon:
                     ),
                 )
                 return
-            st.inject = f"{route.auth.scheme} {token.reveal()}"
+            st.inject = Secret(f"{route.auth.scheme} {token.reveal()}")
         scanner = self._scanner
         if scanner is not None:
             if scanner.wants_request_body(route):
@@ -309,7 +311,7 @@ class EgressAddon:
                 )
                 return
         if st.inject is not None:
-            flow.request.headers["Authorization"] = st.inject
+            flow.request.headers["Authorization"] = st.inject.reveal()
         self.log.traffic(
             "request",
             host=route.host,
