@@ -1,0 +1,67 @@
+"""Shared set-up for the egress benchmarks: a local HTTPS upstream with its own
+CA, a bottle CA and a running egress daemon with one route to the upstream."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot_bottle_sidecars.egress.testing import (
+    EgressProcess,
+    LocalUpstream,
+    TestPKI,
+    make_test_pki,
+    start_egress,
+)
+
+from bot_bottle.egress.ca import BottleCA, generate_bottle_ca
+from bot_bottle.egress.render import RouteSpec, render_egress_config
+from bot_bottle.secrets import Secret
+
+HOST = "api.upstream.test"
+
+
+@dataclass
+class Setup:
+    pki: TestPKI
+    upstream: LocalUpstream
+    ca: BottleCA
+    egress: EgressProcess
+
+    @property
+    def url(self) -> str:
+        return f"https://{HOST}:{self.upstream.https_port}"
+
+
+@contextmanager
+def egress_setup(log_level: str = "blocks") -> Iterator[Setup]:
+    with tempfile.TemporaryDirectory(prefix="egress-bench-") as tmp_s:
+        tmp = Path(tmp_s)
+        pki = make_test_pki(tmp / "pki", [HOST])
+        upstream = LocalUpstream(pki, tmp / "git").start()
+        ca = generate_bottle_ca(tmp / "ca")
+        config, env = render_egress_config(
+            [
+                RouteSpec(
+                    HOST,
+                    ports=(upstream.https_port,),
+                    auth_scheme="Bearer",
+                    token=Secret("bench-token-value"),
+                )
+            ],
+            log_level=log_level,  # type: ignore[arg-type]
+            upstream_ca=str(pki.ca_cert),
+            extra_hosts={HOST: "127.0.0.1"},
+        )
+        config.write(tmp / "egress.json")
+        egress = start_egress(
+            tmp / "egress.json", ca.confdir, env={k: v.reveal() for k, v in env.items()}
+        )
+        try:
+            yield Setup(pki, upstream, ca, egress)
+        finally:
+            egress.stop()
+            upstream.stop()

@@ -1,0 +1,585 @@
+"""The mitmproxy addon: every hook the egress decision needs, failing closed.
+
+mitmproxy catches exceptions raised by addon hooks, logs them and carries on
+with the flow, i.e. it would *forward* a request our code failed to judge.
+Every hook here is therefore wrapped: an exception refuses the request (403),
+kills the response, or refuses the upstream connection, and is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mitmproxy import connection, ctx, http, tcp
+from mitmproxy.proxy import server_hooks
+
+from bot_bottle.contracts.dlp import Action, Finding, Location, StreamScanner
+from bot_bottle.egress.config import EgressConfig, Route
+from bot_bottle.errors import BotBottleError
+from bot_bottle.secrets import Secret
+from bot_bottle_sidecars.egress.dlp import RequestPart, TrafficScanner
+from bot_bottle_sidecars.egress.eventlog import EventLog
+from bot_bottle_sidecars.egress.policy import (
+    Refusal,
+    RequestFacts,
+    check_destination,
+    check_request,
+    refusal_body,
+)
+
+_META = "bot_bottle_egress"
+#: Content-Encodings the inbound scanner can decode on the fly.
+_ZLIB_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": 0}
+_DECODE_CHUNK = 1 << 20
+#: Largest request body accepted on a route with outbound DLP (it is buffered).
+MAX_SCANNED_BODY = 32 << 20
+
+
+@dataclass
+class _FlowState:
+    route: Route | None = None
+    synthetic: bool = False
+    # The Authorization value, added after the outbound scan (a Secret, so that
+    # a repr of the flow's metadata never shows it).
+    inject: Secret | None = None
+    scan_body: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    config: EgressConfig
+    tokens: Mapping[str, Secret]
+
+
+ScannerFactory = Callable[[EgressConfig, tuple[Secret, ...]], TrafficScanner | None]
+#: Given a config, prepare its upstream trust (may raise) and return the step
+#: that puts it in effect.
+TrustPreparer = Callable[[EgressConfig], Callable[[], None]]
+_Prepared = tuple[LoadedConfig, TrafficScanner | None, Callable[[], None] | None]
+
+
+def load_tokens(config: EgressConfig, environ: Mapping[str, str]) -> dict[str, Secret]:
+    return {slot: Secret(environ[slot]) for slot in config.token_slots() if environ.get(slot)}
+
+
+class EgressAddon:
+    def __init__(
+        self,
+        config: EgressConfig,
+        log: EventLog,
+        *,
+        scanner_factory: ScannerFactory | None = None,
+        environ: Mapping[str, str] | None = None,
+        trust: TrustPreparer | None = None,
+    ) -> None:
+        self.log = log
+        self._environ = os.environ if environ is None else environ
+        self._scanner_factory = scanner_factory
+        self._trust = trust
+        self._tunnels: dict[str, tuple[str, int]] = {}
+        self.exit_code = 0
+        self._scanner: TrafficScanner | None = None
+        self._activate(self._prepare(config))
+
+    # -- config -----------------------------------------------------------------
+
+    def _prepare(self, config: EgressConfig) -> _Prepared:
+        """Everything that can fail, done before anything is swapped in."""
+        tokens = load_tokens(config, self._environ)
+        scanner = None
+        if self._scanner_factory is not None:
+            scanner = self._scanner_factory(config, tuple(tokens.values()))
+        commit_trust = self._trust(config) if self._trust is not None else None
+        return LoadedConfig(config, tokens), scanner, commit_trust
+
+    def _activate(self, prepared: _Prepared) -> None:
+        # One event loop thread: requests see either the old or the new table.
+        loaded, scanner, commit_trust = prepared
+        if commit_trust is not None:
+            commit_trust()
+        self.loaded = loaded
+        self._scanner = scanner
+        self.log.level = loaded.config.log_level
+        self.log.redact.set_secrets(t.reveal() for t in loaded.tokens.values())
+        missing = [s for s in loaded.config.token_slots() if s not in loaded.tokens]
+        if missing:
+            self.log.error(
+                "token slots missing from the environment",
+                slots=missing,
+                effect="requests on these routes are refused",
+            )
+
+    @property
+    def config(self) -> EgressConfig:
+        return self.loaded.config
+
+    def reload(self, path: Path) -> bool:
+        """Re-read ``path``; on any failure keep the current table and log why."""
+        try:
+            prepared = self._prepare(EgressConfig.load(path))
+        except BotBottleError as exc:
+            self.log.error("reload failed; keeping the previous routes", error=exc.message)
+            return False
+        except Exception as exc:
+            self.log.error(
+                "reload failed; keeping the previous routes",
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            return False
+        self._activate(prepared)
+        self.log.info("reloaded", routes=[r.host for r in self.config.routes])
+        return True
+
+    def extra_hosts(self) -> Mapping[str, str]:
+        return self.loaded.config.extra_hosts
+
+    # -- failure handling ---------------------------------------------------------
+
+    def _fail(self, where: str, exc: BaseException, **fields: Any) -> None:
+        self.log.error(
+            "internal error; request refused",
+            hook=where,
+            error=f"{type(exc).__name__}: {exc}",
+            **fields,
+        )
+
+    def _refuse(self, flow: http.HTTPFlow, refusal: Refusal) -> None:
+        req = flow.request
+        path = req.path.split("?", 1)[0]
+        host = req.pretty_host
+        line = f"{req.method} {req.scheme}://{host}{path}"
+        body = refusal_body(refusal, line, self.config.introspection_host)
+        req.stream = False
+        flow.response = http.Response.make(
+            403,
+            body.encode(),
+            {
+                "Content-Type": "text/plain; charset=utf-8",
+                "X-Bot-Bottle-Egress-Rule": refusal.rule,
+                "Cache-Control": "no-store",
+            },
+        )
+        self._state(flow).synthetic = True
+        self.log.block(
+            "refused",
+            rule=refusal.rule,
+            reason=refusal.reason,
+            host=host,
+            port=req.port,
+            method=req.method,
+            path=path,
+        )
+
+    @staticmethod
+    def _state(flow: http.HTTPFlow) -> _FlowState:
+        st = flow.metadata.get(_META)
+        if st is None:
+            st = flow.metadata[_META] = _FlowState()
+        return st
+
+    # -- hooks ----------------------------------------------------------------------
+
+    def running(self) -> None:
+        c = self.config
+        listen = [f"{h}:{p}" for h, p, *_ in _listen_addrs()]
+        if not listen:
+            # The listen socket failed (port taken, no permission): mitmproxy
+            # only logs that; a proxy that listens nowhere must not look alive.
+            self.log.boot_failed(error="the proxy is not listening (see the mitmproxy line above)")
+            self.exit_code = 2
+            ctx.master.shutdown()
+            return
+        self.log.boot(
+            listen=listen,
+            routes=len(c.routes),
+            log_level=c.log_level,
+            introspection_host=c.introspection_host,
+        )
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        # Every CONNECT is accepted and only recorded: the request inside the
+        # tunnel is judged (host, port, SNI, Host header), so a refusal is a 403
+        # whose body the agent can read; curl and most clients do not show the
+        # body of a refused CONNECT. Nothing reaches an upstream meanwhile:
+        # connections are lazy and server_connect refuses non-routes.
+        self._tunnels[flow.client_conn.id] = (flow.request.host, flow.request.port)
+
+    def client_disconnected(self, client: connection.Client) -> None:
+        self._tunnels.pop(client.id, None)
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        try:
+            self._requestheaders(flow)
+        except Exception as exc:
+            self._fail("requestheaders", exc, host=flow.request.pretty_host)
+            self._refuse(flow, Refusal("internal-error", "the proxy failed to judge this request"))
+
+    def _requestheaders(self, flow: http.HTTPFlow) -> None:
+        req = flow.request
+        st = self._state(flow)
+        if req.host.rstrip(".").lower() == self.config.introspection_host:
+            self._introspect(flow)
+            return
+        verdict = check_request(self.config, _facts(flow, self._tunnels.get(flow.client_conn.id)))
+        if isinstance(verdict, Refusal):
+            self._refuse(flow, verdict)
+            return
+        route = st.route = verdict
+        # The agent's own credentials never leave: strip them on every route.
+        req.headers.pop("Authorization", None)
+        req.headers.pop("Proxy-Authorization", None)
+        req.headers.pop("Proxy-Connection", None)
+        if route.auth is not None:
+            token = self.loaded.tokens.get(route.auth.token_slot)
+            if token is None:
+                self._refuse(
+                    flow,
+                    Refusal(
+                        "credential-unavailable",
+                        f"the credential for {route.host} is not available to the proxy",
+                        "The operator must set the route's token.",
+                    ),
+                )
+                return
+            st.inject = Secret(f"{route.auth.scheme} {token.reveal()}")
+        scanner = self._scanner
+        if scanner is not None:
+            if scanner.wants_request_body(route):
+                # Scanned bodies are buffered whole (a secret split across
+                # chunks must not half-leave before the match is seen), so cap
+                # them. mitmproxy still reads a refused body before answering
+                # (it cannot answer mid-upload): the cap bounds scanning work
+                # and what is held after the read, not the read itself.
+                length = req.headers.get("Content-Length", "0")
+                if length.isdigit() and int(length) > MAX_SCANNED_BODY:
+                    self._refuse(
+                        flow,
+                        Refusal(
+                            "body-too-large",
+                            f"request bodies on {route.host} are scanned and limited to "
+                            f"{MAX_SCANNED_BODY // 2**20} MiB",
+                            "Send a smaller body.",
+                        ),
+                    )
+                    return
+                st.scan_body = True
+            if route.dlp.inbound_detectors:
+                # A compressed body cannot be scanned as it streams; ask for identity.
+                req.headers["Accept-Encoding"] = "identity"
+        if not st.scan_body:
+            self._scan_and_inject(flow, body=False)
+            # Bodies we do not scan pass through without being buffered.
+            if flow.response is None:
+                req.stream = True
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        st = flow.metadata.get(_META)
+        if st is None or st.synthetic or not st.scan_body:
+            return
+        try:
+            self._scan_and_inject(flow, body=True)
+        except Exception as exc:
+            self._fail("request", exc, host=flow.request.pretty_host)
+            self._refuse(flow, Refusal("internal-error", "the proxy failed to scan this request"))
+
+    def _scan_and_inject(self, flow: http.HTTPFlow, *, body: bool) -> None:
+        st = self._state(flow)
+        route = st.route
+        assert route is not None
+        scanner = self._scanner
+        if scanner is not None:
+            findings = scanner.scan_request(route, _request_parts(flow, body=body))
+            if self._report(flow, findings, "outbound"):
+                blocking = [f for f in findings if f.action is Action.BLOCK]
+                self._refuse(
+                    flow,
+                    Refusal(
+                        "dlp-outbound",
+                        "the request carries data that must not leave the bottle: "
+                        + "; ".join(f.describe() for f in blocking[:3]),
+                        "Remove the secret from the request; never send credentials yourself.",
+                    ),
+                )
+                return
+        if st.inject is not None:
+            flow.request.headers["Authorization"] = st.inject.reveal()
+        self.log.traffic(
+            "request",
+            host=route.host,
+            method=flow.request.method,
+            path=flow.request.path.split("?", 1)[0],
+            auth_injected=st.inject is not None,
+        )
+
+    def _report(self, flow: http.HTTPFlow, findings: list[Finding], direction: str) -> bool:
+        """Log findings; True when one of them blocks."""
+        blocking = False
+        for f in findings:
+            blocking |= f.action is Action.BLOCK
+            self.log.block(
+                "dlp finding",
+                direction=direction,
+                action=f.action.value,
+                detector=f.detector,
+                rule=f.rule,
+                where=f.location.describe(),
+                snippet=f.snippet,
+                host=flow.request.pretty_host,
+                method=flow.request.method,
+                path=flow.request.path.split("?", 1)[0],
+            )
+        return blocking
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        st = flow.metadata.get(_META)
+        if st is None or st.synthetic or flow.response is None:
+            return
+        try:
+            scanner = None
+            if self._scanner is not None and st.route is not None:
+                scanner = self._scanner.response_scanner(st.route)
+            if scanner is None:
+                flow.response.stream = True
+            else:
+                encoding = flow.response.headers.get("Content-Encoding", "identity").lower()
+                flow.response.stream = _InboundStream(self, flow, scanner, encoding)
+        except Exception as exc:
+            self._fail("responseheaders", exc, host=flow.request.pretty_host)
+            flow.kill()
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        st = flow.metadata.get(_META)
+        if st is None or flow.response is None or self.log.level != "full":
+            return
+        self.log.traffic(
+            "response",
+            host=flow.request.pretty_host,
+            method=flow.request.method,
+            path=flow.request.path.split("?", 1)[0],
+            status=flow.response.status_code,
+            ms=round((time.monotonic() - st.started) * 1000, 1),
+        )
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        if flow.error is not None:
+            self.log.traffic(
+                "upstream error",
+                host=flow.request.pretty_host,
+                path=flow.request.path.split("?", 1)[0],
+                error=flow.error.msg,
+            )
+
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        """Scan each message of an opted-in WebSocket with the route's detectors."""
+        ws = flow.websocket
+        if ws is None or not ws.messages:
+            return
+        msg = ws.messages[-1]
+        try:
+            st = flow.metadata.get(_META)
+            route = st.route if st is not None else None
+            if route is None:
+                raise RuntimeError("WebSocket without a judged route")
+            findings: list[Finding] = []
+            if self._scanner is not None:
+                if msg.from_client:
+                    part = RequestPart(Location("body", name="websocket"), msg.content)
+                    findings = self._scanner.scan_request(route, [part])
+                else:
+                    scanner = self._scanner.response_scanner(route)
+                    if scanner is not None:
+                        findings = scanner.feed(msg.content) + scanner.finish()
+            direction = "outbound" if msg.from_client else "inbound"
+            if self._report(flow, findings, direction):
+                msg.drop()
+                self.log.block(
+                    "refused",
+                    rule=f"dlp-websocket-{direction}",
+                    reason="WebSocket message dropped",
+                    host=route.host,
+                    path=flow.request.path.split("?", 1)[0],
+                )
+        except Exception as exc:
+            self._fail("websocket_message", exc, host=flow.request.pretty_host)
+            msg.drop()
+        finally:
+            # mitmproxy keeps every message of a flow; a long-lived socket would
+            # grow without bound. Only the current one is needed.
+            del ws.messages[:-1]
+
+    def tcp_start(self, flow: tcp.TCPFlow) -> None:
+        # Raw TCP inside an allowed tunnel would bypass every HTTP rule.
+        flow.server_conn.error = "bot-bottle egress: raw TCP is not allowed"
+        self.log.block("refused", rule="raw-tcp", reason="non-HTTP traffic in a tunnel")
+
+    def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+        # Last line of defence: no upstream connection to anything but a route.
+        try:
+            address = data.server.address
+            if address is None:
+                data.server.error = "bot-bottle egress: no destination"
+                return
+            verdict = check_destination(self.config, str(address[0]), int(address[1]))
+            if isinstance(verdict, Refusal):
+                data.server.error = f"bot-bottle egress: {verdict.reason}"
+                self.log.block("refused", rule=verdict.rule, reason=verdict.reason, host=address[0])
+        except Exception as exc:
+            self._fail("server_connect", exc)
+            data.server.error = "bot-bottle egress: internal error"
+
+    # -- introspection ------------------------------------------------------------
+
+    def _introspect(self, flow: http.HTTPFlow) -> None:
+        st = self._state(flow)
+        st.synthetic = True
+        path = flow.request.path.split("?", 1)[0]
+        if flow.request.method not in ("GET", "HEAD") or path not in ("/", "/routes"):
+            flow.response = http.Response.make(
+                404, b"GET /routes lists the egress routes\n", {"Content-Type": "text/plain"}
+            )
+            return
+        c = self.config
+        doc = {
+            "routes": [r.describe() for r in c.routes],
+            "default_ports": [443, 80],
+            "policy": "deny by default: a request passes only if its host is a route "
+            "and it satisfies one of the route's matches (if any); Authorization is "
+            "replaced by the route's credential; git push over HTTP is always refused",
+            "ask": "to change egress, ask the operator through the supervise MCP server",
+        }
+        flow.response = http.Response.make(
+            200,
+            json.dumps(doc, indent=2).encode() + b"\n",
+            {"Content-Type": "application/json", "Cache-Control": "no-store"},
+        )
+
+    # -- inbound abort ------------------------------------------------------------
+
+    def abort_client(self, flow: http.HTTPFlow) -> None:
+        """Close the agent's connection mid-response (an inbound block after the
+        headers went out: there is no status left to change)."""
+        proxyserver: Any = ctx.master.addons.get("proxyserver")
+        handler = proxyserver.connections.get(flow.client_conn.id) if proxyserver else None
+        if handler is not None:
+            asyncio.get_running_loop().call_soon(handler.close_connection, handler.client)
+
+
+class _InboundStream:
+    """``flow.response.stream`` callable: forwards chunks as they come, scanning each.
+
+    Memory stays bounded: a chunk is forwarded (or withheld) as soon as it is
+    scanned; only the detectors' carry-over is kept.
+    """
+
+    def __init__(
+        self, addon: EgressAddon, flow: http.HTTPFlow, scanner: StreamScanner, encoding: str
+    ) -> None:
+        self.addon = addon
+        self.flow = flow
+        self.scanner = scanner
+        self.blocked = False
+        self.unsupported = encoding not in ("identity", "", *_ZLIB_WBITS)
+        self.decoder = (
+            zlib.decompressobj(_ZLIB_WBITS[encoding]) if encoding in _ZLIB_WBITS else None
+        )
+
+    def __call__(self, chunk: bytes) -> bytes:
+        if self.blocked:
+            return b""
+        try:
+            findings = self._scan(chunk)
+        except Exception as exc:
+            self.addon._fail("response stream", exc, host=self.flow.request.pretty_host)
+            return self._block()
+        if self.addon._report(self.flow, findings, "inbound") and any(
+            f.action is Action.BLOCK for f in findings
+        ):
+            return self._block()
+        return chunk
+
+    def _scan(self, chunk: bytes) -> list[Finding]:
+        if self.unsupported:
+            raise ValueError("the response's Content-Encoding cannot be scanned")
+        if not chunk:
+            if self.decoder is not None:
+                tail = self.decoder.flush()
+                return (
+                    self.scanner.feed(tail) + self.scanner.finish()
+                    if tail
+                    else (self.scanner.finish())
+                )
+            return self.scanner.finish()
+        if self.decoder is None:
+            return self.scanner.feed(chunk)
+        findings: list[Finding] = []
+        data = chunk
+        while data:
+            plain = self.decoder.decompress(data, _DECODE_CHUNK)
+            findings += self.scanner.feed(plain)
+            data = self.decoder.unconsumed_tail
+        return findings
+
+    def _block(self) -> bytes:
+        self.blocked = True
+        self.addon.log.block(
+            "refused",
+            rule="dlp-inbound",
+            reason="response withheld mid-stream; connection closed",
+            host=self.flow.request.pretty_host,
+            path=self.flow.request.path.split("?", 1)[0],
+        )
+        self.addon.abort_client(self.flow)
+        return b""
+
+
+def _listen_addrs() -> list[Any]:
+    try:
+        proxyserver: Any = ctx.master.addons.get("proxyserver")
+        return list(proxyserver.listen_addrs())
+    except Exception:
+        return []
+
+
+def _facts(flow: http.HTTPFlow, tunnel: tuple[str, int] | None) -> RequestFacts:
+    req = flow.request
+    path, _, query = req.path.partition("?")
+    headers: dict[str, list[str]] = {}
+    for name in req.headers:
+        headers.setdefault(name.lower(), req.headers.get_all(name))
+    client = flow.client_conn
+    return RequestFacts(
+        scheme=req.scheme,
+        host=req.host,
+        port=req.port,
+        method=req.method,
+        path=path,
+        query=query,
+        headers=headers,
+        authority=req.host_header,
+        sni=client.sni if client.tls else None,
+        connect_target=tunnel,
+    )
+
+
+def _request_parts(flow: http.HTTPFlow, *, body: bool) -> list[RequestPart]:
+    req = flow.request
+    path, _, query = req.path.partition("?")
+    parts = [RequestPart(Location("url_path"), path.encode())]
+    if query:
+        parts.append(RequestPart(Location("query"), query.encode()))
+    for name, value in req.headers.items(multi=True):
+        parts.append(RequestPart(Location("header", name=name), value.encode()))
+    if body:
+        content = req.get_content(strict=False)
+        if content:
+            parts.append(RequestPart(Location("body"), content))
+    return parts

@@ -1,0 +1,266 @@
+"""The egress daemon: mitmproxy's DumpMaster run in-process with the egress addon.
+
+Started by the bundle's init as
+``python -m bot_bottle_sidecars.egress --config PATH --confdir DIR --listen-port N``.
+SIGHUP reloads the config; SIGTERM/SIGINT stop the proxy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import ssl
+import sys
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from bot_bottle.egress.ca import CA_KEY_AND_CERT
+from bot_bottle.egress.config import EgressConfig, EgressConfigError
+from bot_bottle.errors import BotBottleError
+from bot_bottle.secrets import Secret
+from bot_bottle_sidecars.egress.dlp import DetectorScanner, TrafficScanner
+from bot_bottle_sidecars.egress.eventlog import EventLog, Redactor, route_stdlib_logging
+
+#: Where Debian/Ubuntu, Fedora/RHEL and Alpine keep the system bundle.
+_SYSTEM_BUNDLES = (
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+)
+
+
+def system_ca_bundle() -> Path | None:
+    paths = ssl.get_default_verify_paths()
+    for candidate in (os.environ.get("SSL_CERT_FILE"), paths.cafile, *_SYSTEM_BUNDLES):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    return None
+
+
+def build_trust_bundle(runtime: Path, upstream_ca: str | None) -> Path:
+    """System bundle + the bottle's upstream CA in one file.
+
+    ``ssl_verify_upstream_trusted_ca`` *replaces* mitmproxy's default store, so
+    an added CA must be concatenated with the system bundle, never used alone
+    (LESSONS: Egress and TLS). Without a system bundle, certifi's is used.
+    Returns a staged file in ``runtime``; :class:`UpstreamTrust` puts it in place.
+    """
+    system = system_ca_bundle()
+    if system is None:
+        import certifi
+
+        system = Path(certifi.where())
+    data = system.read_bytes()
+    if upstream_ca:
+        try:
+            extra = Path(upstream_ca).read_bytes()
+        except OSError as exc:
+            raise EgressConfigError(
+                f"upstream_ca {upstream_ca}: {exc.strerror}",
+                hint="mount the CA file into the sidecar or drop upstream_ca",
+            ) from None
+        if b"-----BEGIN CERTIFICATE-----" not in extra:
+            raise EgressConfigError(
+                f"upstream_ca {upstream_ca} holds no PEM certificate",
+                hint="give a PEM file (-----BEGIN CERTIFICATE-----)",
+            )
+        data = data.rstrip(b"\n") + b"\n" + extra
+    staged = runtime / ".upstream-trust.pem.new"
+    staged.write_bytes(data)
+    return staged
+
+
+class UpstreamTrust:
+    """The upstream trust bundle, rebuilt when a reload changes ``upstream_ca``.
+
+    mitmproxy caches its upstream TLS context by the bundle's *path*, so each
+    generation gets a new file name and the option is pointed at it.
+    """
+
+    def __init__(self, runtime: Path) -> None:
+        self.runtime = runtime
+        self.path: Path | None = None
+        self.options: Any = None  # mitmproxy's options, once the master exists
+        self._generation = 0
+
+    def prepare(self, config: EgressConfig) -> Callable[[], None]:
+        staged = build_trust_bundle(self.runtime, config.upstream_ca)
+        return lambda: self._commit(staged)
+
+    def _commit(self, staged: Path) -> None:
+        self._generation += 1
+        final = self.runtime / f"upstream-trust-{self._generation}.pem"
+        staged.replace(final)
+        previous, self.path = self.path, final
+        if self.options is not None:
+            self.options.update(ssl_verify_upstream_trusted_ca=str(final))
+        if previous is not None:
+            previous.unlink(missing_ok=True)
+
+
+def prepare_confdir(confdir: Path, runtime: Path) -> Path:
+    """mitmproxy's confdir: a private copy of the bottle CA.
+
+    mitmproxy mints a *new* CA when it finds none (nobody would trust it), and
+    writes a dhparam file next to the CA; copying into a private runtime dir
+    keeps the mounted directory read-only and the key mode 0600 whatever uid
+    copied it in (LESSONS: confdir, docker cp keeps mode).
+    """
+    src = confdir / CA_KEY_AND_CERT
+    if not src.is_file():
+        raise EgressConfigError(
+            f"no {CA_KEY_AND_CERT} in {confdir}",
+            hint="generate the bottle CA (bot_bottle.egress.ca.generate_bottle_ca) into it",
+        )
+    dst = runtime / CA_KEY_AND_CERT
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(src.read_bytes())
+    return runtime
+
+
+def plugin_scanner_factory() -> Callable[[EgressConfig, tuple[Secret, ...]], TrafficScanner | None]:
+    """DLP through the installed detector plugins; the plugin host is loaded only
+    when some route selects a detector."""
+    host: Any = None
+
+    def factory(config: EgressConfig, secrets: tuple[Secret, ...]) -> TrafficScanner | None:
+        nonlocal host
+        names: set[str] = set()
+        for r in config.routes:
+            for sel in (r.dlp.outbound_detectors, r.dlp.inbound_detectors):
+                if sel is not False:
+                    names.update(sel)
+        if not names:
+            return None
+        if host is None:
+            from bot_bottle.plugins import PluginHost
+
+            host = PluginHost().load()
+        for name in sorted(names):
+            host.component("dlp_detectors", name)  # unknown name -> a config error now
+        scanner = DetectorScanner(lambda n: host.create("dlp_detectors", n), secrets)
+        scanner.preload(sorted(names))
+        return scanner
+
+    return factory
+
+
+def install_pinned_resolver(
+    loop: asyncio.AbstractEventLoop, pins: Callable[[], Mapping[str, str]]
+) -> None:
+    """Resolve names in the config's ``extra_hosts`` to their pinned address.
+
+    mitmproxy connects with ``asyncio.open_connection(host, port)``, which
+    resolves through ``loop.getaddrinfo``; pinning there keeps the host *name*
+    on the connection (TLS SNI, certificate check and connection reuse stay
+    name-based) without touching /etc/hosts.
+    """
+    original = loop.getaddrinfo
+
+    async def getaddrinfo(
+        host: Any, port: Any, *, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0
+    ) -> list[Any]:
+        name = host.decode() if isinstance(host, bytes) else host
+        pinned = pins().get(name.rstrip(".").lower()) if isinstance(name, str) else None
+        return await original(
+            pinned or host, port, family=family, type=type, proto=proto, flags=flags
+        )
+
+    loop.getaddrinfo = getaddrinfo  # type: ignore[method-assign]
+
+
+async def serve(
+    config: EgressConfig,
+    config_path: Path,
+    confdir: Path,
+    listen_host: str,
+    listen_port: int,
+    log: EventLog,
+) -> int:
+    # mitmproxy is imported only once the config is known to be good: a bad
+    # file is reported in a fraction of the start-up time.
+    from mitmproxy import master as mitm_master
+    from mitmproxy import options
+    from mitmproxy.addons import core, disable_h2c, next_layer, proxyserver, tlsconfig
+
+    from bot_bottle_sidecars.egress.addon import EgressAddon
+
+    runtime = Path(tempfile.mkdtemp(prefix="bot-bottle-egress-"))
+    try:
+        prepare_confdir(confdir, runtime)
+        trust = UpstreamTrust(runtime)
+        addon = EgressAddon(
+            config, log, scanner_factory=plugin_scanner_factory(), trust=trust.prepare
+        )
+        assert trust.path is not None
+        opts = options.Options(listen_host=listen_host, listen_port=listen_port)
+        # Only the addons a forward proxy needs. DumpMaster's defaults add ~30
+        # more (onboarding app on mitm.it, map-local/remote, replay, flow
+        # saving...): every hook is dispatched to each of them, which cost ~1 ms
+        # per request here, and each is surface an agent could poke at.
+        master = mitm_master.Master(opts, with_termlog=False)
+        master.addons.add(
+            core.Core(),
+            proxyserver.Proxyserver(),
+            next_layer.NextLayer(),
+            tlsconfig.TlsConfig(),
+            disable_h2c.DisableH2C(),
+        )
+        route_stdlib_logging(log)
+        master.options.update(
+            confdir=str(runtime),
+            # Lazy: never open an upstream connection before a request was judged.
+            connection_strategy="lazy",
+            ssl_verify_upstream_trusted_ca=str(trust.path),
+            ssl_insecure=False,
+            rawtcp=False,
+            websocket=True,
+            http2=True,
+        )
+        trust.options = master.options
+        master.addons.add(addon)
+        loop = asyncio.get_running_loop()
+        install_pinned_resolver(loop, addon.extra_hosts)
+        loop.add_signal_handler(signal.SIGHUP, addon.reload, config_path)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, master.shutdown)
+        await master.run()
+        return addon.exit_code
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bot_bottle_sidecars.egress")
+    p.add_argument("--config", type=Path, required=True, help="rendered egress config (JSON)")
+    p.add_argument("--confdir", type=Path, required=True, help="directory holding the bottle CA")
+    p.add_argument("--listen-host", default="0.0.0.0")  # noqa: S104 - the sidecar's own network
+    p.add_argument("--listen-port", type=int, default=8080)
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    log = EventLog("off", Redactor())
+    try:
+        config = EgressConfig.load(args.config)
+        return asyncio.run(
+            serve(config, args.config, args.confdir, args.listen_host, args.listen_port, log)
+        )
+    except BotBottleError as exc:
+        log.boot_failed(error=exc.message, hint=exc.hint)
+        return 2
+    except Exception as exc:
+        # Never a traceback: one JSON line saying what failed.
+        log.boot_failed(error=f"{type(exc).__name__}: {exc}")
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,468 @@
+"""Test and benchmark kit for the egress daemon: a test CA, a local HTTPS
+upstream (echo, large downloads, SSE, git smart HTTP via ``git http-backend``)
+and a handle on a running daemon process.
+
+Everything listens on 127.0.0.1 only; route names such as ``api.upstream.test``
+reach it through the config's ``extra_hosts`` pins.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import gzip
+import hashlib
+import json
+import os
+import select
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class TestPKI:
+    ca_cert: Path
+    server_cert: Path
+    server_key: Path
+
+
+def make_test_pki(directory: Path, names: Sequence[str]) -> TestPKI:
+    """A throwaway CA and one server certificate for ``names`` (the upstream's)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "egress test upstream CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    pki = TestPKI(directory / "ca.pem", directory / "server.pem", directory / "server.key")
+    pki.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    pki.server_cert.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    pki.server_key.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return pki
+
+
+_BLOCK = bytes(range(256)) * 256  # 64 KiB
+_WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def ws_frame(opcode: int, payload: bytes, *, mask: bool) -> bytes:
+    """One final WebSocket frame (clients must mask, servers must not)."""
+    head = bytes([0x80 | opcode])
+    n = len(payload)
+    bit = 0x80 if mask else 0
+    if n < 126:
+        head += bytes([bit | n])
+    elif n < 1 << 16:
+        head += bytes([bit | 126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([bit | 127]) + n.to_bytes(8, "big")
+    if not mask:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def ws_read_frame(stream: Any) -> tuple[int | None, bytes]:
+    """Read one frame from a file-like ``stream``: (opcode, unmasked payload)."""
+    head = stream.read(2)
+    if len(head) < 2:
+        return None, b""
+    opcode, n = head[0] & 0x0F, head[1] & 0x7F
+    if n == 126:
+        n = int.from_bytes(stream.read(2), "big")
+    elif n == 127:
+        n = int.from_bytes(stream.read(8), "big")
+    key = stream.read(4) if head[1] & 0x80 else b""
+    data = stream.read(n)
+    if key:
+        data = bytes(b ^ key[i % 4] for i, b in enumerate(data))
+    return opcode, data
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: without TCP_NODELAY, Nagle
+    # plus the client's delayed ACK adds ~40 ms to every small response.
+    disable_nagle_algorithm = True
+    server: _Server  # pyright: ignore[reportIncompatibleVariableOverride]
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _body(self) -> bytes:
+        n = int(self.headers.get("Content-Length") or 0)
+        if n:
+            return self.rfile.read(n)
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            out = bytearray()
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return bytes(out)
+                out += self.rfile.read(size)
+                self.rfile.readline()
+        return b""
+
+    def _send(self, status: int, body: bytes, ctype: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _route(self) -> None:
+        url = urlsplit(self.path)
+        if url.path == "/wsecho" and self.headers.get("Upgrade", "").lower() == "websocket":
+            return self._websocket_echo()
+        if url.path.startswith("/git/"):
+            return self._git(url.path[len("/git") :], url.query)
+        body = self._body()
+        if url.path == "/big":
+            return self._big(int(parse_qs(url.query)["n"][0]))
+        if url.path == "/sse":
+            return self._sse()
+        if url.path == "/gz":
+            # Compressed whatever the client asked for (Accept-Encoding ignored).
+            return self._gzip(url.query.encode())
+        if url.path == "/say":
+            return self._send(200, url.query.encode(), "text/plain")
+        self.server.seen.append(
+            {"method": self.command, "path": self.path, "headers": dict(self.headers.items())}
+        )
+        doc = {
+            "method": self.command,
+            "path": self.path,
+            "headers": {k.lower(): v for k, v in self.headers.items()},
+            "body_len": len(body),
+        }
+        self._send(200, json.dumps(doc).encode())
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _route
+
+    def _websocket_echo(self) -> None:
+        """RFC 6455, just enough: handshake, then echo text frames until close."""
+        key = self.headers["Sec-WebSocket-Key"]
+        # SHA-1 is what RFC 6455 prescribes for the handshake (not a security use).
+        digest = hashlib.sha1((key + _WS_GUID).encode(), usedforsecurity=False).digest()
+        accept = base64.b64encode(digest).decode()
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        self.end_headers()
+        self.wfile.flush()
+        while True:
+            opcode, payload = ws_read_frame(self.rfile)
+            if opcode == 0x8 or opcode is None:
+                self.wfile.write(ws_frame(0x8, b"", mask=False))
+                self.close_connection = True
+                return
+            self.wfile.write(ws_frame(opcode, payload, mask=False))
+            self.wfile.flush()
+
+    def _gzip(self, text: bytes) -> None:
+        body = gzip.compress(text * 1000)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _big(self, n: int) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(n))
+        self.end_headers()
+        left = n
+        while left > 0:
+            chunk = _BLOCK[: min(left, len(_BLOCK))]
+            self.wfile.write(chunk)
+            left -= len(chunk)
+
+    def _sse(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+
+        def chunk(data: bytes) -> None:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.flush()
+
+        chunk(b"data: first\n\n")
+        # The rest of the stream waits until the test has seen the first event:
+        # a proxy that buffers the stream would make the test time out.
+        self.server.sse_release.wait(timeout=30)
+        chunk(b"data: second\n\n")
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    def _git(self, path: str, query: str) -> None:
+        body = self._body()
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "GIT_PROJECT_ROOT": str(self.server.git_root),
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "REQUEST_METHOD": self.command,
+            "PATH_INFO": path,
+            "QUERY_STRING": query,
+            "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+            "CONTENT_LENGTH": str(len(body)),
+            "REMOTE_USER": "test",
+            "REMOTE_ADDR": "127.0.0.1",
+            "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
+        }
+        self.server.seen.append({"method": self.command, "path": self.path, "headers": {}})
+        out = subprocess.run(
+            ["git", "http-backend"], input=body, capture_output=True, env=env, check=False
+        ).stdout
+        head, _, payload = out.partition(b"\r\n\r\n")
+        status = 200
+        headers = []
+        for line in head.split(b"\r\n"):
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "status":
+                status = int(value.split()[0])
+            elif name:
+                headers.append((name, value.strip()))
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    connections = 0
+    seen: list[dict[str, Any]]
+
+    def get_request(self) -> tuple[Any, Any]:
+        # Counts TCP connections, so a test can prove none was opened.
+        type(self).connections += 1
+        return super().get_request()
+
+    sse_release: threading.Event
+    git_root: Path
+
+
+@dataclass
+class LocalUpstream:
+    """HTTPS (and plain HTTP) servers on 127.0.0.1 with the test PKI's certificate."""
+
+    pki: TestPKI
+    git_root: Path
+    https_port: int = 0
+    http_port: int = 0
+    sse_release: threading.Event = field(default_factory=threading.Event)
+    seen: list[dict[str, Any]] = field(default_factory=list)
+    _servers: list[_Server] = field(default_factory=list)
+
+    def start(self) -> LocalUpstream:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(self.pki.server_cert, self.pki.server_key)
+        for use_tls in (True, False):
+            srv = _Server(("127.0.0.1", 0), _Handler)
+            srv.seen = self.seen
+            srv.sse_release = self.sse_release
+            srv.git_root = self.git_root
+            if use_tls:
+                srv.socket = tls.wrap_socket(srv.socket, server_side=True)
+                self.https_port = srv.server_address[1]
+            else:
+                self.http_port = srv.server_address[1]
+            threading.Thread(target=srv.serve_forever, daemon=True).start()
+            self._servers.append(srv)
+        return self
+
+    @property
+    def connections(self) -> int:
+        """TCP connections accepted so far (both ports)."""
+        return _Server.connections
+
+    def stop(self) -> None:
+        for srv in self._servers:
+            srv.shutdown()
+            srv.server_close()
+
+
+@dataclass
+class EgressProcess:
+    """A running ``python -m bot_bottle_sidecars.egress`` and its log lines."""
+
+    proc: subprocess.Popen[str]
+    port: int
+    config_path: Path
+    lines: list[str] = field(default_factory=list)
+    _reader: threading.Thread | None = None
+
+    @property
+    def proxy_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def records(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in list(self.lines) if line.startswith("{")]
+
+    def wait_for(self, event: str, count: int = 1, timeout: float = 20) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            hits = [r for r in self.records() if r.get("event") == event]
+            if len(hits) >= count:
+                return hits[count - 1]
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"egress exited {self.proc.returncode}: {self.lines}")
+            time.sleep(0.02)
+        raise TimeoutError(f"no {event!r} log line within {timeout}s: {self.lines}")
+
+    def count(self, event: str) -> int:
+        return sum(1 for r in self.records() if r.get("event") == event)
+
+    def reload(self) -> None:
+        self.proc.send_signal(signal.SIGHUP)
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+    def hwm_kib(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmHWM")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+
+
+def start_egress(
+    config_path: Path,
+    confdir: Path,
+    *,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+) -> EgressProcess:
+    """Start the daemon and wait for its boot line."""
+    port = port or free_port()
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("EGRESS_TOKEN_")}
+    full_env.update(env or {})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bot_bottle_sidecars.egress",
+            "--config",
+            str(config_path),
+            "--confdir",
+            str(confdir),
+            "--listen-host",
+            "127.0.0.1",
+            "--listen-port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=full_env,
+    )
+    ep = EgressProcess(proc, port, config_path)
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            ep.lines.append(line.rstrip("\n"))
+
+    ep._reader = threading.Thread(target=pump, daemon=True)
+    ep._reader.start()
+    try:
+        ep.wait_for("egress started", timeout=30)
+    except BaseException:
+        ep.stop()
+        raise
+    return ep
+
+
+def iter_lines_nonblocking(sock: socket.socket, timeout: float) -> Iterator[bytes]:
+    """Lines from ``sock`` until ``timeout`` passes without data (raw-socket tests)."""
+    buf = b""
+    while True:
+        ready, _, _ = select.select([sock], [], [], timeout)
+        if not ready:
+            return
+        data = sock.recv(65536)
+        if not data:
+            return
+        buf += data
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            yield line
