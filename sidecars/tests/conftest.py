@@ -175,16 +175,26 @@ class Upstream:
     url: str
     work: Path
 
-    def commit(self, files: dict[str, str], message: str) -> str:
+    def commit(self, files: dict[str, str], message: str, branch: str = "main") -> str:
         """Commit straight into the upstream (not through sshd, so it is not counted)."""
+        if branch != "main":
+            self.git("fetch", "-q", "origin")
+            self.git("checkout", "-q", "-B", branch, f"origin/{branch}")
         for name, text in files.items():
             path = self.work / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
-        git("add", "-A", cwd=self.work)
-        git("commit", "-q", "-m", message, cwd=self.work)
-        git("push", "-q", "origin", "HEAD", cwd=self.work)
-        return self.head()
+        self.git("add", "-A")
+        self.git("commit", "-q", "-m", message)
+        self.git("push", "-q", "origin", f"HEAD:refs/heads/{branch}")
+        sha = self.git("rev-parse", "HEAD").stdout.strip()
+        if branch != "main":
+            self.git("checkout", "-q", "main")
+        return sha
+
+    def git(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """git in the upstream's own work tree (pushes go straight to the bare repo)."""
+        return git(*args, cwd=self.work)
 
     def head(self, ref: str = "refs/heads/main") -> str:
         return git("rev-parse", ref, cwd=self.bare).stdout.strip()
@@ -194,19 +204,20 @@ class Upstream:
         return proc.stdout.strip() if proc.returncode == 0 else None
 
 
+def new_upstream(root: Path, sshd: Sshd, name: str) -> Upstream:
+    bare = root / "upstreams" / f"{name}.git"
+    git("init", "-q", "--bare", "-b", "main", str(bare))
+    work = root / "upstream-work" / name
+    git("clone", "-q", str(bare), str(work))
+    git("symbolic-ref", "HEAD", "refs/heads/main", cwd=work)
+    up = Upstream(bare=bare, url=sshd.url(bare), work=work)
+    up.commit({"README.md": f"# {name}\n"}, "initial commit")
+    return up
+
+
 @pytest.fixture
 def make_upstream(tmp_path: Path, sshd: Sshd) -> Callable[[str], Upstream]:
-    def make(name: str) -> Upstream:
-        bare = tmp_path / "upstreams" / f"{name}.git"
-        git("init", "-q", "--bare", "-b", "main", str(bare))
-        work = tmp_path / "upstream-work" / name
-        git("clone", "-q", str(bare), str(work))
-        git("symbolic-ref", "HEAD", "refs/heads/main", cwd=work)
-        up = Upstream(bare=bare, url=sshd.url(bare), work=work)
-        up.commit({"README.md": f"# {name}\n"}, "initial commit")
-        return up
-
-    return make
+    return lambda name: new_upstream(tmp_path, sshd, name)
 
 
 @dataclass
@@ -237,66 +248,93 @@ class Gate:
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def stop(self) -> None:
+        stop(self.proc)
+        self.proc = None
+        if self.keys is not None:
+            self.keys.close()
+            self.keys = None
+
+    def wait_for_log(self, text: str) -> str:
+        """The gate relays its hooks' log asynchronously: wait for a line."""
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            log = self.log_text()
+            if text in log:
+                return log
+            time.sleep(0.05)
+        pytest.fail(f"{text!r} never appeared in the gate log:\n{self.log_text()}")
+
+
+def start_gate(
+    root: Path, sshd: Sshd, upstreams: Sequence[tuple[str, Upstream]], host_key: str | None = None
+) -> Gate:
+    """Plan, stage keys and start ``python -m bot_bottle_sidecars.gitgate`` like a launcher."""
+    sidecar = root / "sidecar"
+    specs = [
+        GateRepoSpec(
+            name=name,
+            url=up.url,
+            host_key=host_key or sshd.host_pub,
+            key=GateKey.static(sshd.client_key),
+        )
+        for name, up in upstreams
+    ]
+    port = free_port()
+    plan = plan_git_gate(specs, gate_host="127.0.0.1", gate_port=port, sidecar_root=sidecar)
+    for rel, text in plan.files().items():
+        (sidecar / rel).parent.mkdir(parents=True, exist_ok=True)
+        (sidecar / rel).write_text(text)
+    keys = GateKeys(plan, sidecar / "keys", bottle_slug="test")
+    keys.stage()
+    home = root / "bot-bottle-home"
+    (home / "contrib").mkdir(parents=True, exist_ok=True)
+    shutil.copytree(DETECTOR_PLUGIN, home / "contrib" / "testsecrets", dirs_exist_ok=True)
+    agent_home = root / "agent-home"
+    agent_home.mkdir(exist_ok=True)
+    (agent_home / ".gitconfig").write_text(plan.render_gitconfig())
+    env = {
+        **base_env(),
+        "BOT_BOTTLE_HOME": str(home),
+        "BOT_BOTTLE_PLUGINS": "testsecrets",
+        "GIT_CONFIG_GLOBAL": "/dev/null",
+    }
+    log = root / "gate.log"
+    out = log.open("ab")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bot_bottle_sidecars.gitgate",
+            f"--config={plan.config_path}",
+            f"--base={root / 'mirrors'}",
+            f"--port={port}",
+            "--listen=127.0.0.1",
+        ],
+        stdout=out,
+        stderr=out,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
+    out.close()
+    gate = Gate(plan, port, root / "mirrors", log, agent_home, proc, keys)
+    try:
+        wait_for_port(port, proc, "git-gate", log)
+    except BaseException:
+        gate.stop()
+        raise
+    return gate
+
 
 @pytest.fixture
 def make_gate(tmp_path: Path, sshd: Sshd) -> Iterator[Callable[..., Gate]]:
     gates: list[Gate] = []
 
     def make(upstreams: Sequence[tuple[str, Upstream]], *, host_key: str | None = None) -> Gate:
-        root = tmp_path / "sidecar"
-        specs = [
-            GateRepoSpec(
-                name=name,
-                url=up.url,
-                host_key=host_key or sshd.host_pub,
-                key=GateKey.static(sshd.client_key),
-            )
-            for name, up in upstreams
-        ]
-        port = free_port()
-        plan = plan_git_gate(specs, gate_host="127.0.0.1", gate_port=port, sidecar_root=root)
-        for rel, text in plan.files().items():
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            (root / rel).write_text(text)
-        keys = GateKeys(plan, root / "keys", bottle_slug="test")
-        keys.stage()
-        home = tmp_path / "bot-bottle-home"
-        (home / "contrib").mkdir(parents=True, exist_ok=True)
-        shutil.copytree(DETECTOR_PLUGIN, home / "contrib" / "testsecrets", dirs_exist_ok=True)
-        agent_home = tmp_path / "agent-home"
-        agent_home.mkdir(exist_ok=True)
-        (agent_home / ".gitconfig").write_text(plan.render_gitconfig())
-        env = {
-            **base_env(),
-            "BOT_BOTTLE_HOME": str(home),
-            "BOT_BOTTLE_PLUGINS": "testsecrets",
-            "GIT_CONFIG_GLOBAL": "/dev/null",
-        }
-        log = tmp_path / "gate.log"
-        out = log.open("ab")
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bot_bottle_sidecars.gitgate",
-                f"--config={plan.config_path}",
-                f"--base={tmp_path / 'mirrors'}",
-                f"--port={port}",
-                "--listen=127.0.0.1",
-            ],
-            stdout=out,
-            stderr=out,
-            stdin=subprocess.DEVNULL,
-            env=env,
-        )
-        out.close()
-        gate = Gate(plan, port, tmp_path / "mirrors", log, agent_home, proc, keys)
+        gate = start_gate(tmp_path, sshd, upstreams, host_key)
         gates.append(gate)
-        wait_for_port(port, proc, "git-gate", log)
         return gate
 
     yield make
     for gate in gates:
-        stop(gate.proc)
-        if gate.keys is not None:
-            gate.keys.close()
+        gate.stop()

@@ -180,7 +180,7 @@ def check_host_key(value: str) -> str:
         "give one public key line 'TYPE BASE64' (e.g. 'ssh-ed25519 AAAA...'), as printed "
         "by 'ssh-keyscan -t ed25519 HOST' without the host name"
     )
-    if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
+    if not isinstance(value, str) or any(c in value.strip() for c in "\r\n\0"):
         raise GitGateError("git-gate host_key must be a single line", hint=hint)
     parts = value.strip().split(" ")
     if len(parts) == 3 and parts[2] and _hostile(parts[2]) is None:

@@ -39,6 +39,7 @@ from bot_bottle_sidecars.gitgate.layout import (
     pre_receive_argv,
     render_hook_script,
 )
+from bot_bottle_sidecars.gitgate.runtime import Runtime
 
 _MIRROR_CONFIG = {
     # Pushes arrive as the agent made them: forced updates and deletions are
@@ -79,12 +80,12 @@ def _copy_key(src: Path, dest: Path, repo: str) -> None:
         fh.write(data)
 
 
-def prepare(config: GateConfig, config_path: Path, layout: Layout, python: str) -> list[Path]:
+def prepare(config: GateConfig, layout: Layout, python: str) -> list[Path]:
     """Create or refresh every mirror; return their paths."""
     layout.base.mkdir(parents=True, exist_ok=True)
     layout.state.mkdir(mode=0o700, parents=True, exist_ok=True)
-    config_path = config_path.resolve()
     base = layout.base.resolve()
+    Runtime.from_config(config).write(layout.runtime)
     mirrors: list[Path] = []
     for repo in config.repos:
         if not Path(repo.known_hosts).is_file():
@@ -104,12 +105,12 @@ def prepare(config: GateConfig, config_path: Path, layout: Layout, python: str) 
             sample.unlink()
         _write_script(
             hooks / "pre-receive",
-            render_hook_script(pre_receive_argv(python, config_path, base, repo.name)),
+            render_hook_script(pre_receive_argv(python, base, repo.name)),
         )
         mirrors.append(mirror)
     _write_script(
         layout.access_hook,
-        render_hook_script(access_hook_argv(python, config_path, base), pass_args=True),
+        render_hook_script(access_hook_argv(python, base), pass_args=True),
     )
     return mirrors
 
@@ -159,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     layout = Layout(args.base)
     if shutil.which("git") is None:
         raise GitGateError("git is not installed in the sidecar")
-    mirrors = prepare(config, args.config, layout, sys.executable)
+    mirrors = prepare(config, layout, sys.executable)
     argv = daemon_argv(layout, mirrors, listen=args.listen, port=args.port)
     stop = threading.Event()
     relay = threading.Thread(

@@ -28,10 +28,10 @@ from typing import Any, TextIO
 
 from bot_bottle.contracts.dlp import Finding
 from bot_bottle.errors import BotBottleError
-from bot_bottle.gitgate.config import GateConfig, GateRepoConfig
 from bot_bottle.log import configure_logging, get_logger
 from bot_bottle_sidecars.gitgate import scan, upstream
 from bot_bottle_sidecars.gitgate.layout import Layout
+from bot_bottle_sidecars.gitgate.runtime import RepoRuntime, Runtime
 from bot_bottle_sidecars.gitgate.upstream import RefUpdate, Upstream
 
 PREFIX = "git-gate:"
@@ -59,7 +59,7 @@ def _setup_logging(layout: Layout) -> Any:
     return get_logger("bot_bottle_sidecars.gitgate", pid=os.getpid())
 
 
-def upstream_for(repo: GateRepoConfig, layout: Layout, config: GateConfig) -> Upstream:
+def upstream_for(repo: RepoRuntime, layout: Layout, config: Runtime) -> Upstream:
     return Upstream(
         url=repo.upstream,
         key_file=layout.key(repo.name),
@@ -83,7 +83,7 @@ def _locked(path: Path) -> Iterator[None]:
 # -- access hook ---------------------------------------------------------------
 
 
-def access(config: GateConfig, layout: Layout, rest: Sequence[str]) -> int:
+def access(config: Runtime, layout: Layout, rest: Sequence[str]) -> int:
     """git daemon's access hook: ``<service> <path> <host> <canon host> <ip> <port>``.
 
     The first line on stdout is what the client sees when this fails.
@@ -127,12 +127,12 @@ def access(config: GateConfig, layout: Layout, rest: Sequence[str]) -> int:
     return 0
 
 
-def _repo_for_path(config: GateConfig, layout: Layout, path: str) -> GateRepoConfig | None:
+def _repo_for_path(config: Runtime, layout: Layout, path: str) -> RepoRuntime | None:
     try:
         wanted = Path(path).resolve()
     except (OSError, ValueError):
         return None
-    for repo in config.repos:
+    for repo in config.repos.values():
         if layout.mirror(repo.name).resolve() == wanted:
             return repo
     return None
@@ -156,7 +156,7 @@ def _git(args: Sequence[str], env: dict[str, str]) -> subprocess.CompletedProces
     )
 
 
-def pre_receive(config: GateConfig, layout: Layout, name: str, stdin: TextIO) -> int:
+def pre_receive(config: Runtime, layout: Layout, name: str, stdin: TextIO) -> int:
     """Scan, then forward. Exit 0 only when the upstream accepted every ref.
 
     Refusing here discards the pushed objects (they sit in git's quarantine
@@ -164,7 +164,10 @@ def pre_receive(config: GateConfig, layout: Layout, name: str, stdin: TextIO) ->
     not scanned clean and accepted upstream.
     """
     log = _setup_logging(layout)
-    repo = config.repo(name)
+    repo = config.repos.get(name)
+    if repo is None:
+        _say(f"push rejected: no repo named {name!r} in this gate")
+        return 1
     mirror = layout.mirror(name)
     env = dict(os.environ)
     updates = read_updates(stdin)
@@ -310,7 +313,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="hook", required=True)
     for hook in ("access", "pre-receive"):
         p = sub.add_parser(hook)
-        p.add_argument("--config", type=Path, required=True)
         p.add_argument("--base", type=Path, required=True)
         if hook == "pre-receive":
             p.add_argument("--repo", required=True)
@@ -319,7 +321,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     layout = Layout(args.base)
     try:
-        config = GateConfig.load(args.config)
+        try:
+            config = Runtime.load(layout.runtime)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise BotBottleError(f"git-gate state is unreadable ({type(exc).__name__})") from exc
         if args.hook == "access":
             return access(config, layout, args.rest)
         return pre_receive(config, layout, args.repo, sys.stdin)

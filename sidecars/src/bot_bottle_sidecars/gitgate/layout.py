@@ -38,6 +38,10 @@ class Layout:
         return self.state / "access-hook"
 
     @property
+    def runtime(self) -> Path:
+        return self.state / "runtime.json"
+
+    @property
     def hook_log(self) -> Path:
         return self.state / "hooks.log"
 
@@ -60,17 +64,9 @@ def render_hook_script(argv: Sequence[str], *, pass_args: bool = False) -> str:
     )
 
 
-def pre_receive_argv(python: str, config: Path, base: Path, repo: str) -> list[str]:
-    return [
-        python,
-        "-m",
-        HOOKS_MODULE,
-        "pre-receive",
-        f"--config={config}",
-        f"--base={base}",
-        f"--repo={repo}",
-    ]
+def pre_receive_argv(python: str, base: Path, repo: str) -> list[str]:
+    return [python, "-m", HOOKS_MODULE, "pre-receive", f"--base={base}", f"--repo={repo}"]
 
 
-def access_hook_argv(python: str, config: Path, base: Path) -> list[str]:
-    return [python, "-m", HOOKS_MODULE, "access", f"--config={config}", f"--base={base}", "--"]
+def access_hook_argv(python: str, base: Path) -> list[str]:
+    return [python, "-m", HOOKS_MODULE, "access", f"--base={base}", "--"]

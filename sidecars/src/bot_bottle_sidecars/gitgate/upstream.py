@@ -85,14 +85,26 @@ class Result:
     def reason(self) -> str:
         """The most telling line of git/ssh's stderr, for a one-line message."""
         lines = [ln.strip() for ln in self.stderr.splitlines() if ln.strip()]
-        for ln in lines:
-            low = ln.lower()
-            if any(
-                w in low
-                for w in ("host key", "connection refused", "timed out", "permission denied")
-            ):
-                return _printable(ln)
+        for word in _TELLING:
+            for ln in lines:
+                if word in ln.lower():
+                    return _printable(ln)
         return _printable(lines[-1]) if lines else "no error output"
+
+
+# ssh's own summary lines, most specific first (a changed host key prints a
+# banner of warnings before "Host key verification failed.").
+_TELLING = (
+    "host key verification failed",
+    "connection refused",
+    "timed out",
+    "permission denied",
+    "could not resolve",
+    "no route to host",
+    "network is unreachable",
+    "does not appear to be a git repository",
+    "not found",
+)
 
 
 def _printable(text: str, limit: int = 300) -> str:
