@@ -267,7 +267,11 @@ class Gate:
 
 
 def start_gate(
-    root: Path, sshd: Sshd, upstreams: Sequence[tuple[str, Upstream]], host_key: str | None = None
+    root: Path,
+    sshd: Sshd,
+    upstreams: Sequence[tuple[str, Upstream]],
+    host_key: str | None = None,
+    plugins: str = "testsecrets",
 ) -> Gate:
     """Plan, stage keys and start ``python -m bot_bottle_sidecars.gitgate`` like a launcher."""
     sidecar = root / "sidecar"
@@ -296,7 +300,7 @@ def start_gate(
     env = {
         **base_env(),
         "BOT_BOTTLE_HOME": str(home),
-        "BOT_BOTTLE_PLUGINS": "testsecrets",
+        "BOT_BOTTLE_PLUGINS": plugins,
         "GIT_CONFIG_GLOBAL": "/dev/null",
     }
     log = root / "gate.log"
@@ -330,8 +334,13 @@ def start_gate(
 def make_gate(tmp_path: Path, sshd: Sshd) -> Iterator[Callable[..., Gate]]:
     gates: list[Gate] = []
 
-    def make(upstreams: Sequence[tuple[str, Upstream]], *, host_key: str | None = None) -> Gate:
-        gate = start_gate(tmp_path, sshd, upstreams, host_key)
+    def make(
+        upstreams: Sequence[tuple[str, Upstream]],
+        *,
+        host_key: str | None = None,
+        plugins: str = "testsecrets",
+    ) -> Gate:
+        gate = start_gate(tmp_path, sshd, upstreams, host_key, plugins)
         gates.append(gate)
         return gate
 

@@ -228,3 +228,23 @@ def test_wrong_host_key_refuses_to_forward(
     assert "Host key verification failed" in proc.stderr
     assert up.ref("refs/heads/topic") is None
     assert sshd.log.read_text().count("Accepted publickey") == accepted
+
+
+def test_push_is_refused_when_no_detector_is_installed(
+    tmp_path: Path,
+    sshd: Sshd,
+    make_upstream: Callable[[str], Upstream],
+    make_gate: Callable[..., Gate],
+) -> None:
+    # An unscanned push never leaves: no detectors means no forwarding.
+    up = make_upstream("app")
+    gate = make_gate([("app", up)], plugins="")
+    clone = gate.clone(up, tmp_path / "clone")
+    (clone / "f.txt").write_text("clean\n")
+    gate.git("add", "f.txt", cwd=clone)
+    gate.git("commit", "-q", "-m", "clean", cwd=clone)
+    before = sshd.connections()
+    proc = gate.git("push", "origin", "main", cwd=clone, check=False)
+    assert proc.returncode != 0
+    assert "the secret scan could not run (no DLP detector is installed" in proc.stderr
+    assert sshd.connections() == before
