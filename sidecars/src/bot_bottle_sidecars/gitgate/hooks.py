@@ -22,6 +22,7 @@ import fcntl
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -188,6 +189,7 @@ def pre_receive(config: Runtime, layout: Layout, name: str, stdin: TextIO) -> in
             raw = _git(["cat-file", "tag", u.new], env).stdout
             tag_bodies[u.new] = raw.partition(b"\n\n")[2]
 
+    started = time.monotonic()
     try:
         detectors = scan.load_detectors(_plugin_host(), config.detectors)
         if not detectors and scan.gitleaks_available() is None:
@@ -213,6 +215,8 @@ def pre_receive(config: Runtime, layout: Layout, name: str, stdin: TextIO) -> in
         commits=report.commits,
         bytes=report.bytes_scanned,
         findings=len(report.findings),
+        detectors=[d.name for d in detectors],
+        seconds=round(time.monotonic() - started, 3),
     )
     for f in report.warnings:
         _say(f"warning: {_describe(f, report.hidden_names)}")
@@ -227,6 +231,7 @@ def pre_receive(config: Runtime, layout: Layout, name: str, stdin: TextIO) -> in
             # A non-descendant update must go up as a forced one (LESSONS).
             force = ancestor.returncode != 0
         forwards.append((u, force))
+    started = time.monotonic()
     result = upstream.push(upstream_for(repo, layout, config), forwards, env=env)
     if not result.ok:
         reason = result.reason()
@@ -247,6 +252,7 @@ def pre_receive(config: Runtime, layout: Layout, name: str, stdin: TextIO) -> in
         repo=name,
         refs=[u.ref for u, _ in forwards],
         forced=[u.ref for u, force in forwards if force],
+        seconds=round(time.monotonic() - started, 3),
     )
     _say(f"scanned {report.commits} new commit(s); forwarded to {repo.upstream}")
     return 0
