@@ -106,6 +106,8 @@ def test_secret_in_a_file_is_rejected_before_any_upstream_contact(
     assert f"testsecrets/{rule} in commit {sha[:12]} file deploy/config.env line 3" in proc.stderr
     assert "[REDACTED:" in proc.stderr
     assert SECRETS[rule].splitlines()[0] not in proc.stderr
+    log = bottle.gate.wait_for_log(f"{sha[:12]} file deploy/config.env")
+    assert SECRETS[rule].splitlines()[0] not in log  # the gate's log names it, redacted
     assert bottle.upstream_head() is None
     assert bottle.sshd.connections() == before_conns  # the upstream saw nothing
 
@@ -142,6 +144,18 @@ def test_secret_in_a_file_name_is_rejected_without_printing_the_name(bottle: Bot
     assert "testsecrets/aws-access-key-id" in proc.stderr
     assert "[name withheld" in proc.stderr
     assert key not in proc.stderr
+
+
+def test_secret_in_a_branch_name_is_rejected_without_echoing_it(bottle: Bottle) -> None:
+    key = SECRETS["aws-access-key-id"]
+    bottle.commit({"ok.txt": "fine\n"})
+    proc = bottle.push(f"HEAD:refs/heads/leak-{key}")
+    assert proc.returncode != 0
+    gate_lines = [ln for ln in proc.stderr.splitlines() if "git-gate:" in ln]
+    assert any("(the name of a pushed ref; withheld)" in ln for ln in gate_lines)
+    assert not any(key in ln for ln in gate_lines)
+    assert key not in bottle.gate.wait_for_log("(the name of a pushed ref; withheld)")
+    assert bottle.up.ref(f"refs/heads/leak-{key}") is None
 
 
 def test_old_secret_already_upstream_does_not_block_a_new_branch(bottle: Bottle) -> None:

@@ -165,3 +165,26 @@ def test_a_failing_detector_fails_the_scan(repos: Repos) -> None:
 def test_requested_detector_that_is_not_installed_is_an_error(bot_bottle_host) -> None:
     with pytest.raises(scan.ScanError, match="not installed"):
         scan.load_detectors(bot_bottle_host, ["token_patterns"])
+
+
+def test_combined_diff_keeps_only_lines_new_against_every_parent() -> None:
+    stream = [
+        b"\x00" + b"c" * 40 + b"\n",
+        b"\n",
+        b"diff --cc f.txt\n",
+        b"index 1,2..3\n",
+        b"--- a/f.txt\n",
+        b"+++ b/f.txt\n",
+        b"@@@ -1,2 -1,2 +1,4 @@@\n",
+        b"  a\n",
+        b" -gone from the result\n",
+        b"++evil\n",
+        b"+ from the second parent\n",
+        b"- also gone\n",
+        b"++evil2\n",
+        b"\\ No newline at end of file\n",
+    ]
+    [change] = list(scan._parse_patch(stream))  # pyright: ignore[reportPrivateUsage]
+    assert (change.commit, change.path) == ("c" * 40, "f.txt")
+    assert change.data == b"evil\nevil2\n"
+    assert (change.line_at(0), change.line_at(5)) == (2, 4)

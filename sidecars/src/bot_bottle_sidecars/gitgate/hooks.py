@@ -195,7 +195,13 @@ def pre_receive(config: Runtime, layout: Layout, name: str, stdin: TextIO) -> in
         if not detectors and scan.gitleaks_available() is None:
             raise scan.ScanError("no DLP detector is installed in the gate")
         report = scan.scan_push(
-            mirror, tips, detectors, target=name, env=env, extra_messages=tag_bodies
+            mirror,
+            tips,
+            detectors,
+            target=name,
+            env=env,
+            extra_messages=tag_bodies,
+            ref_names=[u.ref for u in updates if not u.is_delete],
         )
         gitleaks = scan.gitleaks_available()
         if gitleaks and tips:
@@ -211,7 +217,7 @@ def pre_receive(config: Runtime, layout: Layout, name: str, stdin: TextIO) -> in
     log.info(
         "push scanned",
         repo=name,
-        refs=[u.ref for u in updates],
+        refs=[u.ref for u in updates if u.ref not in report.hidden_names],
         commits=report.commits,
         bytes=report.bytes_scanned,
         findings=len(report.findings),
@@ -271,6 +277,8 @@ def _describe(f: Finding, hidden: set[str]) -> str:
         bits.append(f"in commit {loc.commit[:12]}")
     if loc.part == "commit_message":
         bits.append("(commit message)")
+    elif loc.part == "ref_name":
+        bits.append("(the name of a pushed ref; withheld)")
     elif loc.name is not None:
         # A file name that itself holds a secret is never printed.
         shown = "[name withheld: it matched]" if loc.name in hidden else loc.name

@@ -113,13 +113,17 @@ def scan_push(
     target: str,
     env: Mapping[str, str],
     extra_messages: Mapping[str, bytes] | None = None,
+    ref_names: Sequence[str] = (),
 ) -> Report:
     """Scan the commits reachable from ``tips`` and not from any gate ref.
 
     ``extra_messages`` maps an object id to more text to scan as a message
-    (annotated tag bodies).
+    (annotated tag bodies). ``ref_names`` are scanned too: a branch can be
+    named after a secret.
     """
     report = Report()
+    for ref in ref_names:
+        _scan_into(report, detectors, ref.encode(), Location("ref_name", name=ref), target)
     if not tips:
         return report
     revs = [*tips, "--not", "--all"]
@@ -130,10 +134,7 @@ def scan_push(
         _scan_into(report, detectors, message, Location("commit_message", commit=sha), target)
     for change in _added_lines(repo, revs, env):
         name_loc = Location("file_name", name=change.path, commit=change.commit)
-        before = len(report.findings)
         _scan_into(report, detectors, change.path.encode(), name_loc, target)
-        if len(report.findings) > before:
-            report.hidden_names.add(change.path)
         if change.data:
             loc = Location("file_content", name=change.path, commit=change.commit)
             found = scan_buffer(
@@ -158,7 +159,10 @@ def _scan_into(
         line = (
             data.count(b"\n", 0, f.location.offset) + 1 if f.location.offset is not None else None
         )
-        report.findings.append(_relocate(f, loc, line if loc.part != "file_name" else None))
+        line = line if loc.part == "commit_message" else None
+        report.findings.append(_relocate(f, loc, line))
+        if loc.part in ("file_name", "ref_name") and loc.name is not None:
+            report.hidden_names.add(loc.name)
 
 
 def _relocate(finding: Finding, loc: Location, line: int | None) -> Finding:
@@ -195,15 +199,16 @@ class FileChange:
     commit: str
     path: str
     data: bytes
-    #: line number in the new file of each added line, by its offset in ``data``.
+    #: Each run of consecutive added lines: its offset in ``data`` and the
+    #: line number of its first line in the new file.
     offsets: list[int]
     lines: list[int]
 
     def line_at(self, offset: int | None) -> int | None:
         if offset is None or not self.offsets:
             return None
-        i = bisect.bisect_right(self.offsets, offset) - 1
-        return self.lines[max(i, 0)]
+        i = max(bisect.bisect_right(self.offsets, offset) - 1, 0)
+        return self.lines[i] + self.data.count(b"\n", self.offsets[i], offset)
 
 
 def _added_lines(repo: Path, revs: Sequence[str], env: Mapping[str, str]) -> Iterator[FileChange]:
@@ -240,62 +245,82 @@ def _added_lines(repo: Path, revs: Sequence[str], env: Mapping[str, str]) -> Ite
 
 
 def _parse_patch(stream: Iterable[bytes]) -> Iterator[FileChange]:
+    """Added lines per file and commit from ``git log --cc --format=%x00%H`` output.
+
+    Written for speed (a push can bring hundreds of MB of diff): added lines
+    are collected as-is; line numbers are kept only for the first line of
+    each run of added lines and derived on demand for the rare finding.
+    """
     commit = ""
     cur: FileChange | None = None
     chunks: list[bytes] = []
-    size = 0
+    run_starts: list[int] = []  # index into chunks where a run of added lines starts
     cols = 1
+    added = b"+"
     line_no = 0
     in_hunk = False
+    prev_added = False
 
     def flush() -> FileChange | None:
         if cur is None:
             return None
+        if chunks and not chunks[-1].endswith(b"\n"):
+            chunks[-1] += b"\n"
+        offsets: list[int] = []
+        pos = last = 0
+        for start in run_starts:
+            pos += sum(map(len, chunks[last:start]))
+            last = start
+            offsets.append(pos)
+        cur.offsets = offsets
         cur.data = b"".join(chunks)
         return cur
 
     for raw in stream:
+        if in_hunk:
+            head = raw[:cols]
+            if head == added:
+                if not prev_added:
+                    run_starts.append(len(chunks))
+                    cur.lines.append(line_no)  # type: ignore[union-attr]
+                    prev_added = True
+                chunks.append(raw[cols:])
+                line_no += 1
+                continue
+            first = raw[:1]
+            if first in (b" ", b"+", b"-"):
+                prev_added = False
+                if b"-" not in head:
+                    line_no += 1  # in the new file, but not new against every parent
+                continue
+            if first == b"\\":
+                continue  # "\ No newline at end of file"
+            in_hunk = prev_added = False
         if raw.startswith(b"\0"):
             done = flush()
             if done is not None:
                 yield done
-            cur, chunks, size, in_hunk = None, [], 0, False
+            cur, chunks, run_starts = None, [], []
             commit = raw[1:].strip().decode()
             continue
         if raw.startswith((b"diff --git ", b"diff --cc ", b"diff --combined ")):
             done = flush()
             if done is not None:
                 yield done
-            chunks, size, in_hunk = [], 0, False
+            chunks, run_starts = [], []
             header = raw.rstrip(b"\n").split(b" ", 2)[2]
             cur = FileChange(commit, _header_name(header), b"", [], [])
             continue
         if cur is None:
             continue
-        if in_hunk and raw[:1] in (b" ", b"+", b"-"):
-            prefix = raw[:cols]
-            if b"-" in prefix:
-                continue
-            if prefix == b"+" * cols:
-                body = raw[cols:]
-                if not body.endswith(b"\n"):
-                    body += b"\n"
-                cur.offsets.append(size)
-                cur.lines.append(line_no)
-                chunks.append(body)
-                size += len(body)
-            line_no += 1
-            continue
         if raw.startswith(b"@@"):
             m = _HUNK_RE.match(raw)
             if m:
                 cols = len(m.group(1)) - 1
+                added = b"+" * cols
                 line_no = int(m.group(2))
-                in_hunk = True
+                in_hunk, prev_added = True, False
             continue
-        if raw.startswith(b"\\"):
-            continue  # "\ No newline at end of file"
-        in_hunk = False
         if raw.startswith(b"+++ "):
             name = raw[4:].rstrip(b"\n").rstrip(b"\t")
             if name != b"/dev/null":
