@@ -160,6 +160,15 @@ def test_agent_git_config_rewrites_upstream_with_insteadof(tmp_path: Path) -> No
     assert "pushInsteadOf" not in plan.render_gitconfig()
 
 
+def test_upstream_spelled_differently_is_rewritten_in_both_spellings() -> None:
+    plan = plan_git_gate([_spec(url="ssh://git@Forge.Test:22/team/app.git")], gate_host="gg")
+    assert [u for _, u in plan.insteadof()] == [
+        "ssh://git@Forge.Test:22/team/app.git",
+        "ssh://git@forge.test/team/app.git",
+        "git@forge.test:team/app.git",
+    ]
+
+
 def test_git_config_argv_has_no_shell() -> None:
     argv = plan_git_gate([_spec()]).git_config_argv()
     assert argv[0][:4] == ["git", "config", "--global", "--add"]

@@ -72,14 +72,17 @@ class GitGatePlan:
         return f"git://{self.gate_host}:{self.gate_port}/{name}.git"
 
     def insteadof(self) -> list[tuple[str, str]]:
-        """``(gate URL, upstream URL)`` pairs; each upstream also gets its
-        scp-style spelling (``user@host:path``) when it uses port 22, since
-        that is how forges print clone URLs."""
+        """``(gate URL, upstream URL)`` pairs: the URL as written, its
+        normalised spelling if different, and its scp-style spelling
+        (``user@host:path``) when it uses port 22, since that is how forges
+        print clone URLs."""
         pairs: list[tuple[str, str]] = []
         for repo in self.repos:
             gate = self.gate_url(repo.name)
             pairs.append((gate, repo.url))
             ssh = repo.ssh
+            if ssh.url != repo.url:
+                pairs.append((gate, ssh.url))
             if ssh.port == 22 and ":" not in ssh.host:
                 pairs.append((gate, f"{ssh.user}@{ssh.host}:{ssh.path.lstrip('/')}"))
         return pairs

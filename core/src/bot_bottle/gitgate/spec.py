@@ -239,8 +239,7 @@ class GateRepoSpec:
 
     def __post_init__(self) -> None:
         check_repo_name(self.name)
-        parsed = SshUrl.parse(self.url)
-        object.__setattr__(self, "url", parsed.url)
+        SshUrl.parse(self.url)  # kept as written: the agent's remotes use that spelling
         object.__setattr__(self, "host_key", check_host_key(self.host_key))
         if not isinstance(self.key, GateKey) or not self.key.provider:
             raise GitGateError(f"git-gate repo {self.name!r} has no key provider")
