@@ -120,3 +120,7 @@ def test_daemon_writes_hooks_that_pass_sh_n_and_a_0600_key_copy(
         check=True,
     )
     assert head.stdout.strip() == "false"
+    # A restarted daemon reuses its mirrors.
+    (mirrors[0] / "marker").write_text("kept")
+    assert prepare(config, layout, sys.executable) == mirrors
+    assert (mirrors[0] / "marker").read_text() == "kept"

@@ -98,13 +98,6 @@ class Report:
         return [f for f in self.findings if f.action is not Action.BLOCK]
 
 
-def new_commits(repo: Path, tips: Sequence[str], env: Mapping[str, str]) -> list[str]:
-    if not tips:
-        return []
-    out = _run_git(repo, ["rev-list", *tips, "--not", "--all"], env)
-    return out.decode().split()
-
-
 def scan_push(
     repo: Path,
     tips: Sequence[str],
