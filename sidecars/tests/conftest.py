@@ -204,20 +204,21 @@ class Upstream:
         return proc.stdout.strip() if proc.returncode == 0 else None
 
 
-def new_upstream(root: Path, sshd: Sshd, name: str) -> Upstream:
+def new_upstream(root: Path, sshd: Sshd, name: str, *, empty: bool = False) -> Upstream:
     bare = root / "upstreams" / f"{name}.git"
     git("init", "-q", "--bare", "-b", "main", str(bare))
     work = root / "upstream-work" / name
     git("clone", "-q", str(bare), str(work))
     git("symbolic-ref", "HEAD", "refs/heads/main", cwd=work)
     up = Upstream(bare=bare, url=sshd.url(bare), work=work)
-    up.commit({"README.md": f"# {name}\n"}, "initial commit")
+    if not empty:
+        up.commit({"README.md": f"# {name}\n"}, "initial commit")
     return up
 
 
 @pytest.fixture
-def make_upstream(tmp_path: Path, sshd: Sshd) -> Callable[[str], Upstream]:
-    return lambda name: new_upstream(tmp_path, sshd, name)
+def make_upstream(tmp_path: Path, sshd: Sshd) -> Callable[..., Upstream]:
+    return lambda name, empty=False: new_upstream(tmp_path, sshd, name, empty=empty)
 
 
 @dataclass

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 
 def test_clone_through_gate_shows_upstream_commits_and_default_branch(
-    tmp_path: Path, make_upstream: Callable[[str], Upstream], make_gate: Callable[..., Gate]
+    tmp_path: Path, make_upstream: Callable[..., Upstream], make_gate: Callable[..., Gate]
 ) -> None:
     up = make_upstream("app")
     head = up.commit({"src/main.py": "print('hi')\n"}, "add main")
@@ -26,7 +26,7 @@ def test_clone_through_gate_shows_upstream_commits_and_default_branch(
 
 
 def test_fetch_through_gate_sees_a_commit_made_upstream_after_the_gate_started(
-    tmp_path: Path, make_upstream: Callable[[str], Upstream], make_gate: Callable[..., Gate]
+    tmp_path: Path, make_upstream: Callable[..., Upstream], make_gate: Callable[..., Gate]
 ) -> None:
     up = make_upstream("app")
     gate = make_gate([("app", up)])
@@ -39,7 +39,7 @@ def test_fetch_through_gate_sees_a_commit_made_upstream_after_the_gate_started(
 
 
 def test_branch_deleted_upstream_disappears_from_the_gate(
-    tmp_path: Path, make_upstream: Callable[[str], Upstream], make_gate: Callable[..., Gate]
+    tmp_path: Path, make_upstream: Callable[..., Upstream], make_gate: Callable[..., Gate]
 ) -> None:
     up = make_upstream("app")
     up.git("push", "-q", "origin", "HEAD:refs/heads/old-feature")
@@ -52,7 +52,7 @@ def test_branch_deleted_upstream_disappears_from_the_gate(
 def test_fetch_fails_with_a_clear_message_when_the_upstream_is_down(
     tmp_path: Path,
     sshd: Sshd,
-    make_upstream: Callable[[str], Upstream],
+    make_upstream: Callable[..., Upstream],
     make_gate: Callable[..., Gate],
 ) -> None:
     up = make_upstream("app")
@@ -71,7 +71,7 @@ def test_fetch_fails_with_a_clear_message_when_the_upstream_is_down(
 
 
 def test_undeclared_repository_is_not_served(
-    make_upstream: Callable[[str], Upstream], make_gate: Callable[..., Gate]
+    make_upstream: Callable[..., Upstream], make_gate: Callable[..., Gate]
 ) -> None:
     up = make_upstream("app")
     gate = make_gate([("app", up)])
@@ -82,7 +82,7 @@ def test_undeclared_repository_is_not_served(
 
 
 def test_wrong_host_key_refuses_to_fetch(
-    tmp_path: Path, make_upstream: Callable[[str], Upstream], make_gate: Callable[..., Gate]
+    tmp_path: Path, make_upstream: Callable[..., Upstream], make_gate: Callable[..., Gate]
 ) -> None:
     up = make_upstream("app")
     other = tmp_path / "other_host_key"

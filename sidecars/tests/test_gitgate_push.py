@@ -208,6 +208,19 @@ def test_branch_and_tag_deletions_are_forwarded(bottle: Bottle) -> None:
     assert bottle.up.ref("refs/tags/doomed") is None
 
 
+def test_force_push_does_not_overwrite_upstream_work_the_agent_never_saw(bottle: Bottle) -> None:
+    # Forced updates carry a lease on the value the agent saw.
+    bottle.commit({"a.txt": "one\n"})
+    assert bottle.push().returncode == 0
+    theirs = bottle.up.commit({"theirs.txt": "x\n"}, "pushed by someone else", bottle.branch)
+    bottle.git("reset", "-q", "--hard", "HEAD~1")
+    bottle.commit({"a.txt": "rewritten\n"})
+    proc = bottle.push("--force", f"HEAD:refs/heads/{bottle.branch}")
+    assert proc.returncode != 0
+    assert "did not accept the push" in proc.stderr
+    assert bottle.upstream_head() == theirs
+
+
 def test_upstream_rejection_is_reported_to_the_agent(bottle: Bottle) -> None:
     # The upstream moved on after the agent's last fetch; the gate does not
     # know yet, accepts the fast-forward, and the upstream refuses it.
@@ -224,7 +237,7 @@ def test_upstream_rejection_is_reported_to_the_agent(bottle: Bottle) -> None:
 def test_wrong_host_key_refuses_to_forward(
     tmp_path: Path,
     sshd: Sshd,
-    make_upstream: Callable[[str], Upstream],
+    make_upstream: Callable[..., Upstream],
     make_gate: Callable[..., Gate],
 ) -> None:
     up = make_upstream("app")
@@ -244,10 +257,25 @@ def test_wrong_host_key_refuses_to_forward(
     assert sshd.log.read_text().count("Accepted publickey") == accepted
 
 
+def test_first_push_to_an_empty_upstream_lands(
+    tmp_path: Path, make_upstream: Callable[..., Upstream], make_gate: Callable[..., Gate]
+) -> None:
+    up = make_upstream("fresh", empty=True)
+    gate = make_gate([("fresh", up)])
+    clone = gate.clone(up, tmp_path / "clone")  # an empty clone, not an error
+    gate.git("symbolic-ref", "HEAD", "refs/heads/main", cwd=clone)
+    (clone / "f.txt").write_text("first\n")
+    gate.git("add", "f.txt", cwd=clone)
+    gate.git("commit", "-q", "-m", "first", cwd=clone)
+    proc = gate.git("push", "origin", "main", cwd=clone, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert up.head() == gate.git("rev-parse", "HEAD", cwd=clone).stdout.strip()
+
+
 def test_push_is_refused_when_no_detector_is_installed(
     tmp_path: Path,
     sshd: Sshd,
-    make_upstream: Callable[[str], Upstream],
+    make_upstream: Callable[..., Upstream],
     make_gate: Callable[..., Gate],
 ) -> None:
     # An unscanned push never leaves: no detectors means no forwarding.

@@ -212,17 +212,19 @@ def push(
     Runs inside the pre-receive hook: ``env`` carries git's quarantine
     variables, so the pushed objects are readable before the gate accepts
     them. Forced updates and deletions carry a lease on the old value the
-    agent saw, so a commit that reached the upstream meanwhile is never
-    overwritten silently.
+    agent saw (``--force-with-lease=ref:old``), so a commit that reached the
+    upstream meanwhile is never overwritten silently.
     """
     args = ["push", "--porcelain", "--no-verify"]
     specs: list[str] = []
     for update, force in updates:
         if update.is_delete:
             specs.append(f":{update.ref}")
-        elif force:
-            specs.append(f"+{update.new}:{update.ref}")
         else:
+            # A forced update is sent as a lease, not as "+new:ref": a "+"
+            # refspec would override the lease and clobber upstream commits
+            # the agent never saw; the lease permits the non-fast-forward
+            # exactly when the upstream is still where the agent saw it.
             specs.append(f"{update.new}:{update.ref}")
         if (force or update.is_delete) and not update.is_create:
             args.append(f"--force-with-lease={update.ref}:{update.old}")
