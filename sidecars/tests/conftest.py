@@ -275,7 +275,7 @@ def start_gate(
     plugins: str = "testsecrets",
 ) -> Gate:
     """Plan, stage keys and start ``python -m bot_bottle_sidecars.gitgate`` like a launcher."""
-    sidecar = root / "sidecar"
+    sidecar = root / "side car"
     specs = [
         GateRepoSpec(
             name=name,
@@ -312,7 +312,7 @@ def start_gate(
             "-m",
             "bot_bottle_sidecars.gitgate",
             f"--config={plan.config_path}",
-            f"--base={root / 'mirrors'}",
+            f"--base={root / 'mir rors'}",
             f"--port={port}",
             "--listen=127.0.0.1",
         ],
@@ -322,7 +322,7 @@ def start_gate(
         env=env,
     )
     out.close()
-    gate = Gate(plan, port, root / "mirrors", log, agent_home, proc, keys)
+    gate = Gate(plan, port, root / "mir rors", log, agent_home, proc, keys)
     try:
         wait_for_port(port, proc, "git-gate", log)
     except BaseException:

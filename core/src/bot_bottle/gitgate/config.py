@@ -50,8 +50,8 @@ class GateRepoConfig(BaseModel):
     @field_validator("known_hosts", "key_file")
     @classmethod
     def _absolute(cls, value: str) -> str:
-        if not value.startswith("/") or any(c in value for c in "\r\n\0"):
-            raise ValueError(f"{value!r} must be an absolute path on one line")
+        if not value.startswith("/") or any(c in value for c in '\r\n\0"'):
+            raise ValueError(f"{value!r} must be an absolute path on one line, without '\"'")
         return value
 
     @property

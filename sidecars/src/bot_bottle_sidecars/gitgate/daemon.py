@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -127,7 +128,8 @@ def daemon_argv(layout: Layout, mirrors: Sequence[Path], *, listen: str, port: i
         f"--listen={listen}",
         f"--port={port}",
         "--enable=receive-pack",
-        f"--access-hook={layout.access_hook.resolve()}",
+        # git daemon runs the access hook through a shell: quote its path.
+        f"--access-hook={shlex.quote(str(layout.access_hook.resolve()))}",
         "--init-timeout=30",
         "--",
         *[str(m.resolve()) for m in mirrors],

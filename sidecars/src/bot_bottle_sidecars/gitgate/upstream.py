@@ -42,7 +42,9 @@ class Upstream:
             "-o",
             "StrictHostKeyChecking=yes",
             "-o",
-            f"UserKnownHostsFile={self.known_hosts}",
+            # ssh splits this option's value on spaces (it takes a list):
+            # quote it for ssh, then the whole argument for the shell.
+            f'UserKnownHostsFile="{self.known_hosts}"',
             "-o",
             "GlobalKnownHostsFile=/dev/null",
             "-o",
