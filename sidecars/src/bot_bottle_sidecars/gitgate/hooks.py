@@ -11,7 +11,8 @@ must be refused before the upstream sees so much as a connection.
 see :func:`pre_receive`.
 
 Both log JSON lines to ``<base>/.gate/hooks.log`` (the daemon relays them to
-its own log): a hook's stderr goes to the agent, not to the gate's log.
+its own log): pre-receive's stderr goes to the agent, and git daemon discards
+the access hook's, so neither would reach the gate's log otherwise.
 """
 
 from __future__ import annotations
