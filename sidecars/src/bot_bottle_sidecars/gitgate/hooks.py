@@ -49,9 +49,12 @@ def _say(*lines: str, stream: TextIO | None = None) -> None:
 
 def _tell_client(text: str) -> None:
     # git daemon sends the first line of the access hook's stdout to the
-    # client as the reason (with --informative-errors).
-    sys.stdout.write(text.replace("\n", " ") + "\n")
-    sys.stdout.flush()
+    # client as the reason (with --informative-errors); stderr is for whoever
+    # runs the hook by hand (git daemon discards it).
+    line = text.replace("\n", " ") + "\n"
+    for stream in (sys.stdout, sys.stderr):
+        stream.write(line)
+        stream.flush()
 
 
 def _setup_logging(layout: Layout) -> Any:
