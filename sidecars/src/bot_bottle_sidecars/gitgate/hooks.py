@@ -185,8 +185,9 @@ def pre_receive(config: Runtime, layout: Layout, name: str, stdin: TextIO) -> in
         if u.is_delete:
             continue
         if _git(["rev-parse", "--verify", "--quiet", f"{u.new}^{{commit}}"], env).returncode:
-            _say(f"push rejected: {u.ref} does not point at a commit; the gate forwards only "
-                 "commits and tags of commits.")  # fmt: skip
+            # The ref's name is not echoed: it has not been scanned yet.
+            _say(f"push rejected: a pushed ref points at {u.new[:12]}, which is not a commit; "
+                 "the gate forwards only commits and tags of commits.")  # fmt: skip
             return 1
         tips.append(u.new)
         if _git(["cat-file", "-t", u.new], env).stdout.strip() == b"tag":
