@@ -1,0 +1,3 @@
+from bot_bottle_sidecars.gitgate.daemon import main
+
+raise SystemExit(main())

@@ -1,0 +1,292 @@
+"""Pushing through git-gate: scanned first, forwarded upstream over pinned SSH only when clean."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from .conftest import new_upstream, start_gate
+
+if TYPE_CHECKING:
+    from .conftest import Gate, Sshd, Upstream
+
+# Built at run time so this file itself holds no scannable token.
+SECRETS = {
+    "aws-access-key-id": "AKIA" + "Z7Q2X9V4B6N3M5K8",
+    "github-token": "ghp_" + "aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dF3hJ5",
+    "private-key": "-----BEGIN " + "OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjE\n-----END "
+    "OPENSSH PRIVATE KEY-----",
+}
+
+
+@dataclass
+class Bottle:
+    """One test's agent clone, on a branch of its own in the shared upstream."""
+
+    up: Upstream
+    gate: Gate
+    clone: Path
+    sshd: Sshd
+    branch: str
+
+    def commit(self, files: dict[str, str], message: str = "change") -> str:
+        for name, text in files.items():
+            path = self.clone / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        self.git("add", "-A")
+        self.git("commit", "-q", "-m", message)
+        return self.git("rev-parse", "HEAD").stdout.strip()
+
+    def git(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.gate.git(*args, cwd=self.clone, check=check)
+
+    def push(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``git push origin <args>``; by default the test's branch."""
+        return self.git(
+            "push", "origin", *(args or (f"HEAD:refs/heads/{self.branch}",)), check=False
+        )
+
+    def upstream_head(self) -> str | None:
+        return self.up.ref(f"refs/heads/{self.branch}")
+
+
+@pytest.fixture(scope="module")
+def shared(
+    tmp_path_factory: pytest.TempPathFactory, sshd: Sshd
+) -> Iterator[tuple[Upstream, Gate, Path]]:
+    # One upstream, one gate and one clone for the module: starting them is
+    # most of a test's cost on a loaded machine. Each test works in a
+    # worktree of that clone on a branch (and tags) of its own.
+    root = tmp_path_factory.mktemp("gitgate-push")
+    up = new_upstream(root, sshd, "app")
+    gate = start_gate(root, sshd, [("app", up)])
+    clone = gate.clone(up, root / "clone")
+    yield up, gate, clone
+    gate.stop()
+
+
+@pytest.fixture
+def bottle(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    sshd: Sshd,
+    shared: tuple[Upstream, Gate, Path],
+) -> Bottle:
+    up, gate, clone = shared
+    tag = hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:8]
+    branch = f"t-{request.node.originalname[5:40]}-{tag}"
+    work = tmp_path / "work"
+    gate.git("worktree", "add", "-q", "-b", branch, str(work), "origin/main", cwd=clone)
+    return Bottle(up, gate, work, sshd, branch)
+
+
+def test_clean_push_lands_upstream(bottle: Bottle) -> None:
+    head = bottle.commit({"src/app.py": "print('clean')\n"})
+    proc = bottle.push()
+    assert proc.returncode == 0, proc.stderr
+    assert bottle.upstream_head() == head
+    assert "git-gate: scanned 1 new commit(s)" in proc.stderr
+
+
+@pytest.mark.parametrize("rule", sorted(SECRETS))
+def test_secret_in_a_file_is_rejected_before_any_upstream_contact(
+    bottle: Bottle, rule: str
+) -> None:
+    before_conns = bottle.sshd.connections()
+    sha = bottle.commit({"deploy/config.env": f"# settings\nregion=eu\nkey={SECRETS[rule]}\n"})
+    proc = bottle.push()
+    assert proc.returncode != 0
+    assert f"testsecrets/{rule} in commit {sha[:12]} file deploy/config.env line 3" in proc.stderr
+    assert "[REDACTED:" in proc.stderr
+    assert SECRETS[rule].splitlines()[0] not in proc.stderr
+    log = bottle.gate.wait_for_log(f"{sha[:12]} file deploy/config.env")
+    assert SECRETS[rule].splitlines()[0] not in log  # the gate's log names it, redacted
+    assert bottle.upstream_head() is None
+    assert bottle.sshd.connections() == before_conns  # the upstream saw nothing
+
+
+def test_secret_in_a_commit_message_is_rejected(bottle: Bottle) -> None:
+    before_conns = bottle.sshd.connections()
+    token = SECRETS["github-token"]
+    sha = bottle.commit({"notes.txt": "hello\n"}, f"use token {token} for CI")
+    proc = bottle.push()
+    assert proc.returncode != 0
+    assert f"testsecrets/github-token in commit {sha[:12]} (commit message)" in proc.stderr
+    assert token not in proc.stderr
+    assert bottle.sshd.connections() == before_conns
+
+
+def test_secret_in_an_older_commit_of_the_pushed_range_is_rejected(bottle: Bottle) -> None:
+    before_conns = bottle.sshd.connections()
+    leaked = bottle.commit({"id_rsa": SECRETS["private-key"] + "\n"}, "oops")
+    bottle.git("rm", "-q", "id_rsa")
+    bottle.git("commit", "-q", "-m", "remove the key again")
+    bottle.commit({"src/app.py": "print('fine')\n"}, "unrelated")
+    proc = bottle.push()
+    assert proc.returncode != 0
+    assert f"testsecrets/private-key in commit {leaked[:12]} file id_rsa line 1" in proc.stderr
+    assert bottle.upstream_head() is None
+    assert bottle.sshd.connections() == before_conns
+
+
+def test_secret_in_a_file_name_is_rejected_without_printing_the_name(bottle: Bottle) -> None:
+    key = SECRETS["aws-access-key-id"]
+    bottle.commit({f"creds-{key}.txt": "nothing here\n"})
+    proc = bottle.push()
+    assert proc.returncode != 0
+    assert "testsecrets/aws-access-key-id" in proc.stderr
+    assert "[name withheld" in proc.stderr
+    assert key not in proc.stderr
+
+
+def test_secret_in_a_branch_name_is_rejected_without_echoing_it(bottle: Bottle) -> None:
+    key = SECRETS["aws-access-key-id"]
+    bottle.commit({"ok.txt": "fine\n"})
+    proc = bottle.push(f"HEAD:refs/heads/leak-{key}")
+    assert proc.returncode != 0
+    gate_lines = [ln for ln in proc.stderr.splitlines() if "git-gate:" in ln]
+    assert any("(the name of a pushed ref; withheld)" in ln for ln in gate_lines)
+    assert not any(key in ln for ln in gate_lines)
+    assert key not in bottle.gate.wait_for_log("(the name of a pushed ref; withheld)")
+    assert bottle.up.ref(f"refs/heads/leak-{key}") is None
+
+
+def test_old_secret_already_upstream_does_not_block_a_new_branch(bottle: Bottle) -> None:
+    # History the upstream already holds was never the agent's to leak.
+    bottle.up.commit({"fixtures/aws.txt": f"{SECRETS['aws-access-key-id']}\n"}, "old fixture")
+    bottle.git("pull", "-q", "--ff-only", "origin", "main")
+    head = bottle.commit({"feature.txt": "new work\n"})
+    proc = bottle.push()
+    assert proc.returncode == 0, proc.stderr
+    assert bottle.upstream_head() == head
+
+
+def test_force_push_is_forwarded_as_force(bottle: Bottle) -> None:
+    bottle.commit({"a.txt": "one\n"})
+    assert bottle.push().returncode == 0
+    bottle.git("reset", "-q", "--hard", "HEAD~1")
+    rewritten = bottle.commit({"a.txt": "rewritten\n"})
+    assert bottle.push().returncode != 0  # not a fast-forward
+    proc = bottle.push("--force", f"HEAD:refs/heads/{bottle.branch}")
+    assert proc.returncode == 0, proc.stderr
+    assert bottle.upstream_head() == rewritten
+    bottle.gate.wait_for_log(f'"forced": ["refs/heads/{bottle.branch}"]')
+
+
+def test_tags_are_forwarded(bottle: Bottle) -> None:
+    head = bottle.commit({"v.txt": "1.0\n"})
+    bottle.git("tag", "light")
+    bottle.git("tag", "-a", "v1.0", "-m", "release 1.0")
+    proc = bottle.push(f"HEAD:refs/heads/{bottle.branch}", "light", "v1.0")
+    assert proc.returncode == 0, proc.stderr
+    assert bottle.up.ref("refs/tags/light") == head
+    assert bottle.up.ref("refs/tags/v1.0^{commit}") == head
+
+
+def test_secret_in_an_annotated_tag_message_is_rejected(bottle: Bottle) -> None:
+    bottle.git("tag", "-a", "v2", "-m", f"token {SECRETS['github-token']}")
+    proc = bottle.push("v2")
+    assert proc.returncode != 0
+    assert "testsecrets/github-token" in proc.stderr
+    assert bottle.up.ref("refs/tags/v2") is None
+
+
+def test_branch_and_tag_deletions_are_forwarded(bottle: Bottle) -> None:
+    bottle.git("tag", "doomed")
+    assert bottle.push(f"HEAD:refs/heads/{bottle.branch}", "doomed").returncode == 0
+    assert bottle.upstream_head() and bottle.up.ref("refs/tags/doomed")
+    proc = bottle.push("--delete", bottle.branch, "doomed")
+    assert proc.returncode == 0, proc.stderr
+    assert bottle.upstream_head() is None
+    assert bottle.up.ref("refs/tags/doomed") is None
+
+
+def test_force_push_does_not_overwrite_upstream_work_the_agent_never_saw(bottle: Bottle) -> None:
+    # Forced updates carry a lease on the value the agent saw.
+    bottle.commit({"a.txt": "one\n"})
+    assert bottle.push().returncode == 0
+    theirs = bottle.up.commit({"theirs.txt": "x\n"}, "pushed by someone else", bottle.branch)
+    bottle.git("reset", "-q", "--hard", "HEAD~1")
+    bottle.commit({"a.txt": "rewritten\n"})
+    proc = bottle.push("--force", f"HEAD:refs/heads/{bottle.branch}")
+    assert proc.returncode != 0
+    assert "did not accept the push" in proc.stderr
+    assert bottle.upstream_head() == theirs
+
+
+def test_upstream_rejection_is_reported_to_the_agent(bottle: Bottle) -> None:
+    # The upstream moved on after the agent's last fetch; the gate does not
+    # know yet, accepts the fast-forward, and the upstream refuses it.
+    assert bottle.push().returncode == 0
+    theirs = bottle.up.commit({"theirs.txt": "x\n"}, "someone else's commit", bottle.branch)
+    bottle.commit({"mine.txt": "y\n"})
+    proc = bottle.push()
+    assert proc.returncode != 0
+    assert "did not accept the push" in proc.stderr
+    assert f"refs/heads/{bottle.branch}" in proc.stderr
+    assert bottle.upstream_head() == theirs
+
+
+def test_wrong_host_key_refuses_to_forward(
+    tmp_path: Path,
+    sshd: Sshd,
+    make_upstream: Callable[..., Upstream],
+    make_gate: Callable[..., Gate],
+) -> None:
+    up = make_upstream("app")
+    other = tmp_path / "impostor"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    gate = make_gate([("app", up)], host_key=(tmp_path / "impostor.pub").read_text())
+    work = tmp_path / "work"
+    gate.git("init", "-q", "-b", "topic", str(work))
+    (work / "f.txt").write_text("hello\n")
+    gate.git("add", "f.txt", cwd=work)
+    gate.git("commit", "-q", "-m", "topic", cwd=work)
+    accepted = sshd.log.read_text().count("Accepted publickey")
+    proc = gate.git("push", up.url, "topic", cwd=work, check=False)
+    assert proc.returncode != 0
+    assert "Host key verification failed" in proc.stderr
+    assert up.ref("refs/heads/topic") is None
+    assert sshd.log.read_text().count("Accepted publickey") == accepted
+
+
+def test_first_push_to_an_empty_upstream_lands(
+    tmp_path: Path, make_upstream: Callable[..., Upstream], make_gate: Callable[..., Gate]
+) -> None:
+    up = make_upstream("fresh", empty=True)
+    gate = make_gate([("fresh", up)])
+    clone = gate.clone(up, tmp_path / "clone")  # an empty clone, not an error
+    gate.git("symbolic-ref", "HEAD", "refs/heads/main", cwd=clone)
+    (clone / "f.txt").write_text("first\n")
+    gate.git("add", "f.txt", cwd=clone)
+    gate.git("commit", "-q", "-m", "first", cwd=clone)
+    proc = gate.git("push", "origin", "main", cwd=clone, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert up.head() == gate.git("rev-parse", "HEAD", cwd=clone).stdout.strip()
+
+
+def test_push_is_refused_when_no_detector_is_installed(
+    tmp_path: Path,
+    sshd: Sshd,
+    make_upstream: Callable[..., Upstream],
+    make_gate: Callable[..., Gate],
+) -> None:
+    # An unscanned push never leaves: no detectors means no forwarding.
+    up = make_upstream("app")
+    gate = make_gate([("app", up)], plugins="")
+    clone = gate.clone(up, tmp_path / "clone")
+    (clone / "f.txt").write_text("clean\n")
+    gate.git("add", "f.txt", cwd=clone)
+    gate.git("commit", "-q", "-m", "clean", cwd=clone)
+    before = sshd.connections()
+    proc = gate.git("push", "origin", "main", cwd=clone, check=False)
+    assert proc.returncode != 0
+    assert "the secret scan could not run (no DLP detector is installed" in proc.stderr
+    assert sshd.connections() == before
