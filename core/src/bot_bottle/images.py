@@ -59,7 +59,17 @@ CONTEXT_CA = "extra-ca.crt"
 Progress = Callable[[str], None]
 _STEP_RE = re.compile(r"^(Step \d+/\d+ :|#\d+ \[)")
 _NAME_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)")
-_SKIP_PARTS = {"__pycache__", ".git", ".venv", "build", "dist", ".pytest_cache", ".ruff_cache"}
+# Parts of a source tree that never reach a wheel: editing them must not rebuild.
+_SKIP_PARTS = {
+    "__pycache__",
+    ".git",
+    ".venv",
+    "build",
+    "dist",
+    "tests",
+    ".pytest_cache",
+    ".ruff_cache",
+}
 
 
 class ImageBuildError(BotBottleError):
@@ -253,7 +263,15 @@ class DockerCLI:
         log: TextIO,
         progress: Progress,
     ) -> int:
-        argv = [self.docker, "build", "--tag", tag, "--file", str(context / "Dockerfile")]
+        argv = [
+            self.docker,
+            "build",
+            "--force-rm",
+            "--tag",
+            tag,
+            "--file",
+            str(context / "Dockerfile"),
+        ]
         for key, value in {"BASE_IMAGE": spec.base_image, **spec.build_args}.items():
             argv += ["--build-arg", f"{key}={value}"]
         for key, value in labels.items():
@@ -396,6 +414,9 @@ def make_wheelhouse(
     )
     requirements = dest.parent / CONTEXT_REQUIREMENTS
     requirements.write_text("".join(p + "\n" for p in pins))
+    if not pins:
+        constraints.unlink()
+        return pins
     progress(f"downloading {len(closure) - len(ours)} dependencies for the image's Python")
     env = dict(os.environ)
     if spec.extra_ca is not None:
