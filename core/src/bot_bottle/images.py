@@ -262,6 +262,8 @@ class DockerCLI:
         labels: Mapping[str, str],
         log: TextIO,
         progress: Progress,
+        *,
+        no_cache: bool = False,
     ) -> int:
         argv = [
             self.docker,
@@ -272,6 +274,8 @@ class DockerCLI:
             "--file",
             str(context / "Dockerfile"),
         ]
+        if no_cache:
+            argv.append("--no-cache")
         for key, value in {"BASE_IMAGE": spec.base_image, **spec.build_args}.items():
             argv += ["--build-arg", f"{key}={value}"]
         for key, value in labels.items():
@@ -455,10 +459,15 @@ def ensure_image(
     *,
     progress: Progress | None = None,
     force: bool = False,
+    no_cache: bool = False,
     docker: DockerCLI | None = None,
     log_dir: Path | None = None,
 ) -> ImageResult:
-    """Return the tag of an image built from ``spec``, building it only when missing."""
+    """Return the tag of an image built from ``spec``, building it only when missing.
+
+    ``force`` rebuilds even when the tag exists; ``no_cache`` also ignores the
+    engine's layer cache (a cold build, for benchmarks and broken caches).
+    """
     say = progress or (lambda _line: None)
     engine = docker or DockerCLI()
     base_id = engine.image_id(spec.base_image)
@@ -473,7 +482,7 @@ def ensure_image(
     closure = dependency_closure(spec.distributions)
     digest = fingerprint(spec, base_id, closure)
     tag = f"{spec.repository}:{digest[:16]}"
-    if not force and engine.image_id(tag) is not None:
+    if not (force or no_cache) and engine.image_id(tag) is not None:
         say(f"using image {tag} (up to date)")
         return ImageResult(tag, built=False, log_path=None)
 
@@ -490,7 +499,7 @@ def ensure_image(
         (context / CONTEXT_CA).write_bytes(_check_ca(spec.extra_ca))
         make_wheelhouse(spec, closure, context / CONTEXT_WHEELHOUSE, log, log_path, say)
         labels = {FINGERPRINT_LABEL: digest, MANAGED_LABEL: "true"}
-        code = engine.build(context, tag, spec, labels, log, say)
+        code = engine.build(context, tag, spec, labels, log, say, no_cache=no_cache)
     if code != 0:
         tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-5:]
         raise ImageBuildError(

@@ -76,9 +76,10 @@ def ensure_bundle_image(
     extra_ca: Path | None = None,
     progress: Progress | None = None,
     force: bool = False,
+    no_cache: bool = False,
 ) -> ImageResult:
     spec = bundle_spec(base_image=base_image, extra_ca=extra_ca)
-    return ensure_image(spec, progress=progress, force=force)
+    return ensure_image(spec, progress=progress, force=force, no_cache=no_cache)
 
 
 def main(argv: list[str] | None = None) -> int:
