@@ -9,7 +9,10 @@ the same programs the image ships for them: ``mitmdump`` and ``git daemon``.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -340,3 +343,49 @@ def test_a_failed_build_names_its_log_file(
     assert any("RUN echo build-went-wrong-here" in line for line in lines)
     # Nothing half-built is left behind under the tag.
     assert not docker_client.images.list(name=f"bb-test/failing-{unique}")
+
+
+def test_a_third_party_detector_installed_on_the_host_runs_in_the_bundle(
+    docker_client: docker.DockerClient, base_image: str, tmp_path: Path, uv: str
+) -> None:
+    """A user's install: core and sidecars from source, a third-party DLP
+    plugin from a wheel that no longer exists anywhere but in site-packages."""
+    from tests.conftest import REPO, run
+
+    venv = tmp_path / "venv"
+    assert (
+        run([uv, "venv", "--quiet", "--seed", "--python", sys.executable, str(venv)]).returncode
+        == 0
+    )
+    wheels = tmp_path / "wheels"
+    r = run([uv, "build", "--quiet", "--wheel", "--out-dir", str(wheels),
+             str(REPO / "examples/plugins/acme-detector")])  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    sources = [str(REPO / "core"), str(REPO / "sidecars"), *map(str, wheels.glob("*.whl"))]
+    r = run([uv, "pip", "install", "--quiet", "--python", str(venv / "bin/python"), *sources])
+    assert r.returncode == 0, r.stderr
+    shutil.rmtree(wheels)
+
+    env = {**os.environ, "BOT_BOTTLE_HOME": str(tmp_path / "home")}
+    if HOST_CA.exists():
+        env["BOT_BOTTLE_BUILD_CA_BUNDLE"] = str(HOST_CA)
+    r = run(
+        [str(venv / "bin/python"), "-m", "bot_bottle_sidecars.bundle", "--base-image", base_image],
+        env=env,
+        timeout=900,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "repacking installed bot-bottle-example-acme 0.1.0" in r.stderr
+    tag = r.stdout.strip()
+
+    script = (
+        "from bot_bottle.plugins import PluginHost\n"
+        "from bot_bottle.contracts.dlp import Direction, ScanContext\n"
+        "d = PluginHost().create('dlp_detectors', 'acme_tokens')\n"
+        "print(type(d).__module__)\n"
+    )
+    out = docker_client.containers.run(
+        tag, ["-c", script], entrypoint="/opt/bot-bottle/bin/python", remove=True,
+        network_disabled=True, labels=LABEL,
+    )  # fmt: skip
+    assert out.decode().strip() == "bot_bottle_example_acme.detector"

@@ -80,3 +80,15 @@ def test_invalid_slug_is_refused_with_a_hint(tmp_path: Path) -> None:
 
 def test_default_queue_dir_is_under_bot_bottle_home(tmp_path: Path) -> None:
     assert default_queue_dir("b1", {"BOT_BOTTLE_HOME": str(tmp_path)}) == tmp_path / "supervise/b1"
+
+
+def test_too_many_pending_proposals_are_refused(tmp_path: Path) -> None:
+    queue = SuperviseQueue(tmp_path, "b")
+    first = queue.submit(PAYLOAD, max_pending=2)
+    queue.submit(PAYLOAD, max_pending=2)
+    with pytest.raises(QueueError, match="already waiting") as info:
+        queue.submit(PAYLOAD, max_pending=2)
+    assert info.value.hint
+    # An answer frees a slot.
+    queue.respond(first.id, Decision.APPROVED)
+    queue.submit(PAYLOAD, max_pending=2)

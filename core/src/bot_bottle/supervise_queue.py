@@ -43,6 +43,9 @@ SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 #: filling the operator's disk through the queue.
 MAX_DOCKERFILE_CHARS = 256 * 1024
 MAX_TEXT_CHARS = 16 * 1024
+#: Unanswered proposals one bottle may have; an agent stuck in a loop must
+#: not bury the operator (or the disk) in proposals.
+MAX_PENDING = 20
 
 ProposalId = Annotated[str, Field(pattern=PROPOSAL_ID_RE.pattern)]
 Slug = Annotated[str, Field(pattern=SLUG_RE.pattern)]
@@ -184,9 +187,17 @@ class SuperviseQueue:
                 hint="check that the queue directory is mounted and writable",
             ) from exc
 
-    def submit(self, payload: CapabilityBlockPayload) -> Proposal:
+    def submit(
+        self, payload: CapabilityBlockPayload, *, max_pending: int = MAX_PENDING
+    ) -> Proposal:
         """Write a new pending proposal and return it (never waits)."""
         self._ensure_dir()
+        waiting = sum(1 for pid in self.proposal_ids() if not self._response_path(pid).exists())
+        if waiting >= max_pending:
+            raise QueueError(
+                f"{waiting} proposals are already waiting for the operator",
+                hint="poll capability-status for the earlier ones before proposing more",
+            )
         created = now()
         proposal = Proposal(
             id=new_proposal_id(created),

@@ -137,8 +137,8 @@ def build_server(config: SuperviseConfig) -> MCPServer:
         try:
             proposal = await anyio.to_thread.run_sync(queue.submit, payload)
         except QueueError as exc:
-            log.error("proposal_write_failed", error=exc.message)
-            raise ToolError(f"{exc.message}; the operator has to fix the bottle") from exc
+            log.error("proposal_refused", error=exc.message)
+            raise ToolError(exc.message + (f" ({exc.hint})" if exc.hint else "")) from exc
         log.info("proposal_submitted", proposal_id=proposal.id, tool=proposal.tool)
         return {
             "proposal_id": proposal.id,
