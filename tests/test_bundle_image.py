@@ -207,12 +207,14 @@ def _make_repo(root: Path) -> str:
 
 @pytest.fixture
 def network(docker_client: docker.DockerClient, unique: str) -> Iterator[Any]:
-    net = docker_client.networks.create(f"bb-test-bundle-{unique}", internal=True, labels=LABEL)
+    """An internal network; every container labelled with its run id goes with it."""
+    labels = {**LABEL, "org.bot-bottle.test-run": unique}
+    net = docker_client.networks.create(f"bb-test-bundle-{unique}", internal=True, labels=labels)
     try:
         yield net
     finally:
-        net.reload()
-        for container in net.containers:
+        run_filter: dict[str, Any] = {"label": f"org.bot-bottle.test-run={unique}"}
+        for container in docker_client.containers.list(all=True, filters=run_filter):
             container.remove(force=True)
         net.remove()
 
@@ -226,7 +228,7 @@ def _run_client(
         entrypoint="/opt/bot-bottle/bin/python",
         network=network.name,
         volumes={str(tdir): {"bind": "/t", "mode": "ro"}},
-        labels=LABEL,
+        labels={**LABEL, "org.bot-bottle.test-run": network.name.rsplit("-", 1)[-1]},
         detach=True,
     )
     try:
@@ -252,6 +254,9 @@ def test_bundle_serves_egress_git_gate_and_supervise_on_an_internal_network(
     (tmp_path / "t/client.py").write_text(CLIENT)
     head = _make_repo(tmp_path)
 
+    from docker.types import EndpointConfig
+
+    # The agent side reaches the bundle by a fixed name on the bottle network.
     bundle = docker_client.containers.create(
         bundle_image.tag,
         name=f"bb-test-bundle-{unique}",
@@ -261,12 +266,12 @@ def test_bundle_serves_egress_git_gate_and_supervise_on_an_internal_network(
             str(tmp_path / "queue"): {"bind": "/var/lib/bot-bottle/queue", "mode": "rw"},
             str(tmp_path / "git"): {"bind": "/srv/git", "mode": "ro"},
         },
-        labels=LABEL,
+        labels={**LABEL, "org.bot-bottle.test-run": unique},
         network=network.name,
+        networking_config={
+            network.name: EndpointConfig(version=docker_client.api.api_version, aliases=["sidecar"])
+        },
     )
-    # The agent side reaches the bundle by a fixed name on the bottle network.
-    network.disconnect(bundle)
-    network.connect(bundle, aliases=["sidecar"])
     bundle.start()
 
     probe = _run_client(docker_client, bundle_image.tag, network, tmp_path / "t", "probe")

@@ -322,3 +322,27 @@ def test_orphaned_grandchildren_are_reaped(bundle: Callable[..., Bundle]) -> Non
 def test_invalid_plans_are_refused_with_a_reason(plan: dict[str, Any], message: str) -> None:
     with pytest.raises(PlanError, match=message):
         parse_plan(plan)
+
+
+def test_restart_kills_a_daemon_that_ignores_sigterm_then_starts_it_again(
+    bundle: Callable[..., Bundle],
+) -> None:
+    b = bundle([{"name": "egress", "mode": "stubborn"}, {"name": "supervise"}], grace=1)
+    old = b.info("egress")["pid"]
+    supervise = b.info("supervise")["pid"]
+    (b.out / "egress.json").unlink()
+    assert b.ctl(cmd="restart", daemon="egress")["status"] == "restarting"
+    new = b.info("egress")["pid"]
+    assert new != old and not alive(old)
+    assert alive(supervise) and b.signals("supervise") == []
+    assert any(e["event"] == "daemon_killed" and e["daemon"] == "egress" for e in b.events())
+
+
+def test_restart_starts_a_daemon_that_had_crashed(bundle: Callable[..., Bundle]) -> None:
+    b = bundle([{"name": "git-gate", "mode": "crash"}, {"name": "supervise"}])
+    b.info("git-gate")
+    wait_for(lambda: any(e["event"] == "daemon_exited" for e in b.events()), what="the crash")
+    (b.out / "git-gate.json").unlink()
+    reply = b.ctl(cmd="restart", daemon="git-gate")
+    assert reply["ok"] and reply["pid"]
+    assert b.info("git-gate")["pid"] == reply["pid"]

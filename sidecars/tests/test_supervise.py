@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -303,3 +304,20 @@ def test_malformed_json_rpc_gets_a_json_rpc_error(
         assert error["code"] == code
     assert supervise.proc.poll() is None
     assert "capability-block" in _tool_names(supervise.url)
+
+
+def test_unreachable_egress_introspection_is_a_tool_error_not_a_crash(tmp_path: Path) -> None:
+    port, dead = _free_port(), _free_port()
+    argv = [sys.executable, "-m", "bot_bottle_sidecars.supervise", "--queue-dir",
+            str(tmp_path), "--bottle-slug", SLUG, "--host", "127.0.0.1", "--port", str(port),
+            "--egress-introspection-url", f"http://127.0.0.1:{dead}/routes"]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        _wait_healthy(port, proc)
+        result = _call(f"http://127.0.0.1:{port}/mcp", "list-egress-routes", {})
+        assert result.is_error
+        assert "could not read the egress route table" in result.content[0].text
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
