@@ -353,8 +353,9 @@ def test_a_failed_build_names_its_log_file(
 def test_a_third_party_detector_installed_on_the_host_runs_in_the_bundle(
     docker_client: docker.DockerClient, base_image: str, tmp_path: Path, uv: str
 ) -> None:
-    """A user's install: core and sidecars from source, a third-party DLP
-    plugin from a wheel that no longer exists anywhere but in site-packages."""
+    """A user's install (not editable): core and sidecars from their source
+    directories, a third-party DLP plugin from a wheel that no longer exists
+    anywhere but in site-packages. The image gets what the host runs."""
     from tests.conftest import REPO, run
 
     venv = tmp_path / "venv"
@@ -381,6 +382,7 @@ def test_a_third_party_detector_installed_on_the_host_runs_in_the_bundle(
     )
     assert r.returncode == 0, r.stderr
     assert "repacking installed bot-bottle-example-acme 0.1.0" in r.stderr
+    assert "repacking installed bot-bottle-sidecars" in r.stderr
     tag = r.stdout.strip()
 
     script = (

@@ -151,7 +151,7 @@ def bundle(tmp_path: Path) -> Iterator[Callable[..., Bundle]]:
 
 
 THREE = [
-    {"name": "egress", "env": ["EGRESS_TOKEN_*"], "forward_sighup": True},
+    {"name": "egress", "env": ["EGRESS_TOKEN_*"]},
     {"name": "git-gate"},
     {"name": "supervise", "env": ["SUPERVISE_FLAG"]},
 ]
@@ -346,3 +346,16 @@ def test_restart_starts_a_daemon_that_had_crashed(bundle: Callable[..., Bundle])
     reply = b.ctl(cmd="restart", daemon="git-gate")
     assert reply["ok"] and reply["pid"]
     assert b.info("git-gate")["pid"] == reply["pid"]
+
+
+def test_sighup_goes_to_egress_by_default_and_elsewhere_only_when_asked() -> None:
+    plan = parse_plan(
+        {
+            "daemons": [
+                {"name": "egress", "argv": ["x"]},
+                {"name": "git-gate", "argv": ["x"]},
+                {"name": "supervise", "argv": ["x"], "forward_sighup": True},
+            ]
+        }
+    )
+    assert [d.forward_sighup for d in plan.daemons] == [True, False, True]

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import TextIO
+from urllib.parse import unquote, urlsplit
 
 from bot_bottle.errors import BotBottleError
 from bot_bottle.paths import home_dir
@@ -108,7 +109,9 @@ class Target:
 class InstalledDist:
     name: str
     version: str
-    #: Source directory of an editable (or local-directory) install.
+    #: Source directory of an editable install: the host runs that source, so
+    #: the image gets a wheel built from it. Every other install is repacked
+    #: from its installed files, which are what the host runs.
     source: Path | None
     dist: metadata.Distribution = field(repr=False, compare=False)
 
@@ -125,9 +128,9 @@ class InstalledDist:
         direct = dist.read_text("direct_url.json")
         if direct:
             info = json.loads(direct)
-            url = str(info.get("url", ""))
-            if "dir_info" in info and url.startswith("file://"):
-                source = Path(url.removeprefix("file://"))
+            url = urlsplit(str(info.get("url", "")))
+            if (info.get("dir_info") or {}).get("editable") and url.scheme == "file":
+                source = Path(unquote(url.path))
         return cls(dist.metadata["Name"], dist.version, source, dist)
 
     def requirement_names(self) -> list[str]:
@@ -163,8 +166,10 @@ def _source_files(root: Path) -> Iterable[Path]:
 
 def dependency_closure(roots: Iterable[str]) -> dict[str, InstalledDist]:
     """Our distributions and every installed distribution they need, by name."""
-    seen: dict[str, InstalledDist] = {}
-    todo = list(roots)
+    roots = list(roots)
+    # Our own distributions must be installed; say so before anything else.
+    seen = {_normalize(name): InstalledDist.find(name) for name in roots}
+    todo = [r for d in seen.values() for r in d.requirement_names()]
     while todo:
         name = _normalize(todo.pop())
         if name in seen:
@@ -361,8 +366,14 @@ def repack_installed(dist: InstalledDist, dest: Path) -> Path:
             hint=f"publish a wheel of {dist.name} for Linux, or install it from source",
         )
     files = [f for f in dist.dist.files or [] if not str(f).startswith("..")]
-    norm = dist.name.replace("-", "_")
-    dist_info = f"{norm}-{dist.version}.dist-info"
+    metadata_file = next((f for f in files if str(f).endswith(".dist-info/METADATA")), None)
+    if metadata_file is None:
+        raise ImageBuildError(
+            f"{dist.name} {dist.version} lists no installed files (RECORD is missing)",
+            hint=f"reinstall {dist.name} with pip or uv",
+        )
+    dist_info = Path(str(metadata_file)).parts[0]
+    norm = re.sub(r"[-_.]+", "_", dist.name).lower()
     wheel = dest / f"{norm}-{dist.version}-py3-none-any.whl"
     record_rows = []
     with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:

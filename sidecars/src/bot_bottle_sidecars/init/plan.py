@@ -7,7 +7,7 @@ A plan is a JSON file the host writes (and mounts into the bundle)::
       "control_socket": "/run/bot-bottle/init.sock",
       "daemons": [
         {"name": "egress", "argv": ["mitmdump", "..."],
-         "env": ["EGRESS_TOKEN_*", "EGRESS_LOG_LEVEL"], "forward_sighup": true},
+         "env": ["EGRESS_TOKEN_*", "EGRESS_LOG_LEVEL"]},
         {"name": "supervise", "argv": ["python3", "-m", "bot_bottle_sidecars.supervise", "..."],
          "set_env": {"PYTHONUNBUFFERED": "1"}}
       ]
@@ -61,7 +61,8 @@ class DaemonSpec:
     env: tuple[str, ...] = ()
     #: Literal values (never secrets: the plan file is not a secret store).
     set_env: Mapping[str, str] = field(default_factory=dict)
-    #: SIGHUP sent to init is forwarded to this daemon (egress reloads routes).
+    #: SIGHUP sent to init is forwarded to this daemon (egress reloads routes);
+    #: a plan's default is true for ``egress`` and false for the others.
     forward_sighup: bool = False
 
     def allows(self, var: str) -> bool:
@@ -168,7 +169,8 @@ def _parse_daemon(raw: Any, index: int, source: str) -> DaemonSpec:
                 f"{CREDENTIAL_OWNER} daemon only",
                 hint="token slots are injected by egress; no other daemon may hold them",
             )
-    forward = raw.get("forward_sighup", False)
+    # SIGHUP means "reload routes", which only egress does, unless the plan says otherwise.
+    forward = raw.get("forward_sighup", name == CREDENTIAL_OWNER)
     if not isinstance(forward, bool):
         raise PlanError(f"{where}: forward_sighup must be true or false")
     return DaemonSpec(

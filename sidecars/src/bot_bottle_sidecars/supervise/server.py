@@ -55,6 +55,14 @@ _SECRETISH = re.compile(r"token|secret|passw|authoriz|credential|api[_-]?key|coo
 
 log = get_logger("supervise")
 
+# What the agent should do next, so a model reading the result need not guess.
+_STATUS_MESSAGES = {
+    "pending": "Waiting for the operator. Carry on with other work and poll again later.",
+    "approved": "Approved (see 'dockerfile' if the operator edited it). The change takes "
+    "effect when the operator rebuilds or resumes the bottle.",
+    "rejected": "Rejected; see the operator's comment. Do not propose the same change again.",
+}
+
 
 @dataclass(frozen=True)
 class SuperviseConfig:
@@ -157,7 +165,11 @@ def build_server(config: SuperviseConfig) -> MCPServer:
             state = await anyio.to_thread.run_sync(queue.state, proposal_id)
         except QueueError as exc:
             raise ToolError(exc.message + (f" ({exc.hint})" if exc.hint else "")) from exc
-        result: dict[str, Any] = {"proposal_id": state.proposal_id, "status": state.status.value}
+        result: dict[str, Any] = {
+            "proposal_id": state.proposal_id,
+            "status": state.status.value,
+            "message": _STATUS_MESSAGES[state.status.value],
+        }
         if state.response is not None:
             result["comment"] = state.response.comment
             result["decided_at"] = state.response.decided_at.isoformat()
