@@ -8,6 +8,7 @@ the same programs the image ships for them: ``mitmdump`` and ``git daemon``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -396,3 +397,26 @@ def test_a_third_party_detector_installed_on_the_host_runs_in_the_bundle(
         network_disabled=True, labels=LABEL,
     )  # fmt: skip
     assert out.decode().strip() == "bot_bottle_example_acme.detector"
+
+
+def test_old_images_of_a_repository_are_pruned_after_a_build(
+    docker_client: docker.DockerClient, base_image: str, tmp_path: Path, unique: str
+) -> None:
+    from bot_bottle.images import KEEP_IMAGES, ImageSpec, ensure_image
+
+    repo = f"bb-test/prune-{unique}"
+    (tmp_path / "Dockerfile").write_text("ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nARG N\n")
+    tags = []
+    try:
+        for n in range(KEEP_IMAGES + 1):
+            spec = ImageSpec(
+                repo, tmp_path / "Dockerfile", (), base_image, build_args={"N": str(n)}
+            )
+            tags.append(ensure_image(spec, log_dir=tmp_path).tag)
+            time.sleep(1.1)  # CreatedAt has one-second resolution
+        left = {t for image in docker_client.images.list(name=repo) for t in image.tags}
+        assert left == set(tags[1:])
+    finally:
+        for tag in tags:
+            with contextlib.suppress(Exception):
+                docker_client.images.remove(tag)

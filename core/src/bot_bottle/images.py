@@ -56,6 +56,8 @@ MANAGED_LABEL = "org.bot-bottle.managed"
 CONTEXT_WHEELHOUSE = "wheelhouse"
 CONTEXT_REQUIREMENTS = "requirements.txt"
 CONTEXT_CA = "extra-ca.crt"
+#: Managed images kept per repository (see DockerCLI.prune).
+KEEP_IMAGES = 3
 
 Progress = Callable[[str], None]
 _STEP_RE = re.compile(r"^(Step \d+/\d+ :|#\d+ \[)")
@@ -248,6 +250,27 @@ class DockerCLI:
     def image_id(self, ref: str) -> str | None:
         result = self._run("image", "inspect", "--format", "{{.Id}}", ref)
         return result.stdout.strip() if result.returncode == 0 else None
+
+    def prune(self, repository: str, keep: int, log: TextIO) -> None:
+        """Remove all but the ``keep`` newest managed images of ``repository``.
+
+        Every change of a plugin set or of bot-bottle itself makes a new tag;
+        without this, old bundles pile up (hundreds of MB each). An image a
+        container still uses is left alone (``docker rmi`` without force
+        refuses it), and a few are kept so switching between two plugin sets
+        does not rebuild each time.
+        """
+        listing = self._run(
+            "image", "ls", "--filter", f"label={MANAGED_LABEL}=true",
+            "--format", "{{.CreatedAt}}\t{{.Repository}}:{{.Tag}}", repository,
+        )  # fmt: skip
+        if listing.returncode != 0:
+            return
+        rows = sorted((line.split("\t") for line in listing.stdout.splitlines() if "\t" in line),
+                      reverse=True)  # fmt: skip
+        for _created, ref in rows[keep:]:
+            result = self._run("image", "rm", ref)
+            log.write(f"prune {ref}: {'removed' if result.returncode == 0 else 'kept (in use)'}\n")
 
     def machine(self) -> str:
         result = self._run("version", "--format", "{{.Server.Arch}}")
@@ -517,5 +540,7 @@ def ensure_image(
             f"docker build of {tag} failed (exit {code}): " + " | ".join(tail)[-400:],
             hint=f"the full build output is in {log_path}",
         )
+    with log_path.open("a", encoding="utf-8") as log:
+        engine.prune(spec.repository, KEEP_IMAGES, log)
     say(f"built image {tag}")
     return ImageResult(tag, built=True, log_path=log_path)
