@@ -1,0 +1,546 @@
+"""Build local images from the host's own bot-bottle distributions.
+
+An image that runs bot-bottle code (the sidecar bundle) must carry exactly
+the versions the host runs -- core, sidecars, every DLP detector plugin,
+third-party ones included -- so host and sidecar never drift. No registry
+can be assumed, so images are built locally:
+
+1. A *fingerprint* is computed from cheap inputs: the Dockerfile, the base
+   image's id, each distribution's name, version and content (source tree of
+   an editable install, RECORD of a regular one), the pinned versions of
+   their dependencies, the target Python/platform and the extra CA bundle.
+   The tag is derived from it, so an unchanged set reuses the image at once
+   and a changed plugin set rebuilds.
+2. On a miss, a *wheelhouse* is made on the host: wheels of our distributions
+   (built from source when editable, repacked from the installed files
+   otherwise) plus ``pip download`` of their dependencies for the image's
+   Python and platform, constrained to the host's installed versions. The
+   image installs from it with ``--no-index``: the build needs no index.
+3. ``docker build`` runs with its output in a log file whose path every
+   error names; step lines are shown as progress.
+
+The extra CA bundle (``BOT_BOTTLE_BUILD_CA_BUNDLE`` or ``extra_ca``) is
+copied into the build context so image builds work behind TLS-inspecting
+proxies; the host's ``pip`` uses it too.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import TextIO
+from urllib.parse import unquote, urlsplit
+
+from bot_bottle.errors import BotBottleError
+from bot_bottle.paths import home_dir
+
+ENV_CA_BUNDLE = "BOT_BOTTLE_BUILD_CA_BUNDLE"
+FINGERPRINT_LABEL = "org.bot-bottle.fingerprint"
+MANAGED_LABEL = "org.bot-bottle.managed"
+#: Names in the build context the Dockerfiles rely on.
+CONTEXT_WHEELHOUSE = "wheelhouse"
+CONTEXT_REQUIREMENTS = "requirements.txt"
+CONTEXT_CA = "extra-ca.crt"
+#: Managed images kept per repository (see DockerCLI.prune).
+KEEP_IMAGES = 3
+
+Progress = Callable[[str], None]
+_STEP_RE = re.compile(r"^(Step \d+/\d+ :|#\d+ \[)")
+_NAME_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)")
+# Parts of a source tree that never reach a wheel: editing them must not rebuild.
+_SKIP_PARTS = {
+    "__pycache__",
+    ".git",
+    ".venv",
+    "build",
+    "dist",
+    "tests",
+    ".pytest_cache",
+    ".ruff_cache",
+}
+
+
+class ImageBuildError(BotBottleError):
+    """An image could not be built; the message names the build log."""
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@dataclass(frozen=True)
+class Target:
+    """The Python and platform the image's interpreter is."""
+
+    python_version: str = "3.13"
+    #: Machine name as wheels spell it (x86_64, aarch64).
+    machine: str = "x86_64"
+    glibc: tuple[int, int] = (2, 41)
+
+    def pip_args(self) -> list[str]:
+        major, minor = self.python_version.split(".")
+        abi = f"cp{major}{minor}"
+        platforms = [
+            f"manylinux_{self.glibc[0]}_{m}_{self.machine}" for m in range(self.glibc[1], 16, -1)
+        ]
+        # No plain linux_* tag: such wheels are built against one machine's libc.
+        platforms.append(f"manylinux2014_{self.machine}")
+        args = ["--only-binary=:all:", "--python-version", self.python_version]
+        args += ["--implementation", "cp", "--abi", abi, "--abi", "abi3", "--abi", "none"]
+        for platform in platforms:
+            args += ["--platform", platform]
+        return args
+
+
+@dataclass(frozen=True)
+class InstalledDist:
+    name: str
+    version: str
+    #: Source directory of an editable install: the host runs that source, so
+    #: the image gets a wheel built from it. Every other install is repacked
+    #: from its installed files, which are what the host runs.
+    source: Path | None
+    dist: metadata.Distribution = field(repr=False, compare=False)
+
+    @classmethod
+    def find(cls, name: str) -> InstalledDist:
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            raise ImageBuildError(
+                f"distribution {name!r} is not installed on this host",
+                hint=f"install it (e.g. 'uv pip install {name}') or remove the plugin from the set",
+            ) from None
+        source = None
+        direct = dist.read_text("direct_url.json")
+        if direct:
+            info = json.loads(direct)
+            url = urlsplit(str(info.get("url", "")))
+            if (info.get("dir_info") or {}).get("editable") and url.scheme == "file":
+                source = Path(unquote(url.path))
+        return cls(dist.metadata["Name"], dist.version, source, dist)
+
+    def requirement_names(self) -> list[str]:
+        names = []
+        for req in self.dist.requires or []:
+            # Extras are not installed in the image; everything else may be.
+            if "extra ==" in req.replace("extra==", "extra =="):
+                continue
+            match = _NAME_RE.match(req.strip())
+            if match:
+                names.append(match.group(1))
+        return names
+
+    def content_digest(self) -> str:
+        digest = hashlib.sha256()
+        if self.source is not None:
+            for path in sorted(_source_files(self.source)):
+                digest.update(str(path.relative_to(self.source)).encode() + b"\0")
+                digest.update(hashlib.sha256(path.read_bytes()).digest())
+        else:
+            digest.update((self.dist.read_text("RECORD") or "").encode())
+        return digest.hexdigest()
+
+
+def _source_files(root: Path) -> Iterable[Path]:
+    for path in root.rglob("*"):
+        rel = path.relative_to(root).parts
+        if any(part in _SKIP_PARTS or part.endswith(".egg-info") for part in rel):
+            continue
+        if path.is_file() and path.suffix not in (".pyc", ".pyo"):
+            yield path
+
+
+def dependency_closure(roots: Iterable[str]) -> dict[str, InstalledDist]:
+    """Our distributions and every installed distribution they need, by name."""
+    roots = list(roots)
+    # Our own distributions must be installed; say so before anything else.
+    seen = {_normalize(name): InstalledDist.find(name) for name in roots}
+    todo = [r for d in seen.values() for r in d.requirement_names()]
+    while todo:
+        name = _normalize(todo.pop())
+        if name in seen:
+            continue
+        try:
+            dist = InstalledDist.find(name)
+        except ImageBuildError:
+            # Platform-specific requirements need not be installed on this host;
+            # pip resolves them for the target.
+            continue
+        seen[name] = dist
+        todo.extend(dist.requirement_names())
+    return seen
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """What to build: a Dockerfile plus the distributions to install in it."""
+
+    repository: str
+    dockerfile: Path
+    distributions: tuple[str, ...]
+    base_image: str
+    target: Target = field(default_factory=Target)
+    extra_ca: Path | None = None
+    build_args: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    tag: str
+    built: bool
+    log_path: Path | None
+
+
+def extra_ca_from_env(environ: Mapping[str, str] | None = None) -> Path | None:
+    env = os.environ if environ is None else environ
+    value = env.get(ENV_CA_BUNDLE)
+    return Path(value) if value else None
+
+
+def _check_ca(path: Path | None) -> bytes:
+    if path is None:
+        return b""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageBuildError(
+            f"cannot read the CA bundle {path}: {exc.strerror}",
+            hint=f"pass a readable PEM file (or unset {ENV_CA_BUNDLE})",
+        ) from exc
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        raise ImageBuildError(
+            f"{path} holds no PEM certificate",
+            hint="pass the PEM bundle your proxy's CA is in "
+            "(e.g. /etc/ssl/certs/ca-certificates.crt)",
+        )
+    return data
+
+
+class DockerCLI:
+    """The few engine calls the builder needs, through the docker CLI (argv only)."""
+
+    def __init__(self, docker: str = "docker") -> None:
+        found = shutil.which(docker)
+        if found is None:
+            raise ImageBuildError(
+                "the docker command is not on PATH",
+                hint="install the Docker CLI or start bot-bottle where it is available",
+            )
+        self.docker = found
+
+    def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([self.docker, *args], capture_output=True, text=True, check=False)
+
+    def image_id(self, ref: str) -> str | None:
+        result = self._run("image", "inspect", "--format", "{{.Id}}", ref)
+        return result.stdout.strip() if result.returncode == 0 else None
+
+    def prune(self, repository: str, keep: int, log: TextIO) -> None:
+        """Remove all but the ``keep`` newest managed images of ``repository``.
+
+        Every change of a plugin set or of bot-bottle itself makes a new tag;
+        without this, old bundles pile up (hundreds of MB each). An image a
+        container still uses is left alone (``docker rmi`` without force
+        refuses it), and a few are kept so switching between two plugin sets
+        does not rebuild each time.
+        """
+        listing = self._run(
+            "image", "ls", "--filter", f"label={MANAGED_LABEL}=true",
+            "--format", "{{.CreatedAt}}\t{{.Repository}}:{{.Tag}}", repository,
+        )  # fmt: skip
+        if listing.returncode != 0:
+            return
+        rows = sorted((line.split("\t") for line in listing.stdout.splitlines() if "\t" in line),
+                      reverse=True)  # fmt: skip
+        for _created, ref in rows[keep:]:
+            result = self._run("image", "rm", ref)
+            log.write(f"prune {ref}: {'removed' if result.returncode == 0 else 'kept (in use)'}\n")
+
+    def machine(self) -> str:
+        result = self._run("version", "--format", "{{.Server.Arch}}")
+        arch = result.stdout.strip()
+        if result.returncode != 0 or not arch:
+            raise ImageBuildError(
+                f"cannot reach the Docker engine: {result.stderr.strip()[:200]}",
+                hint="start dockerd (or Docker Desktop) and retry; 'bot-bottle doctor' checks it",
+            )
+        return {"amd64": "x86_64", "arm64": "aarch64"}.get(arch, arch)
+
+    def build(
+        self,
+        context: Path,
+        tag: str,
+        spec: ImageSpec,
+        labels: Mapping[str, str],
+        log: TextIO,
+        progress: Progress,
+        *,
+        no_cache: bool = False,
+    ) -> int:
+        argv = [
+            self.docker,
+            "build",
+            "--force-rm",
+            "--tag",
+            tag,
+            "--file",
+            str(context / "Dockerfile"),
+        ]
+        if no_cache:
+            argv.append("--no-cache")
+        for key, value in {"BASE_IMAGE": spec.base_image, **spec.build_args}.items():
+            argv += ["--build-arg", f"{key}={value}"]
+        for key, value in labels.items():
+            argv += ["--label", f"{key}={value}"]
+        argv.append(str(context))
+        log.write("$ " + " ".join(argv) + "\n")
+        log.flush()
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            if _STEP_RE.match(line):
+                step = " ".join(line.split())
+                progress(step if len(step) <= 100 else step[:97] + "...")
+        log.flush()
+        return proc.wait()
+
+
+def fingerprint(spec: ImageSpec, base_id: str, closure: Mapping[str, InstalledDist]) -> str:
+    digest = hashlib.sha256()
+
+    def add(label: str, value: str | bytes) -> None:
+        data = value.encode() if isinstance(value, str) else value
+        digest.update(label.encode() + b"\0" + hashlib.sha256(data).digest())
+
+    add("dockerfile", spec.dockerfile.read_bytes())
+    add("base", base_id)
+    add("target", repr(spec.target))
+    add("ca", _check_ca(spec.extra_ca))
+    add("args", json.dumps(dict(spec.build_args), sort_keys=True))
+    ours = {_normalize(d) for d in spec.distributions}
+    for name in sorted(closure):
+        dist = closure[name]
+        add("dist", f"{name}=={dist.version}")
+        if name in ours:
+            add("content", dist.content_digest())
+    return digest.hexdigest()
+
+
+def _pip_command() -> list[str]:
+    # The host's own pip when it has one; otherwise uv runs pip for us.
+    probe = subprocess.run(
+        [sys.executable, "-m", "pip", "--version"], capture_output=True, check=False
+    )
+    if probe.returncode == 0:
+        return [sys.executable, "-m", "pip"]
+    uv = _uv()
+    if uv is not None:
+        return [uv, "tool", "run", "--from", "pip", "pip"]
+    raise ImageBuildError(
+        "neither pip nor uv is available to fetch the image's dependencies",
+        hint="install pip into bot-bottle's environment, or install uv",
+    )
+
+
+def _uv() -> str | None:
+    beside = Path(sys.executable).parent / "uv"
+    return str(beside) if beside.exists() else shutil.which("uv")
+
+
+def _run_logged(argv: list[str], log: TextIO, what: str, log_path: Path, **kw: object) -> None:
+    log.write("$ " + " ".join(argv) + "\n")
+    log.flush()
+    result = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, check=False, **kw)  # type: ignore[call-overload]
+    if result.returncode != 0:
+        raise ImageBuildError(
+            f"{what} failed (exit {result.returncode})", hint=f"see the build log: {log_path}"
+        )
+
+
+def repack_installed(dist: InstalledDist, dest: Path) -> Path:
+    """A wheel made from an installed (non-editable) distribution's files.
+
+    Third-party plugins may come from an index the image cannot reach, or
+    from a local path that no longer exists; the installed files are what the
+    host runs, so they are what the image gets. Pure-Python only.
+    """
+    wheel_meta = dist.dist.read_text("WHEEL") or ""
+    if "Root-Is-Purelib: true" not in wheel_meta:
+        raise ImageBuildError(
+            f"{dist.name} {dist.version} is not a pure-Python distribution and cannot be "
+            "repacked for the image",
+            hint=f"publish a wheel of {dist.name} for Linux, or install it from source",
+        )
+    files = [f for f in dist.dist.files or [] if not str(f).startswith("..")]
+    metadata_file = next((f for f in files if str(f).endswith(".dist-info/METADATA")), None)
+    if metadata_file is None:
+        raise ImageBuildError(
+            f"{dist.name} {dist.version} lists no installed files (RECORD is missing)",
+            hint=f"reinstall {dist.name} with pip or uv",
+        )
+    dist_info = Path(str(metadata_file)).parts[0]
+    norm = re.sub(r"[-_.]+", "_", dist.name).lower()
+    wheel = dest / f"{norm}-{dist.version}-py3-none-any.whl"
+    record_rows = []
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
+        for rel in files:
+            parts = Path(str(rel)).parts
+            if "__pycache__" in parts or str(rel).endswith((".pyc", "RECORD", "INSTALLER")):
+                continue
+            if parts[0].endswith(".dist-info") and parts[0] != dist_info:
+                continue
+            if str(rel).endswith("direct_url.json"):
+                continue
+            data = Path(str(dist.dist.locate_file(rel))).read_bytes()
+            zf.writestr(str(rel), data)
+            sha = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            record_rows.append((str(rel), f"sha256={sha}", str(len(data))))
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerows([*record_rows, (f"{dist_info}/RECORD", "", "")])
+        zf.writestr(f"{dist_info}/RECORD", out.getvalue())
+    return wheel
+
+
+def make_wheelhouse(
+    spec: ImageSpec,
+    closure: Mapping[str, InstalledDist],
+    dest: Path,
+    log: TextIO,
+    log_path: Path,
+    progress: Progress,
+) -> list[str]:
+    """Fill ``dest`` with every wheel the image needs; return the top-level pins."""
+    dest.mkdir(parents=True, exist_ok=True)
+    pins = []
+    for name in spec.distributions:
+        dist = closure.get(_normalize(name)) or InstalledDist.find(name)
+        pins.append(f"{dist.name}=={dist.version}")
+        if dist.source is not None:
+            progress(f"building wheel {dist.name} {dist.version} from {dist.source}")
+            uv = _uv()
+            argv = (
+                [uv, "build", "--wheel", "--out-dir", str(dest), str(dist.source)]
+                if uv
+                else [*_pip_command(), "wheel", "--no-deps", "-w", str(dest), str(dist.source)]
+            )
+            _run_logged(argv, log, f"building the wheel of {dist.name}", log_path)
+        else:
+            progress(f"repacking installed {dist.name} {dist.version}")
+            repack_installed(dist, dest)
+    ours = {_normalize(n) for n in spec.distributions}
+    constraints = dest.parent / "constraints.txt"
+    constraints.write_text(
+        "".join(f"{d.name}=={d.version}\n" for n, d in sorted(closure.items()) if n not in ours)
+    )
+    requirements = dest.parent / CONTEXT_REQUIREMENTS
+    requirements.write_text("".join(p + "\n" for p in pins))
+    if not pins:
+        constraints.unlink()
+        return pins
+    progress(f"downloading {len(closure) - len(ours)} dependencies for the image's Python")
+    env = dict(os.environ)
+    if spec.extra_ca is not None:
+        env["PIP_CERT"] = str(spec.extra_ca)
+    _run_logged(
+        [
+            *_pip_command(),
+            "download",
+            "--dest",
+            str(dest),
+            "--find-links",
+            str(dest),
+            "-r",
+            str(requirements),
+            "-c",
+            str(constraints),
+            *spec.target.pip_args(),
+        ],
+        log,
+        "downloading the image's dependencies",
+        log_path,
+        env=env,
+    )
+    constraints.unlink()
+    return pins
+
+
+def _log_dir() -> Path:
+    path = home_dir() / "logs"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def ensure_image(
+    spec: ImageSpec,
+    *,
+    progress: Progress | None = None,
+    force: bool = False,
+    no_cache: bool = False,
+    docker: DockerCLI | None = None,
+    log_dir: Path | None = None,
+) -> ImageResult:
+    """Return the tag of an image built from ``spec``, building it only when missing.
+
+    ``force`` rebuilds even when the tag exists; ``no_cache`` also ignores the
+    engine's layer cache (a cold build, for benchmarks and broken caches).
+    """
+    say = progress or (lambda _line: None)
+    engine = docker or DockerCLI()
+    base_id = engine.image_id(spec.base_image)
+    if base_id is None:
+        raise ImageBuildError(
+            f"base image {spec.base_image} is not present in the Docker engine",
+            hint="create it with scripts/base-image.sh, or pass another base image",
+        )
+    machine = engine.machine()
+    if spec.target.machine != machine:
+        spec = dataclasses.replace(spec, target=dataclasses.replace(spec.target, machine=machine))
+    closure = dependency_closure(spec.distributions)
+    digest = fingerprint(spec, base_id, closure)
+    tag = f"{spec.repository}:{digest[:16]}"
+    if not (force or no_cache) and engine.image_id(tag) is not None:
+        say(f"using image {tag} (up to date)")
+        return ImageResult(tag, built=False, log_path=None)
+
+    log_path = (
+        log_dir or _log_dir()
+    ) / f"build-{spec.repository.replace('/', '-')}-{digest[:16]}.log"
+    say(f"building image {tag} (log: {log_path})")
+    with (
+        log_path.open("w", encoding="utf-8") as log,
+        tempfile.TemporaryDirectory(prefix="bot-bottle-build-") as tmp,
+    ):
+        context = Path(tmp)
+        shutil.copyfile(spec.dockerfile, context / "Dockerfile")
+        (context / CONTEXT_CA).write_bytes(_check_ca(spec.extra_ca))
+        make_wheelhouse(spec, closure, context / CONTEXT_WHEELHOUSE, log, log_path, say)
+        labels = {FINGERPRINT_LABEL: digest, MANAGED_LABEL: "true"}
+        code = engine.build(context, tag, spec, labels, log, say, no_cache=no_cache)
+    if code != 0:
+        tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-5:]
+        raise ImageBuildError(
+            f"docker build of {tag} failed (exit {code}): " + " | ".join(tail)[-400:],
+            hint=f"the full build output is in {log_path}",
+        )
+    with log_path.open("a", encoding="utf-8") as log:
+        engine.prune(spec.repository, KEEP_IMAGES, log)
+    say(f"built image {tag}")
+    return ImageResult(tag, built=True, log_path=log_path)

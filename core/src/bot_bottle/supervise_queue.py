@@ -1,0 +1,303 @@
+"""The supervise queue: proposals an agent makes and the operator's answers.
+
+Both sides import this module: the supervise MCP server inside the sidecar
+bundle writes proposals, the host (``bot-bottle supervise``) writes responses.
+The queue is a plain directory per bottle, bind-mounted into the bundle as a
+*directory* (a single-file bind mount pins the inode, so a rename on one side
+would never be seen on the other).
+
+Layout, one pair of files per proposal::
+
+    <queue>/<id>.proposal.json   written once by the bundle
+    <queue>/<id>.response.json   written once by the host when decided
+
+Every write goes to a temporary file in the same directory and is renamed into
+place, so a reader sees either nothing or a complete document. A proposal
+without a response is *pending*. Nothing blocks waiting for a human: MCP
+clients cut tool calls at about 60 s, so the agent polls instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import tempfile
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bot_bottle.errors import BotBottleError
+from bot_bottle.paths import home_dir
+
+SCHEMA_VERSION = 1
+#: Proposal ids are generated here and validated on every lookup, so an id
+#: taken from an MCP call can never name a path outside the queue directory.
+PROPOSAL_ID_RE = re.compile(r"^p-[0-9]{8}T[0-9]{6}Z-[0-9a-f]{12}$")
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+#: A proposed Dockerfile is a few kilobytes; the cap keeps one agent from
+#: filling the operator's disk through the queue.
+MAX_DOCKERFILE_CHARS = 256 * 1024
+MAX_TEXT_CHARS = 16 * 1024
+#: Unanswered proposals one bottle may have; an agent stuck in a loop must
+#: not bury the operator (or the disk) in proposals.
+MAX_PENDING = 20
+
+ProposalId = Annotated[str, Field(pattern=PROPOSAL_ID_RE.pattern)]
+Slug = Annotated[str, Field(pattern=SLUG_RE.pattern)]
+
+
+class QueueError(BotBottleError):
+    """The queue directory or one of its files cannot be used."""
+
+
+class ProposalStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+class _Model(BaseModel):
+    # Unknown keys are errors: a file from a newer or hand-edited schema must
+    # not be half-understood.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CapabilityBlockPayload(_Model):
+    """What ``capability-block`` carries: a Dockerfile change and why."""
+
+    dockerfile: Annotated[str, Field(min_length=1, max_length=MAX_DOCKERFILE_CHARS)]
+    justification: Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
+
+
+class Proposal(_Model):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    id: ProposalId
+    bottle_slug: Slug
+    tool: Literal["capability-block"] = "capability-block"
+    created_at: datetime
+    payload: CapabilityBlockPayload
+
+
+class Decision(StrEnum):
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+class Response(_Model):
+    """The operator's answer; ``dockerfile`` is set when the operator edited it."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    proposal_id: ProposalId
+    bottle_slug: Slug
+    tool: Literal["capability-block"] = "capability-block"
+    decided_at: datetime
+    decision: Decision
+    comment: Annotated[str, Field(max_length=MAX_TEXT_CHARS)] = ""
+    dockerfile: Annotated[str | None, Field(max_length=MAX_DOCKERFILE_CHARS)] = None
+
+
+class ProposalState(_Model):
+    """What a poll returns: the proposal's status and, once decided, the answer."""
+
+    proposal_id: ProposalId
+    status: ProposalStatus
+    created_at: datetime
+    response: Response | None = None
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_proposal_id(at: datetime | None = None) -> str:
+    stamp = (at or now()).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"p-{stamp}-{secrets.token_hex(6)}"
+
+
+def default_queue_dir(slug: str, environ: dict[str, str] | None = None) -> Path:
+    """The host-side queue directory of one bottle."""
+    _check_slug(slug)
+    return home_dir(environ) / "supervise" / slug
+
+
+def _check_slug(slug: str) -> None:
+    if not SLUG_RE.fullmatch(slug):
+        raise QueueError(
+            f"invalid bottle slug {slug!r}",
+            hint="slugs are lower-case letters, digits, '.', '_' and '-' (at most 63)",
+        )
+
+
+def check_proposal_id(proposal_id: str) -> str:
+    if not PROPOSAL_ID_RE.fullmatch(proposal_id):
+        raise QueueError(
+            f"invalid proposal id {proposal_id!r}",
+            hint="use the proposal_id exactly as capability-block returned it",
+        )
+    return proposal_id
+
+
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename.
+
+    The temporary file lives in the same directory (a rename is atomic only
+    within one filesystem) and is fsynced first, so a crash leaves either the
+    old state or the complete new file, never a torn one.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        # Readable by the host user whatever the container's umask was.
+        Path(tmp).chmod(mode)
+        Path(tmp).replace(path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            Path(tmp).unlink()
+        raise
+
+
+class SuperviseQueue:
+    """One bottle's queue directory."""
+
+    def __init__(self, directory: Path, bottle_slug: str) -> None:
+        _check_slug(bottle_slug)
+        self.directory = directory
+        self.bottle_slug = bottle_slug
+
+    def _proposal_path(self, proposal_id: str) -> Path:
+        return self.directory / f"{check_proposal_id(proposal_id)}.proposal.json"
+
+    def _response_path(self, proposal_id: str) -> Path:
+        return self.directory / f"{check_proposal_id(proposal_id)}.response.json"
+
+    def _ensure_dir(self) -> None:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise QueueError(
+                f"cannot create the supervise queue {self.directory}: {exc.strerror}",
+                hint="check that the queue directory is mounted and writable",
+            ) from exc
+
+    def submit(
+        self, payload: CapabilityBlockPayload, *, max_pending: int = MAX_PENDING
+    ) -> Proposal:
+        """Write a new pending proposal and return it (never waits)."""
+        self._ensure_dir()
+        waiting = sum(1 for pid in self.proposal_ids() if not self._response_path(pid).exists())
+        if waiting >= max_pending:
+            raise QueueError(
+                f"{waiting} proposals are already waiting for the operator",
+                hint="poll capability-status for the earlier ones before proposing more",
+            )
+        created = now()
+        proposal = Proposal(
+            id=new_proposal_id(created),
+            bottle_slug=self.bottle_slug,
+            created_at=created,
+            payload=payload,
+        )
+        self._write(self._proposal_path(proposal.id), proposal)
+        return proposal
+
+    def respond(
+        self,
+        proposal_id: str,
+        decision: Decision,
+        *,
+        comment: str = "",
+        dockerfile: str | None = None,
+    ) -> Response:
+        """Record the operator's answer; a proposal is answered once."""
+        proposal = self.load_proposal(proposal_id)
+        path = self._response_path(proposal_id)
+        if path.exists():
+            raise QueueError(
+                f"proposal {proposal_id} was already answered",
+                hint="a decision is final; the agent can make a new proposal",
+            )
+        response = Response(
+            proposal_id=proposal.id,
+            bottle_slug=proposal.bottle_slug,
+            decided_at=now(),
+            decision=decision,
+            comment=comment,
+            dockerfile=dockerfile,
+        )
+        self._write(path, response)
+        return response
+
+    def load_proposal(self, proposal_id: str) -> Proposal:
+        return self._read(self._proposal_path(proposal_id), Proposal, proposal_id)
+
+    def load_response(self, proposal_id: str) -> Response | None:
+        path = self._response_path(proposal_id)
+        if not path.exists():
+            return None
+        return self._read(path, Response, proposal_id)
+
+    def state(self, proposal_id: str) -> ProposalState:
+        proposal = self.load_proposal(proposal_id)
+        response = self.load_response(proposal_id)
+        status = ProposalStatus.PENDING if response is None else ProposalStatus(response.decision)
+        return ProposalState(
+            proposal_id=proposal.id,
+            status=status,
+            created_at=proposal.created_at,
+            response=response,
+        )
+
+    def proposal_ids(self) -> list[str]:
+        """Every proposal id in the directory, oldest first (ids sort by time)."""
+        if not self.directory.is_dir():
+            return []
+        suffix = ".proposal.json"
+        ids = [
+            p.name.removesuffix(suffix)
+            for p in self.directory.iterdir()
+            if p.name.endswith(suffix) and PROPOSAL_ID_RE.fullmatch(p.name.removesuffix(suffix))
+        ]
+        return sorted(ids)
+
+    def pending(self) -> list[Proposal]:
+        return [
+            self.load_proposal(pid)
+            for pid in self.proposal_ids()
+            if not self._response_path(pid).exists()
+        ]
+
+    def _write(self, path: Path, model: BaseModel) -> None:
+        try:
+            atomic_write(path, model.model_dump_json(indent=2).encode() + b"\n")
+        except OSError as exc:
+            raise QueueError(
+                f"cannot write {path.name} to the supervise queue: {exc.strerror}",
+                hint=f"check that {self.directory} is writable",
+            ) from exc
+
+    def _read[M: BaseModel](self, path: Path, model: type[M], proposal_id: str) -> M:
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            raise QueueError(
+                f"no proposal {proposal_id} in this bottle's queue",
+                hint="use a proposal_id that capability-block returned",
+            ) from None
+        except OSError as exc:
+            raise QueueError(f"cannot read {path}: {exc.strerror}") from exc
+        try:
+            return model.model_validate_json(raw)
+        except ValidationError as exc:
+            raise QueueError(
+                f"{path} is not a valid {model.__name__.lower()} file "
+                f"({exc.error_count()} problem(s), first: {exc.errors()[0]['msg']})",
+                hint="remove or fix the file; queue files are written only by bot-bottle",
+            ) from exc

@@ -1,0 +1,197 @@
+"""The init plan: which daemons to run, with which argv and which environment.
+
+A plan is a JSON file the host writes (and mounts into the bundle)::
+
+    {
+      "grace_seconds": 10,
+      "control_socket": "/run/bot-bottle/init.sock",
+      "daemons": [
+        {"name": "egress", "argv": ["mitmdump", "..."],
+         "env": ["EGRESS_TOKEN_*", "EGRESS_LOG_LEVEL"]},
+        {"name": "supervise", "argv": ["python3", "-m", "bot_bottle_sidecars.supervise", "..."],
+         "set_env": {"PYTHONUNBUFFERED": "1"}}
+      ]
+    }
+
+Each daemon gets an environment built from scratch: a few harmless base
+variables, the names (or ``PREFIX_*`` patterns) its ``env`` allow-list names
+from init's own environment, and the literal ``set_env`` values. Nothing else
+is inherited: daemons sharing a container must not see each other's
+credentials (the first bot-bottle's DLP scanner found the injected token in
+its own environment and blocked it). Credential variables (the egress token
+slots) may be granted to the ``egress`` daemon only; a plan that grants them
+to any other daemon is refused.
+
+The module is plain dataclasses and ``json`` on purpose: init is PID 1 of
+every bundle and should stay small in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bot_bottle.errors import BotBottleError
+
+#: Variables every daemon gets when init has them: none carries a secret.
+BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
+#: Credential slots: only the daemon named in CREDENTIAL_OWNER may see them.
+CREDENTIAL_PREFIXES = ("EGRESS_TOKEN_",)
+CREDENTIAL_OWNER = "egress"
+DEFAULT_GRACE_SECONDS = 10.0
+DEFAULT_CONTROL_SOCKET = "/run/bot-bottle/init.sock"
+
+_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\*?$")
+
+
+class PlanError(BotBottleError):
+    """The init plan is missing, unreadable or invalid."""
+
+
+@dataclass(frozen=True)
+class DaemonSpec:
+    name: str
+    argv: tuple[str, ...]
+    #: Names or ``PREFIX_*`` patterns passed through from init's environment.
+    env: tuple[str, ...] = ()
+    #: Literal values (never secrets: the plan file is not a secret store).
+    set_env: Mapping[str, str] = field(default_factory=dict)
+    #: SIGHUP sent to init is forwarded to this daemon (egress reloads routes);
+    #: a plan's default is true for ``egress`` and false for the others.
+    forward_sighup: bool = False
+
+    def allows(self, var: str) -> bool:
+        return any(_matches(pattern, var) for pattern in (*BASE_ENV, *self.env))
+
+    def build_env(self, environ: Mapping[str, str]) -> dict[str, str]:
+        """The complete environment this daemon starts with."""
+        env = {k: v for k, v in environ.items() if self.allows(k)}
+        if self.name != CREDENTIAL_OWNER:
+            # Belt and braces: validation already refuses such a plan.
+            env = {k: v for k, v in env.items() if not _is_credential(k)}
+        env.update(self.set_env)
+        return env
+
+
+@dataclass(frozen=True)
+class InitPlan:
+    daemons: tuple[DaemonSpec, ...]
+    grace_seconds: float = DEFAULT_GRACE_SECONDS
+    control_socket: str | None = DEFAULT_CONTROL_SOCKET
+
+    def daemon(self, name: str) -> DaemonSpec | None:
+        return next((d for d in self.daemons if d.name == name), None)
+
+
+def _matches(pattern: str, var: str) -> bool:
+    if pattern.endswith("*"):
+        return var.startswith(pattern[:-1])
+    return var == pattern
+
+
+def _is_credential(var: str) -> bool:
+    return var.startswith(CREDENTIAL_PREFIXES)
+
+
+def _could_grant_credential(pattern: str) -> bool:
+    # "EGRESS_TOKEN_1", "EGRESS_TOKEN_*", "EGRESS_*" and "*" all can.
+    if pattern.endswith("*"):
+        prefix = pattern[:-1]
+        return any(p.startswith(prefix) or prefix.startswith(p) for p in CREDENTIAL_PREFIXES)
+    return _is_credential(pattern)
+
+
+def parse_plan(data: Any, *, source: str = "plan") -> InitPlan:
+    """Validate a decoded plan document; every problem names the daemon and key."""
+    if not isinstance(data, dict):
+        raise PlanError(f"{source}: the plan must be a JSON object")
+    unknown = set(data) - {"daemons", "grace_seconds", "control_socket"}
+    if unknown:
+        raise PlanError(f"{source}: unknown key(s) {sorted(unknown)}")
+    grace = data.get("grace_seconds", DEFAULT_GRACE_SECONDS)
+    if isinstance(grace, bool) or not isinstance(grace, int | float) or not 0 < grace <= 300:
+        raise PlanError(f"{source}: grace_seconds must be a number in (0, 300], not {grace!r}")
+    socket_path = data.get("control_socket", DEFAULT_CONTROL_SOCKET)
+    if socket_path is not None and (not isinstance(socket_path, str) or not socket_path):
+        raise PlanError(f"{source}: control_socket must be a path or null")
+    raw = data.get("daemons")
+    if not isinstance(raw, list) or not raw:
+        raise PlanError(
+            f"{source}: 'daemons' must be a non-empty list",
+            hint="select at least one of egress, git-gate, supervise",
+        )
+    daemons = tuple(_parse_daemon(d, i, source) for i, d in enumerate(raw))
+    names = [d.name for d in daemons]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise PlanError(f"{source}: daemon name(s) {dupes} appear more than once")
+    return InitPlan(daemons=daemons, grace_seconds=float(grace), control_socket=socket_path)
+
+
+def _parse_daemon(raw: Any, index: int, source: str) -> DaemonSpec:
+    where = f"{source}: daemons[{index}]"
+    if not isinstance(raw, dict):
+        raise PlanError(f"{where} must be an object")
+    unknown = set(raw) - {"name", "argv", "env", "set_env", "forward_sighup"}
+    if unknown:
+        raise PlanError(f"{where}: unknown key(s) {sorted(unknown)}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise PlanError(
+            f"{where}: invalid name {name!r}",
+            hint="names are lower-case letters, digits and '-', e.g. 'git-gate'",
+        )
+    where = f"{source}: daemon {name!r}"
+    argv = raw.get("argv")
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        raise PlanError(f"{where}: argv must be a non-empty list of strings")
+    env = raw.get("env", [])
+    if not isinstance(env, list) or not all(
+        isinstance(e, str) and _ENV_RE.fullmatch(e) for e in env
+    ):
+        raise PlanError(f"{where}: env must be a list of variable names or PREFIX_* patterns")
+    set_env = raw.get("set_env", {})
+    if not isinstance(set_env, dict) or not all(
+        isinstance(k, str) and _ENV_RE.fullmatch(k) and not k.endswith("*") and isinstance(v, str)
+        for k, v in set_env.items()
+    ):
+        raise PlanError(f"{where}: set_env must map variable names to strings")
+    if name != CREDENTIAL_OWNER:
+        granted = [e for e in (*env, *set_env) if _could_grant_credential(e)]
+        if granted:
+            raise PlanError(
+                f"{where}: credential variables {granted} may reach the "
+                f"{CREDENTIAL_OWNER} daemon only",
+                hint="token slots are injected by egress; no other daemon may hold them",
+            )
+    # SIGHUP means "reload routes", which only egress does, unless the plan says otherwise.
+    forward = raw.get("forward_sighup", name == CREDENTIAL_OWNER)
+    if not isinstance(forward, bool):
+        raise PlanError(f"{where}: forward_sighup must be true or false")
+    return DaemonSpec(
+        name=name,
+        argv=tuple(argv),
+        env=tuple(env),
+        set_env=dict(set_env),
+        forward_sighup=forward,
+    )
+
+
+def load_plan(path: Path) -> InitPlan:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PlanError(
+            f"cannot read the init plan {path}: {exc.strerror}",
+            hint="mount the plan file into the bundle and pass --plan with its path",
+        ) from exc
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise PlanError(f"{path} is not valid JSON: {exc}") from exc
+    return parse_plan(data, source=str(path))

@@ -1,0 +1,361 @@
+"""init with real child processes: signals, crashes, restarts, env scoping, reaping."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bot_bottle_sidecars.init import PlanError, control_request, parse_plan
+
+# A stand-in daemon: records its environment and the signals it receives.
+DAEMON = textwrap.dedent(
+    """
+    import json, os, signal, sys, time
+    out, name = sys.argv[1], sys.argv[2]
+    mode = sys.argv[3] if len(sys.argv) > 3 else "normal"
+    def record(line):
+        with open(os.path.join(out, name + ".signals"), "a") as fh:
+            fh.write(line + "\\n")
+    def on_term(signum, frame):
+        record("TERM")
+        if mode != "stubborn":
+            sys.exit(0)
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, lambda s, f: record("HUP"))
+    if mode == "orphan":
+        # A grandchild that outlives its parent: init must reap it.
+        if os.fork() == 0:
+            time.sleep(0.2)
+            os._exit(0)
+    with open(os.path.join(out, name + ".json.tmp"), "w") as fh:
+        json.dump({"pid": os.getpid(), "env": dict(os.environ)}, fh)
+    os.replace(os.path.join(out, name + ".json.tmp"), os.path.join(out, name + ".json"))
+    if mode == "crash":
+        time.sleep(0.3)
+        sys.exit(3)
+    if mode == "done":
+        sys.exit(0)
+    while True:
+        time.sleep(0.05)
+    """
+)
+
+SECRET = "tok-do-not-leak-123"
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); it is dead for our purposes.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+class Bundle:
+    def __init__(self, tmp: Path, daemons: list[dict[str, Any]], grace: float = 5.0) -> None:
+        self.out = tmp / "out"
+        self.out.mkdir()
+        self.socket = str(tmp / "init.sock")
+        script = tmp / "daemon.py"
+        script.write_text(DAEMON)
+        plan = {"grace_seconds": grace, "control_socket": self.socket, "daemons": []}
+        for d in daemons:
+            argv = [sys.executable, str(script), str(self.out), d["name"], d.get("mode", "normal")]
+            entry = {k: v for k, v in d.items() if k != "mode"}
+            plan["daemons"].append({**entry, "argv": argv})
+        self.plan_path = tmp / "plan.json"
+        self.plan_path.write_text(json.dumps(plan))
+        env = {
+            "PATH": os.environ["PATH"],
+            "EGRESS_TOKEN_1": SECRET,
+            "SUPERVISE_FLAG": "yes",
+            "UNRELATED": "nope",
+        }
+        self.log_path = tmp / "init.log"
+        self.log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bot_bottle_sidecars.init", "--plan", str(self.plan_path)],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def info(self, name: str) -> dict[str, Any]:
+        path = self.out / f"{name}.json"
+        wait_for(path.exists, what=f"{name} to start")
+        return json.loads(path.read_text())
+
+    def signals(self, name: str) -> list[str]:
+        path = self.out / f"{name}.signals"
+        return path.read_text().split() if path.exists() else []
+
+    def events(self) -> list[dict[str, Any]]:
+        lines = self.log_path.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+    def ctl(self, **request: Any) -> dict[str, Any]:
+        wait_for(lambda: Path(self.socket).exists(), what="control socket")
+        return control_request(self.socket, request)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def bundle(tmp_path: Path) -> Iterator[Callable[..., Bundle]]:
+    made: list[Bundle] = []
+
+    def make(daemons: list[dict[str, Any]], grace: float = 5.0) -> Bundle:
+        b = Bundle(tmp_path, daemons, grace)
+        made.append(b)
+        return b
+
+    yield make
+    for b in made:
+        b.stop()
+        # Children are in their own process groups: make sure none outlives the test.
+        for name in ("egress", "git-gate", "supervise"):
+            path = b.out / f"{name}.json"
+            if path.exists():
+                pid = json.loads(path.read_text())["pid"]
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+
+
+THREE = [
+    {"name": "egress", "env": ["EGRESS_TOKEN_*"]},
+    {"name": "git-gate"},
+    {"name": "supervise", "env": ["SUPERVISE_FLAG"]},
+]
+
+
+def test_token_slots_reach_only_the_egress_daemon(bundle: Callable[..., Bundle]) -> None:
+    b = bundle(THREE)
+    egress = b.info("egress")["env"]
+    supervise = b.info("supervise")["env"]
+    gate = b.info("git-gate")["env"]
+    assert egress["EGRESS_TOKEN_1"] == SECRET
+    assert "EGRESS_TOKEN_1" not in supervise and "EGRESS_TOKEN_1" not in gate
+    # Each daemon sees its own allow-list, not the inherited environment.
+    assert supervise["SUPERVISE_FLAG"] == "yes" and "SUPERVISE_FLAG" not in egress
+    assert all("UNRELATED" not in env for env in (egress, supervise, gate))
+    # The log names variables, never their values.
+    assert SECRET not in b.log_path.read_text()
+
+
+def test_a_plan_granting_a_token_slot_to_another_daemon_is_refused(tmp_path: Path) -> None:
+    plan = {"daemons": [{"name": "supervise", "argv": ["true"], "env": ["EGRESS_*"]}]}
+    with pytest.raises(PlanError, match="egress daemon only"):
+        parse_plan(plan)
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan))
+    result = subprocess.run(
+        [sys.executable, "-m", "bot_bottle_sidecars.init", "--plan", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert json.loads(result.stderr.splitlines()[-1])["event"] == "init_plan_invalid"
+
+
+def test_sighup_is_forwarded_to_egress_only(bundle: Callable[..., Bundle]) -> None:
+    b = bundle(THREE)
+    for name in ("egress", "git-gate", "supervise"):
+        b.info(name)
+    b.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: b.signals("egress") == ["HUP"], what="egress to get SIGHUP")
+    assert b.signals("supervise") == [] and b.signals("git-gate") == []
+    assert b.proc.poll() is None
+
+
+def test_sigterm_stops_every_daemon_and_init_exits_cleanly(bundle: Callable[..., Bundle]) -> None:
+    b = bundle(THREE, grace=10)
+    pids = [b.info(name)["pid"] for name in ("egress", "git-gate", "supervise")]
+    b.proc.send_signal(signal.SIGTERM)
+    # Well inside the 10 s grace: everyone honours SIGTERM, nobody waits for SIGKILL.
+    assert b.proc.wait(timeout=8) == 0
+    for name in ("egress", "git-gate", "supervise"):
+        assert b.signals(name) == ["TERM"]
+    assert not any(alive(pid) for pid in pids)
+    assert not any(e["event"] == "daemon_killed" for e in b.events())
+
+
+def test_sigint_is_forwarded_like_sigterm(bundle: Callable[..., Bundle]) -> None:
+    b = bundle([{"name": "supervise"}])
+    b.info("supervise")
+    b.proc.send_signal(signal.SIGINT)
+    assert b.proc.wait(timeout=8) == 0
+    assert any(e.get("signal") == "SIGINT" for e in b.events())
+
+
+def test_a_daemon_ignoring_sigterm_is_killed_after_the_grace_period(
+    bundle: Callable[..., Bundle],
+) -> None:
+    b = bundle([{"name": "egress", "mode": "stubborn"}, {"name": "supervise"}], grace=1)
+    stubborn = b.info("egress")["pid"]
+    b.info("supervise")
+    b.proc.send_signal(signal.SIGTERM)
+    assert b.proc.wait(timeout=10) == 0
+    assert b.signals("egress") == ["TERM"]
+    assert not alive(stubborn)
+    killed = [e for e in b.events() if e["event"] == "daemon_killed"]
+    assert [e["daemon"] for e in killed] == ["egress"]
+
+
+def test_a_crash_is_logged_and_siblings_keep_running(bundle: Callable[..., Bundle]) -> None:
+    b = bundle([{"name": "egress"}, {"name": "git-gate", "mode": "crash"}, {"name": "supervise"}])
+    egress, supervise = b.info("egress")["pid"], b.info("supervise")["pid"]
+    crash = wait_for(
+        lambda: next((e for e in b.events() if e["event"] == "daemon_exited"), None),
+        what="the crash to be logged",
+    )
+    assert crash["daemon"] == "git-gate" and crash["exit_code"] == 3
+    assert crash["level"] == "error"
+    time.sleep(0.3)
+    assert alive(egress) and alive(supervise) and b.proc.poll() is None
+    status = {d["name"]: d for d in b.ctl(cmd="status")["daemons"]}
+    assert status["git-gate"]["running"] is False
+    assert status["git-gate"]["last_exit"] == "exit 3"
+    assert status["egress"]["running"] and status["supervise"]["running"]
+
+
+def test_restart_replaces_one_daemon_and_leaves_the_others_alone(
+    bundle: Callable[..., Bundle],
+) -> None:
+    b = bundle(THREE)
+    egress = b.info("egress")["pid"]
+    old = b.info("supervise")["pid"]
+    (b.out / "supervise.json").unlink()
+    assert b.ctl(cmd="restart", daemon="supervise")["ok"]
+    new = b.info("supervise")["pid"]
+    assert new != old and not alive(old)
+    assert b.signals("supervise") == ["TERM"]
+    assert b.signals("egress") == [] and alive(egress)
+    status = {d["name"]: d for d in b.ctl(cmd="status")["daemons"]}
+    assert status["supervise"]["pid"] == new and status["supervise"]["restarts"] == 1
+
+
+def test_ctl_command_line_restarts_and_rejects_unknown_daemons(
+    bundle: Callable[..., Bundle],
+) -> None:
+    b = bundle([{"name": "supervise"}])
+    b.info("supervise")
+    argv = [sys.executable, "-m", "bot_bottle_sidecars.init", "ctl", "--socket", b.socket]
+    ok = subprocess.run(
+        [*argv, "restart", "supervise"], capture_output=True, text=True, check=False
+    )
+    assert ok.returncode == 0, ok.stderr
+    bad = subprocess.run([*argv, "restart", "nope"], capture_output=True, text=True, check=False)
+    assert bad.returncode == 1
+    assert "no daemon 'nope'" in json.loads(bad.stdout)["error"]
+
+
+def test_init_exits_when_every_daemon_is_gone(bundle: Callable[..., Bundle]) -> None:
+    b = bundle([{"name": "git-gate", "mode": "crash"}, {"name": "supervise", "mode": "done"}])
+    # One failed, so the bundle reports failure.
+    assert b.proc.wait(timeout=15) == 1
+    assert b.events()[-1]["event"] == "init_exiting"
+    assert b.events()[-1]["failed"] == ["git-gate"]
+
+
+def test_orphaned_grandchildren_are_reaped(bundle: Callable[..., Bundle]) -> None:
+    b = bundle([{"name": "supervise", "mode": "orphan"}])
+    b.info("supervise")
+
+    def zombies() -> list[str]:
+        children = Path(f"/proc/{b.proc.pid}/task/{b.proc.pid}/children").read_text().split()
+        return [
+            pid
+            for pid in children
+            if Path(f"/proc/{pid}/stat").exists()
+            and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        ]
+
+    # The grandchild exits 0.2 s after its parent started; give it time to die.
+    time.sleep(0.6)
+    wait_for(lambda: zombies() == [], what="zombies to be reaped")
+    assert b.proc.poll() is None
+
+
+@pytest.mark.parametrize(
+    ("plan", "message"),
+    [
+        ({"daemons": []}, "non-empty"),
+        ({"daemons": [{"name": "Bad Name", "argv": ["x"]}]}, "invalid name"),
+        ({"daemons": [{"name": "a", "argv": []}]}, "argv"),
+        ({"daemons": [{"name": "a", "argv": ["x"]}, {"name": "a", "argv": ["y"]}]}, "more than"),
+        ({"daemons": [{"name": "a", "argv": ["x"], "colour": 1}]}, "unknown key"),
+        ({"grace_seconds": 0, "daemons": [{"name": "a", "argv": ["x"]}]}, "grace_seconds"),
+    ],
+)
+def test_invalid_plans_are_refused_with_a_reason(plan: dict[str, Any], message: str) -> None:
+    with pytest.raises(PlanError, match=message):
+        parse_plan(plan)
+
+
+def test_restart_kills_a_daemon_that_ignores_sigterm_then_starts_it_again(
+    bundle: Callable[..., Bundle],
+) -> None:
+    b = bundle([{"name": "egress", "mode": "stubborn"}, {"name": "supervise"}], grace=1)
+    old = b.info("egress")["pid"]
+    supervise = b.info("supervise")["pid"]
+    (b.out / "egress.json").unlink()
+    assert b.ctl(cmd="restart", daemon="egress")["status"] == "restarting"
+    new = b.info("egress")["pid"]
+    assert new != old and not alive(old)
+    assert alive(supervise) and b.signals("supervise") == []
+    assert any(e["event"] == "daemon_killed" and e["daemon"] == "egress" for e in b.events())
+
+
+def test_restart_starts_a_daemon_that_had_crashed(bundle: Callable[..., Bundle]) -> None:
+    b = bundle([{"name": "git-gate", "mode": "crash"}, {"name": "supervise"}])
+    b.info("git-gate")
+    wait_for(lambda: any(e["event"] == "daemon_exited" for e in b.events()), what="the crash")
+    (b.out / "git-gate.json").unlink()
+    reply = b.ctl(cmd="restart", daemon="git-gate")
+    assert reply["ok"] and reply["pid"]
+    assert b.info("git-gate")["pid"] == reply["pid"]
+
+
+def test_sighup_goes_to_egress_by_default_and_elsewhere_only_when_asked() -> None:
+    plan = parse_plan(
+        {
+            "daemons": [
+                {"name": "egress", "argv": ["x"]},
+                {"name": "git-gate", "argv": ["x"]},
+                {"name": "supervise", "argv": ["x"], "forward_sighup": True},
+            ]
+        }
+    )
+    assert [d.forward_sighup for d in plan.daemons] == [True, False, True]

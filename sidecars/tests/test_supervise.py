@@ -1,0 +1,323 @@
+"""supervise over real HTTP: a real server process, the official MCP SDK client."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client
+
+from bot_bottle.supervise_queue import Decision, SuperviseQueue
+
+SLUG = "demo-bottle"
+ROUTES = {
+    "routes": [
+        {
+            "host": "api.example.test",
+            "auth": {"scheme": "Bearer", "token": "sk-should-never-show"},
+            "matches": [{"paths": [{"type": "PathPrefix", "value": "/v1/"}]}],
+        }
+    ]
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Introspection(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = json.dumps(ROUTES).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@dataclass
+class Supervise:
+    port: int
+    queue: SuperviseQueue
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+
+@pytest.fixture(scope="module")
+def supervise(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Supervise]:
+    # One server for the module: starting one costs about two seconds, and
+    # every test below also checks that the server is still serving.
+    tmp_path = tmp_path_factory.mktemp("supervise")
+    egress = ThreadingHTTPServer(("127.0.0.1", 0), _Introspection)
+    threading.Thread(target=egress.serve_forever, daemon=True).start()
+    port = _free_port()
+    queue_dir = tmp_path / "queue"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bot_bottle_sidecars.supervise",
+            "--queue-dir",
+            str(queue_dir),
+            "--bottle-slug",
+            SLUG,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--egress-introspection-url",
+            f"http://127.0.0.1:{egress.server_address[1]}/routes",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_healthy(port, proc)
+        yield Supervise(port, SuperviseQueue(queue_dir, SLUG), proc)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        egress.shutdown()
+        egress.server_close()
+
+
+def _wait_healthy(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out = proc.stdout.read().decode() if proc.stdout else ""
+            pytest.fail(f"supervise exited early ({proc.returncode}): {out}")
+        try:
+            status, _ = _raw(port, "GET", "/healthz")
+            if status == 200:
+                return
+        except OSError:
+            time.sleep(0.1)
+    pytest.fail("supervise did not become healthy")
+
+
+def _raw(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def _mcp_post(port: int, body: bytes, extra: dict[str, str] | None = None) -> tuple[int, bytes]:
+    headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+    return _raw(port, "POST", "/mcp", body, {**headers, **(extra or {})})
+
+
+def _call(url: str, name: str, args: dict[str, Any]) -> Any:
+    async def go() -> Any:
+        async with Client(url) as client:
+            return await client.call_tool(name, args)
+
+    return anyio.run(go)
+
+
+def _tool_names(url: str) -> list[str]:
+    async def go() -> list[str]:
+        async with Client(url) as client:
+            return [t.name for t in (await client.list_tools()).tools]
+
+    return anyio.run(go)
+
+
+def test_client_lists_the_supervise_tools(supervise: Supervise) -> None:
+    assert sorted(_tool_names(supervise.url)) == [
+        "capability-block",
+        "capability-status",
+        "list-egress-routes",
+    ]
+
+
+def test_list_egress_routes_returns_routes_without_secrets(supervise: Supervise) -> None:
+    result = _call(supervise.url, "list-egress-routes", {})
+    assert not result.is_error
+    routes = result.structured_content["routes"]
+    assert routes[0]["host"] == "api.example.test"
+    assert routes[0]["auth"]["token"] == "[redacted]"
+    assert "sk-should-never-show" not in json.dumps(result.model_dump(mode="json"))
+
+
+def test_capability_block_returns_pending_at_once_and_queues_the_proposal(
+    supervise: Supervise,
+) -> None:
+    result = _call(
+        supervise.url,
+        "capability-block",
+        {"dockerfile": "RUN apt-get install -y jq\n", "justification": "parse JSON in CI logs"},
+    )
+    assert not result.is_error
+    out = result.structured_content
+    assert out["status"] == "pending"
+    proposal = supervise.queue.load_proposal(out["proposal_id"])
+    assert proposal.bottle_slug == SLUG
+    assert proposal.tool == "capability-block"
+    assert proposal.payload.justification == "parse JSON in CI logs"
+    # Only complete files: no temporary leftovers from the atomic write.
+    assert not [p for p in supervise.queue.directory.iterdir() if p.name.startswith(".")]
+
+
+def test_poll_sees_the_decision_the_operator_writes_to_the_queue(supervise: Supervise) -> None:
+    block = _call(
+        supervise.url,
+        "capability-block",
+        {"dockerfile": "RUN apt-get install -y ripgrep\n", "justification": "fast search"},
+    )
+    pid = block.structured_content["proposal_id"]
+    before = _call(supervise.url, "capability-status", {"proposal_id": pid})
+    assert before.structured_content["status"] == "pending"
+
+    supervise.queue.respond(
+        pid,
+        Decision.APPROVED,
+        comment="pinned the version",
+        dockerfile="RUN apt-get install -y ripgrep=14.*\n",
+    )
+    after = _call(supervise.url, "capability-status", {"proposal_id": pid})
+    assert after.structured_content["status"] == "approved"
+    assert after.structured_content["comment"] == "pinned the version"
+    assert after.structured_content["dockerfile"] == "RUN apt-get install -y ripgrep=14.*\n"
+
+
+def test_status_of_an_unknown_or_malicious_id_is_a_tool_error(supervise: Supervise) -> None:
+    unknown = _call(
+        supervise.url, "capability-status", {"proposal_id": "p-20260101T000000Z-000000000000"}
+    )
+    assert unknown.is_error
+    assert "no proposal" in unknown.content[0].text
+    traversal = _call(supervise.url, "capability-status", {"proposal_id": "../../etc/passwd"})
+    assert traversal.is_error
+    assert "invalid proposal id" in traversal.content[0].text
+
+
+def test_empty_proposal_is_refused_with_a_reason(supervise: Supervise) -> None:
+    before = supervise.queue.proposal_ids()
+    result = _call(supervise.url, "capability-block", {"dockerfile": "", "justification": "x"})
+    assert result.is_error
+    assert "dockerfile" in result.content[0].text
+    assert supervise.queue.proposal_ids() == before
+
+
+def test_oversize_body_gets_413_and_the_server_keeps_serving(supervise: Supervise) -> None:
+    # The refusal comes from the declared length, before the body is read, so
+    # only the headers and a first slice are sent (the server may close early).
+    request = (
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+        f"Content-Length: {1024 * 1024 + 1}\r\n\r\n"
+    ).encode() + b"x" * 1024
+    with socket.create_connection(("127.0.0.1", supervise.port), timeout=10) as sock:
+        sock.sendall(request)
+        reply = sock.makefile("rb").read()
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413"), head
+    assert json.loads(body)["error"]["message"].startswith("request body over")
+    assert "capability-block" in _tool_names(supervise.url)
+
+
+def test_oversize_chunked_body_gets_413(supervise: Supervise) -> None:
+    # No Content-Length: the limit must hold while the body is being read.
+    def chunks() -> Iterator[bytes]:
+        # Just over the limit: the rest of the body fits the socket buffers.
+        for _ in range(17):
+            yield b"x" * 65536
+
+    conn = http.client.HTTPConnection("127.0.0.1", supervise.port, timeout=10)
+    try:
+        conn.request(
+            "POST",
+            "/mcp",
+            body=chunks(),
+            headers={"content-type": "application/json", "accept": "application/json"},
+            encode_chunked=True,
+        )
+        assert conn.getresponse().status == 413
+    finally:
+        conn.close()
+    assert "capability-status" in _tool_names(supervise.url)
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "1, 2"])
+def test_bad_content_length_gets_400(supervise: Supervise, value: str) -> None:
+    request = (
+        f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+        f"Content-Length: {value}\r\nConnection: close\r\n\r\n{{}}"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", supervise.port), timeout=10) as sock:
+        sock.sendall(request)
+        reply = sock.recv(4096)
+    assert reply.startswith(b"HTTP/1.1 400"), reply
+    assert "list-egress-routes" in _tool_names(supervise.url)
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b"{not json", -32700),
+        (b'{"jsonrpc": "2.0", "id": 1}', None),
+        (b'{"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": 7}', None),
+    ],
+)
+def test_malformed_json_rpc_gets_a_json_rpc_error(
+    supervise: Supervise, body: bytes, code: int | None
+) -> None:
+    status, reply = _mcp_post(supervise.port, body)
+    assert status in (200, 400)
+    error = json.loads(reply)["error"]
+    assert isinstance(error["message"], str)
+    if code is not None:
+        assert error["code"] == code
+    assert supervise.proc.poll() is None
+    assert "capability-block" in _tool_names(supervise.url)
+
+
+def test_unreachable_egress_introspection_is_a_tool_error_not_a_crash(tmp_path: Path) -> None:
+    port, dead = _free_port(), _free_port()
+    argv = [sys.executable, "-m", "bot_bottle_sidecars.supervise", "--queue-dir",
+            str(tmp_path), "--bottle-slug", SLUG, "--host", "127.0.0.1", "--port", str(port),
+            "--egress-introspection-url", f"http://127.0.0.1:{dead}/routes"]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        _wait_healthy(port, proc)
+        result = _call(f"http://127.0.0.1:{port}/mcp", "list-egress-routes", {})
+        assert result.is_error
+        assert "could not read the egress route table" in result.content[0].text
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
