@@ -54,11 +54,12 @@ def home(tmp_path: Path) -> Path:
 
 
 def bb(home: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    # Only the fakes below: the installed bot-bottle-dlp would collide with them.
+    # Only the fakes below: the installed bot-bottle-dlp and bot-bottle-claude
+    # would collide with them.
     env = {
         **os.environ,
         "BOT_BOTTLE_HOME": str(home),
-        "BOT_BOTTLE_DISABLED_PLUGINS": "dlp",
+        "BOT_BOTTLE_DISABLED_PLUGINS": "dlp,claude",
         "GITEA_TOKEN": "tok-SHOULD-NOT-SHOW",
     }
     return subprocess.run(

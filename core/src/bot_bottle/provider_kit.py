@@ -1,0 +1,258 @@
+"""Helpers for agent providers: the provisioning steps most providers share.
+
+Everything here goes through :class:`~bot_bottle.contracts.backend.RunningBottle`
+(``exec`` / ``copy_in``) only, so it works on every backend. Built-in and
+drop-in providers use the same helpers::
+
+    from bot_bottle import provider_kit as kit
+
+    def provision(self, bottle, ctx):
+        kit.install_ca(bottle, ctx)
+        kit.write_file(bottle, ctx.plan, ctx.plan.prompt_path, ctx.prompt)
+        kit.run_as_agent(bottle, ctx.plan, ["my-agent", "register", ...], what="...")
+
+Conventions the helpers rely on: commands that change system state run as
+``root``; commands that touch the agent's own files run as the agent user
+through ``runuser -u <user> --`` with ``HOME``/``USER`` set explicitly. A
+backend's ``exec`` may run as root whatever the image's ``USER`` says (VM
+backends do), and a tool run as root with root's HOME writes its config
+where the agent never reads it (the seed's ``claude mcp add`` bug).
+``runuser`` without ``-l``: a login shell needs PAM session files minimal
+images lack, and hangs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import posixpath
+import re
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bot_bottle.errors import BotBottleError
+
+if TYPE_CHECKING:
+    from bot_bottle.contracts.backend import ExecResult, RunningBottle
+    from bot_bottle.contracts.provider import ImageSpec, ProviderPlan, ProvisionContext
+    from bot_bottle.images import ImageResult
+
+#: Where providers install the bottle CA in the guest. Debian's
+#: ``update-ca-certificates`` reads ``/usr/local/share/ca-certificates/*.crt``,
+#: and a fixed path lets a plan point client variables
+#: (``NODE_EXTRA_CA_CERTS``, ``CODEX_CA_CERTIFICATE``, ...) at it before the
+#: bottle exists.
+GUEST_CA_PATH = "/usr/local/share/ca-certificates/bot-bottle-ca.crt"
+#: The system bundle after ``update-ca-certificates`` (bottle CA included).
+GUEST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+#: Environment that makes the common clients trust the bottle CA: Node
+#: (and Bun), OpenSSL, Python requests, curl.
+CA_ENV: Mapping[str, str] = {
+    "NODE_EXTRA_CA_CERTS": GUEST_CA_PATH,
+    "SSL_CERT_FILE": GUEST_CA_BUNDLE,
+    "REQUESTS_CA_BUNDLE": GUEST_CA_BUNDLE,
+    "CURL_CA_BUNDLE": GUEST_CA_BUNDLE,
+}
+#: The value agents see where a credential would be; egress strips it and
+#: injects the real one.
+PLACEHOLDER = "bot-bottle-placeholder-egress-injects-the-real-token"
+
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class ProvisionError(BotBottleError):
+    """A provisioning step failed inside the bottle."""
+
+
+def env_var_name(value: str) -> str:
+    """Validator for options that name a *host* environment variable.
+
+    The message never repeats the value: a user who pasted the token itself
+    where its variable's name belongs must not see it echoed in a log.
+    """
+    if not _ENV_NAME_RE.match(value):
+        raise ValueError(
+            "must be the NAME of a host environment variable (letters, digits, '_'), "
+            "not the token itself: export the token and give its variable's name"
+        )
+    return value
+
+
+def read_host_token(host_env: Mapping[str, str], name: str, *, option: str, hint: str) -> str:
+    """The value of host variable ``name``; a clear error when unset or empty."""
+    value = host_env.get(name, "")
+    if not value.strip():
+        state = "is empty" if name in host_env else "is not set"
+        raise BotBottleError(
+            f"{option} names the host environment variable {name}, which {state}",
+            hint=hint,
+        )
+    return value.strip()
+
+
+def dockerfile_beside(obj: object) -> Path:
+    """The ``Dockerfile`` next to the module that defines ``obj``'s class.
+
+    The convention for providers (built-in and drop-in alike): ship the
+    image's Dockerfile beside the provider module.
+    """
+    cls = obj if isinstance(obj, type) else type(obj)
+    return Path(inspect.getfile(cls)).resolve().with_name("Dockerfile")
+
+
+def check(result: ExecResult, what: str) -> ExecResult:
+    """Raise :class:`ProvisionError` naming ``what`` when ``result`` failed."""
+    if not result.ok:
+        tail = (result.stderr or result.stdout).decode("utf-8", "replace").strip()
+        tail = tail[-400:] if tail else "no output"
+        raise ProvisionError(f"{what} failed (exit {result.exit_code}): {tail}")
+    return result
+
+
+def agent_argv(plan: ProviderPlan, argv: Sequence[str], env: Mapping[str, str] = {}) -> list[str]:
+    """``argv`` run as the plan's agent user with its HOME, from root."""
+    base = {"HOME": plan.guest_home, "USER": plan.user, "LOGNAME": plan.user}
+    pairs = [f"{k}={v}" for k, v in {**base, **env}.items()]
+    return ["runuser", "-u", plan.user, "--", "env", *pairs, *argv]
+
+
+def run_as_agent(
+    bottle: RunningBottle,
+    plan: ProviderPlan,
+    argv: Sequence[str],
+    *,
+    what: str,
+    env: Mapping[str, str] | None = None,
+) -> ExecResult:
+    """Run ``argv`` as the agent user (HOME set) and fail loudly."""
+    return check(bottle.exec(agent_argv(plan, argv, env or {}), user="root"), what)
+
+
+def run_as_root(bottle: RunningBottle, argv: Sequence[str], *, what: str) -> ExecResult:
+    return check(bottle.exec(list(argv), user="root"), what)
+
+
+def install_ca(bottle: RunningBottle, ctx: ProvisionContext) -> None:
+    """Put the bottle CA into the guest's trust store at :data:`GUEST_CA_PATH`."""
+    if ctx.ca_cert_path != GUEST_CA_PATH:
+        run_as_root(
+            bottle,
+            ["install", "-D", "-m", "0644", ctx.ca_cert_path, GUEST_CA_PATH],
+            what="installing the bottle CA",
+        )
+    run_as_root(bottle, ["update-ca-certificates"], what="update-ca-certificates")
+
+
+def write_file(
+    bottle: RunningBottle,
+    plan: ProviderPlan,
+    dest: str,
+    content: str | bytes,
+    *,
+    mode: int = 0o644,
+) -> None:
+    """Write ``content`` to ``dest`` in the guest, owned by the agent user.
+
+    The parent directory is created as the agent user first, so every
+    directory on the way belongs to the agent too.
+    """
+    run_as_agent(
+        bottle, plan, ["mkdir", "-p", posixpath.dirname(dest)], what=f"creating {dest}'s folder"
+    )
+    data = content.encode() if isinstance(content, str) else content
+    with tempfile.TemporaryDirectory(prefix="bot-bottle-provision-") as tmp:
+        src = Path(tmp) / posixpath.basename(dest)
+        src.write_bytes(data)
+        src.chmod(mode)
+        bottle.copy_in(src, dest, mode=mode, owner=f"{plan.user}:{plan.user}")
+
+
+def copy_skills(
+    bottle: RunningBottle, plan: ProviderPlan, skills: Sequence[Path], skills_dir: str
+) -> None:
+    """Copy each host skill directory to ``<skills_dir>/<name>``, agent-owned."""
+    if not skills:
+        return
+    for src in skills:
+        if not src.is_dir():
+            raise ProvisionError(
+                f"skill {src.name!r} is not a directory on the host ({src})",
+                hint="create it, or remove it from the bottle's or agent's skills",
+            )
+    run_as_agent(bottle, plan, ["mkdir", "-p", skills_dir], what="creating the skills folder")
+    for src in skills:
+        bottle.copy_in(src, posixpath.join(skills_dir, src.name), owner=f"{plan.user}:{plan.user}")
+    # A copy keeps the host's uids below the top folder on some backends.
+    run_as_root(
+        bottle,
+        ["chown", "-R", f"{plan.user}:{plan.user}", skills_dir],
+        what="handing the skills to the agent user",
+    )
+
+
+#: Named colours (Claude Code's sub-agent palette) as 256-colour indices.
+COLOURS: Mapping[str, int] = {
+    "red": 196,
+    "orange": 208,
+    "yellow": 220,
+    "green": 40,
+    "cyan": 44,
+    "blue": 33,
+    "purple": 135,
+    "pink": 205,
+}
+
+
+def colour_for(label: str | None, colour: str | None = None) -> str:
+    """``colour`` when it is a known name, else one derived from the label,
+    so one bottle keeps its colour from launch to launch."""
+    if colour and colour.lower() in COLOURS:
+        return colour.lower()
+    names = sorted(COLOURS)
+    digest = hashlib.sha256((label or "").encode()).digest()
+    return names[digest[0] % len(names)]
+
+
+def printable(text: str, limit: int = 60) -> str:
+    """``text`` without control characters (they could drive the terminal)."""
+    return "".join(c for c in text if c.isprintable())[:limit]
+
+
+def ensure_agent_image(
+    provider: str,
+    spec: ImageSpec,
+    *,
+    base_image: str = "bot-bottle/base:trixie",
+    extra_ca: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+    force: bool = False,
+    no_cache: bool = False,
+) -> ImageResult:
+    """Build (or reuse) the agent image a provider's :class:`ImageSpec` names.
+
+    The image is content-tagged ``bot-bottle/agent-<provider>:<fingerprint>``
+    by :func:`bot_bottle.images.ensure_image`: an unchanged Dockerfile, base
+    image, build args and CA bundle reuse it at once. The build context holds
+    the Dockerfile and ``extra-ca.crt`` (the CA bundle option, or empty) only,
+    so a provider Dockerfile must be self-contained.
+    """
+    from bot_bottle import images
+
+    if not spec.dockerfile.is_file():
+        raise images.ImageBuildError(
+            f"the Dockerfile of agent provider {provider!r} does not exist: {spec.dockerfile}",
+            hint="fix the path in the bottle's agent_provider.dockerfile, or drop it to use "
+            "the provider's own",
+        )
+    repository = f"bot-bottle/agent-{re.sub(r'[^a-z0-9._-]+', '-', provider.lower())}"
+    build = images.ImageSpec(
+        repository=repository,
+        dockerfile=spec.dockerfile,
+        distributions=(),
+        base_image=base_image,
+        extra_ca=extra_ca if extra_ca is not None else images.extra_ca_from_env(),
+        build_args=dict(spec.build_args),
+    )
+    return images.ensure_image(build, progress=progress, force=force, no_cache=no_cache)

@@ -1,0 +1,252 @@
+"""The Claude Code and Codex agent images, built for real, and provisioning
+run for real in containers from them.
+
+The images are content-tagged and kept between runs (rebuilding ~3 minutes
+each is what the tag saves); the containers are labelled and removed by
+their context managers. Provisioning runs against
+:class:`tests.provider_bottle.ContainerBottle` (plain container, no
+network): the in-bottle end-to-end tests through egress need the Docker
+backend.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from bot_bottle import provider_kit as kit
+from bot_bottle.contracts.provider import ProviderPlan, ProvisionContext
+from bot_bottle.egress.ca import generate_bottle_ca
+from bot_bottle.images import ImageResult
+from bot_bottle_claude.provider import ClaudeOptions, ClaudeProvider
+from bot_bottle_codex.auth import jwt_claims
+from bot_bottle_codex.provider import CodexOptions, CodexProvider
+from tests.provider_bottle import ContainerBottle, container_bottle, screen_text
+
+if TYPE_CHECKING:
+    import docker
+
+pytestmark = pytest.mark.docker
+
+HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
+REAL_TOKEN = "sk-ant-oat01-REAL-test-token-never-in-the-agent"
+SUPERVISE_URL = "http://supervise.test:8765/mcp"
+GUEST_CA_SRC = "/tmp/bottle-ca.crt"
+
+
+def make_jwt(claims: dict[str, object]) -> str:
+    """A JWT shaped like the real thing, with a fake HS256 signature."""
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    header = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    return f"{header}.{b64(json.dumps(claims).encode())}.{b64(b'REAL-signature-bytes-0123')}"
+
+
+def _extra_ca() -> Path | None:
+    return HOST_CA if HOST_CA.exists() else None
+
+
+@pytest.fixture(scope="session")
+def claude_image(docker_client: docker.DockerClient, base_image: str) -> ImageResult:
+    spec = ClaudeProvider().image(ClaudeOptions())
+    return kit.ensure_agent_image("claude", spec, base_image=base_image, extra_ca=_extra_ca())
+
+
+@pytest.fixture(scope="session")
+def codex_image(docker_client: docker.DockerClient, base_image: str) -> ImageResult:
+    spec = CodexProvider().image(CodexOptions())
+    return kit.ensure_agent_image("codex", spec, base_image=base_image, extra_ca=_extra_ca())
+
+
+def _run(docker_client: docker.DockerClient, image: str, *argv: str) -> str:
+    out = docker_client.containers.run(
+        image, list(argv), remove=True, network_disabled=True, labels={"org.bot-bottle.test": "1"}
+    )
+    return out.decode() if isinstance(out, bytes) else str(out)
+
+
+def test_claude_version_runs_as_the_agent_user(
+    docker_client: docker.DockerClient, claude_image: ImageResult
+) -> None:
+    assert "(Claude Code)" in _run(docker_client, claude_image.tag, "claude", "--version")
+    assert _run(docker_client, claude_image.tag, "id", "-un").strip() == "agent"
+
+
+def test_codex_version_runs_as_the_agent_user(
+    docker_client: docker.DockerClient, codex_image: ImageResult
+) -> None:
+    assert _run(docker_client, codex_image.tag, "codex", "--version").startswith("codex-cli ")
+    assert _run(docker_client, codex_image.tag, "id", "-un").strip() == "agent"
+
+
+def test_an_unchanged_agent_image_is_reused(claude_image: ImageResult, base_image: str) -> None:
+    spec = ClaudeProvider().image(ClaudeOptions())
+    again = kit.ensure_agent_image("claude", spec, base_image=base_image, extra_ca=_extra_ca())
+    assert (again.tag, again.built) == (claude_image.tag, False)
+
+
+def _ctx(plan: ProviderPlan, skills: list[Path], label: str = "review bot") -> ProvisionContext:
+    return ProvisionContext(
+        plan=plan,
+        ca_cert_path=GUEST_CA_SRC,
+        supervise_url=SUPERVISE_URL,
+        skills=skills,
+        prompt="You are the test agent. Say hello.",
+        label=label,
+    )
+
+
+def _put_ca(bottle: ContainerBottle, tmp_path: Path) -> bytes:
+    """What the backend does before provisioning: the CA file in the guest."""
+    ca = generate_bottle_ca(tmp_path / "ca")
+    bottle.copy_in(ca.agent_cert, GUEST_CA_SRC, mode=0o644)
+    return ca.agent_cert.read_bytes()
+
+
+def _skill(tmp_path: Path) -> Path:
+    skill = tmp_path / "skills" / "greet"
+    skill.mkdir(parents=True)
+    (skill / "SKILL.md").write_text("---\nname: greet\n---\nSay hello.\n")
+    return skill
+
+
+def _as_agent(bottle: ContainerBottle, plan: ProviderPlan, *argv: str) -> str:
+    result = bottle.exec(kit.agent_argv(plan, argv), user="root")
+    text = (result.stdout + result.stderr).decode()
+    assert result.ok, text
+    return text
+
+
+def _nowhere(bottle: ContainerBottle, secret: str, plan: ProviderPlan) -> None:
+    """The secret is in no file of the agent's home, /tmp or /etc, and in no
+    process's environment (the needle goes in on stdin, not argv or env)."""
+    found = bottle.exec(["grep", "-rlsF", "-f", "-", plan.guest_home, "/tmp", "/etc"],
+                        user="root", stdin=secret.encode())  # fmt: skip
+    assert found.stdout.decode().split() == []
+    # As the agent: root without CAP_SYS_PTRACE cannot read another uid's environ.
+    environs = bottle.exec(
+        ["sh", "-c", "for f in /proc/[0-9]*/environ; do cat $f; echo; done"], user=plan.user
+    )
+    assert environs.ok and b"HOME=" in environs.stdout
+    assert secret.encode() not in environs.stdout
+
+
+def test_claude_provisioning_registers_supervise_and_hides_the_token(
+    claude_image: ImageResult, tmp_path: Path
+) -> None:
+    provider = ClaudeProvider()
+    options = ClaudeOptions(auth_token="CLAUDE_TOK")
+    plan = provider.plan(options, host_env={"CLAUDE_TOK": REAL_TOKEN})
+    with container_bottle(claude_image.tag, plan) as bottle:
+        ca_pem = _put_ca(bottle, tmp_path)
+        ctx = _ctx(plan, [_skill(tmp_path)])
+        provider.provision(bottle, ctx)
+
+        listing = _as_agent(bottle, plan, "claude", "mcp", "list")
+        assert "supervise" in listing and SUPERVISE_URL in listing
+        assert "SKILL.md" in _as_agent(bottle, plan, "ls", f"{plan.skills_dir}/greet")
+        owner = _as_agent(bottle, plan, "stat", "-c", "%U", f"{plan.skills_dir}/greet/SKILL.md")
+        assert owner.strip() == "agent"
+        assert "Say hello." in _as_agent(bottle, plan, "cat", plan.prompt_path or "")
+        status = _as_agent(bottle, plan, "sh", "-c", f"echo '{{}}' | {ctx.plan.guest_home}"
+                           "/.claude/bot-bottle-statusline.sh")  # fmt: skip
+        assert "review bot" in status and "\x1b[1;38;5;" in status
+        # The CA went into the system bundle the clients read.
+        bundle = _as_agent(bottle, plan, "cat", kit.GUEST_CA_BUNDLE)
+        assert ca_pem.decode().strip().splitlines()[1] in bundle
+
+        env = _as_agent(bottle, plan, "env")
+        assert f"CLAUDE_CODE_OAUTH_TOKEN={kit.PLACEHOLDER}" in env
+        assert "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1" in env
+        _nowhere(bottle, REAL_TOKEN, plan)
+
+        argv = provider.headless_argv(ctx, "hi")
+        assert argv[:2] == ["claude", "-p"]
+        assert argv[argv.index("--append-system-prompt-file") + 1] == plan.prompt_path
+
+
+@dataclass(frozen=True)
+class _CtxWithWorkdir(ProvisionContext):
+    """A ProvisionContext as a core that passes the agent's working directory
+    builds it (the provider reads it with getattr)."""
+
+    workdir: str | None = None
+
+
+def test_claude_starts_interactively_without_dialogs_showing_the_label(
+    claude_image: ImageResult, tmp_path: Path
+) -> None:
+    provider = ClaudeProvider()
+    options = ClaudeOptions(auth_token="CLAUDE_TOK")
+    plan = provider.plan(options, host_env={"CLAUDE_TOK": REAL_TOKEN})
+    workdir = f"{plan.guest_home}/project"
+    with container_bottle(claude_image.tag, plan) as bottle:
+        _put_ca(bottle, tmp_path)
+        ctx = _CtxWithWorkdir(**{**vars(_ctx(plan, [], label="night shift")), "workdir": workdir})
+        provider.provision(bottle, ctx)
+        _as_agent(bottle, plan, "mkdir", "-p", workdir)
+        argv = kit.agent_argv(plan, provider.interactive_argv(ctx))
+        screen = screen_text(
+            bottle.container, argv, until=["night shift", "bypass permissions"], workdir=workdir
+        )
+    # No onboarding, no trust dialog (it defaults to "No, exit"): the prompt,
+    # with the label in the status line.
+    assert "night shift" in screen and "bypass permissions" in screen, screen[-2000:]
+    assert "trust this folder" not in screen
+
+
+def test_codex_provisioning_forwards_a_dummy_login_with_the_real_expiry(
+    codex_image: ImageResult, tmp_path: Path
+) -> None:
+    exp = int(time.time()) + 5 * 86400
+    access = make_jwt({"exp": exp, "https://api.openai.com/auth": {"chatgpt_account_id": "acc-1"}})
+    auth_claims = {"chatgpt_plan_type": "plus", "chatgpt_account_id": "acc-1"}
+    id_token = make_jwt(
+        {"exp": exp, "email": "dev@example.test", "https://api.openai.com/auth": auth_claims}
+    )
+    codex_home = tmp_path / "host-home" / ".codex"
+    codex_home.mkdir(parents=True)
+    (codex_home / "auth.json").write_text(json.dumps({
+        "OPENAI_API_KEY": None,
+        "tokens": {"id_token": id_token, "access_token": access,
+                   "refresh_token": "rt-REAL-refresh", "account_id": "acc-1"},
+        "last_refresh": "2026-11-20T10:00:00Z",
+    }))  # fmt: skip
+    provider = CodexProvider()
+    plan = provider.plan(
+        CodexOptions(forward_host_credentials=True),
+        host_env={"HOME": str(tmp_path / "host-home")},
+    )
+    with container_bottle(codex_image.tag, plan) as bottle:
+        _put_ca(bottle, tmp_path)
+        ctx = _ctx(plan, [_skill(tmp_path)])
+        provider.provision(bottle, ctx)
+
+        # Codex accepts the dummy login as a ChatGPT sign-in...
+        assert "Logged in using ChatGPT" in _as_agent(bottle, plan, "codex", "login", "status")
+        # ...whose access token expires when the real one does.
+        auth = json.loads(_as_agent(bottle, plan, "cat", f"{plan.guest_home}/.codex/auth.json"))
+        assert jwt_claims(auth["tokens"]["access_token"], what="dummy")["exp"] == exp
+        listing = _as_agent(bottle, plan, "codex", "mcp", "list")
+        assert "supervise" in listing and SUPERVISE_URL in listing
+        env = _as_agent(bottle, plan, "env")
+        assert f"CODEX_CA_CERTIFICATE={kit.GUEST_CA_PATH}" in env
+        assert "BEGIN CERTIFICATE" in _as_agent(bottle, plan, "cat", kit.GUEST_CA_PATH)
+        assert "Say hello." in _as_agent(bottle, plan, "cat", plan.prompt_path or "")
+        mode = _as_agent(bottle, plan, "stat", "-c", "%a", f"{plan.guest_home}/.codex/auth.json")
+        assert mode.strip() == "600"
+        for secret in (access, id_token, "rt-REAL-refresh", access.split(".")[2]):
+            _nowhere(bottle, secret, plan)
+        # Started for a person: signed in (no sign-in screen), at the prompt.
+        argv = kit.agent_argv(plan, provider.interactive_argv(ctx))
+        screen = screen_text(bottle.container, argv, until=["Ask Codex to do anything"])
+    assert "Ask Codex to do anything" in screen, screen[-2000:]
+    assert "Sign in with ChatGPT" not in screen
