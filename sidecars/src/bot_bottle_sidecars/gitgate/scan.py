@@ -217,6 +217,8 @@ def _added_lines(repo: Path, revs: Sequence[str], env: Mapping[str, str]) -> Ite
         "--text",
         "--cc",
         "--find-renames",
+        "--src-prefix=a/",
+        "--dst-prefix=b/",
         "--format=%x00%H",
         *revs,
     ]
@@ -224,7 +226,7 @@ def _added_lines(repo: Path, revs: Sequence[str], env: Mapping[str, str]) -> Ite
         argv,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=dict(env),
+        env=_git_env(env),
         stdin=subprocess.DEVNULL,
     )
     assert proc.stdout is not None
@@ -364,11 +366,17 @@ def _unquote(name: bytes) -> str:
     return out.decode("utf-8", "replace")
 
 
+def _git_env(env: Mapping[str, str]) -> dict[str, str]:
+    # The output is parsed: no user or system config (noprefix, colour,
+    # external diff drivers, ...) may change its shape.
+    return {**env, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null"}
+
+
 def _run_git(repo: Path, args: Sequence[str], env: Mapping[str, str]) -> bytes:
     proc = subprocess.run(
         ["git", f"--git-dir={repo}", *args],
         capture_output=True,
-        env=dict(env),
+        env=_git_env(env),
         check=False,
         stdin=subprocess.DEVNULL,
     )
