@@ -83,10 +83,38 @@ class ContainerBottle(RunningBottle):
 
 
 @contextmanager
-def container_bottle(image: str, plan: ProviderPlan) -> Iterator[ContainerBottle]:
-    """A container of ``image`` with the plan's agent env; removed on exit."""
+def internal_network() -> Iterator[tuple[str, str]]:
+    """A Docker network with no route off the machine; yields its name and
+    its gateway address (the host's side, where a test's server can listen)."""
+    name = f"bb-test-provider-net-{uuid.uuid4().hex[:8]}"
+    proc = _docker("network", "create", "--internal", "--label", LABEL, name)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr.decode())
+    try:
+        gateway = (
+            _docker("network", "inspect", "--format", "{{(index .IPAM.Config 0).Gateway}}", name)
+            .stdout.decode()
+            .strip()
+        )
+        yield name, gateway
+    finally:
+        _docker("network", "rm", name)
+
+
+@contextmanager
+def container_bottle(
+    image: str,
+    plan: ProviderPlan,
+    *,
+    network: str = "none",
+    extra_hosts: Mapping[str, str] | None = None,
+) -> Iterator[ContainerBottle]:
+    """A container of ``image`` with the plan's agent env; removed on exit.
+    No network unless the test names one it created."""
     name = f"bb-test-provider-{uuid.uuid4().hex[:8]}"
-    args = ["run", "-d", "--name", name, "--label", LABEL, "--network", "none"]
+    args = ["run", "-d", "--name", name, "--label", LABEL, "--network", network]
+    for host, ip in (extra_hosts or {}).items():
+        args += ["--add-host", f"{host}:{ip}"]
     for key, value in plan.env.items():
         args += ["--env", f"{key}={value}"]
     proc = _docker(*args, "--entrypoint", "sleep", image, "infinity")

@@ -4,9 +4,10 @@ run for real in containers from them.
 The images are content-tagged and kept between runs (rebuilding ~3 minutes
 each is what the tag saves); the containers are labelled and removed by
 their context managers. Provisioning runs against
-:class:`tests.provider_bottle.ContainerBottle` (plain container, no
-network): the in-bottle end-to-end tests through egress need the Docker
-backend.
+:class:`tests.provider_bottle.ContainerBottle` (a plain container, no
+network, or an internal network the test creates). ``claude -p`` runs
+against a local server playing the Anthropic API; the same run through a
+started bottle's egress (real token injected) needs the Docker backend.
 """
 
 from __future__ import annotations
@@ -27,7 +28,13 @@ from bot_bottle.images import ImageResult
 from bot_bottle_claude.provider import ClaudeOptions, ClaudeProvider
 from bot_bottle_codex.auth import jwt_claims
 from bot_bottle_codex.provider import CodexOptions, CodexProvider
-from tests.provider_bottle import ContainerBottle, container_bottle, screen_text
+from tests.fake_anthropic import fake_anthropic
+from tests.provider_bottle import (
+    ContainerBottle,
+    container_bottle,
+    internal_network,
+    screen_text,
+)
 
 if TYPE_CHECKING:
     import docker
@@ -250,3 +257,41 @@ def test_codex_provisioning_forwards_a_dummy_login_with_the_real_expiry(
         screen = screen_text(bottle.container, argv, until=["Ask Codex to do anything"])
     assert "Ask Codex to do anything" in screen, screen[-2000:]
     assert "Sign in with ChatGPT" not in screen
+
+
+def test_claude_headless_reaches_the_api_with_only_the_placeholder(
+    claude_image: ImageResult, tmp_path: Path
+) -> None:
+    """``claude -p`` as provisioned, against a local HTTPS server playing the
+    Anthropic API (on an internal network the test creates, its certificate
+    from a CA provisioning installed as the bottle CA): the answer comes back
+    and the request carried ``Authorization: Bearer <placeholder>`` -- the
+    header egress replaces with the real token. Egress itself is not in this
+    path (that end-to-end test needs the Docker backend)."""
+    provider = ClaudeProvider()
+    options = ClaudeOptions(auth_token="CLAUDE_TOK")
+    plan = provider.plan(options, host_env={"CLAUDE_TOK": REAL_TOKEN})
+    host = "api.anthropic.test"
+    reply = "hello from the fake API"
+    with (
+        internal_network() as (network, gateway),
+        fake_anthropic(tmp_path, hosts=[host], reply=reply, bind=gateway) as api,
+        container_bottle(
+            claude_image.tag, plan, network=network, extra_hosts={host: gateway}
+        ) as bottle,
+    ):
+        bottle.copy_in(api.ca_pem, GUEST_CA_SRC, mode=0o644)
+        ctx = _ctx(plan, [])
+        provider.provision(bottle, ctx)
+        argv = provider.headless_argv(ctx, "say hello")
+        env = {"ANTHROPIC_BASE_URL": f"https://{host}:{api.port}"}
+        result = bottle.exec(kit.agent_argv(plan, argv, env), user="root")
+        assert result.ok, result.stderr.decode()[-2000:]
+        assert reply in result.stdout.decode()
+        _nowhere(bottle, REAL_TOKEN, plan)
+    (call, *_) = api.messages()
+    assert call.headers["authorization"] == f"Bearer {kit.PLACEHOLDER}"
+    assert "oauth" in call.headers.get("anthropic-beta", "")
+    # The agent's system prompt file reached the model.
+    assert b"You are the test agent." in call.body
+    assert all(REAL_TOKEN not in json.dumps(r.headers) for r in api.requests)
