@@ -111,7 +111,7 @@ def _events(reply: str, model: str) -> list[tuple[str, dict[str, Any]]]:
 
 @contextmanager
 def fake_anthropic(
-    tmp: Path, *, hosts: Sequence[str], reply: str, bind: str = "127.0.0.1"
+    tmp: Path, *, hosts: Sequence[str], reply: str, bind: str = "127.0.0.1", port: int = 0
 ) -> Iterator[FakeAnthropic]:
     ca_path, cert_path, key_path = _issue(tmp, hosts)
     state = FakeAnthropic(port=0, ca_pem=ca_path)
@@ -172,7 +172,7 @@ def fake_anthropic(
             self.end_headers()
             self.wfile.write(payload)
 
-    server = ThreadingHTTPServer((bind, 0), Handler)
+    server = ThreadingHTTPServer((bind, port), Handler)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_path, key_path)
     server.socket = context.wrap_socket(server.socket, server_side=True)

@@ -6,15 +6,23 @@ each is what the tag saves); the containers are labelled and removed by
 their context managers. Provisioning runs against
 :class:`tests.provider_bottle.ContainerBottle` (a plain container, no
 network, or an internal network the test creates). ``claude -p`` runs
-against a local server playing the Anthropic API; the same run through a
-started bottle's egress (real token injected) needs the Docker backend.
+against a local server playing the Anthropic API, directly and through the
+real egress daemon (which injects the real token). The same checks in a
+bottle started by the Docker backend (sidecar bundle, its networks) belong
+with that backend.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
+import os
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -295,3 +303,81 @@ def test_claude_headless_reaches_the_api_with_only_the_placeholder(
     # The agent's system prompt file reached the model.
     assert b"You are the test agent." in call.body
     assert all(REAL_TOKEN not in json.dumps(r.headers) for r in api.requests)
+
+
+@contextmanager
+def _egress(config: Path, confdir: Path, host: str, env: dict[str, str]) -> Iterator[str]:
+    """The real egress daemon on the host side of the test's internal network
+    (what the sidecar bundle runs); yields its proxy URL."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port = s.getsockname()[1]
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("EGRESS_", "BOT_BOTTLE_"))}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot_bottle_sidecars.egress", "--config", str(config),
+         "--confdir", str(confdir), "--listen-host", host, "--listen-port", str(port)],
+        env={**keep, "BOT_BOTTLE_HOME": str(confdir.parent / "home"), **env},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex((host, port)) == 0:
+                    break
+            assert proc.poll() is None, proc.communicate()[0]
+            time.sleep(0.1)
+        yield f"http://{host}:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_claude_headless_through_egress_gets_the_real_token_injected(
+    claude_image: ImageResult, tmp_path: Path
+) -> None:
+    """End to end without the Docker backend's plumbing: the agent container
+    on an internal network, its proxy the real egress daemon, the provider's
+    own route for api.anthropic.com pinned (extra_hosts + upstream_ca) to a
+    local server playing the Anthropic API. The server receives the real
+    Bearer token; the agent only ever held the placeholder."""
+    from bot_bottle.egress.render import render_egress_config
+
+    provider = ClaudeProvider()
+    options = ClaudeOptions(auth_token="CLAUDE_TOK")
+    plan = provider.plan(options, host_env={"CLAUDE_TOK": REAL_TOKEN})
+    ca = generate_bottle_ca(tmp_path / "egress" / "confdir")
+    reply = "hello through egress"
+    with (
+        internal_network() as (network, gateway),
+        fake_anthropic(
+            tmp_path, hosts=["api.anthropic.com"], reply=reply, bind=gateway, port=443
+        ) as api,
+    ):
+        config, tokens = render_egress_config(
+            (),
+            plan.routes,
+            provider_name="claude",
+            upstream_ca=str(api.ca_pem),
+            extra_hosts={"api.anthropic.com": gateway},
+        )
+        config_path = tmp_path / "egress" / "config.json"
+        config.write(config_path)
+        slots = {k: v.reveal() for k, v in tokens.items()}
+        with _egress(config_path, ca.confdir, gateway, slots) as proxy:
+            proxy_env = {k: proxy for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY")}
+            bottle_plan = dataclasses.replace(plan, env={**plan.env, **proxy_env})
+            with container_bottle(claude_image.tag, bottle_plan, network=network) as bottle:
+                bottle.copy_in(ca.agent_cert, GUEST_CA_SRC, mode=0o644)
+                ctx = _ctx(bottle_plan, [])
+                provider.provision(bottle, ctx)
+                argv = provider.headless_argv(ctx, "say hello")
+                result = bottle.exec(kit.agent_argv(bottle_plan, argv), user="root")
+                assert result.ok, result.stderr.decode()[-2000:]
+                assert reply in result.stdout.decode()
+                _nowhere(bottle, REAL_TOKEN, bottle_plan)
+    (call, *_) = api.messages()
+    assert call.headers["authorization"] == f"Bearer {REAL_TOKEN}"
+    assert REAL_TOKEN not in json.dumps(dict(plan.env))
