@@ -381,3 +381,57 @@ def test_claude_headless_through_egress_gets_the_real_token_injected(
     (call, *_) = api.messages()
     assert call.headers["authorization"] == f"Bearer {REAL_TOKEN}"
     assert REAL_TOKEN not in json.dumps(dict(plan.env))
+
+
+def test_codex_through_egress_sends_the_real_token_and_trusts_the_bottle_ca(
+    codex_image: ImageResult, tmp_path: Path
+) -> None:
+    """``codex exec`` with the forwarded login, through the real egress daemon
+    to a local server standing in for chatgpt.com: the TLS handshake with
+    egress succeeds only because CODEX_CA_CERTIFICATE points at the bottle CA
+    (rustls ignores the system store), and the server receives the host's
+    real access token, never the dummy. The server answers 404, so Codex
+    fails after that request; the request is what is checked."""
+    from bot_bottle.egress.render import render_egress_config
+
+    exp = int(time.time()) + 5 * 86400
+    access = make_jwt({"exp": exp, "https://api.openai.com/auth": {"chatgpt_account_id": "a-1"}})
+    codex_home = tmp_path / "host-home" / ".codex"
+    codex_home.mkdir(parents=True)
+    (codex_home / "auth.json").write_text(
+        json.dumps({"tokens": {"access_token": access, "id_token": make_jwt({"exp": exp}),
+                               "refresh_token": "rt-REAL", "account_id": "a-1"}})
+    )  # fmt: skip
+    provider = CodexProvider()
+    plan = provider.plan(
+        CodexOptions(forward_host_credentials=True), host_env={"HOME": str(codex_home.parent)}
+    )
+    ca = generate_bottle_ca(tmp_path / "egress" / "confdir")
+    with (
+        internal_network() as (network, gateway),
+        fake_anthropic(tmp_path, hosts=["chatgpt.com"], reply="-", bind=gateway, port=443) as api,
+    ):
+        config, tokens = render_egress_config(
+            (),
+            plan.routes,
+            provider_name="codex",
+            upstream_ca=str(api.ca_pem),
+            extra_hosts={"chatgpt.com": gateway},
+        )
+        config_path = tmp_path / "egress" / "config.json"
+        config.write(config_path)
+        slots = {k: v.reveal() for k, v in tokens.items()}
+        with _egress(config_path, ca.confdir, gateway, slots) as proxy:
+            proxy_env = {k: proxy for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY")}
+            bottle_plan = dataclasses.replace(plan, env={**plan.env, **proxy_env})
+            with container_bottle(codex_image.tag, bottle_plan, network=network) as bottle:
+                bottle.copy_in(ca.agent_cert, GUEST_CA_SRC, mode=0o644)
+                ctx = _ctx(bottle_plan, [])
+                provider.provision(bottle, ctx)
+                argv = ["timeout", "60", *provider.headless_argv(ctx, "say hello")]
+                bottle.exec(kit.agent_argv(bottle_plan, argv), user="root")
+                _nowhere(bottle, access, bottle_plan)
+    calls = [r for r in api.requests if r.method == "POST"]
+    assert calls, "codex never reached the upstream through egress"
+    assert {c.headers["authorization"] for c in calls} == {f"Bearer {access}"}
+    assert calls[0].headers.get("chatgpt-account-id") == "a-1"
