@@ -96,3 +96,19 @@ def test_plugins_list_shows_broken_plugin_and_exits_zero(tmp_path: Path) -> None
     assert r.returncode == 0, r.stderr
     assert "bad: import failed: RuntimeError: kaput" in r.stdout
     assert "Traceback" not in r.stdout + r.stderr
+
+
+def test_closed_pipe_is_not_an_internal_error(tmp_path: Path) -> None:
+    # `bot-bottle schema | head`: the reader exits before the output is written.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot_bottle.cli", "schema"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "BOT_BOTTLE_HOME": str(tmp_path)},
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    # Close before the interpreter has even started: its first write fails.
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert "internal error" not in err and "Traceback" not in err

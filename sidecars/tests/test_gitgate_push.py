@@ -198,6 +198,16 @@ def test_secret_in_an_annotated_tag_message_is_rejected(bottle: Bottle) -> None:
     assert bottle.up.ref("refs/tags/v2") is None
 
 
+def test_ref_pointing_at_a_blob_is_refused(bottle: Bottle) -> None:
+    # A tag on a bare blob carries content no commit diff would show.
+    (bottle.clone / "payload").write_text("data\n")
+    blob = bottle.git("hash-object", "-w", "payload").stdout.strip()
+    proc = bottle.push(f"{blob}:refs/tags/blob-{bottle.branch}")
+    assert proc.returncode != 0
+    assert "which is not a commit" in proc.stderr
+    assert bottle.up.ref(f"refs/tags/blob-{bottle.branch}") is None
+
+
 def test_branch_and_tag_deletions_are_forwarded(bottle: Bottle) -> None:
     bottle.git("tag", "doomed")
     assert bottle.push(f"HEAD:refs/heads/{bottle.branch}", "doomed").returncode == 0

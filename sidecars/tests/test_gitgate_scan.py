@@ -188,3 +188,19 @@ def test_combined_diff_keeps_only_lines_new_against_every_parent() -> None:
     assert (change.commit, change.path) == ("c" * 40, "f.txt")
     assert change.data == b"evil\nevil2\n"
     assert (change.line_at(0), change.line_at(5)) == (2, 4)
+
+
+def test_huge_files_are_scanned_in_pieces_with_correct_lines(
+    repos: Repos, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(scan, "PIECE_BYTES", 200)
+    monkeypatch.setattr(scan, "_PIECE_CHECK_LINES", 8)
+    lines = [f"line {i:04d}\n" for i in range(1, 301)]
+    lines[249] = f"key {AWS}\n"
+    sha = repos.commit({"big.txt": "".join(lines)})
+    git("fetch", "-q", str(repos.agent), sha, cwd=repos.gate)
+    changes = list(scan._added_lines(repos.gate, [sha, "--not", "--all"], ENV))  # pyright: ignore[reportPrivateUsage]
+    assert len(changes) > 5 and sum(c.first_piece for c in changes) == 1
+    assert b"".join(c.data for c in changes) == "".join(lines).encode()
+    [f] = repos.scan(sha).findings
+    assert (f.location.name, f.location.line) == ("big.txt", 250)

@@ -172,6 +172,8 @@ def test_init_creates_examples_and_never_overwrites(tmp_path: Path) -> None:
     r = bb(home, "init", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert (home / "bottles" / "base.md").is_file()
+    assert (home / "bottles").stat().st_mode & 0o777 == 0o700
+    assert (home / "bottles" / "base.md").stat().st_mode & 0o777 == 0o600
     mine = home / "agents" / "assistant.md"
     mine.write_text("---\nbottle: dev\n---\nmine\n")
     r = bb(home, "init", cwd=tmp_path)

@@ -51,7 +51,7 @@ def test_yaml_syntax_error_names_the_line() -> None:
 
 
 def test_duplicate_keys_are_an_error() -> None:
-    with pytest.raises(ManifestError, match="invalid YAML") as e:
+    with pytest.raises(ManifestError, match="duplicate key 'bottle'") as e:
         parse_document("---\nbottle: a\nbottle: b\n---\n", F)
     assert e.value.line == 3
 
@@ -114,8 +114,15 @@ def test_unreadable_path_is_a_manifest_error(tmp_path: Path) -> None:
         read_document(tmp_path / "missing.md")
 
 
-def test_merge_keys_are_read_and_located() -> None:
-    # A merge-key source map carries no per-key line table in ruamel.
-    doc = parse_document("---\nbottle: dev\nskills:\n  <<: {a: 1}\n  b: 2\n---\n", F)
-    assert doc.data["skills"] == {"b": 2, "a": 1}
-    assert doc.line_of(("skills", "a")) >= 3
+def test_merge_keys_are_refused() -> None:
+    with pytest.raises(ManifestError, match=r"merge keys \('<<'\) are not supported") as e:
+        parse_document("---\nbottle: dev\nskills:\n  <<: {a: 1}\n  b: 2\n---\n", F)
+    assert e.value.line == 4
+
+
+def test_custom_tags_are_refused() -> None:
+    with pytest.raises(ManifestError, match="invalid YAML") as e:
+        parse_document("---\nbottle: !custom dev\n---\n", F)
+    assert e.value.line == 2
+    with pytest.raises(ManifestError, match="unsupported YAML tag") as e:
+        parse_document("---\nskills: !!set {a: null}\n---\n", F)

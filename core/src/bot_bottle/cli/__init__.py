@@ -28,6 +28,7 @@ from bot_bottle.cli import (
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 EXIT_INTERNAL = 70
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports
 
 _COMMANDS = (plugins_cmd, doctor, list_cmd, info, validate, schema_cmd, init_cmd, dlp_cmd)
 
@@ -67,6 +68,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `bot-bottle schema | head`: the reader went away, which is not an
+        # error. Point stdout at devnull so the interpreter's final flush
+        # does not raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except Exception as exc:
         from bot_bottle.errors import BotBottleError
 

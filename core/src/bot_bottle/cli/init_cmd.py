@@ -18,6 +18,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
     from bot_bottle.errors import BotBottleError
     from bot_bottle.manifest.starter import FILES
     from bot_bottle.paths import home_dir
@@ -25,7 +27,10 @@ def run(args: argparse.Namespace) -> int:
     home = home_dir()
     for sub in ("bottles", "agents", "contrib"):
         try:
-            (home / sub).mkdir(parents=True, exist_ok=True)
+            # 0700: bottles may hold literal credentials. Existing
+            # directories keep the mode their owner gave them.
+            home.mkdir(mode=0o700, parents=True, exist_ok=True)
+            (home / sub).mkdir(mode=0o700, exist_ok=True)
         except OSError as exc:
             raise BotBottleError(
                 f"cannot create {home / sub}: {exc.strerror or exc}",
@@ -34,9 +39,10 @@ def run(args: argparse.Namespace) -> int:
     for rel, text in FILES.items():
         path = home / rel
         try:
-            # 'x' mode: fails if the file exists, with no window between a
+            # O_EXCL: fails if the file exists, with no window between a
             # check and the write in which a user's file could be replaced.
-            with path.open("x", encoding="utf-8") as fh:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(text)
         except FileExistsError:
             print(f"kept     {path} (exists)")

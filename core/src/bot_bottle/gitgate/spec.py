@@ -1,7 +1,11 @@
 """What git-gate is told about each repo, validated strictly.
 
-:class:`GateRepoSpec` is the gate's own view of a ``git_gate.repos[]`` entry
-(the manifest's model maps onto it). Names and URLs end up in paths, git
+:class:`GateRepoSpec` is the gate's own view of a ``git_gate.repos[]`` entry.
+The manifest's effective repo maps onto it one to one::
+
+    GateRepoSpec(name=r.name, url=r.url.url, host_key=r.host_key,
+                 key=GateKey(r.key.provider, r.key.options))
+ Names and URLs end up in paths, git
 config, argv and generated shell scripts, so they are checked here with
 allow-lists; quoting in the generated scripts is only the backstop
 (DESIGN §6, invariant 6).

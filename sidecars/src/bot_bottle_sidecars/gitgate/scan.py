@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 FAMILY = "dlp_detectors"
 GITLEAKS_DETECTOR = "gitleaks"
+#: Added lines of one file are scanned in pieces of about this size.
+PIECE_BYTES = 16 * 1024 * 1024
+_PIECE_CHECK_LINES = 65536
 _HUNK_RE = re.compile(rb"^(@+) .*\+(\d+)(?:,\d+)? @+")
 
 
@@ -126,8 +129,9 @@ def scan_push(
     for sha, message in (extra_messages or {}).items():
         _scan_into(report, detectors, message, Location("commit_message", commit=sha), target)
     for change in _added_lines(repo, revs, env):
-        name_loc = Location("file_name", name=change.path, commit=change.commit)
-        _scan_into(report, detectors, change.path.encode(), name_loc, target)
+        if change.first_piece:
+            name_loc = Location("file_name", name=change.path, commit=change.commit)
+            _scan_into(report, detectors, change.path.encode(), name_loc, target)
         if change.data:
             loc = Location("file_content", name=change.path, commit=change.commit)
             found = scan_buffer(
@@ -196,6 +200,8 @@ class FileChange:
     #: line number of its first line in the new file.
     offsets: list[int]
     lines: list[int]
+    #: False for the later pieces of a file too big to hold at once.
+    first_piece: bool = True
 
     def line_at(self, offset: int | None) -> int | None:
         if offset is None or not self.offsets:
@@ -217,6 +223,8 @@ def _added_lines(repo: Path, revs: Sequence[str], env: Mapping[str, str]) -> Ite
         "--text",
         "--cc",
         "--find-renames",
+        "--src-prefix=a/",
+        "--dst-prefix=b/",
         "--format=%x00%H",
         *revs,
     ]
@@ -224,7 +232,7 @@ def _added_lines(repo: Path, revs: Sequence[str], env: Mapping[str, str]) -> Ite
         argv,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=dict(env),
+        env=_git_env(env),
         stdin=subprocess.DEVNULL,
     )
     assert proc.stdout is not None
@@ -253,6 +261,7 @@ def _parse_patch(stream: Iterable[bytes]) -> Iterator[FileChange]:
     line_no = 0
     in_hunk = False
     prev_added = False
+    next_check = _PIECE_CHECK_LINES
 
     def flush() -> FileChange | None:
         if cur is None:
@@ -279,6 +288,17 @@ def _parse_patch(stream: Iterable[bytes]) -> Iterator[FileChange]:
                     prev_added = True
                 chunks.append(raw[cols:])
                 line_no += 1
+                if len(chunks) >= next_check:
+                    next_check += _PIECE_CHECK_LINES
+                    if sum(map(len, chunks)) >= PIECE_BYTES:
+                        # Hand over what we have: memory stays bounded on
+                        # huge files. Pieces split between lines.
+                        done = flush()
+                        if done is not None:
+                            yield done
+                            cur = FileChange(commit, done.path, b"", [], [], first_piece=False)
+                        chunks, run_starts, prev_added = [], [], False
+                        next_check = _PIECE_CHECK_LINES
                 continue
             first = raw[:1]
             if first in (b" ", b"+", b"-"):
@@ -293,14 +313,14 @@ def _parse_patch(stream: Iterable[bytes]) -> Iterator[FileChange]:
             done = flush()
             if done is not None:
                 yield done
-            cur, chunks, run_starts = None, [], []
+            cur, chunks, run_starts, next_check = None, [], [], _PIECE_CHECK_LINES
             commit = raw[1:].strip().decode()
             continue
         if raw.startswith((b"diff --git ", b"diff --cc ", b"diff --combined ")):
             done = flush()
             if done is not None:
                 yield done
-            chunks, run_starts = [], []
+            chunks, run_starts, next_check = [], [], _PIECE_CHECK_LINES
             header = raw.rstrip(b"\n").split(b" ", 2)[2]
             cur = FileChange(commit, _header_name(header), b"", [], [])
             continue
@@ -364,11 +384,17 @@ def _unquote(name: bytes) -> str:
     return out.decode("utf-8", "replace")
 
 
+def _git_env(env: Mapping[str, str]) -> dict[str, str]:
+    # The output is parsed: no user or system config (noprefix, colour,
+    # external diff drivers, ...) may change its shape.
+    return {**env, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null"}
+
+
 def _run_git(repo: Path, args: Sequence[str], env: Mapping[str, str]) -> bytes:
     proc = subprocess.run(
         ["git", f"--git-dir={repo}", *args],
         capture_output=True,
-        env=dict(env),
+        env=_git_env(env),
         check=False,
         stdin=subprocess.DEVNULL,
     )
