@@ -19,6 +19,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx2 as httpx
 from bot_bottle_sidecars.egress.testing import LocalUpstream, make_test_pki, start_egress
@@ -39,7 +40,9 @@ def llm_body(size: int) -> bytes:
         '    """Split lines, drop blanks (see issue #42)."""\n'
         "    return [line.strip() for line in text.splitlines() if line.strip()]\n\n"
     )
-    messages = [{"role": "user", "content": "Refactor the parser; keep the tests green."}]
+    messages: list[dict[str, Any]] = [
+        {"role": "user", "content": "Refactor the parser; keep the tests green."}
+    ]
     i = 0
     while len(json.dumps(messages)) < size:
         i += 1
