@@ -253,3 +253,65 @@ def test_bottle_without_egress_renders_provider_routes_only(
     assert plan.config.routes[0].dlp.outbound_detectors is False
     assert plan.tokens == {} and plan.known_secrets == {} and plan.upstream_ca is None
     assert plan.config.upstream_ca is None and plan.config.log_level == "blocks"
+
+
+def test_rendered_config_boots_the_egress_daemon(
+    bot_bottle_home: Path, host: PluginHost, tmp_path: Path
+) -> None:
+    # The real daemon loads the rendered file, the token and secret slots and
+    # the selected detectors (an unknown one would stop it booting).
+    import httpx2 as httpx
+    from bot_bottle_sidecars.egress.testing import make_test_pki, start_egress
+
+    from bot_bottle.egress.ca import generate_bottle_ca
+
+    pki = make_test_pki(tmp_path / "pki", ["upstream.test"])
+    _write(
+        bot_bottle_home,
+        "dev",
+        f"""
+        agent_provider: {{template: fake}}
+        env: {{DB_PASSWORD: "${{DB_PASSWORD_ON_HOST}}"}}
+        egress:
+          upstream_ca: {pki.ca_cert}
+          routes:
+            - host: api.github.com
+              auth: {{scheme: token, token_ref: GH_TOKEN}}
+            - host: github.com
+              dlp: {{inbound_detectors: false}}
+        """,
+    )
+    host_env = {"GH_TOKEN": GH_TOKEN, "DB_PASSWORD_ON_HOST": "db-password-31f9a7"}
+    bottle = _bottle(bot_bottle_home, host)
+    plan = egress_from_manifest(
+        bottle,
+        host=host,
+        host_env=host_env,
+        env_secrets=resolve_env(bottle.env, host_env=host_env),
+        # The launcher mounts the CA at the sidecar path; here it stays put.
+        upstream_ca_path=str(pki.ca_cert),
+    )
+    (tmp_path / "cfg").mkdir()
+    plan.config.write(tmp_path / "cfg" / "egress.json")
+    ca = generate_bottle_ca(tmp_path / "bottle-ca")
+    env = {k: v.reveal() for k, v in plan.daemon_env().items()}
+    proc = start_egress(
+        tmp_path / "cfg" / "egress.json",
+        ca.confdir,
+        env={**env, "BOT_BOTTLE_HOME": str(bot_bottle_home)},
+    )
+    try:
+        with httpx.Client(proxy=proc.proxy_url, trust_env=False, timeout=20) as client:
+            doc = client.get("http://_egress.local/routes").json()
+        routes = {r["host"]: r for r in doc["routes"]}
+        assert routes["api.github.com"]["auth"] == {"scheme": "token", "injected": True}
+        assert routes["api.github.com"]["dlp"] == {
+            "outbound_detectors": ["known_secrets", "token_patterns"],
+            "inbound_detectors": ["prompt_injection"],
+        }
+        assert routes["github.com"]["dlp"]["inbound_detectors"] is False
+        assert proc.count("token slots missing from the environment") == 0
+        log = "\n".join(proc.lines)
+        assert GH_TOKEN not in log and "db-password-31f9a7" not in log
+    finally:
+        proc.stop()
