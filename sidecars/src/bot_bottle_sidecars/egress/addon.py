@@ -41,6 +41,10 @@ _META = "bot_bottle_egress"
 KNOWN_SECRET_RE = re.compile(r"^EGRESS_SECRET_[0-9]+$")
 #: Largest request body accepted on a route with outbound DLP (it is buffered).
 MAX_SCANNED_BODY = 32 << 20
+#: Response chunks reach the scanner in slices of at most this many bytes:
+#: each slice is inflated whole, so this bounds what a compression bomb
+#: (up to ~1000:1 for gzip) can make the proxy hold at once.
+_FEED_BYTES = 16 << 10
 
 
 @dataclass
@@ -525,7 +529,11 @@ class _InboundStream:
             return b""
         try:
             # mitmproxy ends a streamed body with an empty chunk.
-            findings = self.scanner.feed(chunk) if chunk else self.scanner.finish()
+            findings: list[Finding] = []
+            for i in range(0, len(chunk), _FEED_BYTES):
+                findings += self.scanner.feed(chunk[i : i + _FEED_BYTES])
+            if not chunk:
+                findings = self.scanner.finish()
         except Exception as exc:
             self.addon._fail("response stream", exc, host=self.flow.request.pretty_host)
             return self._block()
