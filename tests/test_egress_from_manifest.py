@@ -104,6 +104,8 @@ def _full_bottle(home: Path) -> Path:
               auth: {{scheme: Bearer, token_ref: NPM_TOKEN}}
               dlp: {{outbound_detectors: false, inbound_detectors: false}}
             - host: github.com
+              ports: [443, 8443]
+              websocket: true
               git: {{fetch: true}}
               dlp: {{outbound_detectors: [known_secrets]}}
             - host: API.Anthropic.com
@@ -166,6 +168,9 @@ def test_full_bottle_renders_a_config_the_sidecar_parses(
     assert gh.matches[1].paths[0].matches("/orgs/acme")
     assert gh.matches[1].headers[0].name == "x-team"
     assert not gh.git.fetch and routes["github.com"].git.fetch
+    assert routes["github.com"].allowed_ports == (443, 8443)
+    assert routes["github.com"].websocket and not gh.websocket
+    assert gh.allowed_ports == (443, 80)
 
     # dlp: absent -> every installed detector of that direction; false -> off; a list as given.
     assert gh.dlp.outbound_detectors == ("known_secrets", "token_patterns")

@@ -533,3 +533,18 @@ def test_model_and_plugin_problems_are_reported_together(host: PluginHost) -> No
         (11, "egress.routes[0].dlp.outbound_detectors[0]"),
         (12, "supervise"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("ports", "message"),
+    [("[0]", "greater than or equal to 1"), ("[70000]", "less than or equal to 65535"),
+     ("['443']", "valid integer")],
+)  # fmt: skip
+def test_route_ports_must_be_integers_in_range(ports: str, message: str) -> None:
+    assert message in str(bottle_error(_route(f"ports: {ports}")))
+
+
+def test_route_ports_and_websocket_parse() -> None:
+    route = bottle(_route("ports: [8443]\nwebsocket: true")).egress.routes[0]
+    assert route.ports == [8443] and route.websocket is True
+    assert bottle(_route("git: {fetch: false}")).egress.routes[0].websocket is False

@@ -143,6 +143,8 @@ def _spec(route: Route, origin: str, token: Secret | None, detectors: _Detectors
     matches = tuple(m.model_dump(mode="json") for m in route.matches)
     return RouteSpec(
         host=route.host,
+        ports=tuple(route.ports),
+        websocket=route.websocket,
         auth_scheme=route.auth.scheme if route.auth is not None else None,
         token=token,
         matches=matches,

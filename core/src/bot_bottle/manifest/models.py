@@ -25,6 +25,7 @@ from pydantic import (
     Field,
     ModelWrapValidatorHandler,
     StrictBool,
+    StrictInt,
     ValidationError,
     WithJsonSchema,
     field_validator,
@@ -596,10 +597,14 @@ class Route(ManifestModel):
     """One allowed upstream host. See the package docstring for the field map."""
 
     host: HostName
+    #: Ports the host may be reached on; empty means 443 and 80.
+    ports: list[Annotated[StrictInt, Field(ge=1, le=65535)]] = Field(default_factory=list)
     auth: Auth | None = None
     matches: list[Match] = Field(default_factory=list)
     dlp: RouteDlp = Field(default_factory=RouteDlp)
     git: RouteGit = Field(default_factory=RouteGit)
+    #: WebSocket upgrades are refused unless a route opts in.
+    websocket: StrictBool = False
 
 
 class Egress(ManifestModel):
