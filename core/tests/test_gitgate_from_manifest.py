@@ -16,6 +16,7 @@ from bot_bottle.gitgate.from_manifest import gate_repo_specs, git_gate_from_mani
 from bot_bottle.gitgate.keys import GateKeys
 from bot_bottle.gitgate.spec import GitGateError
 from bot_bottle.manifest import Bottle, Manifest
+from bot_bottle.manifest.errors import ManifestError
 from bot_bottle.manifest.models import GitRepo, KeySpec, SshUrl
 from bot_bottle.plugins import PluginHost
 from bot_bottle.secrets import Secret
@@ -163,9 +164,12 @@ def test_bottle_without_repos_plans_no_gate(bot_bottle_home: Path, host: PluginH
     assert not plan.enabled and plan.files() == {"config.json": plan.config.to_json()}
 
 
-def test_gate_refusal_names_bottle_and_repo(bot_bottle_home: Path, host: PluginHost) -> None:
-    # The manifest lets an ssh user start with '.', the gate's stricter
-    # allow-list does not; its refusal must say where the repo came from.
+def test_manifest_refuses_at_load_what_the_gate_would_refuse(
+    bot_bottle_home: Path, host: PluginHost
+) -> None:
+    # The manifest validates urls with the gate's own parser, so a url the
+    # gate would refuse at launch (a user starting with '.') is a load-time
+    # manifest error naming file and line, not a surprise at launch.
     _write(
         bot_bottle_home,
         "dev",
@@ -179,11 +183,10 @@ def test_gate_refusal_names_bottle_and_repo(bot_bottle_home: Path, host: PluginH
               key: {{provider: static, path: /k}}
         """,
     )
-    with pytest.raises(GitGateError) as info:
-        gate_repo_specs(_bottle(bot_bottle_home, host))
-    assert info.value.message.startswith("bottle 'dev', git_gate repo 'app': ")
-    assert "'.git'" in info.value.message
-    assert info.value.hint
+    with pytest.raises(ManifestError) as info:
+        _bottle(bot_bottle_home, host)
+    assert "dev.md:" in str(info.value) and "git_gate.repos[0].url" in str(info.value)
+    assert "user '.git' is not valid" in str(info.value)
 
 
 def test_static_key_without_path_is_refused() -> None:
