@@ -26,11 +26,12 @@ DAEMON = textwrap.dedent(
     def record(line):
         with open(os.path.join(out, name + ".signals"), "a") as fh:
             fh.write(line + "\\n")
-    def on_term(signum, frame):
-        record("TERM")
+    def on_stop(signum, frame):
+        record("TERM" if signum == signal.SIGTERM else "INT")
         if mode != "stubborn":
             sys.exit(0)
-    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, lambda s, f: record("HUP"))
     if mode == "orphan":
         # A grandchild that outlives its parent: init must reap it.
@@ -216,6 +217,7 @@ def test_sigint_is_forwarded_like_sigterm(bundle: Callable[..., Bundle]) -> None
     b.info("supervise")
     b.proc.send_signal(signal.SIGINT)
     assert b.proc.wait(timeout=8) == 0
+    assert b.signals("supervise") == ["INT"]
     assert any(e.get("signal") == "SIGINT" for e in b.events())
 
 
@@ -231,6 +233,18 @@ def test_a_daemon_ignoring_sigterm_is_killed_after_the_grace_period(
     assert not alive(stubborn)
     killed = [e for e in b.events() if e["event"] == "daemon_killed"]
     assert [e["daemon"] for e in killed] == ["egress"]
+
+
+def test_a_second_sigint_kills_at_once(bundle: Callable[..., Bundle]) -> None:
+    b = bundle([{"name": "egress", "mode": "stubborn"}], grace=60)
+    stubborn = b.info("egress")["pid"]
+    b.proc.send_signal(signal.SIGINT)
+    wait_for(lambda: b.signals("egress") == ["INT"], what="the first signal")
+    b.proc.send_signal(signal.SIGINT)
+    # Far inside the 60 s grace period.
+    assert b.proc.wait(timeout=15) == 0
+    assert not alive(stubborn)
+    assert any(e["event"] == "shutdown_forced" for e in b.events())
 
 
 def test_a_crash_is_logged_and_siblings_keep_running(bundle: Callable[..., Bundle]) -> None:

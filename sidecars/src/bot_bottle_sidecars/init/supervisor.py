@@ -11,7 +11,8 @@ Behaviour:
 * Every daemon of the plan starts in its own process group with an explicit
   environment (:meth:`DaemonSpec.build_env`), never the inherited one.
 * SIGTERM/SIGINT: the signal goes to every daemon's process group; whatever is
-  still running after ``grace_seconds`` gets SIGKILL; init exits 0.
+  still running after ``grace_seconds`` gets SIGKILL; init exits 0. A second
+  SIGTERM/SIGINT during the grace period sends SIGKILL at once.
 * SIGHUP: forwarded to the daemons with ``forward_sighup`` (egress reloads
   its routes); init itself does nothing else with it.
 * A daemon that exits is logged with its exit code (or signal); the others
@@ -178,6 +179,10 @@ class Supervisor:
 
     def begin_shutdown(self, sig: signal.Signals) -> None:
         if self._shutdown_signal is not None:
+            # A second Ctrl-C (or docker stop after a hung shutdown) means now.
+            if not self._killed:
+                log.warning("shutdown_forced", signal=sig.name)
+                self._kill_at = time.monotonic()
             return
         self._shutdown_signal = sig.name
         self._kill_at = time.monotonic() + self.plan.grace_seconds
