@@ -78,6 +78,24 @@ def test_the_image_carries_the_hosts_versions(
         assert inside[name] == version(name), name
 
 
+@pytest.mark.skipif(not HOST_CA.exists(), reason="no CA bundle on this machine to pass in")
+def test_the_extra_ca_bundle_is_added_to_the_images_trust_store(
+    docker_client: docker.DockerClient, bundle_image: ImageResult, base_image: str
+) -> None:
+    # A line of the bundle's first certificate: the image's store must hold
+    # it once more than the base image's store does.
+    marker = HOST_CA.read_text().split("-----END CERTIFICATE-----")[0].splitlines()[-1]
+
+    def count(image: str) -> int:
+        out = docker_client.containers.run(
+            image, ["-c", "cat /etc/ssl/certs/ca-certificates.crt"], entrypoint="sh",
+            remove=True, network_disabled=True, labels=LABEL,
+        )  # fmt: skip
+        return out.decode().count(marker)
+
+    assert count(bundle_image.tag) == count(base_image) + 1
+
+
 CLIENT = textwrap.dedent(
     """
     import json, subprocess, sys, time, urllib.request

@@ -343,6 +343,23 @@ def fingerprint(spec: ImageSpec, base_id: str, closure: Mapping[str, InstalledDi
     return digest.hexdigest()
 
 
+def _system_ca() -> bytes:
+    import ssl
+
+    cafile = ssl.get_default_verify_paths().cafile
+    if cafile:
+        try:
+            return Path(cafile).read_bytes()
+        except OSError:
+            pass
+    try:
+        import certifi  # pyright: ignore[reportMissingModuleSource]
+
+        return Path(certifi.where()).read_bytes()
+    except (ImportError, OSError):
+        return b""
+
+
 def _pip_command() -> list[str]:
     # The host's own pip when it has one; otherwise uv runs pip for us.
     probe = subprocess.run(
@@ -458,7 +475,11 @@ def make_wheelhouse(
     progress(f"downloading {len(closure) - len(ours)} dependencies for the image's Python")
     env = dict(os.environ)
     if spec.extra_ca is not None:
-        env["PIP_CERT"] = str(spec.extra_ca)
+        # pip's cert option replaces its trust store: give it the system
+        # store plus the extra CA, not the extra CA alone.
+        combined = dest.parent / "pip-ca.pem"
+        combined.write_bytes(_system_ca() + b"\n" + _check_ca(spec.extra_ca))
+        env["PIP_CERT"] = str(combined)
     _run_logged(
         [
             *_pip_command(),
@@ -478,7 +499,9 @@ def make_wheelhouse(
         log_path,
         env=env,
     )
+    # Keep the build context to what the Dockerfile uses.
     constraints.unlink()
+    (dest.parent / "pip-ca.pem").unlink(missing_ok=True)
     return pins
 
 
