@@ -383,8 +383,8 @@ def test_a_third_party_detector_installed_on_the_host_runs_in_the_bundle(
         == 0
     )
     wheels = tmp_path / "wheels"
-    r = run([uv, "build", "--quiet", "--wheel", "--out-dir", str(wheels),
-             str(REPO / "examples/plugins/acme-detector")])  # fmt: skip
+    acme = str(REPO / "examples/plugins/acme-detector")
+    r = run([uv, "build", "-q", "--python", sys.executable, "--wheel", "-o", str(wheels), acme])
     assert r.returncode == 0, r.stderr
     sources = [str(REPO / "core"), str(REPO / "sidecars"), *map(str, wheels.glob("*.whl"))]
     r = run([uv, "pip", "install", "--quiet", "--python", str(venv / "bin/python"), *sources])

@@ -454,7 +454,17 @@ def make_wheelhouse(
             progress(f"building wheel {dist.name} {dist.version} from {dist.source}")
             uv = _uv()
             argv = (
-                [uv, "build", "--wheel", "--out-dir", str(dest), str(dist.source)]
+                # --python: never let uv go looking for (or download) another interpreter.
+                [
+                    uv,
+                    "build",
+                    "--python",
+                    sys.executable,
+                    "--wheel",
+                    "--out-dir",
+                    str(dest),
+                    str(dist.source),
+                ]
                 if uv
                 else [*_pip_command(), "wheel", "--no-deps", "-w", str(dest), str(dist.source)]
             )
