@@ -400,8 +400,10 @@ def test_a_third_party_detector_installed_on_the_host_runs_in_the_bundle(
         timeout=900,
     )
     assert r.returncode == 0, r.stderr
-    assert "repacking installed bot-bottle-example-acme 0.1.0" in r.stderr
-    assert "repacking installed bot-bottle-sidecars" in r.stderr
+    if "building image" in r.stderr:
+        # (A rerun with nothing changed reuses the image instead.)
+        assert "repacking installed bot-bottle-example-acme 0.1.0" in r.stderr
+        assert "repacking installed bot-bottle-sidecars" in r.stderr
     tag = r.stdout.strip()
 
     script = (

@@ -75,6 +75,11 @@ _SKIP_PARTS = {
 }
 
 
+_INSTALLER_FILES = {
+    "RECORD", "INSTALLER", "REQUESTED", "direct_url.json", "uv_cache.json", "uv_build.json"
+}  # fmt: skip
+
+
 class ImageBuildError(BotBottleError):
     """An image could not be built; the message names the build log."""
 
@@ -153,7 +158,14 @@ class InstalledDist:
                 digest.update(str(path.relative_to(self.source)).encode() + b"\0")
                 digest.update(hashlib.sha256(path.read_bytes()).digest())
         else:
-            digest.update((self.dist.read_text("RECORD") or "").encode())
+            # The installed files' hashes, minus what the installer wrote about
+            # this particular install (where from, by whom): reinstalling the
+            # same wheel from another path must not rebuild the image.
+            rows = csv.reader(io.StringIO(self.dist.read_text("RECORD") or ""))
+            kept = sorted(
+                ",".join(row) for row in rows if row and Path(row[0]).name not in _INSTALLER_FILES
+            )
+            digest.update("\n".join(kept).encode())
         return digest.hexdigest()
 
 
