@@ -41,6 +41,15 @@ DAEMON = textwrap.dedent(
     with open(os.path.join(out, name + ".json.tmp"), "w") as fh:
         json.dump({"pid": os.getpid(), "env": dict(os.environ)}, fh)
     os.replace(os.path.join(out, name + ".json.tmp"), os.path.join(out, name + ".json"))
+    if mode == "leaver":
+        child = os.fork()
+        if child == 0:
+            while True:
+                time.sleep(0.05)
+        with open(os.path.join(out, name + ".child"), "w") as fh:
+            fh.write(str(child))
+        time.sleep(0.3)
+        os._exit(4)
     if mode == "crash":
         time.sleep(0.3)
         sys.exit(3)
@@ -293,6 +302,16 @@ def test_ctl_command_line_restarts_and_rejects_unknown_daemons(
     bad = subprocess.run([*argv, "restart", "nope"], capture_output=True, text=True, check=False)
     assert bad.returncode == 1
     assert "no daemon 'nope'" in json.loads(bad.stdout)["error"]
+
+
+def test_what_a_dead_daemon_left_in_its_group_is_killed(bundle: Callable[..., Bundle]) -> None:
+    b = bundle([{"name": "git-gate", "mode": "leaver"}, {"name": "supervise"}])
+    b.info("git-gate")
+    child = int(wait_for(lambda: (b.out / "git-gate.child").exists() and
+                         (b.out / "git-gate.child").read_text(), what="the worker"))  # fmt: skip
+    wait_for(lambda: any(e["event"] == "daemon_exited" for e in b.events()), what="the exit")
+    wait_for(lambda: not alive(child), what="the worker to be killed")
+    assert b.proc.poll() is None
 
 
 def test_init_exits_when_every_daemon_is_gone(bundle: Callable[..., Bundle]) -> None:

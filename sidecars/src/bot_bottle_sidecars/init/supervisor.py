@@ -159,8 +159,13 @@ class Supervisor:
 
     def _exited(self, daemon: Daemon, status: int) -> None:
         text, fields = _describe(status)
+        if daemon.pid is not None:
+            # Whatever the daemon left running in its group (git daemon's
+            # per-connection workers) goes with it, so a restart finds its
+            # port free. The group id stays reserved while members exist.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(daemon.pid, signal.SIGKILL)
         daemon.pid, daemon.kill_at, daemon.last_exit = None, None, text
-        # Killing its group cleans up anything the daemon left behind.
         expected = self._shutdown_signal is not None or daemon.restart_pending
         daemon.failed = not expected and text != "exit 0"
         event = "daemon_stopped" if expected else "daemon_exited"
