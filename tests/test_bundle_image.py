@@ -432,8 +432,13 @@ def test_old_images_of_a_repository_are_pruned_after_a_build(
             spec = ImageSpec(
                 repo, tmp_path / "Dockerfile", (), base_image, build_args={"N": str(n)}
             )
-            tags.append(ensure_image(spec, log_dir=tmp_path).tag)
+            tags.append(ensure_image(spec, log_dir=tmp_path, prune_min_age=0).tag)
             time.sleep(1.1)  # CreatedAt has one-second resolution
+        left = {t for image in docker_client.images.list(name=repo) for t in image.tags}
+        assert left == set(tags[1:])
+        # A young image beyond the newest three is kept (another run may be using it).
+        spec = ImageSpec(repo, tmp_path / "Dockerfile", (), base_image, build_args={"N": "x"})
+        tags.append(ensure_image(spec, log_dir=tmp_path).tag)
         left = {t for image in docker_client.images.list(name=repo) for t in image.tags}
         assert left == set(tags[1:])
     finally:

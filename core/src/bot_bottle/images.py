@@ -41,6 +41,7 @@ import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import TextIO
@@ -58,6 +59,8 @@ CONTEXT_REQUIREMENTS = "requirements.txt"
 CONTEXT_CA = "extra-ca.crt"
 #: Managed images kept per repository (see DockerCLI.prune).
 KEEP_IMAGES = 3
+#: ... and never one younger than this (seconds).
+PRUNE_MIN_AGE = 3600.0
 
 Progress = Callable[[str], None]
 _STEP_RE = re.compile(r"^(Step \d+/\d+ :|#\d+ \[)")
@@ -263,14 +266,16 @@ class DockerCLI:
         result = self._run("image", "inspect", "--format", "{{.Id}}", ref)
         return result.stdout.strip() if result.returncode == 0 else None
 
-    def prune(self, repository: str, keep: int, log: TextIO) -> None:
-        """Remove all but the ``keep`` newest managed images of ``repository``.
+    def prune(self, repository: str, keep: int, min_age: float, log: TextIO) -> None:
+        """Remove managed images of ``repository`` beyond the ``keep`` newest.
 
         Every change of a plugin set or of bot-bottle itself makes a new tag;
-        without this, old bundles pile up (hundreds of MB each). An image a
-        container still uses is left alone (``docker rmi`` without force
-        refuses it), and a few are kept so switching between two plugin sets
-        does not rebuild each time.
+        without this, old bundles pile up (hundreds of MB each). Kept anyway:
+        the ``keep`` newest (switching between two plugin sets must not
+        rebuild each time), any younger than ``min_age`` seconds (another
+        bot-bottle on the same engine may have just built it and be about to
+        start it), and any a container uses (``docker rmi`` without force
+        refuses those).
         """
         listing = self._run(
             "image", "ls", "--filter", f"label={MANAGED_LABEL}=true",
@@ -280,7 +285,14 @@ class DockerCLI:
             return
         rows = sorted((line.split("\t") for line in listing.stdout.splitlines() if "\t" in line),
                       reverse=True)  # fmt: skip
-        for _created, ref in rows[keep:]:
+        now = datetime.now(UTC)
+        for created, ref in rows[keep:]:
+            try:
+                when = datetime.strptime(" ".join(created.split()[:3]), "%Y-%m-%d %H:%M:%S %z")
+            except ValueError:
+                continue
+            if (now - when).total_seconds() < min_age:
+                continue
             result = self._run("image", "rm", ref)
             log.write(f"prune {ref}: {'removed' if result.returncode == 0 else 'kept (in use)'}\n")
 
@@ -539,6 +551,7 @@ def ensure_image(
     progress: Progress | None = None,
     force: bool = False,
     no_cache: bool = False,
+    prune_min_age: float = PRUNE_MIN_AGE,
     docker: DockerCLI | None = None,
     log_dir: Path | None = None,
 ) -> ImageResult:
@@ -586,6 +599,6 @@ def ensure_image(
             hint=f"the full build output is in {log_path}",
         )
     with log_path.open("a", encoding="utf-8") as log:
-        engine.prune(spec.repository, KEEP_IMAGES, log)
+        engine.prune(spec.repository, KEEP_IMAGES, prune_min_age, log)
     say(f"built image {tag}")
     return ImageResult(tag, built=True, log_path=log_path)
