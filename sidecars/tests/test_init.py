@@ -103,6 +103,7 @@ class Bundle:
         env = {
             "PATH": os.environ["PATH"],
             "EGRESS_TOKEN_1": SECRET,
+            "EGRESS_SECRET_1": SECRET + "-known",
             "SUPERVISE_FLAG": "yes",
             "UNRELATED": "nope",
         }
@@ -161,7 +162,7 @@ def bundle(tmp_path: Path) -> Iterator[Callable[..., Bundle]]:
 
 
 THREE = [
-    {"name": "egress", "env": ["EGRESS_TOKEN_*"]},
+    {"name": "egress", "env": ["EGRESS_TOKEN_*", "EGRESS_SECRET_*"]},
     {"name": "git-gate"},
     {"name": "supervise", "env": ["SUPERVISE_FLAG"]},
 ]
@@ -173,12 +174,21 @@ def test_token_slots_reach_only_the_egress_daemon(bundle: Callable[..., Bundle])
     supervise = b.info("supervise")["env"]
     gate = b.info("git-gate")["env"]
     assert egress["EGRESS_TOKEN_1"] == SECRET
-    assert "EGRESS_TOKEN_1" not in supervise and "EGRESS_TOKEN_1" not in gate
+    assert egress["EGRESS_SECRET_1"] == SECRET + "-known"
+    for other in (supervise, gate):
+        assert "EGRESS_TOKEN_1" not in other and "EGRESS_SECRET_1" not in other
     # Each daemon sees its own allow-list, not the inherited environment.
     assert supervise["SUPERVISE_FLAG"] == "yes" and "SUPERVISE_FLAG" not in egress
     assert all("UNRELATED" not in env for env in (egress, supervise, gate))
     # The log names variables, never their values.
     assert SECRET not in b.log_path.read_text()
+
+
+@pytest.mark.parametrize("pattern", ["EGRESS_SECRET_*", "EGRESS_SECRET_2", "EGRESS_TOKEN_1"])
+def test_a_plan_granting_a_secret_slot_to_another_daemon_is_refused(pattern: str) -> None:
+    plan = {"daemons": [{"name": "git-gate", "argv": ["true"], "env": [pattern]}]}
+    with pytest.raises(PlanError, match="egress daemon only"):
+        parse_plan(plan)
 
 
 def test_a_plan_granting_a_token_slot_to_another_daemon_is_refused(tmp_path: Path) -> None:
