@@ -115,3 +115,23 @@ def test_an_unknown_distribution_is_a_clear_error() -> None:
     with pytest.raises(ImageBuildError, match="not installed") as info:
         InstalledDist.find("bot-bottle-no-such-plugin")
     assert info.value.hint
+
+
+def test_the_same_wheel_installed_from_two_paths_has_one_content_digest(tmp_path: Path) -> None:
+    uv = str(Path(sys.executable).parent / "uv")
+    wheel = repack_installed(InstalledDist.find("structlog"), tmp_path)
+    digests = []
+    for where in ("a", "b"):
+        moved = tmp_path / where / wheel.name
+        moved.parent.mkdir()
+        moved.write_bytes(wheel.read_bytes())
+        site = tmp_path / f"site-{where}"
+        subprocess.run(
+            [uv, "pip", "install", "-q", "--no-deps", "--target", str(site), str(moved)],
+            check=True,
+        )
+        from importlib.metadata import distributions
+
+        (found,) = [d for d in distributions(path=[str(site)]) if d.metadata["Name"] == "structlog"]
+        digests.append(InstalledDist("structlog", found.version, None, found).content_digest())
+    assert digests[0] == digests[1]

@@ -156,6 +156,28 @@ def test_commit_messages_are_scanned(repos: Repos) -> None:
     assert (f.location.part, f.location.commit, f.location.line) == ("commit_message", sha, 3)
 
 
+def test_encoded_secrets_are_found_through_the_dlp_pipeline(repos: Repos) -> None:
+    # The gate scans through core's pipeline: a key base64- or URL-encoded in
+    # a committed file, or JSON-escaped in a message, is found like a plain one.
+    import base64
+    import json
+
+    b64 = base64.b64encode(f"aws={AWS}".encode()).decode()
+    url = "".join(f"%{b:02X}" for b in AWS.encode())
+    lines = ["a\n", "b\n", f"blob: {b64}\n", "c\n", f"q={url}\n"]
+    message = json.dumps({"k": AWS}).replace(AWS[:4], "\\u0041KIA")
+    sha = repos.commit({"conf.txt": "".join(lines)}, f"subject\n\n{message}")
+    found = sorted(
+        (f.location.part, f.location.line, f.location.decoded or "")
+        for f in repos.scan(sha).findings
+    )
+    assert found == [
+        ("commit_message", 3, "json"),
+        ("file_content", 3, "base64"),
+        ("file_content", 5, "url"),
+    ]
+
+
 def test_a_failing_detector_fails_the_scan(repos: Repos) -> None:
     sha = repos.commit({"x": "y\n"})
     with pytest.raises(scan.ScanError, match="broken"):

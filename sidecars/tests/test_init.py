@@ -26,11 +26,12 @@ DAEMON = textwrap.dedent(
     def record(line):
         with open(os.path.join(out, name + ".signals"), "a") as fh:
             fh.write(line + "\\n")
-    def on_term(signum, frame):
-        record("TERM")
+    def on_stop(signum, frame):
+        record("TERM" if signum == signal.SIGTERM else "INT")
         if mode != "stubborn":
             sys.exit(0)
-    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, lambda s, f: record("HUP"))
     if mode == "orphan":
         # A grandchild that outlives its parent: init must reap it.
@@ -40,6 +41,15 @@ DAEMON = textwrap.dedent(
     with open(os.path.join(out, name + ".json.tmp"), "w") as fh:
         json.dump({"pid": os.getpid(), "env": dict(os.environ)}, fh)
     os.replace(os.path.join(out, name + ".json.tmp"), os.path.join(out, name + ".json"))
+    if mode == "leaver":
+        child = os.fork()
+        if child == 0:
+            while True:
+                time.sleep(0.05)
+        with open(os.path.join(out, name + ".child"), "w") as fh:
+            fh.write(str(child))
+        time.sleep(0.3)
+        os._exit(4)
     if mode == "crash":
         time.sleep(0.3)
         sys.exit(3)
@@ -93,6 +103,7 @@ class Bundle:
         env = {
             "PATH": os.environ["PATH"],
             "EGRESS_TOKEN_1": SECRET,
+            "EGRESS_SECRET_1": SECRET + "-known",
             "SUPERVISE_FLAG": "yes",
             "UNRELATED": "nope",
         }
@@ -151,7 +162,7 @@ def bundle(tmp_path: Path) -> Iterator[Callable[..., Bundle]]:
 
 
 THREE = [
-    {"name": "egress", "env": ["EGRESS_TOKEN_*"]},
+    {"name": "egress", "env": ["EGRESS_TOKEN_*", "EGRESS_SECRET_*"]},
     {"name": "git-gate"},
     {"name": "supervise", "env": ["SUPERVISE_FLAG"]},
 ]
@@ -163,12 +174,21 @@ def test_token_slots_reach_only_the_egress_daemon(bundle: Callable[..., Bundle])
     supervise = b.info("supervise")["env"]
     gate = b.info("git-gate")["env"]
     assert egress["EGRESS_TOKEN_1"] == SECRET
-    assert "EGRESS_TOKEN_1" not in supervise and "EGRESS_TOKEN_1" not in gate
+    assert egress["EGRESS_SECRET_1"] == SECRET + "-known"
+    for other in (supervise, gate):
+        assert "EGRESS_TOKEN_1" not in other and "EGRESS_SECRET_1" not in other
     # Each daemon sees its own allow-list, not the inherited environment.
     assert supervise["SUPERVISE_FLAG"] == "yes" and "SUPERVISE_FLAG" not in egress
     assert all("UNRELATED" not in env for env in (egress, supervise, gate))
     # The log names variables, never their values.
     assert SECRET not in b.log_path.read_text()
+
+
+@pytest.mark.parametrize("pattern", ["EGRESS_SECRET_*", "EGRESS_SECRET_2", "EGRESS_TOKEN_1"])
+def test_a_plan_granting_a_secret_slot_to_another_daemon_is_refused(pattern: str) -> None:
+    plan = {"daemons": [{"name": "git-gate", "argv": ["true"], "env": [pattern]}]}
+    with pytest.raises(PlanError, match="egress daemon only"):
+        parse_plan(plan)
 
 
 def test_a_plan_granting_a_token_slot_to_another_daemon_is_refused(tmp_path: Path) -> None:
@@ -216,6 +236,7 @@ def test_sigint_is_forwarded_like_sigterm(bundle: Callable[..., Bundle]) -> None
     b.info("supervise")
     b.proc.send_signal(signal.SIGINT)
     assert b.proc.wait(timeout=8) == 0
+    assert b.signals("supervise") == ["INT"]
     assert any(e.get("signal") == "SIGINT" for e in b.events())
 
 
@@ -231,6 +252,18 @@ def test_a_daemon_ignoring_sigterm_is_killed_after_the_grace_period(
     assert not alive(stubborn)
     killed = [e for e in b.events() if e["event"] == "daemon_killed"]
     assert [e["daemon"] for e in killed] == ["egress"]
+
+
+def test_a_second_sigint_kills_at_once(bundle: Callable[..., Bundle]) -> None:
+    b = bundle([{"name": "egress", "mode": "stubborn"}], grace=60)
+    stubborn = b.info("egress")["pid"]
+    b.proc.send_signal(signal.SIGINT)
+    wait_for(lambda: b.signals("egress") == ["INT"], what="the first signal")
+    b.proc.send_signal(signal.SIGINT)
+    # Far inside the 60 s grace period.
+    assert b.proc.wait(timeout=15) == 0
+    assert not alive(stubborn)
+    assert any(e["event"] == "shutdown_forced" for e in b.events())
 
 
 def test_a_crash_is_logged_and_siblings_keep_running(bundle: Callable[..., Bundle]) -> None:
@@ -279,6 +312,16 @@ def test_ctl_command_line_restarts_and_rejects_unknown_daemons(
     bad = subprocess.run([*argv, "restart", "nope"], capture_output=True, text=True, check=False)
     assert bad.returncode == 1
     assert "no daemon 'nope'" in json.loads(bad.stdout)["error"]
+
+
+def test_what_a_dead_daemon_left_in_its_group_is_killed(bundle: Callable[..., Bundle]) -> None:
+    b = bundle([{"name": "git-gate", "mode": "leaver"}, {"name": "supervise"}])
+    b.info("git-gate")
+    child = int(wait_for(lambda: (b.out / "git-gate.child").exists() and
+                         (b.out / "git-gate.child").read_text(), what="the worker"))  # fmt: skip
+    wait_for(lambda: any(e["event"] == "daemon_exited" for e in b.events()), what="the exit")
+    wait_for(lambda: not alive(child), what="the worker to be killed")
+    assert b.proc.poll() is None
 
 
 def test_init_exits_when_every_daemon_is_gone(bundle: Callable[..., Bundle]) -> None:

@@ -165,6 +165,15 @@ def test_client_lists_the_supervise_tools(supervise: Supervise) -> None:
     ]
 
 
+def test_a_handshake_era_client_is_served_too(supervise: Supervise) -> None:
+    # Agents' MCP clients (Claude Code, Codex) speak the initialize handshake.
+    async def go() -> list[str]:
+        async with Client(supervise.url, mode="legacy") as client:
+            return [t.name for t in (await client.list_tools()).tools]
+
+    assert "capability-block" in anyio.run(go)
+
+
 def test_list_egress_routes_returns_routes_without_secrets(supervise: Supervise) -> None:
     result = _call(supervise.url, "list-egress-routes", {})
     assert not result.is_error

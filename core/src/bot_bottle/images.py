@@ -41,6 +41,7 @@ import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import TextIO
@@ -58,6 +59,8 @@ CONTEXT_REQUIREMENTS = "requirements.txt"
 CONTEXT_CA = "extra-ca.crt"
 #: Managed images kept per repository (see DockerCLI.prune).
 KEEP_IMAGES = 3
+#: ... and never one younger than this (seconds).
+PRUNE_MIN_AGE = 3600.0
 
 Progress = Callable[[str], None]
 _STEP_RE = re.compile(r"^(Step \d+/\d+ :|#\d+ \[)")
@@ -73,6 +76,11 @@ _SKIP_PARTS = {
     ".pytest_cache",
     ".ruff_cache",
 }
+
+
+_INSTALLER_FILES = {
+    "RECORD", "INSTALLER", "REQUESTED", "direct_url.json", "uv_cache.json", "uv_build.json"
+}  # fmt: skip
 
 
 class ImageBuildError(BotBottleError):
@@ -153,7 +161,14 @@ class InstalledDist:
                 digest.update(str(path.relative_to(self.source)).encode() + b"\0")
                 digest.update(hashlib.sha256(path.read_bytes()).digest())
         else:
-            digest.update((self.dist.read_text("RECORD") or "").encode())
+            # The installed files' hashes, minus what the installer wrote about
+            # this particular install (where from, by whom): reinstalling the
+            # same wheel from another path must not rebuild the image.
+            rows = csv.reader(io.StringIO(self.dist.read_text("RECORD") or ""))
+            kept = sorted(
+                ",".join(row) for row in rows if row and Path(row[0]).name not in _INSTALLER_FILES
+            )
+            digest.update("\n".join(kept).encode())
         return digest.hexdigest()
 
 
@@ -251,14 +266,16 @@ class DockerCLI:
         result = self._run("image", "inspect", "--format", "{{.Id}}", ref)
         return result.stdout.strip() if result.returncode == 0 else None
 
-    def prune(self, repository: str, keep: int, log: TextIO) -> None:
-        """Remove all but the ``keep`` newest managed images of ``repository``.
+    def prune(self, repository: str, keep: int, min_age: float, log: TextIO) -> None:
+        """Remove managed images of ``repository`` beyond the ``keep`` newest.
 
         Every change of a plugin set or of bot-bottle itself makes a new tag;
-        without this, old bundles pile up (hundreds of MB each). An image a
-        container still uses is left alone (``docker rmi`` without force
-        refuses it), and a few are kept so switching between two plugin sets
-        does not rebuild each time.
+        without this, old bundles pile up (hundreds of MB each). Kept anyway:
+        the ``keep`` newest (switching between two plugin sets must not
+        rebuild each time), any younger than ``min_age`` seconds (another
+        bot-bottle on the same engine may have just built it and be about to
+        start it), and any a container uses (``docker rmi`` without force
+        refuses those).
         """
         listing = self._run(
             "image", "ls", "--filter", f"label={MANAGED_LABEL}=true",
@@ -268,7 +285,14 @@ class DockerCLI:
             return
         rows = sorted((line.split("\t") for line in listing.stdout.splitlines() if "\t" in line),
                       reverse=True)  # fmt: skip
-        for _created, ref in rows[keep:]:
+        now = datetime.now(UTC)
+        for created, ref in rows[keep:]:
+            try:
+                when = datetime.strptime(" ".join(created.split()[:3]), "%Y-%m-%d %H:%M:%S %z")
+            except ValueError:
+                continue
+            if (now - when).total_seconds() < min_age:
+                continue
             result = self._run("image", "rm", ref)
             log.write(f"prune {ref}: {'removed' if result.returncode == 0 else 'kept (in use)'}\n")
 
@@ -341,6 +365,23 @@ def fingerprint(spec: ImageSpec, base_id: str, closure: Mapping[str, InstalledDi
         if name in ours:
             add("content", dist.content_digest())
     return digest.hexdigest()
+
+
+def _system_ca() -> bytes:
+    import ssl
+
+    cafile = ssl.get_default_verify_paths().cafile
+    if cafile:
+        try:
+            return Path(cafile).read_bytes()
+        except OSError:
+            pass
+    try:
+        import certifi  # pyright: ignore[reportMissingModuleSource]
+
+        return Path(certifi.where()).read_bytes()
+    except (ImportError, OSError):
+        return b""
 
 
 def _pip_command() -> list[str]:
@@ -437,7 +478,17 @@ def make_wheelhouse(
             progress(f"building wheel {dist.name} {dist.version} from {dist.source}")
             uv = _uv()
             argv = (
-                [uv, "build", "--wheel", "--out-dir", str(dest), str(dist.source)]
+                # --python: never let uv go looking for (or download) another interpreter.
+                [
+                    uv,
+                    "build",
+                    "--python",
+                    sys.executable,
+                    "--wheel",
+                    "--out-dir",
+                    str(dest),
+                    str(dist.source),
+                ]
                 if uv
                 else [*_pip_command(), "wheel", "--no-deps", "-w", str(dest), str(dist.source)]
             )
@@ -458,7 +509,11 @@ def make_wheelhouse(
     progress(f"downloading {len(closure) - len(ours)} dependencies for the image's Python")
     env = dict(os.environ)
     if spec.extra_ca is not None:
-        env["PIP_CERT"] = str(spec.extra_ca)
+        # pip's cert option replaces its trust store: give it the system
+        # store plus the extra CA, not the extra CA alone.
+        combined = dest.parent / "pip-ca.pem"
+        combined.write_bytes(_system_ca() + b"\n" + _check_ca(spec.extra_ca))
+        env["PIP_CERT"] = str(combined)
     _run_logged(
         [
             *_pip_command(),
@@ -478,7 +533,9 @@ def make_wheelhouse(
         log_path,
         env=env,
     )
+    # Keep the build context to what the Dockerfile uses.
     constraints.unlink()
+    (dest.parent / "pip-ca.pem").unlink(missing_ok=True)
     return pins
 
 
@@ -494,6 +551,7 @@ def ensure_image(
     progress: Progress | None = None,
     force: bool = False,
     no_cache: bool = False,
+    prune_min_age: float = PRUNE_MIN_AGE,
     docker: DockerCLI | None = None,
     log_dir: Path | None = None,
 ) -> ImageResult:
@@ -541,6 +599,6 @@ def ensure_image(
             hint=f"the full build output is in {log_path}",
         )
     with log_path.open("a", encoding="utf-8") as log:
-        engine.prune(spec.repository, KEEP_IMAGES, log)
+        engine.prune(spec.repository, KEEP_IMAGES, prune_min_age, log)
     say(f"built image {tag}")
     return ImageResult(tag, built=True, log_path=log_path)

@@ -204,7 +204,7 @@ def test_ssh_url_is_parsed() -> None:
 
 def test_ssh_url_ipv6_host() -> None:
     url = bottle(_repo(url="ssh://git@[::1]:2222/r.git")).git_gate.repos[0].url
-    assert url is not None and (url.host, url.port) == ("[::1]", 2222)
+    assert url is not None and (url.host, url.port) == ("::1", 2222)
 
 
 def test_ssh_url_default_port() -> None:
@@ -225,7 +225,7 @@ def test_ssh_url_default_port() -> None:
 )
 def test_hostile_repo_names_are_refused(name: str, what: str) -> None:
     err = bottle_error(_repo(name=name))
-    assert "may hold only letters, digits, '.', '_' and '-'" in str(err)
+    assert "use only letters, digits, '.', '_' and '-'" in str(err)
     assert f"it contains {what}" in str(err)
 
 
@@ -253,7 +253,7 @@ def test_hostile_urls_are_refused(url: str, what: str) -> None:
         ("ssh://host.test/team/repo.git", "is not an ssh://user@host[:port]/path url"),
         ("ssh://git@host.test:99999/r", "out of range"),
         ("ssh://git@host.test/a/../b", "'.' or '..' segments"),
-        ("ssh://git@-host.test/r", "is not a host name"),
+        ("ssh://git@-host.test/r", "must not start with '-'"),
         ("ssh://-oProxyCommand@host.test/r", "must not start with '-'"),
         ("ssh://git@[1:::2]/r", "is not an IPv6 address"),
     ],
@@ -264,7 +264,7 @@ def test_bad_urls_are_refused(url: str, message: str) -> None:
 
 def test_host_key_format() -> None:
     err = bottle_error(_repo(host_key="AAAA-not-a-key"))
-    assert "host_key must be one public key line" in str(err)
+    assert "is not a public key" in str(err) and "ssh-keyscan" in str(err)
 
 
 def test_key_needs_a_provider() -> None:
@@ -533,3 +533,18 @@ def test_model_and_plugin_problems_are_reported_together(host: PluginHost) -> No
         (11, "egress.routes[0].dlp.outbound_detectors[0]"),
         (12, "supervise"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("ports", "message"),
+    [("[0]", "greater than or equal to 1"), ("[70000]", "less than or equal to 65535"),
+     ("['443']", "valid integer")],
+)  # fmt: skip
+def test_route_ports_must_be_integers_in_range(ports: str, message: str) -> None:
+    assert message in str(bottle_error(_route(f"ports: {ports}")))
+
+
+def test_route_ports_and_websocket_parse() -> None:
+    route = bottle(_route("ports: [8443]\nwebsocket: true")).egress.routes[0]
+    assert route.ports == [8443] and route.websocket is True
+    assert bottle(_route("git: {fetch: false}")).egress.routes[0].websocket is False

@@ -42,9 +42,11 @@ UPSTREAM_NAMES = (
 API_TOKEN = "tok-api-7c1f2e9a55d0"
 MATCH_TOKEN = "tok-match-0b9d3c7e11aa"
 
-# A contrib plugin with two detectors: "boom" raises on BOOM (to prove an addon
-# failure refuses the request) and blocks LEAKME; "inbound-marker" blocks a
-# response carrying EVIL-INSTRUCTION.
+# A contrib plugin with two detectors: "boom" blocks LEAKME, raises on BOOM (the
+# scan pipeline turns that into a blocking finding) and returns a malformed
+# finding on BADFINDING (which breaks the pipeline itself: to prove an addon
+# failure refuses the request); "inbound-marker" blocks a response carrying
+# EVIL-INSTRUCTION.
 DLP_PLUGIN = textwrap.dedent(
     """
     from bot_bottle import hookimpl
@@ -59,6 +61,8 @@ DLP_PLUGIN = textwrap.dedent(
         def scan(self, data, context):
             if b"BOOM" in data:
                 raise RuntimeError("detector exploded")
+            if b"BADFINDING" in data:
+                return [object()]
             i = data.find(b"LEAKME")
             if i < 0:
                 return []

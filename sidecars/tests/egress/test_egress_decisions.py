@@ -315,12 +315,21 @@ def test_addon_exception_refuses_request_and_daemon_keeps_serving(
     client: httpx.Client, egress: EgressProcess, egress_env: Env
 ) -> None:
     before = len(egress_env.upstream.seen)
-    r = client.post(url(egress_env, "dlp.upstream.test", "/x"), content=b"BOOM")
+    r = client.post(url(egress_env, "dlp.upstream.test", "/x"), content=b"BADFINDING")
     assert r.status_code == 403 and "internal-error" in r.text
     assert len(egress_env.upstream.seen) == before
     egress.wait_for("internal error; request refused")
     r = client.post(url(egress_env, "dlp.upstream.test", "/x"), content=b"fine")
     assert r.status_code == 200
+
+
+def test_detector_that_raises_refuses_the_request(client: httpx.Client, egress_env: Env) -> None:
+    # Fail closed: a detector error is a blocking finding, its text not shown.
+    before = len(egress_env.upstream.seen)
+    r = client.post(url(egress_env, "dlp.upstream.test", "/x"), content=b"BOOM")
+    assert r.status_code == 403 and "boom/detector-error" in r.text
+    assert "exploded" not in r.text
+    assert len(egress_env.upstream.seen) == before
 
 
 def test_inbound_dlp_finding_cuts_the_response(

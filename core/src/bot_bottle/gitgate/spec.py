@@ -24,6 +24,7 @@ from types import MappingProxyType
 from typing import Any
 
 from bot_bottle.errors import BotBottleError
+from bot_bottle.names import hostile_char
 
 #: A repo name becomes a directory (``<name>.git``), a URL path and a hook argument.
 REPO_NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -49,37 +50,12 @@ HOST_KEY_TYPES = (
 _HOST_KEY_RE = re.compile(r"^(?P<type>[a-z0-9@.-]+) (?P<blob>[A-Za-z0-9+/]+={0,2})$")
 STATIC_PROVIDER = "static"
 
-# Characters named in errors, so the user learns which one was refused.
-_HOSTILE = {
-    "'": "a single quote",
-    '"': "a double quote",
-    "`": "a backtick",
-    ";": "a semicolon",
-    "$": "a dollar sign",
-    "\\": "a backslash",
-    "|": "a pipe",
-    "&": "an ampersand",
-    "<": "a '<'",
-    ">": "a '>'",
-    " ": "a space",
-    "\t": "a tab",
-    "\n": "a newline",
-    "\r": "a carriage return",
-    "\0": "a NUL byte",
-}
-
 
 class GitGateError(BotBottleError):
     """A git-gate repo, key or configuration is unusable."""
 
 
-def _hostile(value: str) -> str | None:
-    for ch in value:
-        if ch in _HOSTILE:
-            return _HOSTILE[ch]
-        if ord(ch) < 0x20 or ord(ch) == 0x7F:
-            return "a control character"
-    return None
+_hostile = hostile_char
 
 
 def _because(value: str) -> str:
@@ -134,6 +110,13 @@ class SshUrl:
         user, host, path = m.group("user"), m.group("host"), m.group("path")
         # A user or host starting with '-' would be read by ssh as an option
         # (CVE-2017-1000117), hence the leading-character rules.
+        for part, what in ((user, "user"), (host, "host")):
+            if part.startswith("-"):
+                raise GitGateError(
+                    f"git-gate url {value!r}: {what} {part!r} must not start with '-' "
+                    "(ssh would read it as an option)",
+                    hint=hint,
+                )
         if not _USER_RE.match(user):
             raise GitGateError(f"git-gate url {value!r}: user {user!r} is not valid", hint=hint)
         host = _check_host(host, value, hint)

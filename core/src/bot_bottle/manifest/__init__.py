@@ -67,6 +67,8 @@ Egress route model (for the egress sidecar's rendered config)
     ``False`` (scanning off) or ``list[str]`` of installed detector names.
   - ``git``: :class:`RouteGit` — ``fetch``: ``bool`` (default false) permits
     ``git-upload-pack``; ``git-receive-pack`` is always refused.
+  - ``ports``: ``list[int]`` — ports the host may be reached on (default: 443, 80).
+  - ``websocket``: ``bool`` (default false) — allow WebSocket upgrades.
 
 Agent fields (:class:`AgentFile`)
 ---------------------------------

@@ -25,6 +25,7 @@ from pydantic import (
     Field,
     ModelWrapValidatorHandler,
     StrictBool,
+    StrictInt,
     ValidationError,
     WithJsonSchema,
     field_validator,
@@ -32,13 +33,15 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from bot_bottle.errors import BotBottleError
+from bot_bottle.gitgate import spec as gate_spec
+from bot_bottle.names import hostile_char
+
 # -- names ------------------------------------------------------------------
 
 #: A bottle or agent name is its file name without ``.md``.
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]*$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-#: git-gate repo names end up in paths and generated scripts (DESIGN §6.6).
-REPO_NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 SKILL_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 HOSTNAME_RE = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -46,42 +49,9 @@ HOSTNAME_RE = re.compile(
 )
 HTTP_METHOD_RE = re.compile(r"^[A-Z]+$")
 HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token
-HOST_KEY_RE = re.compile(
-    r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521"
-    r"|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,2}$"
-)
-SSH_URL_RE = re.compile(
-    r"^ssh://(?P<user>[A-Za-z0-9._-]+)@(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])"
-    r"(?::(?P<port>[0-9]{1,5}))?/(?P<path>[A-Za-z0-9._~+/-]+)$"
-)
-#: Characters that break or inject into a shell script, a git config value
-#: or an ssh command line, named so the error says which one it found.
-_HOSTILE = {
-    "'": "a single quote",
-    '"': "a double quote",
-    "`": "a backtick",
-    ";": "a semicolon",
-    "$": "a dollar sign",
-    "\\": "a backslash",
-    "|": "a pipe",
-    "&": "an ampersand",
-    "<": "a '<'",
-    ">": "a '>'",
-    " ": "a space",
-    "\t": "a tab",
-    "\n": "a newline",
-    "\r": "a carriage return",
-    "\0": "a NUL byte",
-}
 
 
-def _hostile(value: str) -> str | None:
-    for ch in value:
-        if ch in _HOSTILE:
-            return _HOSTILE[ch]
-        if ord(ch) < 0x20 or ord(ch) == 0x7F:
-            return "a control character"
-    return None
+_hostile = hostile_char
 
 
 def _err(kind: LiteralString, message: str, **ctx: Any) -> PydanticCustomError:
@@ -324,31 +294,20 @@ class SshUrl(ManifestModel):
                 f"{value!r} is scp-style; write it as ssh://user@host/path "
                 "(with :port after the host if not 22)",
             )
-        m = SSH_URL_RE.match(value)
-        if not m:
-            raise _err(
-                "ssh_url",
-                f"{value!r} is not an ssh://user@host[:port]/path url "
-                "(user, host and path are required; only ssh:// is supported)",
-            )
-        port = int(m.group("port") or 22)
-        if not 0 < port < 65536:
-            raise _err("ssh_url", f"port {port} is out of range")
-        user, host = m.group("user"), m.group("host")
-        if user.startswith("-"):
-            # 'user@host' becomes one ssh argument: it must not read as an option.
-            raise _err("ssh_url", f"user {user!r} must not start with '-'")
-        if host.startswith("["):
-            try:
-                ipaddress.IPv6Address(host[1:-1])
-            except ValueError:
-                raise _err("ssh_url", f"{host!r} is not an IPv6 address") from None
-        else:
-            host = _check_hostname(host)
-        path = "/" + m.group("path")
-        if "/../" in path + "/" or "/./" in path + "/":
-            raise _err("ssh_url", "url path must not contain '.' or '..' segments")
-        return cls(url=value, user=user, host=host, port=port, path=path)
+        # git-gate's parser is the authority on what the gate will accept, so
+        # the manifest and the gate can never disagree about a url.
+        try:
+            parsed = gate_spec.SshUrl.parse(value)
+        except gate_spec.GitGateError as exc:
+            raise _err("ssh_url", _gate_message(exc)) from None
+        return cls(
+            url=value, user=parsed.user, host=parsed.host, port=parsed.port, path=parsed.path
+        )
+
+
+def _gate_message(exc: BotBottleError) -> str:
+    message = exc.message.removeprefix("git-gate ")
+    return f"{message}; {exc.hint}" if exc.hint else message
 
 
 def _ssh_url(value: Any) -> Any:
@@ -358,14 +317,10 @@ def _ssh_url(value: Any) -> Any:
 
 
 def _host_key(value: str) -> str:
-    value = value.strip()
-    if not HOST_KEY_RE.match(value):
-        raise _err(
-            "host_key",
-            "host_key must be one public key line 'TYPE BASE64' (e.g. 'ssh-ed25519 AAAA...'), "
-            "as printed by 'ssh-keyscan -t ed25519 HOST' without the host name",
-        )
-    return value
+    try:
+        return gate_spec.check_host_key(value)
+    except gate_spec.GitGateError as exc:
+        raise _err("host_key", _gate_message(exc)) from None
 
 
 class KeySpec(ManifestModel):
@@ -435,14 +390,10 @@ class RepoEntry(ManifestModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not REPO_NAME_RE.match(value) or value in (".", ".."):
-            what = _hostile(value)
-            why = f" (it contains {what})" if what else ""
-            raise _err(
-                "repo_name",
-                f"repo name {value!r} may hold only letters, digits, '.', '_' and '-'{why}",
-            )
-        return value
+        try:
+            return gate_spec.check_repo_name(value)
+        except gate_spec.GitGateError as exc:
+            raise _err("repo_name", _gate_message(exc)) from None
 
 
 class GitRepo(ManifestModel):
@@ -596,10 +547,14 @@ class Route(ManifestModel):
     """One allowed upstream host. See the package docstring for the field map."""
 
     host: HostName
+    #: Ports the host may be reached on; empty means 443 and 80.
+    ports: list[Annotated[StrictInt, Field(ge=1, le=65535)]] = Field(default_factory=list)
     auth: Auth | None = None
     matches: list[Match] = Field(default_factory=list)
     dlp: RouteDlp = Field(default_factory=RouteDlp)
     git: RouteGit = Field(default_factory=RouteGit)
+    #: WebSocket upgrades are refused unless a route opts in.
+    websocket: StrictBool = False
 
 
 class Egress(ManifestModel):

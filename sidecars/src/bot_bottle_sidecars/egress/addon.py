@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import time
-import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +21,11 @@ from typing import Any
 from mitmproxy import connection, ctx, http, tcp
 from mitmproxy.proxy import server_hooks
 
-from bot_bottle.contracts.dlp import Action, Finding, Location, StreamScanner
+from bot_bottle.contracts.dlp import Action, Finding, StreamScanner
 from bot_bottle.egress.config import EgressConfig, Route
 from bot_bottle.errors import BotBottleError
 from bot_bottle.secrets import Secret
-from bot_bottle_sidecars.egress.dlp import RequestPart, TrafficScanner
+from bot_bottle_sidecars.egress.dlp import TrafficScanner
 from bot_bottle_sidecars.egress.eventlog import EventLog
 from bot_bottle_sidecars.egress.policy import (
     Refusal,
@@ -36,11 +36,15 @@ from bot_bottle_sidecars.egress.policy import (
 )
 
 _META = "bot_bottle_egress"
-#: Content-Encodings the inbound scanner can decode on the fly.
-_ZLIB_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": 0}
-_DECODE_CHUNK = 1 << 20
+#: The bottle's other secrets (``?prompt`` answers, ``${HOST_VAR}`` values of
+#: its env), given to this daemon only, for DLP's known_secrets detector.
+KNOWN_SECRET_RE = re.compile(r"^EGRESS_SECRET_[0-9]+$")
 #: Largest request body accepted on a route with outbound DLP (it is buffered).
 MAX_SCANNED_BODY = 32 << 20
+#: Response chunks reach the scanner in slices of at most this many bytes:
+#: each slice is inflated whole, so this bounds what a compression bomb
+#: (up to ~1000:1 for gzip) can make the proxy hold at once.
+_FEED_BYTES = 16 << 10
 
 
 @dataclass
@@ -51,6 +55,8 @@ class _FlowState:
     # a repr of the flow's metadata never shows it).
     inject: Secret | None = None
     scan_body: bool = False
+    #: A DLP finding lies in the URL path: refusals and log lines show no path.
+    withhold_path: bool = False
     started: float = field(default_factory=time.monotonic)
 
 
@@ -58,6 +64,11 @@ class _FlowState:
 class LoadedConfig:
     config: EgressConfig
     tokens: Mapping[str, Secret]
+    #: Values DLP must not let out besides the tokens (never injected anywhere).
+    secrets: tuple[Secret, ...] = ()
+
+    def known_secrets(self) -> tuple[Secret, ...]:
+        return (*self.tokens.values(), *self.secrets)
 
 
 ScannerFactory = Callable[[EgressConfig, tuple[Secret, ...]], TrafficScanner | None]
@@ -69,6 +80,13 @@ _Prepared = tuple[LoadedConfig, TrafficScanner | None, Callable[[], None] | None
 
 def load_tokens(config: EgressConfig, environ: Mapping[str, str]) -> dict[str, Secret]:
     return {slot: Secret(environ[slot]) for slot in config.token_slots() if environ.get(slot)}
+
+
+def load_known_secrets(environ: Mapping[str, str]) -> tuple[Secret, ...]:
+    """The ``EGRESS_SECRET_<n>`` values, in slot order, held in memory only."""
+    slots = [k for k in environ if KNOWN_SECRET_RE.match(k)]
+    slots.sort(key=lambda k: int(k.rsplit("_", 1)[1]))
+    return tuple(Secret(environ[k]) for k in slots if environ[k])
 
 
 class EgressAddon:
@@ -94,12 +112,14 @@ class EgressAddon:
 
     def _prepare(self, config: EgressConfig) -> _Prepared:
         """Everything that can fail, done before anything is swapped in."""
-        tokens = load_tokens(config, self._environ)
+        loaded = LoadedConfig(
+            config, load_tokens(config, self._environ), load_known_secrets(self._environ)
+        )
         scanner = None
         if self._scanner_factory is not None:
-            scanner = self._scanner_factory(config, tuple(tokens.values()))
+            scanner = self._scanner_factory(config, loaded.known_secrets())
         commit_trust = self._trust(config) if self._trust is not None else None
-        return LoadedConfig(config, tokens), scanner, commit_trust
+        return loaded, scanner, commit_trust
 
     def _activate(self, prepared: _Prepared) -> None:
         # One event loop thread: requests see either the old or the new table.
@@ -109,7 +129,7 @@ class EgressAddon:
         self.loaded = loaded
         self._scanner = scanner
         self.log.level = loaded.config.log_level
-        self.log.redact.set_secrets(t.reveal() for t in loaded.tokens.values())
+        self.log.redact.set_secrets(t.reveal() for t in loaded.known_secrets())
         missing = [s for s in loaded.config.token_slots() if s not in loaded.tokens]
         if missing:
             self.log.error(
@@ -152,9 +172,16 @@ class EgressAddon:
             **fields,
         )
 
+    def _path(self, flow: http.HTTPFlow) -> str:
+        """The request's path for refusals and logs (never the query)."""
+        st = flow.metadata.get(_META)
+        if st is not None and st.withhold_path:
+            return "/[path withheld: it holds a DLP finding]"
+        return flow.request.path.split("?", 1)[0]
+
     def _refuse(self, flow: http.HTTPFlow, refusal: Refusal) -> None:
         req = flow.request
-        path = req.path.split("?", 1)[0]
+        path = self._path(flow)
         host = req.pretty_host
         line = f"{req.method} {req.scheme}://{host}{path}"
         body = refusal_body(refusal, line, self.config.introspection_host)
@@ -297,7 +324,17 @@ class EgressAddon:
         assert route is not None
         scanner = self._scanner
         if scanner is not None:
-            findings = scanner.scan_request(route, _request_parts(flow, body=body))
+            # Scanned as sent, before the credential goes in: the body still
+            # carries its Content-Encoding (the pipeline undoes it, and refuses
+            # a body that does not decode), and the route's token is not there
+            # to be "found" among the known secrets.
+            req = flow.request
+            findings = scanner.scan_request(
+                route, req.method, req.url, req.headers.fields, req.raw_content if body else None
+            )
+            # The refusal and the log lines echo the path: not when it holds the
+            # finding (perhaps encoded, which log redaction would not recognise).
+            st.withhold_path = any(f.location.part == "url_path" for f in findings)
             if self._report(flow, findings, "outbound"):
                 blocking = [f for f in findings if f.action is Action.BLOCK]
                 self._refuse(
@@ -316,7 +353,7 @@ class EgressAddon:
             "request",
             host=route.host,
             method=flow.request.method,
-            path=flow.request.path.split("?", 1)[0],
+            path=self._path(flow),
             auth_injected=st.inject is not None,
         )
 
@@ -335,7 +372,7 @@ class EgressAddon:
                 snippet=f.snippet,
                 host=flow.request.pretty_host,
                 method=flow.request.method,
-                path=flow.request.path.split("?", 1)[0],
+                path=self._path(flow),
             )
         return blocking
 
@@ -346,12 +383,12 @@ class EgressAddon:
         try:
             scanner = None
             if self._scanner is not None and st.route is not None:
-                scanner = self._scanner.response_scanner(st.route)
+                encoding = flow.response.headers.get("Content-Encoding")
+                scanner = self._scanner.response_scanner(st.route, encoding)
             if scanner is None:
                 flow.response.stream = True
             else:
-                encoding = flow.response.headers.get("Content-Encoding", "identity").lower()
-                flow.response.stream = _InboundStream(self, flow, scanner, encoding)
+                flow.response.stream = _InboundStream(self, flow, scanner)
         except Exception as exc:
             self._fail("responseheaders", exc, host=flow.request.pretty_host)
             flow.kill()
@@ -364,7 +401,7 @@ class EgressAddon:
             "response",
             host=flow.request.pretty_host,
             method=flow.request.method,
-            path=flow.request.path.split("?", 1)[0],
+            path=self._path(flow),
             status=flow.response.status_code,
             ms=round((time.monotonic() - st.started) * 1000, 1),
         )
@@ -374,7 +411,7 @@ class EgressAddon:
             self.log.traffic(
                 "upstream error",
                 host=flow.request.pretty_host,
-                path=flow.request.path.split("?", 1)[0],
+                path=self._path(flow),
                 error=flow.error.msg,
             )
 
@@ -392,10 +429,9 @@ class EgressAddon:
             findings: list[Finding] = []
             if self._scanner is not None:
                 if msg.from_client:
-                    part = RequestPart(Location("body", name="websocket"), msg.content)
-                    findings = self._scanner.scan_request(route, [part])
+                    findings = self._scanner.scan_message(route, msg.content)
                 else:
-                    scanner = self._scanner.response_scanner(route)
+                    scanner = self._scanner.response_scanner(route, None)
                     if scanner is not None:
                         findings = scanner.feed(msg.content) + scanner.finish()
             direction = "outbound" if msg.from_client else "inbound"
@@ -406,7 +442,7 @@ class EgressAddon:
                     rule=f"dlp-websocket-{direction}",
                     reason="WebSocket message dropped",
                     host=route.host,
-                    path=flow.request.path.split("?", 1)[0],
+                    path=self._path(flow),
                 )
         except Exception as exc:
             self._fail("websocket_message", exc, host=flow.request.pretty_host)
@@ -476,27 +512,28 @@ class EgressAddon:
 class _InboundStream:
     """``flow.response.stream`` callable: forwards chunks as they come, scanning each.
 
+    Chunks are fed as received; the scan pipeline's stream undoes the
+    response's Content-Encoding (an undecodable one is a blocking finding).
     Memory stays bounded: a chunk is forwarded (or withheld) as soon as it is
-    scanned; only the detectors' carry-over is kept.
+    scanned; only the pipeline's carry-over is kept.
     """
 
-    def __init__(
-        self, addon: EgressAddon, flow: http.HTTPFlow, scanner: StreamScanner, encoding: str
-    ) -> None:
+    def __init__(self, addon: EgressAddon, flow: http.HTTPFlow, scanner: StreamScanner) -> None:
         self.addon = addon
         self.flow = flow
         self.scanner = scanner
         self.blocked = False
-        self.unsupported = encoding not in ("identity", "", *_ZLIB_WBITS)
-        self.decoder = (
-            zlib.decompressobj(_ZLIB_WBITS[encoding]) if encoding in _ZLIB_WBITS else None
-        )
 
     def __call__(self, chunk: bytes) -> bytes:
         if self.blocked:
             return b""
         try:
-            findings = self._scan(chunk)
+            # mitmproxy ends a streamed body with an empty chunk.
+            findings: list[Finding] = []
+            for i in range(0, len(chunk), _FEED_BYTES):
+                findings += self.scanner.feed(chunk[i : i + _FEED_BYTES])
+            if not chunk:
+                findings = self.scanner.finish()
         except Exception as exc:
             self.addon._fail("response stream", exc, host=self.flow.request.pretty_host)
             return self._block()
@@ -505,28 +542,6 @@ class _InboundStream:
         ):
             return self._block()
         return chunk
-
-    def _scan(self, chunk: bytes) -> list[Finding]:
-        if self.unsupported:
-            raise ValueError("the response's Content-Encoding cannot be scanned")
-        if not chunk:
-            if self.decoder is not None:
-                tail = self.decoder.flush()
-                return (
-                    self.scanner.feed(tail) + self.scanner.finish()
-                    if tail
-                    else (self.scanner.finish())
-                )
-            return self.scanner.finish()
-        if self.decoder is None:
-            return self.scanner.feed(chunk)
-        findings: list[Finding] = []
-        data = chunk
-        while data:
-            plain = self.decoder.decompress(data, _DECODE_CHUNK)
-            findings += self.scanner.feed(plain)
-            data = self.decoder.unconsumed_tail
-        return findings
 
     def _block(self) -> bytes:
         self.blocked = True
@@ -568,18 +583,3 @@ def _facts(flow: http.HTTPFlow, tunnel: tuple[str, int] | None) -> RequestFacts:
         sni=client.sni if client.tls else None,
         connect_target=tunnel,
     )
-
-
-def _request_parts(flow: http.HTTPFlow, *, body: bool) -> list[RequestPart]:
-    req = flow.request
-    path, _, query = req.path.partition("?")
-    parts = [RequestPart(Location("url_path"), path.encode())]
-    if query:
-        parts.append(RequestPart(Location("query"), query.encode()))
-    for name, value in req.headers.items(multi=True):
-        parts.append(RequestPart(Location("header", name=name), value.encode()))
-    if body:
-        content = req.get_content(strict=False)
-        if content:
-            parts.append(RequestPart(Location("body"), content))
-    return parts

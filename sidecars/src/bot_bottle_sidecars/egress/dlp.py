@@ -1,123 +1,126 @@
-"""The DLP seam of the egress addon.
+"""The DLP seam of the egress addon: core's scan pipeline, per route.
 
-The addon hands a :class:`TrafficScanner` the parts of each request (before
-the credential is injected, so the bottle's own token is never "found") and
-feeds response bodies to a :class:`~bot_bottle.contracts.dlp.StreamScanner`
-chunk by chunk. :class:`DetectorScanner` implements it with the DLP detector
-plugins named in the route's ``dlp`` selection; a decoding pipeline (undoing
-URL-, base64-, JSON-escapes) wraps the bytes it passes to detectors.
+The addon hands a :class:`TrafficScanner` each request as it was sent (URL,
+headers, and the body still carrying its ``Content-Encoding``), *before* the
+route's credential is injected, so the bottle's own token is never "found";
+response bodies go to a :class:`~bot_bottle.contracts.dlp.StreamScanner`
+chunk by chunk, also as received.
+
+:class:`DetectorScanner` runs the route's selected detector plugins through
+:class:`bot_bottle.dlp.ScanPipeline`, the same pipeline ``bot-bottle dlp scan``
+and git-gate use: it undoes ``Content-Encoding`` (gzip, deflate, br; a body
+that does not decode is a blocking finding), builds the decoded views
+(URL-encoding, JSON escapes, base64 and hex runs) and runs every detector on
+each, so a token base64-encoded in a JSON body is found like a plain one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
-from bot_bottle.contracts.dlp import (
-    Direction,
-    DlpDetector,
-    Finding,
-    Location,
-    ScanContext,
-    StreamScanner,
-)
+from bot_bottle.contracts.dlp import Direction, DlpDetector, Finding, Location, StreamScanner
+from bot_bottle.dlp.pipeline import Headers, ScanPipeline
 from bot_bottle.egress.config import DetectorSelection, Route
 from bot_bottle.secrets import Secret
 
 
-@dataclass(frozen=True)
-class RequestPart:
-    location: Location
-    data: bytes
-
-
 class TrafficScanner(Protocol):
-    def scan_request(self, route: Route, parts: Sequence[RequestPart]) -> list[Finding]:
-        """Findings for one request's URL, headers and (decoded) body."""
-        ...
-
-    def response_scanner(self, route: Route) -> StreamScanner | None:
-        """A scanner for the response body, or None when inbound DLP is off."""
-        ...
-
     def wants_request_body(self, route: Route) -> bool:
         """Whether the request body must be buffered for scanning."""
         ...
 
+    def scan_request(
+        self, route: Route, method: str, url: str, headers: Headers, body: bytes | None
+    ) -> list[Finding]:
+        """Findings for one request: URL path, query, headers and body.
+        ``body`` is as sent (still compressed per its Content-Encoding)."""
+        ...
 
-#: Optional decoding step: given raw bytes, the byte strings to scan (e.g. the
-#: input plus its URL-/base64-decoded forms). Default: the bytes as they are.
-Decoder = Callable[[bytes], Iterable[bytes]]
+    def scan_message(self, route: Route, data: bytes) -> list[Finding]:
+        """Findings for one outbound WebSocket message."""
+        ...
 
-
-def _identity(data: bytes) -> Iterable[bytes]:
-    return (data,)
+    def response_scanner(self, route: Route, content_encoding: str | None) -> StreamScanner | None:
+        """A scanner for a response body as received, or None when inbound DLP is off."""
+        ...
 
 
 class DetectorScanner:
-    """Runs the route's selected detector plugins.
+    """Runs each route's selected detector plugins through the scan pipeline.
 
     ``factory(name)`` builds a detector (``PluginHost().create("dlp_detectors", name)``);
-    detectors are built once and cached. ``known_secrets`` are the bottle's
-    own secret values for detectors that look for them.
+    each is built once. A selected detector that scans only the other
+    direction is skipped (the host refuses such a selection when it renders
+    the config). ``known_secrets`` are the bottle's own secret values (its
+    tokens and other secrets), held in memory only, for the ``known_secrets``
+    detector.
     """
 
     def __init__(
-        self,
-        factory: Callable[[str], DlpDetector],
-        known_secrets: Sequence[Secret] = (),
-        decoder: Decoder = _identity,
+        self, factory: Callable[[str], DlpDetector], known_secrets: Sequence[Secret] = ()
     ) -> None:
         self._factory = factory
-        self._cache: dict[str, DlpDetector] = {}
+        self._detectors: dict[str, DlpDetector] = {}
+        self._pipelines: dict[tuple[Direction, tuple[str, ...]], ScanPipeline] = {}
         self.known_secrets = tuple(known_secrets)
-        self._decoder = decoder
-
-    def _detectors(self, names: DetectorSelection, direction: Direction) -> list[DlpDetector]:
-        if names is False:
-            return []
-        out = []
-        for name in names:
-            det = self._cache.get(name)
-            if det is None:
-                det = self._cache[name] = self._factory(name)
-            if det.direction.covers(direction):
-                out.append(det)
-        return out
 
     def preload(self, names: Iterable[str]) -> None:
         """Build the named detectors now, so a broken plugin fails at load time."""
         for name in names:
-            if name not in self._cache:
-                self._cache[name] = self._factory(name)
+            self._detector(name)
+
+    def _detector(self, name: str) -> DlpDetector:
+        det = self._detectors.get(name)
+        if det is None:
+            det = self._detectors[name] = self._factory(name)
+            if not det.name:
+                det.name = name
+        return det
+
+    def pipeline(self, selection: DetectorSelection, direction: Direction) -> ScanPipeline | None:
+        """The pipeline of ``selection``'s detectors for ``direction``; None if none."""
+        if selection is False:
+            return None
+        key = (direction, selection)
+        pipeline = self._pipelines.get(key)
+        if pipeline is None:
+            dets = [self._detector(n) for n in selection]
+            pipeline = ScanPipeline([d for d in dets if d.direction.covers(direction)], direction)
+            self._pipelines[key] = pipeline
+        return pipeline if pipeline.detectors else None
 
     def wants_request_body(self, route: Route) -> bool:
-        return bool(self._detectors(route.dlp.outbound_detectors, Direction.OUTBOUND))
+        return self.pipeline(route.dlp.outbound_detectors, Direction.OUTBOUND) is not None
 
-    def scan_request(self, route: Route, parts: Sequence[RequestPart]) -> list[Finding]:
-        findings: list[Finding] = []
-        for det in self._detectors(route.dlp.outbound_detectors, Direction.OUTBOUND):
-            for part in parts:
-                ctx = ScanContext(Direction.OUTBOUND, part.location, route.host, self.known_secrets)
-                for data in self._decoder(part.data):
-                    findings.extend(det.scan(data, ctx))
-        return findings
+    def scan_request(
+        self, route: Route, method: str, url: str, headers: Headers, body: bytes | None
+    ) -> list[Finding]:
+        pipeline = self.pipeline(route.dlp.outbound_detectors, Direction.OUTBOUND)
+        if pipeline is None:
+            return []
+        return pipeline.scan_request(
+            method, url, headers, body, known_secrets=self.known_secrets, target=route.host
+        )
 
-    def response_scanner(self, route: Route) -> StreamScanner | None:
-        dets = self._detectors(route.dlp.inbound_detectors, Direction.INBOUND)
-        if not dets:
+    def scan_message(self, route: Route, data: bytes) -> list[Finding]:
+        pipeline = self.pipeline(route.dlp.outbound_detectors, Direction.OUTBOUND)
+        if pipeline is None:
+            return []
+        return pipeline.scan_bytes(
+            data,
+            Location("body", name="websocket"),
+            known_secrets=self.known_secrets,
+            target=route.host,
+        )
+
+    def response_scanner(self, route: Route, content_encoding: str | None) -> StreamScanner | None:
+        pipeline = self.pipeline(route.dlp.inbound_detectors, Direction.INBOUND)
+        if pipeline is None:
             return None
-        ctx = ScanContext(Direction.INBOUND, Location("body"), route.host, self.known_secrets)
-        return _Fanout([d.stream(ctx) for d in dets])
-
-
-class _Fanout(StreamScanner):
-    def __init__(self, scanners: list[StreamScanner]) -> None:
-        self._scanners = scanners
-
-    def feed(self, chunk: bytes) -> list[Finding]:
-        return [f for s in self._scanners for f in s.feed(chunk)]
-
-    def finish(self) -> list[Finding]:
-        return [f for s in self._scanners for f in s.finish()]
+        return pipeline.stream(
+            Location("body"),
+            content_encoding=content_encoding,
+            known_secrets=self.known_secrets,
+            target=route.host,
+        )

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot_bottle.contracts.dlp import Action, Direction, Finding, Location, ScanContext
+from bot_bottle.dlp.pipeline import ScanPipeline
 
 if TYPE_CHECKING:
     from bot_bottle.contracts.dlp import DlpDetector
@@ -36,6 +37,8 @@ GITLEAKS_DETECTOR = "gitleaks"
 PIECE_BYTES = 16 * 1024 * 1024
 _PIECE_CHECK_LINES = 65536
 _HUNK_RE = re.compile(rb"^(@+) .*\+(\d+)(?:,\d+)? @+")
+#: The rule of the pipeline's finding for a detector that raised.
+_DETECTOR_ERROR = "detector-error"
 
 
 class ScanError(Exception):
@@ -45,18 +48,24 @@ class ScanError(Exception):
 def scan_buffer(
     detectors: Sequence[DlpDetector], data: bytes, context: ScanContext
 ) -> list[Finding]:
-    """The one place git-gate hands bytes to DLP.
+    """The one place git-gate hands bytes to DLP: core's scan pipeline, the
+    one egress and ``bot-bottle dlp scan`` use.
 
-    The shared DLP pipeline (decoding, known secrets) replaces this body when
-    it lands; until then each outbound detector scans the raw bytes. A
-    detector that raises makes the scan fail: an unscanned push never leaves.
+    The pipeline runs every detector over the bytes and over their decoded
+    views (URL-encoding, JSON escapes, base64 and hex runs), so a token
+    base64-encoded in a committed file is found like a plain one; findings'
+    offsets point into ``data`` (an encoded run as a whole). A detector that
+    raises makes the scan fail: an unscanned push never leaves.
     """
-    findings: list[Finding] = []
-    for detector in detectors:
-        try:
-            findings.extend(detector.scan(data, context))
-        except Exception as exc:
-            raise ScanError(f"detector {detector.name!r} failed: {type(exc).__name__}") from exc
+    pipeline = ScanPipeline(detectors, Direction.OUTBOUND)
+    findings = pipeline.scan_bytes(
+        data, context.location, known_secrets=context.known_secrets, target=context.target
+    )
+    for f in findings:
+        if f.rule == _DETECTOR_ERROR and f.action is Action.BLOCK:
+            # The pipeline turns a raising detector into a blocking finding;
+            # the gate reports it as what it is, a scan that could not run.
+            raise ScanError(f"detector {f.detector!r} failed: {f.snippet}")
     return findings
 
 
@@ -175,6 +184,7 @@ def _relocate(finding: Finding, loc: Location, line: int | None) -> Finding:
             line=line,
             offset=finding.location.offset,
             length=finding.location.length,
+            decoded=finding.location.decoded,
         ),
         snippet=finding.snippet,
     )

@@ -19,7 +19,8 @@ from init's own environment, and the literal ``set_env`` values. Nothing else
 is inherited: daemons sharing a container must not see each other's
 credentials (the first bot-bottle's DLP scanner found the injected token in
 its own environment and blocked it). Credential variables (the egress token
-slots) may be granted to the ``egress`` daemon only; a plan that grants them
+slots and the bottle's known secrets) may be granted to the ``egress`` daemon
+only; a plan that grants them
 to any other daemon is refused.
 
 The module is plain dataclasses and ``json`` on purpose: init is PID 1 of
@@ -40,7 +41,9 @@ from bot_bottle.errors import BotBottleError
 #: Variables every daemon gets when init has them: none carries a secret.
 BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
 #: Credential slots: only the daemon named in CREDENTIAL_OWNER may see them.
-CREDENTIAL_PREFIXES = ("EGRESS_TOKEN_",)
+#: ``EGRESS_TOKEN_<n>`` are injected credentials; ``EGRESS_SECRET_<n>`` are
+#: the bottle's other secret values, which egress's DLP looks for verbatim.
+CREDENTIAL_PREFIXES = ("EGRESS_TOKEN_", "EGRESS_SECRET_")
 CREDENTIAL_OWNER = "egress"
 DEFAULT_GRACE_SECONDS = 10.0
 DEFAULT_CONTROL_SOCKET = "/run/bot-bottle/init.sock"

@@ -11,7 +11,8 @@ Behaviour:
 * Every daemon of the plan starts in its own process group with an explicit
   environment (:meth:`DaemonSpec.build_env`), never the inherited one.
 * SIGTERM/SIGINT: the signal goes to every daemon's process group; whatever is
-  still running after ``grace_seconds`` gets SIGKILL; init exits 0.
+  still running after ``grace_seconds`` gets SIGKILL; init exits 0. A second
+  SIGTERM/SIGINT during the grace period sends SIGKILL at once.
 * SIGHUP: forwarded to the daemons with ``forward_sighup`` (egress reloads
   its routes); init itself does nothing else with it.
 * A daemon that exits is logged with its exit code (or signal); the others
@@ -158,8 +159,13 @@ class Supervisor:
 
     def _exited(self, daemon: Daemon, status: int) -> None:
         text, fields = _describe(status)
+        if daemon.pid is not None:
+            # Whatever the daemon left running in its group (git daemon's
+            # per-connection workers) goes with it, so a restart finds its
+            # port free. The group id stays reserved while members exist.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(daemon.pid, signal.SIGKILL)
         daemon.pid, daemon.kill_at, daemon.last_exit = None, None, text
-        # Killing its group cleans up anything the daemon left behind.
         expected = self._shutdown_signal is not None or daemon.restart_pending
         daemon.failed = not expected and text != "exit 0"
         event = "daemon_stopped" if expected else "daemon_exited"
@@ -178,6 +184,10 @@ class Supervisor:
 
     def begin_shutdown(self, sig: signal.Signals) -> None:
         if self._shutdown_signal is not None:
+            # A second Ctrl-C (or docker stop after a hung shutdown) means now.
+            if not self._killed:
+                log.warning("shutdown_forced", signal=sig.name)
+                self._kill_at = time.monotonic()
             return
         self._shutdown_signal = sig.name
         self._kill_at = time.monotonic() + self.plan.grace_seconds
