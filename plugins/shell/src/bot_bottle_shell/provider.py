@@ -7,7 +7,6 @@ sandbox-escape suite has an agent with curl, git and DNS tools to attack from.
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -54,7 +53,7 @@ class ShellProvider(AgentProvider):
         write_prompt(bottle, ctx)
         if ctx.supervise_url:
             # No MCP client in this image: leave the URL where a person finds it.
-            script = 'mkdir -p "$HOME/.bot-bottle" && printf "%s\\n" "$1" > "$HOME/.bot-bottle/supervise"'
+            script = 'mkdir -p ~/.bot-bottle && printf "%s\\n" "$1" > ~/.bot-bottle/supervise'
             bottle.exec(["sh", "-c", script, "sh", ctx.supervise_url], user=ctx.plan.user)
 
     def interactive_argv(self, ctx: ProvisionContext) -> list[str]:
@@ -66,4 +65,4 @@ class ShellProvider(AgentProvider):
         return ["bash", "-lc", prompt] if prompt else ["bash", "-lc", "true"]
 
 
-__all__ = ["ShellOptions", "ShellProvider", "shlex"]
+__all__ = ["ShellOptions", "ShellProvider"]
