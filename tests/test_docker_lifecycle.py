@@ -104,7 +104,13 @@ def test_list_active_sigterm_teardown_and_cleanup_after_sigkill(
         assert row["agent"] == "demo" and row["backend"] == "docker"
         slug = str(row["slug"])
         flt: dict[str, Any] = {"label": f"bot-bottle.slug={slug}"}
-        roles = {c.labels["bot-bottle.role"] for c in docker_client.containers.list(filters=flt)}
+        deadline = time.monotonic() + 60
+        while True:  # list active shows a bottle from its agent container on
+            containers = docker_client.containers.list(filters=flt)
+            roles = {c.labels["bot-bottle.role"] for c in containers}
+            if roles == {"agent", "sidecars", "relay"} or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert roles == {"agent", "sidecars", "relay"}
         # SIGTERM while the agent runs: everything goes, state too.
         proc.send_signal(signal.SIGTERM)

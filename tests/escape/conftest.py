@@ -133,6 +133,7 @@ def bottle(
         try:
             with backend.launch(backend.prepare(plan)) as running:
                 provider.provision(running, provision_context(plan))
+                running.wait_ready()
                 yield Bottle(running, outside, plan.slug)
         finally:
             state.remove()

@@ -37,6 +37,13 @@ def test_allowlisted_request_gets_the_credential_injected(bottle: Bottle) -> Non
     assert bottle.outside.requests[-1]["headers"]["Authorization"] == f"Bearer {ROUTE_TOKEN}"
 
 
+def test_the_bottle_ca_is_in_the_system_trust_store(bottle: Bottle) -> None:
+    # Without the CA variables, curl falls back to the system bundle.
+    unset = " ".join(f"-u {v}" for v in ("CURL_CA_BUNDLE", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"))
+    code, out = bottle.sh(f"env {unset} {CURL} https://allowed.test/echo")
+    assert code == 0, out
+
+
 def test_the_credential_is_invisible_inside_the_agent(bottle: Bottle) -> None:
     for script in (
         "env",

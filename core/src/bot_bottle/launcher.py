@@ -121,6 +121,9 @@ def execute(
                 ctx = provision_context(plan, options)
                 provider.provision(bottle, ctx)
                 report.timings["provision"] = time.monotonic() - t
+                # A backend may boot its sidecars while the provider provisions.
+                bottle.wait_ready()
+                report.timings.update(getattr(bottle, "timings", {}))
                 report.timings["ready"] = time.monotonic() - t0
                 if on_ready is not None:
                     on_ready(bottle)

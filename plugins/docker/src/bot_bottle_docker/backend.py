@@ -31,6 +31,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -198,72 +199,92 @@ class DockerBackend(Backend):
 
             t = time.monotonic()
             labels = {**prepared.labels, L_STARTED: now_iso()}
-            network = client.networks.create(
-                prepared.network, driver="bridge", labels={**labels, L_ROLE: "egress-network"}
-            )
-            down.push(f"network {prepared.network}", network.remove)
-            bundle = client.containers.create(
-                bundle_tag,
-                name=prepared.bundle_name,
-                network=prepared.network,
-                extra_hosts=dict(plan.extra_hosts) or None,
-                environment={k: v.reveal() for k, v in plan.egress_tokens.items()},
-                volumes={
-                    str(etc): {"bind": ETC, "mode": "ro"},
-                    str(run_dir / "ca"): {"bind": CA_DIR, "mode": "ro"},
-                    str(keys_dir): {"bind": GATE_KEYS, "mode": "ro"},
-                    str(queue): {"bind": QUEUE_DIR, "mode": "rw"},
-                    str(sock): {"bind": SOCK_DIR, "mode": "rw"},
-                },
-                labels={**labels, L_ROLE: "sidecars"},
-                security_opt=["no-new-privileges"],
-                detach=True,
-            )
-            down.push(f"container {prepared.bundle_name}", lambda: _remove(bundle))
-            bundle.start()
-            runtime = gvisor_runtime(client) if plan.gvisor else None
-            agent_env = {k: v.reveal() for k, v in plan.agent_env.items()}
-            volumes = {}
-            if plan.cwd is not None:
-                volumes[str(plan.cwd)] = {"bind": WORKSPACE, "mode": "rw"}
-            agent = client.containers.create(
-                agent_tag,
-                command=["sleep", "infinity"],
-                name=prepared.agent_name,
-                hostname=plan.slug[:63],
-                network_mode="none",
-                environment=agent_env,
-                volumes=volumes or None,
-                working_dir=prepared.workdir,
-                labels={**labels, L_ROLE: "agent"},
-                runtime=runtime,
-                init=True,
-                security_opt=["no-new-privileges"],
-                detach=True,
-            )
-            down.push(f"container {prepared.agent_name}", lambda: _remove(agent))
-            agent.start()
-            relay = client.containers.create(
-                bundle_tag,
-                entrypoint=agent_relay_argv(plan),
-                command=[],
-                name=prepared.relay_name,
-                network_mode=f"container:{agent.id}",
-                volumes={str(sock): {"bind": SOCK_DIR, "mode": "rw"}},
-                labels={**labels, L_ROLE: "relay"},
-                security_opt=["no-new-privileges"],
-                detach=True,
-            )
-            down.push(f"container {prepared.relay_name}", lambda: _remove(relay))
-            relay.start()
+
+            def start_bundle() -> Any:
+                network = client.networks.create(
+                    prepared.network, driver="bridge", labels={**labels, L_ROLE: "egress-network"}
+                )
+                down.push(f"network {prepared.network}", network.remove)
+                bundle = client.containers.create(
+                    bundle_tag,
+                    name=prepared.bundle_name,
+                    network=prepared.network,
+                    extra_hosts=dict(plan.extra_hosts) or None,
+                    environment={k: v.reveal() for k, v in plan.egress_tokens.items()},
+                    volumes={
+                        str(etc): {"bind": ETC, "mode": "ro"},
+                        str(run_dir / "ca"): {"bind": CA_DIR, "mode": "ro"},
+                        str(keys_dir): {"bind": GATE_KEYS, "mode": "ro"},
+                        str(queue): {"bind": QUEUE_DIR, "mode": "rw"},
+                        str(sock): {"bind": SOCK_DIR, "mode": "rw"},
+                    },
+                    labels={**labels, L_ROLE: "sidecars"},
+                    security_opt=["no-new-privileges"],
+                    detach=True,
+                )
+                down.push(f"container {prepared.bundle_name}", lambda: _remove(bundle))
+                bundle.start()
+                return bundle
+
+            def start_agent() -> tuple[Any, Any]:
+                runtime = gvisor_runtime(client) if plan.gvisor else None
+                agent_env = {k: v.reveal() for k, v in plan.agent_env.items()}
+                volumes = {}
+                if plan.cwd is not None:
+                    volumes[str(plan.cwd)] = {"bind": WORKSPACE, "mode": "rw"}
+                agent = client.containers.create(
+                    agent_tag,
+                    command=["sleep", "infinity"],
+                    name=prepared.agent_name,
+                    hostname=plan.slug[:63],
+                    network_mode="none",
+                    environment=agent_env,
+                    volumes=volumes or None,
+                    working_dir=prepared.workdir,
+                    labels={**labels, L_ROLE: "agent"},
+                    runtime=runtime,
+                    init=True,
+                    security_opt=["no-new-privileges"],
+                    detach=True,
+                )
+                down.push(f"container {prepared.agent_name}", lambda: _remove(agent))
+                agent.start()
+                relay = client.containers.create(
+                    bundle_tag,
+                    entrypoint=agent_relay_argv(plan),
+                    command=[],
+                    name=prepared.relay_name,
+                    network_mode=f"container:{agent.id}",
+                    volumes={str(sock): {"bind": SOCK_DIR, "mode": "rw"}},
+                    labels={**labels, L_ROLE: "relay"},
+                    security_opt=["no-new-privileges"],
+                    detach=True,
+                )
+                down.push(f"container {prepared.relay_name}", lambda: _remove(relay))
+                relay.start()
+                return agent, relay
+
+            # The bundle (slowest to boot: mitmproxy, MCP) and the agent side
+            # start in parallel. Both threads register each resource's
+            # teardown as it appears; the pool is joined before any teardown
+            # runs (also on Ctrl-C), so nothing is created after it.
+            with ThreadPoolExecutor(max_workers=2, thread_name_prefix="bb-launch") as pool:
+                fut_bundle = pool.submit(start_bundle)
+                fut_agent = pool.submit(start_agent)
+                try:
+                    agent, relay = fut_agent.result()
+                    bundle = fut_bundle.result()
+                except BaseException:
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
             timings["containers"] = time.monotonic() - t
 
-            t = time.monotonic()
-            self._wait_ready(sock, bundle, relay)
-            timings["sidecars_ready"] = time.monotonic() - t
-
             bottle = DockerRunningBottle(
-                plan.slug, agent, user=plan.provider_plan.user, workdir=prepared.workdir
+                plan.slug,
+                agent,
+                user=plan.provider_plan.user,
+                workdir=prepared.workdir,
+                wait_ready=lambda: self._wait_ready(sock, bundle, relay),
             )
             bottle.timings = timings
             # The CA the agent trusts: in place before the provider provisions.

@@ -7,7 +7,8 @@ import os
 import shutil
 import subprocess
 import tarfile
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -16,13 +17,33 @@ from bot_bottle.errors import BotBottleError
 
 
 class DockerRunningBottle(RunningBottle):
-    def __init__(self, slug: str, container: Any, *, user: str, workdir: str) -> None:
+    def __init__(
+        self,
+        slug: str,
+        container: Any,
+        *,
+        user: str,
+        workdir: str,
+        wait_ready: Callable[[], None] | None = None,
+    ) -> None:
         self.slug = slug
+        self._wait_ready = wait_ready
         self.container = container
         self.user = user
         self.workdir = workdir
         #: phase -> seconds, for the preflight summary and bench/.
         self.timings: dict[str, float] = {}
+
+    def wait_ready(self) -> None:
+        """Block until the sidecars answer on the agent's loopback (once).
+
+        Provisioning runs while they boot; ``attach``/``run`` wait first.
+        """
+        if self._wait_ready is not None:
+            t = time.monotonic()
+            wait, self._wait_ready = self._wait_ready, None
+            wait()
+            self.timings["sidecars_ready"] = time.monotonic() - t
 
     # -- exec ------------------------------------------------------------------
 
@@ -147,9 +168,11 @@ class DockerRunningBottle(RunningBottle):
     def attach(self, argv: Sequence[str], *, user: str | None = None) -> int:
         # The docker CLI owns the terminal: raw mode, window-size changes
         # (SIGWINCH -> resize), and restoring the terminal on exit.
+        self.wait_ready()
         cmd = self._cli_exec(list(argv), user=user, interactive=True, tty=True)
         return subprocess.call(cmd)
 
     def run(self, argv: Sequence[str], *, user: str | None = None) -> int:
+        self.wait_ready()
         cmd = self._cli_exec(list(argv), user=user, interactive=True)
         return subprocess.call(cmd)
