@@ -166,6 +166,8 @@ def _set_winsize(fd: int, rows: int, cols: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
+# The forked child only calls execve, so the multi-threaded fork is safe here.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_start_attaches_a_real_tty_and_follows_window_size(home: dict[str, str]) -> None:
     import pty
     import select

@@ -177,3 +177,21 @@ def test_direct_tcp_is_impossible(bottle: Bottle, script: str) -> None:
     code, out = bottle.sh(script.format(gw=o.host, port=o.listener_port), timeout=20)
     assert code != 0 and "CONNECTED" not in out, out
     assert o.connections == before
+
+
+# -- not an attack: the docker freezer on the same bottle ----------------------------------
+
+
+def test_the_freezer_commits_the_agent(bottle: Bottle, docker_client) -> None:
+    from bot_bottle_docker.freezer import DockerFreezer
+
+    bottle.sh("echo frozen-marker > ~/note")
+    freezer = DockerFreezer()
+    frozen = freezer.commit(bottle.running, ref=f"bbtest-frozen/{bottle.slug}:1")
+    try:
+        out = docker_client.containers.run(
+            frozen.ref, ["cat", "/home/agent/note"], remove=True, network_disabled=True
+        )
+        assert out.strip() == b"frozen-marker"
+    finally:
+        freezer.remove(frozen)

@@ -183,8 +183,13 @@ class DockerBackend(Backend):
             t = time.monotonic()
             state = StateDir.for_slug(plan.slug)
             run_dir = state.run_dir
-            etc, sock, queue = run_dir / "etc", run_dir / "sock", run_dir / "queue"
+            etc, sock = run_dir / "etc", run_dir / "sock"
+            # supervise's queue where the host-side tooling (SuperviseQueue) looks for it.
+            from bot_bottle.supervise_queue import default_queue_dir
+
+            queue = default_queue_dir(plan.slug)
             down.push("runtime files", lambda: shutil.rmtree(run_dir, ignore_errors=True))
+            down.push("supervise queue", lambda: shutil.rmtree(queue, ignore_errors=True))
             self._write_files(plan, etc, sock, queue)
             keys_dir = run_dir / "keys"
             if plan.gitgate is not None and plan.gitgate.enabled:
