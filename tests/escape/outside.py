@@ -101,3 +101,43 @@ class Outside:
                     c.server_close()
                 else:
                     c.close()
+
+
+class Capture:
+    """Every frame on every interface of the host's network namespace (AF_PACKET,
+    root only), kept while the capture runs: "did these bytes leave?" is
+    answered from the wire, not from a server that might not be asked."""
+
+    ETH_P_ALL = 0x0003
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self._sock = socket.socket(
+            socket.AF_PACKET,  # pyright: ignore[reportAttributeAccessIssue]
+            socket.SOCK_RAW,
+            socket.htons(self.ETH_P_ALL),
+        )
+        self._sock.settimeout(0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.frames.append(self._sock.recv(65536))
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    def __enter__(self) -> Capture:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self._sock.close()
+
+    def seen(self, needle: bytes) -> bool:
+        return any(needle in frame for frame in self.frames)

