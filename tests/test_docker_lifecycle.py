@@ -208,3 +208,38 @@ def test_start_attaches_a_real_tty_and_follows_window_size(home: dict[str, str])
     # Non-zero exit: state kept with a preserve marker.
     (kept,) = list((Path(home["BOT_BOTTLE_HOME"]) / "state").iterdir())
     assert (kept / "preserve").exists()
+
+
+def test_sigterm_during_launch_removes_what_was_created(
+    home: dict[str, str], docker_client: docker.DockerClient
+) -> None:
+    state = Path(home["BOT_BOTTLE_HOME"]) / "state"
+    proc = subprocess.Popen(
+        [*BB, "run", "demo", "--", "true"],
+        env=home,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # Wait for the first container of this bottle: launch is under way.
+        deadline = time.monotonic() + 180
+        slug = None
+        while slug is None and time.monotonic() < deadline and proc.poll() is None:
+            dirs = list(state.iterdir()) if state.exists() else []
+            if dirs:
+                flt: dict[str, Any] = {"label": f"bot-bottle.slug={dirs[0].name}"}
+                if docker_client.containers.list(all=True, filters=flt):
+                    slug = dirs[0].name
+            time.sleep(0.05)
+        assert slug is not None, "the launch never created a container"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    flt = {"label": f"bot-bottle.slug={slug}"}
+    assert docker_client.containers.list(all=True, filters=flt) == []
+    assert docker_client.networks.list(filters=flt) == []
+    assert not (state / slug).exists()
