@@ -224,3 +224,17 @@ def test_the_freezer_commits_the_agent(bottle: Bottle, docker_client) -> None:
         assert out.strip() == b"frozen-marker"
     finally:
         freezer.remove(frozen)
+
+
+def test_supervise_answers_on_loopback_with_the_route_table(bottle: Bottle) -> None:
+    body = (
+        '{"jsonrpc":"2.0","id":1,"method":"tools/call",'
+        '"params":{"name":"list-egress-routes","arguments":{}}}'
+    )
+    code, out = bottle.sh(
+        "curl -sS -m 20 http://127.0.0.1:8765/mcp -H 'Content-Type: application/json' "
+        f"-H 'Accept: application/json, text/event-stream' -d '{body}'"
+    )
+    assert code == 0, out
+    assert "allowed.test" in out, out
+    assert ROUTE_TOKEN not in out

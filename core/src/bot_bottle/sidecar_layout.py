@@ -68,6 +68,24 @@ def agent_relay_argv(plan: BottlePlan) -> list[str]:
     ]  # fmt: skip
 
 
+def introspection_host(plan: BottlePlan) -> str:
+    from bot_bottle.egress.config import DEFAULT_INTROSPECTION_HOST
+
+    cfg = plan.egress_config
+    return cfg.introspection_host if cfg is not None else DEFAULT_INTROSPECTION_HOST
+
+
+def introspection_url(plan: BottlePlan) -> str:
+    """supervise reads the route table from egress directly (no proxy): the
+    bundle pins the introspection name to its loopback (:func:`bundle_hosts`)."""
+    return f"http://{introspection_host(plan)}:{PROXY_PORT}/routes"
+
+
+def bundle_hosts(plan: BottlePlan) -> dict[str, str]:
+    """``/etc/hosts`` pins of the bundle: the bottle's, plus the introspection name."""
+    return {**plan.extra_hosts, introspection_host(plan): LOOPBACK}
+
+
 def init_plan(plan: BottlePlan) -> dict[str, object]:
     daemons: list[dict[str, object]] = [
         {
@@ -125,6 +143,8 @@ def init_plan(plan: BottlePlan) -> dict[str, object]:
                     str(MCP_PORT),
                     "--allowed-host",
                     f"{LOOPBACK}:{MCP_PORT}",
+                    "--egress-introspection-url",
+                    introspection_url(plan),
                 ],
             }
         )

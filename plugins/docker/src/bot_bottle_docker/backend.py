@@ -58,6 +58,7 @@ from bot_bottle.sidecar_layout import (
     UPSTREAM_CA,
     agent_relay_argv,
     bundle_files,
+    bundle_hosts,
     endpoints,
 )
 from bot_bottle.state import StateDir, now_iso
@@ -214,7 +215,7 @@ class DockerBackend(Backend):
                     bundle_tag,
                     name=prepared.bundle_name,
                     network=prepared.network,
-                    extra_hosts=dict(plan.extra_hosts) or None,
+                    extra_hosts=bundle_hosts(plan),
                     environment={k: v.reveal() for k, v in plan.egress_tokens.items()},
                     volumes={
                         str(etc): {"bind": ETC, "mode": "ro"},
