@@ -243,3 +243,45 @@ def test_sigterm_during_launch_removes_what_was_created(
     assert docker_client.containers.list(all=True, filters=flt) == []
     assert docker_client.networks.list(filters=flt) == []
     assert not (state / slug).exists()
+
+
+def test_an_image_build_failure_names_the_log_and_creates_nothing(
+    tmp_path: Path,
+    bot_bottle_home: Path,
+    docker_client: docker.DockerClient,
+    base_image: str,
+) -> None:
+    from bot_bottle.contracts.provider import ImageSpec
+    from bot_bottle.images import ImageBuildError
+    from bot_bottle.launcher import execute
+    from bot_bottle.manifest.store import Manifest
+    from bot_bottle.plan import make_plan
+    from bot_bottle.plugins import PluginHost
+    from bot_bottle_docker.backend import DockerBackend
+    from bot_bottle_shell.provider import ShellProvider
+
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text(f"FROM {base_image}\nRUN echo broken-build-{os.getpid()} && exit 3\n")
+
+    class BrokenShell(ShellProvider):
+        def image(self, options: object) -> ImageSpec:  # type: ignore[override]
+            return ImageSpec(dockerfile=dockerfile)
+
+    (bot_bottle_home / "bottles").mkdir()
+    (bot_bottle_home / "agents").mkdir()
+    (bot_bottle_home / "bottles/b.md").write_text("---\nagent_provider:\n  template: shell\n---\n")
+    (bot_bottle_home / "agents/a.md").write_text("---\nbottle: b\n---\n")
+    host = PluginHost().load()
+    agent = Manifest(home=bot_bottle_home, host=host).agent("a")
+    provider = BrokenShell()
+    plan = make_plan(agent, provider, host=host, host_env={})
+    with pytest.raises(ImageBuildError) as err:
+        execute(plan, backend=DockerBackend(), provider=provider, mode="run", argv=["true"])
+    hint = err.value.hint or ""
+    assert "failed" in err.value.message and "the full build output is in" in hint
+    log = Path(hint.rsplit(" ", 1)[-1])
+    assert log.exists() and f"broken-build-{os.getpid()}" in log.read_text()
+    flt: dict[str, Any] = {"label": f"bot-bottle.slug={plan.slug}"}
+    assert docker_client.containers.list(all=True, filters=flt) == []
+    assert docker_client.networks.list(filters=flt) == []
+    assert not (bot_bottle_home / "state" / plan.slug).exists()
