@@ -37,6 +37,16 @@ class FakeCodex:
     options_model = CodexOptions
 
 
+class ShellOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    shell: str = "/bin/bash"
+
+
+class FakeShell:
+    # The starter files' demo bottle uses the shell provider.
+    options_model = ShellOptions
+
+
 class GiteaKeyOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     api_url: str
@@ -54,7 +64,11 @@ class FakeDetector:
 class FakePlugins:
     @hookimpl
     def bot_bottle_register_agent_providers(self) -> list[Registration[object]]:
-        return [Registration("claude", FakeClaude), Registration("codex", FakeCodex)]
+        return [
+            Registration("claude", FakeClaude),
+            Registration("codex", FakeCodex),
+            Registration("shell", FakeShell),
+        ]
 
     @hookimpl
     def bot_bottle_register_key_provisioners(self) -> list[Registration[object]]:

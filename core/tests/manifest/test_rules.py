@@ -396,7 +396,7 @@ def test_git_fetch_is_a_real_boolean() -> None:
 
 def test_unknown_template_lists_installed_providers(host: PluginHost) -> None:
     err = plugin_error("agent_provider:\n  template: claud\n", host)
-    assert "no agent provider 'claud' is installed (installed: claude, codex)" in str(err)
+    assert "no agent provider 'claud' is installed (installed: claude, codex, shell)" in str(err)
     assert err.line == 3
 
 

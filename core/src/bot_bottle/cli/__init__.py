@@ -15,13 +15,16 @@ from collections.abc import Sequence
 
 from bot_bottle import __version__
 from bot_bottle.cli import (
+    cleanup_cmd,
     dlp_cmd,
     doctor,
     info,
     init_cmd,
     list_cmd,
     plugins_cmd,
+    run_cmd,
     schema_cmd,
+    start_cmd,
     validate,
 )
 
@@ -30,7 +33,19 @@ EXIT_INTERRUPTED = 130
 EXIT_INTERNAL = 70
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports
 
-_COMMANDS = (plugins_cmd, doctor, list_cmd, info, validate, schema_cmd, init_cmd, dlp_cmd)
+_COMMANDS = (
+    plugins_cmd,
+    doctor,
+    list_cmd,
+    info,
+    validate,
+    schema_cmd,
+    init_cmd,
+    dlp_cmd,
+    start_cmd,
+    run_cmd,
+    cleanup_cmd,
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,7 +71,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # argparse mishandles '--' inside subcommands: split it off here; the
+    # command (``run AGENT -- CMD...``) gets everything after it as ``cmd``.
+    rest: list[str] | None = None
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, rest = argv[:cut], argv[cut + 1 :]
     args = parser.parse_args(argv)
+    if rest is not None:
+        if not hasattr(args, "cmd"):
+            parser.error("'--' is only used by 'bot-bottle run AGENT -- CMD...'")
+        args.cmd = [*args.cmd, *rest]
     if not getattr(args, "handler", None):
         parser.print_help()
         return EXIT_USAGE

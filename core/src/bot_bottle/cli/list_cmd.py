@@ -8,14 +8,50 @@ from typing import Any
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("list", help="list agents")
+    p = sub.add_parser("list", help="list agents or active bottles")
     lsub = p.add_subparsers(dest="list_command", metavar="WHAT")
     agents = lsub.add_parser(
         "agents", help="list agents: name, source (home/repo), bottle, broken and why"
     )
     agents.add_argument("--json", action="store_true", help="machine-readable output")
     agents.set_defaults(handler=run)
+    active = lsub.add_parser(
+        "active", help="running bottles: backend, slug, label, agent, started, services"
+    )
+    active.add_argument("--json", action="store_true", help="machine-readable output")
+    active.set_defaults(handler=run_active)
     p.set_defaults(handler=run, json=False)
+
+
+def run_active(args: argparse.Namespace) -> int:
+    import json
+    import sys
+    from dataclasses import asdict
+
+    from bot_bottle.plugins import PluginHost
+
+    host = PluginHost().load()
+    rows = []
+    for comp in host.components("backends"):
+        backend = host.create("backends", comp.name)
+        if backend.is_available().ok:
+            rows.extend(backend.list_active())
+    if args.json:
+        json.dump({"active": [asdict(r) for r in rows]}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    if not rows:
+        print("no active bottles")
+        return 0
+    table = [("BACKEND", "SLUG", "LABEL", "AGENT", "STARTED", "SERVICES")]
+    for r in rows:
+        table.append(
+            (r.backend, r.slug, r.label or "-", r.agent, r.started_at, ",".join(r.services))
+        )
+    widths = [max(len(row[c]) for row in table) for c in range(len(table[0]))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:

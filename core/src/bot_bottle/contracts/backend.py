@@ -106,6 +106,15 @@ class RunningBottle(ABC):
     def copy_out(self, src: str, dest: Path) -> None:
         """Copy ``src`` from the agent to the host path ``dest``."""
 
+    def wait_ready(self) -> None:  # noqa: B027 - optional hook, default no-op
+        """Block until the bottle's sidecar endpoints answer inside the agent.
+
+        A backend may yield the bottle while its sidecars still boot, so the
+        provider provisions in parallel (``provision`` must not need the
+        network). ``attach`` and ``run`` wait themselves; call this before
+        using ``exec`` for anything that goes through the sidecars.
+        """
+
     @abstractmethod
     def attach(self, argv: Sequence[str], *, user: str | None = None) -> int:
         """Run ``argv`` interactively on the user's terminal; return its exit code.

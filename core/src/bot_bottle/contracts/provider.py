@@ -60,10 +60,17 @@ class ProviderPlan:
 
 @dataclass(frozen=True)
 class ProvisionContext:
-    """Launch-time facts the provider needs to provision a bottle."""
+    """Launch-time facts the provider needs to provision a bottle.
+
+    Before ``provision`` is called the launcher has copied the bottle CA to
+    ``ca_cert_path`` (root-owned, 0644) and set the agent's proxy variables
+    and CA variables; :mod:`bot_bottle.provisioning` has the common steps
+    (trust store, git config, skills, prompt).
+    """
 
     plan: ProviderPlan
-    #: Guest path of the bottle CA certificate (PEM) the agent must trust.
+    #: Guest path of the bottle CA certificate (PEM) the agent must trust;
+    #: already present in the guest when ``provision`` runs.
     ca_cert_path: str
     #: URL of the supervise MCP server as the agent reaches it, if enabled.
     supervise_url: str | None
@@ -72,6 +79,11 @@ class ProvisionContext:
     #: The agent's system prompt (Markdown body of its file).
     prompt: str = ""
     label: str | None = None
+    #: ``git config --global`` entries to apply as the agent user, in order:
+    #: ``url.<git-gate>.insteadOf`` for each repo, then ``user.name``/``user.email``.
+    git_config: tuple[tuple[str, str], ...] = ()
+    #: The provider's validated options (its ``options_model``), or None.
+    options: BaseModel | None = None
 
 
 class AgentProvider(PluginComponent, ABC):

@@ -104,7 +104,36 @@ description: A general-purpose coding assistant.
 You are a careful coding assistant. Explain what you change and why.
 """
 
+BOTTLE_DEMO = """\
+---
+# The demo bottle: the credential-free 'shell' provider (bash, curl, git,
+# dig). Nothing leaves it but requests egress allows; try
+#   bot-bottle run demo -- curl -s http://_egress.local/routes   (answered by egress)
+#   bot-bottle run demo -- curl -s https://example.com/          (refused: not a route)
+agent_provider:
+  template: shell
+
+egress:
+  log: blocks
+  routes:
+    - host: pypi.org
+      matches:
+        - methods: [GET]
+---
+Demo bottle: a shell with no credentials.
+"""
+
+AGENT_DEMO = """\
+---
+bottle: demo
+description: A shell in the demo bottle.
+---
+A shell for trying bot-bottle.
+"""
+
 FILES: dict[str, str] = {
+    "bottles/demo.md": BOTTLE_DEMO,
+    "agents/demo.md": AGENT_DEMO,
     "bottles/base.md": BOTTLE_BASE,
     "bottles/dev.md": BOTTLE_DEV,
     "agents/assistant.md": AGENT_ASSISTANT,

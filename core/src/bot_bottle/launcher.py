@@ -1,0 +1,145 @@
+"""Launch orchestration: plan -> prepare -> launch -> provision -> attach/run -> teardown.
+
+Used by ``bot-bottle start`` and ``bot-bottle run``. SIGTERM is turned into
+KeyboardInterrupt for the whole launch, so Ctrl-C and SIGTERM in any phase
+(image build, launch, provision, attach) unwind the backend's LIFO teardown.
+State: ``~/.bot-bottle/state/<slug>/metadata.json`` is written before
+anything is created (so ``cleanup`` can tell an owned bottle from an orphan),
+removed at a clean end, kept with a preserve marker when the agent exits
+non-zero.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from bot_bottle.errors import BotBottleError
+
+if TYPE_CHECKING:
+    from bot_bottle.contracts.backend import Backend, RunningBottle
+    from bot_bottle.contracts.provider import AgentProvider, ProvisionContext
+    from bot_bottle.plan import BottlePlan
+
+
+@dataclass
+class LaunchReport:
+    exit_code: int = 0
+    #: phase -> seconds (images, files, containers, sidecars_ready, provision, agent, teardown)
+    timings: dict[str, float] = field(default_factory=dict)
+    preserved: bool = False
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(_sig: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def check_backend(backend: Backend) -> None:
+    """Fail before anything is created when the backend cannot run here."""
+    available = backend.is_available()
+    if not available.ok:
+        raise BotBottleError(
+            f"backend {backend.name!r} is not available: {available.detail}",
+            hint=available.hint or "run 'bot-bottle doctor'",
+        )
+
+
+def provision_context(plan: BottlePlan, options: Any = None) -> ProvisionContext:
+    from bot_bottle.contracts.provider import ProvisionContext
+    from bot_bottle.plan import GUEST_CA_PATH
+
+    return ProvisionContext(
+        plan=plan.provider_plan,
+        ca_cert_path=GUEST_CA_PATH,
+        supervise_url=plan.supervise_url,
+        skills=plan.skills,
+        prompt=plan.prompt,
+        label=plan.label,
+        git_config=plan.git_config,
+        options=options,
+    )
+
+
+def execute(
+    plan: BottlePlan,
+    *,
+    backend: Backend,
+    provider: AgentProvider,
+    mode: Literal["attach", "run"],
+    argv: Sequence[str] = (),
+    options: Any = None,
+    on_ready: Callable[[RunningBottle], None] | None = None,
+) -> LaunchReport:
+    """Run one bottle to the end; return the agent's exit code and timings."""
+    from bot_bottle.state import StateDir, now_iso
+
+    report = LaunchReport()
+    with sigterm_as_interrupt():
+        check_backend(backend)
+        prepared = backend.prepare(plan)
+        state = StateDir.for_slug(plan.slug)
+        state.create(
+            {
+                "slug": plan.slug,
+                "agent": plan.agent,
+                "bottle": plan.bottle,
+                "backend": plan.backend,
+                "provider": plan.provider,
+                "cwd": str(plan.cwd) if plan.cwd else None,
+                "label": plan.label,
+                "started_at": now_iso(),
+                "pid": os.getpid(),
+                "mode": mode,
+            }
+        )
+        code: int | None = None
+        t_down = time.monotonic()
+        try:
+            t0 = time.monotonic()
+            with backend.launch(prepared) as bottle:
+                report.timings.update(getattr(bottle, "timings", {}))
+                report.timings["launch"] = time.monotonic() - t0
+                t = time.monotonic()
+                ctx = provision_context(plan, options)
+                provider.provision(bottle, ctx)
+                report.timings["provision"] = time.monotonic() - t
+                # A backend may boot its sidecars while the provider provisions.
+                bottle.wait_ready()
+                report.timings.update(getattr(bottle, "timings", {}))
+                report.timings["ready"] = time.monotonic() - t0
+                if on_ready is not None:
+                    on_ready(bottle)
+                t = time.monotonic()
+                if mode == "attach":
+                    code = bottle.attach(provider.interactive_argv(ctx))
+                else:
+                    code = bottle.run(list(argv) or provider.headless_argv(ctx, ""))
+                report.timings["agent"] = time.monotonic() - t
+                t_down = time.monotonic()
+            report.timings["teardown"] = time.monotonic() - t_down
+        finally:
+            if code is not None and code != 0:
+                state.preserve(f"agent exited with {code}")
+                report.preserved = True
+            else:
+                state.remove()
+        report.exit_code = code if code is not None else 1
+    return report

@@ -1,0 +1,302 @@
+"""Planning a launch: a resolved agent becomes a :class:`BottlePlan`. PURE.
+
+``make_plan`` reads the manifest's effective bottle, the provider's plan and
+the host environment (``${HOST_VAR}`` values, route tokens; ``?prompt``
+values are asked through ``ask``), and computes everything a backend needs:
+the agent's environment, the egress config and its token slots, the git-gate
+plan, whether supervise runs, the slug. It writes nothing, starts nothing and
+contacts nothing: ``--dry-run`` shows exactly this.
+
+Every value that may be a credential is a :class:`~bot_bottle.secrets.Secret`
+(repr masked); the plan can be printed and logged.
+
+How the agent reaches its sidecar (the Docker backend; DESIGN §5): the agent
+has loopback only; its proxy, git-gate and supervise endpoints are
+``127.0.0.1:<port>`` in its own network namespace, relayed to the sidecar
+bundle. So every URL the agent sees names 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets as _random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bot_bottle.contracts.provider import ProviderPlan
+from bot_bottle.errors import BotBottleError
+from bot_bottle.secrets import Secret
+
+if TYPE_CHECKING:
+    from bot_bottle.contracts.provider import AgentProvider
+    from bot_bottle.egress.config import EgressConfig
+    from bot_bottle.egress.render import RouteSpec
+    from bot_bottle.gitgate.plan import GitGatePlan
+    from bot_bottle.gitgate.spec import GateRepoSpec
+    from bot_bottle.images import ImageSpec
+    from bot_bottle.manifest import ResolvedAgent
+    from bot_bottle.plugins import PluginHost
+
+#: Ports of the three endpoints, the same inside the bundle and, relayed, on
+#: the agent's loopback.
+PROXY_PORT = 8080
+GIT_PORT = 9418
+MCP_PORT = 8765
+LOOPBACK = "127.0.0.1"
+#: Guest path of the bottle CA the agent trusts.
+GUEST_CA_PATH = "/usr/local/share/ca-certificates/bot-bottle-ca.crt"
+#: CA variables set in the agent: every common TLS stack reads one of them.
+CA_ENV_VARS = (
+    "NODE_EXTRA_CA_CERTS",
+    "SSL_CERT_FILE",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "GIT_SSL_CAINFO",
+)
+BASE_IMAGE = "bot-bottle/base:trixie"
+_SLUG_RE = re.compile(r"^[a-z][a-z0-9-]{0,40}-[0-9a-f]{6}$")
+
+
+@dataclass(frozen=True)
+class BottlePlan:
+    """Everything one launch needs; satisfies ``contracts.backend.BottlePlan``."""
+
+    slug: str
+    agent: str
+    label: str | None
+    cwd: Path | None
+    backend: str
+    bottle: str
+    provider: str
+    provider_plan: ProviderPlan
+    agent_image_spec: ImageSpec
+    #: Tags filled in by the launcher once the images exist (None in a dry run).
+    agent_image: str | None = None
+    bundle_image: str | None = None
+    #: The agent's complete environment (bottle env, provider placeholders,
+    #: proxy and CA variables). Values are Secrets: bottle env may hold credentials.
+    agent_env: Mapping[str, Secret] = field(default_factory=dict, repr=False)
+    egress_config: EgressConfig | None = None
+    #: ``EGRESS_TOKEN_<n>`` -> token: the egress daemon's environment only.
+    egress_tokens: Mapping[str, Secret] = field(default_factory=dict, repr=False)
+    gitgate: GitGatePlan | None = None
+    supervise: bool = True
+    #: Names pinned to addresses in the sidecar bundle (never in the agent).
+    extra_hosts: Mapping[str, str] = field(default_factory=dict)
+    #: Host path of the extra upstream CA bundle egress trusts, if any.
+    upstream_ca: Path | None = None
+    skills: tuple[Path, ...] = ()
+    prompt: str = ""
+    #: ``git config --global`` entries for the agent: insteadOf, user.*.
+    git_config: tuple[tuple[str, str], ...] = ()
+    #: Use gVisor when the engine has it (the backend decides at launch).
+    gvisor: bool = True
+
+    @property
+    def proxy_url(self) -> str:
+        return f"http://{LOOPBACK}:{PROXY_PORT}"
+
+    @property
+    def supervise_url(self) -> str | None:
+        return f"http://{LOOPBACK}:{MCP_PORT}/mcp" if self.supervise else None
+
+    def summary(self) -> dict[str, Any]:
+        """The plan as the preflight and ``--dry-run --json`` show it: no values of env."""
+        routes = [r.host for r in self.egress_config.routes] if self.egress_config else []
+        return {
+            "slug": self.slug,
+            "agent": self.agent,
+            "bottle": self.bottle,
+            "backend": self.backend,
+            "provider": self.provider,
+            "label": self.label,
+            "cwd": str(self.cwd) if self.cwd else None,
+            "agent_image": self.agent_image or "(built at launch)",
+            "env": sorted(self.agent_env),
+            "egress_routes": routes,
+            "credential_slots": sorted(self.egress_tokens),
+            "git_gate_repos": [r.name for r in self.gitgate.repos] if self.gitgate else [],
+            "supervise": self.supervise,
+            "extra_hosts": dict(self.extra_hosts),
+            "gvisor": self.gvisor,
+        }
+
+
+def new_slug(agent: str) -> str:
+    return f"{agent[:40]}-{_random.token_hex(3)}"
+
+
+def check_slug(slug: str) -> str:
+    if not _SLUG_RE.match(slug):
+        raise BotBottleError(f"{slug!r} is not a bottle slug")
+    return slug
+
+
+def proxy_env(proxy_url: str) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for name in ("HTTP_PROXY", "HTTPS_PROXY"):
+        env[name] = env[name.lower()] = proxy_url
+    # Loopback is where git-gate and supervise are: never through the proxy.
+    env["NO_PROXY"] = env["no_proxy"] = "localhost,127.0.0.1,::1"
+    return env
+
+
+def ca_env(path: str = GUEST_CA_PATH) -> dict[str, str]:
+    return dict.fromkeys(CA_ENV_VARS, path)
+
+
+# -- manifest -> egress / git-gate -------------------------------------------------
+# TODO(wire): replace with bot_bottle.egress.from_manifest and
+# bot_bottle.gitgate.from_manifest once they land on main.
+
+
+def _route_specs(
+    agent: ResolvedAgent, host_env: Mapping[str, str], detectors: Sequence[str]
+) -> list[RouteSpec]:
+    from bot_bottle.egress.render import RouteSpec
+
+    def sel(value: Any) -> Any:
+        if value is None:
+            return tuple(detectors) if detectors else False
+        return False if value is False else tuple(value)
+
+    specs: list[RouteSpec] = []
+    missing: list[str] = []
+    for i, route in enumerate(agent.bottle.egress.routes):
+        token: Secret | None = None
+        scheme = None
+        if route.auth is not None:
+            scheme = route.auth.scheme
+            value = host_env.get(route.auth.token_ref)
+            if not value:
+                missing.append(f"{route.host} needs ${route.auth.token_ref}")
+            token = Secret(value or "")
+        specs.append(
+            RouteSpec(
+                host=route.host,
+                auth_scheme=scheme,
+                token=token,
+                matches=tuple(m.model_dump(mode="json") for m in route.matches),
+                git_fetch=route.git.fetch,
+                outbound_detectors=sel(route.dlp.outbound_detectors),
+                inbound_detectors=sel(route.dlp.inbound_detectors),
+                origin=f"bottle {agent.bottle.name}, egress.routes[{i}] ({route.host})",
+            )
+        )
+    if missing:
+        raise BotBottleError(
+            "route credentials are not set in the host environment: " + "; ".join(missing),
+            hint="export the variables named by each route's auth.token_ref",
+        )
+    return specs
+
+
+def _gate_specs(agent: ResolvedAgent) -> list[GateRepoSpec]:
+    from bot_bottle.gitgate.spec import GateKey, GateRepoSpec
+
+    out = []
+    for repo in agent.bottle.repos:
+        key = GateKey(repo.key.provider, dict(repo.key.options))
+        out.append(GateRepoSpec(repo.name, repo.url.url, repo.host_key, key))
+    return out
+
+
+# -- the plan -----------------------------------------------------------------------
+
+
+def make_plan(
+    agent: ResolvedAgent,
+    provider: AgentProvider,
+    *,
+    backend: str = "docker",
+    host: PluginHost | None = None,
+    label: str | None = None,
+    cwd: Path | None = None,
+    host_env: Mapping[str, str],
+    ask: Callable[[str], str] | None = None,
+    gvisor: bool = True,
+    slug: str | None = None,
+    detectors: Sequence[str] | None = None,
+) -> BottlePlan:
+    """Plan one launch of ``agent`` with its bottle's ``provider``.
+
+    ``detectors``: the installed DLP detector names (a route without a ``dlp``
+    selection uses all of them); read from ``host`` when not given.
+    """
+    from bot_bottle.egress.render import render_egress_config
+    from bot_bottle.gitgate.plan import plan_git_gate
+    from bot_bottle.images import ImageSpec, extra_ca_from_env
+    from bot_bottle.manifest import resolve_env
+
+    bottle = agent.bottle
+    if detectors is None:
+        detectors = [c.name for c in host.components("dlp_detectors")] if host else []
+    options = agent.resolved_bottle.provider_options
+    if options is None:
+        options = provider.options_model()
+    provider_plan = provider.plan(options, host_env=host_env)
+    image = provider.image(options)
+    extra_ca = extra_ca_from_env(host_env)
+    agent_image_spec = ImageSpec(
+        repository=f"bot-bottle/agent-{bottle.agent_provider.template}",
+        dockerfile=image.dockerfile,
+        distributions=(),
+        base_image=image.build_args.get("BASE_IMAGE", BASE_IMAGE),
+        extra_ca=extra_ca,
+        build_args={k: v for k, v in image.build_args.items() if k != "BASE_IMAGE"},
+    )
+
+    resolved = resolve_env(bottle.env, host_env=host_env, **({"ask": ask} if ask else {}))
+    env: dict[str, Secret] = dict(resolved)
+    for name, value in provider_plan.env.items():
+        env[name] = Secret(value)
+    slug = check_slug(slug) if slug else new_slug(agent.name)
+    proxy_url = f"http://{LOOPBACK}:{PROXY_PORT}"
+    for name, value in {**proxy_env(proxy_url), **ca_env()}.items():
+        env[name] = Secret(value)
+
+    egress_config, tokens = render_egress_config(
+        _route_specs(agent, host_env, detectors),
+        provider_plan.routes,
+        provider_name=bottle.agent_provider.template,
+        log_level=bottle.egress.log,
+        upstream_ca="/etc/bot-bottle/upstream-ca.pem" if bottle.egress.upstream_ca else None,
+        extra_hosts=bottle.sidecar_extra_hosts(),
+    )
+    gate = plan_git_gate(_gate_specs(agent), gate_host=LOOPBACK, gate_port=GIT_PORT)
+    git_config = list(gate.git_config_entries())
+    user = agent.git_user
+    if user is not None:
+        if user.name:
+            git_config.append(("user.name", user.name))
+        if user.email:
+            git_config.append(("user.email", user.email))
+
+    skills_root = Path("~/.claude/skills").expanduser()
+    upstream_ca = (
+        Path(bottle.egress.upstream_ca).expanduser() if bottle.egress.upstream_ca else None
+    )
+    return BottlePlan(
+        slug=slug,
+        agent=agent.name,
+        label=label,
+        cwd=cwd,
+        backend=backend,
+        bottle=bottle.name,
+        provider=bottle.agent_provider.template,
+        provider_plan=provider_plan,
+        agent_image_spec=agent_image_spec,
+        agent_env=env,
+        egress_config=egress_config,
+        egress_tokens=tokens,
+        gitgate=gate,
+        supervise=bottle.supervise,
+        extra_hosts=bottle.sidecar_extra_hosts(),
+        upstream_ca=upstream_ca,
+        skills=tuple(skills_root / s for s in agent.skills),
+        prompt=agent.prompt,
+        git_config=tuple(git_config),
+        gvisor=gvisor,
+    )

@@ -1,0 +1,100 @@
+"""Per-bottle state on the host: ``~/.bot-bottle/state/<slug>/``.
+
+``metadata.json`` (agent, backend, cwd, label, started_at, pid of the
+launcher, ...) is written at launch. A clean end removes the directory; when
+the agent exits non-zero a ``preserve`` marker keeps it for a later resume,
+and ``cleanup`` leaves it alone. The directory also holds the bottle's
+runtime files (``run/``: sidecar config, CA, sockets), removed with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bot_bottle.paths import home_dir
+
+METADATA = "metadata.json"
+PRESERVE = "preserve"
+
+
+def state_root(environ: Mapping[str, str] | None = None) -> Path:
+    return home_dir(dict(environ) if environ is not None else None) / "state"
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class StateDir:
+    path: Path
+
+    @classmethod
+    def for_slug(cls, slug: str, root: Path | None = None) -> StateDir:
+        return cls((root or state_root()) / slug)
+
+    @property
+    def slug(self) -> str:
+        return self.path.name
+
+    @property
+    def run_dir(self) -> Path:
+        return self.path / "run"
+
+    def create(self, metadata: Mapping[str, Any]) -> None:
+        self.path.mkdir(parents=True, exist_ok=False, mode=0o700)
+        self.write_metadata(metadata)
+
+    def write_metadata(self, metadata: Mapping[str, Any]) -> None:
+        tmp = self.path / (METADATA + ".tmp")
+        tmp.write_text(json.dumps(dict(metadata), indent=2, sort_keys=True) + "\n")
+        tmp.replace(self.path / METADATA)
+
+    def metadata(self) -> dict[str, Any]:
+        try:
+            data = json.loads((self.path / METADATA).read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def preserve(self, reason: str) -> None:
+        (self.path / PRESERVE).write_text(reason + "\n")
+        # The runtime files (CA key, staged config) are not needed for a resume.
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    @property
+    def preserved(self) -> bool:
+        return (self.path / PRESERVE).exists()
+
+    @property
+    def owner_alive(self) -> bool:
+        pid = self.metadata().get("pid")
+        return isinstance(pid, int) and pid_alive(pid)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def all_states(root: Path | None = None) -> list[StateDir]:
+    base = root or state_root()
+    try:
+        return [StateDir(p) for p in sorted(base.iterdir()) if p.is_dir()]
+    except OSError:
+        return []

@@ -1,0 +1,3 @@
+"""bot-bottle-docker."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,461 @@
+"""The Docker backend.
+
+Network design (DESIGN §5; deviation from issue 8's wording, stricter): the
+agent container gets **no network** (``network_mode="none"``: loopback
+only). A container on an ``--internal`` network still reaches every address
+of the host (tests/test_docker_engine.py measures it), and Docker's embedded
+resolver forwards outside names to the host's resolver; with no interface
+there is no route anywhere and no DNS at all. The agent's three endpoints
+(proxy, git-gate, supervise) are ``127.0.0.1:<port>`` in its own network
+namespace, served by a small relay container that joins only that namespace
+(``network_mode="container:<agent>"``; the agent cannot see or kill it) and
+forwards to Unix sockets in a per-bottle directory, where the sidecar bundle
+(on its own egress bridge network, with the bottle's ``extra_hosts`` pins)
+serves them. The bundle's daemons listen on its loopback only.
+
+gVisor: when the engine has ``runsc`` registered (and ``gvisor`` is not
+turned off) the agent runs under it. Caveat, unverified here (no runsc on
+these machines): gVisor has its own network stack, so a runc relay container
+joining the agent's namespace may not share its loopback; runsc then needs the
+relay inside the sandbox and ``--host-uds`` for the sockets.
+
+Every resource carries ``bot-bottle.slug``, ``bot-bottle.agent``,
+``bot-bottle.backend`` and ``bot-bottle.role`` labels; ``list_active`` and
+``find_orphans`` work from them alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bot_bottle.contracts.backend import (
+    ActiveBottle,
+    Backend,
+    CleanupItem,
+    PreparedBottle,
+    RunningBottle,
+)
+from bot_bottle.contracts.common import Availability
+from bot_bottle.errors import BotBottleError
+from bot_bottle.log import get_logger
+from bot_bottle.plan import BottlePlan
+from bot_bottle.sidecar_layout import (
+    AGENT_READY,
+    BUNDLE_READY,
+    CA_DIR,
+    ETC,
+    GATE_KEYS,
+    QUEUE_DIR,
+    SOCK_DIR,
+    UPSTREAM_CA,
+    agent_relay_argv,
+    bundle_files,
+    bundle_hosts,
+    endpoints,
+)
+from bot_bottle.state import StateDir, now_iso
+from bot_bottle.teardown import Teardown
+from bot_bottle_docker.running import DockerRunningBottle
+
+if TYPE_CHECKING:
+    import docker
+
+NAME = "docker"
+L_SLUG = "bot-bottle.slug"
+L_AGENT = "bot-bottle.agent"
+L_BACKEND = "bot-bottle.backend"
+L_ROLE = "bot-bottle.role"
+L_LABEL = "bot-bottle.label"
+L_STARTED = "bot-bottle.started"
+L_SERVICES = "bot-bottle.services"
+READY_TIMEOUT = 60.0
+WORKSPACE = "/workspace"
+
+log = get_logger("bot_bottle_docker")
+
+
+@dataclass(frozen=True)
+class DockerPrepared(PreparedBottle):
+    network: str = ""
+    bundle_name: str = ""
+    agent_name: str = ""
+    relay_name: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    workdir: str = ""
+    services: tuple[str, ...] = ()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "network": self.network,
+            "containers": [self.bundle_name, self.agent_name, self.relay_name],
+            "agent_network": "none (loopback only; endpoints relayed over Unix sockets)",
+            "services": list(self.services),
+            "workdir": self.workdir,
+        }
+
+
+def _client() -> docker.DockerClient:
+    import docker
+
+    try:
+        client = docker.from_env(timeout=60)
+        client.ping()
+    except Exception as exc:
+        raise BotBottleError(
+            f"cannot reach the Docker engine: {exc}",
+            hint="start dockerd (or set DOCKER_HOST); 'bot-bottle doctor' checks it",
+        ) from None
+    return client
+
+
+def gvisor_runtime(client: docker.DockerClient) -> str | None:
+    runtimes = (client.info().get("Runtimes") or {}).keys()
+    return "runsc" if "runsc" in runtimes else None
+
+
+class DockerBackend(Backend):
+    name = NAME
+    description = "Docker engine: agent with no network, sidecar bundle"
+
+    def __init__(self) -> None:
+        #: Progress lines (image builds, phases); the CLI sets it.
+        self.progress: Callable[[str], None] = _stderr_progress
+
+    def is_available(self) -> Availability:
+        from bot_bottle.dockerhost import DockerUnreachable, probe
+
+        try:
+            info = probe(timeout=2.0)
+        except DockerUnreachable as exc:
+            return Availability.no(str(exc), "start dockerd or set DOCKER_HOST")
+        runtimes = ", ".join(info.runtimes)
+        return Availability.yes(f"Docker {info.version} (runtimes: {runtimes})")
+
+    # -- prepare (pure) ------------------------------------------------------------
+
+    def prepare(self, plan: Any) -> DockerPrepared:
+        if not isinstance(plan, BottlePlan):
+            raise BotBottleError("the docker backend needs core's BottlePlan")
+        prefix = f"bb-{plan.slug}"
+        labels = {
+            L_SLUG: plan.slug,
+            L_AGENT: plan.agent,
+            L_BACKEND: NAME,
+            L_LABEL: plan.label or "",
+            L_SERVICES: ",".join(endpoints(plan)),
+        }
+        return DockerPrepared(
+            plan=plan,
+            backend=NAME,
+            network=f"{prefix}-egress",
+            bundle_name=f"{prefix}-sidecars",
+            agent_name=f"{prefix}-agent",
+            relay_name=f"{prefix}-relay",
+            labels=labels,
+            workdir=WORKSPACE if plan.cwd else plan.provider_plan.guest_home,
+            services=tuple(endpoints(plan)),
+        )
+
+    # -- launch --------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def launch(self, prepared: PreparedBottle) -> Iterator[RunningBottle]:
+        if not isinstance(prepared, DockerPrepared):
+            raise BotBottleError("launch needs what DockerBackend.prepare returned")
+        plan = prepared.plan
+        assert isinstance(plan, BottlePlan)
+        client = _client()  # before anything is created: a clear error, nothing to undo
+        timings: dict[str, float] = {}
+        t0 = time.monotonic()
+        with Teardown(plan.slug) as down:
+            down.push("docker client", client.close)
+            agent_tag = plan.agent_image or self._ensure_agent_image(plan)
+            bundle_tag = plan.bundle_image or self._ensure_bundle_image()
+            timings["images"] = time.monotonic() - t0
+
+            t = time.monotonic()
+            state = StateDir.for_slug(plan.slug)
+            run_dir = state.run_dir
+            etc, sock = run_dir / "etc", run_dir / "sock"
+            # supervise's queue where the host-side tooling (SuperviseQueue) looks for it.
+            from bot_bottle.supervise_queue import default_queue_dir
+
+            queue = default_queue_dir(plan.slug)
+            down.push("runtime files", lambda: shutil.rmtree(run_dir, ignore_errors=True))
+            down.push("supervise queue", lambda: shutil.rmtree(queue, ignore_errors=True))
+            self._write_files(plan, etc, sock, queue)
+            keys_dir = run_dir / "keys"
+            if plan.gitgate is not None and plan.gitgate.enabled:
+                from bot_bottle.gitgate.keys import GateKeys
+
+                keys = GateKeys(plan.gitgate, keys_dir, bottle_slug=plan.slug)
+                down.push("git-gate keys", keys.close)  # revokes provisioned keys
+                keys.stage()
+            else:
+                keys_dir.mkdir(mode=0o700, exist_ok=True)
+            timings["files"] = time.monotonic() - t
+
+            t = time.monotonic()
+            labels = {**prepared.labels, L_STARTED: now_iso()}
+
+            def start_bundle() -> Any:
+                network = client.networks.create(
+                    prepared.network, driver="bridge", labels={**labels, L_ROLE: "egress-network"}
+                )
+                down.push(f"network {prepared.network}", network.remove)
+                bundle = client.containers.create(
+                    bundle_tag,
+                    name=prepared.bundle_name,
+                    network=prepared.network,
+                    extra_hosts=bundle_hosts(plan),
+                    environment={k: v.reveal() for k, v in plan.egress_tokens.items()},
+                    volumes={
+                        str(etc): {"bind": ETC, "mode": "ro"},
+                        str(run_dir / "ca"): {"bind": CA_DIR, "mode": "ro"},
+                        str(keys_dir): {"bind": GATE_KEYS, "mode": "ro"},
+                        str(queue): {"bind": QUEUE_DIR, "mode": "rw"},
+                        str(sock): {"bind": SOCK_DIR, "mode": "rw"},
+                    },
+                    labels={**labels, L_ROLE: "sidecars"},
+                    security_opt=["no-new-privileges"],
+                    detach=True,
+                )
+                down.push(f"container {prepared.bundle_name}", lambda: _remove(bundle))
+                bundle.start()
+                return bundle
+
+            def start_agent() -> tuple[Any, Any]:
+                runtime = gvisor_runtime(client) if plan.gvisor else None
+                agent_env = {k: v.reveal() for k, v in plan.agent_env.items()}
+                volumes = {}
+                if plan.cwd is not None:
+                    volumes[str(plan.cwd)] = {"bind": WORKSPACE, "mode": "rw"}
+                agent = client.containers.create(
+                    agent_tag,
+                    command=["sleep", "infinity"],
+                    name=prepared.agent_name,
+                    hostname=plan.slug[:63],
+                    network_mode="none",
+                    environment=agent_env,
+                    volumes=volumes or None,
+                    working_dir=prepared.workdir,
+                    labels={**labels, L_ROLE: "agent"},
+                    runtime=runtime,
+                    init=True,
+                    security_opt=["no-new-privileges"],
+                    detach=True,
+                )
+                down.push(f"container {prepared.agent_name}", lambda: _remove(agent))
+                agent.start()
+                relay = client.containers.create(
+                    bundle_tag,
+                    entrypoint=agent_relay_argv(plan),
+                    command=[],
+                    name=prepared.relay_name,
+                    network_mode=f"container:{agent.id}",
+                    volumes={str(sock): {"bind": SOCK_DIR, "mode": "rw"}},
+                    labels={**labels, L_ROLE: "relay"},
+                    security_opt=["no-new-privileges"],
+                    detach=True,
+                )
+                down.push(f"container {prepared.relay_name}", lambda: _remove(relay))
+                relay.start()
+                return agent, relay
+
+            # The bundle (slowest to boot: mitmproxy, MCP) and the agent side
+            # start in parallel. Both threads register each resource's
+            # teardown as it appears; the pool is joined before any teardown
+            # runs (also on Ctrl-C), so nothing is created after it.
+            with ThreadPoolExecutor(max_workers=2, thread_name_prefix="bb-launch") as pool:
+                fut_bundle = pool.submit(start_bundle)
+                fut_agent = pool.submit(start_agent)
+                try:
+                    agent, relay = fut_agent.result()
+                    bundle = fut_bundle.result()
+                except BaseException:
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
+            timings["containers"] = time.monotonic() - t
+
+            bottle = DockerRunningBottle(
+                plan.slug,
+                agent,
+                user=plan.provider_plan.user,
+                workdir=prepared.workdir,
+                wait_ready=lambda: self._wait_ready(sock, bundle, relay),
+            )
+            bottle.timings = timings
+            # The CA the agent trusts: in place before the provider provisions.
+            from bot_bottle.plan import GUEST_CA_PATH
+
+            bottle.copy_in(run_dir / "ca" / "bot-bottle-ca.crt", GUEST_CA_PATH, mode=0o644)
+            yield bottle
+        log.debug("teardown", slug=plan.slug, seconds=round(down.seconds, 3))
+
+    def _ensure_agent_image(self, plan: BottlePlan) -> str:
+        from bot_bottle.images import ensure_image
+
+        return ensure_image(plan.agent_image_spec, progress=self.progress).tag
+
+    def _ensure_bundle_image(self) -> str:
+        from bot_bottle_sidecars.bundle import ensure_bundle_image
+
+        return ensure_bundle_image(progress=self.progress).tag
+
+    def _write_files(self, plan: BottlePlan, etc: Path, sock: Path, queue: Path) -> None:
+        from bot_bottle.egress.ca import generate_bottle_ca
+
+        for d in (etc, sock, queue):
+            d.mkdir(parents=True, mode=0o700, exist_ok=True)
+        # Mount points of the nested mounts must exist in the read-only etc/.
+        (etc / "ca").mkdir(exist_ok=True)
+        (etc / "git-gate" / "keys").mkdir(parents=True, exist_ok=True)
+        for rel, text in bundle_files(plan).items():
+            path = etc / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        if plan.upstream_ca is not None:
+            try:
+                data = plan.upstream_ca.read_bytes()
+            except OSError as exc:
+                raise BotBottleError(
+                    f"cannot read the bottle's egress.upstream_ca {plan.upstream_ca}: "
+                    f"{exc.strerror}",
+                    hint="point upstream_ca at a readable PEM file",
+                ) from None
+            (etc / Path(UPSTREAM_CA).name).write_bytes(data)
+        generate_bottle_ca(etc.parent / "ca", name=f"bot-bottle {plan.slug}")
+
+    def _wait_ready(self, sock: Path, bundle: Any, relay: Any) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        want = [sock / BUNDLE_READY, sock / AGENT_READY]
+        delay = 0.01
+        while not all(p.exists() for p in want):
+            if time.monotonic() > deadline:
+                raise BotBottleError(
+                    "the sidecars did not become ready within "
+                    f"{READY_TIMEOUT:.0f} s: {_tail(bundle)}",
+                    hint=f"see 'docker logs {bundle.name}' while the bottle runs",
+                )
+            if delay > 0.2:
+                for c in (bundle, relay):
+                    c.reload()
+                    if c.status == "exited":
+                        raise BotBottleError(
+                            f"container {c.name} exited during start: {_tail(c)}",
+                            hint="rerun with -v for details",
+                        )
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.25)
+
+    # -- enumeration -------------------------------------------------------------
+
+    def list_active(self) -> list[ActiveBottle]:
+        client = _client()
+        try:
+            by_slug: dict[str, list[Any]] = {}
+            flt: dict[str, Any] = {"label": f"{L_BACKEND}={NAME}"}
+            for c in client.containers.list(filters=flt):
+                by_slug.setdefault(c.labels.get(L_SLUG, ""), []).append(c)
+            out = []
+            for slug, containers in sorted(by_slug.items()):
+                agent = next((c for c in containers if c.labels.get(L_ROLE) == "agent"), None)
+                if agent is None:
+                    continue
+                services = agent.labels.get(L_SERVICES, "")
+                out.append(
+                    ActiveBottle(
+                        backend=NAME,
+                        slug=slug,
+                        agent=agent.labels.get(L_AGENT, "?"),
+                        label=agent.labels.get(L_LABEL) or None,
+                        started_at=agent.labels.get(L_STARTED, ""),
+                        services=tuple(s for s in services.split(",") if s),
+                    )
+                )
+            return out
+        finally:
+            client.close()
+
+    def find_orphans(self) -> list[CleanupItem]:
+        """Labelled containers and networks whose launcher is gone.
+
+        A bottle is owned while the process in its metadata.json is alive; a
+        resource with no state dir at all (SIGKILL after a crash that lost
+        it, another home) is an orphan too.
+        """
+        client = _client()
+        try:
+            items: list[CleanupItem] = []
+            flt: dict[str, Any] = {"label": f"{L_BACKEND}={NAME}"}
+            for c in client.containers.list(all=True, filters=flt):
+                slug = c.labels.get(L_SLUG)
+                if slug and not _owned(slug):
+                    items.append(CleanupItem(NAME, "container", c.name or c.id or "?", slug))
+            for n in client.networks.list(filters=flt):
+                slug = n.attrs.get("Labels", {}).get(L_SLUG)
+                if slug and not _owned(slug):
+                    items.append(CleanupItem(NAME, "network", n.name or n.id or "?", slug))
+            return items
+        finally:
+            client.close()
+
+    def cleanup(self, items: Sequence[CleanupItem]) -> list[CleanupItem]:
+        import docker.errors
+
+        client = _client()
+        removed: list[CleanupItem] = []
+        try:
+            # Containers first: a network in use cannot be removed.
+            for item in sorted(items, key=lambda i: i.kind != "container"):
+                try:
+                    if item.kind == "container":
+                        client.containers.get(item.name).remove(force=True)
+                    elif item.kind == "network":
+                        client.networks.get(item.name).remove()
+                    else:
+                        continue
+                except docker.errors.NotFound:
+                    pass
+                except docker.errors.APIError as exc:
+                    log.warning("cleanup_failed", item=item.name, error=str(exc))
+                    continue
+                removed.append(item)
+        finally:
+            client.close()
+        return removed
+
+
+def _stderr_progress(line: str) -> None:
+    sys.stderr.write(f"  {line}\n")
+
+
+def _owned(slug: str) -> bool:
+    state = StateDir.for_slug(slug)
+    return state.path.exists() and state.owner_alive
+
+
+def _remove(container: Any) -> None:
+    import docker.errors
+
+    with contextlib.suppress(docker.errors.NotFound):
+        container.remove(force=True, v=True)
+
+
+def _tail(container: Any, lines: int = 8) -> str:
+    try:
+        text = container.logs(tail=lines).decode("utf-8", "replace")
+    except Exception:
+        return "(no logs)"
+    return " | ".join(line for line in text.splitlines() if line.strip())[-800:]
+
+
+__all__ = ["DockerBackend", "DockerPrepared", "gvisor_runtime"]

@@ -1,0 +1,178 @@
+"""A launched Docker bottle: exec, copy in/out, attach and headless run."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from bot_bottle.contracts.backend import ExecResult, RunningBottle
+from bot_bottle.errors import BotBottleError
+
+
+class DockerRunningBottle(RunningBottle):
+    def __init__(
+        self,
+        slug: str,
+        container: Any,
+        *,
+        user: str,
+        workdir: str,
+        wait_ready: Callable[[], None] | None = None,
+    ) -> None:
+        self.slug = slug
+        self._wait_ready = wait_ready
+        self.container = container
+        self.user = user
+        self.workdir = workdir
+        #: phase -> seconds, for the preflight summary and bench/.
+        self.timings: dict[str, float] = {}
+
+    def wait_ready(self) -> None:
+        """Block until the sidecars answer on the agent's loopback (once).
+
+        Provisioning runs while they boot; ``attach``/``run`` wait first.
+        """
+        if self._wait_ready is not None:
+            t = time.monotonic()
+            wait, self._wait_ready = self._wait_ready, None
+            wait()
+            self.timings["sidecars_ready"] = time.monotonic() - t
+
+    # -- exec ------------------------------------------------------------------
+
+    def exec(
+        self,
+        argv: Sequence[str],
+        *,
+        user: str | None = None,
+        env: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+        stdin: bytes | None = None,
+    ) -> ExecResult:
+        argv = list(argv)
+        if stdin is not None:
+            # The SDK's exec_run cannot feed stdin; the CLI can (argv only).
+            cmd = self._cli_exec(argv, user=user, env=env, workdir=workdir, interactive=True)
+            proc = subprocess.run(
+                cmd, input=stdin, capture_output=True, check=False, env=self._cli_env(env)
+            )
+            return ExecResult(proc.returncode, proc.stdout, proc.stderr)
+        try:
+            result = self.container.exec_run(
+                argv,
+                user=user or self.user,
+                environment=dict(env) if env else None,
+                workdir=workdir,
+                demux=True,
+            )
+        except Exception as exc:
+            raise BotBottleError(f"bottle {self.slug} is not usable: {exc}") from exc
+        out, err = result.output if result.output else (b"", b"")
+        return ExecResult(int(result.exit_code or 0), out or b"", err or b"")
+
+    def _cli_exec(
+        self,
+        argv: list[str],
+        *,
+        user: str | None,
+        env: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+        interactive: bool = False,
+        tty: bool = False,
+    ) -> list[str]:
+        docker = shutil.which("docker") or "docker"
+        cmd = [docker, "exec"]
+        if interactive:
+            cmd.append("-i")
+        if tty:
+            cmd.append("-t")
+        cmd += ["-u", user or self.user, "-w", workdir or self.workdir]
+        for k in env or {}:
+            cmd += ["-e", k]  # value through our environment, never on argv
+        return [*cmd, self.container.id, *argv]
+
+    def _cli_env(self, env: Mapping[str, str] | None) -> dict[str, str] | None:
+        if not env:
+            return None
+        return {**os.environ, **env}
+
+    # -- files -----------------------------------------------------------------
+
+    def copy_in(
+        self, src: Path, dest: str, *, mode: int | None = None, owner: str | None = None
+    ) -> None:
+        target = PurePosixPath(dest)
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            if src.is_file():
+                # One file: mode and root ownership go in the archive, which
+                # saves an exec round trip per attribute.
+                info = tar.gettarinfo(str(src), arcname=target.name)
+                info.uid = info.gid = 0
+                info.uname = info.gname = "root"
+                if mode is not None:
+                    info.mode = mode
+                    mode = None
+                with src.open("rb") as fh:
+                    tar.addfile(info, fh)
+            else:
+                tar.add(str(src), arcname=target.name)
+        parent = str(target.parent)
+        if not self._put(parent, buf.getvalue()):
+            mk = self.exec(["mkdir", "-p", parent], user="root")
+            if not mk.ok or not self._put(parent, buf.getvalue()):
+                raise BotBottleError(f"copying {src} to {dest} in the bottle failed")
+        if owner:
+            self._check(self.exec(["chown", "-R", owner, dest], user="root"), f"chown {dest}")
+        if mode is not None:
+            self._check(self.exec(["chmod", f"{mode:o}", dest], user="root"), f"chmod {dest}")
+
+    def _put(self, parent: str, data: bytes) -> bool:
+        import docker.errors
+
+        try:
+            return bool(self.container.put_archive(parent, data))
+        except docker.errors.NotFound:
+            return False  # the parent directory does not exist yet
+
+    def copy_out(self, src: str, dest: Path) -> None:
+        stream, _stat = self.container.get_archive(src)
+        data = b"".join(stream)
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            member = tar.getmembers()[0]
+            if member.isdir():
+                tar.extractall(dest.parent, filter="data")
+                extracted = dest.parent / member.name
+                if extracted != dest:
+                    extracted.rename(dest)
+                return
+            fh = tar.extractfile(member)
+            if fh is None:
+                raise BotBottleError(f"{src} is not a regular file")
+            dest.write_bytes(fh.read())
+
+    @staticmethod
+    def _check(result: ExecResult, what: str) -> None:
+        if not result.ok:
+            raise BotBottleError(f"{what} failed in the bottle: {result.stderr[-300:]!r}")
+
+    # -- the agent ---------------------------------------------------------------
+
+    def attach(self, argv: Sequence[str], *, user: str | None = None) -> int:
+        # The docker CLI owns the terminal: raw mode, window-size changes
+        # (SIGWINCH -> resize), and restoring the terminal on exit.
+        self.wait_ready()
+        cmd = self._cli_exec(list(argv), user=user, interactive=True, tty=True)
+        return subprocess.call(cmd)
+
+    def run(self, argv: Sequence[str], *, user: str | None = None) -> int:
+        self.wait_ready()
+        cmd = self._cli_exec(list(argv), user=user, interactive=True)
+        return subprocess.call(cmd)

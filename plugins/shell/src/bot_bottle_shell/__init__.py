@@ -1,0 +1,3 @@
+"""bot-bottle-shell."""
+
+__version__ = "0.1.0"

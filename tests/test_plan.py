@@ -1,0 +1,128 @@
+"""core's launch plan (pure) with the shell provider, and the bundle layout it renders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bot_bottle import Registration, hookimpl
+from bot_bottle.errors import BotBottleError
+from bot_bottle.manifest.store import Manifest
+from bot_bottle.plan import CA_ENV_VARS, GUEST_CA_PATH, make_plan
+from bot_bottle.plugins import PluginHost
+from bot_bottle.sidecar_layout import bundle_files, init_plan
+from bot_bottle.state import StateDir
+from bot_bottle_shell.provider import ShellProvider
+
+TOKEN = "route-token-value-123"
+
+BOTTLE = """\
+---
+agent_provider:
+  template: shell
+env:
+  LITERAL: plain
+  ASKED: ?prompt
+  FROM_HOST: pre-${HOST_THING}-post
+git_user:
+  name: Bottle User
+git_gate:
+  repos:
+    - name: proj
+      url: ssh://git@git.example.test/me/proj.git
+      host_key: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHM/us+yJ8sNmo4On6iamuGgHQiQ62/N1DN4AwBLqQy2
+      key: {provider: static, path: /nonexistent/key}
+egress:
+  routes:
+    - host: api.example.test
+      auth: {scheme: Bearer, token_ref: ROUTE_TOKEN}
+extra_hosts:
+  api.example.test: 10.9.8.7
+---
+"""
+AGENT = "---\nbottle: b1\n---\nYou are a test.\n"
+
+
+class _Plugin:
+    @hookimpl
+    def bot_bottle_register_agent_providers(self) -> list[Registration[object]]:
+        return [Registration("shell", ShellProvider)]
+
+
+@pytest.fixture
+def agent(bot_bottle_home: Path, bot_bottle_host: PluginHost):
+    (bot_bottle_home / "bottles").mkdir()
+    (bot_bottle_home / "agents").mkdir()
+    (bot_bottle_home / "bottles/b1.md").write_text(BOTTLE)
+    (bot_bottle_home / "agents/a1.md").write_text(AGENT)
+    bot_bottle_host.register(_Plugin(), "shell-test")
+    return Manifest(home=bot_bottle_home, host=bot_bottle_host).agent("a1")
+
+
+def _plan(agent, **kw):
+    env = {"HOST_THING": "X", "ROUTE_TOKEN": TOKEN, **kw.pop("env", {})}
+    return make_plan(agent, ShellProvider(), host_env=env, ask=lambda name: f"asked-{name}", **kw)
+
+
+def test_env_forms_proxy_and_ca_variables(agent) -> None:
+    plan = _plan(agent)
+    env = {k: v.reveal() for k, v in plan.agent_env.items()}
+    assert env["LITERAL"] == "plain"
+    assert env["ASKED"] == "asked-ASKED"
+    assert env["FROM_HOST"] == "pre-X-post"
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        assert env[name] == "http://127.0.0.1:8080"
+    assert "127.0.0.1" in env["NO_PROXY"].split(",")
+    for name in CA_ENV_VARS:
+        assert env[name] == GUEST_CA_PATH
+    # The route's token is in no agent variable, only in an egress slot.
+    assert TOKEN not in json.dumps(env)
+    assert [s.reveal() for s in plan.egress_tokens.values()] == [TOKEN]
+    assert TOKEN not in repr(plan)
+
+
+def test_git_gate_and_user_config(agent) -> None:
+    plan = _plan(agent)
+    entries = dict(plan.git_config)
+    assert entries["url.git://127.0.0.1:9418/proj.git.insteadOf"] in (
+        "ssh://git@git.example.test/me/proj.git",
+        "git@git.example.test:me/proj.git",
+    )
+    assert entries["user.name"] == "Bottle User"
+    assert plan.extra_hosts == {"api.example.test": "10.9.8.7"}
+    assert plan.slug.startswith("a1-")
+    assert _plan(agent).slug != plan.slug
+
+
+def test_missing_route_token_names_the_variable(agent) -> None:
+    with pytest.raises(BotBottleError) as err:
+        make_plan(agent, ShellProvider(), host_env={"HOST_THING": "X"}, ask=lambda n: "")
+    assert "ROUTE_TOKEN" in err.value.message
+
+
+def test_bundle_files_hold_no_secret_and_loopback_only(agent) -> None:
+    plan = _plan(agent)
+    files = bundle_files(plan)
+    assert TOKEN not in json.dumps(files)
+    daemons = {d["name"]: d for d in init_plan(plan)["daemons"]}  # type: ignore[union-attr]
+    assert set(daemons) == {"egress", "git-gate", "supervise", "relay"}
+    assert daemons["egress"]["env"] == ["EGRESS_TOKEN_*"]
+    for name in ("egress", "git-gate", "supervise"):
+        argv = daemons[name]["argv"]
+        assert "127.0.0.1" in argv and "0.0.0.0" not in argv  # noqa: S104
+    egress = json.loads(files["egress/egress.json"])
+    assert egress["extra_hosts"] == {"api.example.test": "10.9.8.7"}
+    assert egress["routes"][0]["auth"]["token_slot"] == "EGRESS_TOKEN_1"
+
+
+def test_state_dir_preserve_and_remove(bot_bottle_home: Path) -> None:
+    state = StateDir.for_slug("a1-abcdef")
+    state.create({"agent": "a1", "pid": 1})
+    assert state.metadata()["agent"] == "a1"
+    state.run_dir.mkdir()
+    state.preserve("agent exited with 3")
+    assert state.preserved and not state.run_dir.exists()
+    state.remove()
+    assert not state.path.exists()
