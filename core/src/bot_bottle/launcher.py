@@ -62,7 +62,9 @@ def check_backend(backend: Backend) -> None:
         )
 
 
-def provision_context(plan: BottlePlan, options: Any = None) -> ProvisionContext:
+def provision_context(
+    plan: BottlePlan, options: Any = None, *, workdir: str | None = None
+) -> ProvisionContext:
     from bot_bottle.contracts.provider import ProvisionContext
     from bot_bottle.plan import GUEST_CA_PATH
 
@@ -75,6 +77,7 @@ def provision_context(plan: BottlePlan, options: Any = None) -> ProvisionContext
         label=plan.label,
         git_config=plan.git_config,
         options=options,
+        workdir=workdir,
     )
 
 
@@ -118,7 +121,8 @@ def execute(
                 report.timings.update(getattr(bottle, "timings", {}))
                 report.timings["launch"] = time.monotonic() - t0
                 t = time.monotonic()
-                ctx = provision_context(plan, options)
+                # Backends that mount a working directory say where.
+                ctx = provision_context(plan, options, workdir=getattr(prepared, "workdir", None))
                 provider.provision(bottle, ctx)
                 report.timings["provision"] = time.monotonic() - t
                 # A backend may boot its sidecars while the provider provisions.

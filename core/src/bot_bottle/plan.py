@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import secrets as _random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,9 +32,7 @@ from bot_bottle.secrets import Secret
 if TYPE_CHECKING:
     from bot_bottle.contracts.provider import AgentProvider
     from bot_bottle.egress.config import EgressConfig
-    from bot_bottle.egress.render import RouteSpec
     from bot_bottle.gitgate.plan import GitGatePlan
-    from bot_bottle.gitgate.spec import GateRepoSpec
     from bot_bottle.images import ImageSpec
     from bot_bottle.manifest import ResolvedAgent
     from bot_bottle.plugins import PluginHost
@@ -79,7 +77,8 @@ class BottlePlan:
     #: proxy and CA variables). Values are Secrets: bottle env may hold credentials.
     agent_env: Mapping[str, Secret] = field(default_factory=dict, repr=False)
     egress_config: EgressConfig | None = None
-    #: ``EGRESS_TOKEN_<n>`` -> token: the egress daemon's environment only.
+    #: ``EGRESS_TOKEN_<n>`` (injected credentials) and ``EGRESS_SECRET_<n>``
+    #: (the bottle's other secrets, for DLP): the egress daemon's environment only.
     egress_tokens: Mapping[str, Secret] = field(default_factory=dict, repr=False)
     gitgate: GitGatePlan | None = None
     supervise: bool = True
@@ -148,61 +147,6 @@ def ca_env(path: str = GUEST_CA_PATH) -> dict[str, str]:
 
 
 # -- manifest -> egress / git-gate -------------------------------------------------
-# TODO(wire): replace with bot_bottle.egress.from_manifest and
-# bot_bottle.gitgate.from_manifest once they land on main.
-
-
-def _route_specs(
-    agent: ResolvedAgent, host_env: Mapping[str, str], detectors: Sequence[str]
-) -> list[RouteSpec]:
-    from bot_bottle.egress.render import RouteSpec
-
-    def sel(value: Any) -> Any:
-        if value is None:
-            return tuple(detectors) if detectors else False
-        return False if value is False else tuple(value)
-
-    specs: list[RouteSpec] = []
-    missing: list[str] = []
-    for i, route in enumerate(agent.bottle.egress.routes):
-        token: Secret | None = None
-        scheme = None
-        if route.auth is not None:
-            scheme = route.auth.scheme
-            value = host_env.get(route.auth.token_ref)
-            if not value:
-                missing.append(f"{route.host} needs ${route.auth.token_ref}")
-            token = Secret(value or "")
-        specs.append(
-            RouteSpec(
-                host=route.host,
-                auth_scheme=scheme,
-                token=token,
-                matches=tuple(m.model_dump(mode="json") for m in route.matches),
-                git_fetch=route.git.fetch,
-                outbound_detectors=sel(route.dlp.outbound_detectors),
-                inbound_detectors=sel(route.dlp.inbound_detectors),
-                origin=f"bottle {agent.bottle.name}, egress.routes[{i}] ({route.host})",
-            )
-        )
-    if missing:
-        raise BotBottleError(
-            "route credentials are not set in the host environment: " + "; ".join(missing),
-            hint="export the variables named by each route's auth.token_ref",
-        )
-    return specs
-
-
-def _gate_specs(agent: ResolvedAgent) -> list[GateRepoSpec]:
-    from bot_bottle.gitgate.spec import GateKey, GateRepoSpec
-
-    out = []
-    for repo in agent.bottle.repos:
-        key = GateKey(repo.key.provider, dict(repo.key.options))
-        out.append(GateRepoSpec(repo.name, repo.url.url, repo.host_key, key))
-    return out
-
-
 # -- the plan -----------------------------------------------------------------------
 
 
@@ -218,21 +162,21 @@ def make_plan(
     ask: Callable[[str], str] | None = None,
     gvisor: bool = True,
     slug: str | None = None,
-    detectors: Sequence[str] | None = None,
 ) -> BottlePlan:
     """Plan one launch of ``agent`` with its bottle's ``provider``.
 
-    ``detectors``: the installed DLP detector names (a route without a ``dlp``
-    selection uses all of them); read from ``host`` when not given.
+    ``host`` supplies the installed plugins (DLP detectors: a route without a
+    ``dlp`` selection uses every installed one); without it no detector runs.
     """
-    from bot_bottle.egress.render import render_egress_config
+    from bot_bottle.egress.from_manifest import egress_from_manifest
+    from bot_bottle.gitgate.from_manifest import gate_repo_specs
     from bot_bottle.gitgate.plan import plan_git_gate
     from bot_bottle.images import ImageSpec, extra_ca_from_env
     from bot_bottle.manifest import resolve_env
+    from bot_bottle.plugins import PluginHost
+    from bot_bottle.sidecar_layout import UPSTREAM_CA
 
     bottle = agent.bottle
-    if detectors is None:
-        detectors = [c.name for c in host.components("dlp_detectors")] if host else []
     options = agent.resolved_bottle.provider_options
     if options is None:
         options = provider.options_model()
@@ -257,15 +201,16 @@ def make_plan(
     for name, value in {**proxy_env(proxy_url), **ca_env()}.items():
         env[name] = Secret(value)
 
-    egress_config, tokens = render_egress_config(
-        _route_specs(agent, host_env, detectors),
-        provider_plan.routes,
+    egress = egress_from_manifest(
+        bottle,
+        host=host if host is not None else PluginHost(environ={}, load_entry_points=False),
+        host_env=host_env,
+        provider_routes=provider_plan.routes,
         provider_name=bottle.agent_provider.template,
-        log_level=bottle.egress.log,
-        upstream_ca="/etc/bot-bottle/upstream-ca.pem" if bottle.egress.upstream_ca else None,
-        extra_hosts=bottle.sidecar_extra_hosts(),
+        env_secrets=resolved,
+        upstream_ca_path=UPSTREAM_CA,
     )
-    gate = plan_git_gate(_gate_specs(agent), gate_host=LOOPBACK, gate_port=GIT_PORT)
+    gate = plan_git_gate(gate_repo_specs(bottle), gate_host=LOOPBACK, gate_port=GIT_PORT)
     git_config = list(gate.git_config_entries())
     user = agent.git_user
     if user is not None:
@@ -275,9 +220,7 @@ def make_plan(
             git_config.append(("user.email", user.email))
 
     skills_root = Path("~/.claude/skills").expanduser()
-    upstream_ca = (
-        Path(bottle.egress.upstream_ca).expanduser() if bottle.egress.upstream_ca else None
-    )
+    upstream_ca = egress.upstream_ca
     return BottlePlan(
         slug=slug,
         agent=agent.name,
@@ -289,8 +232,8 @@ def make_plan(
         provider_plan=provider_plan,
         agent_image_spec=agent_image_spec,
         agent_env=env,
-        egress_config=egress_config,
-        egress_tokens=tokens,
+        egress_config=egress.config,
+        egress_tokens=egress.daemon_env(),
         gitgate=gate,
         supervise=bottle.supervise,
         extra_hosts=bottle.sidecar_extra_hosts(),

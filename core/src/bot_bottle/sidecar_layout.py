@@ -103,7 +103,7 @@ def init_plan(plan: BottlePlan) -> dict[str, object]:
                 "--listen-port",
                 str(PROXY_PORT),
             ],
-            "env": ["EGRESS_TOKEN_*"],
+            "env": ["EGRESS_TOKEN_*", "EGRESS_SECRET_*"],
         }
     ]
     if plan.gitgate is not None and plan.gitgate.enabled:

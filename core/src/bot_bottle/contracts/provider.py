@@ -84,6 +84,11 @@ class ProvisionContext:
     git_config: tuple[tuple[str, str], ...] = ()
     #: The provider's validated options (its ``options_model``), or None.
     options: BaseModel | None = None
+    #: The agent's working directory in the guest (where ``--cwd`` is mounted),
+    #: e.g. for a client that asks to trust the folder it starts in.
+    workdir: str | None = None
+    #: The bottle's display colour, if the operator chose one.
+    color: str | None = None
 
 
 class AgentProvider(PluginComponent, ABC):

@@ -109,7 +109,7 @@ BOTTLE_DEMO = """\
 # The demo bottle: the credential-free 'shell' provider (bash, curl, git,
 # dig). Nothing leaves it but requests egress allows; try
 #   bot-bottle run demo -- curl -s http://_egress.local/routes   (answered by egress)
-#   bot-bottle run demo -- curl -s https://example.com/          (refused: not a route)
+#   bot-bottle run demo -- curl -s https://not-on-the-allowlist.test/  (refused: not a route)
 agent_provider:
   template: shell
 
