@@ -445,3 +445,29 @@ def test_old_images_of_a_repository_are_pruned_after_a_build(
         for tag in tags:
             with contextlib.suppress(Exception):
                 docker_client.images.remove(tag)
+
+
+def test_a_multi_stage_build_leaves_no_untagged_stage_image(
+    docker_client: docker.DockerClient, base_image: str, tmp_path: Path, unique: str
+) -> None:
+    from bot_bottle.images import STAGE_LABEL, ImageSpec, ensure_image
+
+    repo = f"bb-test/stages-{unique}"
+    (tmp_path / "Dockerfile").write_text(
+        "ARG BASE_IMAGE\n"
+        "FROM ${BASE_IMAGE} AS install\n"
+        f'LABEL {STAGE_LABEL}="install"\n'
+        f"RUN echo {unique} > /built\n"
+        "FROM ${BASE_IMAGE}\n"
+        "COPY --from=install /built /built\n"
+    )
+    before = {i.id for i in docker_client.images.list(filters={"dangling": True})}
+    spec = ImageSpec(repo, tmp_path / "Dockerfile", (), base_image)
+    tag = ensure_image(spec, log_dir=tmp_path).tag
+    try:
+        stages = docker_client.images.list(
+            filters={"dangling": True, "label": f"{STAGE_LABEL}=install"}
+        )
+        assert [i.id for i in stages if i.id not in before] == []
+    finally:
+        docker_client.images.remove(tag, force=True)

@@ -83,6 +83,10 @@ _INSTALLER_FILES = {
 }  # fmt: skip
 
 
+#: Set on the intermediate ``install`` stage of our multi-stage Dockerfiles.
+STAGE_LABEL = "org.bot-bottle.stage"
+
+
 class ImageBuildError(BotBottleError):
     """An image could not be built; the message names the build log."""
 
@@ -295,6 +299,19 @@ class DockerCLI:
                 continue
             result = self._run("image", "rm", ref)
             log.write(f"prune {ref}: {'removed' if result.returncode == 0 else 'kept (in use)'}\n")
+
+    def prune_stages(self, log: TextIO) -> None:
+        """Remove the untagged intermediate stage images our builds leave.
+
+        The legacy builder keeps a multi-stage build's non-final stages as
+        dangling images (hundreds of MB each, one set per build): on a machine
+        that builds after every change they fill the disk. Only dangling
+        images carrying our stage label are touched.
+        """
+        result = self._run(
+            "image", "prune", "--force", "--filter", f"label={STAGE_LABEL}=install"
+        )  # fmt: skip
+        log.write(f"prune build stages: {result.stdout.strip() or result.stderr.strip()}\n")
 
     def machine(self) -> str:
         result = self._run("version", "--format", "{{.Server.Arch}}")
@@ -600,5 +617,6 @@ def ensure_image(
         )
     with log_path.open("a", encoding="utf-8") as log:
         engine.prune(spec.repository, KEEP_IMAGES, prune_min_age, log)
+        engine.prune_stages(log)
     say(f"built image {tag}")
     return ImageResult(tag, built=True, log_path=log_path)
