@@ -9,7 +9,6 @@ test generates, for the host names given.
 
 from __future__ import annotations
 
-import datetime
 import json
 import ssl
 import threading
@@ -20,10 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from bot_bottle_sidecars.egress.testing import make_test_pki
 
 
 @dataclass
@@ -42,51 +38,6 @@ class FakeAnthropic:
 
     def messages(self) -> list[Seen]:
         return [r for r in self.requests if r.path.split("?")[0] == "/v1/messages"]
-
-
-def _issue(tmp: Path, hosts: Sequence[str]) -> tuple[Path, Path, Path]:
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake-anthropic test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), True
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(h) for h in hosts]), False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = serialization.Encoding.PEM
-    ca_path, cert_path, key_path = tmp / "ca.pem", tmp / "cert.pem", tmp / "key.pem"
-    ca_path.write_bytes(ca.public_bytes(pem))
-    cert_path.write_bytes(leaf.public_bytes(pem))
-    key_path.write_bytes(
-        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return ca_path, cert_path, key_path
 
 
 def _events(reply: str, model: str) -> list[tuple[str, dict[str, Any]]]:
@@ -113,7 +64,9 @@ def _events(reply: str, model: str) -> list[tuple[str, dict[str, Any]]]:
 def fake_anthropic(
     tmp: Path, *, hosts: Sequence[str], reply: str, bind: str = "127.0.0.1", port: int = 0
 ) -> Iterator[FakeAnthropic]:
-    ca_path, cert_path, key_path = _issue(tmp, hosts)
+    # One throwaway CA and server certificate, as the egress tests make them.
+    pki = make_test_pki(tmp, hosts)
+    ca_path, cert_path, key_path = pki.ca_cert, pki.server_cert, pki.server_key
     state = FakeAnthropic(port=0, ca_pem=ca_path)
     lock = threading.Lock()
 
