@@ -23,7 +23,7 @@ def add_parser(sub: Any) -> None:
         help="scan files or stdin with the installed DLP detectors, as egress would",
         description="Scan files (or stdin, '-') with the installed DLP detectors, decoding "
         "them as egress does. Prints findings (secrets redacted) and exits 1 when "
-        "something would be blocked.",
+        "something would be blocked, 2 on bad input (unknown detector, unreadable file).",
     )
     scan.add_argument("files", nargs="*", metavar="FILE", help="files to scan; '-' or none: stdin")
     scan.add_argument(
