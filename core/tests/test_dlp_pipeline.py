@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import gzip
-import re
 from typing import ClassVar
 
 import pytest
@@ -17,30 +16,12 @@ from bot_bottle.contracts.dlp import (
     Finding,
     Location,
     ScanContext,
-    redact,
 )
 from bot_bottle.dlp import PIPELINE, ScanPipeline, Verdict, load_detectors, verdict
 from bot_bottle.errors import BotBottleError, UnknownPluginError
 from bot_bottle.plugins import PluginHost
 
-TOKEN = b"tok_" + b"Q1w2E3r4T5y6U7i8O9p0"
-
-
-class Tokens(DlpDetector):
-    name = "tokens"
-    max_match_bytes = 64
-
-    def scan(self, data: bytes, context: ScanContext) -> list[Finding]:
-        return [
-            Finding(
-                self.name,
-                "tok",
-                Action.BLOCK,
-                Location(context.location.part, offset=m.start(), length=m.end() - m.start()),
-                redact(data, m.start(), m.end(), "tok"),
-            )
-            for m in re.finditer(rb"tok_[A-Za-z0-9]{20}", data)
-        ]
+from .dlp_toys import TOKEN, Tokens
 
 
 class Whispers(DlpDetector):

@@ -11,33 +11,12 @@ from hypothesis import strategies as st
 from bot_bottle.contracts.dlp import (
     Action,
     Direction,
-    DlpDetector,
     Finding,
     Location,
-    ScanContext,
-    redact,
 )
 from bot_bottle.dlp import ScanPipeline
 
-TOKEN = b"tok_" + b"Q1w2E3r4T5y6U7i8O9p0"
-
-
-class Tokens(DlpDetector):
-    name = "tokens"
-    max_match_bytes = 64
-
-    def scan(self, data: bytes, context: ScanContext) -> list[Finding]:
-        return [
-            Finding(
-                self.name,
-                "tok",
-                Action.BLOCK,
-                Location(context.location.part, offset=m.start(), length=m.end() - m.start()),
-                redact(data, m.start(), m.end(), "tok"),
-            )
-            for m in re.finditer(rb"tok_[A-Za-z0-9]{20}", data)
-        ]
-
+from .dlp_toys import TOKEN, Tokens
 
 PIPELINE = ScanPipeline([Tokens()], Direction.OUTBOUND)
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
