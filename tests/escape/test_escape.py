@@ -68,6 +68,29 @@ def test_agent_has_loopback_only(bottle: Bottle) -> None:
     assert ifaces == {"lo"}, out
 
 
+def test_capabilities_are_the_minimum(bottle: Bottle) -> None:
+    """The agent's uid has no capability and cannot gain one (no-new-privileges);
+    even root in the agent container holds only what provisioning needs: no
+    raw sockets, mknod, chroot, ptrace or network admin."""
+    from bot_bottle_docker.backend import AGENT_ROOT_CAPS
+
+    bits = {"CHOWN": 0, "DAC_OVERRIDE": 1, "FOWNER": 3, "SETGID": 6, "SETUID": 7}
+    allowed = sum(1 << bits[c] for c in AGENT_ROOT_CAPS)
+
+    def caps(user: str) -> dict[str, int]:
+        _, out = bottle.sh("grep -E '^(Cap|NoNewPrivs)' /proc/self/status", user=user)
+        return {k: int(v.strip(), 16 if k.startswith("Cap") else 10)
+                for k, v in (line.split(":") for line in out.splitlines())}  # fmt: skip
+
+    agent, root = caps("agent"), caps("root")
+    assert agent["CapEff"] == agent["CapPrm"] == agent["CapAmb"] == 0, agent
+    assert agent["NoNewPrivs"] == root["NoNewPrivs"] == 1
+    assert root["CapBnd"] == root["CapEff"] == allowed, root
+    raw = "perl -MSocket -e 'socket(my $s, PF_INET, SOCK_RAW, 1) or die qq{raw: $!\\n}'"
+    code, out = bottle.sh(raw, user="root")
+    assert code != 0 and "raw: Operation not permitted" in out, out
+
+
 # -- 1. hosts not on the allowlist -------------------------------------------------
 
 

@@ -78,6 +78,10 @@ L_STARTED = "bot-bottle.started"
 L_SERVICES = "bot-bottle.services"
 READY_TIMEOUT = 60.0
 WORKSPACE = "/workspace"
+#: The only capabilities a root exec in the agent container has (provisioning:
+#: file ownership and modes, runuser to the agent user). The agent's own uid
+#: has none; raw sockets, mknod, chroot and the rest are gone for everyone.
+AGENT_ROOT_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID")
 
 log = get_logger("bot_bottle_docker")
 
@@ -250,6 +254,14 @@ class DockerBackend(Backend):
                     labels={**labels, L_ROLE: "agent"},
                     runtime=runtime,
                     init=True,
+                    # Root's "sleep infinity" keeps the container up; the agent
+                    # runs through exec as its own user. With an image whose
+                    # USER is not root, Docker gives root execs no capabilities
+                    # (no chown, no runuser), so provisioning could not work;
+                    # root here gets only what provisioning needs.
+                    user="root",
+                    cap_drop=["ALL"],
+                    cap_add=list(AGENT_ROOT_CAPS),
                     security_opt=["no-new-privileges"],
                     detach=True,
                 )
