@@ -112,3 +112,30 @@ def test_closed_pipe_is_not_an_internal_error(tmp_path: Path) -> None:
     err = proc.stderr.read().decode()
     proc.wait(timeout=60)
     assert "internal error" not in err and "Traceback" not in err
+
+
+def test_run_needs_a_prompt_or_a_command_and_not_both(tmp_path: Path) -> None:
+    # Checked before the manifest is read or Docker is touched: DOCKER_HOST
+    # points at nothing and the home has no agents.
+    env = {"DOCKER_HOST": f"unix://{tmp_path}/nothing.sock", "BOT_BOTTLE_HOME": str(tmp_path)}
+    usage = "hint: bot-bottle run AGENT -p 'PROMPT'  or  bot-bottle run AGENT -- CMD"
+    for args, message in [
+        ((), f"error: nothing to run\n{usage}"),
+        (
+            ("-p", "fix it", "--", "true"),
+            f"error: give either a prompt or a command, not both\n{usage}",
+        ),
+        (("--prompt-file", str(tmp_path / "missing.md")), "error: cannot read the prompt from"),
+    ]:
+        r = bb("run", "some-agent", *args, env=env)
+        assert r.returncode == 1, r.stderr
+        assert message in r.stderr
+        assert "Traceback" not in r.stderr
+    (tmp_path / "empty.md").write_text("  \n")
+    r = bb("run", "some-agent", "--prompt-file", str(tmp_path / "empty.md"), env=env)
+    assert r.returncode == 1 and "is empty" in r.stderr
+
+
+def test_run_prompt_and_prompt_file_are_exclusive() -> None:
+    r = bb("run", "some-agent", "-p", "a", "--prompt-file", "-")
+    assert r.returncode == 2 and "not allowed with argument" in r.stderr

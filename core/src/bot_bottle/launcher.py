@@ -88,10 +88,15 @@ def execute(
     provider: AgentProvider,
     mode: Literal["attach", "run"],
     argv: Sequence[str] = (),
+    prompt: str | None = None,
     options: Any = None,
     on_ready: Callable[[RunningBottle], None] | None = None,
 ) -> LaunchReport:
-    """Run one bottle to the end; return the agent's exit code and timings."""
+    """Run one bottle to the end; return the agent's exit code and timings.
+
+    In ``run`` mode, ``argv`` (a command as the agent user) wins; otherwise the
+    provider's headless argv runs on ``prompt``.
+    """
     from bot_bottle.state import StateDir, now_iso
 
     report = LaunchReport()
@@ -135,7 +140,7 @@ def execute(
                 if mode == "attach":
                     code = bottle.attach(provider.interactive_argv(ctx))
                 else:
-                    code = bottle.run(list(argv) or provider.headless_argv(ctx, ""))
+                    code = bottle.run(list(argv) or provider.headless_argv(ctx, prompt or ""))
                 report.timings["agent"] = time.monotonic() - t
                 t_down = time.monotonic()
             report.timings["teardown"] = time.monotonic() - t_down

@@ -219,7 +219,9 @@ def make_plan(
         if user.email:
             git_config.append(("user.email", user.email))
 
-    skills_root = Path("~/.claude/skills").expanduser()
+    # The host's HOME as the caller sees it (host_env), like every other
+    # host value the plan reads.
+    skills_root = Path(host_env.get("HOME") or "~").expanduser() / ".claude" / "skills"
     upstream_ca = egress.upstream_ca
     return BottlePlan(
         slug=slug,
