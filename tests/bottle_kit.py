@@ -80,7 +80,7 @@ def launched(
     home: Path, agent_name: str, *, host_env: Mapping[str, str], label: str | None = None
 ) -> Iterator[Launched]:
     """The agent's bottle, up and provisioned, its sidecars answering."""
-    from bot_bottle.launcher import provision_context
+    from bot_bottle.launcher import provision_bottle, provision_context
     from bot_bottle.manifest.store import Manifest
     from bot_bottle.plan import make_plan
     from bot_bottle.plugins import PluginHost
@@ -111,7 +111,7 @@ def launched(
             with backend.launch(prepared) as running:
                 options: Any = agent.resolved_bottle.provider_options
                 ctx = provision_context(plan, options, workdir=getattr(prepared, "workdir", None))
-                provider.provision(running, ctx)
+                provision_bottle(provider, running, ctx)
                 running.wait_ready()
                 yield Launched(running, plan, provider, ctx)  # type: ignore[arg-type]
         finally:

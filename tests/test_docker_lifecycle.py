@@ -192,14 +192,24 @@ def test_start_attaches_a_real_tty_and_follows_window_size(home: dict[str, str])
 
     try:
         read_until(b"$ ")  # the bottle's login shell prompt
-        os.write(fd, b"tty; stty size; echo M1-$((20+1))\n")
-        read_until(b"M1-21")
-        assert b"/dev/pts/" in out and b"40 100" in out
+        os.write(fd, b"tty; echo T-$((20+1))\n")
+        read_until(b"T-21")
+        assert b"/dev/pts/" in out
+        # docker exec -it sets the initial size just after the process
+        # starts, racing a fast shell on a loaded machine: ask until it lands.
+        attempt = 0
+        for attempt in range(20):
+            os.write(fd, b"stty size; echo M1-$((20+%d))\n" % attempt)
+            read_until(b"M1-%d" % (20 + attempt))
+            if b"40 100" in out.split(b"T-21")[-1]:
+                break
+            time.sleep(0.25)
+        assert b"40 100" in out.split(b"T-21")[-1], out[-2000:]
         _set_winsize(fd, 50, 120)  # SIGWINCH to docker exec -it, which resizes
         time.sleep(1)
         os.write(fd, b"stty size; echo M2-$((20+2))\n")
         read_until(b"M2-22")
-        assert b"50 120" in out.split(b"M1-21")[-1]
+        assert b"50 120" in out.split(b"M1-%d" % (20 + attempt))[-1]
         os.write(fd, b"exit 3\n")
         _, status = os.waitpid(pid, 0)
     finally:

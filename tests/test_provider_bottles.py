@@ -35,6 +35,7 @@ from tests.bottle_kit import (
 from tests.conftest import REPO
 from tests.fake_anthropic import FakeAnthropic, fake_anthropic
 from tests.provider_bottle import screen_text
+from tests.sshd_upstream import SshRemote, ssh_remote
 from tests.test_provider_images import make_jwt
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ class World:
     home: Path
     host_home: Path
     api: FakeAnthropic
+    remote: SshRemote
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +63,8 @@ def world(
     docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[World]:
     """The outside: one network, one HTTPS server answering for both model
-    APIs on its gateway:443; a bot-bottle home and a host HOME."""
+    APIs on its gateway:443, a git remote over sshd on the same address; a
+    bot-bottle home and a host HOME."""
     tmp = tmp_path_factory.mktemp("providers")
     with (
         outside_network(docker_client) as gateway,
@@ -72,19 +75,31 @@ def world(
             bind=gateway,
             port=443,
         ) as api,
+        ssh_remote(tmp / "ssh", gateway) as remote,
     ):
+        remote.new_repo("proj")
         home = tmp / "bot-bottle-home"
         host_home = tmp / "host-home"
         (host_home / ".claude" / "skills" / "greet").mkdir(parents=True)
         (host_home / ".claude" / "skills" / "greet" / "SKILL.md").write_text(
             "---\nname: greet\n---\nSay hello.\n"
         )
-        yield World(gateway, home, host_home, api)
+        yield World(gateway, home, host_home, api, remote)
 
 
 def _pins(world: World, *hosts: str) -> str:
     pins = "".join(f"  {h}: {world.gateway}\n" for h in hosts)
     return f"egress:\n  log: full\n  upstream_ca: {world.api.ca_pem}\nextra_hosts:\n{pins}"
+
+
+def _git_gate(world: World) -> str:
+    r = world.remote
+    return (
+        "git_user:\n  name: Bottled Claude\n  email: claude@bottle.test\n"
+        f"git_gate:\n  repos:\n    - name: proj\n      url: {r.url('proj')}\n"
+        f"      host_key: {r.host_key}\n"
+        f"      key: {{provider: static, path: {r.deploy_key}}}\n"
+    )
 
 
 # -- Claude Code -------------------------------------------------------------------
@@ -96,7 +111,7 @@ def claude(world: World) -> Iterator[Launched]:
         world.home,
         "claude-bot",
         "---\nagent_provider:\n  template: claude\n  auth_token: CLAUDE_TOK\n"
-        f"skills: [greet]\n{_pins(world, 'api.anthropic.com')}---\n",
+        f"skills: [greet]\n{_git_gate(world)}{_pins(world, 'api.anthropic.com')}---\n",
         prompt="You are the in-bottle test agent.",
     )
     host_env = {**os.environ, "HOME": str(world.host_home), "CLAUDE_TOK": REAL_TOKEN}
@@ -155,6 +170,45 @@ def test_claude_headless_reaches_the_api_with_the_real_token_injected(
     assert any(b"in-bottle test agent" in c.body for c in calls)
     # The agent never saw the real token, before or after the call.
     assert_nowhere(claude.running, REAL_TOKEN, claude.plan.provider_plan)
+
+
+def test_claude_bottle_pushes_through_git_gate_only_after_a_clean_scan(
+    claude: Launched, world: World
+) -> None:
+    """The launcher applied the git config for a provider that does not know
+    about git-gate: the declared ssh:// remote is rewritten to the gate, a
+    clean push reaches the real sshd upstream with the bottle's git_user, and
+    a push carrying a token is refused before the upstream is contacted."""
+    remote, bare = world.remote, world.remote.bare("proj")
+    config = claude.as_agent("git", "config", "--global", "--list")
+    assert f"insteadof={remote.url('proj')}" in config
+    assert "user.name=Bottled Claude" in config
+    clone = (
+        f"set -e; rm -rf ~/proj; git clone -q {remote.url('proj')} ~/proj; cd ~/proj; "
+        "echo done > work.txt; git add work.txt; git commit -qm 'agent work'; "
+        "git push -q origin HEAD:main"
+    )
+    claude.as_agent("bash", "-c", clone)
+    assert remote.log_of(bare)[:2] == ["agent work", "initial"]
+    author = subprocess.run(
+        ["git", "-C", str(bare), "log", "-1", "--format=%an <%ae>", "main"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    assert author == "Bottled Claude <claude@bottle.test>"
+
+    before = remote.connections()
+    leak = (
+        "set -e; cd ~/proj; echo 'token = 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' > cfg.txt; "
+        "git add cfg.txt; git commit -qm 'add cfg'; git push origin HEAD:main 2>&1"
+    )
+    result = claude.running.exec(
+        kit.agent_argv(claude.plan.provider_plan, ["bash", "-c", leak]), user="root"
+    )
+    out = (result.stdout + result.stderr).decode()
+    assert result.exit_code != 0 and "git-gate" in out, out
+    assert "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" not in out
+    assert remote.log_of(bare)[0] == "agent work"
+    assert remote.connections() == before, "the upstream was contacted"
 
 
 # -- the user's path: bot-bottle run -p ------------------------------------------

@@ -70,7 +70,7 @@ extra_hosts:
 def bottle(
     docker_client: docker.DockerClient, base_image: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Bottle]:
-    from bot_bottle.launcher import provision_context
+    from bot_bottle.launcher import provision_bottle, provision_context
     from bot_bottle.manifest.store import Manifest
     from bot_bottle.plan import make_plan
     from bot_bottle.plugins import PluginHost
@@ -132,7 +132,7 @@ def bottle(
         state.create({"slug": plan.slug, "agent": plan.agent, "pid": os.getpid()})
         try:
             with backend.launch(backend.prepare(plan)) as running:
-                provider.provision(running, provision_context(plan))
+                provision_bottle(provider, running, provision_context(plan))
                 running.wait_ready()
                 yield Bottle(running, outside, plan.slug)
         finally:

@@ -81,6 +81,17 @@ def provision_context(
     )
 
 
+def provision_bottle(
+    provider: AgentProvider, bottle: RunningBottle, ctx: ProvisionContext
+) -> None:
+    """The provider's provisioning, then what every bottle needs whatever its
+    provider: the git config that routes declared remotes through git-gate."""
+    from bot_bottle import provider_kit as kit
+
+    provider.provision(bottle, ctx)
+    kit.apply_git_config(bottle, ctx)
+
+
 def execute(
     plan: BottlePlan,
     *,
@@ -128,7 +139,7 @@ def execute(
                 t = time.monotonic()
                 # Backends that mount a working directory say where.
                 ctx = provision_context(plan, options, workdir=getattr(prepared, "workdir", None))
-                provider.provision(bottle, ctx)
+                provision_bottle(provider, bottle, ctx)
                 report.timings["provision"] = time.monotonic() - t
                 # A backend may boot its sidecars while the provider provisions.
                 bottle.wait_ready()

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 #: (``NODE_EXTRA_CA_CERTS``, ``CODEX_CA_CERTIFICATE``, ...) at it before the
 #: bottle exists.
 GUEST_CA_PATH = "/usr/local/share/ca-certificates/bot-bottle-ca.crt"
-#: The system bundle after ``update-ca-certificates`` (bottle CA included).
+#: The system bundle, with the bottle CA appended by :func:`install_ca`.
 GUEST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 #: Environment that makes the common clients trust the bottle CA: Node
 #: (and Bun), OpenSSL, Python requests, curl.
@@ -135,14 +135,49 @@ def run_as_root(bottle: RunningBottle, argv: Sequence[str], *, what: str) -> Exe
 
 
 def install_ca(bottle: RunningBottle, ctx: ProvisionContext) -> None:
-    """Put the bottle CA into the guest's trust store at :data:`GUEST_CA_PATH`."""
-    if ctx.ca_cert_path != GUEST_CA_PATH:
-        run_as_root(
-            bottle,
-            ["install", "-D", "-m", "0644", ctx.ca_cert_path, GUEST_CA_PATH],
-            what="installing the bottle CA",
+    """Put the bottle CA at :data:`GUEST_CA_PATH` and into the system bundle.
+
+    Appends it to the distribution's bundle file instead of running
+    ``update-ca-certificates`` (about 2 s: it rebuilds every hash link); the
+    file in ``/usr/local/share/ca-certificates`` makes a later
+    ``update-ca-certificates`` keep it. Appending twice is avoided, so a
+    provider may call this again on a resumed bottle.
+    """
+    script = (
+        'if [ "$1" != "$2" ]; then install -D -m 0644 "$1" "$2" || exit 1; fi; '
+        'first=$(sed -n 2p "$2"); '
+        "for f in /etc/ssl/certs/ca-certificates.crt /etc/pki/tls/certs/ca-bundle.crt; do "
+        '[ -f "$f" ] || continue; grep -qxF "$first" "$f" || cat "$2" >> "$f" || exit 1; '
+        "done"
+    )
+    run_as_root(
+        bottle,
+        ["sh", "-c", script, "sh", ctx.ca_cert_path, GUEST_CA_PATH],
+        what="installing the bottle CA",
+    )
+
+
+def apply_git_config(bottle: RunningBottle, ctx: ProvisionContext) -> None:
+    """The plan's ``git config --global`` entries (git-gate ``insteadOf``
+    rewrites, ``user.name``/``user.email``), as the agent user in its HOME.
+
+    The launcher calls this after the provider's ``provision``, whatever the
+    provider: every bottle with git-gate repos needs the rewrites, and the
+    image needs ``git``.
+    """
+    if not ctx.git_config:
+        return
+    # One exec for all entries: each exec costs a round trip to the engine.
+    # The key never contains '=' (url.<gate>.insteadOf, user.*); the value may.
+    script = 'for kv in "$@"; do git config --global --add "${kv%%=*}" "${kv#*=}" || exit 1; done'
+    argv = ["sh", "-c", script, "sh", *(f"{k}={v}" for k, v in ctx.git_config)]
+    result = bottle.exec(agent_argv(ctx.plan, argv), user="root")
+    if result.exit_code == 127 or b"git: not found" in result.stderr:
+        raise ProvisionError(
+            "the agent image has no git, but the bottle declares git-gate repos or a git_user",
+            hint="install git in the provider's Dockerfile, or remove git_gate/git_user",
         )
-    run_as_root(bottle, ["update-ca-certificates"], what="update-ca-certificates")
+    check(result, "git config")
 
 
 def write_file(

@@ -79,8 +79,10 @@ class ProvisionContext:
     #: The agent's system prompt (Markdown body of its file).
     prompt: str = ""
     label: str | None = None
-    #: ``git config --global`` entries to apply as the agent user, in order:
+    #: ``git config --global`` entries for the agent user, in order:
     #: ``url.<git-gate>.insteadOf`` for each repo, then ``user.name``/``user.email``.
+    #: The launcher applies them after :meth:`AgentProvider.provision`
+    #: (``provider_kit.apply_git_config``); a provider need not.
     git_config: tuple[tuple[str, str], ...] = ()
     #: The provider's validated options (its ``options_model``), or None.
     options: BaseModel | None = None
@@ -119,7 +121,8 @@ class AgentProvider(PluginComponent, ABC):
     def provision(self, bottle: RunningBottle, ctx: ProvisionContext) -> None:
         """Make the agent ready inside the launched bottle, using only
         ``bottle.exec`` / ``bottle.copy_in``. Raises on failure (launch then
-        tears the bottle down)."""
+        tears the bottle down). The bottle CA file is already at
+        ``ctx.ca_cert_path``; the git config is applied by the launcher."""
 
     @abstractmethod
     def interactive_argv(self, ctx: ProvisionContext) -> list[str]:

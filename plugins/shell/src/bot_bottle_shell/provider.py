@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from bot_bottle import provider_kit as kit
 from bot_bottle.contracts.backend import RunningBottle
 from bot_bottle.contracts.provider import (
     AgentProvider,
@@ -19,7 +20,10 @@ from bot_bottle.contracts.provider import (
     ProviderPlan,
     ProvisionContext,
 )
-from bot_bottle.provisioning import apply_git_config, copy_skills, trust_ca, write_prompt
+
+HOME = "/home/agent"
+SKILLS_DIR = f"{HOME}/.bot-bottle/skills"
+PROMPT_PATH = f"{HOME}/.bot-bottle/prompt.md"
 
 
 class ShellOptions(BaseModel):
@@ -41,20 +45,20 @@ class ShellProvider(AgentProvider):
         return ProviderPlan(
             env={},
             user="agent",
-            guest_home="/home/agent",
-            skills_dir="/home/agent/.bot-bottle/skills",
-            prompt_path="/home/agent/.bot-bottle/prompt.md",
+            guest_home=HOME,
+            skills_dir=SKILLS_DIR,
+            prompt_path=PROMPT_PATH,
         )
 
     def provision(self, bottle: RunningBottle, ctx: ProvisionContext) -> None:
-        trust_ca(bottle, ctx)
-        apply_git_config(bottle, ctx)
-        copy_skills(bottle, ctx)
-        write_prompt(bottle, ctx)
+        plan = ctx.plan
+        kit.install_ca(bottle, ctx)
+        kit.copy_skills(bottle, plan, ctx.skills, plan.skills_dir or SKILLS_DIR)
+        if ctx.prompt:
+            kit.write_file(bottle, plan, plan.prompt_path or PROMPT_PATH, ctx.prompt)
         if ctx.supervise_url:
             # No MCP client in this image: leave the URL where a person finds it.
-            script = 'mkdir -p ~/.bot-bottle && printf "%s\\n" "$1" > ~/.bot-bottle/supervise'
-            bottle.exec(["sh", "-c", script, "sh", ctx.supervise_url], user=ctx.plan.user)
+            kit.write_file(bottle, plan, f"{HOME}/.bot-bottle/supervise", f"{ctx.supervise_url}\n")
 
     def interactive_argv(self, ctx: ProvisionContext) -> list[str]:
         options = ctx.options if isinstance(ctx.options, ShellOptions) else ShellOptions()
