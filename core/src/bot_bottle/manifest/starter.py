@@ -18,6 +18,13 @@ BOTTLE_BASE = """\
 agent_provider:
   template: claude        # an installed agent provider ('bot-bottle plugins list');
                           # its own options go next to 'template'
+  # auth_token: CLAUDE_CODE_OAUTH_TOKEN
+  #                       # the host variable holding a token from 'claude setup-token':
+  #                       # egress injects it; the agent only sees a placeholder
+# For Codex instead (after 'codex login' on this machine):
+# agent_provider:
+#   template: codex
+#   forward_host_credentials: true
 
 # Environment the agent sees. Three forms:
 #   NAME: literal             a fixed value
