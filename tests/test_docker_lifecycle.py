@@ -295,3 +295,55 @@ def test_an_image_build_failure_names_the_log_and_creates_nothing(
     assert docker_client.containers.list(all=True, filters=flt) == []
     assert docker_client.networks.list(filters=flt) == []
     assert not (bot_bottle_home / "state" / plan.slug).exists()
+
+
+def test_sigterm_during_an_image_build_stops_the_build(
+    home: dict[str, str], docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    """SIGTERM while the agent image builds (a drop-in provider whose Dockerfile
+    sleeps): the launcher exits and the build it started stops too, instead
+    of running on in the daemon after the launcher is gone."""
+    import shutil
+    import uuid
+
+    from tests.conftest import REPO
+
+    bb_home = Path(home["BOT_BOTTLE_HOME"])
+    shutil.copytree(REPO / "examples/contrib/generic-cli", bb_home / "contrib/generic-cli")
+    marker = f"bbtest-slow-build-{uuid.uuid4().hex[:8]}"
+    dockerfile = tmp_path / "slow" / "Dockerfile"
+    dockerfile.parent.mkdir()
+    dockerfile.write_text(f"ARG BASE_IMAGE\nFROM ${{BASE_IMAGE}}\nRUN sleep 300 && echo {marker}\n")
+    (bb_home / "bottles/slow.md").write_text(
+        f"---\nagent_provider:\n  template: generic-cli\n  dockerfile: {dockerfile}\n---\n"
+    )
+    (bb_home / "agents/slow.md").write_text("---\nbottle: slow\n---\n")
+
+    def building() -> list[str]:
+        # sparse: the list call alone (inspecting each races build containers
+        # that come and go).
+        cs = docker_client.containers.list(all=True, sparse=True)
+        return [str(c.id) for c in cs if marker in str(c.attrs.get("Command", ""))]
+
+    proc = subprocess.Popen(
+        [*BB, "run", "slow", "--", "true"], env=home,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not building():
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "the build never started its RUN step"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    deadline = time.monotonic() + 30
+    while building() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert building() == [], "the build's RUN container outlived the launcher"
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
+    assert not [line for line in ps.stdout.splitlines() if str(dockerfile.parent) in line]

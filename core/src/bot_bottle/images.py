@@ -354,13 +354,34 @@ class DockerCLI:
         log.flush()
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert proc.stdout is not None
-        for line in proc.stdout:
-            log.write(line)
-            if _STEP_RE.match(line):
-                step = " ".join(line.split())
-                progress(step if len(step) <= 100 else step[:97] + "...")
-        log.flush()
+        try:
+            for line in proc.stdout:
+                log.write(line)
+                if _STEP_RE.match(line):
+                    step = " ".join(line.split())
+                    progress(step if len(step) <= 100 else step[:97] + "...")
+        except BaseException:
+            # Ctrl-C reaches the docker CLI through the terminal, SIGTERM to
+            # the launcher does not: stop the CLI, which cancels the build in
+            # the daemon, instead of leaving it running after we are gone.
+            _stop(proc)
+            raise
+        finally:
+            log.flush()
         return proc.wait()
+
+
+def _stop(proc: subprocess.Popen[str], grace: float = 10.0) -> None:
+    import signal
+
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGINT)  # what a terminal's Ctrl-C sends; the CLI cancels
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def fingerprint(spec: ImageSpec, base_id: str, closure: Mapping[str, InstalledDist]) -> str:

@@ -81,9 +81,7 @@ def provision_context(
     )
 
 
-def provision_bottle(
-    provider: AgentProvider, bottle: RunningBottle, ctx: ProvisionContext
-) -> None:
+def provision_bottle(provider: AgentProvider, bottle: RunningBottle, ctx: ProvisionContext) -> None:
     """The provider's provisioning, then what every bottle needs whatever its
     provider: the git config that routes declared remotes through git-gate."""
     from bot_bottle import provider_kit as kit
