@@ -347,3 +347,34 @@ def test_sigterm_during_an_image_build_stops_the_build(
     assert building() == [], "the build's RUN container outlived the launcher"
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
     assert not [line for line in ps.stdout.splitlines() if str(dockerfile.parent) in line]
+
+
+def test_the_agent_writes_a_workspace_owned_by_another_uid(
+    home: dict[str, str], tmp_path: Path
+) -> None:
+    """--cwd owned by uid 4242 (not the image's 1000): the agent runs as that
+    uid in the bottle, writes files the host sees as 4242's, and the host's
+    ownership is untouched. A root-owned workspace stays read-only, with a
+    warning saying why."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create directories owned by other uids (CI runs as root)")
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "a.txt").write_text("from the host\n")
+    os.chown(ws, 4242, 4343)
+    os.chown(ws / "a.txt", 4242, 4343)
+    script = "id -u; echo agent >> a.txt; echo new > b.txt; git config --global x.y z"
+    r = _bb(home, "run", "demo", "--cwd", str(ws), "--", "sh", "-c", script)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split()[0] == "4242"
+    assert (ws / "a.txt").read_text() == "from the host\nagent\n"
+    st = (ws / "b.txt").stat()
+    assert (st.st_uid, st.st_gid) == (4242, 4343)
+    assert (ws.stat().st_uid, ws.stat().st_gid) == (4242, 4343)
+
+    root_ws = tmp_path / "root-ws"
+    root_ws.mkdir()
+    r = _bb(home, "run", "demo", "--cwd", str(root_ws), "--", "touch", "c.txt")
+    assert r.returncode != 0
+    assert "owned by root" in r.stderr and "Permission denied" in r.stderr
+    assert not (root_ws / "c.txt").exists()

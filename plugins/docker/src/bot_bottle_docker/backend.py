@@ -309,8 +309,48 @@ class DockerBackend(Backend):
             from bot_bottle.plan import GUEST_CA_PATH
 
             bottle.copy_in(run_dir / "ca" / "bot-bottle-ca.crt", GUEST_CA_PATH, mode=0o644)
+            if plan.cwd is not None:
+                self._match_workspace_owner(bottle, plan.provider_plan.user)
             yield bottle
         log.debug("teardown", slug=plan.slug, seconds=round(down.seconds, 3))
+
+    def _match_workspace_owner(self, bottle: DockerRunningBottle, user: str) -> None:
+        """Give the agent user the uid/gid that owns the mounted ``--cwd``.
+
+        The image's agent is uid 1000; a workspace owned by anyone else would
+        be read-only to it. Renumbering the user in this container (no agent
+        process runs yet: the container's own process is root's) lets the
+        agent write the files as their owner, without touching the host's
+        ownership. A root-owned workspace is not mapped: the agent never runs
+        as root, so it stays read-only, and the operator is told.
+        """
+        probe = bottle.exec(["sh", "-c", 'stat -c "%u %g" "$1"; id -u "$2"', "sh", WORKSPACE, user],
+                            user="root")  # fmt: skip
+        lines = probe.stdout.decode().split("\n") if probe.ok else []
+        if len(lines) < 2:
+            raise BotBottleError(
+                f"cannot inspect {WORKSPACE} in the bottle: {probe.stderr[-200:]!r}"
+            )
+        uid, gid = (int(x) for x in lines[0].split())
+        if uid == int(lines[1]):
+            return
+        if uid == 0:
+            self.progress(
+                f"warning: the --cwd directory is owned by root: the agent ({user}) can read "
+                f"{WORKSPACE} but not write it; use a directory a normal user owns"
+            )
+            return
+        script = (
+            'usermod -o -u "$1" "$3" && groupmod -o -g "$2" "$(id -gn "$3")" '
+            '&& chown -R "$1:$2" "$(getent passwd "$3" | cut -d: -f6)"'
+        )
+        result = bottle.exec(["sh", "-c", script, "sh", str(uid), str(gid), user], user="root")
+        if not result.ok:
+            raise BotBottleError(
+                f"cannot give the agent user the workspace owner's uid {uid}: "
+                f"{result.stderr.decode(errors='replace')[-300:]}",
+                hint="the agent image needs usermod/groupmod (Debian's passwd package)",
+            )
 
     def _ensure_agent_image(self, plan: BottlePlan) -> str:
         from bot_bottle.images import ensure_image
