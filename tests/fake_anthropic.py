@@ -3,7 +3,10 @@
 
 ``POST /v1/messages`` answers with a streamed (SSE) or plain message whose
 text is ``reply``; every other path gets a 404 JSON error, which Claude
-Code tolerates for its optional calls. The certificate is issued by a CA the
+Code tolerates for its optional calls. With :attr:`FakeAnthropic.tool_call`
+set, a request that offers that tool and carries no tool result yet is
+answered with a ``tool_use`` of it instead, so a test can watch the client
+call a tool (an MCP server's) and send the result back. The certificate is issued by a CA the
 test generates, for the host names given.
 """
 
@@ -35,9 +38,59 @@ class FakeAnthropic:
     port: int
     ca_pem: Path
     requests: list[Seen] = field(default_factory=list)
+    #: (tool name, input) to ask the client to call, or None.
+    tool_call: tuple[str, dict[str, Any]] | None = None
 
     def messages(self) -> list[Seen]:
         return [r for r in self.requests if r.path.split("?")[0] == "/v1/messages"]
+
+
+def _tool_events(
+    tool_id: str, name: str, args: dict[str, Any], model: str
+) -> list[tuple[str, dict[str, Any]]]:
+    message = {
+        "id": f"msg_{tool_id}", "type": "message", "role": "assistant", "model": model,
+        "content": [], "stop_reason": None, "stop_sequence": None,
+        "usage": {"input_tokens": 10, "output_tokens": 1},
+    }  # fmt: skip
+    block = {"type": "tool_use", "id": tool_id, "name": name, "input": {}}
+    return [
+        ("message_start", {"type": "message_start", "message": message}),
+        ("content_block_start", {"type": "content_block_start", "index": 0,
+                                 "content_block": block}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                 "delta": {"type": "input_json_delta",
+                                           "partial_json": json.dumps(args)}}),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        ("message_delta", {"type": "message_delta",
+                           "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+                           "usage": {"output_tokens": 5}}),
+        ("message_stop", {"type": "message_stop"}),
+    ]  # fmt: skip
+
+
+SEARCH_ID = "toolu_fake_search"
+CALL_ID = "toolu_fake_call"
+
+
+def _tool_step(
+    request: dict[str, Any], name: str, args: dict[str, Any], model: str
+) -> list[tuple[str, dict[str, Any]]] | None:
+    """What a model that wants tool ``name`` answers next, or None (text).
+
+    Claude Code defers MCP tools: only their names are in the prompt until
+    the model fetches their schemas with ``ToolSearch`` ("select:<name>").
+    So: search for the tool if it is deferred, call it once it is loaded,
+    and answer in text once its result is in the conversation."""
+    text = json.dumps(request.get("messages", []))
+    if f'"tool_use_id": "{CALL_ID}"' in text:
+        return None  # the tool's result is back
+    offered = {t.get("name") for t in request.get("tools") or [] if isinstance(t, dict)}
+    if name in offered and CALL_ID not in text:
+        return _tool_events(CALL_ID, name, args, model)
+    if "ToolSearch" in offered and SEARCH_ID not in text:
+        return _tool_events(SEARCH_ID, "ToolSearch", {"query": f"select:{name}"}, model)
+    return None
 
 
 def _events(reply: str, model: str) -> list[tuple[str, dict[str, Any]]]:
@@ -110,6 +163,9 @@ def fake_anthropic(
                 request = {}
             model = str(request.get("model", "claude-test"))
             events = _events(reply, model)
+            tool = state.tool_call
+            step = _tool_step(request, tool[0], tool[1], model) if tool is not None else None
+            events = step or events
             if not request.get("stream"):
                 message = dict(events[0][1]["message"])
                 message.update(content=[{"type": "text", "text": reply}],

@@ -172,6 +172,37 @@ def test_claude_headless_reaches_the_api_with_the_real_token_injected(
     assert_nowhere(claude.running, REAL_TOKEN, claude.plan.provider_plan)
 
 
+def test_claude_calls_the_supervise_mcp_tool_in_the_bottle(claude: Launched, world: World) -> None:
+    """The model (the fake) asks for supervise's ``list-egress-routes``; Claude
+    Code calls it over MCP through the relay and sends the live route table
+    back as the tool result -- the path an agent uses to ask for help."""
+    world.api.tool_call = ("mcp__supervise__list-egress-routes", {})
+    before = len(world.api.messages())
+    try:
+        argv = claude.provider.headless_argv(claude.ctx, "which hosts can you reach?")
+        out = claude.as_agent(*argv)
+    finally:
+        world.api.tool_call = None
+    calls = world.api.messages()[before:]
+    offered = [c for c in calls if b"mcp__supervise__list-egress-routes" in c.body]
+    assert offered, "supervise's tools were not offered to the model"
+    results = [c for c in calls if b'"tool_use_id":"toolu_fake_call"' in c.body]
+    assert results, f"no tool result came back: {[c.body[-500:] for c in calls]}"
+    (content,) = [
+        block["content"]
+        for message in json.loads(results[-1].body)["messages"]
+        if isinstance(message["content"], list)
+        for block in message["content"]
+        if block.get("tool_use_id") == "toolu_fake_call"
+    ]
+    assert REAL_TOKEN not in content
+    routes = json.loads(content)["routes"]
+    assert [(r["host"], r["auth"]["injected"], r["source"]) for r in routes] == [
+        ("api.anthropic.com", True, "provider:claude")
+    ]
+    assert REPLY in out
+
+
 def test_claude_bottle_pushes_through_git_gate_only_after_a_clean_scan(
     claude: Launched, world: World
 ) -> None:
