@@ -25,6 +25,7 @@ from bot_bottle.contracts.dlp import Action, Finding, StreamScanner
 from bot_bottle.egress.config import EgressConfig, Route
 from bot_bottle.errors import BotBottleError
 from bot_bottle.secrets import Secret
+from bot_bottle_sidecars.egress import streams
 from bot_bottle_sidecars.egress.dlp import TrafficScanner
 from bot_bottle_sidecars.egress.eventlog import EventLog
 from bot_bottle_sidecars.egress.policy import (
@@ -39,7 +40,8 @@ _META = "bot_bottle_egress"
 #: The bottle's other secrets (``?prompt`` answers, ``${HOST_VAR}`` values of
 #: its env), given to this daemon only, for DLP's known_secrets detector.
 KNOWN_SECRET_RE = re.compile(r"^EGRESS_SECRET_[0-9]+$")
-#: Largest request body accepted on a route with outbound DLP (it is buffered).
+#: Largest request body accepted on a route with outbound DLP (it is buffered
+#: whole for the scan, whatever its framing: Content-Length, chunked, HTTP/2).
 MAX_SCANNED_BODY = 32 << 20
 #: Response chunks reach the scanner in slices of at most this many bytes:
 #: each slice is inflated whole, so this bounds what a compression bomb
@@ -179,15 +181,17 @@ class EgressAddon:
             return "/[path withheld: it holds a DLP finding]"
         return flow.request.path.split("?", 1)[0]
 
-    def _refuse(self, flow: http.HTTPFlow, refusal: Refusal) -> None:
+    def _refuse(self, flow: http.HTTPFlow, refusal: Refusal, status: int = 403) -> None:
         req = flow.request
         path = self._path(flow)
         host = req.pretty_host
         line = f"{req.method} {req.scheme}://{host}{path}"
         body = refusal_body(refusal, line, self.config.introspection_host)
         req.stream = False
+        # No "100 Continue" for a request that is refused: the answer is final.
+        req.headers.pop("Expect", None)
         flow.response = http.Response.make(
-            403,
+            status,
             body.encode(),
             {
                 "Content-Type": "text/plain; charset=utf-8",
@@ -282,22 +286,19 @@ class EgressAddon:
         if scanner is not None:
             if scanner.wants_request_body(route):
                 # Scanned bodies are buffered whole (a secret split across
-                # chunks must not half-leave before the match is seen), so cap
-                # them. mitmproxy still reads a refused body before answering
-                # (it cannot answer mid-upload): the cap bounds scanning work
-                # and what is held after the read, not the read itself.
+                # chunks must not half-leave before the match is seen), so they
+                # are capped: by the declared length here, and for a body
+                # without one (chunked, HTTP/2) while it is read (the stream
+                # refuses it once the buffer would pass the cap). Either way
+                # the refusal goes out at once and the rest of the body is
+                # dropped unread into memory (streams.EgressHttpStream).
                 length = req.headers.get("Content-Length", "0")
                 if length.isdigit() and int(length) > MAX_SCANNED_BODY:
-                    self._refuse(
-                        flow,
-                        Refusal(
-                            "body-too-large",
-                            f"request bodies on {route.host} are scanned and limited to "
-                            f"{MAX_SCANNED_BODY // 2**20} MiB",
-                            "Send a smaller body.",
-                        ),
-                    )
+                    self._refuse(flow, _too_large(route), 413)
                     return
+                ctl = streams.control(flow)
+                ctl.body_limit = MAX_SCANNED_BODY
+                ctl.on_body_limit = lambda f: self._refuse(f, _too_large(route), 413)
                 st.scan_body = True
             if route.dlp.inbound_detectors:
                 # A compressed body cannot be scanned as it streams; ask for identity.
@@ -313,6 +314,11 @@ class EgressAddon:
         if st is None or st.synthetic or not st.scan_body:
             return
         try:
+            if len(flow.request.raw_content or b"") > MAX_SCANNED_BODY:
+                # The stream caps the buffer as it fills; this holds if it did not.
+                assert st.route is not None
+                self._refuse(flow, _too_large(st.route), 413)
+                return
             self._scan_and_inject(flow, body=True)
         except Exception as exc:
             self._fail("request", exc, host=flow.request.pretty_host)
@@ -548,12 +554,31 @@ class _InboundStream:
         self.addon.log.block(
             "refused",
             rule="dlp-inbound",
-            reason="response withheld mid-stream; connection closed",
+            reason="response withheld mid-stream; stream reset",
             host=self.flow.request.pretty_host,
             path=self.flow.request.path.split("?", 1)[0],
         )
-        self.addon.abort_client(self.flow)
+        if streams.installed():
+            # Reset this stream on both legs right after this chunk (HTTP/2:
+            # this stream only). At the end of the body the kill does it: the
+            # response hook comes next and mitmproxy checks for a kill there.
+            streams.control(self.flow).abort = True
+            if self.flow.killable:
+                self.flow.kill()
+        else:
+            self.addon.abort_client(self.flow)
         return b""
+
+
+def _too_large(route: Route) -> Refusal:
+    return Refusal(
+        "body-too-large",
+        f"request bodies to {route.host} are scanned for secrets before they leave, "
+        f"and a scanned body is limited to {MAX_SCANNED_BODY // 2**20} MiB "
+        "(with or without Content-Length)",
+        "Send the data in smaller requests, or ask for a route without outbound DLP "
+        "for bulk uploads.",
+    )
 
 
 def _listen_addrs() -> list[Any]:

@@ -137,6 +137,27 @@ def ws_read_frame(stream: Any) -> tuple[int | None, bytes]:
     return opcode, data
 
 
+def encode_body(coding: str, data: bytes) -> bytes:
+    """``data`` compressed with an HTTP content coding (gzip, br, zstd)."""
+    if coding == "gzip":
+        return gzip.compress(data)
+    if coding == "br":
+        import brotli
+
+        return brotli.compress(data)
+    if coding == "zstd":
+        return _zstd().compress(data)
+    raise ValueError(f"unknown coding {coding!r}")
+
+
+def _zstd() -> Any:
+    try:
+        from compression import zstd  # type: ignore[import-not-found]  # Python 3.14+
+    except ImportError:
+        from backports import zstd  # type: ignore[import-not-found,no-redef]  # mitmproxy's dep
+    return zstd
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     # Headers and body go out in separate writes: without TCP_NODELAY, Nagle
@@ -185,6 +206,11 @@ class _Handler(BaseHTTPRequestHandler):
             return self._gzip(url.query.encode())
         if url.path == "/say":
             return self._send(200, url.query.encode(), "text/plain")
+        if url.path == "/enc":
+            # /enc?<coding>&<text>: text * 1000, compressed with <coding>
+            # whatever the client asked for (Accept-Encoding ignored).
+            coding, _, text = url.query.partition("&")
+            return self._encoded(coding, text.encode())
         self.server.seen.append(
             {"method": self.command, "path": self.path, "headers": dict(self.headers.items())}
         )
@@ -220,10 +246,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
 
     def _gzip(self, text: bytes) -> None:
-        body = gzip.compress(text * 1000)
+        self._encoded("gzip", text)
+
+    def _encoded(self, coding: str, text: bytes) -> None:
+        body = encode_body(coding, text * 1000)
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Encoding", coding)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
