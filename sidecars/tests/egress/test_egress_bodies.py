@@ -95,6 +95,7 @@ def test_chunked_upload_past_the_cap_is_refused_with_bounded_memory(
     client: httpx.Client, daemon: EgressProcess, egress_env: Env
 ) -> None:
     _warm(client, egress_env)
+    daemon.reset_hwm()
     before = daemon.hwm_kib()
     r = client.post(_url(egress_env, DLP, "/chunked-big"), content=_chunks(OVER_CAP))
     assert r.status_code == 413, r.text
@@ -202,6 +203,7 @@ def test_refused_upload_is_answered_before_its_body(
 ) -> None:
     target = f"unlisted.upstream.test:{egress_env.upstream.http_port}"
     _warm(client, egress_env)
+    daemon.reset_hwm()
     before = daemon.hwm_kib()
     with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as sock:
         sock.sendall(
@@ -374,7 +376,7 @@ def _decode(coding: str, raw: bytes) -> bytes:
     return _zstd().decompress(raw)
 
 
-@pytest.mark.parametrize("coding", ["gzip", "br"])
+@pytest.mark.parametrize("coding", ["gzip", "br", "zstd"])
 def test_inbound_dlp_decodes_compressed_responses(
     daemon: EgressProcess, egress_env: Env, coding: str
 ) -> None:
@@ -387,3 +389,27 @@ def test_inbound_dlp_decodes_compressed_responses(
         evil = _url(egress_env, DLP, f"/enc?{coding}&EVIL-INSTRUCTION-")
         with pytest.raises(httpx.RemoteProtocolError), c.stream("GET", evil) as r:
             b"".join(r.iter_raw())
+
+
+@pytest.mark.parametrize("coding", ["br", "zstd"])
+def test_inbound_decompression_bomb_is_cut_with_bounded_memory(
+    client: httpx.Client, daemon: EgressProcess, egress_env: Env, coding: str
+) -> None:
+    # 256 MiB of zeros in a few hundred bytes (br) or kilobytes (zstd): one
+    # chunk on the wire. The decoded stream is scanned piece by piece and cut
+    # past the inflate cap, not inflated whole in memory.
+    _warm(client, egress_env)
+    daemon.reset_hwm()
+    before = daemon.hwm_kib()
+    bomb = _url(egress_env, DLP, f"/bomb?{coding}&256")
+    with pytest.raises(httpx.RemoteProtocolError), client.stream("GET", bomb) as r:
+        b"".join(r.iter_raw())
+    growth_mib = (daemon.hwm_kib() - before) / 1024
+    print(f"proxy peak RSS growth for a 256 MiB {coding} bomb: {growth_mib:.1f} MiB")
+    assert growth_mib < 48, growth_mib
+    finding = daemon.wait_for("dlp finding", count=1)
+    assert any(
+        r.get("rule") == "undecodable-body" and "inflates to more than" in str(r.get("snippet"))
+        for r in daemon.records()
+    ), finding
+    assert client.get(_url(egress_env, DLP, "/say?fine")).text == "fine"

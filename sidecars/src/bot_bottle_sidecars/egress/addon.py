@@ -43,9 +43,9 @@ KNOWN_SECRET_RE = re.compile(r"^EGRESS_SECRET_[0-9]+$")
 #: Largest request body accepted on a route with outbound DLP (it is buffered
 #: whole for the scan, whatever its framing: Content-Length, chunked, HTTP/2).
 MAX_SCANNED_BODY = 32 << 20
-#: Response chunks reach the scanner in slices of at most this many bytes:
-#: each slice is inflated whole, so this bounds what a compression bomb
-#: (up to ~1000:1 for gzip) can make the proxy hold at once.
+#: Response chunks reach the scanner in slices of at most this many bytes, so
+#: each scan window stays small (the pipeline scans what a slice inflates to
+#: in pieces of about 1 MiB, and caps a compressed body's decoded total).
 _FEED_BYTES = 16 << 10
 
 

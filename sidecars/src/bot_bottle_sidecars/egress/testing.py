@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import functools
 import gzip
 import hashlib
 import json
@@ -144,10 +145,15 @@ def encode_body(coding: str, data: bytes) -> bytes:
     if coding == "br":
         import brotli
 
-        return brotli.compress(data)
+        return brotli.compress(data, quality=5)  # fast; plenty for tests
     if coding == "zstd":
         return _zstd().compress(data)
     raise ValueError(f"unknown coding {coding!r}")
+
+
+@functools.cache
+def _bomb(coding: str, mib: int) -> bytes:
+    return encode_body(coding, bytes(mib << 20))
 
 
 def _zstd() -> Any:
@@ -211,6 +217,11 @@ class _Handler(BaseHTTPRequestHandler):
             # whatever the client asked for (Accept-Encoding ignored).
             coding, _, text = url.query.partition("&")
             return self._encoded(coding, text.encode())
+        if url.path == "/bomb":
+            # /bomb?<coding>&<MiB>: that many MiB of zeros, compressed (a few
+            # hundred bytes for br): a decompression bomb.
+            coding, _, mib = url.query.partition("&")
+            return self._send_encoded(coding, _bomb(coding, int(mib)))
         self.server.seen.append(
             {"method": self.command, "path": self.path, "headers": dict(self.headers.items())}
         )
@@ -249,7 +260,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._encoded("gzip", text)
 
     def _encoded(self, coding: str, text: bytes) -> None:
-        body = encode_body(coding, text * 1000)
+        self._send_encoded(coding, encode_body(coding, text * 1000))
+
+    def _send_encoded(self, coding: str, body: bytes) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Encoding", coding)
@@ -421,6 +434,11 @@ class EgressProcess:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1])
         raise RuntimeError("no VmHWM")
+
+    def reset_hwm(self) -> None:
+        """Start a fresh peak-RSS measurement (Linux: clear_refs "5" resets VmHWM),
+        so a test measures its own peak, not an earlier test's."""
+        Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
