@@ -222,6 +222,23 @@ def test_refused_upload_is_answered_before_its_body(
     assert client.get(_url(egress_env, PLAIN, "/after")).status_code == 200
 
 
+def test_header_dlp_finding_is_answered_before_the_body(
+    daemon: EgressProcess, egress_env: Env
+) -> None:
+    # On a route that buffers bodies for scanning, a secret in a header needs
+    # no body to be refused.
+    target = f"{DLP}:{egress_env.upstream.http_port}"
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as sock:
+        sock.sendall(
+            f"POST http://{target}/hdr HTTP/1.1\r\nHost: {target}\r\nX-Note: LEAKME\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n".encode()
+        )
+        reply = _read_response(sock, timeout=5)
+    assert reply.startswith(b"HTTP/1.1 403") and b"dlp-outbound" in reply, reply[:300]
+    assert b"LEAKME" not in reply
+    assert _seen(egress_env, "/hdr") == 0
+
+
 def test_refused_upload_over_http2_is_answered_before_its_body(
     daemon: EgressProcess, egress_env: Env
 ) -> None:

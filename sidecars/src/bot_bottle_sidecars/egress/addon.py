@@ -57,6 +57,9 @@ class _FlowState:
     # a repr of the flow's metadata never shows it).
     inject: Secret | None = None
     scan_body: bool = False
+    #: The scanner that judged the headers judges the body (a reload between
+    #: the two hooks must not let the body pass unscanned).
+    scanner: TrafficScanner | None = None
     #: A DLP finding lies in the URL path: refusals and log lines show no path.
     withhold_path: bool = False
     started: float = field(default_factory=time.monotonic)
@@ -284,6 +287,13 @@ class EgressAddon:
             st.inject = Secret(f"{route.auth.scheme} {token.reveal()}")
         scanner = self._scanner
         if scanner is not None:
+            # Scanned as sent, before the credential goes in: the route's
+            # token is not there to be "found" among the known secrets. URL
+            # and headers need no body: judged now, so a request refused on
+            # them is answered before its body is read.
+            found = scanner.scan_request(route, req.method, req.url, req.headers.fields, None)
+            if self._refuse_findings(flow, found):
+                return
             if scanner.wants_request_body(route):
                 # Scanned bodies are buffered whole (a secret split across
                 # chunks must not half-leave before the match is seen), so they
@@ -300,64 +310,65 @@ class EgressAddon:
                 ctl.body_limit = MAX_SCANNED_BODY
                 ctl.on_body_limit = lambda f: self._refuse(f, _too_large(route), 413)
                 st.scan_body = True
+                st.scanner = scanner
             if route.dlp.inbound_detectors:
                 # A compressed body cannot be scanned as it streams; ask for identity.
                 req.headers["Accept-Encoding"] = "identity"
         if not st.scan_body:
-            self._scan_and_inject(flow, body=False)
+            self._forward(flow)
             # Bodies we do not scan pass through without being buffered.
-            if flow.response is None:
-                req.stream = True
+            req.stream = True
 
     def request(self, flow: http.HTTPFlow) -> None:
         st = flow.metadata.get(_META)
         if st is None or st.synthetic or not st.scan_body:
             return
         try:
-            if len(flow.request.raw_content or b"") > MAX_SCANNED_BODY:
+            route, scanner, req = st.route, st.scanner, flow.request
+            assert route is not None and scanner is not None
+            body = req.raw_content or b""
+            if len(body) > MAX_SCANNED_BODY:
                 # The stream caps the buffer as it fills; this holds if it did not.
-                assert st.route is not None
-                self._refuse(flow, _too_large(st.route), 413)
+                self._refuse(flow, _too_large(route), 413)
                 return
-            self._scan_and_inject(flow, body=True)
+            # As sent: the pipeline undoes its Content-Encoding (and refuses a
+            # body that does not decode).
+            encoding = ", ".join(req.headers.get_all("Content-Encoding")) or None
+            if not self._refuse_findings(flow, scanner.scan_body(route, body, encoding)):
+                self._forward(flow)
         except Exception as exc:
             self._fail("request", exc, host=flow.request.pretty_host)
             self._refuse(flow, Refusal("internal-error", "the proxy failed to scan this request"))
 
-    def _scan_and_inject(self, flow: http.HTTPFlow, *, body: bool) -> None:
+    def _refuse_findings(self, flow: http.HTTPFlow, findings: list[Finding]) -> bool:
+        """Log outbound findings; refuse the request (True) when one blocks."""
+        # The refusal and the log lines echo the path: not when it holds a
+        # finding (perhaps encoded, which log redaction would not recognise).
         st = self._state(flow)
-        route = st.route
-        assert route is not None
-        scanner = self._scanner
-        if scanner is not None:
-            # Scanned as sent, before the credential goes in: the body still
-            # carries its Content-Encoding (the pipeline undoes it, and refuses
-            # a body that does not decode), and the route's token is not there
-            # to be "found" among the known secrets.
-            req = flow.request
-            findings = scanner.scan_request(
-                route, req.method, req.url, req.headers.fields, req.raw_content if body else None
-            )
-            # The refusal and the log lines echo the path: not when it holds the
-            # finding (perhaps encoded, which log redaction would not recognise).
-            st.withhold_path = any(f.location.part == "url_path" for f in findings)
-            if self._report(flow, findings, "outbound"):
-                blocking = [f for f in findings if f.action is Action.BLOCK]
-                self._refuse(
-                    flow,
-                    Refusal(
-                        "dlp-outbound",
-                        "the request carries data that must not leave the bottle: "
-                        + "; ".join(f.describe() for f in blocking[:3]),
-                        "Remove the secret from the request; never send credentials yourself.",
-                    ),
-                )
-                return
+        st.withhold_path |= any(f.location.part == "url_path" for f in findings)
+        if not self._report(flow, findings, "outbound"):
+            return False
+        blocking = [f for f in findings if f.action is Action.BLOCK]
+        self._refuse(
+            flow,
+            Refusal(
+                "dlp-outbound",
+                "the request carries data that must not leave the bottle: "
+                + "; ".join(f.describe() for f in blocking[:3]),
+                "Remove the secret from the request; never send credentials yourself.",
+            ),
+        )
+        return True
+
+    def _forward(self, flow: http.HTTPFlow) -> None:
+        """The request passed: inject the route's credential and let it go."""
+        st = self._state(flow)
+        assert st.route is not None
         if st.inject is not None:
             flow.request.headers["Authorization"] = st.inject.reveal()
         self.log.traffic(
             "request",
-            host=route.host,
+            host=st.route.host,
             method=flow.request.method,
             path=self._path(flow),
             auth_injected=st.inject is not None,

@@ -38,6 +38,11 @@ class TrafficScanner(Protocol):
         ``body`` is as sent (still compressed per its Content-Encoding)."""
         ...
 
+    def scan_body(self, route: Route, body: bytes, content_encoding: str | None) -> list[Finding]:
+        """Findings for a request body alone (its URL and headers were judged
+        earlier, with ``scan_request(..., body=None)``); ``body`` as sent."""
+        ...
+
     def scan_message(self, route: Route, data: bytes) -> list[Finding]:
         """Findings for one outbound WebSocket message."""
         ...
@@ -102,6 +107,18 @@ class DetectorScanner:
             return []
         return pipeline.scan_request(
             method, url, headers, body, known_secrets=self.known_secrets, target=route.host
+        )
+
+    def scan_body(self, route: Route, body: bytes, content_encoding: str | None) -> list[Finding]:
+        pipeline = self.pipeline(route.dlp.outbound_detectors, Direction.OUTBOUND)
+        if pipeline is None or not body:
+            return []
+        return pipeline.scan_bytes(
+            body,
+            Location("body"),
+            content_encoding=content_encoding,
+            known_secrets=self.known_secrets,
+            target=route.host,
         )
 
     def scan_message(self, route: Route, data: bytes) -> list[Finding]:
