@@ -28,7 +28,7 @@ import h2.events
 import httpx2 as httpx
 import pytest
 from bot_bottle_sidecars.egress.addon import MAX_SCANNED_BODY
-from bot_bottle_sidecars.egress.testing import EgressProcess, _zstd
+from bot_bottle_sidecars.egress.testing import EgressProcess, zstd_module
 
 from bot_bottle.egress.render import RouteSpec
 
@@ -390,7 +390,7 @@ def _decode(coding: str, raw: bytes) -> bytes:
         import brotli
 
         return brotli.decompress(raw)
-    return _zstd().decompress(raw)
+    return zstd_module().decompress(raw)
 
 
 @pytest.mark.parametrize("coding", ["gzip", "br", "zstd"])

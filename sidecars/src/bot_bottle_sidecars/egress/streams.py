@@ -60,8 +60,6 @@ class StreamControl:
     on_body_limit: Callable[[http.HTTPFlow], None] | None = None
     #: Reset this stream (both legs) after the current response chunk.
     abort: bool = False
-    #: Bytes of a refused request's body dropped after the answer went out.
-    discarded: int = 0
 
 
 def control(flow: http.HTTPFlow) -> StreamControl:
@@ -153,14 +151,10 @@ class EgressHttpStream(HttpStream):
 
     @expect(RequestData, RequestTrailers, RequestEndOfMessage)
     def state_discard_request_body(self, event: events.Event) -> layer.CommandGenerator[None]:
-        if isinstance(event, RequestData):
-            ctl = self._control()
-            if ctl is not None:
-                ctl.discarded += len(event.data)
-        elif isinstance(event, RequestEndOfMessage):
+        # Data and trailers are dropped as they come; the stream ends with the body.
+        if isinstance(event, RequestEndOfMessage):
             self.client_state = self.state_done
             yield DropStream(self.stream_id)
-        yield from ()
 
     @expect(ResponseData, ResponseTrailers, ResponseEndOfMessage)
     def state_stream_response_body(self, event: events.Event) -> layer.CommandGenerator[None]:
