@@ -423,6 +423,17 @@ class EgressProcess:
     def reload(self) -> None:
         self.proc.send_signal(signal.SIGHUP)
 
+    def settle(self, timeout: float = 20) -> None:
+        """Wait until every line the daemon wrote so far has been read here.
+
+        Log lines reach :attr:`lines` through a reader thread, possibly after
+        the client already has its answer. A reload (same file) logs a line
+        after everything before it; once that line is read, so are they.
+        """
+        n = self.count("reloaded")
+        self.reload()
+        self.wait_for("reloaded", count=n + 1, timeout=timeout)
+
     def rss_kib(self) -> int:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
