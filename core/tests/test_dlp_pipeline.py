@@ -145,7 +145,7 @@ def test_undecodable_body_is_a_block() -> None:
 
 
 def test_unsupported_coding_is_a_block() -> None:
-    (finding,) = _pipeline().scan_response(200, {"Content-Encoding": "zstd"}, b"\x28\xb5\x2f\xfd")
+    (finding,) = _pipeline().scan_response(200, {"Content-Encoding": "compress"}, b"\x1f\x9d")
     assert finding.rule == "undecodable-body"
 
 
@@ -180,6 +180,35 @@ def test_gzip_stream_in_tiny_chunks_is_decoded_and_scanned() -> None:
         _pipeline(), [body[i : i + 7] for i in range(0, len(body), 7)], content_encoding="gzip"
     )
     assert [f.location.offset for f in found] == [5000, 10000 + len(TOKEN)]
+
+
+def test_a_compressed_stream_is_scanned_as_it_inflates_with_bounded_memory() -> None:
+    import tracemalloc
+
+    import brotli
+
+    # One 20 MiB chunk on the wire would inflate to 48 MiB: scanned in pieces,
+    # the token past the first pieces is found and nothing holds it all.
+    data = bytes(40 << 20) + TOKEN + bytes(8 << 20)
+    body = brotli.compress(data, quality=1)
+    tracemalloc.start()
+    try:
+        found = _stream(_pipeline(), [body], content_encoding="br")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert [f.location.offset for f in found] == [40 << 20]
+    assert peak < len(body) + (8 << 20), peak
+
+
+def test_a_compressed_stream_past_its_decoded_cap_is_a_block() -> None:
+    scanner = _pipeline().stream(
+        Location("body"), content_encoding="gzip", max_decoded_bytes=1 << 20
+    )
+    found = scanner.feed(gzip.compress(bytes(2 << 20)))
+    assert [(f.rule, f.action) for f in found] == [("undecodable-body", Action.BLOCK)]
+    assert "inflates to more than" in found[0].snippet
+    assert scanner.feed(b"more") == [] and scanner.finish() == []
 
 
 def test_truncated_gzip_stream_is_a_block_at_finish() -> None:

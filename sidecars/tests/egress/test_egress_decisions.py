@@ -404,7 +404,7 @@ def test_oversized_body_on_a_scanned_route_is_refused(
     r = client.post(
         url(egress_env, "dlp.upstream.test", "/upload"), content=b"x" * (MAX_SCANNED_BODY + 1)
     )
-    assert r.status_code == 403 and "body-too-large" in r.text
+    assert r.status_code == 413 and "body-too-large" in r.text
 
 
 def test_non_http_bytes_in_an_allowed_tunnel_never_reach_the_upstream(

@@ -164,6 +164,7 @@ def test_benign_llm_request_passes_with_the_token_injected(
         "metadata": {"user_id": "3f2a9c4e-1b7d-4e8f-9a6b-0c5d2e7f1a3b"},
     }
     body = json.dumps(request)
+    daemon.settle()  # earlier tests' findings are all counted
     findings = daemon.count("dlp finding")
     for encoding, data in ((None, body.encode()), ("gzip", gzip.compress(body.encode()))):
         headers = {"Content-Type": "application/json", "Authorization": "Bearer placeholder"}
@@ -175,6 +176,7 @@ def test_benign_llm_request_passes_with_the_token_injected(
         # Scanned before injection: the route's own token is not "found".
         assert echoed["headers"]["authorization"] == f"Bearer {ROUTE_TOKEN}"
         assert echoed["body_len"] == len(data)
+    daemon.settle()
     assert daemon.count("dlp finding") == findings  # not even a warning
 
 

@@ -41,7 +41,7 @@ def add_parser(sub: Any) -> None:
     scan.add_argument(
         "--content-encoding",
         metavar="CODINGS",
-        help="the input is compressed as this Content-Encoding says (gzip, deflate, br)",
+        help="the input is compressed as this Content-Encoding says (gzip, deflate, br, zstd)",
     )
     scan.add_argument(
         "--secret-env",

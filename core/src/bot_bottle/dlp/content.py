@@ -1,22 +1,36 @@
-"""HTTP ``Content-Encoding`` (gzip, deflate, br) undone before scanning.
+"""HTTP ``Content-Encoding`` (gzip, deflate, br, zstd) undone before scanning.
 
 A compressed body cannot be scanned, and a body that cannot be decoded
 cannot be scanned either, so both the whole-buffer and the streaming
 decoder raise :class:`UndecodableError` and the pipeline turns that into a
 *block* (fail closed). The same goes for an encoding we do not know and for
 a body that inflates past the size limit (a decompression bomb).
+
+Decoders hand their output on in pieces of about 1 MiB (``feed_each``), so
+a stream scanner can scan a bomb piece by piece without ever holding it.
 """
 
 from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
+from typing import Any
 
 from bot_bottle.errors import BotBottleError
 
 #: Bytes a whole body may inflate to before it is refused.
 DEFAULT_MAX_DECODED_BYTES = 64 * 1024 * 1024
 _PIECE = 1024 * 1024  # output produced per decompressor call
+_CODINGS = ("gzip", "deflate", "br", "zstd")
+
+
+def _zstd() -> Any:
+    """The standard library's zstd (Python 3.14+) or its backport."""
+    try:
+        from compression import zstd  # type: ignore[import-not-found]
+    except ImportError:
+        from backports import zstd  # type: ignore[import-not-found,no-redef]
+    return zstd
 
 
 class UndecodableError(BotBottleError):
@@ -36,10 +50,10 @@ def parse_content_encoding(value: str | None) -> tuple[str, ...]:
             continue
         if coding == "x-gzip":
             coding = "gzip"
-        if coding not in ("gzip", "deflate", "br"):
+        if coding not in _CODINGS:
             raise UndecodableError(
                 f"Content-Encoding {coding!r} is not supported, so the body cannot be scanned",
-                hint="send the body uncompressed or with gzip, deflate or br",
+                hint="send the body uncompressed or with gzip, deflate, br or zstd",
             )
         codings.append(coding)
     return tuple(codings)
@@ -53,12 +67,15 @@ class _Inflater:
         self._zlib: zlib._Decompress | None = None
         self._pending = b""  # deflate: bytes held until the header is known
         self._brotli = None
+        self._zstd: Any = None
         if coding == "gzip":
             self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
         elif coding == "br":
             import brotli
 
             self._brotli = brotli.Decompressor()
+        elif coding == "zstd":
+            self._zstd = _zstd().ZstdDecompressor()
 
     def _fail(self, why: object) -> UndecodableError:
         return UndecodableError(
@@ -69,6 +86,9 @@ class _Inflater:
     def feed(self, data: bytes, emit: Callable[[bytes], None]) -> None:
         if self._brotli is not None:
             self._feed_brotli(data, emit)
+            return
+        if self._zstd is not None:
+            self._feed_zstd(data, emit)
             return
         if self._zlib is None:
             # "deflate" is meant to be zlib-wrapped (RFC 9110) but some servers
@@ -110,12 +130,44 @@ class _Inflater:
             if data and dec.is_finished():
                 raise self._fail("data after the end of the stream")
             emit(dec.process(data, output_buffer_limit=_PIECE))
-            while not dec.can_accept_more_data():
-                emit(dec.process(b"", output_buffer_limit=_PIECE))
+            # Drain what the input already given decodes to. can_accept_more_data()
+            # turning True only means input may be fed again: more output can
+            # still be pending (a highly compressed body), and leaving it
+            # there would make a valid body look truncated at finish.
+            while True:
+                out = dec.process(b"", output_buffer_limit=_PIECE)
+                if not out and dec.can_accept_more_data():
+                    break
+                emit(out)
         except brotli.error as exc:
             raise self._fail(exc) from None
 
+    def _feed_zstd(self, data: bytes, emit: Callable[[bytes], None]) -> None:
+        zstd = _zstd()
+        dec = self._zstd
+        try:
+            while True:
+                if dec.eof:
+                    if not data:
+                        return
+                    # Another frame: a body may hold several (RFC 8878), and
+                    # the next one's content must not pass unscanned.
+                    dec = self._zstd = zstd.ZstdDecompressor()
+                emit(dec.decompress(data, _PIECE))
+                if dec.eof:
+                    data = dec.unused_data
+                elif dec.needs_input:
+                    return
+                else:
+                    data = b""  # more output waits inside the decompressor
+        except zstd.ZstdError as exc:
+            raise self._fail(exc) from None
+
     def finish(self, emit: Callable[[bytes], None]) -> None:
+        if self._zstd is not None:
+            if not self._zstd.eof:
+                raise self._fail("truncated")
+            return
         if self._zlib is None and self._brotli is None:
             if self._pending:  # a deflate body shorter than its header
                 raise self._fail("truncated")
@@ -147,7 +199,7 @@ class ContentDecoder:
         self._max = max_bytes
         self._total = 0
 
-    def _push(self, index: int, data: bytes, out: list[bytes]) -> None:
+    def _push(self, index: int, data: bytes, sink: Callable[[bytes], None]) -> None:
         # Each stage hands its output on as it is produced, so the size
         # limit stops a decompression bomb before it fills memory.
         if not data:
@@ -159,24 +211,32 @@ class ContentDecoder:
                     f"the body inflates to more than {self._max} bytes, too large to scan",
                     hint="send a smaller body",
                 )
-            out.append(data)
+            sink(data)
             return
-        self._stages[index].feed(data, lambda b: self._push(index + 1, b, out))
+        self._stages[index].feed(data, lambda b: self._push(index + 1, b, sink))
 
-    def _finish(self, index: int, out: list[bytes]) -> None:
+    def _finish(self, index: int, sink: Callable[[bytes], None]) -> None:
         if index == len(self._stages):
             return
-        self._stages[index].finish(lambda b: self._push(index + 1, b, out))
-        self._finish(index + 1, out)
+        self._stages[index].finish(lambda b: self._push(index + 1, b, sink))
+        self._finish(index + 1, sink)
+
+    def feed_each(self, chunk: bytes, sink: Callable[[bytes], None]) -> None:
+        """Decode ``chunk``, handing the output to ``sink`` in pieces of about
+        1 MiB (at most 2) as they are produced (nothing is accumulated here)."""
+        self._push(0, chunk, sink)
+
+    def finish_each(self, sink: Callable[[bytes], None]) -> None:
+        self._finish(0, sink)
 
     def feed(self, chunk: bytes) -> bytes:
         out: list[bytes] = []
-        self._push(0, chunk, out)
+        self._push(0, chunk, out.append)
         return b"".join(out)
 
     def finish(self) -> bytes:
         out: list[bytes] = []
-        self._finish(0, out)
+        self._finish(0, out.append)
         return b"".join(out)
 
 

@@ -285,6 +285,7 @@ class ScanPipeline:
         content_encoding: str | None = None,
         known_secrets: Sequence[Secret] = (),
         target: str | None = None,
+        max_decoded_bytes: int | None = None,
     ) -> StreamScanner:
         """A scanner for a body fed in chunks (``feed`` then ``finish``).
 
@@ -297,8 +298,16 @@ class ScanPipeline:
         split secret has already left). An undecodable stream yields one
         ``block`` finding and nothing after it. Each ``feed`` rescans the
         carry-over, so feed chunks of some kilobytes, not single bytes.
+
+        Content-decoded output is scanned in pieces of about 1 MiB as it is
+        inflated, so memory stays bounded whatever a chunk inflates to.
+        ``max_decoded_bytes`` bounds the decoded total of a *compressed*
+        stream (a larger one is refused like an undecodable one; ``None``: no
+        bound), which also bounds the work a decompression bomb can cause.
         """
-        return _PipelineStream(self, location, content_encoding, tuple(known_secrets), target)
+        return _PipelineStream(
+            self, location, content_encoding, tuple(known_secrets), target, max_decoded_bytes
+        )
 
     # -- internals ---------------------------------------------------------------
 
@@ -424,6 +433,7 @@ class _PipelineStream(StreamScanner):
         content_encoding: str | None,
         known_secrets: tuple[Secret, ...],
         target: str | None,
+        max_decoded_bytes: int | None = None,
     ) -> None:
         self._pipeline = pipeline
         self._location = location
@@ -441,7 +451,7 @@ class _PipelineStream(StreamScanner):
             self._pending_error = exc
             codings = ()
         if codings:
-            self._decoder = ContentDecoder(codings)
+            self._decoder = ContentDecoder(codings, max_decoded_bytes)
 
     def _refuse(self, exc: UndecodableError) -> list[Finding]:
         self._done = True
@@ -452,22 +462,27 @@ class _PipelineStream(StreamScanner):
             return []
         if self._pending_error is not None:
             return self._refuse(self._pending_error)
+        if self._decoder is None:
+            return self._window(chunk)
+        found: list[Finding] = []
         try:
-            data = self._decoder.feed(chunk) if self._decoder else chunk
+            # Piece by piece as it inflates: a bomb is never held whole.
+            self._decoder.feed_each(chunk, lambda piece: found.extend(self._window(piece)))
         except UndecodableError as exc:
-            return self._refuse(exc)
-        return self._window(data)
+            return found + self._refuse(exc)
+        return found
 
     def finish(self) -> list[Finding]:
         if self._done:
             return []
         if self._pending_error is not None:
             return self._refuse(self._pending_error)
+        found: list[Finding] = []
         try:
-            data = self._decoder.finish() if self._decoder else b""
+            if self._decoder is not None:
+                self._decoder.finish_each(lambda piece: found.extend(self._window(piece)))
         except UndecodableError as exc:
-            return self._refuse(exc)
-        found = self._window(data)
+            return found + self._refuse(exc)
         self._done = True
         return found
 

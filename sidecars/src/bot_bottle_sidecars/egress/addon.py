@@ -25,6 +25,7 @@ from bot_bottle.contracts.dlp import Action, Finding, StreamScanner
 from bot_bottle.egress.config import EgressConfig, Route
 from bot_bottle.errors import BotBottleError
 from bot_bottle.secrets import Secret
+from bot_bottle_sidecars.egress import streams
 from bot_bottle_sidecars.egress.dlp import TrafficScanner
 from bot_bottle_sidecars.egress.eventlog import EventLog
 from bot_bottle_sidecars.egress.policy import (
@@ -39,11 +40,12 @@ _META = "bot_bottle_egress"
 #: The bottle's other secrets (``?prompt`` answers, ``${HOST_VAR}`` values of
 #: its env), given to this daemon only, for DLP's known_secrets detector.
 KNOWN_SECRET_RE = re.compile(r"^EGRESS_SECRET_[0-9]+$")
-#: Largest request body accepted on a route with outbound DLP (it is buffered).
+#: Largest request body accepted on a route with outbound DLP (it is buffered
+#: whole for the scan, whatever its framing: Content-Length, chunked, HTTP/2).
 MAX_SCANNED_BODY = 32 << 20
-#: Response chunks reach the scanner in slices of at most this many bytes:
-#: each slice is inflated whole, so this bounds what a compression bomb
-#: (up to ~1000:1 for gzip) can make the proxy hold at once.
+#: Response chunks reach the scanner in slices of at most this many bytes, so
+#: each scan window stays small (the pipeline scans what a slice inflates to
+#: in pieces of about 1 MiB, and caps a compressed body's decoded total).
 _FEED_BYTES = 16 << 10
 
 
@@ -55,6 +57,9 @@ class _FlowState:
     # a repr of the flow's metadata never shows it).
     inject: Secret | None = None
     scan_body: bool = False
+    #: The scanner that judged the headers judges the body (a reload between
+    #: the two hooks must not let the body pass unscanned).
+    scanner: TrafficScanner | None = None
     #: A DLP finding lies in the URL path: refusals and log lines show no path.
     withhold_path: bool = False
     started: float = field(default_factory=time.monotonic)
@@ -179,15 +184,17 @@ class EgressAddon:
             return "/[path withheld: it holds a DLP finding]"
         return flow.request.path.split("?", 1)[0]
 
-    def _refuse(self, flow: http.HTTPFlow, refusal: Refusal) -> None:
+    def _refuse(self, flow: http.HTTPFlow, refusal: Refusal, status: int = 403) -> None:
         req = flow.request
         path = self._path(flow)
         host = req.pretty_host
         line = f"{req.method} {req.scheme}://{host}{path}"
         body = refusal_body(refusal, line, self.config.introspection_host)
         req.stream = False
+        # No "100 Continue" for a request that is refused: the answer is final.
+        req.headers.pop("Expect", None)
         flow.response = http.Response.make(
-            403,
+            status,
             body.encode(),
             {
                 "Content-Type": "text/plain; charset=utf-8",
@@ -280,78 +287,88 @@ class EgressAddon:
             st.inject = Secret(f"{route.auth.scheme} {token.reveal()}")
         scanner = self._scanner
         if scanner is not None:
+            # Scanned as sent, before the credential goes in: the route's
+            # token is not there to be "found" among the known secrets. URL
+            # and headers need no body: judged now, so a request refused on
+            # them is answered before its body is read.
+            found = scanner.scan_request(route, req.method, req.url, req.headers.fields, None)
+            if self._refuse_findings(flow, found):
+                return
             if scanner.wants_request_body(route):
                 # Scanned bodies are buffered whole (a secret split across
-                # chunks must not half-leave before the match is seen), so cap
-                # them. mitmproxy still reads a refused body before answering
-                # (it cannot answer mid-upload): the cap bounds scanning work
-                # and what is held after the read, not the read itself.
+                # chunks must not half-leave before the match is seen), so they
+                # are capped: by the declared length here, and for a body
+                # without one (chunked, HTTP/2) while it is read (the stream
+                # refuses it once the buffer would pass the cap). Either way
+                # the refusal goes out at once and the rest of the body is
+                # dropped unread into memory (streams.EgressHttpStream).
                 length = req.headers.get("Content-Length", "0")
                 if length.isdigit() and int(length) > MAX_SCANNED_BODY:
-                    self._refuse(
-                        flow,
-                        Refusal(
-                            "body-too-large",
-                            f"request bodies on {route.host} are scanned and limited to "
-                            f"{MAX_SCANNED_BODY // 2**20} MiB",
-                            "Send a smaller body.",
-                        ),
-                    )
+                    self._refuse(flow, _too_large(route), 413)
                     return
+                ctl = streams.control(flow)
+                ctl.body_limit = MAX_SCANNED_BODY
+                ctl.on_body_limit = lambda f: self._refuse(f, _too_large(route), 413)
                 st.scan_body = True
+                st.scanner = scanner
             if route.dlp.inbound_detectors:
                 # A compressed body cannot be scanned as it streams; ask for identity.
                 req.headers["Accept-Encoding"] = "identity"
         if not st.scan_body:
-            self._scan_and_inject(flow, body=False)
+            self._forward(flow)
             # Bodies we do not scan pass through without being buffered.
-            if flow.response is None:
-                req.stream = True
+            req.stream = True
 
     def request(self, flow: http.HTTPFlow) -> None:
         st = flow.metadata.get(_META)
         if st is None or st.synthetic or not st.scan_body:
             return
         try:
-            self._scan_and_inject(flow, body=True)
+            route, scanner, req = st.route, st.scanner, flow.request
+            assert route is not None and scanner is not None
+            body = req.raw_content or b""
+            if len(body) > MAX_SCANNED_BODY:
+                # The stream caps the buffer as it fills; this holds if it did not.
+                self._refuse(flow, _too_large(route), 413)
+                return
+            # As sent: the pipeline undoes its Content-Encoding (and refuses a
+            # body that does not decode).
+            encoding = ", ".join(req.headers.get_all("Content-Encoding")) or None
+            if not self._refuse_findings(flow, scanner.scan_body(route, body, encoding)):
+                self._forward(flow)
         except Exception as exc:
             self._fail("request", exc, host=flow.request.pretty_host)
             self._refuse(flow, Refusal("internal-error", "the proxy failed to scan this request"))
 
-    def _scan_and_inject(self, flow: http.HTTPFlow, *, body: bool) -> None:
+    def _refuse_findings(self, flow: http.HTTPFlow, findings: list[Finding]) -> bool:
+        """Log outbound findings; refuse the request (True) when one blocks."""
+        # The refusal and the log lines echo the path: not when it holds a
+        # finding (perhaps encoded, which log redaction would not recognise).
         st = self._state(flow)
-        route = st.route
-        assert route is not None
-        scanner = self._scanner
-        if scanner is not None:
-            # Scanned as sent, before the credential goes in: the body still
-            # carries its Content-Encoding (the pipeline undoes it, and refuses
-            # a body that does not decode), and the route's token is not there
-            # to be "found" among the known secrets.
-            req = flow.request
-            findings = scanner.scan_request(
-                route, req.method, req.url, req.headers.fields, req.raw_content if body else None
-            )
-            # The refusal and the log lines echo the path: not when it holds the
-            # finding (perhaps encoded, which log redaction would not recognise).
-            st.withhold_path = any(f.location.part == "url_path" for f in findings)
-            if self._report(flow, findings, "outbound"):
-                blocking = [f for f in findings if f.action is Action.BLOCK]
-                self._refuse(
-                    flow,
-                    Refusal(
-                        "dlp-outbound",
-                        "the request carries data that must not leave the bottle: "
-                        + "; ".join(f.describe() for f in blocking[:3]),
-                        "Remove the secret from the request; never send credentials yourself.",
-                    ),
-                )
-                return
+        st.withhold_path |= any(f.location.part == "url_path" for f in findings)
+        if not self._report(flow, findings, "outbound"):
+            return False
+        blocking = [f for f in findings if f.action is Action.BLOCK]
+        self._refuse(
+            flow,
+            Refusal(
+                "dlp-outbound",
+                "the request carries data that must not leave the bottle: "
+                + "; ".join(f.describe() for f in blocking[:3]),
+                "Remove the secret from the request; never send credentials yourself.",
+            ),
+        )
+        return True
+
+    def _forward(self, flow: http.HTTPFlow) -> None:
+        """The request passed: inject the route's credential and let it go."""
+        st = self._state(flow)
+        assert st.route is not None
         if st.inject is not None:
             flow.request.headers["Authorization"] = st.inject.reveal()
         self.log.traffic(
             "request",
-            host=route.host,
+            host=st.route.host,
             method=flow.request.method,
             path=self._path(flow),
             auth_injected=st.inject is not None,
@@ -548,12 +565,31 @@ class _InboundStream:
         self.addon.log.block(
             "refused",
             rule="dlp-inbound",
-            reason="response withheld mid-stream; connection closed",
+            reason="response withheld mid-stream; stream reset",
             host=self.flow.request.pretty_host,
             path=self.flow.request.path.split("?", 1)[0],
         )
-        self.addon.abort_client(self.flow)
+        if streams.installed():
+            # Reset this stream on both legs right after this chunk (HTTP/2:
+            # this stream only). At the end of the body the kill does it: the
+            # response hook comes next and mitmproxy checks for a kill there.
+            streams.control(self.flow).abort = True
+            if self.flow.killable:
+                self.flow.kill()
+        else:
+            self.addon.abort_client(self.flow)
         return b""
+
+
+def _too_large(route: Route) -> Refusal:
+    return Refusal(
+        "body-too-large",
+        f"request bodies to {route.host} are scanned for secrets before they leave, "
+        f"and a scanned body is limited to {MAX_SCANNED_BODY // 2**20} MiB "
+        "(with or without Content-Length)",
+        "Send the data in smaller requests, or ask for a route without outbound DLP "
+        "for bulk uploads.",
+    )
 
 
 def _listen_addrs() -> list[Any]:

@@ -189,8 +189,11 @@ async def serve(
     from mitmproxy import options
     from mitmproxy.addons import core, disable_h2c, next_layer, proxyserver, tlsconfig
 
+    from bot_bottle_sidecars.egress import streams
     from bot_bottle_sidecars.egress.addon import EgressAddon
 
+    # Early answers, capped buffered bodies, per-stream resets (see streams.py).
+    streams.install()
     runtime = Path(tempfile.mkdtemp(prefix="bot-bottle-egress-"))
     try:
         prepare_confdir(confdir, runtime)

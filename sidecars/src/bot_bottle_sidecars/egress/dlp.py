@@ -8,8 +8,8 @@ chunk by chunk, also as received.
 
 :class:`DetectorScanner` runs the route's selected detector plugins through
 :class:`bot_bottle.dlp.ScanPipeline`, the same pipeline ``bot-bottle dlp scan``
-and git-gate use: it undoes ``Content-Encoding`` (gzip, deflate, br; a body
-that does not decode is a blocking finding), builds the decoded views
+and git-gate use: it undoes ``Content-Encoding`` (gzip, deflate, br, zstd; a
+body that does not decode is a blocking finding), builds the decoded views
 (URL-encoding, JSON escapes, base64 and hex runs) and runs every detector on
 each, so a token base64-encoded in a JSON body is found like a plain one.
 """
@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from bot_bottle.contracts.dlp import Direction, DlpDetector, Finding, Location, StreamScanner
+from bot_bottle.dlp.content import DEFAULT_MAX_DECODED_BYTES
 from bot_bottle.dlp.pipeline import Headers, ScanPipeline
 from bot_bottle.egress.config import DetectorSelection, Route
 from bot_bottle.secrets import Secret
@@ -35,6 +36,11 @@ class TrafficScanner(Protocol):
     ) -> list[Finding]:
         """Findings for one request: URL path, query, headers and body.
         ``body`` is as sent (still compressed per its Content-Encoding)."""
+        ...
+
+    def scan_body(self, route: Route, body: bytes, content_encoding: str | None) -> list[Finding]:
+        """Findings for a request body alone (its URL and headers were judged
+        earlier, with ``scan_request(..., body=None)``); ``body`` as sent."""
         ...
 
     def scan_message(self, route: Route, data: bytes) -> list[Finding]:
@@ -103,6 +109,18 @@ class DetectorScanner:
             method, url, headers, body, known_secrets=self.known_secrets, target=route.host
         )
 
+    def scan_body(self, route: Route, body: bytes, content_encoding: str | None) -> list[Finding]:
+        pipeline = self.pipeline(route.dlp.outbound_detectors, Direction.OUTBOUND)
+        if pipeline is None or not body:
+            return []
+        return pipeline.scan_bytes(
+            body,
+            Location("body"),
+            content_encoding=content_encoding,
+            known_secrets=self.known_secrets,
+            target=route.host,
+        )
+
     def scan_message(self, route: Route, data: bytes) -> list[Finding]:
         pipeline = self.pipeline(route.dlp.outbound_detectors, Direction.OUTBOUND)
         if pipeline is None:
@@ -123,4 +141,8 @@ class DetectorScanner:
             content_encoding=content_encoding,
             known_secrets=self.known_secrets,
             target=route.host,
+            # A compressed response inflates at most as far as a whole body
+            # may (an identity one streams unbounded): this bounds what a
+            # decompression bomb costs; its pieces are scanned as they inflate.
+            max_decoded_bytes=DEFAULT_MAX_DECODED_BYTES,
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import functools
 import gzip
 import hashlib
 import json
@@ -137,6 +138,32 @@ def ws_read_frame(stream: Any) -> tuple[int | None, bytes]:
     return opcode, data
 
 
+def encode_body(coding: str, data: bytes) -> bytes:
+    """``data`` compressed with an HTTP content coding (gzip, br, zstd)."""
+    if coding == "gzip":
+        return gzip.compress(data)
+    if coding == "br":
+        import brotli
+
+        return brotli.compress(data, quality=5)  # fast; plenty for tests
+    if coding == "zstd":
+        return zstd_module().compress(data)
+    raise ValueError(f"unknown coding {coding!r}")
+
+
+@functools.cache
+def _bomb(coding: str, mib: int) -> bytes:
+    return encode_body(coding, bytes(mib << 20))
+
+
+def zstd_module() -> Any:
+    try:
+        from compression import zstd  # type: ignore[import-not-found]  # Python 3.14+
+    except ImportError:
+        from backports import zstd  # type: ignore[import-not-found,no-redef]  # mitmproxy's dep
+    return zstd
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     # Headers and body go out in separate writes: without TCP_NODELAY, Nagle
@@ -185,6 +212,16 @@ class _Handler(BaseHTTPRequestHandler):
             return self._gzip(url.query.encode())
         if url.path == "/say":
             return self._send(200, url.query.encode(), "text/plain")
+        if url.path == "/enc":
+            # /enc?<coding>&<text>: text * 1000, compressed with <coding>
+            # whatever the client asked for (Accept-Encoding ignored).
+            coding, _, text = url.query.partition("&")
+            return self._encoded(coding, text.encode())
+        if url.path == "/bomb":
+            # /bomb?<coding>&<MiB>: that many MiB of zeros, compressed (a few
+            # hundred bytes for br): a decompression bomb.
+            coding, _, mib = url.query.partition("&")
+            return self._send_encoded(coding, _bomb(coding, int(mib)))
         self.server.seen.append(
             {"method": self.command, "path": self.path, "headers": dict(self.headers.items())}
         )
@@ -220,10 +257,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
 
     def _gzip(self, text: bytes) -> None:
-        body = gzip.compress(text * 1000)
+        self._encoded("gzip", text)
+
+    def _encoded(self, coding: str, text: bytes) -> None:
+        self._send_encoded(coding, encode_body(coding, text * 1000))
+
+    def _send_encoded(self, coding: str, body: bytes) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Encoding", coding)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -381,6 +423,17 @@ class EgressProcess:
     def reload(self) -> None:
         self.proc.send_signal(signal.SIGHUP)
 
+    def settle(self, timeout: float = 20) -> None:
+        """Wait until every line the daemon wrote so far has been read here.
+
+        Log lines reach :attr:`lines` through a reader thread, possibly after
+        the client already has its answer. A reload (same file) logs a line
+        after everything before it; once that line is read, so are they.
+        """
+        n = self.count("reloaded")
+        self.reload()
+        self.wait_for("reloaded", count=n + 1, timeout=timeout)
+
     def rss_kib(self) -> int:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -392,6 +445,11 @@ class EgressProcess:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1])
         raise RuntimeError("no VmHWM")
+
+    def reset_hwm(self) -> None:
+        """Start a fresh peak-RSS measurement (Linux: clear_refs "5" resets VmHWM),
+        so a test measures its own peak, not an earlier test's."""
+        Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
