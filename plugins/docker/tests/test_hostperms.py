@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,8 +23,14 @@ OWNERS_GROUP_MEMBER = 60191
 
 
 def as_uid(uid: int, gid: int, fn: Callable[[], object]) -> bool:
-    """Run ``fn`` in a child with ``uid``/``gid``; True when it raised nothing."""
-    pid = os.fork()
+    """Run ``fn`` in a child with ``uid``/``gid``; True when it raised nothing.
+
+    The child makes a few system calls and exits; it takes no lock another
+    thread of the test process (docker SDK pools) could hold.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         ok = False
         try:
