@@ -78,6 +78,24 @@ def test_the_image_carries_the_hosts_versions(
         assert inside[name] == version(name), name
 
 
+def test_the_image_has_the_daemon_users_the_host_expects(
+    docker_client: docker.DockerClient, bundle_image: ImageResult
+) -> None:
+    from bot_bottle.sidecar_layout import DAEMON_USERS, SECRETS_IN
+
+    out = docker_client.containers.run(
+        bundle_image.tag,
+        ["-c", f"getent passwd {' '.join(u.name for u in DAEMON_USERS.values())}; "
+               f"stat -c '%u %a' {SECRETS_IN}"],
+        entrypoint="sh", remove=True, network_disabled=True, labels=LABEL,
+    ).decode()  # fmt: skip
+    lines = out.splitlines()
+    passwd = {f[0]: (int(f[2]), int(f[3])) for f in (line.split(":") for line in lines[:-1])}
+    assert passwd == {u.name: (u.uid, u.uid) for u in DAEMON_USERS.values()}
+    # Only root (init) can enter the directory the host's secrets are mounted under.
+    assert lines[-1] == "0 700"
+
+
 @pytest.mark.skipif(not HOST_CA.exists(), reason="no CA bundle on this machine to pass in")
 def test_the_extra_ca_bundle_is_added_to_the_images_trust_store(
     docker_client: docker.DockerClient, bundle_image: ImageResult, base_image: str

@@ -123,6 +123,18 @@ def test_bundle_files_hold_no_secret_and_loopback_only(agent) -> None:
     for name in ("egress", "git-gate", "supervise"):
         argv = daemons[name]["argv"]
         assert "127.0.0.1" in argv and "0.0.0.0" not in argv  # noqa: S104
+    # Each daemon its own user; the secrets reach egress and git-gate only,
+    # through init's private copies (the plan is valid for init).
+    from bot_bottle_sidecars.init.plan import parse_plan
+
+    from bot_bottle.sidecar_layout import CA_DIR, DAEMON_USERS, GATE_KEYS
+
+    init = parse_plan(init_plan(plan))
+    assert {d.name: d.user for d in init.daemons} == {
+        name: user.name for name, user in DAEMON_USERS.items()
+    }
+    copies = {d.name: [dst for _, dst in d.copies] for d in init.daemons if d.copies}
+    assert copies == {"egress": [CA_DIR], "git-gate": [GATE_KEYS]}
     egress = json.loads(files["egress/egress.json"])
     assert egress["extra_hosts"] == {"api.example.test": "10.9.8.7"}
     assert egress["routes"][0]["auth"]["token_slot"] == "EGRESS_TOKEN_1"

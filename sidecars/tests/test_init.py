@@ -97,7 +97,7 @@ class Bundle:
         for d in daemons:
             argv = [sys.executable, str(script), str(self.out), d["name"], d.get("mode", "normal")]
             entry = {k: v for k, v in d.items() if k != "mode"}
-            plan["daemons"].append({**entry, "argv": argv})
+            plan["daemons"].append({"argv": argv, **entry})
         self.plan_path = tmp / "plan.json"
         self.plan_path.write_text(json.dumps(plan))
         env = {
@@ -135,6 +135,12 @@ class Bundle:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
+            # Daemons that write no info file (sleep) are found through init.
+            with contextlib.suppress(OSError, ValueError):
+                for d in control_request(self.socket, {"cmd": "status"}, timeout=2)["daemons"]:
+                    if d["pid"]:
+                        with contextlib.suppress(ProcessLookupError, PermissionError):
+                            os.killpg(d["pid"], signal.SIGKILL)
             self.proc.kill()
             self.proc.wait()
         self.log.close()
@@ -402,3 +408,141 @@ def test_sighup_goes_to_egress_by_default_and_elsewhere_only_when_asked() -> Non
         }
     )
     assert [d.forward_sighup for d in plan.daemons] == [True, False, True]
+
+
+# -- daemons as their own users --------------------------------------------------
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="switching a daemon's user needs init to run as root"
+)
+
+
+def _status(pid: int) -> dict[str, str]:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {k: v.strip() for k, _, v in (line.partition(":") for line in lines)}
+
+
+def _pids(b: Bundle, *names: str) -> dict[str, int]:
+    def ready() -> dict[str, int] | None:
+        daemons = {d["name"]: d for d in b.ctl(cmd="status")["daemons"]}
+        pids = {n: daemons[n]["pid"] for n in names}
+        return pids if all(pids.values()) else None
+
+    return wait_for(ready, what="daemons to start")
+
+
+@needs_root
+def test_a_daemon_with_a_user_runs_as_it_with_no_capability(
+    bundle: Callable[..., Bundle],
+) -> None:
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    b = bundle(
+        [
+            {"name": "supervise", "user": "nobody", "argv": ["sleep", "60"]},
+            {"name": "egress", "env": ["EGRESS_TOKEN_*"], "argv": ["sleep", "60"]},
+        ]
+    )
+    pids = _pids(b, "supervise", "egress")
+    status = _status(pids["supervise"])
+    assert status["Uid"].split() == [str(nobody.pw_uid)] * 4
+    assert status["Gid"].split() == [str(nobody.pw_gid)] * 4
+    assert status["Groups"] == ""
+    for caps in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert int(status[caps], 16) == 0, caps
+    assert status["NoNewPrivs"] == "1"
+    environ = Path(f"/proc/{pids['supervise']}/environ").read_bytes().split(b"\0")
+    assert f"HOME={nobody.pw_dir}".encode() in environ
+    assert f"USER={nobody.pw_name}".encode() in environ
+    # Without a user, a daemon runs as init's user, as before.
+    assert _status(pids["egress"])["Uid"].split()[0] == "0"
+    # init can still signal and stop a daemon of another uid.
+    b.proc.send_signal(signal.SIGTERM)
+    assert b.proc.wait(timeout=10) == 0
+    assert not alive(pids["supervise"])
+
+
+@needs_root
+def test_private_copies_belong_to_the_daemons_user_alone(
+    bundle: Callable[..., Bundle], tmp_path: Path
+) -> None:
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    src, dst = tmp_path / "in", tmp_path / "private"
+    src.mkdir(mode=0o700)
+    (src / "key").write_text("secret key\n")
+    (src / "key").chmod(0o640)
+    (src / "subdir").mkdir()
+    # What a previous run of the daemon left behind, including a symlink
+    # pointing at a file init must not overwrite.
+    dst.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("untouched\n")
+    (dst / "key").symlink_to(victim)
+    (dst / "stale").write_text("old\n")
+    b = bundle(
+        [
+            {
+                "name": "git-gate",
+                "user": "nobody",
+                "argv": ["sleep", "60"],
+                "copy": [{"from": str(src), "to": str(dst)}],
+            }
+        ]
+    )
+    _pids(b, "git-gate")
+    assert sorted(p.name for p in dst.iterdir()) == ["key"]
+    assert victim.read_text() == "untouched\n"
+    assert (dst / "key").read_text() == "secret key\n"
+    for path, mode in ((dst, 0o700), (dst / "key", 0o600)):
+        st = path.lstat()
+        assert (st.st_uid, st.st_gid) == (nobody.pw_uid, nobody.pw_gid), path
+        assert st.st_mode & 0o777 == mode, path
+
+
+@needs_root
+def test_a_daemon_whose_user_is_missing_is_not_started(bundle: Callable[..., Bundle]) -> None:
+    b = bundle(
+        [
+            {"name": "git-gate", "user": "bb-no-such-user", "argv": ["sleep", "60"]},
+            {"name": "supervise", "argv": ["sleep", "60"]},
+        ]
+    )
+    _pids(b, "supervise")
+    gate = next(d for d in b.ctl(cmd="status")["daemons"] if d["name"] == "git-gate")
+    assert gate["pid"] is None
+    assert "no user 'bb-no-such-user'" in gate["last_exit"]
+
+
+def test_a_failed_exec_is_reported_not_started(
+    bundle: Callable[..., Bundle], tmp_path: Path
+) -> None:
+    script = tmp_path / "no-interpreter"
+    script.write_text("#!/nonexistent/interpreter\n")
+    script.chmod(0o755)
+    b = bundle([{"name": "git-gate", "argv": [str(script)]}, {"name": "supervise"}])
+    b.info("supervise")
+    gate = next(d for d in b.ctl(cmd="status")["daemons"] if d["name"] == "git-gate")
+    assert gate["pid"] is None
+    assert gate["last_exit"].startswith("not started: exec:")
+
+
+@pytest.mark.parametrize(
+    ("daemons", "message"),
+    [
+        ([{"name": "a", "argv": ["x"], "user": "Root User"}], "invalid user"),
+        ([{"name": "a", "argv": ["x"], "user": 0}], "invalid user"),
+        (
+            [{"name": "a", "argv": ["x"], "user": "u"}, {"name": "b", "argv": ["x"], "user": "u"}],
+            "more than one daemon",
+        ),
+        ([{"name": "a", "argv": ["x"], "copy": [{"from": "rel", "to": "/x"}]}], "copy"),
+        ([{"name": "a", "argv": ["x"], "copy": [{"from": "/x/../y", "to": "/x"}]}], "copy"),
+        ([{"name": "a", "argv": ["x"], "copy": [{"from": "/x"}]}], "copy"),
+    ],
+)
+def test_invalid_users_and_copies_are_refused(daemons: list[Any], message: str) -> None:
+    with pytest.raises(PlanError, match=message):
+        parse_plan({"daemons": daemons})

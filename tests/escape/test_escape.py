@@ -8,9 +8,11 @@ pinned to it with the bottle's extra_hosts; its CA is the route's upstream_ca.
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 import uuid
+from typing import Any
 
 import pytest
 
@@ -261,3 +263,106 @@ def test_supervise_answers_on_loopback_with_the_route_table(bottle: Bottle) -> N
     assert code == 0, out
     assert "allowed.test" in out, out
     assert ROUTE_TOKEN not in out
+
+
+# -- 7. a compromised sidecar daemon: each runs as its own user -------------------------------
+
+
+def _bundle(bottle: Bottle, docker_client: Any) -> Any:
+    return docker_client.containers.get(f"bb-{bottle.slug}-sidecars")
+
+
+def _daemon_pids(bundle: Any) -> dict[str, int]:
+    result = bundle.exec_run(["python", "-m", "bot_bottle_sidecars.init", "ctl", "status"])
+    assert result.exit_code == 0, result.output
+    return {d["name"]: d["pid"] for d in json.loads(result.output)["daemons"]}
+
+
+def _proc_status(container: Any, pid: int) -> dict[str, str]:
+    result = container.exec_run(["cat", f"/proc/{pid}/status"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.decode().splitlines()
+    return {k: v.strip() for k, _, v in (line.partition(":") for line in lines)}
+
+
+def _as_user(bundle: Any, uid: int, script: str) -> str:
+    """Run ``script`` with a daemon's uid and gid, as a compromised daemon would:
+    docker exec as a non-root user has no capability (checked first)."""
+    # env -i: docker exec hands every process the container's environment
+    # (the token slots included); the daemons get theirs from init instead.
+    argv = ["env", "-i", "PATH=/usr/bin:/bin", "sh", "-c", script]
+    result = bundle.exec_run(argv, user=f"{uid}:{uid}")
+    return result.output.decode("utf-8", "replace")
+
+
+def test_each_daemon_runs_as_its_own_user_with_no_capability(
+    bottle: Bottle, docker_client: Any
+) -> None:
+    from bot_bottle.sidecar_layout import DAEMON_USERS
+
+    bundle = _bundle(bottle, docker_client)
+    pids = _daemon_pids(bundle)
+    assert set(pids) == {"egress", "git-gate", "supervise", "relay"}
+    for name, pid in pids.items():
+        status = _proc_status(bundle, pid)
+        uid = DAEMON_USERS[name].uid
+        assert status["Uid"].split() == [str(uid)] * 4, name
+        assert status["Gid"].split() == [str(uid)] * 4, name
+        assert status["Groups"] == "", name
+        for caps in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+            assert int(status[caps], 16) == 0, (name, caps)
+        assert status["NoNewPrivs"] == "1", name
+    # init stays root: it signals, reaps and restarts them.
+    assert _proc_status(bundle, 1)["Uid"].split()[0] == "0"
+    # The agent-side relay container is not root either.
+    relay = docker_client.containers.get(f"bb-{bottle.slug}-relay")
+    status = _proc_status(relay, 1)
+    assert status["Uid"].split()[0] == str(DAEMON_USERS["relay"].uid)
+    assert int(status["CapEff"], 16) == 0 and int(status["CapBnd"], 16) == 0
+
+
+SECRET_READS = {
+    "egress-env": "cat /proc/{egress}/environ",
+    "init-env": "cat /proc/1/environ",
+    "egress-ca-key": "cat /etc/bot-bottle/ca/mitmproxy-ca.pem",
+    "host-secret-mounts": "ls /run/bot-bottle/secrets/ca /run/bot-bottle/secrets",
+    "deploy-key": "cat /etc/bot-bottle/git-gate/keys/proj",
+    "egress-runtime": "cat /tmp/bot-bottle-egress-*/mitmproxy-ca.pem",
+}
+#: What each daemon's user legitimately reads of the above.
+OWN = {"egress": {"egress-env", "egress-ca-key", "egress-runtime"}, "git-gate": {"deploy-key"}}
+
+
+@pytest.mark.parametrize("daemon", ["supervise", "git-gate", "relay", "egress"])
+def test_a_daemon_reads_no_other_daemons_secrets(
+    bottle: Bottle, docker_client: Any, daemon: str
+) -> None:
+    from bot_bottle.sidecar_layout import DAEMON_USERS
+
+    bundle = _bundle(bottle, docker_client)
+    pids = _daemon_pids(bundle)
+    uid = DAEMON_USERS[daemon].uid
+    assert int(_as_user(bundle, uid, "grep CapEff /proc/self/status").split()[1], 16) == 0
+    for what, script in SECRET_READS.items():
+        out = _as_user(
+            bundle, uid, f"{script.format(egress=pids['egress'])} >/dev/null && echo READ"
+        )
+        if what in OWN.get(daemon, set()):
+            # The control: the same read works for the daemon it belongs to.
+            assert "READ" in out, (daemon, what, out)
+        else:
+            assert "READ" not in out, (daemon, what)
+            assert "Permission denied" in out or "No such file" in out, (daemon, what, out)
+    # Nothing in the whole container that this user can read holds the token.
+    out = _as_user(
+        bundle,
+        uid,
+        # (/usr and /opt are the image's, built before any token existed.)
+        f"grep -rls -e {ROUTE_TOKEN} / --exclude-dir=sys --exclude-dir=dev --exclude-dir=proc "
+        f"--exclude-dir=usr --exclude-dir=opt; grep -ls -e {ROUTE_TOKEN} /proc/[0-9]*/environ; "
+        "true",
+    )
+    if daemon == "egress":
+        assert f"/proc/{pids['egress']}/environ" in out
+    else:
+        assert out.strip() == "", (daemon, out)

@@ -7,11 +7,27 @@ directory mounted at :data:`ETC` and start the bundle with the init plan.
 Inside the bundle every daemon listens on loopback only; the relay daemon
 serves each endpoint also as a Unix socket in :data:`SOCK_DIR`, the one
 directory shared with the agent side (see ``bot_bottle_sidecars.relay``).
+
+Every daemon runs as its own user (:data:`DAEMON_USERS`; the bundle image
+creates them with these ids), so none can read another's environment or
+files. Who may read what:
+
+* :data:`ETC` (init plan, egress and git-gate configs, pinned known_hosts,
+  upstream CA certificate; no secret): every daemon, read-only.
+* The bottle CA key and the deploy keys are mounted read-only under
+  :data:`SECRETS_IN`, which only root (init) can enter; init copies them into
+  :data:`CA_DIR` (egress's user only) and :data:`GATE_KEYS` (git-gate's user
+  only), tmpfs mounts, before it starts those daemons.
+* :data:`QUEUE_DIR`: supervise's user, read-write; :data:`SOCK_DIR`: the
+  relay's user (the bundle's relay daemon and the agent-side relay
+  container), read-write. The host grants those two users access to its
+  directories (:func:`shared_dir_users`).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bot_bottle.plan import GIT_PORT, LOOPBACK, MCP_PORT, PROXY_PORT
@@ -20,18 +36,43 @@ if TYPE_CHECKING:
     from bot_bottle.plan import BottlePlan
 
 ETC = "/etc/bot-bottle"
+#: Private copy of the bottle CA (key included): egress's user only.
 CA_DIR = f"{ETC}/ca"
 EGRESS_CONFIG = f"{ETC}/egress/egress.json"
 UPSTREAM_CA = f"{ETC}/upstream-ca.pem"
 INIT_PLAN = f"{ETC}/init-plan.json"
 GATE_ROOT = f"{ETC}/git-gate"
+#: Private copies of the deploy keys: git-gate's user only.
 GATE_KEYS = f"{GATE_ROOT}/keys"
+#: Root-only directory (0700 in the image) the host's secret files are
+#: mounted under, read-only; init copies each daemon's into its private dir.
+SECRETS_IN = "/run/bot-bottle/secrets"
+SECRETS_CA = f"{SECRETS_IN}/ca"
+SECRETS_GATE_KEYS = f"{SECRETS_IN}/git-gate-keys"
 GATE_BASE = "/var/lib/bot-bottle/git"
 QUEUE_DIR = "/var/lib/bot-bottle/queue"
 SOCK_DIR = "/run/bot-bottle/sock"
 BUNDLE_READY = "bundle.ready"
 AGENT_READY = "agent.ready"
 PY = "/opt/bot-bottle/bin/python"
+
+
+@dataclass(frozen=True)
+class DaemonUser:
+    name: str
+    #: uid and gid (the same number); fixed so the host can grant access by id.
+    uid: int
+
+
+#: daemon -> its user in the bundle image (sidecars/Dockerfile creates them).
+#: The ids sit above the usual ranges of host accounts (1000-59999) and below
+#: systemd's dynamic ones (61184+).
+DAEMON_USERS = {
+    "egress": DaemonUser("bb-egress", 60101),
+    "git-gate": DaemonUser("bb-gitgate", 60102),
+    "supervise": DaemonUser("bb-supervise", 60103),
+    "relay": DaemonUser("bb-relay", 60104),
+}
 
 #: endpoint name -> port (the same on both ends of the relay)
 ENDPOINTS = {"proxy": PROXY_PORT, "git": GIT_PORT, "mcp": MCP_PORT}
@@ -104,6 +145,8 @@ def init_plan(plan: BottlePlan) -> dict[str, object]:
                 str(PROXY_PORT),
             ],
             "env": ["EGRESS_TOKEN_*", "EGRESS_SECRET_*"],
+            "user": DAEMON_USERS["egress"].name,
+            "copy": [{"from": SECRETS_CA, "to": CA_DIR}],
         }
     ]
     if plan.gitgate is not None and plan.gitgate.enabled:
@@ -123,6 +166,8 @@ def init_plan(plan: BottlePlan) -> dict[str, object]:
                     "--listen",
                     LOOPBACK,
                 ],
+                "user": DAEMON_USERS["git-gate"].name,
+                "copy": [{"from": SECRETS_GATE_KEYS, "to": GATE_KEYS}],
             }
         )
     if plan.supervise:
@@ -146,10 +191,19 @@ def init_plan(plan: BottlePlan) -> dict[str, object]:
                     "--egress-introspection-url",
                     introspection_url(plan),
                 ],
+                "user": DAEMON_USERS["supervise"].name,
             }
         )
-    daemons.append({"name": "relay", "argv": bundle_relay_argv(plan)})
+    daemons.append(
+        {"name": "relay", "argv": bundle_relay_argv(plan), "user": DAEMON_USERS["relay"].name}
+    )
     return {"grace_seconds": 2, "daemons": daemons}
+
+
+def shared_dir_users() -> dict[str, DaemonUser]:
+    """Host directories mounted read-write (:data:`SOCK_DIR`, :data:`QUEUE_DIR`)
+    and the one daemon user that must be able to write each."""
+    return {SOCK_DIR: DAEMON_USERS["relay"], QUEUE_DIR: DAEMON_USERS["supervise"]}
 
 
 def bundle_files(plan: BottlePlan) -> dict[str, str]:

@@ -51,18 +51,23 @@ from bot_bottle.sidecar_layout import (
     AGENT_READY,
     BUNDLE_READY,
     CA_DIR,
+    DAEMON_USERS,
     ETC,
     GATE_KEYS,
     QUEUE_DIR,
+    SECRETS_CA,
+    SECRETS_GATE_KEYS,
     SOCK_DIR,
     UPSTREAM_CA,
     agent_relay_argv,
     bundle_files,
     bundle_hosts,
     endpoints,
+    shared_dir_users,
 )
 from bot_bottle.state import StateDir, now_iso
 from bot_bottle.teardown import Teardown
+from bot_bottle_docker.hostperms import grant_dir
 from bot_bottle_docker.running import DockerRunningBottle
 
 if TYPE_CHECKING:
@@ -82,6 +87,14 @@ WORKSPACE = "/workspace"
 #: file ownership and modes, runuser to the agent user). The agent's own uid
 #: has none; raw sockets, mknod, chroot and the rest are gone for everyone.
 AGENT_ROOT_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID")
+#: What the bundle's init needs, and nothing else: start daemons as their
+#: users and drop their capabilities (SETUID, SETGID, SETPCAP), signal them
+#: (KILL), read the root-only secret mounts whatever host uid owns them
+#: (DAC_OVERRIDE) and hand private copies to a daemon's user (CHOWN, FOWNER).
+#: The daemons themselves keep none (bot_bottle_sidecars.init.privileges).
+BUNDLE_CAPS = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "SETGID", "SETPCAP", "SETUID"]
+#: The private copies of the secrets live in memory, never in the container's layer.
+PRIVATE_TMPFS = "size=1m,mode=0700"
 
 log = get_logger("bot_bottle_docker")
 
@@ -223,18 +236,25 @@ class DockerBackend(Backend):
                     environment={k: v.reveal() for k, v in plan.egress_tokens.items()},
                     volumes={
                         str(etc): {"bind": ETC, "mode": "ro"},
-                        str(run_dir / "ca"): {"bind": CA_DIR, "mode": "ro"},
-                        str(keys_dir): {"bind": GATE_KEYS, "mode": "ro"},
+                        # Under a root-only directory: init copies them for
+                        # egress and git-gate into the tmpfs mounts below.
+                        str(run_dir / "ca"): {"bind": SECRETS_CA, "mode": "ro"},
+                        str(keys_dir): {"bind": SECRETS_GATE_KEYS, "mode": "ro"},
                         str(queue): {"bind": QUEUE_DIR, "mode": "rw"},
                         str(sock): {"bind": SOCK_DIR, "mode": "rw"},
                     },
+                    tmpfs={CA_DIR: PRIVATE_TMPFS, GATE_KEYS: PRIVATE_TMPFS},
                     labels={**labels, L_ROLE: "sidecars"},
+                    cap_drop=["ALL"],
+                    cap_add=BUNDLE_CAPS,
                     security_opt=["no-new-privileges"],
                     detach=True,
                 )
                 down.push(f"container {prepared.bundle_name}", lambda: _remove(bundle))
                 bundle.start()
                 return bundle
+
+            relay_user = DAEMON_USERS["relay"]
 
             def start_agent() -> tuple[Any, Any]:
                 runtime = gvisor_runtime(client) if plan.gvisor else None
@@ -275,6 +295,10 @@ class DockerBackend(Backend):
                     network_mode=f"container:{agent.id}",
                     volumes={str(sock): {"bind": SOCK_DIR, "mode": "rw"}},
                     labels={**labels, L_ROLE: "relay"},
+                    # The same user as the bundle's relay daemon, which owns
+                    # the sockets; no capability (its ports are above 1024).
+                    user=f"{relay_user.uid}:{relay_user.uid}",
+                    cap_drop=["ALL"],
                     security_opt=["no-new-privileges"],
                     detach=True,
                 )
@@ -363,6 +387,12 @@ class DockerBackend(Backend):
         return ensure_bundle_image(progress=self.progress).tag
 
     def _write_files(self, plan: BottlePlan, etc: Path, sock: Path, queue: Path) -> None:
+        """The bundle's files. etc/ holds no secret and every daemon reads it
+        (0755/0644; the state dir around it is 0700, so the host path stays
+        private); the CA (written next to etc/) and the staged keys stay
+        0700/0600, reachable in the bundle by init alone. The two read-write
+        directories get an ACL entry for the one daemon user that writes
+        them (hostperms)."""
         from bot_bottle.egress.ca import generate_bottle_ca
 
         for d in (etc, sock, queue):
@@ -384,6 +414,12 @@ class DockerBackend(Backend):
                     hint="point upstream_ca at a readable PEM file",
                 ) from None
             (etc / Path(UPSTREAM_CA).name).write_bytes(data)
+        _world_readable(etc)
+        users = shared_dir_users()
+        for path, target in ((sock, SOCK_DIR), (queue, QUEUE_DIR)):
+            user = users[target]
+            how = grant_dir(path, user.uid, user.uid)
+            log.debug("shared_dir", path=str(path), user=user.name, how=how)
         generate_bottle_ca(etc.parent / "ca", name=f"bot-bottle {plan.slug}")
 
     def _wait_ready(self, sock: Path, bundle: Any, relay: Any) -> None:
@@ -484,6 +520,13 @@ class DockerBackend(Backend):
         finally:
             client.close()
         return removed
+
+
+def _world_readable(root: Path) -> None:
+    # Whatever the host user's umask: the daemons' uids are not the owner's.
+    root.chmod(0o755)
+    for path in root.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
 
 
 def _stderr_progress(line: str) -> None:

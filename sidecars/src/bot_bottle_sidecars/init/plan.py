@@ -9,7 +9,7 @@ A plan is a JSON file the host writes (and mounts into the bundle)::
         {"name": "egress", "argv": ["mitmdump", "..."],
          "env": ["EGRESS_TOKEN_*", "EGRESS_LOG_LEVEL"]},
         {"name": "supervise", "argv": ["python3", "-m", "bot_bottle_sidecars.supervise", "..."],
-         "set_env": {"PYTHONUNBUFFERED": "1"}}
+         "set_env": {"PYTHONUNBUFFERED": "1"}, "user": "bb-supervise"}
       ]
     }
 
@@ -22,6 +22,12 @@ its own environment and blocked it). Credential variables (the egress token
 slots and the bottle's known secrets) may be granted to the ``egress`` daemon
 only; a plan that grants them
 to any other daemon is refused.
+
+``user`` (a user of the image) makes init start the daemon as that user with
+no capability left (:mod:`bot_bottle_sidecars.init.privileges`); ``copy``
+lists ``{"from": DIR, "to": DIR}`` pairs whose files init copies, before
+each start, into a directory only that user can read (secrets the host
+mounts under a root-only directory: the egress CA key, deploy keys).
 
 The module is plain dataclasses and ``json`` on purpose: init is PID 1 of
 every bundle and should stay small in memory.
@@ -50,6 +56,7 @@ DEFAULT_CONTROL_SOCKET = "/run/bot-bottle/init.sock"
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\*?$")
+_USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
 
 class PlanError(BotBottleError):
@@ -67,6 +74,10 @@ class DaemonSpec:
     #: SIGHUP sent to init is forwarded to this daemon (egress reloads routes);
     #: a plan's default is true for ``egress`` and false for the others.
     forward_sighup: bool = False
+    #: The image's user the daemon runs as; None: init's own user (tests).
+    user: str | None = None
+    #: ``(from, to)`` directories: private copies made before each start.
+    copies: tuple[tuple[str, str], ...] = ()
 
     def allows(self, var: str) -> bool:
         return any(_matches(pattern, var) for pattern in (*BASE_ENV, *self.env))
@@ -133,6 +144,14 @@ def parse_plan(data: Any, *, source: str = "plan") -> InitPlan:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise PlanError(f"{source}: daemon name(s) {dupes} appear more than once")
+    users = [d.user for d in daemons if d.user is not None]
+    shared = sorted({u for u in users if users.count(u) > 1})
+    if shared:
+        # Two daemons under one uid could read each other's environment and files.
+        raise PlanError(
+            f"{source}: user(s) {shared} run more than one daemon",
+            hint="give every daemon its own user",
+        )
     return InitPlan(daemons=daemons, grace_seconds=float(grace), control_socket=socket_path)
 
 
@@ -140,7 +159,7 @@ def _parse_daemon(raw: Any, index: int, source: str) -> DaemonSpec:
     where = f"{source}: daemons[{index}]"
     if not isinstance(raw, dict):
         raise PlanError(f"{where} must be an object")
-    unknown = set(raw) - {"name", "argv", "env", "set_env", "forward_sighup"}
+    unknown = set(raw) - {"name", "argv", "env", "set_env", "forward_sighup", "user", "copy"}
     if unknown:
         raise PlanError(f"{where}: unknown key(s) {sorted(unknown)}")
     name = raw.get("name")
@@ -176,13 +195,37 @@ def _parse_daemon(raw: Any, index: int, source: str) -> DaemonSpec:
     forward = raw.get("forward_sighup", name == CREDENTIAL_OWNER)
     if not isinstance(forward, bool):
         raise PlanError(f"{where}: forward_sighup must be true or false")
+    user = raw.get("user")
+    if user is not None and (not isinstance(user, str) or not _USER_RE.fullmatch(user)):
+        raise PlanError(
+            f"{where}: invalid user {user!r}",
+            hint="a user name of the bundle image, e.g. 'bb-egress'",
+        )
     return DaemonSpec(
         name=name,
         argv=tuple(argv),
         env=tuple(env),
         set_env=dict(set_env),
         forward_sighup=forward,
+        user=user,
+        copies=_parse_copies(raw.get("copy", []), where),
     )
+
+
+def _parse_copies(raw: Any, where: str) -> tuple[tuple[str, str], ...]:
+    problem = f'{where}: copy must be a list of {{"from": DIR, "to": DIR}} with absolute paths'
+    if not isinstance(raw, list):
+        raise PlanError(problem)
+    out: list[tuple[str, str]] = []
+    for item in raw:
+        if not isinstance(item, dict) or set(item) != {"from", "to"}:
+            raise PlanError(problem)
+        src, dst = item["from"], item["to"]
+        for path in (src, dst):
+            if not isinstance(path, str) or not path.startswith("/") or ".." in path.split("/"):
+                raise PlanError(problem)
+        out.append((src, dst))
+    return tuple(out)
 
 
 def load_plan(path: Path) -> InitPlan:

@@ -9,7 +9,9 @@ hundred lines of standard-library Python that the tests drive directly.
 Behaviour:
 
 * Every daemon of the plan starts in its own process group with an explicit
-  environment (:meth:`DaemonSpec.build_env`), never the inherited one.
+  environment (:meth:`DaemonSpec.build_env`), never the inherited one, and
+  as its own user with no capability when the plan names one
+  (:mod:`bot_bottle_sidecars.init.privileges`); init itself stays root.
 * SIGTERM/SIGINT: the signal goes to every daemon's process group; whatever is
   still running after ``grace_seconds`` gets SIGKILL; init exits 0. A second
   SIGTERM/SIGINT during the grace period sends SIGKILL at once.
@@ -51,6 +53,14 @@ from typing import Any
 
 from bot_bottle.log import get_logger
 from bot_bottle_sidecars.init.plan import DaemonSpec, InitPlan
+from bot_bottle_sidecars.init.privileges import (
+    DaemonUser,
+    PrivilegeError,
+    drop_privileges,
+    private_copy,
+    resolve_user,
+)
+from bot_bottle_sidecars.init.privileges import prepare as prepare_privileges
 
 log = get_logger("init")
 
@@ -111,29 +121,35 @@ class Supervisor:
     def _spawn(self, daemon: Daemon) -> None:
         spec = daemon.spec
         env = spec.build_env(self.environ)
-        program = shutil.which(spec.argv[0], path=env.get("PATH", os.defpath))
-        if program is None:
-            daemon.pid, daemon.failed = None, True
-            daemon.last_exit = "not started: program not found"
-            log.error("daemon_spawn_failed", daemon=spec.name, program=spec.argv[0])
-            return
         try:
-            pid = os.posix_spawn(
-                program,
-                list(spec.argv),
-                env,
-                setpgroup=0,
-                setsigmask=(),
-                setsigdef=_CHILD_DEFAULT,
-            )
-        except OSError as exc:
+            user = resolve_user(spec.user) if spec.user is not None else None
+            if user is not None:
+                # Init's own HOME (root's) is not the daemon's: git and ssh
+                # read and write there.
+                env.update(HOME=user.home, USER=user.name, LOGNAME=user.name)
+            program = shutil.which(spec.argv[0], path=env.get("PATH", os.defpath))
+            if program is None:
+                raise PrivilegeError(f"program not found: {spec.argv[0]}")
+            for src, dst in spec.copies:
+                try:
+                    private_copy(Path(src), Path(dst), user)
+                except OSError as exc:
+                    raise PrivilegeError(f"copying {src} to {dst}: {exc.strerror}") from None
+            pid = _fork_exec(program, list(spec.argv), env, user)
+        except PrivilegeError as exc:
             daemon.pid, daemon.failed = None, True
-            daemon.last_exit = f"not started: {exc.strerror}"
-            log.error("daemon_spawn_failed", daemon=spec.name, error=exc.strerror)
+            daemon.last_exit = f"not started: {exc}"
+            log.error("daemon_spawn_failed", daemon=spec.name, error=str(exc))
             return
         daemon.pid, daemon.started_at = pid, time.monotonic()
         # Names only: the values may be credentials.
-        log.info("daemon_started", daemon=spec.name, pid=pid, env_names=sorted(env))
+        log.info(
+            "daemon_started",
+            daemon=spec.name,
+            pid=pid,
+            user=spec.user,
+            env_names=sorted(env),
+        )
 
     def _signal(self, daemon: Daemon, sig: signal.Signals) -> None:
         if daemon.pid is None:
@@ -384,6 +400,74 @@ class Supervisor:
                 conn.sendall(json.dumps(reply).encode() + b"\n")
             except OSError as exc:
                 log.warning("control_request_failed", error=str(exc))
+
+
+def _fork_exec(program: str, argv: list[str], env: dict[str, str], user: DaemonUser | None) -> int:
+    """Start ``program`` in its own process group, as ``user`` when given.
+
+    ``posix_spawn`` cannot change the uid or capabilities, so this forks (init
+    is single-threaded) and does the work in the child. A failure in the
+    child reaches the parent through a close-on-exec pipe: end of file means
+    ``exec`` succeeded. The handled signals are blocked around ``fork`` so
+    none reaches the child while it still has init's handlers (they would
+    write to init's wakeup pipe); the child resets them before unblocking.
+    """
+    last_cap = prepare_privileges() if user is not None else 0
+    rfd, wfd = os.pipe2(os.O_CLOEXEC)
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        os.close(rfd)
+        os.close(wfd)
+        raise PrivilegeError(f"fork: {exc.strerror}") from None
+    if pid == 0:  # pragma: no cover - the child; its effects are tested
+        _child(program, argv, env, user, last_cap, wfd)
+    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    os.close(wfd)
+    try:
+        report = b""
+        while chunk := os.read(rfd, 4096):
+            report += chunk
+    finally:
+        os.close(rfd)
+    if report:
+        os.waitpid(pid, 0)
+        raise PrivilegeError(report.decode("utf-8", "replace"))
+    return pid
+
+
+def _child(  # pragma: no cover - runs between fork and exec
+    program: str,
+    argv: list[str],
+    env: dict[str, str],
+    user: DaemonUser | None,
+    last_cap: int,
+    report_fd: int,
+) -> None:
+    stage = "setup"
+    try:
+        signal.set_wakeup_fd(-1)
+        for sig in _CHILD_DEFAULT:
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        stage = "process group"
+        os.setpgid(0, 0)
+        if user is not None:
+            stage = "dropping privileges"
+            drop_privileges(user, last_cap)
+            os.umask(0o077)
+            with contextlib.suppress(OSError):
+                os.chdir(user.home)
+        stage = "exec"
+        os.execve(program, argv, env)  # noqa: S606 -- argv from the plan, no shell
+    except BaseException as exc:
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        with contextlib.suppress(BaseException):
+            os.write(report_fd, f"{stage}: {detail}".encode())
+    finally:
+        os._exit(127)
 
 
 def control_request(path: str, request: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
