@@ -87,6 +87,17 @@ def test_env_forms_proxy_and_ca_variables(agent) -> None:
         "asked-ASKED",
         "pre-X-post",
     ]
+    # ...and to git-gate, whose push scan looks for the same values; each
+    # daemon gets its own prefix (init hands each to its owner only).
+    gate_slots = {k: v.reveal() for k, v in plan.gitgate_secrets.items()}
+    assert sorted(gate_slots) == ["GITGATE_SECRET_0", "GITGATE_SECRET_1"]
+    assert sorted(gate_slots.values()) == ["asked-ASKED", "pre-X-post"]
+    assert set(plan.bundle_env()) == set(slots) | set(gate_slots)
+    from bot_bottle.sidecar_layout import init_plan
+
+    daemons = {d["name"]: d for d in init_plan(plan)["daemons"]}  # type: ignore[union-attr]
+    assert daemons["git-gate"]["env"] == ["GITGATE_SECRET_*"]
+    assert "GITGATE_SECRET_*" not in daemons["egress"]["env"]
     assert TOKEN not in repr(plan)
 
 

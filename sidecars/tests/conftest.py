@@ -273,6 +273,7 @@ def start_gate(
     upstreams: Sequence[tuple[str, Upstream]],
     host_key: str | None = None,
     plugins: str = "testsecrets",
+    extra_env: dict[str, str] | None = None,
 ) -> Gate:
     """Plan, stage keys and start ``python -m bot_bottle_sidecars.gitgate`` like a launcher."""
     sidecar = root / "side car"
@@ -303,6 +304,7 @@ def start_gate(
         "BOT_BOTTLE_HOME": str(home),
         "BOT_BOTTLE_PLUGINS": plugins,
         "GIT_CONFIG_GLOBAL": "/dev/null",
+        **(extra_env or {}),
     }
     log = root / "gate.log"
     out = log.open("ab")
@@ -340,8 +342,9 @@ def make_gate(tmp_path: Path, sshd: Sshd) -> Iterator[Callable[..., Gate]]:
         *,
         host_key: str | None = None,
         plugins: str = "testsecrets",
+        extra_env: dict[str, str] | None = None,
     ) -> Gate:
-        gate = start_gate(tmp_path, sshd, upstreams, host_key, plugins)
+        gate = start_gate(tmp_path, sshd, upstreams, host_key, plugins, extra_env)
         gates.append(gate)
         return gate
 

@@ -300,3 +300,42 @@ def test_push_is_refused_when_no_detector_is_installed(
     assert proc.returncode != 0
     assert "the secret scan could not run (no DLP detector is installed" in proc.stderr
     assert sshd.connections() == before
+
+
+def test_a_bottle_secret_is_refused_however_it_is_encoded(
+    tmp_path: Path,
+    sshd: Sshd,
+    make_upstream: Callable[..., Upstream],
+    make_gate: Callable[..., Gate],
+) -> None:
+    """A value of the bottle's own (a ``?prompt`` answer, a ``${HOST_VAR}``)
+    matches no token pattern, but the agent can read it: the gate gets it as
+    ``GITGATE_SECRET_<n>`` and the known_secrets detector refuses a push
+    that carries it, verbatim or encoded, before the upstream is contacted."""
+    import base64
+
+    value = "correct-horse-" + "battery-staple-42"
+    up = make_upstream("app")
+    gate = make_gate([("app", up)], plugins="dlp", extra_env={"GITGATE_SECRET_0": value})
+    clone = gate.clone(up, tmp_path / "clone")
+    encoded = [value, base64.b64encode(value.encode()).decode()]
+    for i, text in enumerate(encoded):
+        (clone / f"f{i}.txt").write_text(f"note = {text}\n")
+        gate.git("add", "-A", cwd=clone)
+        gate.git("commit", "-q", "-m", f"note {i}", cwd=clone)
+        before = sshd.connections()
+        proc = gate.git("push", "origin", "main", cwd=clone, check=False)
+        assert proc.returncode != 0, proc.stderr
+        assert "known-secret" in proc.stderr
+        assert value not in proc.stderr and text not in proc.stderr
+        assert sshd.connections() == before
+        if i == 0:
+            gate.git("reset", "-q", "--hard", "HEAD~1", cwd=clone)
+    assert value not in gate.log_text()
+    # Without the slot the same text is ordinary, and the push lands.
+    control = start_gate(tmp_path / "control", sshd, [("app", up)], plugins="dlp")
+    try:
+        proc = control.git("push", up.url, "HEAD:main", cwd=clone, check=False)
+        assert proc.returncode == 0, proc.stderr
+    finally:
+        control.stop()

@@ -104,6 +104,7 @@ class Bundle:
             "PATH": os.environ["PATH"],
             "EGRESS_TOKEN_1": SECRET,
             "EGRESS_SECRET_1": SECRET + "-known",
+            "GITGATE_SECRET_0": SECRET + "-for-the-gate",
             "SUPERVISE_FLAG": "yes",
             "UNRELATED": "nope",
         }
@@ -169,7 +170,7 @@ def bundle(tmp_path: Path) -> Iterator[Callable[..., Bundle]]:
 
 THREE = [
     {"name": "egress", "env": ["EGRESS_TOKEN_*", "EGRESS_SECRET_*"]},
-    {"name": "git-gate"},
+    {"name": "git-gate", "env": ["GITGATE_SECRET_*"]},
     {"name": "supervise", "env": ["SUPERVISE_FLAG"]},
 ]
 
@@ -183,6 +184,9 @@ def test_token_slots_reach_only_the_egress_daemon(bundle: Callable[..., Bundle])
     assert egress["EGRESS_SECRET_1"] == SECRET + "-known"
     for other in (supervise, gate):
         assert "EGRESS_TOKEN_1" not in other and "EGRESS_SECRET_1" not in other
+    # git-gate's slots (the bottle secrets its push scan looks for) reach it alone.
+    assert gate["GITGATE_SECRET_0"] == SECRET + "-for-the-gate"
+    assert "GITGATE_SECRET_0" not in egress and "GITGATE_SECRET_0" not in supervise
     # Each daemon sees its own allow-list, not the inherited environment.
     assert supervise["SUPERVISE_FLAG"] == "yes" and "SUPERVISE_FLAG" not in egress
     assert all("UNRELATED" not in env for env in (egress, supervise, gate))
@@ -194,6 +198,17 @@ def test_token_slots_reach_only_the_egress_daemon(bundle: Callable[..., Bundle])
 def test_a_plan_granting_a_secret_slot_to_another_daemon_is_refused(pattern: str) -> None:
     plan = {"daemons": [{"name": "git-gate", "argv": ["true"], "env": [pattern]}]}
     with pytest.raises(PlanError, match="egress daemon only"):
+        parse_plan(plan)
+
+
+@pytest.mark.parametrize(
+    ("daemon", "pattern", "owner"),
+    [("egress", "GITGATE_SECRET_*", "git-gate"), ("supervise", "GITGATE_SECRET_0", "git-gate"),
+     ("git-gate", "E*", "egress"), ("relay", "GITGATE_*", "git-gate")],
+)  # fmt: skip
+def test_each_credential_prefix_has_one_owner(daemon: str, pattern: str, owner: str) -> None:
+    plan = {"daemons": [{"name": daemon, "argv": ["true"], "env": [pattern]}]}
+    with pytest.raises(PlanError, match=f"{owner} daemon only"):
         parse_plan(plan)
 
 

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 ROUTE_TOKEN = "escape-route-token-7f3a9c2e1d"
+#: A bottle env value from the host (``${VAR}``): the agent can read it, it
+#: matches no token pattern, and it must not leave by push or request.
+BOTTLE_SECRET = "plain-words-" + "the-agent-can-read-81c4"
 SECRETS = {
     "github": "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",
     "aws": "AKIAC2GKUKXJ54644TYI",
@@ -44,6 +47,8 @@ def _bottle_md(gw: str, ca: Path, key: Path, host_key: str, port: int) -> str:
 ---
 agent_provider:
   template: shell
+env:
+  PROJECT_PASSPHRASE: ${{ESCAPE_BOTTLE_SECRET}}
 git_user:
   name: Escape Test
   email: escape@example.test
@@ -124,7 +129,11 @@ def bottle(
             agent,
             provider,
             host=host,
-            host_env={**os.environ, "ESCAPE_ROUTE_TOKEN": ROUTE_TOKEN},
+            host_env={
+                **os.environ,
+                "ESCAPE_ROUTE_TOKEN": ROUTE_TOKEN,
+                "ESCAPE_BOTTLE_SECRET": BOTTLE_SECRET,
+            },
             ask=lambda name: pytest.fail(f"unexpected prompt for {name}"),
         )
         backend = DockerBackend()

@@ -80,6 +80,9 @@ class BottlePlan:
     #: ``EGRESS_TOKEN_<n>`` (injected credentials) and ``EGRESS_SECRET_<n>``
     #: (the bottle's other secrets, for DLP): the egress daemon's environment only.
     egress_tokens: Mapping[str, Secret] = field(default_factory=dict, repr=False)
+    #: ``GITGATE_SECRET_<n>``: the same bottle secrets, for git-gate's push
+    #: scan (a value the agent can read must not leave in a commit either).
+    gitgate_secrets: Mapping[str, Secret] = field(default_factory=dict, repr=False)
     gitgate: GitGatePlan | None = None
     supervise: bool = True
     #: Names pinned to addresses in the sidecar bundle (never in the agent).
@@ -92,6 +95,11 @@ class BottlePlan:
     git_config: tuple[tuple[str, str], ...] = ()
     #: Use gVisor when the engine has it (the backend decides at launch).
     gvisor: bool = True
+
+    def bundle_env(self) -> dict[str, Secret]:
+        """The sidecar bundle's environment: every credential slot. init hands
+        each prefix to the one daemon that owns it (egress, git-gate)."""
+        return {**self.egress_tokens, **self.gitgate_secrets}
 
     @property
     def proxy_url(self) -> str:
@@ -170,6 +178,7 @@ def make_plan(
     """
     from bot_bottle.egress.from_manifest import egress_from_manifest
     from bot_bottle.gitgate.from_manifest import gate_repo_specs
+    from bot_bottle.gitgate.plan import KNOWN_SECRET_PREFIX as GITGATE_SECRET_PREFIX
     from bot_bottle.gitgate.plan import plan_git_gate
     from bot_bottle.images import ImageSpec, extra_ca_from_env
     from bot_bottle.manifest import resolve_env
@@ -236,6 +245,11 @@ def make_plan(
         agent_env=env,
         egress_config=egress.config,
         egress_tokens=egress.daemon_env(),
+        gitgate_secrets=(
+            {f"{GITGATE_SECRET_PREFIX}{i}": v for i, v in enumerate(egress.known_secrets.values())}
+            if gate.enabled
+            else {}
+        ),
         gitgate=gate,
         supervise=bottle.supervise,
         extra_hosts=bottle.sidecar_extra_hosts(),

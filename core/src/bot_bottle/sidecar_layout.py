@@ -30,6 +30,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from bot_bottle.gitgate.plan import KNOWN_SECRET_PREFIX as GITGATE_SECRET_PREFIX
 from bot_bottle.plan import GIT_PORT, LOOPBACK, MCP_PORT, PROXY_PORT
 
 if TYPE_CHECKING:
@@ -166,6 +167,7 @@ def init_plan(plan: BottlePlan) -> dict[str, object]:
                     "--listen",
                     LOOPBACK,
                 ],
+                "env": [f"{GITGATE_SECRET_PREFIX}*"],
                 "user": DAEMON_USERS["git-gate"].name,
                 "copy": [{"from": SECRETS_GATE_KEYS, "to": GATE_KEYS}],
             }

@@ -36,6 +36,9 @@ CONFIG_FILE = "config.json"
 KNOWN_HOSTS_DIR = "known_hosts"
 #: The staged keys directory is mounted read-only here, one file per repo name.
 KEYS_DIR = "keys"
+#: Environment slots of the bottle's secret values the pre-receive scan looks
+#: for (known_secrets), in git-gate's environment only.
+KNOWN_SECRET_PREFIX = "GITGATE_SECRET_"  # noqa: S105 - a variable name prefix, not a secret
 
 
 @dataclass(frozen=True)

@@ -233,7 +233,7 @@ class DockerBackend(Backend):
                     name=prepared.bundle_name,
                     network=prepared.network,
                     extra_hosts=bundle_hosts(plan),
-                    environment={k: v.reveal() for k, v in plan.egress_tokens.items()},
+                    environment={k: v.reveal() for k, v in plan.bundle_env().items()},
                     volumes={
                         str(etc): {"bind": ETC, "mode": "ro"},
                         # Under a root-only directory: init copies them for

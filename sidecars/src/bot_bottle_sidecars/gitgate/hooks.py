@@ -21,22 +21,26 @@ import argparse
 import contextlib
 import fcntl
 import os
+import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from bot_bottle.contracts.dlp import Finding
 from bot_bottle.errors import BotBottleError
+from bot_bottle.gitgate.plan import KNOWN_SECRET_PREFIX
 from bot_bottle.log import configure_logging, get_logger
+from bot_bottle.secrets import Secret
 from bot_bottle_sidecars.gitgate import scan, upstream
 from bot_bottle_sidecars.gitgate.layout import Layout
 from bot_bottle_sidecars.gitgate.runtime import RepoRuntime, Runtime
 from bot_bottle_sidecars.gitgate.upstream import RefUpdate, Upstream
 
 PREFIX = "git-gate:"
+_KNOWN_SECRET_RE = re.compile(rf"{KNOWN_SECRET_PREFIX}[0-9]+")
 MAX_LISTED = 20
 
 
@@ -161,7 +165,24 @@ def _git(args: Sequence[str], env: dict[str, str]) -> subprocess.CompletedProces
     )
 
 
-def pre_receive(config: Runtime, layout: Layout, name: str, stdin: TextIO) -> int:
+def take_known_secrets(environ: MutableMapping[str, str]) -> tuple[Secret, ...]:
+    """Remove the ``GITGATE_SECRET_<n>`` slots from ``environ``; return their
+    values, in slot order (the bottle's secrets the scan must not let out)."""
+    names = sorted(
+        (k for k in environ if _KNOWN_SECRET_RE.fullmatch(k)),
+        key=lambda k: int(k.rsplit("_", 1)[1]),
+    )
+    return tuple(Secret(environ.pop(k)) for k in names if environ.get(k))
+
+
+def pre_receive(
+    config: Runtime,
+    layout: Layout,
+    name: str,
+    stdin: TextIO,
+    *,
+    known_secrets: Sequence[Secret] = (),
+) -> int:
     """Scan, then forward. Exit 0 only when the upstream accepted every ref.
 
     Refusing here discards the pushed objects (they sit in git's quarantine
@@ -207,6 +228,7 @@ def pre_receive(config: Runtime, layout: Layout, name: str, stdin: TextIO) -> in
             env=env,
             extra_messages=tag_bodies,
             ref_names=[u.ref for u in updates if not u.is_delete],
+            known_secrets=known_secrets,
         )
         gitleaks = scan.gitleaks_available()
         if gitleaks and tips:
@@ -338,6 +360,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             p.add_argument("rest", nargs="*")
     args = parser.parse_args(argv)
+    # Taken out of the environment first, so no git or ssh this hook runs
+    # inherits them: only the scan holds the values, in memory.
+    known = take_known_secrets(os.environ)
     layout = Layout(args.base)
     try:
         try:
@@ -346,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise BotBottleError(f"git-gate state is unreadable ({type(exc).__name__})") from exc
         if args.hook == "access":
             return access(config, layout, args.rest)
-        return pre_receive(config, layout, args.repo, sys.stdin)
+        return pre_receive(config, layout, args.repo, sys.stdin, known_secrets=known)
     except BotBottleError as exc:
         # Fail closed with a message, never a traceback (DESIGN §6, invariant 10).
         msg = f"{PREFIX} {exc.message}"

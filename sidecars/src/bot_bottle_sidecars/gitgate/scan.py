@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from bot_bottle.contracts.dlp import Action, Direction, Finding, Location, ScanContext
 from bot_bottle.dlp.pipeline import ScanPipeline
+from bot_bottle.secrets import Secret
 
 if TYPE_CHECKING:
     from bot_bottle.contracts.dlp import DlpDetector
@@ -119,33 +120,38 @@ def scan_push(
     env: Mapping[str, str],
     extra_messages: Mapping[str, bytes] | None = None,
     ref_names: Sequence[str] = (),
+    known_secrets: Sequence[Secret] = (),
 ) -> Report:
     """Scan the commits reachable from ``tips`` and not from any gate ref.
 
     ``extra_messages`` maps an object id to more text to scan as a message
     (annotated tag bodies). ``ref_names`` are scanned too: a branch can be
-    named after a secret.
+    named after a secret. ``known_secrets`` are the bottle's own secret
+    values (for the ``known_secrets`` detector).
     """
     report = Report()
+    known = tuple(known_secrets)
+
+    def context(loc: Location) -> ScanContext:
+        return ScanContext(Direction.OUTBOUND, loc, target=target, known_secrets=known)
+
     for ref in ref_names:
-        _scan_into(report, detectors, ref.encode(), Location("ref_name", name=ref), target)
+        _scan_into(report, detectors, ref.encode(), context(Location("ref_name", name=ref)))
     if not tips:
         return report
     revs = [*tips, "--not", "--all"]
     for sha, message in _messages(repo, revs, env):
         report.commits += 1
-        _scan_into(report, detectors, message, Location("commit_message", commit=sha), target)
+        _scan_into(report, detectors, message, context(Location("commit_message", commit=sha)))
     for sha, message in (extra_messages or {}).items():
-        _scan_into(report, detectors, message, Location("commit_message", commit=sha), target)
+        _scan_into(report, detectors, message, context(Location("commit_message", commit=sha)))
     for change in _added_lines(repo, revs, env):
         if change.first_piece:
             name_loc = Location("file_name", name=change.path, commit=change.commit)
-            _scan_into(report, detectors, change.path.encode(), name_loc, target)
+            _scan_into(report, detectors, change.path.encode(), context(name_loc))
         if change.data:
             loc = Location("file_content", name=change.path, commit=change.commit)
-            found = scan_buffer(
-                detectors, change.data, ScanContext(Direction.OUTBOUND, loc, target=target)
-            )
+            found = scan_buffer(detectors, change.data, context(loc))
             report.bytes_scanned += len(change.data)
             for f in found:
                 line = change.line_at(f.location.offset)
@@ -154,14 +160,11 @@ def scan_push(
 
 
 def _scan_into(
-    report: Report,
-    detectors: Sequence[DlpDetector],
-    data: bytes,
-    loc: Location,
-    target: str,
+    report: Report, detectors: Sequence[DlpDetector], data: bytes, context: ScanContext
 ) -> None:
+    loc = context.location
     report.bytes_scanned += len(data)
-    for f in scan_buffer(detectors, data, ScanContext(Direction.OUTBOUND, loc, target=target)):
+    for f in scan_buffer(detectors, data, context):
         line = (
             data.count(b"\n", 0, f.location.offset) + 1 if f.location.offset is not None else None
         )

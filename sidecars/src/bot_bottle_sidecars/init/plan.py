@@ -46,11 +46,16 @@ from bot_bottle.errors import BotBottleError
 
 #: Variables every daemon gets when init has them: none carries a secret.
 BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
-#: Credential slots: only the daemon named in CREDENTIAL_OWNER may see them.
-#: ``EGRESS_TOKEN_<n>`` are injected credentials; ``EGRESS_SECRET_<n>`` are
-#: the bottle's other secret values, which egress's DLP looks for verbatim.
-CREDENTIAL_PREFIXES = ("EGRESS_TOKEN_", "EGRESS_SECRET_")
-CREDENTIAL_OWNER = "egress"
+#: Credential slots and the one daemon that may see each. ``EGRESS_TOKEN_<n>``
+#: are injected credentials; ``EGRESS_SECRET_<n>`` and ``GITGATE_SECRET_<n>``
+#: are the bottle's other secret values, which egress's DLP and git-gate's
+#: push scan look for.
+CREDENTIAL_OWNERS: Mapping[str, str] = {
+    "EGRESS_TOKEN_": "egress",
+    "EGRESS_SECRET_": "egress",
+    "GITGATE_SECRET_": "git-gate",
+}
+CREDENTIAL_PREFIXES = tuple(CREDENTIAL_OWNERS)
 DEFAULT_GRACE_SECONDS = 10.0
 DEFAULT_CONTROL_SOCKET = "/run/bot-bottle/init.sock"
 
@@ -84,10 +89,13 @@ class DaemonSpec:
 
     def build_env(self, environ: Mapping[str, str]) -> dict[str, str]:
         """The complete environment this daemon starts with."""
-        env = {k: v for k, v in environ.items() if self.allows(k)}
-        if self.name != CREDENTIAL_OWNER:
-            # Belt and braces: validation already refuses such a plan.
-            env = {k: v for k, v in env.items() if not _is_credential(k)}
+        # Belt and braces: validation already refuses a plan that grants
+        # another daemon's credentials.
+        env = {
+            k: v
+            for k, v in environ.items()
+            if self.allows(k) and _credential_owner(k) in (None, self.name)
+        }
         env.update(self.set_env)
         return env
 
@@ -108,16 +116,20 @@ def _matches(pattern: str, var: str) -> bool:
     return var == pattern
 
 
-def _is_credential(var: str) -> bool:
-    return var.startswith(CREDENTIAL_PREFIXES)
+def _credential_owner(var: str) -> str | None:
+    return next((o for p, o in CREDENTIAL_OWNERS.items() if var.startswith(p)), None)
 
 
-def _could_grant_credential(pattern: str) -> bool:
-    # "EGRESS_TOKEN_1", "EGRESS_TOKEN_*", "EGRESS_*" and "*" all can.
+def _foreign_credentials(pattern: str, daemon: str) -> list[str]:
+    """The credential prefixes ``pattern`` could grant that ``daemon`` does
+    not own: "EGRESS_TOKEN_1", "EGRESS_TOKEN_*", "EGRESS_*" and "*" all can
+    grant EGRESS_TOKEN_."""
     if pattern.endswith("*"):
-        prefix = pattern[:-1]
-        return any(p.startswith(prefix) or prefix.startswith(p) for p in CREDENTIAL_PREFIXES)
-    return _is_credential(pattern)
+        stem = pattern[:-1]
+        hit = [p for p in CREDENTIAL_OWNERS if p.startswith(stem) or stem.startswith(p)]
+    else:
+        hit = [p for p in CREDENTIAL_OWNERS if pattern.startswith(p)]
+    return [p for p in hit if CREDENTIAL_OWNERS[p] != daemon]
 
 
 def parse_plan(data: Any, *, source: str = "plan") -> InitPlan:
@@ -183,16 +195,18 @@ def _parse_daemon(raw: Any, index: int, source: str) -> DaemonSpec:
         for k, v in set_env.items()
     ):
         raise PlanError(f"{where}: set_env must map variable names to strings")
-    if name != CREDENTIAL_OWNER:
-        granted = [e for e in (*env, *set_env) if _could_grant_credential(e)]
-        if granted:
-            raise PlanError(
-                f"{where}: credential variables {granted} may reach the "
-                f"{CREDENTIAL_OWNER} daemon only",
-                hint="token slots are injected by egress; no other daemon may hold them",
-            )
+    granted = [e for e in (*env, *set_env) if _foreign_credentials(e, name)]
+    if granted:
+        owners = sorted(
+            {CREDENTIAL_OWNERS[p] for e in granted for p in _foreign_credentials(e, name)}
+        )
+        raise PlanError(
+            f"{where}: credential variables {granted} may reach the "
+            f"{' / '.join(owners)} daemon only",
+            hint="each credential slot belongs to one daemon; no other daemon may hold it",
+        )
     # SIGHUP means "reload routes", which only egress does, unless the plan says otherwise.
-    forward = raw.get("forward_sighup", name == CREDENTIAL_OWNER)
+    forward = raw.get("forward_sighup", name == "egress")
     if not isinstance(forward, bool):
         raise PlanError(f"{where}: forward_sighup must be true or false")
     user = raw.get("user")
