@@ -378,3 +378,37 @@ def test_the_agent_writes_a_workspace_owned_by_another_uid(
     assert r.returncode != 0
     assert "owned by root" in r.stderr and "Permission denied" in r.stderr
     assert not (root_ws / "c.txt").exists()
+
+
+def test_cleanup_leaves_a_live_bottle_of_another_home_alone(
+    home: dict[str, str], docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    """Two homes (or two users) on one engine: cleanup in one must not reap
+    the other's running bottle, whose state it cannot see; once that
+    bottle's launcher is dead (same boot), it may."""
+    from bot_bottle.state import launcher_id
+
+    other = {**home, "BOT_BOTTLE_HOME": str(tmp_path / "other-home")}
+    subprocess.run([*BB, "init"], env=other, check=True, capture_output=True)
+    proc = subprocess.Popen(
+        [*BB, "run", "demo", "--", "sleep", "600"], env=other,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    flt: dict[str, Any] = {"label": f"bot-bottle.launcher={launcher_id(proc.pid)}"}
+    try:
+        deadline = time.monotonic() + 180
+        while len(docker_client.containers.list(filters=flt)) < 3:
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "the other home's bottle never came up"
+            time.sleep(0.2)
+        r = _bb(home, "cleanup", "--yes")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert len(docker_client.containers.list(filters=flt)) == 3, r.stdout
+        assert proc.poll() is None
+    finally:
+        proc.kill()  # SIGKILL: its bottle is now an orphan
+        proc.wait()
+    r = _bb(home, "cleanup", "--yes")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert docker_client.containers.list(all=True, filters=flt) == []
+    assert docker_client.networks.list(filters=flt) == []

@@ -28,6 +28,37 @@ def state_root(environ: Mapping[str, str] | None = None) -> Path:
     return home_dir(dict(environ) if environ is not None else None) / "state"
 
 
+def home_id(root: Path | None = None) -> str:
+    """A short stable id of this state root, for labelling a backend's
+    resources: ``cleanup`` reaps only its own home's (another home's, or
+    another user's, bottles are alive as far as it can tell)."""
+    import hashlib
+
+    base = (root or state_root()).expanduser().resolve()
+    return hashlib.sha256(str(base).encode()).hexdigest()[:16]
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        import socket
+
+        return socket.gethostname()
+
+
+def launcher_id(pid: int | None = None) -> str:
+    """``<boot id>:<pid>`` of the launching process."""
+    return f"{_boot_id()}:{pid if pid is not None else os.getpid()}"
+
+
+def launcher_gone(label: str) -> bool:
+    """True only when ``label`` names a process of this boot that has exited;
+    a process on another boot or machine cannot be judged, so it is not."""
+    boot, _, pid = label.rpartition(":")
+    return boot == _boot_id() and pid.isdigit() and not pid_alive(int(pid))
+
+
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 

@@ -30,7 +30,7 @@ import contextlib
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,7 +65,7 @@ from bot_bottle.sidecar_layout import (
     endpoints,
     shared_dir_users,
 )
-from bot_bottle.state import StateDir, now_iso
+from bot_bottle.state import StateDir, home_id, launcher_gone, launcher_id, now_iso
 from bot_bottle.teardown import Teardown
 from bot_bottle_docker.hostperms import grant_dir
 from bot_bottle_docker.running import DockerRunningBottle
@@ -81,6 +81,8 @@ L_ROLE = "bot-bottle.role"
 L_LABEL = "bot-bottle.label"
 L_STARTED = "bot-bottle.started"
 L_SERVICES = "bot-bottle.services"
+L_HOME = "bot-bottle.home"
+L_LAUNCHER = "bot-bottle.launcher"
 READY_TIMEOUT = 60.0
 WORKSPACE = "/workspace"
 #: The only capabilities a root exec in the agent container has (provisioning:
@@ -168,6 +170,8 @@ class DockerBackend(Backend):
             L_BACKEND: NAME,
             L_LABEL: plan.label or "",
             L_SERVICES: ",".join(endpoints(plan)),
+            L_HOME: home_id(),
+            L_LAUNCHER: launcher_id(),
         }
         return DockerPrepared(
             plan=plan,
@@ -476,22 +480,27 @@ class DockerBackend(Backend):
     def find_orphans(self) -> list[CleanupItem]:
         """Labelled containers and networks whose launcher is gone.
 
-        A bottle is owned while the process in its metadata.json is alive; a
-        resource with no state dir at all (SIGKILL after a crash that lost
-        it, another home) is an orphan too.
+        Of this home's bottles, one is owned while the process in its
+        metadata.json is alive; with no state dir at all (SIGKILL after a
+        crash that lost it) it is an orphan. Another home's (or another
+        user's, on a shared engine) is left alone unless its launcher label
+        names a process of this boot that has exited.
         """
         client = _client()
+        ours = home_id()
         try:
             items: list[CleanupItem] = []
             flt: dict[str, Any] = {"label": f"{L_BACKEND}={NAME}"}
             for c in client.containers.list(all=True, filters=flt):
-                slug = c.labels.get(L_SLUG)
-                if slug and not _owned(slug):
+                if _orphaned(c.labels or {}, ours):
+                    slug = c.labels[L_SLUG]
                     items.append(CleanupItem(NAME, "container", c.name or c.id or "?", slug))
             for n in client.networks.list(filters=flt):
-                slug = n.attrs.get("Labels", {}).get(L_SLUG)
-                if slug and not _owned(slug):
-                    items.append(CleanupItem(NAME, "network", n.name or n.id or "?", slug))
+                labels = n.attrs.get("Labels") or {}
+                if _orphaned(labels, ours):
+                    items.append(
+                        CleanupItem(NAME, "network", n.name or n.id or "?", labels[L_SLUG])
+                    )
             return items
         finally:
             client.close()
@@ -531,6 +540,15 @@ def _world_readable(root: Path) -> None:
 
 def _stderr_progress(line: str) -> None:
     sys.stderr.write(f"  {line}\n")
+
+
+def _orphaned(labels: Mapping[str, str], ours: str) -> bool:
+    slug = labels.get(L_SLUG)
+    if not slug:
+        return False
+    if labels.get(L_HOME) == ours:
+        return not _owned(slug)
+    return launcher_gone(labels.get(L_LAUNCHER, ""))
 
 
 def _owned(slug: str) -> bool:
