@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from .conftest import new_upstream, start_gate
+from .conftest import git, new_upstream, start_gate
 
 if TYPE_CHECKING:
     from .conftest import Gate, Sshd, Upstream
@@ -339,3 +339,58 @@ def test_a_bottle_secret_is_refused_however_it_is_encoded(
         assert proc.returncode == 0, proc.stderr
     finally:
         control.stop()
+
+
+def test_a_replace_ref_cannot_hide_a_secret_commit_from_the_scan(bottle: Bottle) -> None:
+    """``git log`` honours ``refs/replace/*``: once a replace ref for a commit
+    sits in the mirror, the scan would read the innocent replacement while
+    ``git push`` (which ignores replace refs) sends the real commit upstream."""
+    leaked = bottle.commit({"deploy/key.env": f"key={SECRETS['github-token']}\n"}, "leak")
+    bottle.git("reset", "-q", "--hard", "HEAD~1")
+    decoy = bottle.commit({"notes.txt": "nothing to see\n"}, "decoy")
+    first = bottle.push(f"{decoy}:refs/replace/{leaked}")
+    assert first.returncode == 0, first.stderr
+    proc = bottle.push(f"{leaked}:refs/heads/{bottle.branch}")
+    assert proc.returncode != 0, proc.stderr
+    assert f"testsecrets/github-token in commit {leaked[:12]} file deploy/key.env" in proc.stderr
+    assert bottle.upstream_head() is None
+
+
+@pytest.mark.parametrize("field", ["author", "committer"])
+def test_a_secret_in_a_commit_header_is_rejected(bottle: Bottle, field: str) -> None:
+    """Author and committer names and e-mails travel upstream with the commit:
+    they are scanned like its message."""
+    token = SECRETS["github-token"]
+    var = "GIT_AUTHOR_NAME" if field == "author" else "GIT_COMMITTER_NAME"
+    (bottle.clone / "notes.txt").write_text("hello\n")
+    bottle.git("add", "-A")
+    git(
+        "commit",
+        "-q",
+        "-m",
+        "innocent",
+        cwd=bottle.clone,
+        env={**bottle.gate.agent_env, var: token},
+    )
+    sha = bottle.git("rev-parse", "HEAD").stdout.strip()
+    before_conns = bottle.sshd.connections()
+    proc = bottle.push()
+    assert proc.returncode != 0, proc.stderr
+    assert f"testsecrets/github-token in commit {sha[:12]} (commit header)" in proc.stderr
+    assert token not in proc.stderr
+    assert bottle.upstream_head() is None
+    assert bottle.sshd.connections() == before_conns
+
+
+def test_a_secret_in_an_annotated_tags_header_is_rejected(bottle: Bottle) -> None:
+    """The tagger line (and the tag name inside the tag object, which need not
+    match the ref it is pushed as) are scanned, not only the tag message."""
+    token = SECRETS["github-token"]
+    tag = f"v-{bottle.branch}"
+    env = {**bottle.gate.agent_env, "GIT_COMMITTER_NAME": token}
+    git("tag", "-a", "-m", "release", tag, cwd=bottle.clone, env=env)
+    proc = bottle.push(f"refs/tags/{tag}")
+    assert proc.returncode != 0, proc.stderr
+    assert "testsecrets/github-token" in proc.stderr
+    assert token not in proc.stderr
+    assert bottle.up.ref(f"refs/tags/{tag}") is None

@@ -44,8 +44,10 @@ class Location:
     """Where in the scanned thing a finding is.
 
     ``part`` is one of ``url_path``, ``query``, ``header``, ``body``,
-    ``commit_message``, ``file_name``, ``file_content``, ``ref_name``. ``name`` is the
-    header name or file path; ``commit`` and ``line`` are set for git.
+    ``commit_message``, ``commit_header`` (author, committer, tagger, any
+    other header line of a commit or tag object), ``file_name``,
+    ``file_content``, ``ref_name``. ``name`` is the header name or
+    file path; ``commit`` and ``line`` are set for git.
     ``offset``/``length`` locate the match in the scanned bytes.
     ``decoded`` names the decodings the scan pipeline undid to find it,
     outermost first (e.g. ``"url>base64"``); the offset then covers the

@@ -195,7 +195,9 @@ def pre_receive(
         _say(f"push rejected: no repo named {name!r} in this gate")
         return 1
     mirror = layout.mirror(name)
-    env = dict(os.environ)
+    # Replace refs (refs/replace/*, pushable like any ref) would let every git
+    # command here see a stand-in for the object that really goes upstream.
+    env = {**os.environ, "GIT_NO_REPLACE_OBJECTS": "1"}
     updates = read_updates(stdin)
     if not updates:
         return 0
@@ -304,6 +306,8 @@ def _describe(f: Finding, hidden: set[str]) -> str:
         bits.append(f"in commit {loc.commit[:12]}")
     if loc.part == "commit_message":
         bits.append("(commit message)")
+    elif loc.part == "commit_header":
+        bits.append("(commit header)")
     elif loc.part == "ref_name":
         bits.append("(the name of a pushed ref; withheld)")
     elif loc.name is not None:

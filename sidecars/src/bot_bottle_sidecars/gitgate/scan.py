@@ -5,8 +5,9 @@ scanning a new branch's whole ancestry blocked every push over old test
 fixtures already upstream (LESSONS). The gate's refs hold only what came from
 the upstream or passed this scan, so nothing a push brings is skipped.
 
-Of each new commit: its message, the names of the files it touches, and the
-lines it *adds* (old lines were scanned when they were new, or are upstream
+Of each new commit: its message, its header (author, committer, signature,
+any extra header: they travel upstream with it), the names of the files it
+touches, and the lines it *adds* (old lines were scanned when they were new, or are upstream
 already). Merges are diffed densely-combined and only lines new against every
 parent count, so a merge re-scans nothing but its own (evil-merge) content.
 """
@@ -140,11 +141,16 @@ def scan_push(
     if not tips:
         return report
     revs = [*tips, "--not", "--all"]
+    shas: list[str] = []
     for sha, message in _messages(repo, revs, env):
         report.commits += 1
+        shas.append(sha)
         _scan_into(report, detectors, message, context(Location("commit_message", commit=sha)))
     for sha, message in (extra_messages or {}).items():
+        shas.append(sha)
         _scan_into(report, detectors, message, context(Location("commit_message", commit=sha)))
+    for sha, header in _headers(repo, shas, env):
+        _scan_into(report, detectors, header, context(Location("commit_header", commit=sha)))
     for change in _added_lines(repo, revs, env):
         if change.first_piece:
             name_loc = Location("file_name", name=change.path, commit=change.commit)
@@ -202,6 +208,46 @@ def _messages(
             continue
         sha, _, message = entry.partition(b"\n")
         yield sha.decode().strip(), message
+
+
+#: Header lines that only name other objects: fsck (receive.fsckObjects) holds
+#: them to ``<keyword> <hex id>``, so they cannot carry anything else.
+_ID_LINES = (b"tree ", b"parent ", b"object ")
+
+
+def _headers(
+    repo: Path, shas: Sequence[str], env: Mapping[str, str]
+) -> Iterator[tuple[str, bytes]]:
+    """The raw header of each commit or tag object in ``shas``.
+
+    ``%B`` is the message alone; author, committer, tagger, the tag name
+    inside a tag object (which need not match the ref it is pushed as),
+    signatures and any extra header leave with the object too.
+    """
+    if not shas:
+        return
+    proc = subprocess.run(
+        ["git", f"--git-dir={repo}", "cat-file", "--batch"],
+        input="".join(f"{sha}\n" for sha in shas).encode(),
+        capture_output=True,
+        env=_git_env(env),
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise ScanError(
+            f"git cat-file failed: {proc.stderr.decode(errors='replace').strip()[:300]}"
+        )
+    out, pos = proc.stdout, 0
+    for sha in shas:
+        eol = out.index(b"\n", pos)
+        info = out[pos:eol].split()
+        if len(info) != 3 or info[1] == b"missing":
+            raise ScanError(f"git cat-file: object {sha[:12]} is missing")
+        size = int(info[2])
+        body = out[eol + 1 : eol + 1 + size]
+        pos = eol + 1 + size + 1
+        header = body.partition(b"\n\n")[0]
+        yield sha, b"\n".join(ln for ln in header.split(b"\n") if not ln.startswith(_ID_LINES))
 
 
 @dataclass
@@ -399,8 +445,16 @@ def _unquote(name: bytes) -> str:
 
 def _git_env(env: Mapping[str, str]) -> dict[str, str]:
     # The output is parsed: no user or system config (noprefix, colour,
-    # external diff drivers, ...) may change its shape.
-    return {**env, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null"}
+    # external diff drivers, ...) may change its shape. Replace refs are
+    # ignored: a pushed refs/replace/<id> would otherwise make the scan read
+    # an innocent stand-in while git push (which ignores them) sends the real
+    # object upstream.
+    return {
+        **env,
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": "/dev/null",
+        "GIT_NO_REPLACE_OBJECTS": "1",
+    }
 
 
 def _run_git(repo: Path, args: Sequence[str], env: Mapping[str, str]) -> bytes:
