@@ -394,3 +394,18 @@ def test_a_secret_in_an_annotated_tags_header_is_rejected(bottle: Bottle) -> Non
     assert "testsecrets/github-token" in proc.stderr
     assert token not in proc.stderr
     assert bottle.up.ref(f"refs/tags/{tag}") is None
+
+
+def test_a_secret_in_a_nested_annotated_tag_is_rejected(bottle: Bottle) -> None:
+    """A tag of a tag: the inner tag object goes upstream with the outer one,
+    so its message is scanned too."""
+    token = SECRETS["github-token"]
+    inner, outer = f"in-{bottle.branch}", f"out-{bottle.branch}"
+    bottle.git("tag", "-a", "-m", f"token {token}", inner)
+    bottle.git("tag", "-a", "-m", "release", outer, inner)
+    bottle.git("tag", "-d", inner)
+    proc = bottle.push(f"refs/tags/{outer}")
+    assert proc.returncode != 0, proc.stderr
+    assert "testsecrets/github-token" in proc.stderr
+    assert token not in proc.stderr
+    assert bottle.up.ref(f"refs/tags/{outer}") is None

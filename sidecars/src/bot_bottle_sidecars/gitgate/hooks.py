@@ -213,9 +213,13 @@ def pre_receive(
                  "the gate forwards only commits and tags of commits.")  # fmt: skip
             return 1
         tips.append(u.new)
-        if _git(["cat-file", "-t", u.new], env).stdout.strip() == b"tag":
-            raw = _git(["cat-file", "tag", u.new], env).stdout
-            tag_bodies[u.new] = raw.partition(b"\n\n")[2]
+        # Every tag object of the chain (a tag of a tag of ...) goes upstream,
+        # not just the outermost one. fsck bounds a chain to existing objects.
+        obj = u.new
+        while obj not in tag_bodies and _git(["cat-file", "-t", obj], env).stdout.strip() == b"tag":
+            raw = _git(["cat-file", "tag", obj], env).stdout
+            tag_bodies[obj] = raw.partition(b"\n\n")[2]
+            obj = raw.partition(b"\n")[0].removeprefix(b"object ").strip().decode()
 
     started = time.monotonic()
     try:
