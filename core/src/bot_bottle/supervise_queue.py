@@ -20,16 +20,18 @@ clients cut tool calls at about 60 s, so the agent polls instead.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import secrets
 import tempfile
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from bot_bottle.errors import BotBottleError
 from bot_bottle.paths import home_dir
@@ -67,11 +69,38 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class CapabilityBlockPayload(_Model):
-    """What ``capability-block`` carries: a Dockerfile change and why."""
+#: Characters an agent could use to make the operator's terminal show something
+#: other than the proposal's text: C0/C1 controls (escape sequences, a bare
+#: carriage return that overwrites the line) and bidi overrides/isolates.
+#: Tabs, newlines and CRLF line ends are ordinary text.
+_UNSAFE_TEXT_RE = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]|\r(?!\n)"
+)
 
-    dockerfile: Annotated[str, Field(min_length=1, max_length=MAX_DOCKERFILE_CHARS)]
-    justification: Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
+
+def check_display_safe(text: str) -> str:
+    """Refuse text carrying terminal control characters or bidi overrides."""
+    m = _UNSAFE_TEXT_RE.search(text)
+    if m is not None:
+        raise ValueError(
+            f"character U+{ord(m.group()[0]):04X} at offset {m.start()} is not allowed "
+            "(control characters and bidi overrides could change what the operator sees)"
+        )
+    return text
+
+
+DisplayText = Annotated[str, AfterValidator(check_display_safe)]
+
+
+class CapabilityBlockPayload(_Model):
+    """What ``capability-block`` carries: a Dockerfile change and why.
+
+    Both fields are shown to the operator as they are: they must not carry
+    anything a terminal would interpret (checked on write and on every read).
+    """
+
+    dockerfile: Annotated[DisplayText, Field(min_length=1, max_length=MAX_DOCKERFILE_CHARS)]
+    justification: Annotated[DisplayText, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
 
 
 class Proposal(_Model):
@@ -192,21 +221,41 @@ class SuperviseQueue:
     ) -> Proposal:
         """Write a new pending proposal and return it (never waits)."""
         self._ensure_dir()
-        waiting = sum(1 for pid in self.proposal_ids() if not self._response_path(pid).exists())
-        if waiting >= max_pending:
-            raise QueueError(
-                f"{waiting} proposals are already waiting for the operator",
-                hint="poll capability-status for the earlier ones before proposing more",
+        # Count and write under one lock: concurrent calls (the server runs
+        # each in a thread) would otherwise all see room and pass the cap.
+        with self._dir_lock():
+            waiting = sum(1 for pid in self.proposal_ids() if not self._response_path(pid).exists())
+            if waiting >= max_pending:
+                raise QueueError(
+                    f"{waiting} proposals are already waiting for the operator",
+                    hint="poll capability-status for the earlier ones before proposing more",
+                )
+            created = now()
+            proposal = Proposal(
+                id=new_proposal_id(created),
+                bottle_slug=self.bottle_slug,
+                created_at=created,
+                payload=payload,
             )
-        created = now()
-        proposal = Proposal(
-            id=new_proposal_id(created),
-            bottle_slug=self.bottle_slug,
-            created_at=created,
-            payload=payload,
-        )
-        self._write(self._proposal_path(proposal.id), proposal)
+            self._write(self._proposal_path(proposal.id), proposal)
         return proposal
+
+    @contextlib.contextmanager
+    def _dir_lock(self) -> Iterator[None]:
+        # flock on the directory itself: no lock file in the queue, and each
+        # open() is its own lock owner, so threads exclude each other too.
+        try:
+            fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as exc:
+            raise QueueError(
+                f"cannot open the supervise queue {self.directory}: {exc.strerror}",
+                hint="check that the queue directory is mounted and readable",
+            ) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def respond(
         self,
