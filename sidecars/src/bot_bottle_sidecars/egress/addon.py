@@ -321,7 +321,22 @@ class EgressAddon:
 
     def request(self, flow: http.HTTPFlow) -> None:
         st = flow.metadata.get(_META)
-        if st is None or st.synthetic or not st.scan_body:
+        if st is None or st.synthetic:
+            return
+        if flow.request.trailers:
+            # Headers after the body would pass by the Authorization stripping,
+            # the header matches and the outbound scan, all judged on the
+            # headers. mitmproxy sends them only after this hook, streamed
+            # body or not (and cannot send them to an HTTP/1 upstream at all).
+            names = sorted({name.lower() for name in flow.request.trailers})
+            flow.request.trailers = None
+            self.log.block(
+                "request trailers dropped",
+                host=flow.request.pretty_host,
+                path=self._path(flow),
+                names=names,
+            )
+        if not st.scan_body:
             return
         try:
             route, scanner, req = st.route, st.scanner, flow.request
