@@ -154,6 +154,8 @@ def rec_egress(
     routes = [
         RouteSpec("api.upstream.test", ports=ports, auth_scheme="Bearer", token=Secret(TOKEN)),
         RouteSpec("dlp.upstream.test", ports=ports, outbound_detectors=("boom",)),
+        # Default ports (443, 80) and a credential: like a provider's API route.
+        RouteSpec("git.upstream.test", auth_scheme="Bearer", token=Secret(TOKEN)),
     ]
     _, env = egress_env.write_config(path, routes, log_level="full")
     proc = egress_env.start(path, env)
@@ -235,3 +237,29 @@ def test_request_trailers_never_reach_the_upstream(
         assert status == 200
         (got,) = up.seen[before:]
         assert (got.body, got.trailers) == (b"hello", [])
+
+
+@pytest.mark.parametrize("how", ["absolute-form", "plain-in-tunnel"])
+def test_a_credential_route_on_default_ports_is_never_served_in_clear_text(
+    rec_egress: EgressProcess, how: str
+) -> None:
+    """``http://api.example.com/`` would get the operator's token injected and
+    sent unencrypted to port 80 (or to 443 as plain HTTP inside a tunnel):
+    refused before any connection is made."""
+    host = "git.upstream.test"
+    with socket.create_connection(("127.0.0.1", rec_egress.port), timeout=10) as sock:
+        if how == "plain-in-tunnel":
+            sock.sendall(f"CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\n\r\n".encode())
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+            target = "/x"
+            authority = f"{host}:443"
+        else:
+            target = f"http://{host}/x"
+            authority = host
+        sock.sendall(
+            f"GET {target} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n".encode()
+        )
+        reply = sock.makefile("rb").read()
+    assert reply.startswith(b"HTTP/1.1 403"), reply[:200]
+    assert b"rule: credential-needs-tls" in reply
+    assert TOKEN.encode() not in reply

@@ -104,6 +104,15 @@ def check_request(config: EgressConfig, req: RequestFacts) -> Route | Refusal:
     fronting = _check_names(req)
     if fronting is not None:
         return fronting
+    if route.auth is not None and req.scheme != "https" and not route.ports:
+        # The route's credential would cross the network in clear text (e.g.
+        # http://api.example.com/ on port 80, or plain HTTP in a tunnel to
+        # 443). A route that lists its ports explicitly has opted in.
+        return Refusal(
+            "credential-needs-tls",
+            f"{route.host} gets the route's credential, which is sent over HTTPS only",
+            f"Use https://{route.host}/.",
+        )
     upgrade = ",".join(req.headers.get("upgrade", [])).strip().lower()
     if upgrade:
         if upgrade != "websocket":
