@@ -81,7 +81,7 @@ class RecordingUpstream:
 
     def _h1(self, s: ssl.SSLSocket) -> None:
         f = s.makefile("rb")
-        rec = Recorded()
+        rec = Recorded(headers=[(b":request-line", f.readline().rstrip(b"\r\n"))])
         while (line := f.readline()) not in (b"\r\n", b""):
             name, _, value = line.rstrip(b"\r\n").partition(b":")
             rec.headers.append((name.lower(), value.strip()))
@@ -263,3 +263,30 @@ def test_a_credential_route_on_default_ports_is_never_served_in_clear_text(
     assert reply.startswith(b"HTTP/1.1 403"), reply[:200]
     assert b"rule: credential-needs-tls" in reply
     assert TOKEN.encode() not in reply
+
+
+@pytest.mark.parametrize("target", ["/upload#LEAKME", "/upload?a=1#LEAKME", "/up#x?LEAKME"])
+def test_a_dlp_finding_after_a_hash_in_the_request_target_is_refused(
+    rec_egress: EgressProcess,
+    upstreams: dict[str, RecordingUpstream],
+    egress_env: Env,
+    target: str,
+) -> None:
+    """A request target carries no fragment, but a client can send a '#' and
+    mitmproxy forwards it as is, while the URL scan (urlsplit) treated what
+    follows it as a fragment and never looked at it. Such a target is refused.
+    (Targets not starting with '/' are refused by mitmproxy itself.)"""
+    up = upstreams["h1"]
+    before = len(up.seen)
+    host = "dlp.upstream.test"
+    with _tunnel(rec_egress, egress_env, host, up.port, "http/1.1") as sock:
+        sock.sendall(
+            f"GET {target} HTTP/1.1\r\nHost: {host}:{up.port}\r\nConnection: close\r\n\r\n".encode()
+        )
+        reply = sock.makefile("rb").read()
+    assert reply.startswith(b"HTTP/1.1 403"), reply[:300]
+    assert b"rule: bad-request-target" in reply
+    assert b"LEAKME" not in reply
+    rec_egress.settle()
+    assert not [line for line in rec_egress.lines if "LEAKME" in line]
+    assert not [r for r in up.seen[before:] if b"LEAKME" in r.text()]

@@ -178,11 +178,12 @@ class EgressAddon:
         )
 
     def _path(self, flow: http.HTTPFlow) -> str:
-        """The request's path for refusals and logs (never the query)."""
+        """The request's path for refusals and logs (never the query, nor a
+        '#...' tail: such a request is refused before it is scanned)."""
         st = flow.metadata.get(_META)
         if st is not None and st.withhold_path:
             return "/[path withheld: it holds a DLP finding]"
-        return flow.request.path.split("?", 1)[0]
+        return flow.request.path.split("?", 1)[0].split("#", 1)[0]
 
     def _refuse(self, flow: http.HTTPFlow, refusal: Refusal, status: int = 403) -> None:
         req = flow.request

@@ -101,6 +101,15 @@ def check_request(config: EgressConfig, req: RequestFacts) -> Route | Refusal:
     if isinstance(dest, Refusal):
         return dest
     route = dest
+    if "#" in req.path or "#" in req.query:
+        # A fragment never belongs in a request target, but mitmproxy forwards
+        # it; scanners and rules that parse the URL would stop at the '#'
+        # while the upstream reads (and logs) what follows.
+        return Refusal(
+            "bad-request-target",
+            "the request target contains '#' (a URL fragment is never sent to a server)",
+            "Drop the '#...' part, or percent-encode it as %23.",
+        )
     fronting = _check_names(req)
     if fronting is not None:
         return fronting
