@@ -290,3 +290,22 @@ def test_a_dlp_finding_after_a_hash_in_the_request_target_is_refused(
     rec_egress.settle()
     assert not [line for line in rec_egress.lines if "LEAKME" in line]
     assert not [r for r in up.seen[before:] if b"LEAKME" in r.text()]
+
+
+def test_a_dlp_finding_in_the_request_method_is_refused(
+    rec_egress: EgressProcess, upstreams: dict[str, RecordingUpstream], egress_env: Env
+) -> None:
+    """Any token is a method to HTTP/1.1, and mitmproxy forwards it: the method
+    goes through the outbound scan like the rest of the request line."""
+    up = upstreams["h1"]
+    before = len(up.seen)
+    host = "dlp.upstream.test"
+    with _tunnel(rec_egress, egress_env, host, up.port, "http/1.1") as sock:
+        head = f"Host: {host}:{up.port}\r\nConnection: close\r\n\r\n"
+        sock.sendall(f"XLEAKME /upload HTTP/1.1\r\n{head}".encode())
+        reply = sock.makefile("rb").read()
+    assert reply.startswith(b"HTTP/1.1 403"), reply[:300]
+    assert b"rule: dlp-outbound" in reply
+    assert not [r for r in up.seen[before:] if b"LEAKME" in r.text()]
+    rec_egress.settle()
+    assert not [line for line in rec_egress.lines if "LEAKME" in line]

@@ -43,7 +43,7 @@ class Action(StrEnum):
 class Location:
     """Where in the scanned thing a finding is.
 
-    ``part`` is one of ``url_path``, ``query``, ``header``, ``body``,
+    ``part`` is one of ``method``, ``url_path``, ``query``, ``header``, ``body``,
     ``commit_message``, ``commit_header`` (author, committer, tagger, any
     other header line of a commit or tag object), ``file_name``,
     ``file_content``, ``ref_name``. ``name`` is the header name or

@@ -62,6 +62,11 @@ _MAX_CARRY = 64 * 1024
 Headers = Mapping[str, str] | Iterable[tuple[str | bytes, str | bytes]]
 Selection = Sequence[str] | Literal[False] | None
 
+#: Methods that cannot carry anything: not worth a scan on every request.
+_STANDARD_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"}
+)
+
 
 class Verdict(StrEnum):
     BLOCK = "block"
@@ -203,15 +208,18 @@ class ScanPipeline:
         ``raw_content``, not ``content``): it is decoded here per the
         ``Content-Encoding`` header, and a body that does not decode is a
         block. Header findings are located in the line ``"Name: value"``.
-        ``method`` is not scanned. Scan before the route's credential is
-        injected, or the injected token is found among the known secrets.
+        ``method`` is scanned unless it is a standard one: HTTP/1.1 takes any
+        token as a method, and proxies forward it. Scan before the route's
+        credential is injected, or the injected token is found among the
+        known secrets.
         """
-        del method  # part of the signature for callers' symmetry; nothing to scan
         if not self.detectors:
             return []
         parts = urllib.parse.urlsplit(url)
         target = target or parts.hostname
         findings: list[Finding] = []
+        if method.upper() not in _STANDARD_METHODS:
+            findings += self._scan(method.encode(), Location("method"), known_secrets, target)
         if parts.path:
             findings += self._scan(parts.path.encode(), Location("url_path"), known_secrets, target)
         if parts.query:

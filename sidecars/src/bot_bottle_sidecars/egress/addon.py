@@ -62,6 +62,8 @@ class _FlowState:
     scanner: TrafficScanner | None = None
     #: A DLP finding lies in the URL path: refusals and log lines show no path.
     withhold_path: bool = False
+    #: ... or in the method (HTTP/1.1 takes any token as one).
+    withhold_method: bool = False
     started: float = field(default_factory=time.monotonic)
 
 
@@ -185,11 +187,17 @@ class EgressAddon:
             return "/[path withheld: it holds a DLP finding]"
         return flow.request.path.split("?", 1)[0].split("#", 1)[0]
 
+    def _method(self, flow: http.HTTPFlow) -> str:
+        st = flow.metadata.get(_META)
+        if st is not None and st.withhold_method:
+            return "[method withheld: it holds a DLP finding]"
+        return flow.request.method
+
     def _refuse(self, flow: http.HTTPFlow, refusal: Refusal, status: int = 403) -> None:
         req = flow.request
         path = self._path(flow)
         host = req.pretty_host
-        line = f"{req.method} {req.scheme}://{host}{path}"
+        line = f"{self._method(flow)} {req.scheme}://{host}{path}"
         body = refusal_body(refusal, line, self.config.introspection_host)
         req.stream = False
         # No "100 Continue" for a request that is refused: the answer is final.
@@ -210,7 +218,7 @@ class EgressAddon:
             reason=refusal.reason,
             host=host,
             port=req.port,
-            method=req.method,
+            method=self._method(flow),
             path=path,
         )
 
@@ -362,6 +370,7 @@ class EgressAddon:
         # finding (perhaps encoded, which log redaction would not recognise).
         st = self._state(flow)
         st.withhold_path |= any(f.location.part == "url_path" for f in findings)
+        st.withhold_method |= any(f.location.part == "method" for f in findings)
         if not self._report(flow, findings, "outbound"):
             return False
         blocking = [f for f in findings if f.action is Action.BLOCK]
@@ -385,7 +394,7 @@ class EgressAddon:
         self.log.traffic(
             "request",
             host=st.route.host,
-            method=flow.request.method,
+            method=self._method(flow),
             path=self._path(flow),
             auth_injected=st.inject is not None,
         )
@@ -404,7 +413,7 @@ class EgressAddon:
                 where=f.location.describe(),
                 snippet=f.snippet,
                 host=flow.request.pretty_host,
-                method=flow.request.method,
+                method=self._method(flow),
                 path=self._path(flow),
             )
         return blocking
@@ -433,7 +442,7 @@ class EgressAddon:
         self.log.traffic(
             "response",
             host=flow.request.pretty_host,
-            method=flow.request.method,
+            method=self._method(flow),
             path=self._path(flow),
             status=flow.response.status_code,
             ms=round((time.monotonic() - st.started) * 1000, 1),
