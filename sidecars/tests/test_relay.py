@@ -80,3 +80,43 @@ def test_bad_endpoint_is_a_usage_error() -> None:
     )
     assert r.returncode == 2
     assert "is not tcp:HOST:PORT" in r.stderr
+
+
+def test_a_reset_client_connection_closes_the_target_connection(tmp_path: Path) -> None:
+    """An agent that resets its connection must not leave the relay's connection
+    to the daemon open (a git daemon waiting for a want line never times out:
+    each such connection would hold one of its 32 slots for good)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    ended = threading.Event()
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            try:
+                while conn.recv(65536):
+                    pass  # never answers, like a daemon waiting for more
+            except OSError:
+                pass
+        ended.set()
+
+    threading.Thread(target=serve, daemon=True).start()
+    front = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot_bottle_sidecars.relay", "--ready-file",
+         str(tmp_path / "r.ready"), f"tcp:127.0.0.1:{front}=tcp:127.0.0.1:{srv.getsockname()[1]}"]
+    )  # fmt: skip
+    try:
+        _wait(tmp_path / "r.ready")
+        c = socket.create_connection(("127.0.0.1", front), timeout=10)
+        c.sendall(b"0032git-upload-pack /app.git\0host=x\0")
+        time.sleep(0.3)
+        # SO_LINGER with a zero timeout: close() sends RST instead of FIN.
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        c.close()
+        assert ended.wait(5), "the relay kept its connection to the target open"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        srv.close()

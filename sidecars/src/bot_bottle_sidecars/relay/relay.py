@@ -47,7 +47,16 @@ def _log(event: str, **fields: object) -> None:
     sys.stderr.write(json.dumps({"event": event, "component": "relay", **fields}) + "\n")
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pipe(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, other: asyncio.StreamWriter
+) -> None:
+    """Copy ``reader`` to ``writer``; a clean end is passed on as a half-close.
+
+    A reset or error on either side aborts both connections (``other`` is the
+    writer back to ``reader``'s peer): half-closing would leave the peer of a
+    vanished client waiting forever (git daemon never times out a client that
+    stopped after its first request), one connection slot each.
+    """
     try:
         while data := await reader.read(_BUF):
             writer.write(data)
@@ -55,7 +64,8 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         if writer.can_write_eof():
             writer.write_eof()
     except (ConnectionError, OSError):
-        pass
+        for w in (writer, other):
+            w.transport.abort()
 
 
 async def _handle(
@@ -68,7 +78,7 @@ async def _handle(
         writer.close()
         return
     try:
-        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        await asyncio.gather(_pipe(reader, up_writer, writer), _pipe(up_reader, writer, up_writer))
     finally:
         for w in (writer, up_writer):
             w.close()
