@@ -7,6 +7,7 @@ leave the proxy: headers, trailers.
 
 from __future__ import annotations
 
+import gzip
 import socket
 import ssl
 import threading
@@ -86,7 +87,7 @@ class RecordingUpstream:
             name, _, value = line.rstrip(b"\r\n").partition(b":")
             rec.headers.append((name.lower(), value.strip()))
         fields = dict(rec.headers)
-        if fields.get(b"transfer-encoding") == b"chunked":
+        if fields.get(b"transfer-encoding", b"").replace(b" ", b"").endswith(b"chunked"):
             while size := int(f.readline().split(b";")[0], 16):
                 rec.body += f.read(size)
                 f.readline()
@@ -309,3 +310,25 @@ def test_a_dlp_finding_in_the_request_method_is_refused(
     assert not [r for r in up.seen[before:] if b"LEAKME" in r.text()]
     rec_egress.settle()
     assert not [line for line in rec_egress.lines if "LEAKME" in line]
+
+
+def test_a_transfer_coding_other_than_chunked_is_refused(
+    rec_egress: EgressProcess, upstreams: dict[str, RecordingUpstream], egress_env: Env
+) -> None:
+    """``Transfer-Encoding: gzip, chunked``: mitmproxy undoes only the chunking,
+    so the outbound scan sees gzip bytes while an upstream that undoes the
+    transfer coding reads the plain text. Refused before anything leaves."""
+    up = upstreams["h1"]
+    before = len(up.seen)
+    host = "dlp.upstream.test"
+    body = gzip.compress(b"key=LEAKME\n")
+    with _tunnel(rec_egress, egress_env, host, up.port, "http/1.1") as sock:
+        head = (
+            f"POST /u HTTP/1.1\r\nHost: {host}:{up.port}\r\n"
+            "Transfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n"
+        )
+        sock.sendall(head.encode() + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n")
+        reply = sock.makefile("rb").read()
+    assert reply.startswith(b"HTTP/1.1 403"), reply[:300]
+    assert b"rule: transfer-coding" in reply
+    assert up.seen[before:] == []

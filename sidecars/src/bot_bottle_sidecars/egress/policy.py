@@ -110,6 +110,15 @@ def check_request(config: EgressConfig, req: RequestFacts) -> Route | Refusal:
             "the request target contains '#' (a URL fragment is never sent to a server)",
             "Drop the '#...' part, or percent-encode it as %23.",
         )
+    coding = ",".join(req.headers.get("transfer-encoding", [])).replace(" ", "").lower()
+    if coding not in ("", "chunked"):
+        # mitmproxy undoes only the chunking: the outbound scan would read
+        # the body still gzip- or deflate-coded, the upstream decoded.
+        return Refusal(
+            "transfer-coding",
+            f"request Transfer-Encoding {coding!r} is not allowed (only chunked)",
+            "Send the body uncompressed, or with Content-Encoding.",
+        )
     fronting = _check_names(req)
     if fronting is not None:
         return fronting
