@@ -409,3 +409,25 @@ def test_a_secret_in_a_nested_annotated_tag_is_rejected(bottle: Bottle) -> None:
     assert "testsecrets/github-token" in proc.stderr
     assert token not in proc.stderr
     assert bottle.up.ref(f"refs/tags/{outer}") is None
+
+
+def test_a_secret_in_an_extra_commit_header_is_rejected(bottle: Bottle) -> None:
+    """fsck checks the leading tree/parent lines only: a later header line may
+    say anything, even start like one of those."""
+    token = SECRETS["github-token"]
+    tree = bottle.git("rev-parse", "HEAD^{tree}").stdout.strip()
+    parent = bottle.git("rev-parse", "HEAD").stdout.strip()
+    raw = (
+        f"tree {tree}\nparent {parent}\nauthor A <a@a.test> 0 +0000\n"
+        f"committer A <a@a.test> 0 +0000\nparent {token}\n\ninnocent\n"
+    )
+    made = subprocess.run(
+        ["git", "hash-object", "-t", "commit", "-w", "--stdin"],
+        cwd=bottle.clone, env=bottle.gate.agent_env, input=raw,
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    sha = made.stdout.strip()
+    proc = bottle.push(f"{sha}:refs/heads/{bottle.branch}")
+    assert proc.returncode != 0, proc.stderr
+    assert f"testsecrets/github-token in commit {sha[:12]} (commit header)" in proc.stderr
+    assert bottle.upstream_head() is None

@@ -210,8 +210,9 @@ def _messages(
         yield sha.decode().strip(), message
 
 
-#: Header lines that only name other objects: fsck (receive.fsckObjects) holds
-#: them to ``<keyword> <hex id>``, so they cannot carry anything else.
+#: The leading header lines that only name other objects: fsck
+#: (receive.fsckObjects) holds them to ``<keyword> <hex id>``. Only the leading
+#: run: a later line may start the same way and say anything.
 _ID_LINES = (b"tree ", b"parent ", b"object ")
 
 
@@ -246,8 +247,9 @@ def _headers(
         size = int(info[2])
         body = out[eol + 1 : eol + 1 + size]
         pos = eol + 1 + size + 1
-        header = body.partition(b"\n\n")[0]
-        yield sha, b"\n".join(ln for ln in header.split(b"\n") if not ln.startswith(_ID_LINES))
+        lines = body.partition(b"\n\n")[0].split(b"\n")
+        first = next((i for i, ln in enumerate(lines) if not ln.startswith(_ID_LINES)), len(lines))
+        yield sha, b"\n".join(lines[first:])
 
 
 @dataclass
