@@ -431,3 +431,24 @@ def test_a_secret_in_an_extra_commit_header_is_rejected(bottle: Bottle) -> None:
     assert proc.returncode != 0, proc.stderr
     assert f"testsecrets/github-token in commit {sha[:12]} (commit header)" in proc.stderr
     assert bottle.upstream_head() is None
+
+
+def test_a_secret_after_a_nul_in_a_commit_message_is_rejected(bottle: Bottle) -> None:
+    """git log's %B would stop at a NUL byte while the raw message goes upstream
+    whole: the mirrors' receive.fsckObjects refuses such a commit (nulInCommit)."""
+    token = SECRETS["github-token"]
+    tree = bottle.git("rev-parse", "HEAD^{tree}").stdout.strip()
+    parent = bottle.git("rev-parse", "HEAD").stdout.strip()
+    raw = (
+        f"tree {tree}\nparent {parent}\nauthor A <a@a.test> 0 +0000\n"
+        f"committer A <a@a.test> 0 +0000\n\ninnocent\n\0{token}\n"
+    ).encode()
+    made = subprocess.run(
+        ["git", "hash-object", "-t", "commit", "-w", "--stdin", "--literally"],
+        cwd=bottle.clone, env=bottle.gate.agent_env, input=raw, capture_output=True, check=True,
+    )  # fmt: skip
+    sha = made.stdout.decode().strip()
+    proc = bottle.push(f"{sha}:refs/heads/{bottle.branch}")
+    assert proc.returncode != 0, proc.stderr
+    assert "nulInCommit" in proc.stderr
+    assert bottle.upstream_head() is None
