@@ -452,3 +452,25 @@ def test_a_secret_after_a_nul_in_a_commit_message_is_rejected(bottle: Bottle) ->
     assert proc.returncode != 0, proc.stderr
     assert "nulInCommit" in proc.stderr
     assert bottle.upstream_head() is None
+
+
+def test_a_secret_in_a_message_with_an_odd_encoding_is_rejected(bottle: Bottle) -> None:
+    """``encoding IBM037``: git log turns the message into nothing readable,
+    while the raw bytes (the token in plain ASCII) go upstream."""
+    token = SECRETS["github-token"]
+    tree = bottle.git("rev-parse", "HEAD^{tree}").stdout.strip()
+    parent = bottle.git("rev-parse", "HEAD").stdout.strip()
+    raw = (
+        f"tree {tree}\nparent {parent}\nauthor A <a@a.test> 0 +0000\n"
+        f"committer A <a@a.test> 0 +0000\nencoding IBM037\n\n{token}\n"
+    )
+    made = subprocess.run(
+        ["git", "hash-object", "-t", "commit", "-w", "--stdin"],
+        cwd=bottle.clone, env=bottle.gate.agent_env, input=raw,
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    sha = made.stdout.strip()
+    proc = bottle.push(f"{sha}:refs/heads/{bottle.branch}")
+    assert proc.returncode != 0, proc.stderr
+    assert f"testsecrets/github-token in commit {sha[:12]} (commit message)" in proc.stderr
+    assert bottle.upstream_head() is None

@@ -141,16 +141,21 @@ def scan_push(
     if not tips:
         return report
     revs = [*tips, "--not", "--all"]
-    shas: list[str] = []
+    messages: dict[str, bytes] = {}
     for sha, message in _messages(repo, revs, env):
         report.commits += 1
-        shas.append(sha)
+        messages[sha] = message
         _scan_into(report, detectors, message, context(Location("commit_message", commit=sha)))
     for sha, message in (extra_messages or {}).items():
-        shas.append(sha)
+        messages[sha] = message
         _scan_into(report, detectors, message, context(Location("commit_message", commit=sha)))
-    for sha, header in _headers(repo, shas, env):
+    for sha, header, raw in _objects(repo, list(messages), env):
         _scan_into(report, detectors, header, context(Location("commit_header", commit=sha)))
+        if raw.rstrip(b"\n") != messages[sha].rstrip(b"\n"):
+            # %B re-encodes a message per its "encoding" header (into nothing
+            # readable, for e.g. IBM037): the bytes that go upstream are scanned too.
+            loc = Location("commit_message", commit=sha)
+            _scan_into(report, detectors, raw, context(loc))
     for change in _added_lines(repo, revs, env):
         if change.first_piece:
             name_loc = Location("file_name", name=change.path, commit=change.commit)
@@ -216,10 +221,10 @@ def _messages(
 _ID_LINES = (b"tree ", b"parent ", b"object ")
 
 
-def _headers(
+def _objects(
     repo: Path, shas: Sequence[str], env: Mapping[str, str]
-) -> Iterator[tuple[str, bytes]]:
-    """The raw header of each commit or tag object in ``shas``.
+) -> Iterator[tuple[str, bytes, bytes]]:
+    """The raw header and raw message of each commit or tag object in ``shas``.
 
     ``%B`` is the message alone; author, committer, tagger, the tag name
     inside a tag object (which need not match the ref it is pushed as),
@@ -247,9 +252,10 @@ def _headers(
         size = int(info[2])
         body = out[eol + 1 : eol + 1 + size]
         pos = eol + 1 + size + 1
-        lines = body.partition(b"\n\n")[0].split(b"\n")
+        header, _, message = body.partition(b"\n\n")
+        lines = header.split(b"\n")
         first = next((i for i, ln in enumerate(lines) if not ln.startswith(_ID_LINES)), len(lines))
-        yield sha, b"\n".join(lines[first:])
+        yield sha, b"\n".join(lines[first:]), message
 
 
 @dataclass
