@@ -97,7 +97,14 @@ class RecordingUpstream:
         else:
             rec.body = f.read(int(fields.get(b"content-length", b"0")))
         self.seen.append(rec)
-        s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        answer = b"ok"
+        if rec.headers[0][1].startswith(b"TRACE "):
+            # RFC 9110 TRACE: the request as received, headers included.
+            answer = rec.text()
+        s.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+            % (len(answer), answer)
+        )
 
     def _h2(self, s: ssl.SSLSocket) -> None:
         conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
@@ -331,4 +338,22 @@ def test_a_transfer_coding_other_than_chunked_is_refused(
         reply = sock.makefile("rb").read()
     assert reply.startswith(b"HTTP/1.1 403"), reply[:300]
     assert b"rule: transfer-coding" in reply
+    assert up.seen[before:] == []
+
+
+def test_trace_cannot_reflect_the_injected_credential(
+    rec_egress: EgressProcess, upstreams: dict[str, RecordingUpstream], egress_env: Env
+) -> None:
+    """TRACE echoes the request as the upstream received it: with the route's
+    credential injected, that would hand the agent the real token."""
+    up = upstreams["h1"]
+    before = len(up.seen)
+    host = "api.upstream.test"
+    with _tunnel(rec_egress, egress_env, host, up.port, "http/1.1") as sock:
+        head = f"Host: {host}:{up.port}\r\nConnection: close\r\n\r\n"
+        sock.sendall(f"TRACE / HTTP/1.1\r\n{head}".encode())
+        reply = sock.makefile("rb").read()
+    assert TOKEN.encode() not in reply
+    assert reply.startswith(b"HTTP/1.1 403"), reply[:300]
+    assert b"rule: method-not-allowed" in reply
     assert up.seen[before:] == []

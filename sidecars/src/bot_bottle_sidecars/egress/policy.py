@@ -20,6 +20,10 @@ ASK = (
 )
 
 
+#: Methods whose answer is the request itself (TRACK: IIS's TRACE).
+_REFLECTING_METHODS = frozenset({"TRACE", "TRACK"})
+
+
 @dataclass(frozen=True)
 class Refusal:
     rule: str
@@ -101,6 +105,14 @@ def check_request(config: EgressConfig, req: RequestFacts) -> Route | Refusal:
     if isinstance(dest, Refusal):
         return dest
     route = dest
+    if req.method.upper() in _REFLECTING_METHODS:
+        # TRACE echoes the request as the upstream got it: the injected
+        # credential included, straight back to the agent.
+        return Refusal(
+            "method-not-allowed",
+            f"{req.method.upper()} reflects the request (and the credential the proxy adds) "
+            "back to the client; it is refused on every route",
+        )
     if "#" in req.path or "#" in req.query:
         # A fragment never belongs in a request target, but mitmproxy forwards
         # it; scanners and rules that parse the URL would stop at the '#'
