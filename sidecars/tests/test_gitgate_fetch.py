@@ -91,3 +91,20 @@ def test_wrong_host_key_refuses_to_fetch(
     proc = gate.git("clone", up.url, str(tmp_path / "clone"), check=False)
     assert proc.returncode != 0
     assert "Host key verification failed" in proc.stderr
+
+
+def test_odd_repository_paths_reach_no_other_directory(
+    make_upstream: Callable[..., Upstream], make_gate: Callable[..., Gate]
+) -> None:
+    """git daemon's whitelist and the access hook agree: a path that only
+    *resolves* to a mirror or to the gate's own state serves nothing."""
+    up = make_upstream("app")
+    gate = make_gate([("app", up)])
+    base = f"git://127.0.0.1:{gate.port}"
+    for path in ("/app.git/../.gate", "/app.git/../app.git", "/./app.git", "//app.git",
+                 "/app.git/objects", "/app.git/hooks/.."):  # fmt: skip
+        proc = gate.git("ls-remote", base + path, check=False)
+        assert proc.returncode != 0, path
+        assert "no such repository" in proc.stderr, (path, proc.stderr)
+    # The client decodes %XX itself: this is app.git, the declared mirror.
+    assert gate.git("ls-remote", base + "/%61pp.git", check=False).returncode == 0
