@@ -8,9 +8,9 @@ upstream spend per GiB (what the proxy competes with on a small machine),
 the load average before and after, and the proxy's peak RSS growth.
 
     .venv/bin/python bench/egress_throughput.py [--mb 200] [--runs 5] [--http1.1]
-        [--inbound-dlp] [--json]
+        [--inbound-dlp] [--body bytes|random|text] [--json]
 
-``--inbound-dlp`` gives the route the built-in detectors as inbound DLP, so
+``--inbound-dlp`` gives the route the built-in inbound detector (prompt_injection), so
 the response is scanned as it streams. Other engineers share this machine's
 cores: compare figures of the same session only, with their load averages.
 """
@@ -31,9 +31,9 @@ from _egress_common import HOST, Setup, egress_setup
 CURL_EXTRA = os.environ.get("CURL_EXTRA", "").split()
 
 
-def curl(s: Setup, size: int, proxied: bool, extra_args: list[str]) -> float:
+def curl(s: Setup, size: int, proxied: bool, extra_args: list[str], fill: str = "bytes") -> float:
     port = s.upstream.https_port
-    url = f"https://{HOST}:{port}/big?n={size}"
+    url = f"https://{HOST}:{port}/big?n={size}&fill={fill}"
     if proxied:
         extra = ["--proxy", s.egress.proxy_url, "--cacert", str(s.ca.agent_cert)]
     else:
@@ -82,12 +82,18 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--http1.1", dest="http11", action="store_true", help="curl --http1.1")
     parser.add_argument("--inbound-dlp", action="store_true")
+    parser.add_argument(
+        "--body",
+        choices=("bytes", "random", "text"),
+        default="bytes",
+        help="bytes 0..255 repeated (default), random (like an archive), text (source code)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     size = args.mb * 1024 * 1024
     gib = size / 2**30
     curl_args = ["--http1.1"] if args.http11 else []
-    detectors = ("known_secrets", "token_patterns") if args.inbound_dlp else ()
+    detectors = ("prompt_injection",) if args.inbound_dlp else ()
     load_before = loadavg()
     with egress_setup(inbound_detectors=detectors) as s:
         curl(s, 1 << 20, True, curl_args)  # connection set-up paths warmed
@@ -98,10 +104,10 @@ def main() -> int:
         upstream_cpu: list[float] = []
         client_cpu: list[float] = []
         for _ in range(args.runs):
-            direct.append(curl(s, size, False, curl_args))
+            direct.append(curl(s, size, False, curl_args, args.body))
             before = cpu_seconds(s.egress.proc.pid)
             own0, kids0 = own_and_children_cpu()
-            proxied.append(curl(s, size, True, curl_args))
+            proxied.append(curl(s, size, True, curl_args, args.body))
             own1, kids1 = own_and_children_cpu()
             proxy_cpu.append((cpu_seconds(s.egress.proc.pid) - before) / gib)
             upstream_cpu.append((own1 - own0) / gib)
@@ -113,6 +119,7 @@ def main() -> int:
         "runs": args.runs,
         "client_http": "1.1" if args.http11 else "2 (curl default)",
         "inbound_dlp": args.inbound_dlp,
+        "body": args.body,
         "direct_mb_s": {"min": min(direct), "median": statistics.median(direct)},
         "proxied_mb_s": {"min": min(proxied), "median": statistics.median(proxied)},
         "ratio": {"min": min(ratios), "median": statistics.median(ratios)},
@@ -128,7 +135,8 @@ def main() -> int:
         return 0
     print(
         f"{args.mb} MiB download over HTTPS, {args.runs} runs, client HTTP/"
-        f"{result['client_http']}, inbound DLP {'on' if args.inbound_dlp else 'off'}"
+        f"{result['client_http']}, inbound DLP {'on' if args.inbound_dlp else 'off'}, "
+        f"body {args.body}"
     )
     print("                  min    median")
     for key, label in (
