@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 from typing import Any
 
 import pytest
 from bot_bottle_sidecars.egress import tuning
 from mitmproxy.proxy import server
+
+from bot_bottle.egress.render import RouteSpec
+
+from .conftest import Env
 
 
 def test_install_wraps_handle_connection_once() -> None:
@@ -63,3 +72,46 @@ def test_widen_raises_the_pause_threshold_and_leaves_other_readers_alone() -> No
         assert type(other) is Other
 
     asyncio.run(scenario())
+
+
+def test_the_daemon_refuses_to_start_on_a_mitmproxy_that_reads_differently(
+    egress_env: Env, tmp_path: Path
+) -> None:
+    # A stand-in for a mitmproxy upgrade: sitecustomize swaps the read loop
+    # for one that reads another size before the daemon starts.
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        textwrap.dedent(
+            """
+            from mitmproxy.proxy import server
+
+            async def handle_connection(self, connection):
+                reader = self.transports[connection].reader
+                while await reader.read(1 << 20):
+                    pass
+
+            server.ConnectionHandler.handle_connection = handle_connection
+            """
+        )
+    )
+    cfg = tmp_path / "egress.json"
+    _, env = egress_env.write_config(cfg, [RouteSpec("api.upstream.test")])
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bot_bottle_sidecars.egress",
+            *("--config", str(cfg), "--confdir", str(egress_env.ca.confdir)),
+            *("--listen-host", "127.0.0.1", "--listen-port", "0"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **env, "PYTHONPATH": str(site)},
+    )
+    assert r.returncode == 2
+    assert "Traceback" not in r.stdout + r.stderr
+    line = r.stdout.strip().splitlines()[-1]
+    assert '"egress failed to start"' in line and "reads connections differently" in line
