@@ -37,7 +37,9 @@ class Setup:
 
 
 @contextmanager
-def egress_setup(log_level: str = "blocks") -> Iterator[Setup]:
+def egress_setup(
+    log_level: str = "blocks", inbound_detectors: tuple[str, ...] = ()
+) -> Iterator[Setup]:
     with tempfile.TemporaryDirectory(prefix="egress-bench-") as tmp_s:
         tmp = Path(tmp_s)
         pki = make_test_pki(tmp / "pki", [HOST])
@@ -50,6 +52,7 @@ def egress_setup(log_level: str = "blocks") -> Iterator[Setup]:
                     ports=(upstream.https_port,),
                     auth_scheme="Bearer",
                     token=Secret("bench-token-value"),
+                    inbound_detectors=inbound_detectors or False,
                 )
             ],
             log_level=log_level,  # type: ignore[arg-type]

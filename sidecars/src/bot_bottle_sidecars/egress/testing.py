@@ -101,6 +101,15 @@ def make_test_pki(directory: Path, names: Sequence[str]) -> TestPKI:
 
 
 _BLOCK = bytes(range(256)) * 256  # 64 KiB
+#: Bodies of /big, repeated 64 KiB blocks: "bytes" 0..255 (two 26-letter
+#: base64-alphabet runs every 256 bytes: many candidates for DLP's decoded
+#: views), "random" (what a compressed archive looks like to a scanner) and
+#: "text" (source code, as a repository or package download carries).
+_BIG_FILLS = {
+    "bytes": _BLOCK,
+    "random": hashlib.shake_256(b"bot-bottle").digest(64 << 10),
+    "text": (Path(__file__).read_bytes() * 64)[: 64 << 10],
+}
 _WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
@@ -204,7 +213,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._git(url.path[len("/git") :], url.query)
         body = self._body()
         if url.path == "/big":
-            return self._big(int(parse_qs(url.query)["n"][0]))
+            # /big?n=<bytes>[&fill=bytes|random|text]: see _BIG_FILLS.
+            q = parse_qs(url.query)
+            return self._big(int(q["n"][0]), _BIG_FILLS[q.get("fill", ["bytes"])[0]])
         if url.path == "/sse":
             return self._sse()
         if url.path == "/gz":
@@ -270,14 +281,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _big(self, n: int) -> None:
+    def _big(self, n: int, block: bytes) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(n))
         self.end_headers()
         left = n
         while left > 0:
-            chunk = _BLOCK[: min(left, len(_BLOCK))]
+            chunk = block[: min(left, len(block))]
             self.wfile.write(chunk)
             left -= len(chunk)
 
