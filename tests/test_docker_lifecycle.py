@@ -412,3 +412,46 @@ def test_cleanup_leaves_a_live_bottle_of_another_home_alone(
     assert r.returncode == 0, r.stdout + r.stderr
     assert docker_client.containers.list(all=True, filters=flt) == []
     assert docker_client.networks.list(filters=flt) == []
+
+
+def test_the_agent_commits_but_cannot_plant_code_in_the_workspaces_git(
+    home: dict[str, str], tmp_path: Path
+) -> None:
+    """A --cwd repository: the agent can commit (objects, refs, index), but
+    the parts of .git that make the operator's own git run code afterwards
+    -- config (core.fsmonitor, hooksPath, aliases), hooks, info, modules --
+    are read-only in the bottle."""
+    import shutil
+
+    ws = tmp_path / "repo"
+    ws.mkdir()
+    env = {**os.environ, "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1"}
+    for argv in (["git", "init", "-q", "-b", "main"], ["git", "config", "user.name", "Op"],
+                 ["git", "config", "user.email", "op@host.test"]):  # fmt: skip
+        subprocess.run(argv, cwd=ws, env=env, check=True)
+    shutil.rmtree(ws / ".git" / "hooks")  # git's samples; the launcher recreates it empty
+    config_before = (ws / ".git" / "config").read_bytes()
+    if os.geteuid() == 0:  # a normal user's repository (the agent takes its uid)
+        for path in [ws, *ws.rglob("*")]:
+            os.chown(path, 4242, 4343)
+    attacks = {
+        "fsmonitor": "git config core.fsmonitor 'touch /workspace/pwned'",
+        "hook": "echo 'touch /workspace/pwned' > .git/hooks/post-checkout",
+        "hooks-dir": "mkdir -p .git/hooks/x",
+        "attributes": "echo '* filter=evil' > .git/info/attributes",
+    }
+    script = "; ".join(
+        f"{{ {cmd}; }} 2>/dev/null && echo PLANTED-{name}" for name, cmd in attacks.items()
+    )
+    script += (
+        "; echo work > f.txt && git add f.txt && git commit -qm 'agent work' && echo COMMITTED"
+    )
+    r = _bb(home, "run", "demo", "--cwd", str(ws), "--", "sh", "-c", script)
+    assert "PLANTED" not in r.stdout, r.stdout
+    assert "COMMITTED" in r.stdout, r.stdout + r.stderr
+    assert (ws / ".git" / "config").read_bytes() == config_before
+    assert list((ws / ".git" / "hooks").iterdir()) == []
+    assert not (ws / ".git" / "info" / "attributes").exists()
+    git_log = ["git", "-c", "safe.directory=*", "log", "--format=%s", "main"]
+    log = subprocess.run(git_log, cwd=ws, env=env, capture_output=True, text=True, check=True)
+    assert log.stdout.split("\n")[0] == "agent work"

@@ -266,6 +266,8 @@ class DockerBackend(Backend):
                 volumes = {}
                 if plan.cwd is not None:
                     volumes[str(plan.cwd)] = {"bind": WORKSPACE, "mode": "rw"}
+                    for rel, src in git_guard(plan.cwd):
+                        volumes[str(src)] = {"bind": f"{WORKSPACE}/{rel}", "mode": "ro"}
                 agent = client.containers.create(
                     agent_tag,
                     command=["sleep", "infinity"],
@@ -540,6 +542,44 @@ def _world_readable(root: Path) -> None:
 
 def _stderr_progress(line: str) -> None:
     sys.stderr.write(f"  {line}\n")
+
+
+#: Parts of a workspace's ``.git`` that make the *operator's* git run code
+#: (``core.fsmonitor``, ``core.hooksPath``, aliases, hooks, attributes,
+#: submodule configs). They are mounted read-only over the read-write
+#: workspace; objects, refs and the index stay writable, so the agent commits.
+GIT_GUARDED = ("config", "hooks", "info", "modules")
+
+
+def git_guard(cwd: Path) -> list[tuple[str, Path]]:
+    """``(path in the workspace, host path)`` to mount read-only.
+
+    ``hooks`` and ``info`` are created (empty, as git itself would) when
+    missing: otherwise the agent could create them in the writable ``.git``.
+    """
+    git_dir = cwd / ".git"
+    if git_dir.is_symlink() or not git_dir.is_dir():
+        return []  # no repository here, or one whose git dir is not mounted
+    out: list[tuple[str, Path]] = []
+    for name in GIT_GUARDED:
+        path = git_dir / name
+        if not path.exists() and name in ("hooks", "info"):
+            try:
+                path.mkdir()
+            except OSError as exc:
+                raise BotBottleError(
+                    f"cannot create {path} to protect it from the agent: {exc.strerror or exc}",
+                    hint="create it yourself (git does), or use --cwd on a directory you own",
+                ) from None
+        if path.is_symlink():
+            raise BotBottleError(
+                f"{path} is a symbolic link; bot-bottle will not mount a workspace whose "
+                ".git parts point elsewhere",
+                hint="replace the link with the file or directory it points to",
+            )
+        if path.exists():
+            out.append((f".git/{name}", path))
+    return out
 
 
 def _orphaned(labels: Mapping[str, str], ours: str) -> bool:
