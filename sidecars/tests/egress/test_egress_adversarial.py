@@ -13,11 +13,13 @@ import ssl
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import h2.config
 import h2.connection
 import h2.events
+import httpx2 as httpx
 import pytest
 from bot_bottle_sidecars.egress.testing import EgressProcess
 
@@ -357,3 +359,35 @@ def test_trace_cannot_reflect_the_injected_credential(
     assert reply.startswith(b"HTTP/1.1 403"), reply[:300]
     assert b"rule: method-not-allowed" in reply
     assert up.seen[before:] == []
+
+
+def test_an_unpinned_name_resolving_to_loopback_is_never_connected_to(
+    egress_env: Env, tmp_path: Path
+) -> None:
+    """An allowed name whose DNS answer is loopback (or link-local: the cloud
+    metadata service) is refused before connecting: whoever controls that
+    name's DNS must not be able to aim egress at the bundle's own daemons or
+    the host. Here "localhost", from /etc/hosts, stands in for such an answer;
+    the same address pinned in extra_hosts is the operator's choice and works."""
+    up = egress_env.upstream
+    path = tmp_path / "egress.json"
+    routes = [RouteSpec("localhost", ports=(up.http_port,))]
+    _, env = egress_env.write_config(path, routes, extra_hosts={})
+    proc = egress_env.start(path, env)
+    try:
+        before = up.connections
+        with httpx.Client(proxy=proc.proxy_url, trust_env=False, timeout=20) as c:
+            r = c.get(f"http://localhost:{up.http_port}/echo")
+        assert r.status_code >= 500, r.text
+        assert "loopback" in r.text
+        assert up.connections == before
+    finally:
+        proc.stop()
+    pinned = tmp_path / "pinned.json"
+    _, env = egress_env.write_config(pinned, routes, extra_hosts={"localhost": "127.0.0.1"})
+    proc = egress_env.start(pinned, env)
+    try:
+        with httpx.Client(proxy=proc.proxy_url, trust_env=False, timeout=20) as c:
+            assert c.get(f"http://localhost:{up.http_port}/echo").status_code == 200
+    finally:
+        proc.stop()

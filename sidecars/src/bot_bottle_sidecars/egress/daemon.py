@@ -151,6 +151,20 @@ def plugin_scanner_factory() -> Callable[[EgressConfig, tuple[Secret, ...]], Tra
     return factory
 
 
+def _connectable(address: str) -> bool:
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not (
+        ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast or ip.is_reserved
+    )
+
+
 def install_pinned_resolver(
     loop: asyncio.AbstractEventLoop, pins: Callable[[], Mapping[str, str]]
 ) -> None:
@@ -160,6 +174,13 @@ def install_pinned_resolver(
     resolves through ``loop.getaddrinfo``; pinning there keeps the host *name*
     on the connection (TLS SNI, certificate check and connection reuse stay
     name-based) without touching /etc/hosts.
+
+    Names the pins do not cover resolve through DNS, and the answers are
+    filtered: loopback, link-local (cloud metadata at 169.254.169.254),
+    unspecified, multicast and reserved addresses are never connected to, so
+    an allowed name whose DNS someone else controls cannot point egress at
+    the bundle's own daemons or the host's metadata service. A pin (the
+    operator's explicit choice) may name any address.
     """
     original = loop.getaddrinfo
 
@@ -168,9 +189,18 @@ def install_pinned_resolver(
     ) -> list[Any]:
         name = host.decode() if isinstance(host, bytes) else host
         pinned = pins().get(name.rstrip(".").lower()) if isinstance(name, str) else None
-        return await original(
+        infos = await original(
             pinned or host, port, family=family, type=type, proto=proto, flags=flags
         )
+        if pinned:
+            return infos
+        usable = [i for i in infos if _connectable(str(i[4][0]))]
+        if not usable:
+            raise OSError(
+                f"{name} resolves only to loopback, link-local or reserved addresses, which "
+                "egress does not connect to (pin it in the bottle's extra_hosts if intended)"
+            )
+        return usable
 
     loop.getaddrinfo = getaddrinfo  # type: ignore[method-assign]
 
