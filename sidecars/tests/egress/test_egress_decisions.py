@@ -340,8 +340,11 @@ def test_inbound_dlp_finding_cuts_the_response(
     # closes the connection: the client gets a truncated message, never the text.
     with pytest.raises(httpx.RemoteProtocolError):
         client.get(url(egress_env, "dlp.upstream.test", "/say?EVIL-INSTRUCTION"))
-    record = egress.wait_for("refused", count=1)
-    assert any(r.get("rule") == "dlp-inbound" for r in egress.records()), record
+    # The daemon is shared: earlier tests' refusals are in the log too, and
+    # this one's line may be read after the client's error. settle() waits
+    # until every line written so far has been read.
+    egress.settle()
+    assert any(r.get("rule") == "dlp-inbound" for r in egress.records()), egress.records()[-3:]
     r = client.get(url(egress_env, "dlp.upstream.test", "/say?harmless"))
     assert r.status_code == 200
 
