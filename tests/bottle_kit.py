@@ -66,6 +66,27 @@ def outside_network(client: docker.DockerClient) -> Iterator[str]:
         net.remove()
 
 
+def deploy_key(path: Path) -> str:
+    """A fresh ed25519 key at ``path`` (OpenSSH format, 0600); returns its
+    public half as a bottle pins it (``ssh-ed25519 AAAA...``)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+    )
+    path.chmod(0o600)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    return public.decode()
+
+
 def write_agent(
     home: Path, name: str, bottle_md: str, prompt: str = "You are a test agent."
 ) -> None:

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from tests.bottle_kit import deploy_key, launched, write_agent
 
 if TYPE_CHECKING:
     import docker
@@ -30,7 +30,6 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="handing files to another uid needs root"),
 ]
 
-HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 OWNER = 60190
 TOKEN = "foreign-owner-token-5d1c"
 
@@ -70,39 +69,11 @@ def bottle(
     docker_client: docker.DockerClient, base_image: str, tmp_path: Path
 ) -> Iterator[tuple[Any, Any]]:
     from bot_bottle.gitgate.keys import GateKeys
-    from bot_bottle.launcher import provision_context
-    from bot_bottle.manifest.store import Manifest
-    from bot_bottle.plan import make_plan
-    from bot_bottle.plugins import PluginHost
-    from bot_bottle.state import StateDir
     from bot_bottle_docker.backend import DockerBackend
-    from bot_bottle_shell.provider import ShellProvider
 
     home = tmp_path / "home"
-    (home / "bottles").mkdir(parents=True)
-    (home / "agents").mkdir()
-    key = ed25519.Ed25519PrivateKey.generate()
     key_path = tmp_path / "deploy_key"
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.OpenSSH,
-            serialization.NoEncryption(),
-        )
-    )
-    key_path.chmod(0o600)
-    host_key = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-        .decode()
-    )
-    (home / "bottles/fo.md").write_text(_bottle_md(key_path, host_key))
-    (home / "agents/fo.md").write_text("---\nbottle: fo\n---\n")
-
-    mp = pytest.MonkeyPatch()
-    mp.setenv("BOT_BOTTLE_HOME", str(home))
-    if HOST_CA.exists():
-        mp.setenv("BOT_BOTTLE_BUILD_CA_BUNDLE", str(HOST_CA))
+    write_agent(home, "fo", _bottle_md(key_path, deploy_key(key_path)))
     write_files, stage = DockerBackend._write_files, GateKeys.stage
 
     def foreign_write_files(self: Any, plan: Any, etc: Path, sock: Path, queue: Path) -> None:
@@ -115,29 +86,12 @@ def bottle(
         _chown_tree(self.dest)
         return out
 
+    mp = pytest.MonkeyPatch()
     mp.setattr(DockerBackend, "_write_files", foreign_write_files)
     mp.setattr(GateKeys, "stage", foreign_stage)
     try:
-        host = PluginHost().load()
-        agent = Manifest(home=home, host=host).agent("fo")
-        provider = ShellProvider()
-        plan = make_plan(
-            agent,
-            provider,
-            host=host,
-            host_env={**os.environ, "FOREIGN_TOKEN": TOKEN},
-            ask=lambda name: pytest.fail(f"unexpected prompt for {name}"),
-        )
-        backend = DockerBackend()
-        state = StateDir.for_slug(plan.slug)
-        state.create({"slug": plan.slug, "agent": plan.agent, "pid": os.getpid()})
-        try:
-            with backend.launch(backend.prepare(plan)) as running:
-                provider.provision(running, provision_context(plan))
-                running.wait_ready()
-                yield running, docker_client.containers.get(f"bb-{plan.slug}-sidecars")
-        finally:
-            state.remove()
+        with launched(home, "fo", host_env={**os.environ, "FOREIGN_TOKEN": TOKEN}) as b:
+            yield b.running, docker_client.containers.get(f"bb-{b.plan.slug}-sidecars")
     finally:
         mp.undo()
 

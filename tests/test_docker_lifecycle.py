@@ -352,26 +352,31 @@ def test_sigterm_during_an_image_build_stops_the_build(
 def test_the_agent_writes_a_workspace_owned_by_another_uid(
     home: dict[str, str], tmp_path: Path
 ) -> None:
-    """--cwd owned by uid 4242 (not the image's 1000): the agent runs as that
-    uid in the bottle, writes files the host sees as 4242's, and the host's
-    ownership is untouched. A root-owned workspace stays read-only, with a
-    warning saying why."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to create directories owned by other uids (CI runs as root)")
+    """--cwd owned by another uid than the image's 1000 (4242 when the tests
+    run as root, as in CI; else the invoking user's own): the agent runs as
+    that uid in the bottle, writes files the host sees as the owner's, and
+    the host's ownership is untouched. A root-owned workspace (checked when
+    the tests run as root) stays read-only, with a warning saying why."""
+    root = os.geteuid() == 0
+    uid, gid = (4242, 4343) if root else (os.getuid(), os.getgid())
     ws = tmp_path / "ws"
     ws.mkdir()
     (ws / "a.txt").write_text("from the host\n")
-    os.chown(ws, 4242, 4343)
-    os.chown(ws / "a.txt", 4242, 4343)
+    if root:
+        os.chown(ws, uid, gid)
+        os.chown(ws / "a.txt", uid, gid)
     script = "id -u; echo agent >> a.txt; echo new > b.txt; git config --global x.y z"
     r = _bb(home, "run", "demo", "--cwd", str(ws), "--", "sh", "-c", script)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.split()[0] == "4242"
+    assert r.stdout.split()[0] == str(uid)
     assert (ws / "a.txt").read_text() == "from the host\nagent\n"
     st = (ws / "b.txt").stat()
-    assert (st.st_uid, st.st_gid) == (4242, 4343)
-    assert (ws.stat().st_uid, ws.stat().st_gid) == (4242, 4343)
+    assert (st.st_uid, st.st_gid) == (uid, gid)
+    assert (ws.stat().st_uid, ws.stat().st_gid) == (uid, gid)
 
+    if not root:
+        return  # a root-owned directory to mount needs root (CI runs as root)
+    # Root's own directory: the agent must never be given uid 0.
     root_ws = tmp_path / "root-ws"
     root_ws.mkdir()
     r = _bb(home, "run", "demo", "--cwd", str(root_ws), "--", "touch", "c.txt")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,15 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from bot_bottle_sidecars.egress.testing import make_test_pki
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from tests.bottle_kit import deploy_key, launched, outside_network, write_agent
 from tests.escape.outside import Outside
 
 if TYPE_CHECKING:
     import docker
 
-HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 ROUTE_TOKEN = "escape-route-token-7f3a9c2e1d"
 #: A bottle env value from the host (``${VAR}``): the agent can read it, it
 #: matches no token pattern, and it must not leave by push or request.
@@ -75,79 +72,21 @@ extra_hosts:
 def bottle(
     docker_client: docker.DockerClient, base_image: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Bottle]:
-    from bot_bottle.launcher import provision_bottle, provision_context
-    from bot_bottle.manifest.store import Manifest
-    from bot_bottle.plan import make_plan
-    from bot_bottle.plugins import PluginHost
-    from bot_bottle.state import StateDir
-    from bot_bottle_docker.backend import DockerBackend
-    from bot_bottle_shell.provider import ShellProvider
-
     tmp = tmp_path_factory.mktemp("escape")
-    unique = uuid.uuid4().hex[:8]
-    net = docker_client.networks.create(
-        f"bbtest-outside-{unique}", driver="bridge", labels={"bot-bottle.test": unique}
-    )
-    mp = pytest.MonkeyPatch()
-    outside: Outside | None = None
-    try:
-        net.reload()
-        gw = net.attrs["IPAM"]["Config"][0]["Gateway"]
+    with outside_network(docker_client) as gw:
         pki = make_test_pki(tmp / "pki", ["allowed.test", "other.test"])
         outside = Outside(gw, pki).start()
-        home = tmp / "home"
-        (home / "bottles").mkdir(parents=True)
-        (home / "agents").mkdir()
-        key = ed25519.Ed25519PrivateKey.generate()
-        key_path = tmp / "deploy_key"
-        key_path.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.OpenSSH,
-                serialization.NoEncryption(),
-            )
-        )
-        key_path.chmod(0o600)
-        host_key = (
-            key.public_key()
-            .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-            .decode()
-        )
-        (home / "bottles/esc.md").write_text(
-            _bottle_md(gw, pki.ca_cert, key_path, host_key, outside.listener_port)
-        )
-        (home / "agents/esc.md").write_text("---\nbottle: esc\n---\nEscape test agent.\n")
-        mp.setenv("BOT_BOTTLE_HOME", str(home))
-        if HOST_CA.exists():
-            # Builds behind this machine's TLS-inspecting proxy; the same CA
-            # as tests/test_bundle_image.py, so the bundle image is shared.
-            mp.setenv("BOT_BOTTLE_BUILD_CA_BUNDLE", str(HOST_CA))
-        host = PluginHost().load()
-        agent = Manifest(home=home, host=host).agent("esc")
-        provider = ShellProvider()
-        plan = make_plan(
-            agent,
-            provider,
-            host=host,
-            host_env={
+        try:
+            key_path = tmp / "deploy_key"
+            host_key = deploy_key(key_path)
+            bottle_md = _bottle_md(gw, pki.ca_cert, key_path, host_key, outside.listener_port)
+            write_agent(tmp / "home", "esc", bottle_md, prompt="Escape test agent.")
+            host_env = {
                 **os.environ,
                 "ESCAPE_ROUTE_TOKEN": ROUTE_TOKEN,
                 "ESCAPE_BOTTLE_SECRET": BOTTLE_SECRET,
-            },
-            ask=lambda name: pytest.fail(f"unexpected prompt for {name}"),
-        )
-        backend = DockerBackend()
-        state = StateDir.for_slug(plan.slug)
-        state.create({"slug": plan.slug, "agent": plan.agent, "pid": os.getpid()})
-        try:
-            with backend.launch(backend.prepare(plan)) as running:
-                provision_bottle(provider, running, provision_context(plan))
-                running.wait_ready()
-                yield Bottle(running, outside, plan.slug)
+            }
+            with launched(tmp / "home", "esc", host_env=host_env) as b:
+                yield Bottle(b.running, outside, b.plan.slug)
         finally:
-            state.remove()
-    finally:
-        mp.undo()
-        if outside is not None:
             outside.stop()
-        net.remove()
