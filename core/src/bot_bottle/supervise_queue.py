@@ -35,6 +35,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from bot_bottle.errors import BotBottleError
 from bot_bottle.paths import home_dir
+from bot_bottle.termtext import describe, first_unsafe
 
 SCHEMA_VERSION = 1
 #: Proposal ids are generated here and validated on every lookup, so an id
@@ -69,22 +70,21 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-#: Characters an agent could use to make the operator's terminal show something
-#: other than the proposal's text: C0/C1 controls (escape sequences, a bare
-#: carriage return that overwrites the line) and bidi overrides/isolates.
-#: Tabs, newlines and CRLF line ends are ordinary text.
-_UNSAFE_TEXT_RE = re.compile(
-    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]|\r(?!\n)"
-)
-
-
 def check_display_safe(text: str) -> str:
-    """Refuse text carrying terminal control characters or bidi overrides."""
-    m = _UNSAFE_TEXT_RE.search(text)
-    if m is not None:
+    """Refuse text carrying anything a terminal would interpret or hide.
+
+    The set is :func:`bot_bottle.termtext.is_unsafe`'s: C0/C1 controls (escape
+    sequences, a bare carriage return that overwrites the line), bidi
+    overrides and isolates, zero-width and other format characters, line and
+    paragraph separators, Unicode tags. Tabs, newlines and CRLF line ends are
+    ordinary text.
+    """
+    found = first_unsafe(text, allow_newlines=True)
+    if found is not None:
+        offset, ch = found
         raise ValueError(
-            f"character U+{ord(m.group()[0]):04X} at offset {m.start()} is not allowed "
-            "(control characters and bidi overrides could change what the operator sees)"
+            f"character {describe(ch)} at offset {offset} is not allowed "
+            "(control, bidi, zero-width and tag characters could change what the operator sees)"
         )
     return text
 
