@@ -12,8 +12,9 @@ from pydantic import BaseModel
 from bot_bottle import Registration, hookimpl
 from bot_bottle.contracts.keys import KeyProvisioner, KeyRequest, ProvisionedKey
 from bot_bottle.errors import KeyRevocationError
-from bot_bottle.gitgate.keys import GateKeys
-from bot_bottle.gitgate.plan import plan_git_gate
+from bot_bottle.gitgate.keys import GateKeys, revoke_recorded
+from bot_bottle.gitgate.ledger import KeyLedger
+from bot_bottle.gitgate.plan import GitGatePlan, plan_git_gate
 from bot_bottle.gitgate.spec import GateKey, GateRepoSpec, GitGateError
 from bot_bottle.plugins import PluginHost
 from bot_bottle.secrets import Secret
@@ -40,6 +41,17 @@ class _Forge:
         self.live: dict[str, str] = {}
         self.fail_revoke = fail_revoke or set()
         self.requests: list[KeyRequest] = []
+        #: What the state dir recorded while each create was running.
+        self.seen_in_ledger: list[list[str | None]] = []
+        self.ledger: KeyLedger | None = None
+
+
+def _ledger(tmp_path: Path) -> KeyLedger:
+    return KeyLedger(tmp_path / "state" / "b1")
+
+
+def _gate(plan: GitGatePlan, tmp_path: Path, host: PluginHost) -> GateKeys:
+    return GateKeys(plan, tmp_path / "s", bottle_slug="b1", ledger=_ledger(tmp_path), host=host)
 
 
 def _provisioner(forge: _Forge) -> type[KeyProvisioner]:
@@ -50,13 +62,18 @@ def _provisioner(forge: _Forge) -> type[KeyProvisioner]:
         def create(self, request: KeyRequest) -> ProvisionedKey:
             forge.requests.append(request)
             key_id = f"id-{request.repo_name}"
+            if forge.ledger is not None:
+                forge.seen_in_ledger.append([e.record.key_id for e in forge.ledger.entries()])
             forge.live[key_id] = request.repo_name
+            request.on_created(key_id)
+            if forge.ledger is not None:
+                forge.seen_in_ledger.append([e.record.key_id for e in forge.ledger.entries()])
             return ProvisionedKey("testforge", key_id, "ssh-ed25519 AAAA", Secret(PRIVATE))
 
-        def revoke(self, key: ProvisionedKey) -> None:
-            if key.key_id in forge.fail_revoke:
-                raise KeyRevocationError(f"forge said 500 for {key.key_id}")
-            del forge.live[key.key_id]
+        def revoke(self, request: KeyRequest, key_id: str) -> None:
+            if key_id in forge.fail_revoke:
+                raise KeyRevocationError(f"forge said 500 for {key_id}")
+            del forge.live[key_id]
 
     return Provisioner
 
@@ -106,7 +123,13 @@ def test_provisioned_key_is_created_at_stage_and_revoked_at_close(
 ) -> None:
     forge = _Forge()
     plan = plan_git_gate([_spec("app", GateKey("testforge", {"team": "t"}))])
-    with GateKeys(plan, tmp_path / "s", bottle_slug="b1", host=_host(bot_bottle_host, forge)) as p:
+    with GateKeys(
+        plan,
+        tmp_path / "s",
+        bottle_slug="b1",
+        ledger=_ledger(tmp_path),
+        host=_host(bot_bottle_host, forge),
+    ) as p:
         assert forge.live == {"id-app": "app"}
         assert p["app"].read_text() == PRIVATE
         assert stat.S_IMODE(p["app"].stat().st_mode) == 0o600
@@ -126,12 +149,18 @@ def test_failed_revocation_is_loud_and_every_key_is_still_tried(
             _spec("b", GateKey("testforge", {"team": "t"})),
         ]
     )
-    keys = GateKeys(plan, tmp_path / "s", bottle_slug="b1", host=_host(bot_bottle_host, forge))
+    keys = GateKeys(
+        plan,
+        tmp_path / "s",
+        bottle_slug="b1",
+        ledger=_ledger(tmp_path),
+        host=_host(bot_bottle_host, forge),
+    )
     keys.stage()
     with pytest.raises(KeyRevocationError, match="id-a") as err:
         keys.close()
     assert forge.live == {"id-a": "a"}  # b was revoked although a failed first
-    assert err.value.hint and "by hand" in err.value.hint
+    assert err.value.hint and "by hand" in err.value.hint and "cleanup" in err.value.hint
     assert PRIVATE not in str(err.value)
 
 
@@ -146,7 +175,13 @@ def test_stage_failure_revokes_keys_already_created(
         ]
     )
     with pytest.raises(GitGateError):
-        GateKeys(plan, tmp_path / "s", bottle_slug="b1", host=_host(bot_bottle_host, forge)).stage()
+        GateKeys(
+            plan,
+            tmp_path / "s",
+            bottle_slug="b1",
+            ledger=_ledger(tmp_path),
+            host=_host(bot_bottle_host, forge),
+        ).stage()
     assert forge.live == {}
 
 
@@ -156,7 +191,11 @@ def test_invalid_provisioner_options_are_a_clear_error(
     plan = plan_git_gate([_spec("app", GateKey("testforge", {"tema": "t"}))])
     with pytest.raises(GitGateError, match="options for 'testforge' are invalid"):
         GateKeys(
-            plan, tmp_path / "s", bottle_slug="b1", host=_host(bot_bottle_host, _Forge())
+            plan,
+            tmp_path / "s",
+            bottle_slug="b1",
+            ledger=_ledger(tmp_path),
+            host=_host(bot_bottle_host, _Forge()),
         ).stage()
 
 
@@ -166,5 +205,46 @@ def test_unknown_provisioner_names_what_is_installed(
     plan = plan_git_gate([_spec("app", GateKey("gitea", {}))])
     with pytest.raises(Exception, match="no key provisioner named 'gitea'"):
         GateKeys(
-            plan, tmp_path / "s", bottle_slug="b1", host=_host(bot_bottle_host, _Forge())
+            plan,
+            tmp_path / "s",
+            bottle_slug="b1",
+            ledger=_ledger(tmp_path),
+            host=_host(bot_bottle_host, _Forge()),
         ).stage()
+
+
+def test_each_key_is_recorded_before_the_forge_is_asked_and_its_id_before_create_returns(
+    tmp_path: Path, bot_bottle_host: PluginHost
+) -> None:
+    forge = _Forge()
+    forge.ledger = _ledger(tmp_path)
+    plan = plan_git_gate([_spec("app", GateKey("testforge", {"team": "t"}))])
+    with _gate(plan, tmp_path, _host(bot_bottle_host, forge)):
+        assert forge.seen_in_ledger == [[None], ["id-app"]]
+        (entry,) = forge.ledger.entries()
+        rec = entry.record
+        assert (rec.provisioner, rec.bottle_slug, rec.repo_name) == ("testforge", "b1", "app")
+        assert dict(rec.options) == {"team": "t"}
+        assert PRIVATE not in entry.path.read_text()
+    assert forge.ledger.entries() == []
+
+
+def test_a_failed_revocation_stays_recorded_and_revoke_recorded_retries_it(
+    tmp_path: Path, bot_bottle_host: PluginHost
+) -> None:
+    forge = _Forge(fail_revoke={"id-app"})
+    ledger = _ledger(tmp_path)
+    host = _host(bot_bottle_host, forge)
+    plan = plan_git_gate([_spec("app", GateKey("testforge", {"team": "t"}))])
+    keys = GateKeys(plan, tmp_path / "s", bottle_slug="b1", ledger=ledger, host=host)
+    keys.stage()
+    with pytest.raises(KeyRevocationError):
+        keys.close()
+    (entry,) = ledger.entries()
+    assert entry.record.key_id == "id-app" and "500" in (entry.record.error or "")
+
+    assert revoke_recorded(host, ledger, entry) == "forge said 500 for id-app"
+    assert len(ledger.entries()) == 1  # still recorded for the next try
+    forge.fail_revoke.clear()
+    assert revoke_recorded(host, ledger, ledger.entries()[0]) is None
+    assert forge.live == {} and ledger.entries() == []

@@ -6,7 +6,10 @@ KeyboardInterrupt for the whole launch, so Ctrl-C and SIGTERM in any phase
 State: ``~/.bot-bottle/state/<slug>/metadata.json`` is written before
 anything is created (so ``cleanup`` can tell an owned bottle from an orphan),
 removed at a clean end, kept with a preserve marker when the agent exits
-non-zero.
+non-zero. Deploy keys the teardown could not revoke stay recorded there
+(``deploy-keys/``): the state dir is kept, and the launch ends with a
+:class:`~bot_bottle.errors.KeyRevocationError` (non-zero exit) naming them,
+so ``cleanup`` can retry.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from bot_bottle.errors import BotBottleError
+from bot_bottle.errors import BotBottleError, KeyRevocationError
 
 if TYPE_CHECKING:
     from bot_bottle.contracts.backend import Backend, RunningBottle
@@ -129,6 +132,7 @@ def execute(
         )
         code: int | None = None
         t_down = time.monotonic()
+        unrevoked: list[str] = []
         try:
             t0 = time.monotonic()
             with backend.launch(prepared) as bottle:
@@ -154,10 +158,27 @@ def execute(
                 t_down = time.monotonic()
             report.timings["teardown"] = time.monotonic() - t_down
         finally:
+            unrevoked = _unrevoked_keys(state.path)
             if code is not None and code != 0:
                 state.preserve(f"agent exited with {code}")
                 report.preserved = True
-            else:
+            elif not unrevoked:
                 state.remove()
         report.exit_code = code if code is not None else 1
+        if unrevoked:
+            raise KeyRevocationError(
+                "the bottle is gone but these deploy keys could not be revoked and still "
+                "grant access: " + "; ".join(unrevoked),
+                hint="run 'bot-bottle cleanup' to retry (it lists them first), or delete "
+                "them on the forge by hand",
+            )
     return report
+
+
+def _unrevoked_keys(state_path: Any) -> list[str]:
+    from bot_bottle.gitgate.ledger import KeyLedger
+
+    return [
+        e.record.describe() + (f" ({e.record.error})" if e.record.error else "")
+        for e in KeyLedger(state_path).entries()
+    ]

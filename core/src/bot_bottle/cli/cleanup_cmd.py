@@ -1,4 +1,10 @@
-"""``bot-bottle cleanup``: remove what killed runs left behind, on every backend."""
+"""``bot-bottle cleanup``: remove what killed runs left behind, on every backend.
+
+Deploy keys first: every key a gone bottle's state dir still records (a
+SIGKILLed launcher, a revocation the forge refused) is listed, then revoked
+through its provisioner. A state dir whose keys are not all revoked is kept,
+so the next ``cleanup`` retries them.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,9 @@ from typing import Any
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
-        "cleanup", help="remove orphaned containers, networks and state dirs (one prompt)"
+        "cleanup",
+        help="revoke orphaned deploy keys; remove orphaned containers, networks and state dirs "
+        "(one prompt)",
     )
     p.add_argument("-y", "--yes", action="store_true", help="do not ask")
     p.set_defaults(handler=run)
@@ -18,8 +26,11 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from bot_bottle.contracts.backend import CleanupItem
+    from bot_bottle.gitgate.keys import revoke_recorded
+    from bot_bottle.gitgate.ledger import KeyLedger
     from bot_bottle.plugins import PluginHost
     from bot_bottle.state import all_states
+    from bot_bottle.termtext import visible
 
     host = PluginHost().load()
     found: list[tuple[Any, list[CleanupItem]]] = []
@@ -31,14 +42,19 @@ def run(args: argparse.Namespace) -> int:
         items = backend.find_orphans()
         if items:
             found.append((backend, items))
-    states = [s for s in all_states() if not s.preserved and not s.owner_alive]
-    total = sum(len(items) for _, items in found) + len(states)
+    gone = [s for s in all_states() if not s.owner_alive]
+    keys = [(KeyLedger(s.path), e) for s in gone for e in KeyLedger(s.path).entries()]
+    states = [s for s in gone if not s.preserved]
+    total = sum(len(items) for _, items in found) + len(states) + len(keys)
     if not total:
         print("nothing to clean up")
         return 0
     for _, items in found:
         for item in items:
             print(f"{item.backend:8} {item.kind:10} {item.name}")
+    for _, entry in keys:
+        note = f" (last failure: {entry.record.error})" if entry.record.error else ""
+        print(f"{'-':8} {'deploy key':10} {visible(entry.record.describe() + note)}")
     for s in states:
         print(f"{'-':8} {'state dir':10} {s.path}")
     if not args.yes:
@@ -48,9 +64,21 @@ def run(args: argparse.Namespace) -> int:
         if input(f"remove these {total}? [y/N] ").strip().lower() not in ("y", "yes"):
             return 1
     removed = 0
+    for ledger, entry in keys:
+        reason = revoke_recorded(host, ledger, entry)
+        if reason is None:
+            removed += 1
+        else:
+            sys.stderr.write(
+                f"error: could not revoke {visible(entry.record.describe())}: {visible(reason)}\n"
+                "hint: fix the cause and run 'bot-bottle cleanup' again, or delete the key on "
+                "the forge by hand\n"
+            )
     for backend, items in found:
         removed += len(backend.cleanup(items))
     for s in states:
+        if KeyLedger(s.path).entries():
+            continue  # kept so the next cleanup retries its keys
         s.remove()
         removed += 1
     print(f"removed {removed} of {total}")

@@ -13,6 +13,10 @@ file to a 0600 file it owns (a mount keeps the host's uid and mode).
   launch and revoked at teardown. A failed revocation is loud
   (:class:`~bot_bottle.errors.KeyRevocationError`, DESIGN §6 invariant 8):
   every key is still attempted, then the error names each one left behind.
+  Every key asked for is recorded in the bottle's state dir first
+  (:mod:`bot_bottle.gitgate.ledger`); a record outlives a killed launcher or
+  a failed revocation, and ``bot-bottle cleanup`` revokes what it names
+  (:func:`revoke_recorded`).
 """
 
 from __future__ import annotations
@@ -26,22 +30,25 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from bot_bottle.errors import BotBottleError, KeyRevocationError
+from bot_bottle.gitgate.ledger import KeyLedger, KeyRecord, LedgerEntry
 from bot_bottle.gitgate.spec import GitGateError
 from bot_bottle.log import get_logger
 
 if TYPE_CHECKING:
-    from bot_bottle.contracts.keys import KeyProvisioner, ProvisionedKey
+    from bot_bottle.contracts.keys import KeyProvisioner, KeyRequest, ProvisionedKey
     from bot_bottle.gitgate.plan import GitGatePlan, KeyPlan
     from bot_bottle.plugins import PluginHost
 
 _FAMILY = "key_provisioners"
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Issued:
     repo: str
     provisioner: KeyProvisioner
+    request: KeyRequest
     key: ProvisionedKey
+    entry: LedgerEntry
 
 
 class GateKeys:
@@ -59,10 +66,12 @@ class GateKeys:
         bottle_slug: str,
         host: PluginHost | None = None,
         host_factory: Callable[[], PluginHost] | None = None,
+        ledger: KeyLedger | None = None,
     ) -> None:
         self.plan = plan
         self.dest = dest
         self.bottle_slug = bottle_slug
+        self._ledger = ledger
         self._host = host
         self._host_factory = host_factory
         self._issued: list[_Issued] = []
@@ -78,6 +87,14 @@ class GateKeys:
 
                 self._host = PluginHost().load()
         return self._host
+
+    @property
+    def ledger(self) -> KeyLedger:
+        if self._ledger is None:
+            from bot_bottle.state import StateDir
+
+            self._ledger = KeyLedger(StateDir.for_slug(self.bottle_slug).path)
+        return self._ledger
 
     def stage(self) -> dict[str, Path]:
         """Write every key to ``dest``; on failure, undo what was done and raise."""
@@ -118,26 +135,73 @@ class GateKeys:
                 hint=f"see the documentation of the {provider!r} key provisioner",
             ) from None
         ssh = spec.ssh
+        entry = self.ledger.begin(
+            KeyRecord(
+                provisioner=provider,
+                bottle_slug=self.bottle_slug,
+                repo_name=spec.name,
+                host=ssh.host,
+                path=ssh.path,
+                options=dict(key_plan.key.options),
+            )
+        )
+        current = [entry]
+
+        def on_created(key_id: str) -> None:
+            current[0] = self.ledger.created(current[0], key_id)
+
         request = KeyRequest(
             bottle_slug=self.bottle_slug,
             repo_name=spec.name,
             host=ssh.host,
             path=ssh.path,
             options=options,
+            on_created=on_created,
         )
         try:
             key = provisioner.create(request)
-        except BotBottleError:
-            raise
-        except Exception as exc:
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                # Interrupted mid-request: the forge may have made the key.
+                # The record stays; 'cleanup' finds the key by its title.
+                raise
+            self._settle_failed_create(provisioner, request, current[0], exc)
+            if isinstance(exc, BotBottleError):
+                raise
             raise GitGateError(
                 f"key provisioner {provider!r} failed to create a key for repo "
                 f"{spec.name!r}: {type(exc).__name__}",
                 hint="check the provisioner's options and that the forge is reachable",
             ) from exc
-        self._issued.append(_Issued(spec.name, provisioner, key))
+        if current[0].record.key_id != key.key_id:
+            current[0] = self.ledger.created(current[0], key.key_id)
+        self._issued.append(_Issued(spec.name, provisioner, request, key, current[0]))
         _log().info("git-gate key provisioned", repo=spec.name, provider=provider)
         return key.private_key.reveal()
+
+    def _settle_failed_create(
+        self,
+        provisioner: KeyProvisioner,
+        request: KeyRequest,
+        entry: LedgerEntry,
+        exc: Exception,
+    ) -> None:
+        """``create`` failed: a provisioner promises nothing is left behind,
+        but a request that timed out may still have made a key, and a key
+        whose id was reported is revoked here to be sure; the record stays
+        only while that fails. An error that says the forge refused the
+        request (``maybe_created = False``: 401, 404, 422...) needs no search."""
+        if entry.record.key_id is None and not getattr(exc, "maybe_created", True):
+            self.ledger.done(entry)
+            return
+        try:
+            ids = [entry.record.key_id] if entry.record.key_id else provisioner.find_keys(request)
+            for key_id in ids:
+                provisioner.revoke(request, key_id)
+        except Exception as exc:
+            self.ledger.failed(entry, _reason(exc))
+        else:
+            self.ledger.done(entry)
 
     def close(self) -> None:
         """Revoke provisioned keys (newest first) and remove staged files.
@@ -149,9 +213,10 @@ class GateKeys:
         while self._issued:
             issued = self._issued.pop()
             try:
-                issued.provisioner.revoke(issued.key)
+                issued.provisioner.revoke(issued.request, issued.key.key_id)
             except Exception as exc:
-                reason = exc.message if isinstance(exc, BotBottleError) else type(exc).__name__
+                reason = _reason(exc)
+                self.ledger.failed(issued.entry, reason)
                 failures.append(
                     f"repo {issued.repo!r} ({issued.key.provisioner} key {issued.key.key_id}): "
                     f"{reason}"
@@ -164,6 +229,7 @@ class GateKeys:
                     reason=reason,
                 )
             else:
+                self.ledger.done(issued.entry)
                 _log().info("git-gate key revoked", repo=issued.repo, key_id=issued.key.key_id)
         while self._written:
             path = self._written.pop()
@@ -173,7 +239,8 @@ class GateKeys:
         if failures:
             raise KeyRevocationError(
                 "could not revoke git-gate deploy keys: " + "; ".join(failures),
-                hint="delete these keys on the forge by hand: they still grant access",
+                hint="they still grant access: 'bot-bottle cleanup' retries them, or delete "
+                "them on the forge by hand",
             )
 
     def __enter__(self) -> dict[str, Path]:
@@ -186,6 +253,50 @@ class GateKeys:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, BotBottleError):
+        return exc.message
+    return type(exc).__name__
+
+
+def revoke_recorded(host: PluginHost, ledger: KeyLedger, entry: LedgerEntry) -> str | None:
+    """Revoke the key ``entry`` records (``cleanup``'s path: the launcher that
+    made it is gone). Returns None when done, else the reason, which is also
+    written to the record so the next ``cleanup`` tries again."""
+    from pydantic import ValidationError
+
+    from bot_bottle.contracts.keys import KeyRequest
+
+    rec = entry.record
+    try:
+        provisioner: KeyProvisioner = host.create(_FAMILY, rec.provisioner)
+        options = provisioner.options_model.model_validate(dict(rec.options))
+        request = KeyRequest(
+            bottle_slug=rec.bottle_slug,
+            repo_name=rec.repo_name,
+            host=rec.host,
+            path=rec.path,
+            options=options,
+            read_only=rec.read_only,
+        )
+        # No id: the launcher died while the forge was answering. The title
+        # names the bottle and repo, so the forge's list finds the key.
+        ids = [rec.key_id] if rec.key_id else provisioner.find_keys(request)
+        for key_id in ids:
+            provisioner.revoke(request, key_id)
+    except ValidationError:
+        reason = f"the recorded options are no longer valid for {rec.provisioner!r}"
+    except Exception as exc:
+        reason = _reason(exc)
+    else:
+        ledger.done(entry)
+        _log().info("orphan git-gate key revoked", bottle=rec.bottle_slug, repo=rec.repo_name)
+        return None
+    ledger.failed(entry, reason)
+    _log().error("orphan git-gate key NOT revoked", bottle=rec.bottle_slug, reason=reason)
+    return reason
 
 
 def _read_static(key_plan: KeyPlan) -> str:

@@ -1,0 +1,3 @@
+"""bot-bottle-gitea."""
+
+__version__ = "0.1.0"
