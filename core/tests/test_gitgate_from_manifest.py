@@ -53,8 +53,8 @@ class _Forge(KeyProvisioner):
         self.live[key_id] = request
         return ProvisionedKey("forge", key_id, "ssh-ed25519 AAAA", Secret(PRIVATE))
 
-    def revoke(self, key: ProvisionedKey) -> None:
-        del self.live[key.key_id]
+    def revoke(self, request: KeyRequest, key_id: str) -> None:
+        del self.live[key_id]
 
 
 class _Plugins:
