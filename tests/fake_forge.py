@@ -37,7 +37,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import jsonschema
 
 SPECS = Path(__file__).parent / "forge_specs"
-Kind = Literal["gitea", "github"]
+Kind = Literal["gitea", "github", "gitlab"]
 
 
 @dataclass
@@ -204,6 +204,10 @@ def _key_json(forge: FakeForge, key: Key) -> dict[str, Any]:
     if forge.kind == "gitea":
         doc["fingerprint"] = "SHA256:fake"
         doc["key_id"] = 0
+    elif forge.kind == "gitlab":
+        del doc["read_only"], doc["url"]
+        doc["can_push"] = not key.read_only
+        doc["fingerprint_sha256"] = "SHA256:fake"
     else:
         doc["verified"] = True
     return doc
@@ -218,7 +222,11 @@ def fake_forge(
     ca, cert, key = make_pki(tmp / f"{kind}-pki")
     forge = FakeForge(kind=kind, token=token, ca_pem=ca, repos=set(repos))
     lock = threading.Lock()
-    deploy_key = _resolve(spec, {"$ref": "#/definitions/DeployKey"}) if kind == "gitea" else None
+    response_schema = {
+        "gitea": "#/definitions/DeployKey",
+        "gitlab": "#/definitions/API_Entities_DeployKeysProject",
+    }.get(kind)
+    deploy_key = _resolve(spec, {"$ref": response_schema}) if response_schema else None
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -297,14 +305,20 @@ def fake_forge(
             return content.get("application/json", {}).get("schema")
 
         def _authorized(self) -> bool:
-            header = self.headers.get("Authorization", "")
+            if forge.kind == "gitlab":
+                # securityDefinitions.access_token_header: PRIVATE-TOKEN.
+                header = self.headers.get("PRIVATE-TOKEN", "")
+                ok = header == forge.token
+            else:
+                header = self.headers.get("Authorization", "")
+                scheme, _, value = header.partition(" ")
+                # Gitea's AuthorizationHeaderToken is "token <t>" (it also takes
+                # "Bearer"); GitHub takes "Bearer <t>" and "token <t>".
+                ok = scheme.lower() in ("token", "bearer") and value == forge.token
             with lock:
                 forge.auth_headers.append(header)
-            scheme, _, value = header.partition(" ")
-            # Gitea's AuthorizationHeaderToken is "token <t>" (it also takes
-            # "Bearer"); GitHub takes "Bearer <t>" and "token <t>".
-            if scheme.lower() not in ("token", "bearer") or value != forge.token:
-                self._send(401, {"message": "Bad credentials"})
+            if not ok:
+                self._send(401, {"message": "401 Unauthorized"})
                 return False
             if forge.token_lacks_scope:
                 self._send(403, {"message": "token does not have at least one of required scope"})
@@ -312,11 +326,16 @@ def fake_forge(
             return True
 
         def _serve(self, op: Operation, args: dict[str, str], body: Any) -> None:
-            owner, repo = args["owner"], args["repo"]
+            if forge.kind == "gitlab":
+                # ':id' is the project's URL-encoded full path.
+                owner, _, repo = args["id"].rpartition("/")
+                ident = args.get("key_id")
+            else:
+                owner, repo = args["owner"], args["repo"]
+                ident = args.get("id") or args.get("key_id")
             if (owner, repo) not in forge.repos:
-                self._send(404, {"message": "Not Found"})
+                self._send(404, {"message": "404 Project Not Found"})
                 return
-            ident = args.get("id") or args.get("key_id")
             with lock:
                 if self.command == "GET" and ident is None:
                     mine = [_key_json(forge, k) for k in forge.keys.values()
@@ -333,10 +352,21 @@ def fake_forge(
                             k.title == body.get("title")
                             or k.key.split()[:2] == body["key"].split()[:2]
                         ):
-                            self._send(422, {"message": "Key title has been used"})
+                            if forge.kind == "gitlab":
+                                taken = {
+                                    "deploy_key.fingerprint_sha256": ["has already been taken"]
+                                }
+                                self._send(400, {"message": taken})
+                            else:
+                                self._send(422, {"message": "Key title has been used"})
                             return
+                    read_only = (
+                        not body.get("can_push", False)
+                        if forge.kind == "gitlab"
+                        else bool(body.get("read_only", False))
+                    )
                     new = Key(forge._next, owner, repo, str(body.get("title", "")), body["key"],
-                              bool(body.get("read_only", False)))  # fmt: skip
+                              read_only)  # fmt: skip
                     forge._next += 1
                     forge.keys[new.id] = new
                     self._changed()

@@ -1,4 +1,4 @@
-"""The gitea and github key provisioners against local HTTPS forges that
+"""The gitea, github and gitlab key provisioners against local HTTPS forges that
 validate every request against the forge's published OpenAPI description
 (tests/fake_forge.py): create, revoke, find by title, and each failure a user
 meets as an ``error:``/``hint:`` that names what to fix and never the token."""
@@ -22,7 +22,7 @@ TOKEN = "tok-REAL-forge-api-token-7f3a91"
 TOKEN_VAR = "BB_TEST_FORGE_TOKEN"
 
 
-@pytest.fixture(params=["gitea", "github"])
+@pytest.fixture(params=["gitea", "github", "gitlab"])
 def forge(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[FakeForge]:
@@ -55,11 +55,14 @@ def _request(forge: FakeForge, path: str = "/team/app.git", **opts: object) -> K
     )
 
 
-def test_both_provisioners_are_discovered_through_their_entry_points() -> None:
+SCOPE = {"gitea": "write:repository", "github": "Administration", "gitlab": "'api' scope"}
+
+
+def test_each_provisioner_is_discovered_through_its_entry_point() -> None:
     host = PluginHost(environ={}).load()
     comps = {c.name: c.distribution for c in host.components("key_provisioners")}
-    assert comps["gitea"] == "bot-bottle-gitea"
-    assert comps["github"] == "bot-bottle-github"
+    for kind in ("gitea", "github", "gitlab"):
+        assert comps[kind] == f"bot-bottle-{kind}"
 
 
 def test_create_registers_a_fresh_ed25519_key_titled_for_the_bottle(
@@ -83,8 +86,8 @@ def test_create_registers_a_fresh_ed25519_key_titled_for_the_bottle(
     ).stdout.split()[:2]
     assert derived == key.public_key.split()[:2]
     assert TOKEN not in repr(key)
-    scheme = "token" if forge.kind == "gitea" else "Bearer"
-    assert forge.auth_headers == [f"{scheme} {TOKEN}"]
+    header = {"gitea": f"token {TOKEN}", "github": f"Bearer {TOKEN}", "gitlab": TOKEN}
+    assert forge.auth_headers == [header[forge.kind]]
 
 
 def test_revoke_deletes_the_key_and_a_key_already_gone_counts_as_revoked(
@@ -131,7 +134,7 @@ def test_a_wrong_token_is_401_naming_the_variable_and_the_scope(
     monkeypatch.setenv(TOKEN_VAR, "tok-wrong")
     err = _error(forge, _request(forge))
     assert "(401)" in err.message and f"${TOKEN_VAR}" in err.message
-    assert ("write:repository" if forge.kind == "gitea" else "Administration") in (err.hint or "")
+    assert SCOPE[forge.kind] in (err.hint or "")
     assert not err.maybe_created and forge.live_keys() == []
 
 
@@ -139,7 +142,7 @@ def test_a_token_without_the_scope_is_403_naming_the_scope(forge: FakeForge) -> 
     forge.token_lacks_scope = True
     err = _error(forge, _request(forge))
     assert "(403)" in err.message and "team/app" in err.message
-    assert ("write:repository" if forge.kind == "gitea" else "'repo'") in (err.hint or "")
+    assert SCOPE[forge.kind] in (err.hint or "")
 
 
 def test_an_unknown_repository_is_404_pointing_at_the_url(forge: FakeForge) -> None:
@@ -148,10 +151,12 @@ def test_an_unknown_repository_is_404_pointing_at_the_url(forge: FakeForge) -> N
     assert "git-gate url" in (err.hint or "")
 
 
-def test_a_key_title_already_in_use_is_422(forge: FakeForge) -> None:
+def test_a_key_title_already_in_use_is_refused_with_the_forges_reason(forge: FakeForge) -> None:
     _provisioner(forge.kind).create(_request(forge))
     err = _error(forge, _request(forge))
-    assert "(422)" in err.message and "already exists" in (err.hint or "")
+    status = "(400)" if forge.kind == "gitlab" else "(422)"  # GitLab answers 400
+    assert status in err.message and "already exists" in (err.hint or "")
+    assert ("has already been taken" if forge.kind == "gitlab" else "has been used") in err.message
 
 
 def test_a_forge_that_does_not_answer_in_time_is_a_timeout(forge: FakeForge) -> None:
@@ -205,3 +210,18 @@ def test_the_fake_refuses_what_the_spec_does_not_allow(tmp_path: Path) -> None:
             assert c.get(url, params={"per_page": "5"}, headers=auth).status_code == 400
             assert c.get(f"{f.base_url}/api/v1/repos/team/app/deploy_keys").status_code == 404
         assert len(f.violations) == 3
+
+
+def test_gitlab_addresses_a_project_in_a_subgroup_by_its_encoded_full_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(TOKEN_VAR, TOKEN)
+    with fake_forge(tmp_path, "gitlab", token=TOKEN, repos={("grp/sub", "proj")}) as f:
+        prov = _provisioner("gitlab")
+        req = _request(f, path="/grp/sub/proj.git", read_only=True)
+        key = prov.create(req)
+        (live,) = f.live_keys()
+        assert (live.owner, live.repo, live.read_only) == ("grp/sub", "proj", True)
+        assert f.seen == [("POST", "/api/v4/projects/grp%2Fsub%2Fproj/deploy_keys")]
+        prov.revoke(req, key.key_id)
+        assert f.live_keys() == [] and f.violations == []

@@ -162,16 +162,21 @@ class RestDeployKeys(KeyProvisioner):
         raise NotImplementedError
 
     def create_body(self, request: KeyRequest, public_key: str) -> dict[str, Any]:
-        opts = _options(request)
+        opts = forge_options(request)
         return {"title": request.title, "key": public_key, "read_only": opts.read_only}
 
     def list_params(self, page: int) -> dict[str, str]:
         return {"page": str(page), "per_page": "100"}
 
+    def repo_label(self, request: KeyRequest) -> str:
+        """The repository as messages name it."""
+        owner, repo = owner_and_repo(request.path)
+        return f"{owner}/{repo}"
+
     # -- the contract --------------------------------------------------------------
 
     def create(self, request: KeyRequest) -> ProvisionedKey:
-        ctx = self._context(request)
+        ctx = self.context(request)
         public, private = generate_keypair(request.title)
         body = call(
             ctx,
@@ -194,7 +199,7 @@ class RestDeployKeys(KeyProvisioner):
 
     def revoke(self, request: KeyRequest, key_id: str) -> None:
         try:
-            ctx = self._context(request)
+            ctx = self.context(request)
             call(
                 ctx,
                 "DELETE",
@@ -208,7 +213,7 @@ class RestDeployKeys(KeyProvisioner):
             raise KeyRevocationError(exc.message, hint=exc.hint) from None
 
     def find_keys(self, request: KeyRequest) -> list[str]:
-        ctx = self._context(request)
+        ctx = self.context(request)
         found: list[str] = []
         for page in range(1, 51):  # bounded: 50 pages of 100 keys
             body = call(
@@ -229,9 +234,8 @@ class RestDeployKeys(KeyProvisioner):
             ]
         return found
 
-    def _context(self, request: KeyRequest) -> ForgeContext:
-        opts = _options(request)
-        owner, repo = owner_and_repo(request.path)
+    def context(self, request: KeyRequest) -> ForgeContext:
+        opts = forge_options(request)
         return ForgeContext(
             forge=self.forge,
             base_url=opts.base_url,
@@ -240,11 +244,11 @@ class RestDeployKeys(KeyProvisioner):
             timeout=opts.timeout,
             ca_file=opts.ca_file,
             scope=self.scope,
-            repo=f"{owner}/{repo}",
+            repo=self.repo_label(request),
         )
 
 
-def _options(request: KeyRequest) -> ForgeKeyOptions:
+def forge_options(request: KeyRequest) -> ForgeKeyOptions:
     opts = request.options
     if not isinstance(opts, ForgeKeyOptions):
         raise BotBottleError("forge provisioners need their own validated options")
@@ -349,9 +353,9 @@ def call(
             f"it, and that the token in ${ctx.token_ref} can see the repository",
             maybe_created=False,
         )
-    if status == 422:
+    if status in (400, 422):
         raise ForgeError(
-            f"{where} refused the key for {ctx.repo} (422){suffix}",
+            f"{where} refused the key for {ctx.repo} ({status}){suffix}",
             hint="a deploy key with the same title or content already exists: delete the "
             "stale one (or run 'bot-bottle cleanup')",
             maybe_created=False,
@@ -369,6 +373,9 @@ def _forge_message(response: Any, token: Secret) -> str:
     except ValueError:
         return ""
     msg = body.get("message") if isinstance(body, dict) else None
+    if isinstance(msg, dict):  # GitLab: {"field": ["has already been taken"]}
+        msg = "; ".join(f"{k} {', '.join(map(str, v)) if isinstance(v, list) else v}"
+                        for k, v in msg.items())  # fmt: skip
     if isinstance(msg, list):
         msg = "; ".join(str(m) for m in msg)
     return _scrub(str(msg), token) if msg else ""

@@ -1,0 +1,3 @@
+"""bot-bottle-gitlab."""
+
+__version__ = "0.1.0"
