@@ -37,7 +37,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import jsonschema
 
 SPECS = Path(__file__).parent / "forge_specs"
-Kind = Literal["gitea", "github", "gitlab"]
+Kind = Literal["gitea", "forgejo", "github", "gitlab"]
 
 
 @dataclass
@@ -201,7 +201,7 @@ def _key_json(forge: FakeForge, key: Key) -> dict[str, Any]:
         "read_only": key.read_only,
         "created_at": "2026-12-04T10:00:00Z",
     }
-    if forge.kind == "gitea":
+    if forge.kind in ("gitea", "forgejo"):
         doc["fingerprint"] = "SHA256:fake"
         doc["key_id"] = 0
     elif forge.kind == "gitlab":
@@ -224,6 +224,7 @@ def fake_forge(
     lock = threading.Lock()
     response_schema = {
         "gitea": "#/definitions/DeployKey",
+        "forgejo": "#/definitions/DeployKey",
         "gitlab": "#/definitions/API_Entities_DeployKeysProject",
     }.get(kind)
     deploy_key = _resolve(spec, {"$ref": response_schema}) if response_schema else None

@@ -226,3 +226,6 @@ def test_a_revocation_the_forge_refuses_fails_the_run_and_cleanup_retries_it(
     done = _bb(home, "cleanup", "--yes")
     assert done.returncode == 0, done.stdout + done.stderr
     assert forge.live_keys() == [] and _states(home) == []
+    # Nor in any file the runs left in the home (logs, audit, state).
+    leaked = [p for p in home.rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()]
+    assert leaked == []

@@ -22,7 +22,7 @@ TOKEN = "tok-REAL-forge-api-token-7f3a91"
 TOKEN_VAR = "BB_TEST_FORGE_TOKEN"
 
 
-@pytest.fixture(params=["gitea", "github", "gitlab"])
+@pytest.fixture(params=["gitea", "forgejo", "github", "gitlab"])
 def forge(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[FakeForge]:
@@ -33,7 +33,9 @@ def forge(
 
 
 def _provisioner(kind: Kind) -> KeyProvisioner:
-    return PluginHost(environ={}).load().create("key_provisioners", kind)
+    # Forgejo keeps Gitea's API: the 'gitea' provisioner serves it.
+    name = "gitea" if kind == "forgejo" else kind
+    return PluginHost(environ={}).load().create("key_provisioners", name)
 
 
 def _request(forge: FakeForge, path: str = "/team/app.git", **opts: object) -> KeyRequest:
@@ -55,7 +57,12 @@ def _request(forge: FakeForge, path: str = "/team/app.git", **opts: object) -> K
     )
 
 
-SCOPE = {"gitea": "write:repository", "github": "Administration", "gitlab": "'api' scope"}
+SCOPE = {
+    "gitea": "write:repository",
+    "forgejo": "write:repository",
+    "github": "Administration",
+    "gitlab": "'api' scope",
+}
 
 
 def test_each_provisioner_is_discovered_through_its_entry_point() -> None:
@@ -86,8 +93,8 @@ def test_create_registers_a_fresh_ed25519_key_titled_for_the_bottle(
     ).stdout.split()[:2]
     assert derived == key.public_key.split()[:2]
     assert TOKEN not in repr(key)
-    header = {"gitea": f"token {TOKEN}", "github": f"Bearer {TOKEN}", "gitlab": TOKEN}
-    assert forge.auth_headers == [header[forge.kind]]
+    header = {"github": f"Bearer {TOKEN}", "gitlab": TOKEN}.get(forge.kind, f"token {TOKEN}")
+    assert forge.auth_headers == [header]
 
 
 def test_revoke_deletes_the_key_and_a_key_already_gone_counts_as_revoked(
