@@ -232,3 +232,11 @@ def test_gitlab_addresses_a_project_in_a_subgroup_by_its_encoded_full_path(
         assert f.seen == [("POST", "/api/v4/projects/grp%2Fsub%2Fproj/deploy_keys")]
         prov.revoke(req, key.key_id)
         assert f.live_keys() == [] and f.violations == []
+
+
+def test_ca_file_with_a_tilde_is_expanded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    opts = ForgeKeyOptions.model_validate(
+        {"base_url": "https://forge.test", "token_ref": "T", "ca_file": "~/ca.pem"}
+    )
+    assert opts.ca_file == str(tmp_path / "ca.pem")

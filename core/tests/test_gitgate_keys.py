@@ -13,7 +13,7 @@ from bot_bottle import Registration, hookimpl
 from bot_bottle.contracts.keys import KeyProvisioner, KeyRequest, ProvisionedKey
 from bot_bottle.errors import KeyRevocationError
 from bot_bottle.gitgate.keys import GateKeys, revoke_recorded
-from bot_bottle.gitgate.ledger import KeyLedger
+from bot_bottle.gitgate.ledger import KeyLedger, KeyRecord
 from bot_bottle.gitgate.plan import GitGatePlan, plan_git_gate
 from bot_bottle.gitgate.spec import GateKey, GateRepoSpec, GitGateError
 from bot_bottle.plugins import PluginHost
@@ -69,6 +69,9 @@ def _provisioner(forge: _Forge) -> type[KeyProvisioner]:
             if forge.ledger is not None:
                 forge.seen_in_ledger.append([e.record.key_id for e in forge.ledger.entries()])
             return ProvisionedKey("testforge", key_id, "ssh-ed25519 AAAA", Secret(PRIVATE))
+
+        def find_keys(self, request: KeyRequest) -> list[str]:
+            return [k for k, repo in forge.live.items() if repo == request.repo_name]
 
         def revoke(self, request: KeyRequest, key_id: str) -> None:
             if key_id in forge.fail_revoke:
@@ -247,4 +250,19 @@ def test_a_failed_revocation_stays_recorded_and_revoke_recorded_retries_it(
     assert len(ledger.entries()) == 1  # still recorded for the next try
     forge.fail_revoke.clear()
     assert revoke_recorded(host, ledger, ledger.entries()[0]) is None
+    assert forge.live == {} and ledger.entries() == []
+
+
+def test_a_record_without_an_id_is_revoked_by_finding_the_key_by_its_title(
+    tmp_path: Path, bot_bottle_host: PluginHost
+) -> None:
+    """The launcher died while the forge was answering: the record has no id;
+    cleanup's path finds the key on the forge and revokes it."""
+    forge = _Forge()
+    forge.live["id-app"] = "app"  # the forge made it, the launcher never heard
+    ledger = _ledger(tmp_path)
+    entry = ledger.begin(
+        KeyRecord("testforge", "b1", "app", "forge.test", "/team/app.git", {"team": "t"})
+    )
+    assert revoke_recorded(_host(bot_bottle_host, forge), ledger, entry) is None
     assert forge.live == {} and ledger.entries() == []

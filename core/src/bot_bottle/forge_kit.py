@@ -17,6 +17,7 @@ import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
@@ -76,6 +77,11 @@ class ForgeKeyOptions(BaseModel):
         if not _ENV_NAME.match(value):
             raise ValueError("must be the NAME of a host environment variable, not a token")
         return value
+
+    @field_validator("ca_file")
+    @classmethod
+    def _expand(cls, value: str | None) -> str | None:
+        return str(Path(value).expanduser()) if value else value
 
     @field_validator("title_prefix")
     @classmethod
