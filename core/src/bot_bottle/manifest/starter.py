@@ -70,6 +70,9 @@ env:
 #       key:
 #         provider: static
 #         path: ~/.ssh/myproject_deploy_key
+#       # or a deploy key made for this bottle and revoked after it
+#       # (gitea/forgejo, github, gitlab):
+#       # key: {provider: gitea, base_url: https://git.example.com, token_ref: GITEA_TOKEN}
 
 egress:
   routes:
