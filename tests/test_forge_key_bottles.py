@@ -1,6 +1,6 @@
 """Provisioned deploy keys in real bottles: a bottle whose git-gate repo key
-is ``{provider: gitea, ...}`` gets a fresh key from a (spec-validated, fake)
-Gitea at launch, git-gate pushes with it to a real sshd upstream, and the
+is ``{provider: gitea, ...}`` (or github, gitlab) gets a fresh key from a
+(spec-validated, fake) forge at launch, git-gate pushes with it to a real sshd upstream, and the
 key is revoked at teardown; a SIGKILLed launcher's key is revoked by
 ``cleanup``; a revocation the forge refuses fails the run and ``cleanup``
 retries it.
@@ -12,6 +12,7 @@ The fake forge (tests/fake_forge.py) writes every live key into the sshd's
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -25,7 +26,7 @@ import pytest
 
 from bot_bottle.gitgate.ledger import KeyLedger
 from tests.bottle_kit import HOST_CA, launched, outside_network, write_agent
-from tests.fake_forge import FakeForge, Key, fake_forge
+from tests.fake_forge import FakeForge, Key, Kind, fake_forge
 from tests.sshd_upstream import SshRemote, ssh_remote
 
 if TYPE_CHECKING:
@@ -38,11 +39,18 @@ TOKEN_VAR = "BB_TEST_GITEA_TOKEN"
 BB = [sys.executable, "-m", "bot_bottle"]
 
 
+PROVIDERS: tuple[Kind, ...] = ("gitea", "github", "gitlab")
+
+
 @dataclass
 class World:
     remote: SshRemote
-    forge: FakeForge
+    forges: dict[Kind, FakeForge]
     tmp: Path
+
+    @property
+    def forge(self) -> FakeForge:
+        return self.forges["gitea"]
 
 
 @pytest.fixture(scope="module")
@@ -50,27 +58,40 @@ def world(
     docker_client: docker.DockerClient, base_image: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("forge-keys")
-    with (
-        outside_network(docker_client) as gateway,
-        ssh_remote(tmp / "ssh", gateway) as remote,
-        fake_forge(tmp, "gitea", token=TOKEN, repos={("repos", "proj")}) as forge,
-    ):
+    with contextlib.ExitStack() as stack:
+        gateway = stack.enter_context(outside_network(docker_client))
+        remote = stack.enter_context(ssh_remote(tmp / "ssh", gateway))
         remote.new_repo("proj")
+        # owner/repo as each forge reads them from the url's path.
+        project = remote.bare("proj").as_posix().strip("/").removesuffix(".git")
+        group, _, name = project.rpartition("/")
+        where: dict[Kind, tuple[str, str]] = {
+            "gitea": ("repos", "proj"),
+            "github": ("repos", "proj"),
+            "gitlab": (group, name),
+        }
+        forges: dict[Kind, FakeForge] = {
+            kind: stack.enter_context(
+                fake_forge(tmp / kind, kind, token=TOKEN, repos={where[kind]})
+            )
+            for kind in PROVIDERS
+        }
         authorized = remote.root / "authorized_keys"
-        authorized.write_text("")  # only what the forge hands out gets in
+        authorized.write_text("")  # only what a forge hands out gets in
 
-        def publish(keys: list[Key]) -> None:
-            authorized.write_text("".join(f"{k.key}\n" for k in keys))
+        def publish(_keys: list[Key]) -> None:
+            every = [k for f in forges.values() for k in f.live_keys()]
+            authorized.write_text("".join(f"{k.key}\n" for k in every))
 
-        forge.on_change = publish
-        yield World(remote, forge, tmp)
-        assert forge.violations == [], "requests the real Gitea would reject"
+        for forge in forges.values():
+            forge.on_change = publish
+        yield World(remote, forges, tmp)
+        for kind, forge in forges.items():
+            assert forge.violations == [], f"requests the real {kind} would reject"
 
 
-@pytest.fixture
-def home(world: World, tmp_path: Path) -> Path:
-    r, f = world.remote, world.forge
-    home = tmp_path / "bot-bottle-home"
+def _bottle_home(world: World, home: Path, provider: Kind = "gitea") -> Path:
+    r, f = world.remote, world.forges[provider]
     write_agent(
         home,
         "forge-bot",
@@ -78,12 +99,18 @@ def home(world: World, tmp_path: Path) -> Path:
         "git_user:\n  name: Bottled Shell\n  email: shell@bottle.test\n"
         f"git_gate:\n  repos:\n    - name: proj\n      url: {r.url('proj')}\n"
         f"      host_key: {r.host_key}\n"
-        f"      key: {{provider: gitea, base_url: '{f.base_url}', token_ref: {TOKEN_VAR},"
+        f"      key: {{provider: {provider}, base_url: '{f.base_url}', token_ref: {TOKEN_VAR},"
         f" ca_file: '{f.ca_pem}'}}\n---\n",
     )
-    world.forge.fail_delete = False
-    assert world.forge.live_keys() == []
+    for forge in world.forges.values():
+        forge.fail_delete = False
+        assert forge.live_keys() == []
     return home
+
+
+@pytest.fixture
+def home(world: World, tmp_path: Path) -> Path:
+    return _bottle_home(world, tmp_path / "bot-bottle-home")
 
 
 def _env(home: Path) -> dict[str, str]:
@@ -117,12 +144,14 @@ def _states(home: Path) -> list[Path]:
     return sorted(root.iterdir()) if root.exists() else []
 
 
+@pytest.mark.parametrize("provider", PROVIDERS)
 def test_a_bottle_pushes_with_a_provisioned_key_that_is_revoked_at_teardown(
-    world: World, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    world: World, provider: Kind, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from bot_bottle.state import StateDir
 
-    remote, forge = world.remote, world.forge
+    home = _bottle_home(world, tmp_path / "bot-bottle-home", provider)
+    remote, forge = world.remote, world.forges[provider]
     # The launcher reads the token from its own environment, as 'run' does.
     monkeypatch.setenv(TOKEN_VAR, TOKEN)
     captured = tmp_path / "captured_key"
@@ -130,7 +159,7 @@ def test_a_bottle_pushes_with_a_provisioned_key_that_is_revoked_at_teardown(
         slug = bottle.plan.slug
         (key,) = forge.live_keys()
         assert key.title == f"bot-bottle:{slug}:proj" and not key.read_only
-        assert (key.owner, key.repo) == ("repos", "proj")
+        assert (key.owner, key.repo) in forge.repos
         (entry,) = KeyLedger(StateDir.for_slug(slug).path).entries()
         assert entry.record.key_id == str(key.id)
         assert TOKEN not in entry.path.read_text()
@@ -146,10 +175,10 @@ def test_a_bottle_pushes_with_a_provisioned_key_that_is_revoked_at_teardown(
             "bash",
             "-c",
             f"set -e; git clone -q {remote.url('proj')} ~/proj; cd ~/proj; "
-            "echo done > work.txt; git add work.txt; git commit -qm 'agent work'; "
-            "git push -q origin HEAD:main",
+            f"echo done > {provider}.txt; git add {provider}.txt; "
+            f"git commit -qm 'agent work via {provider}'; git push -q origin HEAD:main",
         )
-        assert remote.log_of(remote.bare("proj"))[:2] == ["agent work", "initial"]
+        assert remote.log_of(remote.bare("proj"))[0] == f"agent work via {provider}"
         assert TOKEN not in bottle.as_agent("env")
 
     assert forge.live_keys() == []
