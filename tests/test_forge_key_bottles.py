@@ -13,6 +13,7 @@ The fake forge (tests/fake_forge.py) writes every live key into the sshd's
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -226,6 +227,9 @@ def test_cleanup_revokes_the_key_of_a_sigkilled_launcher(
     assert f"deploy key gitea key {orphan.id} for repo 'proj' of bottle {slug}" in r.stdout
     assert forge.live_keys() == []
     assert _states(home) == []
+    (decision,) = [json.loads(line) for line in (home / "audit.jsonl").read_text().splitlines()]
+    assert decision["action"] == "deploykey.revoke" and decision["bottle"] == slug
+    assert decision["key_id"] == str(orphan.id)
     flt: dict[str, Any] = {"label": f"bot-bottle.slug={slug}"}
     assert docker_client.containers.list(all=True, filters=flt) == []
 

@@ -25,6 +25,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
+    from bot_bottle import audit
     from bot_bottle.contracts.backend import CleanupItem
     from bot_bottle.gitgate.keys import revoke_recorded
     from bot_bottle.gitgate.ledger import KeyLedger
@@ -65,6 +66,15 @@ def run(args: argparse.Namespace) -> int:
             return 1
     removed = 0
     for ledger, entry in keys:
+        rec = entry.record
+        # An operator decision about a credential: recorded before it acts.
+        audit.record(
+            "deploykey.revoke",
+            bottle=rec.bottle_slug,
+            provisioner=rec.provisioner,
+            repo=rec.repo_name,
+            key_id=rec.key_id,
+        )
         reason = revoke_recorded(host, ledger, entry)
         if reason is None:
             removed += 1
