@@ -65,13 +65,6 @@ SCOPE = {
 }
 
 
-def test_each_provisioner_is_discovered_through_its_entry_point() -> None:
-    host = PluginHost(environ={}).load()
-    comps = {c.name: c.distribution for c in host.components("key_provisioners")}
-    for kind in ("gitea", "github", "gitlab"):
-        assert comps[kind] == f"bot-bottle-{kind}"
-
-
 def test_create_registers_a_fresh_ed25519_key_titled_for_the_bottle(
     forge: FakeForge, tmp_path: Path
 ) -> None:
