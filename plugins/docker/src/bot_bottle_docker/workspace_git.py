@@ -1,0 +1,409 @@
+"""The workspace's git: the bottle has its own git directory; the host's is
+never reachable from the agent, and the agent's commits come back as refs,
+scanned.
+
+Threat: whatever the agent writes that the *operator's* git later reads as
+configuration runs as the operator (``core.fsmonitor``, ``core.hooksPath``,
+hooks, aliases, ``includeIf``, ``commondir``, gitfiles, submodule git dirs).
+Read-only mounts over parts of the host's ``.git`` close single paths, not
+the class (a review got code run through ``commondir`` and by renaming
+``.git``). So the host's ``.git`` is not in the bottle at all:
+
+* ``/workspace/.git`` is a bottle-owned git directory in the state dir,
+  mounted over the host's: a mountpoint cannot be renamed, removed or
+  replaced by an agent without ``CAP_SYS_ADMIN``. It starts with the host's
+  refs, ``HEAD`` and index; its objects are borrowed (``alternates``) from the
+  host's ``objects`` directory, mounted read-only at :data:`HOST_OBJECTS`.
+* Submodules of the host repository are the same hole one level down (the
+  operator's ``git status`` recurses into a populated submodule and reads its
+  git dir). The ``.git`` of each populated submodule is mounted read-only
+  over itself; an unpopulated one's (empty) directory is mounted read-only,
+  so the agent cannot populate it.
+* The agent's commits come back only through :func:`bring_back`, run by
+  bot-bottle: ``git upload-pack`` runs *inside the bottle* (as the agent),
+  the host's git reads its pack stream like any remote's (``fsck``-checked)
+  into a quarantine repository in the state dir, the new commits are scanned
+  with git-gate's push scan, and only then are their objects piped into the
+  host repository (as its owner) and a ref ``refs/heads/bot-bottle/<slug>/<branch>``
+  set. No host git process ever opens the bottle's git directory, so none
+  of its config, hooks or redirections can be honoured.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bot_bottle.errors import BotBottleError
+from bot_bottle.log import get_logger
+from bot_bottle.termtext import visible
+
+log = get_logger("bot_bottle_docker.workspace_git")
+
+WORKSPACE = "/workspace"
+#: Where the host repository's object store is mounted (read-only) in the agent.
+HOST_OBJECTS = "/run/bot-bottle/host-objects"
+#: The namespace the agent's branches land in, in the host repository.
+REF_PREFIX = "refs/heads/bot-bottle"
+_GIT_TIMEOUT = 600.0
+#: Keys of the host repository's config the bottle's git dir starts with:
+#: identity and how the working tree is read; nothing that names a program.
+COPIED_CONFIG = (
+    "user.name", "user.email", "core.autocrlf", "core.eol", "core.filemode",
+    "core.symlinks", "core.ignorecase",
+)  # fmt: skip
+
+
+def _clean_env() -> dict[str, str]:
+    """bot-bottle's own git runs: no system/global config of whoever runs
+    bot-bottle may change what is parsed; no prompts; no replace refs."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update(
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_CONFIG_GLOBAL="/dev/null",
+        GIT_TERMINAL_PROMPT="0",
+        GIT_NO_REPLACE_OBJECTS="1",
+        LC_ALL="C",
+    )
+    return env
+
+
+@dataclass(frozen=True)
+class Owner:
+    uid: int
+    gid: int
+
+    @classmethod
+    def of(cls, path: Path) -> Owner:
+        st = path.stat()
+        return cls(st.st_uid, st.st_gid)
+
+    def run_kwargs(self) -> dict[str, object]:
+        """Run as this owner when bot-bottle is root and the owner is not:
+        objects written into the host repository must be the owner's."""
+        if os.geteuid() == 0 and self.uid != 0:
+            return {"user": self.uid, "group": self.gid, "extra_groups": []}
+        return {}
+
+
+def _git(
+    args: Sequence[str],
+    *,
+    git_dir: Path,
+    owner: Owner | None = None,
+    stdin: bytes | None = None,
+    env: Mapping[str, str] | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess[bytes]:
+    kwargs = owner.run_kwargs() if owner else {}
+    proc = subprocess.run(
+        ["git", f"--git-dir={git_dir}", *args],
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+        capture_output=True,
+        env=dict(env) if env is not None else _clean_env(),
+        timeout=_GIT_TIMEOUT,
+        check=False,
+        cwd="/",
+        **kwargs,  # type: ignore[arg-type]
+    )
+    if check and proc.returncode != 0:
+        err = proc.stderr.decode("utf-8", "replace").strip()[-400:]
+        raise BotBottleError(f"git {args[0]} failed in {git_dir}: {visible(err)}")
+    return proc
+
+
+@dataclass
+class WorkspaceGit:
+    """A bottle's git directory and the host repository it came from."""
+
+    cwd: Path
+    #: The bottle's git directory (state dir); mounted at /workspace/.git.
+    git_dir: Path
+    slug: str
+    #: The host repository's git dir, or None when --cwd is not a repository.
+    host_git: Path | None = None
+    host_owner: Owner | None = None
+    #: Branch tips at launch (``refs/heads/...`` -> sha): unchanged ones are
+    #: not brought back.
+    launch_tips: dict[str, str] = field(default_factory=dict)
+    #: ``(host path, container path)`` mounted read-only (submodule guards).
+    ro_mounts: list[tuple[Path, str]] = field(default_factory=list)
+    #: Whether the /workspace/.git mountpoint was created by the launch
+    #: (no .git on the host): removed again at teardown.
+    created_mountpoint: bool = False
+    #: Nested ``.git`` entries present at launch (not reported at teardown).
+    nested_at_launch: frozenset[str] = frozenset()
+
+    def remove_mountpoint(self) -> None:
+        """The empty ``.git`` the engine created for the mount (no repository
+        on the host): gone again, so the host is left as it was."""
+        mountpoint = self.cwd / ".git"
+        if self.created_mountpoint and mountpoint.is_dir() and not mountpoint.is_symlink():
+            try:
+                mountpoint.rmdir()
+            except OSError as exc:
+                log.warning("mountpoint_left", path=str(mountpoint), error=str(exc))
+
+    def volumes(self) -> dict[str, dict[str, str]]:
+        out = {str(self.git_dir): {"bind": f"{WORKSPACE}/.git", "mode": "rw"}}
+        if self.host_git is not None:
+            out[str(self.host_git / "objects")] = {"bind": HOST_OBJECTS, "mode": "ro"}
+        for src, dest in self.ro_mounts:
+            out[str(src)] = {"bind": dest, "mode": "ro"}
+        return out
+
+
+def prepare(cwd: Path, state_dir: Path, slug: str) -> WorkspaceGit:
+    """Build the bottle's git directory for ``cwd`` (before any container)."""
+    dot_git = cwd / ".git"
+    if dot_git.is_symlink() or (dot_git.exists() and not dot_git.is_dir()):
+        raise BotBottleError(
+            f"{visible(str(dot_git))} is a file or a link (a linked worktree or a "
+            "submodule checkout): bot-bottle mounts only a repository's main checkout",
+            hint="use the repository's main working tree, or a clone, as --cwd",
+        )
+    git_dir = state_dir / "workspace.git"
+    if git_dir.exists():
+        shutil.rmtree(git_dir)
+    _git(["init", "-q", "--bare"], git_dir=git_dir)
+    _git(["config", "core.bare", "false"], git_dir=git_dir)
+    ws = WorkspaceGit(cwd=cwd, git_dir=git_dir, slug=slug)
+    ws.nested_at_launch = frozenset(nested_git_entries(cwd))
+    if not dot_git.exists():
+        ws.created_mountpoint = True
+        return ws
+    owner = Owner.of(dot_git)
+    ws.host_git, ws.host_owner = dot_git, owner
+    reach = _git(["rev-parse", "--git-dir"], git_dir=dot_git, owner=owner, check=False)
+    if reach.returncode != 0:
+        raise BotBottleError(
+            f"the repository's owner (uid {owner.uid}) cannot use {visible(str(dot_git))}: "
+            f"{visible(reach.stderr.decode('utf-8', 'replace').strip()[-200:])}",
+            hint="bot-bottle writes the agent's commits into it as its owner: make its "
+            "parent directories searchable by that user",
+        )
+    refs = _git(
+        ["for-each-ref", "--format=%(objectname) %(refname)"], git_dir=dot_git, owner=owner
+    ).stdout.decode()
+    # Objects are looked up through the host's store while the refs are
+    # written here, then the alternates point at the bottle's read-only mount.
+    alternates = git_dir / "objects" / "info" / "alternates"
+    alternates.write_text(f"{dot_git / 'objects'}\n")
+    commands = []
+    for line in refs.splitlines():
+        sha, _, ref = line.partition(" ")
+        commands.append(f"create {ref} {sha}\n")
+        if ref.startswith("refs/heads/"):
+            ws.launch_tips[ref] = sha
+    if commands:
+        _git(["update-ref", "--no-deref", "--stdin"], git_dir=git_dir,
+             stdin="".join(commands).encode())  # fmt: skip
+    head = (dot_git / "HEAD").read_text(errors="replace").strip()
+    if head.startswith("ref: refs/"):
+        _git(["symbolic-ref", "HEAD", head[5:]], git_dir=git_dir)
+    elif head:
+        _git(["update-ref", "--no-deref", "HEAD", head], git_dir=git_dir)
+    alternates.write_text(f"{HOST_OBJECTS}\n")
+    for key in COPIED_CONFIG:
+        value = _git(["config", "--file", str(dot_git / "config"), "--get", key],
+                     git_dir=dot_git, owner=owner, check=False).stdout.decode().strip()  # fmt: skip
+        if value:
+            _git(["config", key, value], git_dir=git_dir)
+    for name in ("index", "info/exclude"):
+        src = dot_git / name
+        if src.is_file() and not src.is_symlink():
+            (git_dir / name).parent.mkdir(exist_ok=True)
+            shutil.copyfile(src, git_dir / name)
+    ws.ro_mounts = _submodule_guards(cwd, dot_git, owner)
+    return ws
+
+
+def _submodule_guards(cwd: Path, dot_git: Path, owner: Owner) -> list[tuple[Path, str]]:
+    """Each gitlink of the host's index: its ``.git`` (populated) or its
+    directory (unpopulated), read-only, so the agent cannot give the
+    operator's recursive ``git status`` a git dir of its own."""
+    out: list[tuple[Path, str]] = []
+    listing = _git(["ls-files", "-s", "-z"], git_dir=dot_git, owner=owner, check=False,
+                   env={**_clean_env(), "GIT_WORK_TREE": str(cwd)}).stdout  # fmt: skip
+    real_cwd = cwd.resolve()
+    for entry in listing.split(b"\0"):
+        meta, _, path = entry.partition(b"\t")
+        if not meta.startswith(b"160000 "):
+            continue
+        rel = path.decode("utf-8", "surrogateescape")
+        target = cwd / rel
+        if target.is_symlink() or not target.resolve().is_relative_to(real_cwd):
+            raise BotBottleError(
+                f"submodule path {visible(rel)} is a link out of the workspace",
+                hint="replace the link with the submodule's directory",
+            )
+        sub_git = target / ".git"
+        if sub_git.is_symlink():
+            raise BotBottleError(
+                f"{visible(str(sub_git))} is a symbolic link; bot-bottle will not mount it",
+                hint="replace the link with the file or directory it points to",
+            )
+        if sub_git.exists():
+            out.append((sub_git, f"{WORKSPACE}/{rel}/.git"))
+        elif target.is_dir():
+            out.append((target, f"{WORKSPACE}/{rel}"))
+    return out
+
+
+def nested_git_entries(cwd: Path, limit: int = 200_000) -> list[str]:
+    """``.git`` entries below the top level (nested repositories, gitfiles)."""
+    out: list[str] = []
+    for seen, (root, dirs, files) in enumerate(os.walk(cwd)):
+        if seen >= limit:
+            break
+        here = Path(root)
+        if here == cwd and ".git" in dirs:
+            dirs.remove(".git")
+        elif ".git" in dirs or ".git" in files:
+            out.append(str((here / ".git").relative_to(cwd)))
+            if ".git" in dirs:
+                dirs.remove(".git")
+    return sorted(out)
+
+
+# -- bringing the agent's commits back -------------------------------------------
+
+
+@dataclass
+class BroughtBack:
+    branch: str
+    ref: str = ""
+    sha: str = ""
+    commits: int = 0
+    refused: str = ""
+
+    def line(self) -> str:
+        name = visible(self.branch)
+        if self.refused:
+            return f"{name}: {self.refused}"
+        return f"{visible(self.ref)} -> {self.sha[:12]} ({self.commits} new commit(s))"
+
+
+@dataclass
+class BringBackResult:
+    items: list[BroughtBack] = field(default_factory=list)
+    error: str = ""
+
+
+Scanner = Callable[[Path, str, str], tuple[int, list[str]]]
+
+
+def default_scanner(known_secrets: Sequence[object] = ()) -> Scanner:
+    """git-gate's push scan (the same code, the same detectors)."""
+
+    def scan(repo: Path, tip: str, branch: str) -> tuple[int, list[str]]:
+        from bot_bottle_sidecars.gitgate import scan as gate_scan
+
+        from bot_bottle.plugins import PluginHost
+
+        detectors = gate_scan.load_detectors(PluginHost().load(), None)
+        report = gate_scan.scan_push(
+            repo, [tip], detectors, target="the host repository", env=_clean_env(),
+            ref_names=[branch], known_secrets=list(known_secrets),  # type: ignore[arg-type]
+        )  # fmt: skip
+        problems = [
+            f"{f.rule} in {f.location.part}"
+            + (f" of {f.location.commit[:12]}" if f.location.commit else "")
+            for f in report.blocking
+        ]
+        return report.commits, problems
+
+    return scan
+
+
+def bring_back(
+    ws: WorkspaceGit,
+    upload_pack: Sequence[str],
+    scanner: Scanner,
+    quarantine: Path,
+) -> BringBackResult:
+    """Fetch the bottle's branches (``upload_pack`` runs git-upload-pack on
+    /workspace/.git in the bottle, e.g. ``docker exec -i``), scan what is
+    new, and set ``refs/heads/bot-bottle/<slug>/<branch>`` in the host repo."""
+    result = BringBackResult()
+    if ws.host_git is None or ws.host_owner is None:
+        return result
+    owner = ws.host_owner
+    if quarantine.exists():
+        shutil.rmtree(quarantine)
+    q = quarantine
+    _git(["init", "-q", "--bare"], git_dir=q)
+    (q / "objects" / "info" / "alternates").write_text(f"{ws.host_git / 'objects'}\n")
+    host_refs = _git(["for-each-ref", "--format=%(objectname) %(refname)"],
+                     git_dir=ws.host_git, owner=owner).stdout.decode()  # fmt: skip
+    host_shas = sorted({line.split(" ", 1)[0] for line in host_refs.splitlines() if line})
+    commands = "".join(f"create refs/host/{i} {sha}\n" for i, sha in enumerate(host_shas)).encode()
+    if commands:
+        _git(["update-ref", "--stdin"], git_dir=q, stdin=commands)
+    # ext:: runs the command given (no shell): the bottle's upload-pack; the
+    # host's git only reads the pack stream, checked object by object.
+    remote = "ext::" + " ".join(upload_pack) + f" %S {WORKSPACE}/.git"
+    if any(" " in part or "%" in part for part in upload_pack):
+        raise BotBottleError("the upload-pack command must not contain spaces or '%'")
+    fetch = _git(
+        ["-c", "protocol.ext.allow=always", "-c", "transfer.fsckObjects=true",
+         "-c", "fetch.fsckObjects=true", "fetch", "--no-tags", "--no-write-fetch-head",
+         "--no-recurse-submodules", remote, "+refs/heads/*:refs/agent/*"],
+        git_dir=q, check=False,
+        env={**_clean_env(), "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+    )  # fmt: skip
+    if fetch.returncode != 0:
+        result.error = visible(fetch.stderr.decode("utf-8", "replace").strip()[-400:])
+        return result
+    fetched = _git(["for-each-ref", "--format=%(objectname) %(refname)", "refs/agent/"],
+                   git_dir=q).stdout.decode()  # fmt: skip
+    tips: dict[str, str] = {}
+    for line in fetched.splitlines():
+        sha, _, ref = line.partition(" ")
+        tips[ref.removeprefix("refs/agent/")] = sha
+    # The scan takes "new" as "not reachable from any ref": only the host's
+    # refs stay; the fetched objects are kept, unreferenced, in the quarantine.
+    if tips:
+        _git(["update-ref", "--stdin"], git_dir=q,
+             stdin="".join(f"delete refs/agent/{b}\n" for b in tips).encode())  # fmt: skip
+    for branch, sha in sorted(tips.items()):
+        if ws.launch_tips.get(f"refs/heads/{branch}") == sha:
+            continue
+        item = BroughtBack(branch=branch, sha=sha)
+        result.items.append(item)
+        try:
+            item.commits, problems = scanner(q, sha, branch)
+        except Exception as exc:  # the scan could not run: nothing comes back
+            item.refused = f"the scan failed: {visible(str(exc))[:300]}"
+            continue
+        if problems:
+            item.refused = "DLP: " + "; ".join(visible(p) for p in problems[:5])
+            continue
+        item.ref = f"{REF_PREFIX}/{ws.slug}/{branch}"
+        _import(q, ws.host_git, owner, sha, host_shas, item.ref)
+    return result
+
+
+def new_nested_git(ws: WorkspaceGit) -> list[str]:
+    """Nested ``.git`` entries the agent created: a later ``git submodule
+    add`` or a gitlink would make the operator's git read their config."""
+    return sorted(set(nested_git_entries(ws.cwd)) - ws.nested_at_launch)
+
+
+def _import(q: Path, host_git: Path, owner: Owner, sha: str, have: Sequence[str], ref: str) -> None:
+    """The new objects, as a pack piped from the quarantine into the host
+    repository, written by its owner; then the ref."""
+    revs = "".join([f"{sha}\n", *(f"^{h}\n" for h in have)]).encode()
+    missing = _git(["rev-list", "--objects", "--stdin"], git_dir=q, stdin=revs).stdout
+    if missing.strip():
+        pack = _git(["pack-objects", "--stdout", "--revs", "--thin", "-q"], git_dir=q,
+                    stdin=revs).stdout  # fmt: skip
+        _git(["index-pack", "--stdin", "--fix-thin", "--strict"], git_dir=host_git,
+             owner=owner, stdin=pack)  # fmt: skip
+    _git(["update-ref", "-m", "bot-bottle: brought back from the bottle", ref, sha],
+         git_dir=host_git, owner=owner)  # fmt: skip
