@@ -80,8 +80,18 @@ def _gvisor_state(plan: Any) -> str:
 
 
 def print_preflight(plan: Any, prepared: Any) -> None:
+    import io
+
+    from bot_bottle.termtext import visible
+
+    out = io.StringIO()
+    _preflight(plan, out)
+    # Agent, bottle, route and env names and the cwd come from the manifest.
+    sys.stderr.write(visible(out.getvalue(), allow_newlines=True))
+
+
+def _preflight(plan: Any, out: Any) -> None:
     s = plan.summary()
-    out = sys.stderr
     out.write(f"bottle {s['slug']}: agent {s['agent']} (bottle {s['bottle']}, ")
     out.write(f"provider {s['provider']}, backend {s['backend']})\n")
     out.write(f"  egress routes: {', '.join(s['egress_routes']) or '(none: nothing leaves)'}\n")

@@ -605,7 +605,7 @@ def _world_readable(root: Path) -> None:
 
 
 def _stderr_progress(line: str) -> None:
-    sys.stderr.write(f"  {line}\n")
+    sys.stderr.write(f"  {visible(line)}\n")
 
 
 def _orphaned(labels: Mapping[str, str], ours: str) -> bool:
