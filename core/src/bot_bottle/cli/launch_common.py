@@ -76,7 +76,9 @@ def _gvisor_state(plan: Any) -> str:
         runtimes = probe(timeout=2.0).runtimes
     except DockerUnreachable:
         return "unknown (engine unreachable)"
-    return "on (runsc)" if "runsc" in runtimes else "not registered (runc)"
+    if "runsc" not in runtimes:
+        return "not registered (runc)"
+    return "runsc registered (used if the launch probe shows a bottle works under it)"
 
 
 def print_preflight(plan: Any, prepared: Any) -> None:

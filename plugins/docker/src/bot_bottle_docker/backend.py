@@ -139,9 +139,22 @@ def _client() -> docker.DockerClient:
     return client
 
 
-def gvisor_runtime(client: docker.DockerClient) -> str | None:
-    runtimes = (client.info().get("Runtimes") or {}).keys()
-    return "runsc" if "runsc" in runtimes else None
+def gvisor_runtime(
+    client: docker.DockerClient, image: str, progress: Callable[[str], None] | None = None
+) -> str | None:
+    """``runsc`` when it is registered *and* the probe shows a bottle works
+    under it (bot_bottle_docker.gvisor); else None (runc), saying why."""
+    from bot_bottle_docker import gvisor
+
+    if not gvisor.registered(client):
+        return None
+    state = gvisor.probe(client, image)
+    if state.usable:
+        return gvisor.RUNTIME
+    if progress is not None:
+        progress(f"gvisor: runsc is registered but not used: {state.detail}")
+    log.info("gvisor_unusable", detail=state.detail)
+    return None
 
 
 class DockerBackend(Backend):
@@ -160,7 +173,9 @@ class DockerBackend(Backend):
         except DockerUnreachable as exc:
             return Availability.no(str(exc), "start dockerd or set DOCKER_HOST")
         runtimes = ", ".join(info.runtimes)
-        return Availability.yes(f"Docker {info.version} (runtimes: {runtimes})")
+        return Availability.yes(
+            f"Docker {info.version} (runtimes: {runtimes}); gVisor: {_gvisor_doctor(info)}"
+        )
 
     # -- prepare (pure) ------------------------------------------------------------
 
@@ -268,7 +283,7 @@ class DockerBackend(Backend):
             relay_user = DAEMON_USERS["relay"]
 
             def start_agent() -> tuple[Any, Any]:
-                runtime = gvisor_runtime(client) if plan.gvisor else None
+                runtime = gvisor_runtime(client, bundle_tag, self.progress) if plan.gvisor else None
                 agent_env = {k: v.reveal() for k, v in plan.agent_env.items()}
                 volumes = {}
                 if plan.cwd is not None and workspace is not None:
@@ -595,6 +610,25 @@ class DockerBackend(Backend):
         finally:
             client.close()
         return removed
+
+
+def _gvisor_doctor(info: Any) -> str:
+    from bot_bottle_docker import gvisor
+
+    if gvisor.RUNTIME not in info.runtimes:
+        return (
+            "off (runsc is not registered with the engine; scripts/setup.sh says why it "
+            "is not registered on these machines)"
+        )
+    client = _client()
+    try:
+        images = client.images.list(name="bot-bottle/sidecars")
+        if not images:
+            return "runsc registered; not probed yet (no bundle image built)"
+        state = gvisor.probe(client, images[0].tags[0])
+        return ("on: " if state.usable else "runsc registered but not used: ") + state.detail
+    finally:
+        client.close()
 
 
 def _world_readable(root: Path) -> None:
