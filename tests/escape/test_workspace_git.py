@@ -121,6 +121,14 @@ def _make_repo(scene: Scene) -> None:
     owner_git(scene, "commit", "-qm", "a submodule")
     (repo / "sub").mkdir()
     os.chown(repo / "sub", OWNER, GROUP)
+    # A populated submodule: mod/.git is a gitfile into .git/modules/mod.
+    src = scene.root / "modsrc"
+    src.mkdir()
+    os.chown(src, OWNER, GROUP)
+    owner_git(scene, "init", "-q", "-b", "main", cwd=src)
+    owner_git(scene, "commit", "-q", "--allow-empty", "-m", "mod", cwd=src)
+    owner_git(scene, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(src), "mod")
+    owner_git(scene, "commit", "-qm", "a populated submodule")
 
 
 AGENT_WORK = f"""
@@ -188,6 +196,16 @@ def _attacks(scene: Scene) -> dict[str, str]:
             printf 'gitdir: ../.git/modules/sub\\n' > sub/.git 2>/dev/null && echo CREATED-GITFILE
             mkdir -p .git/modules/sub
             printf '[core]\\n\\tfsmonitor = "{p("submodule")}"\\n' > .git/modules/sub/config
+            echo DONE""",
+        # A populated submodule: its gitfile, and the modules dir it names.
+        "populated-submodule": f"""
+            printf 'gitdir: /workspace/evil-mod\\n' > mod/.git 2>/dev/null && echo OVERWROTE
+            rm -f mod/.git 2>/dev/null && echo REMOVED
+            mv mod mod-moved 2>/dev/null && echo MOVED
+            mkdir -p evil-mod .git/modules/mod
+            for d in evil-mod .git/modules/mod; do
+              printf '[core]\\n\\tfsmonitor = "{p("populated-submodule")}"\\n' > $d/config
+            done
             echo DONE""",
         # Worktree files the host's git reads.
         "worktree": f"""
@@ -283,14 +301,22 @@ def test_submodule_git_dir_cannot_be_planted(scene: Scene) -> None:
     out = scene.agent_out["submodule"]
     assert "CREATED-GITDIR" not in out and "CREATED-GITFILE" not in out, out
     assert list((scene.repo / "sub").iterdir()) == []
-    assert not (scene.repo / ".git" / "modules").exists()
+    assert not (scene.repo / ".git" / "modules" / "sub").exists()
+
+
+def test_a_populated_submodules_gitfile_cannot_be_redirected(scene: Scene) -> None:
+    out = scene.agent_out["populated-submodule"]
+    assert "DONE" in out and not {"OVERWROTE", "REMOVED", "MOVED"} & set(out.split()), out
+    assert (scene.repo / "mod" / ".git").read_text() == "gitdir: ../.git/modules/mod\n"
+    assert "fsmonitor" not in (scene.repo / ".git" / "modules" / "mod" / "config").read_text()
 
 
 def test_the_hosts_git_dir_is_untouched_by_the_agent(scene: Scene) -> None:
     """Byte for byte, except what the operator's own commits and the
     brought-back refs changed (objects, refs, logs, index, ORIG_HEAD)."""
     after = _snapshot(scene.repo / ".git")
-    own = ("objects/", "refs/", "logs/", "index", "COMMIT_EDITMSG", "ORIG_HEAD", "packed-refs")
+    own = ("objects/", "refs/", "logs/", "index", "COMMIT_EDITMSG", "ORIG_HEAD", "packed-refs",
+           "modules/mod/index")  # fmt: skip
     changed = {
         k for k in set(after) | set(scene.host_git_before)
         if after.get(k) != scene.host_git_before.get(k) and not k.startswith(own)
@@ -308,6 +334,8 @@ def test_nothing_the_agent_wrote_ran_on_the_host(scene: Scene) -> None:
         assert "evil" not in out.lower() or "filter" not in out.lower(), out
     owner_git(scene, "submodule", "update", "--init", check=False)
     owner_git(scene, "diff", "HEAD~1")
+    owner_git(scene, "submodule", "foreach", "git status")
+    assert "mod" in owner_git(scene, "submodule", "status")
     assert scene.witnesses() == {}
 
 

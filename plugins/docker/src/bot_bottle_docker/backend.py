@@ -456,8 +456,8 @@ class DockerBackend(Backend):
         if result.error:
             self.progress(f"warning: the agent's commits could not be fetched: {result.error}")
         for item in result.items:
-            self.progress(f"{'refused' if item.refused else 'brought back'} into {where}: "
-                          f"{item.line()}")  # fmt: skip
+            what = "refused, not brought into" if item.refused else "brought back into"
+            self.progress(f"{what} {where}: {item.line()}")
         log.info("brought_back", slug=plan.slug, refs=[i.ref for i in result.items if i.ref],
                  refused=[i.branch for i in result.items if i.refused])  # fmt: skip
 

@@ -47,6 +47,8 @@ log = get_logger("bot_bottle_docker.workspace_git")
 WORKSPACE = "/workspace"
 #: Where the host repository's object store is mounted (read-only) in the agent.
 HOST_OBJECTS = "/run/bot-bottle/host-objects"
+#: Where each submodule's object store is mounted (read-only), by module name.
+HOST_MODULES = "/run/bot-bottle/host-modules"
 #: The namespace the agent's branches land in, in the host repository.
 REF_PREFIX = "refs/heads/bot-bottle"
 _GIT_TIMEOUT = 600.0
@@ -131,8 +133,9 @@ class WorkspaceGit:
     #: Branch tips at launch (``refs/heads/...`` -> sha): unchanged ones are
     #: not brought back.
     launch_tips: dict[str, str] = field(default_factory=dict)
-    #: ``(host path, container path)`` mounted read-only (submodule guards).
-    ro_mounts: list[tuple[Path, str]] = field(default_factory=list)
+    #: ``(host path, container path, mode)``: submodule object stores and
+    #: guards (``ro``), directories pinned as mountpoints (``rw``).
+    mounts: list[tuple[Path, str, str]] = field(default_factory=list)
     #: Whether the /workspace/.git mountpoint was created by the launch
     #: (no .git on the host): removed again at teardown.
     created_mountpoint: bool = False
@@ -153,8 +156,8 @@ class WorkspaceGit:
         out = {str(self.git_dir): {"bind": f"{WORKSPACE}/.git", "mode": "rw"}}
         if self.host_git is not None:
             out[str(self.host_git / "objects")] = {"bind": HOST_OBJECTS, "mode": "ro"}
-        for src, dest in self.ro_mounts:
-            out[str(src)] = {"bind": dest, "mode": "ro"}
+        for src, dest, mode in self.mounts:
+            out[str(src)] = {"bind": dest, "mode": mode}
         return out
 
 
@@ -167,6 +170,7 @@ def prepare(cwd: Path, state_dir: Path, slug: str) -> WorkspaceGit:
             "submodule checkout): bot-bottle mounts only a repository's main checkout",
             hint="use the repository's main working tree, or a clone, as --cwd",
         )
+    state_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
     git_dir = state_dir / "workspace.git"
     if git_dir.exists():
         shutil.rmtree(git_dir)
@@ -187,47 +191,90 @@ def prepare(cwd: Path, state_dir: Path, slug: str) -> WorkspaceGit:
             hint="bot-bottle writes the agent's commits into it as its owner: make its "
             "parent directories searchable by that user",
         )
-    refs = _git(
-        ["for-each-ref", "--format=%(objectname) %(refname)"], git_dir=dot_git, owner=owner
-    ).stdout.decode()
+    ws.launch_tips = _seed(dot_git, git_dir, owner, HOST_OBJECTS)
+    # Submodules' git dirs (.git/modules/<name>): the bottle gets its own of
+    # each, seeded the same way, so the agent's git works in them too; their
+    # commits are not brought back.
+    for rel in _module_git_dirs(dot_git / "modules"):
+        mount = f"{HOST_MODULES}/{rel}/objects"
+        (git_dir / "modules" / rel).mkdir(parents=True)
+        _git(["init", "-q", "--bare"], git_dir=git_dir / "modules" / rel)
+        _seed(dot_git / "modules" / rel, git_dir / "modules" / rel, owner, mount,
+              extra_config=("core.worktree",))  # fmt: skip
+        ws.mounts.append((dot_git / "modules" / rel / "objects", mount, "ro"))
+    ws.mounts.extend(_submodule_guards(cwd, dot_git, owner))
+    return ws
+
+
+def _seed(
+    src: Path, dest: Path, owner: Owner, objects_mount: str, extra_config: Sequence[str] = ()
+) -> dict[str, str]:
+    """``dest`` (a fresh git dir) gets ``src``'s refs, HEAD, index, exclude
+    and harmless config keys; its objects come from ``objects_mount`` (where
+    ``src``'s object store is mounted read-only in the bottle). Returns the
+    branch tips."""
+    _git(["config", "core.bare", "false"], git_dir=dest)
+    refs = _git(["for-each-ref", "--format=%(objectname) %(refname)"], git_dir=src,
+                owner=owner).stdout.decode()  # fmt: skip
     # Objects are looked up through the host's store while the refs are
     # written here, then the alternates point at the bottle's read-only mount.
-    alternates = git_dir / "objects" / "info" / "alternates"
-    alternates.write_text(f"{dot_git / 'objects'}\n")
+    alternates = dest / "objects" / "info" / "alternates"
+    alternates.write_text(f"{src / 'objects'}\n")
+    tips: dict[str, str] = {}
     commands = []
     for line in refs.splitlines():
         sha, _, ref = line.partition(" ")
         commands.append(f"create {ref} {sha}\n")
         if ref.startswith("refs/heads/"):
-            ws.launch_tips[ref] = sha
+            tips[ref] = sha
     if commands:
-        _git(["update-ref", "--no-deref", "--stdin"], git_dir=git_dir,
+        _git(["update-ref", "--no-deref", "--stdin"], git_dir=dest,
              stdin="".join(commands).encode())  # fmt: skip
-    head = (dot_git / "HEAD").read_text(errors="replace").strip()
+    head = (src / "HEAD").read_text(errors="replace").strip()
     if head.startswith("ref: refs/"):
-        _git(["symbolic-ref", "HEAD", head[5:]], git_dir=git_dir)
+        _git(["symbolic-ref", "HEAD", head[5:]], git_dir=dest)
     elif head:
-        _git(["update-ref", "--no-deref", "HEAD", head], git_dir=git_dir)
-    alternates.write_text(f"{HOST_OBJECTS}\n")
-    for key in COPIED_CONFIG:
-        value = _git(["config", "--file", str(dot_git / "config"), "--get", key],
-                     git_dir=dot_git, owner=owner, check=False).stdout.decode().strip()  # fmt: skip
+        _git(["update-ref", "--no-deref", "HEAD", head], git_dir=dest)
+    alternates.write_text(f"{objects_mount}\n")
+    for key in (*COPIED_CONFIG, *extra_config):
+        value = _git(["config", "--file", str(src / "config"), "--get", key],
+                     git_dir=src, owner=owner, check=False).stdout.decode().strip()  # fmt: skip
         if value:
-            _git(["config", key, value], git_dir=git_dir)
+            _git(["config", key, value], git_dir=dest)
     for name in ("index", "info/exclude"):
-        src = dot_git / name
-        if src.is_file() and not src.is_symlink():
-            (git_dir / name).parent.mkdir(exist_ok=True)
-            shutil.copyfile(src, git_dir / name)
-    ws.ro_mounts = _submodule_guards(cwd, dot_git, owner)
-    return ws
+        path = src / name
+        if path.is_file() and not path.is_symlink():
+            (dest / name).parent.mkdir(exist_ok=True)
+            shutil.copyfile(path, dest / name)
+    return tips
 
 
-def _submodule_guards(cwd: Path, dot_git: Path, owner: Owner) -> list[tuple[Path, str]]:
+def _module_git_dirs(modules: Path) -> list[str]:
+    """Git dirs under ``.git/modules`` (names may hold slashes); not the
+    modules of modules."""
+    out: list[str] = []
+    if not modules.is_dir() or modules.is_symlink():
+        return out
+    for root, dirs, _files in os.walk(modules):
+        here = Path(root)
+        if (here / "HEAD").is_file() and (here / "objects").is_dir():
+            out.append(str(here.relative_to(modules)))
+            dirs.clear()
+        else:
+            dirs[:] = [d for d in dirs if not (here / d).is_symlink()]
+    return sorted(out)
+
+
+def _submodule_guards(cwd: Path, dot_git: Path, owner: Owner) -> list[tuple[Path, str, str]]:
     """Each gitlink of the host's index: its ``.git`` (populated) or its
-    directory (unpopulated), read-only, so the agent cannot give the
-    operator's recursive ``git status`` a git dir of its own."""
-    out: list[tuple[Path, str]] = []
+    directory (unpopulated) read-only, so the agent cannot give the
+    operator's recursive ``git status`` a git dir of its own. Every
+    directory above it (below /workspace) and the submodule's own directory
+    are bind-mounted onto themselves, read-write: a mountpoint cannot be
+    renamed or removed, so the agent cannot move the guarded path aside and
+    put its own in its place (``mv mod x && mkdir -p mod/.git``)."""
+    pinned: dict[str, Path] = {}
+    guards: list[tuple[Path, str, str]] = []
     listing = _git(["ls-files", "-s", "-z"], git_dir=dot_git, owner=owner, check=False,
                    env={**_clean_env(), "GIT_WORK_TREE": str(cwd)}).stdout  # fmt: skip
     real_cwd = cwd.resolve()
@@ -237,11 +284,15 @@ def _submodule_guards(cwd: Path, dot_git: Path, owner: Owner) -> list[tuple[Path
             continue
         rel = path.decode("utf-8", "surrogateescape")
         target = cwd / rel
-        if target.is_symlink() or not target.resolve().is_relative_to(real_cwd):
-            raise BotBottleError(
-                f"submodule path {visible(rel)} is a link out of the workspace",
-                hint="replace the link with the submodule's directory",
-            )
+        for ancestor in [*reversed(Path(rel).parents), Path(rel)]:
+            here = cwd / ancestor
+            if here == cwd:
+                continue
+            if here.is_symlink() or not here.resolve().is_relative_to(real_cwd):
+                raise BotBottleError(
+                    f"submodule path {visible(rel)} goes through a link out of the workspace",
+                    hint="replace the link with the submodule's directory",
+                )
         sub_git = target / ".git"
         if sub_git.is_symlink():
             raise BotBottleError(
@@ -249,10 +300,19 @@ def _submodule_guards(cwd: Path, dot_git: Path, owner: Owner) -> list[tuple[Path
                 hint="replace the link with the file or directory it points to",
             )
         if sub_git.exists():
-            out.append((sub_git, f"{WORKSPACE}/{rel}/.git"))
+            guards.append((sub_git, f"{WORKSPACE}/{rel}/.git", "ro"))
+            pin_up_to = Path(rel)
         elif target.is_dir():
-            out.append((target, f"{WORKSPACE}/{rel}"))
-    return out
+            guards.append((target, f"{WORKSPACE}/{rel}", "ro"))
+            pin_up_to = Path(rel).parent
+        else:
+            continue
+        chain = [*reversed(pin_up_to.parents), pin_up_to] if str(pin_up_to) != "." else []
+        for ancestor in chain:
+            if str(ancestor) != "." and (cwd / ancestor).is_dir():
+                pinned[str(ancestor)] = cwd / ancestor
+    pins = [(src, f"{WORKSPACE}/{rel}", "rw") for rel, src in sorted(pinned.items())]
+    return [*pins, *guards]
 
 
 def nested_git_entries(cwd: Path, limit: int = 200_000) -> list[str]:
