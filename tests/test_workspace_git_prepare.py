@@ -104,3 +104,39 @@ def test_no_repository_gets_a_fresh_git_dir_and_its_mountpoint_goes_again(
     (plain / ".git").mkdir()  # what the engine creates for the mount
     ws.remove_mountpoint()
     assert not (plain / ".git").exists()
+
+
+def test_working_tree_paths_the_operators_config_runs_are_guarded(
+    repo: Path, tmp_path: Path
+) -> None:
+    """husky's hooksPath, an include of a tracked .gitconfig, shell aliases
+    and drivers that are scripts of the repository: read-only in the bottle
+    (with the directories above them pinned); a path that is only an
+    argument of a git alias is not."""
+    (repo / "scripts").mkdir()
+    (repo / "scripts" / "lint.sh").write_text("echo lint\n")
+    (repo / "tools").mkdir()
+    (repo / "tools" / "clean.sh").write_text("cat\n")
+    (repo / ".gitconfig").write_text("[core]\n\tautocrlf = false\n")
+    (repo / "src").mkdir()
+    for key, value in (
+        ("core.hooksPath", ".githooks"),
+        ("include.path", "../.gitconfig"),
+        ("alias.lint", "!./scripts/lint.sh --fix"),
+        ("alias.lg", "log -- src/"),
+        ("filter.x.clean", "tools/clean.sh %f"),
+        ("diff.y.textconv", "cat"),
+    ):
+        git("config", key, value, cwd=repo)
+    ws = wg.prepare(repo, tmp_path / "state", "s-7")
+    assert sorted(ws.config_guarded) == [".gitconfig", ".githooks", "scripts/lint.sh",
+                                         "tools/clean.sh"]  # fmt: skip
+    assert (repo / ".githooks").is_dir()  # created, so the agent cannot create it
+    assert sorted(ws.mounts) == sorted([
+        (repo / ".gitconfig", "/workspace/.gitconfig", "ro"),
+        (repo / ".githooks", "/workspace/.githooks", "ro"),
+        (repo / "scripts", "/workspace/scripts", "rw"),
+        (repo / "scripts" / "lint.sh", "/workspace/scripts/lint.sh", "ro"),
+        (repo / "tools", "/workspace/tools", "rw"),
+        (repo / "tools" / "clean.sh", "/workspace/tools/clean.sh", "ro"),
+    ])  # fmt: skip

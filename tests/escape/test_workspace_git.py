@@ -129,6 +129,22 @@ def _make_repo(scene: Scene) -> None:
     owner_git(scene, "commit", "-q", "--allow-empty", "-m", "mod", cwd=src)
     owner_git(scene, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(src), "mod")
     owner_git(scene, "commit", "-qm", "a populated submodule")
+    # The operator's own config runs files of the working tree (husky-style
+    # hooks, a tracked .gitconfig included, a script alias).
+    (repo / ".githooks").mkdir()
+    (repo / ".githooks" / "pre-commit").write_text("#!/bin/sh\nexit 0\n")
+    (repo / "scripts").mkdir()
+    (repo / "scripts" / "lint.sh").write_text("#!/bin/sh\necho lint-ok\n")
+    (repo / ".gitconfig").write_text("[core]\n\tautocrlf = false\n")
+    for path in (".githooks", ".githooks/pre-commit", "scripts", "scripts/lint.sh", ".gitconfig"):
+        os.chown(repo / path, OWNER, GROUP)
+    for path in (".githooks/pre-commit", "scripts/lint.sh"):
+        (repo / path).chmod(0o755)
+    owner_git(scene, "config", "core.hooksPath", ".githooks")
+    owner_git(scene, "config", "include.path", "../.gitconfig")
+    owner_git(scene, "config", "alias.lint", "!./scripts/lint.sh")
+    owner_git(scene, "add", ".githooks", "scripts", ".gitconfig")
+    owner_git(scene, "commit", "-qm", "operator tooling")
 
 
 AGENT_WORK = f"""
@@ -206,6 +222,17 @@ def _attacks(scene: Scene) -> dict[str, str]:
             for d in evil-mod .git/modules/mod; do
               printf '[core]\\n\\tfsmonitor = "{p("populated-submodule")}"\\n' > $d/config
             done
+            echo DONE""",
+        # Working-tree files the operator's own config runs.
+        "operator-config": f"""
+            printf '#!/bin/sh\\n{p("worktree-hook")}\\n' > .githooks/pre-commit \
+                2>/dev/null && echo WROTE-HOOK
+            mv .githooks hk 2>/dev/null && echo MOVED-HOOKS
+            printf '[core]\\n\\tfsmonitor = "{p("worktree-include")}"\\n' > .gitconfig \
+                2>/dev/null && echo WROTE-GITCONFIG
+            printf '#!/bin/sh\\n{p("worktree-alias")}\\n' > scripts/lint.sh \
+                2>/dev/null && echo WROTE-LINT
+            mv scripts s2 2>/dev/null && echo MOVED-SCRIPTS
             echo DONE""",
         # Worktree files the host's git reads.
         "worktree": f"""
@@ -309,6 +336,12 @@ def test_a_populated_submodules_gitfile_cannot_be_redirected(scene: Scene) -> No
     assert "DONE" in out and not {"OVERWROTE", "REMOVED", "MOVED"} & set(out.split()), out
     assert (scene.repo / "mod" / ".git").read_text() == "gitdir: ../.git/modules/mod\n"
     assert "fsmonitor" not in (scene.repo / ".git" / "modules" / "mod" / "config").read_text()
+
+
+def test_files_the_operators_config_runs_cannot_be_rewritten(scene: Scene) -> None:
+    out = scene.agent_out["operator-config"]
+    assert "DONE" in out and "WROTE" not in out and "MOVED" not in out, out
+    assert owner_git(scene, "lint").strip() == "lint-ok"
 
 
 def test_the_hosts_git_dir_is_untouched_by_the_agent(scene: Scene) -> None:

@@ -235,6 +235,14 @@ class DockerBackend(Backend):
             workspace = None
             if plan.cwd is not None:
                 workspace = workspace_git.prepare(plan.cwd, state.path, plan.slug)
+                if workspace.config_guarded:
+                    names = ", ".join(visible(n) for n in workspace.config_guarded[:10])
+                    self.progress(f"read-only in the bottle (your git config runs them): {names}")
+                if workspace.host_git is None:
+                    self.progress(
+                        "the --cwd directory is not a git repository: the agent's commits "
+                        "stay in the bottle and are discarded with it"
+                    )
             keys_dir = run_dir / "keys"
             if plan.gitgate is not None and plan.gitgate.enabled:
                 from bot_bottle.gitgate.keys import GateKeys

@@ -31,7 +31,9 @@ the class (a review got code run through ``commondir`` and by renaming
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
@@ -139,6 +141,8 @@ class WorkspaceGit:
     #: Whether the /workspace/.git mountpoint was created by the launch
     #: (no .git on the host): removed again at teardown.
     created_mountpoint: bool = False
+    #: Working-tree paths the operator's git config names (read-only here).
+    config_guarded: list[str] = field(default_factory=list)
     #: Nested ``.git`` entries present at launch (not reported at teardown).
     nested_at_launch: frozenset[str] = frozenset()
 
@@ -202,7 +206,10 @@ def prepare(cwd: Path, state_dir: Path, slug: str) -> WorkspaceGit:
         _seed(dot_git / "modules" / rel, git_dir / "modules" / rel, owner, mount,
               extra_config=("core.worktree",))  # fmt: skip
         ws.mounts.append((dot_git / "modules" / rel / "objects", mount, "ro"))
-    ws.mounts.extend(_submodule_guards(cwd, dot_git, owner))
+    guards = _Guards(cwd)
+    _submodule_guards(cwd, dot_git, owner, guards)
+    ws.config_guarded = _config_guards(cwd, dot_git, owner, guards)
+    ws.mounts.extend(guards.mounts())
     return ws
 
 
@@ -265,54 +272,144 @@ def _module_git_dirs(modules: Path) -> list[str]:
     return sorted(out)
 
 
-def _submodule_guards(cwd: Path, dot_git: Path, owner: Owner) -> list[tuple[Path, str, str]]:
+class _Guards:
+    """Read-only mounts over paths the host's git reads as code, each with
+    every directory above it (below /workspace) bind-mounted onto itself
+    read-write: a mountpoint cannot be renamed or removed, but the directory
+    holding one can, carrying the mount away (``mv mod x && mkdir -p
+    mod/.git``). Pinning the whole chain closes that."""
+
+    def __init__(self, cwd: Path) -> None:
+        self.cwd = cwd
+        self.real_cwd = cwd.resolve()
+        self.pinned: dict[str, Path] = {}
+        self.guarded: dict[str, Path] = {}
+
+    def inside(self, rel: str) -> bool:
+        path = self.cwd / rel
+        parts = Path(rel).parts
+        if not parts or parts[0] in ("..", ".git") or Path(rel).is_absolute():
+            return False
+        for i in range(1, len(parts) + 1):
+            if (self.cwd / Path(*parts[:i])).is_symlink():
+                return False
+        return path.resolve().is_relative_to(self.real_cwd)
+
+    def guard(self, rel: str, *, pin_self: bool = False) -> None:
+        if not self.inside(rel):
+            raise BotBottleError(
+                f"{visible(rel)} goes through a link out of the workspace",
+                hint="replace the link with the file or directory it points to",
+            )
+        self.guarded[rel] = self.cwd / rel
+        top = Path(rel) if pin_self else Path(rel).parent
+        if str(top) == ".":
+            return
+        for ancestor in [*reversed(top.parents), top]:
+            if str(ancestor) != "." and (self.cwd / ancestor).is_dir():
+                self.pinned[str(ancestor)] = self.cwd / ancestor
+
+    def mounts(self) -> list[tuple[Path, str, str]]:
+        pins = {r: p for r, p in self.pinned.items() if r not in self.guarded}
+        out = [(p, f"{WORKSPACE}/{r}", "rw") for r, p in sorted(pins.items())]
+        out += [(p, f"{WORKSPACE}/{r}", "ro") for r, p in sorted(self.guarded.items())]
+        return out
+
+
+def _submodule_guards(cwd: Path, dot_git: Path, owner: Owner, guards: _Guards) -> None:
     """Each gitlink of the host's index: its ``.git`` (populated) or its
     directory (unpopulated) read-only, so the agent cannot give the
-    operator's recursive ``git status`` a git dir of its own. Every
-    directory above it (below /workspace) and the submodule's own directory
-    are bind-mounted onto themselves, read-write: a mountpoint cannot be
-    renamed or removed, so the agent cannot move the guarded path aside and
-    put its own in its place (``mv mod x && mkdir -p mod/.git``)."""
-    pinned: dict[str, Path] = {}
-    guards: list[tuple[Path, str, str]] = []
+    operator's recursive ``git status`` a git dir of its own."""
     listing = _git(["ls-files", "-s", "-z"], git_dir=dot_git, owner=owner, check=False,
                    env={**_clean_env(), "GIT_WORK_TREE": str(cwd)}).stdout  # fmt: skip
-    real_cwd = cwd.resolve()
     for entry in listing.split(b"\0"):
         meta, _, path = entry.partition(b"\t")
         if not meta.startswith(b"160000 "):
             continue
         rel = path.decode("utf-8", "surrogateescape")
-        target = cwd / rel
-        for ancestor in [*reversed(Path(rel).parents), Path(rel)]:
-            here = cwd / ancestor
-            if here == cwd:
-                continue
-            if here.is_symlink() or not here.resolve().is_relative_to(real_cwd):
-                raise BotBottleError(
-                    f"submodule path {visible(rel)} goes through a link out of the workspace",
-                    hint="replace the link with the submodule's directory",
-                )
-        sub_git = target / ".git"
+        if not guards.inside(rel):
+            raise BotBottleError(
+                f"submodule path {visible(rel)} goes through a link out of the workspace",
+                hint="replace the link with the submodule's directory",
+            )
+        sub_git = cwd / rel / ".git"
         if sub_git.is_symlink():
             raise BotBottleError(
                 f"{visible(str(sub_git))} is a symbolic link; bot-bottle will not mount it",
                 hint="replace the link with the file or directory it points to",
             )
         if sub_git.exists():
-            guards.append((sub_git, f"{WORKSPACE}/{rel}/.git", "ro"))
-            pin_up_to = Path(rel)
-        elif target.is_dir():
-            guards.append((target, f"{WORKSPACE}/{rel}", "ro"))
-            pin_up_to = Path(rel).parent
+            guards.guard(f"{rel}/.git", pin_self=False)
+        elif (cwd / rel).is_dir():
+            guards.guard(rel)
+
+
+#: Config keys whose value is a path (a directory or a config file).
+_PATH_KEY = re.compile(r"^(core\.hookspath|include\.path|includeif\..+\.path)$")
+#: Config keys whose value is a program (a command line) git runs.
+_PROGRAM_KEY = re.compile(
+    r"^(core\.(fsmonitor|sshcommand|pager|editor|askpass|gitproxy)|gpg(\..+)?\.program"
+    r"|sequence\.editor|diff\.external|diff\..+\.(textconv|command)|merge\..+\.driver"
+    r"|filter\..+\.(clean|smudge|process)|credential(\..+)?\.helper|alias\..+|pager\..+"
+    r"|interactive\.difffilter|web\.browser|browser\..+\.(cmd|path)|man\..+\.(cmd|path)"
+    r"|mergetool\..+\.cmd|difftool\..+\.cmd|uploadpack\.packobjectshook)$"
+)
+
+
+def _config_guards(cwd: Path, dot_git: Path, owner: Owner, guards: _Guards) -> list[str]:
+    """Paths in the working tree that the operator's own git config names:
+    ``core.hooksPath = .githooks`` (husky), ``include.path = ../.gitconfig``,
+    ``alias.x = !./scripts/x.sh``, a filter or diff driver that is a script
+    of the repository, ... The agent could rewrite them, and the operator's
+    git would run them; they are mounted read-only. The config is read as
+    the owner's git reads it (system, global, repository). Returns the
+    guarded paths (for the launch's output)."""
+    import pwd
+    import shlex
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "XDG_"))}
+    env["LC_ALL"] = "C"
+    # The owner's global config is theirs to read; a uid with no account has none.
+    env["HOME"] = "/nonexistent"
+    with contextlib.suppress(KeyError):
+        env["HOME"] = pwd.getpwuid(owner.uid).pw_dir
+    listing = _git(["--work-tree", str(cwd), "config", "--list", "-z"], git_dir=dot_git,
+                   owner=owner, env=env).stdout  # fmt: skip
+    found: list[str] = []
+    for item in listing.split(b"\0"):
+        key, _, raw = item.decode("utf-8", "surrogateescape").partition("\n")
+        key = key.lower()
+        if not raw:
+            continue
+        if _PATH_KEY.match(key):
+            # include paths are relative to the git dir; hooksPath to the work tree.
+            base = dot_git if key != "core.hookspath" else cwd
+            candidates = [os.path.normpath(base / Path(raw).expanduser())]
+            want_file = False
+        elif _PROGRAM_KEY.match(key) and (not key.startswith("alias.") or raw.startswith("!")):
+            try:
+                tokens = shlex.split(raw.lstrip("!"))
+            except ValueError:
+                tokens = raw.lstrip("!").split()
+            candidates = [os.path.normpath(cwd / Path(t).expanduser()) for t in tokens
+                          if "/" in t or t.startswith(".")]  # fmt: skip
+            want_file = True
         else:
             continue
-        chain = [*reversed(pin_up_to.parents), pin_up_to] if str(pin_up_to) != "." else []
-        for ancestor in chain:
-            if str(ancestor) != "." and (cwd / ancestor).is_dir():
-                pinned[str(ancestor)] = cwd / ancestor
-    pins = [(src, f"{WORKSPACE}/{rel}", "rw") for rel, src in sorted(pinned.items())]
-    return [*pins, *guards]
+        for cand in candidates:
+            rel = os.path.relpath(cand, cwd)
+            if rel in (".", ".git") or rel.startswith(("..", ".git/")):
+                continue
+            path = cwd / rel
+            if key == "core.hookspath" and not path.exists() and guards.inside(rel):
+                # Git would read hooks there once it exists: the agent must
+                # not be the one to create it.
+                subprocess.run(["mkdir", "-p", "--", str(path)], check=True, cwd="/",
+                               **owner.run_kwargs())  # type: ignore[arg-type]  # fmt: skip
+            if path.is_symlink() or (path.is_file() if want_file else path.exists()):
+                guards.guard(rel)
+                found.append(rel)
+    return found
 
 
 def nested_git_entries(cwd: Path, limit: int = 200_000) -> list[str]:
