@@ -140,3 +140,12 @@ def test_working_tree_paths_the_operators_config_runs_are_guarded(
         (repo / "tools", "/workspace/tools", "rw"),
         (repo / "tools" / "clean.sh", "/workspace/tools/clean.sh", "ro"),
     ])  # fmt: skip
+
+
+def test_a_repository_without_commits(tmp_path: Path) -> None:
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    git("init", "-q", "-b", "trunk", cwd=fresh)
+    ws = wg.prepare(fresh, tmp_path / "state", "s-8")
+    assert ws.launch_tips == {}
+    assert (ws.git_dir / "HEAD").read_text() == "ref: refs/heads/trunk\n"

@@ -150,6 +150,9 @@ def _make_repo(scene: Scene) -> None:
 AGENT_WORK = f"""
 set -e
 cd /workspace
+git status --porcelain > /tmp/status-at-start
+[ -s /tmp/status-at-start ] || echo CLEAN-AT-START
+git -C mod log -1 --format=%s
 echo agent >> src.txt
 git commit -qam 'agent work'
 git checkout -qb leak
@@ -310,7 +313,10 @@ def _operator_session(scene: Scene, tag: str) -> dict[str, str]:
 
 
 def test_the_agent_committed_in_its_own_git_dir(scene: Scene) -> None:
-    assert "COMMITTED" in scene.agent_out["work"], scene.agent_out["work"]
+    """Its git sees the host's state at launch (clean; the submodule too)."""
+    out = scene.agent_out["work"]
+    assert "CLEAN-AT-START" in out and "\nmod\n" in f"\n{out}", out
+    assert "COMMITTED" in out, out
 
 
 def test_commondir_redirection_never_reaches_the_host(scene: Scene) -> None:
