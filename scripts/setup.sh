@@ -70,9 +70,41 @@ ensure_uv() {
   UV=(python3 -m uv)
 }
 
+# gVisor: Debian's runsc is installed, but registered with the engine only on
+# request (BOT_BOTTLE_REGISTER_GVISOR=1): with Docker 20.10 and runsc 20221219
+# here, runsc needs --network=none (else "cannot run with network enabled in
+# root network namespace"), and then the agent's loopback is gVisor's own
+# stack, which the relay container cannot serve. The docker backend probes
+# exactly that at launch and falls back to runc, saying why (`bot-bottle
+# doctor` shows the probe's verdict); registering it here would only add the
+# probe to every launch. Registration edits /etc/docker/daemon.json and
+# reloads dockerd with SIGHUP (runtimes are reloadable; running containers
+# are not touched).
+install_gvisor() {
+  if ! command -v runsc >/dev/null; then
+    [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null || { log "runsc not installed (optional)"; return 0; }
+    apt-cache show runsc >/dev/null 2>&1 || { log "no runsc package here (optional)"; return 0; }
+    log "installing runsc (gVisor)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends runsc >/dev/null
+  fi
+  [[ "${BOT_BOTTLE_REGISTER_GVISOR:-}" == "1" ]] || return 0
+  [[ $EUID -eq 0 ]] || die "registering runsc with dockerd needs root"
+  local cfg=/etc/docker/daemon.json
+  mkdir -p /etc/docker
+  python3 - "$cfg" "$(command -v runsc)" <<'PY'
+import json, sys, pathlib
+path, runsc = pathlib.Path(sys.argv[1]), sys.argv[2]
+cfg = json.loads(path.read_text()) if path.exists() else {}
+cfg.setdefault("runtimes", {})["runsc"] = {"path": runsc, "runtimeArgs": ["--network=none"]}
+path.write_text(json.dumps(cfg, indent=2) + "\n")
+PY
+  kill -HUP "$(cat /var/run/docker.pid)" && log "registered runsc with dockerd (reloaded with SIGHUP)"
+}
+
 if [[ "${BOT_BOTTLE_SKIP_DOCKER:-}" != "1" ]]; then
   install_system_packages
   start_docker
+  install_gvisor
   scripts/base-image.sh
 fi
 

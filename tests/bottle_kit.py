@@ -98,7 +98,12 @@ def write_agent(
 
 @contextmanager
 def launched(
-    home: Path, agent_name: str, *, host_env: Mapping[str, str], label: str | None = None
+    home: Path,
+    agent_name: str,
+    *,
+    host_env: Mapping[str, str],
+    label: str | None = None,
+    cwd: Path | None = None,
 ) -> Iterator[Launched]:
     """The agent's bottle, up and provisioned, its sidecars answering."""
     from bot_bottle.launcher import provision_bottle, provision_context
@@ -123,7 +128,9 @@ def launched(
         def ask(name: str) -> str:
             pytest.fail(f"unexpected prompt for {name}")
 
-        plan = make_plan(agent, provider, host=host, host_env=host_env, ask=ask, label=label)
+        plan = make_plan(
+            agent, provider, host=host, host_env=host_env, ask=ask, label=label, cwd=cwd
+        )
         backend = DockerBackend()
         state = StateDir.for_slug(plan.slug)
         state.create({"slug": plan.slug, "agent": plan.agent, "pid": os.getpid()})

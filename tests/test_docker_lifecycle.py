@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -373,6 +374,8 @@ def test_the_agent_writes_a_workspace_owned_by_another_uid(
     st = (ws / "b.txt").stat()
     assert (st.st_uid, st.st_gid) == (uid, gid)
     assert (ws.stat().st_uid, ws.stat().st_gid) == (uid, gid)
+    # The mountpoint of the bottle's own git dir is gone again.
+    assert not (ws / ".git").exists()
 
     if not root:
         return  # a root-owned directory to mount needs root (CI runs as root)
@@ -422,28 +425,32 @@ def test_cleanup_leaves_a_live_bottle_of_another_home_alone(
 def test_the_agent_commits_but_cannot_plant_code_in_the_workspaces_git(
     home: dict[str, str], tmp_path: Path
 ) -> None:
-    """A --cwd repository: the agent can commit (objects, refs, index), but
-    the parts of .git that make the operator's own git run code afterwards
-    -- config (core.fsmonitor, hooksPath, aliases), hooks, info, modules --
-    are read-only in the bottle."""
+    """A --cwd repository: the agent commits in the bottle's own git dir
+    (mounted over the host's .git); what it plants there never reaches the
+    host's .git, and its commit comes back as ``bot-bottle/<slug>/main``,
+    leaving the operator's own branch where it was. (tests/escape/
+    test_workspace_git.py attacks this from every side.)"""
     import shutil
 
-    ws = tmp_path / "repo"
+    # Reachable by the repository's owner, who writes the brought-back objects.
+    top = Path(tempfile.mkdtemp(prefix="bb-cwd-", dir="/tmp"))
+    top.chmod(0o755)
+    ws = top / "repo"
     ws.mkdir()
     env = {**os.environ, "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1"}
     for argv in (["git", "init", "-q", "-b", "main"], ["git", "config", "user.name", "Op"],
-                 ["git", "config", "user.email", "op@host.test"]):  # fmt: skip
+                 ["git", "config", "user.email", "op@host.test"],
+                 ["git", "commit", "-q", "--allow-empty", "-m", "operator"]):  # fmt: skip
         subprocess.run(argv, cwd=ws, env=env, check=True)
-    shutil.rmtree(ws / ".git" / "hooks")  # git's samples; the launcher recreates it empty
+    shutil.rmtree(ws / ".git" / "hooks")
     config_before = (ws / ".git" / "config").read_bytes()
     if os.geteuid() == 0:  # a normal user's repository (the agent takes its uid)
         for path in [ws, *ws.rglob("*")]:
             os.chown(path, 4242, 4343)
     attacks = {
         "fsmonitor": "git config core.fsmonitor 'touch /workspace/pwned'",
-        "hook": "echo 'touch /workspace/pwned' > .git/hooks/post-checkout",
-        "hooks-dir": "mkdir -p .git/hooks/x",
-        "attributes": "echo '* filter=evil' > .git/info/attributes",
+        "hook": "mkdir -p .git/hooks && echo 'touch /workspace/pwned' > .git/hooks/post-checkout",
+        "attributes": "mkdir -p .git/info && echo '* filter=evil' > .git/info/attributes",
     }
     script = "; ".join(
         f"{{ {cmd}; }} 2>/dev/null && echo PLANTED-{name}" for name, cmd in attacks.items()
@@ -452,11 +459,16 @@ def test_the_agent_commits_but_cannot_plant_code_in_the_workspaces_git(
         "; echo work > f.txt && git add f.txt && git commit -qm 'agent work' && echo COMMITTED"
     )
     r = _bb(home, "run", "demo", "--cwd", str(ws), "--", "sh", "-c", script)
-    assert "PLANTED" not in r.stdout, r.stdout
     assert "COMMITTED" in r.stdout, r.stdout + r.stderr
+    assert "PLANTED-fsmonitor" in r.stdout  # in the bottle's git dir, not the host's
     assert (ws / ".git" / "config").read_bytes() == config_before
-    assert list((ws / ".git" / "hooks").iterdir()) == []
+    assert not (ws / ".git" / "hooks").exists()
     assert not (ws / ".git" / "info" / "attributes").exists()
-    git_log = ["git", "-c", "safe.directory=*", "log", "--format=%s", "main"]
-    log = subprocess.run(git_log, cwd=ws, env=env, capture_output=True, text=True, check=True)
-    assert log.stdout.split("\n")[0] == "agent work"
+    git = ["git", "-c", "safe.directory=*"]
+    refs = subprocess.run([*git, "for-each-ref", "--format=%(refname:short) %(subject)"],
+                          cwd=ws, env=env, capture_output=True, text=True, check=True)  # fmt: skip
+    lines = sorted(refs.stdout.splitlines())
+    assert len(lines) == 2 and lines[1] == "main operator", lines
+    assert lines[0].startswith("bot-bottle/demo-") and lines[0].endswith("/main agent work")
+    assert "brought back" in r.stderr and "/main ->" in r.stderr, r.stderr
+    shutil.rmtree(top)

@@ -389,3 +389,60 @@ def test_a_daemon_reads_no_other_daemons_secrets(
         assert f"/proc/{pids['egress']}/environ" in out
     else:
         assert out.strip() == "", (daemon, out)
+
+
+# -- 8. socket families: only what the bottle needs (issue 13) --------------------------------
+
+AF_VSOCK, AF_PACKET, AF_BLUETOOTH, AF_ALG = 40, 17, 31, 38
+#: socket(family, SOCK_STREAM or SOCK_DGRAM): "ok" or the errno's number.
+PERL_SOCKET = (
+    "perl -MSocket -e 'for my $f (@ARGV) {{ my $t = $f == 16 ? SOCK_RAW : $f == 1 ? "
+    'SOCK_STREAM : SOCK_DGRAM; print "$f ", (socket(my $s, $f, $t, 0) ? "ok" : $!+0), '
+    '"\\n" }}\' {families}'
+)
+PY_SOCKET = (
+    "import socket, sys\n"
+    "for f in map(int, sys.argv[1:]):\n"
+    "    t = socket.SOCK_RAW if f == 16 else socket.SOCK_DGRAM\n"
+    "    try:\n"
+    "        socket.socket(f, t).close(); print(f, 'ok')\n"
+    "    except OSError as e:\n"
+    "        print(f, e.errno)\n"
+)
+FAMILIES = (1, 2, 10, 16, AF_VSOCK, AF_PACKET, AF_BLUETOOTH, AF_ALG, 0, 3, 41, 45)
+EXPECTED = {f: ("ok" if f in (1, 2, 10, 16) else "97") for f in FAMILIES}  # 97: EAFNOSUPPORT
+
+
+def _families(out: str) -> dict[int, str]:
+    return {int(k): v for k, v in (line.split() for line in out.strip().splitlines())}
+
+
+def test_the_agent_opens_only_unix_inet_and_netlink_sockets(bottle: Bottle) -> None:
+    code, out = bottle.sh(PERL_SOCKET.format(families=" ".join(map(str, FAMILIES))))
+    assert code == 0, out
+    assert _families(out) == EXPECTED
+
+
+def test_the_relay_opens_only_unix_inet_and_netlink_sockets(
+    bottle: Bottle, docker_client: Any
+) -> None:
+    relay = docker_client.containers.get(f"bb-{bottle.slug}-relay")
+    result = relay.exec_run(["python3", "-c", PY_SOCKET, *map(str, FAMILIES)])
+    assert result.exit_code == 0, result.output
+    assert _families(result.output.decode()) == EXPECTED
+
+
+def test_ordinary_tools_still_work_under_the_profile(bottle: Bottle) -> None:
+    """curl through the proxy, git to the gate, perl's getaddrinfo and a
+    loopback TCP round trip (the agent image has no python or node; the
+    relay, which is python, serves every endpoint the agent just used)."""
+    code, out = bottle.sh(f"{CURL} https://allowed.test/echo -o /dev/null -w '%{{http_code}}'")
+    assert code == 0 and out.strip() == "200", out
+    code, out = bottle.sh("git ls-remote git://127.0.0.1:9418/proj.git 2>&1 | head -3")
+    assert code == 0 and "fatal: unable to connect" not in out, out
+    code, out = bottle.sh(
+        "perl -MIO::Socket::INET -e '$l = IO::Socket::INET->new(LocalAddr => q(127.0.0.1:0), "
+        "Listen => 1) or die $!; $c = IO::Socket::INET->new(PeerAddr => q(127.0.0.1), "
+        "PeerPort => $l->sockport) or die $!; print qq(LOOPBACK-OK\\n)'"
+    )
+    assert code == 0 and "LOOPBACK-OK" in out, out

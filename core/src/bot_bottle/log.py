@@ -98,5 +98,9 @@ def _console_renderer(_logger: WrappedLogger, method: str, event_dict: EventDict
     # People get the message, not a traceback (DESIGN §6, invariant 10);
     # BOT_BOTTLE_LOG=debug with json mode keeps tracebacks for developers.
     event_dict.pop("exc_info", None)
-    extras = " ".join(f"{k}={v}" for k, v in event_dict.items())
-    return f"{level}: {event}" + (f" ({extras})" if extras else "")
+    # Events and fields carry names from repositories and agents (files,
+    # hosts, paths): shown escaped, never interpreted by the terminal.
+    from bot_bottle.termtext import visible
+
+    extras = " ".join(f"{visible(str(k))}={visible(str(v))}" for k, v in event_dict.items())
+    return f"{level}: {visible(str(event))}" + (f" ({extras})" if extras else "")

@@ -106,13 +106,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if os.environ.get("BOT_BOTTLE_DEBUG"):
             raise
+        from bot_bottle.termtext import visible
+
+        # Messages quote names from repositories and agents: escaped here,
+        # at the one place errors reach the terminal.
         if isinstance(exc, BotBottleError):
-            sys.stderr.write(f"error: {exc.message}\n")
+            sys.stderr.write(f"error: {visible(exc.message, allow_newlines=True)}\n")
             if exc.hint:
-                sys.stderr.write(f"hint: {exc.hint}\n")
+                sys.stderr.write(f"hint: {visible(exc.hint, allow_newlines=True)}\n")
             return 1
         sys.stderr.write(
-            f"internal error: {type(exc).__name__}: {exc}\n"
+            f"internal error: {type(exc).__name__}: {visible(str(exc), allow_newlines=True)}\n"
             "hint: this is a bug in bot-bottle or a plugin; rerun with BOT_BOTTLE_DEBUG=1 "
             "for a traceback and report it\n"
         )

@@ -23,15 +23,17 @@ def run(args: argparse.Namespace) -> int:
 
     from bot_bottle.manifest.info import describe, render
     from bot_bottle.manifest.store import Manifest
+    from bot_bottle.termtext import visible
 
     manifest = Manifest.discover()
     for warning in manifest.warnings(args.agent):
-        sys.stderr.write(f"warning: {warning}\n")
+        sys.stderr.write(f"warning: {visible(warning)}\n")
     agent = manifest.agent(args.agent)
     info = describe(agent)
     if args.json:
         json.dump(info, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        sys.stdout.write(render(info))
+        # Manifest values (names, hosts, paths, git identity) are the repo's.
+        sys.stdout.write(visible(render(info), allow_newlines=True))
     return 0

@@ -76,12 +76,24 @@ def _gvisor_state(plan: Any) -> str:
         runtimes = probe(timeout=2.0).runtimes
     except DockerUnreachable:
         return "unknown (engine unreachable)"
-    return "on (runsc)" if "runsc" in runtimes else "not registered (runc)"
+    if "runsc" not in runtimes:
+        return "not registered (runc)"
+    return "runsc registered (used if the launch probe shows a bottle works under it)"
 
 
 def print_preflight(plan: Any, prepared: Any) -> None:
+    import io
+
+    from bot_bottle.termtext import visible
+
+    out = io.StringIO()
+    _preflight(plan, out)
+    # Agent, bottle, route and env names and the cwd come from the manifest.
+    sys.stderr.write(visible(out.getvalue(), allow_newlines=True))
+
+
+def _preflight(plan: Any, out: Any) -> None:
     s = plan.summary()
-    out = sys.stderr
     out.write(f"bottle {s['slug']}: agent {s['agent']} (bottle {s['bottle']}, ")
     out.write(f"provider {s['provider']}, backend {s['backend']})\n")
     out.write(f"  egress routes: {', '.join(s['egress_routes']) or '(none: nothing leaves)'}\n")

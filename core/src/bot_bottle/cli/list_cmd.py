@@ -43,11 +43,12 @@ def run_active(args: argparse.Namespace) -> int:
     if not rows:
         print("no active bottles")
         return 0
-    table = [("BACKEND", "SLUG", "LABEL", "AGENT", "STARTED", "SERVICES")]
+    from bot_bottle.termtext import visible
+
+    table: list[tuple[str, ...]] = [("BACKEND", "SLUG", "LABEL", "AGENT", "STARTED", "SERVICES")]
     for r in rows:
-        table.append(
-            (r.backend, r.slug, r.label or "-", r.agent, r.started_at, ",".join(r.services))
-        )
+        cells = (r.backend, r.slug, r.label or "-", r.agent, r.started_at, ",".join(r.services))
+        table.append(tuple(visible(c) for c in cells))
     widths = [max(len(row[c]) for row in table) for c in range(len(table[0]))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
@@ -72,14 +73,18 @@ def run(args: argparse.Namespace) -> int:
         )
         sys.stdout.write("\n")
         return 0
+    from bot_bottle.termtext import visible
+
+    # Agent and bottle names are file names from a repository: escaped.
     for warning in warnings:
-        sys.stderr.write(f"warning: {warning}\n")
+        sys.stderr.write(f"warning: {visible(warning)}\n")
     if not rows:
-        print(f"no agents in {manifest.agents_dir} (run 'bot-bottle init' for examples)")
+        where = visible(str(manifest.agents_dir))
+        print(f"no agents in {where} (run 'bot-bottle init' for examples)")
         return 0
-    table = [("NAME", "SOURCE", "BOTTLE", "STATUS")]
+    table: list[tuple[str, ...]] = [("NAME", "SOURCE", "BOTTLE", "STATUS")]
     for r in rows:
-        table.append((r.name, r.source, r.bottle or "-", r.status))
+        table.append(tuple(visible(c) for c in (r.name, r.source, r.bottle or "-", r.status)))
     widths = [max(len(row[c]) for row in table) for c in range(len(table[0]))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
@@ -87,5 +92,5 @@ def run(args: argparse.Namespace) -> int:
     if broken:
         print()
         for r in broken:
-            print(f"{r.name} ({r.source}): {r.reason}")
+            print(f"{visible(r.name)} ({visible(r.source)}): {visible(r.reason or '')}")
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from bot_bottle.termtext import visible
+
 
 def add_parser(sub: Any) -> None:
     from bot_bottle.cli.launch_common import add_backend_args
@@ -34,7 +36,7 @@ def _pick_agent() -> str:
             hint="bot-bottle start AGENT (see 'bot-bottle list agents')",
         )
     for i, r in enumerate(rows, 1):
-        sys.stderr.write(f"  {i}) {r.name}  (bottle {r.bottle})\n")
+        sys.stderr.write(f"  {i}) {visible(r.name)}  (bottle {visible(str(r.bottle))})\n")
     answer = input("agent number: ").strip()
     if not answer.isdigit() or not 1 <= int(answer) <= len(rows):
         raise BotBottleError(f"{answer!r} is not one of the numbers shown")

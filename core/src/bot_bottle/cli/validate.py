@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from bot_bottle.termtext import visible
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("validate", help="check bottle and agent files; report every error")
@@ -27,9 +29,9 @@ def run(args: argparse.Namespace) -> int:
     files = [Path(f) for f in args.files]
     report = validate(manifest, files or None)
     for warning in report.warnings:
-        print(f"warning: {warning}")
+        print(f"warning: {visible(warning)}")
     for problem in report.problems:
-        print(f"error: {problem}")
+        print(f"error: {visible(str(problem))}")
     if report.problems:
         print(
             f"{len(report.problems)} problem(s) in {report.bad_files} of {report.checked} file(s)"

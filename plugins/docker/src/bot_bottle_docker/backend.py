@@ -27,6 +27,7 @@ Every resource carries ``bot-bottle.slug``, ``bot-bottle.agent``,
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import sys
 import time
@@ -67,8 +68,11 @@ from bot_bottle.sidecar_layout import (
 )
 from bot_bottle.state import StateDir, home_id, launcher_gone, launcher_id, now_iso
 from bot_bottle.teardown import Teardown
+from bot_bottle.termtext import visible
+from bot_bottle_docker import workspace_git
 from bot_bottle_docker.hostperms import grant_dir
 from bot_bottle_docker.running import DockerRunningBottle
+from bot_bottle_docker.seccomp import seccomp_opt
 
 if TYPE_CHECKING:
     import docker
@@ -135,9 +139,22 @@ def _client() -> docker.DockerClient:
     return client
 
 
-def gvisor_runtime(client: docker.DockerClient) -> str | None:
-    runtimes = (client.info().get("Runtimes") or {}).keys()
-    return "runsc" if "runsc" in runtimes else None
+def gvisor_runtime(
+    client: docker.DockerClient, image: str, progress: Callable[[str], None] | None = None
+) -> str | None:
+    """``runsc`` when it is registered *and* the probe shows a bottle works
+    under it (bot_bottle_docker.gvisor); else None (runc), saying why."""
+    from bot_bottle_docker import gvisor
+
+    if not gvisor.registered(client):
+        return None
+    state = gvisor.probe(client, image)
+    if state.usable:
+        return gvisor.RUNTIME
+    if progress is not None:
+        progress(f"gvisor: runsc is registered but not used: {state.detail}")
+    log.info("gvisor_unusable", detail=state.detail)
+    return None
 
 
 class DockerBackend(Backend):
@@ -156,7 +173,9 @@ class DockerBackend(Backend):
         except DockerUnreachable as exc:
             return Availability.no(str(exc), "start dockerd or set DOCKER_HOST")
         runtimes = ", ".join(info.runtimes)
-        return Availability.yes(f"Docker {info.version} (runtimes: {runtimes})")
+        return Availability.yes(
+            f"Docker {info.version} (runtimes: {runtimes}); gVisor: {_gvisor_doctor(info)}"
+        )
 
     # -- prepare (pure) ------------------------------------------------------------
 
@@ -213,6 +232,17 @@ class DockerBackend(Backend):
             down.push("runtime files", lambda: shutil.rmtree(run_dir, ignore_errors=True))
             down.push("supervise queue", lambda: shutil.rmtree(queue, ignore_errors=True))
             self._write_files(plan, etc, sock, queue)
+            workspace = None
+            if plan.cwd is not None:
+                workspace = workspace_git.prepare(plan.cwd, state.path, plan.slug)
+                if workspace.config_guarded:
+                    names = ", ".join(visible(n) for n in workspace.config_guarded[:10])
+                    self.progress(f"read-only in the bottle (your git config runs them): {names}")
+                if workspace.host_git is None:
+                    self.progress(
+                        "the --cwd directory is not a git repository: the agent's commits "
+                        "stay in the bottle and are discarded with it"
+                    )
             keys_dir = run_dir / "keys"
             if plan.gitgate is not None and plan.gitgate.enabled:
                 from bot_bottle.gitgate.keys import GateKeys
@@ -261,13 +291,15 @@ class DockerBackend(Backend):
             relay_user = DAEMON_USERS["relay"]
 
             def start_agent() -> tuple[Any, Any]:
-                runtime = gvisor_runtime(client) if plan.gvisor else None
+                runtime = gvisor_runtime(client, bundle_tag, self.progress) if plan.gvisor else None
                 agent_env = {k: v.reveal() for k, v in plan.agent_env.items()}
                 volumes = {}
-                if plan.cwd is not None:
+                if plan.cwd is not None and workspace is not None:
                     volumes[str(plan.cwd)] = {"bind": WORKSPACE, "mode": "rw"}
-                    for rel, src in git_guard(plan.cwd):
-                        volumes[str(src)] = {"bind": f"{WORKSPACE}/{rel}", "mode": "ro"}
+                    volumes.update(workspace.volumes())
+                    if workspace.created_mountpoint:
+                        # The engine creates /workspace/.git on the host for the mount.
+                        down.push("workspace .git mountpoint", workspace.remove_mountpoint)
                 agent = client.containers.create(
                     agent_tag,
                     command=["sleep", "infinity"],
@@ -288,11 +320,18 @@ class DockerBackend(Backend):
                     user="root",
                     cap_drop=["ALL"],
                     cap_add=list(AGENT_ROOT_CAPS),
-                    security_opt=["no-new-privileges"],
+                    security_opt=["no-new-privileges", seccomp_opt()],
                     detach=True,
                 )
                 down.push(f"container {prepared.agent_name}", lambda: _remove(agent))
                 agent.start()
+                if workspace is not None:
+                    # Runs while the agent container still exists (teardown is LIFO).
+                    ws, user = workspace, plan.provider_plan.user
+                    down.push(
+                        "bring back the agent's commits",
+                        lambda: self._bring_back(ws, prepared.agent_name, user, plan),
+                    )
                 relay = client.containers.create(
                     bundle_tag,
                     entrypoint=agent_relay_argv(plan),
@@ -305,7 +344,7 @@ class DockerBackend(Backend):
                     # the sockets; no capability (its ports are above 1024).
                     user=f"{relay_user.uid}:{relay_user.uid}",
                     cap_drop=["ALL"],
-                    security_opt=["no-new-privileges"],
+                    security_opt=["no-new-privileges", seccomp_opt()],
                     detach=True,
                 )
                 down.push(f"container {prepared.relay_name}", lambda: _remove(relay))
@@ -362,6 +401,14 @@ class DockerBackend(Backend):
                 f"cannot inspect {WORKSPACE} in the bottle: {probe.stderr[-200:]!r}"
             )
         uid, gid = (int(x) for x in lines[0].split())
+        if uid != 0:
+            # The bottle's git dir (written by bot-bottle) becomes the agent's.
+            own = bottle.exec(["chown", "-R", f"{uid}:{gid}", f"{WORKSPACE}/.git"], user="root")
+            if not own.ok:
+                raise BotBottleError(
+                    f"cannot hand {WORKSPACE}/.git to the agent: "
+                    f"{own.stderr.decode(errors='replace')[-300:]}"
+                )
         if uid == int(lines[1]):
             return
         if uid == 0:
@@ -381,6 +428,46 @@ class DockerBackend(Backend):
                 f"{result.stderr.decode(errors='replace')[-300:]}",
                 hint="the agent image needs usermod/groupmod (Debian's passwd package)",
             )
+
+    def _bring_back(
+        self, ws: workspace_git.WorkspaceGit, container: str, user: str, plan: BottlePlan
+    ) -> None:
+        """The agent's branches into the host repository (scanned), then the
+        bottle's git dir back to the operator so the state dir can go."""
+        import docker.errors
+
+        where = visible(str(ws.cwd))
+        nested = workspace_git.new_nested_git(ws)
+        if nested:
+            names = ", ".join(visible(n) for n in nested[:10])
+            self.progress(
+                f"warning: the agent created nested git directories in {where}: {names} "
+                "(their config runs code if you make them submodules; review or delete them)"
+            )
+        try:
+            result = workspace_git.bring_back(
+                ws,
+                ["docker", "exec", "-i", "-u", user, container],
+                workspace_git.default_scanner(list(plan.gitgate_secrets.values())),
+                ws.git_dir.parent / "bring-back.git",
+            )
+        except BotBottleError as exc:
+            self.progress(f"warning: the agent's commits were not brought back: {exc}")
+            raise
+        finally:
+            with contextlib.suppress(docker.errors.DockerException, BotBottleError):
+                agent = _client().containers.get(container)
+                agent.exec_run(
+                    ["chown", "-R", f"{os.getuid()}:{os.getgid()}", f"{WORKSPACE}/.git"],
+                    user="root",
+                )
+        if result.error:
+            self.progress(f"warning: the agent's commits could not be fetched: {result.error}")
+        for item in result.items:
+            what = "refused, not brought into" if item.refused else "brought back into"
+            self.progress(f"{what} {where}: {item.line()}")
+        log.info("brought_back", slug=plan.slug, refs=[i.ref for i in result.items if i.ref],
+                 refused=[i.branch for i in result.items if i.refused])  # fmt: skip
 
     def _ensure_agent_image(self, plan: BottlePlan) -> str:
         from bot_bottle.images import ensure_image
@@ -533,6 +620,25 @@ class DockerBackend(Backend):
         return removed
 
 
+def _gvisor_doctor(info: Any) -> str:
+    from bot_bottle_docker import gvisor
+
+    if gvisor.RUNTIME not in info.runtimes:
+        return (
+            "off (runsc is not registered with the engine; scripts/setup.sh says why it "
+            "is not registered on these machines)"
+        )
+    client = _client()
+    try:
+        images = client.images.list(name="bot-bottle/sidecars")
+        if not images:
+            return "runsc registered; not probed yet (no bundle image built)"
+        state = gvisor.probe(client, images[0].tags[0])
+        return ("on: " if state.usable else "runsc registered but not used: ") + state.detail
+    finally:
+        client.close()
+
+
 def _world_readable(root: Path) -> None:
     # Whatever the host user's umask: the daemons' uids are not the owner's.
     root.chmod(0o755)
@@ -541,45 +647,7 @@ def _world_readable(root: Path) -> None:
 
 
 def _stderr_progress(line: str) -> None:
-    sys.stderr.write(f"  {line}\n")
-
-
-#: Parts of a workspace's ``.git`` that make the *operator's* git run code
-#: (``core.fsmonitor``, ``core.hooksPath``, aliases, hooks, attributes,
-#: submodule configs). They are mounted read-only over the read-write
-#: workspace; objects, refs and the index stay writable, so the agent commits.
-GIT_GUARDED = ("config", "hooks", "info", "modules")
-
-
-def git_guard(cwd: Path) -> list[tuple[str, Path]]:
-    """``(path in the workspace, host path)`` to mount read-only.
-
-    ``hooks`` and ``info`` are created (empty, as git itself would) when
-    missing: otherwise the agent could create them in the writable ``.git``.
-    """
-    git_dir = cwd / ".git"
-    if git_dir.is_symlink() or not git_dir.is_dir():
-        return []  # no repository here, or one whose git dir is not mounted
-    out: list[tuple[str, Path]] = []
-    for name in GIT_GUARDED:
-        path = git_dir / name
-        if not path.exists() and name in ("hooks", "info"):
-            try:
-                path.mkdir()
-            except OSError as exc:
-                raise BotBottleError(
-                    f"cannot create {path} to protect it from the agent: {exc.strerror or exc}",
-                    hint="create it yourself (git does), or use --cwd on a directory you own",
-                ) from None
-        if path.is_symlink():
-            raise BotBottleError(
-                f"{path} is a symbolic link; bot-bottle will not mount a workspace whose "
-                ".git parts point elsewhere",
-                hint="replace the link with the file or directory it points to",
-            )
-        if path.exists():
-            out.append((f".git/{name}", path))
-    return out
+    sys.stderr.write(f"  {visible(line)}\n")
 
 
 def _orphaned(labels: Mapping[str, str], ours: str) -> bool:

@@ -13,7 +13,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -269,6 +269,10 @@ class EgressAddon:
     def _requestheaders(self, flow: http.HTTPFlow) -> None:
         req = flow.request
         st = self._state(flow)
+        bad = _control_byte_header(req.headers.fields)
+        if bad is not None:
+            self._refuse(flow, bad, 400)
+            return
         if req.host.rstrip(".").lower() == self.config.introspection_host:
             self._introspect(flow)
             return
@@ -644,3 +648,26 @@ def _facts(flow: http.HTTPFlow, tunnel: tuple[str, int] | None) -> RequestFacts:
         sni=client.sni if client.tls else None,
         connect_target=tunnel,
     )
+
+
+#: Bytes no header may hold (RFC 9110 5.5: field values are visible
+#: characters, SP and HTAB; obs-text is let through). A NUL or CR/LF that an
+#: upstream (or a log reader) splits on would make the proxy's view of the
+#: headers differ from the upstream's.
+_HEADER_CONTROL = frozenset(range(0x20)) - {0x09} | {0x7F}
+
+
+def _control_byte_header(fields: Sequence[tuple[bytes, bytes]]) -> Refusal | None:
+    for name, value in fields:
+        for part, data in (("name", name), ("value", value)):
+            bad = next((b for b in data if b in _HEADER_CONTROL), None)
+            if bad is not None:
+                shown = name.decode("ascii", "backslashreplace")[:60]
+                shown = "".join(c if 0x20 < ord(c) < 0x7F else f"\\x{ord(c):02x}" for c in shown)
+                return Refusal(
+                    "header-control-byte",
+                    f"the request header {shown!r} has a control byte (0x{bad:02x}) in its {part}",
+                    "Header names and values may not hold NUL, CR, LF or other control "
+                    "characters; remove them.",
+                )
+    return None
