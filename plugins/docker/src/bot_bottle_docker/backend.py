@@ -40,6 +40,7 @@ from bot_bottle.contracts.backend import (
     ActiveBottle,
     Backend,
     CleanupItem,
+    EgressControl,
     PreparedBottle,
     RunningBottle,
 )
@@ -478,6 +479,28 @@ class DockerBackend(Backend):
             return out
         finally:
             client.close()
+
+    def _container(self, client: Any, slug: str, role: str) -> Any | None:
+        flt: dict[str, Any] = {
+            "label": [f"{L_BACKEND}={NAME}", f"{L_SLUG}={slug}", f"{L_ROLE}={role}"]
+        }
+        found = client.containers.list(filters=flt)
+        return found[0] if found else None
+
+    def egress_control(self, slug: str) -> EgressControl | None:
+        from bot_bottle_docker.egress_control import DockerEgressControl
+
+        bundle = self._container(_client(), slug, "sidecars")
+        return None if bundle is None else DockerEgressControl(slug, bundle)
+
+    def stop(self, slug: str) -> bool:
+        # Stopping the agent ends the launcher's attach/run; the launcher then
+        # tears down the rest (and keeps state on a non-zero exit).
+        agent = self._container(_client(), slug, "agent")
+        if agent is None:
+            return False
+        agent.stop(timeout=10)
+        return True
 
     def find_orphans(self) -> list[CleanupItem]:
         """Labelled containers and networks whose launcher is gone.
