@@ -99,7 +99,7 @@ def _canon(routes: Any) -> str:
 
 
 def apply_config(
-    control: EgressControl, new: EgressConfig, *, timeout: float = RELOAD_TIMEOUT
+    control: EgressControl, new: EgressConfig, *, timeout: float | None = None
 ) -> None:
     """Write ``new`` and reload; return once the daemon enforces it.
 
@@ -119,7 +119,7 @@ def apply_config(
     signalled = time.time()
     control.signal_reload()
     want = _canon([r.describe() for r in new.routes])
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + (RELOAD_TIMEOUT if timeout is None else timeout)
     reason = "the egress daemon did not report the new table in time"
     while time.monotonic() < deadline:
         try:

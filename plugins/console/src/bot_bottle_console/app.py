@@ -69,15 +69,18 @@ class Ask(ModalScreen[str | None]):
 
     BINDINGS: ClassVar = [("escape", "cancel", "cancel")]
 
-    def __init__(self, prompt: str, placeholder: str = "") -> None:
+    def __init__(self, prompt: str, value: str = "") -> None:
         super().__init__()
         self.prompt = prompt
-        self.placeholder = placeholder
+        self.value = value
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
             yield Label(Text(self.prompt))
-            yield Input(placeholder=self.placeholder, id="answer")
+            # The prefilled value is untrusted (a refused host): an Input shows
+            # it as plain text, and check_request_host-style validation runs
+            # when it is submitted.
+            yield Input(value=visible(self.value), id="answer", select_on_focus=False)
 
     @on(Input.Submitted)
     def submitted(self, event: Input.Submitted) -> None:
@@ -204,7 +207,7 @@ class EgressScreen(Screen[None]):
                 self._allow(answer.strip())
 
         self.app.push_screen(
-            Ask("Allow host (live, no restart); 'host /path METHOD' narrows it:", host), got
+            Ask("Allow host (live, no restart): 'host [port...] [/path...] [METHOD...]'", host), got
         )
 
     def action_allow_refused(self) -> None:
@@ -217,16 +220,19 @@ class EgressScreen(Screen[None]):
     @work(thread=True, group="egress-change")
     def _allow(self, answer: str) -> None:
         words = answer.split()
-        spec = {"host": words[0]}
+        spec: dict[str, Any] = {"host": words[0]}
+        ports = [int(w) for w in words[1:] if w.isdigit()]
         paths = [w for w in words[1:] if w.startswith("/")]
-        methods = [w.upper() for w in words[1:] if not w.startswith("/")]
+        methods = [w.upper() for w in words[1:] if not w.startswith("/") and not w.isdigit()]
+        if ports:
+            spec["ports"] = ports
         if paths or methods:
             match: dict[str, Any] = {}
             if paths:
                 match["paths"] = [{"type": "prefix", "value": p} for p in paths]
             if methods:
                 match["methods"] = methods
-            spec["matches"] = [match]  # type: ignore[assignment]
+            spec["matches"] = [match]
         self._change(lambda c: live_egress.allow(c, spec, plugins=self.console.plugins))
 
     def action_remove(self) -> None:
@@ -267,6 +273,7 @@ class SuperviseApp(App[int]):
     #bottles { height: 1fr; min-height: 4; }
     #proposals { height: 1fr; min-height: 4; }
     #detail { height: 2fr; border: round $accent; }
+    #problems { height: auto; max-height: 2; color: $error; }
     #dialog {
         width: 80%; height: auto; max-height: 80%;
         border: thick $accent; background: $panel; padding: 1;
@@ -304,6 +311,7 @@ class SuperviseApp(App[int]):
         self.refusal_counts: dict[str, int] = {}
         self.known: set[str] | None = None
         self._controls: dict[str, Any] = {}
+        self.problems: list[str] = []
 
     # -- data -------------------------------------------------------------------
 
@@ -319,6 +327,7 @@ class SuperviseApp(App[int]):
         yield DataTable(id="proposals", cursor_type="row")
         with VerticalScroll(id="detail"):
             yield Static(Text("no proposal selected"), id="detail-text")
+        yield Static(Text(""), id="problems")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -338,7 +347,13 @@ class SuperviseApp(App[int]):
 
     def refresh_data(self) -> None:
         self.bottles = list_bottles(self.home)
-        views, _problems = proposals.list_proposals(home=self.home)
+        views, problems = proposals.list_proposals(home=self.home)
+        self.problems = problems
+        self.query_one("#problems", Static).update(
+            safe(f"{len(problems)} unreadable queue file(s): {problems[0]}", 200, multiline=False)
+            if problems
+            else Text("")
+        )
         self.views = [v for v in views if v.status is ProposalStatus.PENDING] + [
             v for v in views if v.status is not ProposalStatus.PENDING
         ][:50]
@@ -404,7 +419,7 @@ class SuperviseApp(App[int]):
         out.append("bottle ")
         out.append(view.bottle.slug, style=view.bottle.colour)
         out.append("  agent ")
-        out.append_text(safe(view.bottle.agent))
+        out.append_text(safe(view.bottle.agent, 200))
         out.append(f"  asked {view.proposal.created_at:%Y-%m-%d %H:%M:%S}Z\n")
         if not isinstance(p, CapabilityBlockPayload):
             out.append("host  ")
