@@ -15,7 +15,8 @@ cd "$(dirname "$0")/.."
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'setup: %s\n' "$*" >&2; exit 1; }
 
-APT_PACKAGES=(docker.io debootstrap git openssh-server openssh-client curl iptables iproute2)
+# tmux: the console test runs `bot-bottle supervise` in a real terminal.
+APT_PACKAGES=(docker.io debootstrap git openssh-server openssh-client curl iptables iproute2 tmux)
 
 install_system_packages() {
   local missing=()
