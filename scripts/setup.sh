@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepare this machine to develop and test bot-bottle. Idempotent.
 #
-#  1. system packages (as root on Debian/Ubuntu): Docker engine, debootstrap, git, sshd
+#  1. system packages (as root on Debian/Ubuntu): Docker engine, debootstrap, git, sshd, tmux
 #  2. a running Docker engine (starts dockerd in the background if none answers)
 #  3. the local base image (scripts/base-image.sh)
 #  4. uv and the workspace virtualenv (.venv) from the lock file, Python >= 3.12

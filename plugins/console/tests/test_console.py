@@ -20,7 +20,7 @@ from bot_bottle.supervise_queue import (
 )
 from bot_bottle.supervision.capabilities import read_capabilities
 from bot_bottle.termtext import is_unsafe
-from bot_bottle_console.app import EgressScreen, SuperviseApp
+from bot_bottle_console.app import AgentsScreen, EgressScreen, SuperviseApp
 
 from .conftest import SLUG, World
 
@@ -245,3 +245,25 @@ async def test_a_broken_queue_file_is_reported_not_hidden(world: World) -> None:
         await _until(
             pilot, lambda: "1 unreadable" in str(app.query_one("#problems", Static).render())
         )
+
+
+async def test_agents_are_listed_and_start_gives_the_command(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TMUX", raising=False)
+    (world.home / "bottles").mkdir(parents=True)
+    (world.home / "agents").mkdir(parents=True)
+    (world.home / "bottles" / "helper.md").write_text(
+        "---\nagent_provider:\n  template: shell\n---\n"
+    )
+    (world.home / "agents" / "helper.md").write_text("---\nbottle: helper\n---\nHelp.\n")
+    app = _app(world)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("A")
+        await _until(pilot, lambda: isinstance(app.screen, AgentsScreen))
+        table = app.screen.query_one("#agents", DataTable)
+        await _until(pilot, lambda: table.row_count == 1)
+        assert str(table.get_row_at(0)[0]) == "helper"
+        await pilot.press("enter")
+        status = app.screen.query_one("#agents-status", Static)
+        await _until(pilot, lambda: "start helper" in str(status.render()))

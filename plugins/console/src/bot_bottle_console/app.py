@@ -267,6 +267,76 @@ class EgressScreen(Screen[None]):
         self.action_reload()
 
 
+class AgentsScreen(Screen[None]):
+    """``list agents`` data; Enter starts the selected agent in a new bottle."""
+
+    BINDINGS: ClassVar = [("escape,A", "app.pop_screen", "back")]
+
+    def compose(self) -> ComposeResult:
+        yield Static(Text("agents (Enter: start in a new bottle)", style="bold"))
+        yield DataTable(id="agents", cursor_type="row")
+        yield Static(Text(""), id="agents-status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#agents", DataTable)
+        table.add_columns("agent", "source", "bottle", "status")
+        self.rows: list[Any] = []
+        self.load()
+
+    @work(thread=True, exclusive=True)
+    def load(self) -> None:
+        from bot_bottle.manifest.listing import list_agents
+        from bot_bottle.manifest.store import Manifest
+
+        try:
+            rows = list_agents(Manifest.discover())
+        except BotBottleError as exc:
+            self.app.call_from_thread(self.status, exc.message)
+            return
+        self.app.call_from_thread(self._show, rows)
+
+    def _show(self, rows: list[Any]) -> None:
+        self.rows = rows
+        table = self.query_one("#agents", DataTable)
+        table.clear()
+        for r in rows:
+            table.add_row(safe(r.name), safe(r.source), safe(r.bottle or "-"), safe(r.status))
+        table.focus()
+
+    def status(self, text: str) -> None:
+        self.query_one("#agents-status", Static).update(safe(text, 400))
+
+    @on(DataTable.RowSelected, "#agents")
+    def action_start(self) -> None:
+        table = self.query_one("#agents", DataTable)
+        if not self.rows or table.cursor_row < 0:
+            return
+        name = self.rows[table.cursor_row].name
+        argv = start_command(name)
+        import os
+        import shutil
+        import subprocess
+
+        tmux = shutil.which("tmux")
+        if os.environ.get("TMUX") and tmux:
+            # A new tmux window, so the console stays where it is.
+            subprocess.run([tmux, "new-window", "-n", f"bb:{name}"[:30], *argv], check=False)
+            self.status(f"started {name} in a new tmux window")
+        else:
+            import shlex
+
+            self.status("run in another terminal: " + shlex.join(argv))
+
+
+def start_command(agent: str) -> list[str]:
+    import shutil
+    import sys
+
+    cli = shutil.which("bot-bottle") or str(Path(sys.executable).parent / "bot-bottle")
+    return [cli, "start", agent]
+
+
 class SuperviseApp(App[int]):
     TITLE = "bot-bottle supervise"
     CSS = """
@@ -288,6 +358,7 @@ class SuperviseApp(App[int]):
         ("e", "edit", "edit+approve"),
         ("g", "egress", "egress"),
         ("s", "stop", "stop bottle"),
+        ("A", "agents", "agents"),
         ("f5", "refresh", "refresh"),
         ("q", "quit", "quit"),
     ]
@@ -596,6 +667,9 @@ class SuperviseApp(App[int]):
                 return self.bottles[table.cursor_row]
             return None
         return view.bottle
+
+    def action_agents(self) -> None:
+        self.push_screen(AgentsScreen())
 
     def action_egress(self) -> None:
         bottle = self._bottle_selected()
