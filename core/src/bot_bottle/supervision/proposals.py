@@ -126,17 +126,16 @@ def diff(view: ProposalView, control: EgressControl | None = None) -> str:
         after = before + payload.dockerfile.splitlines()
         label = "capabilities.json (approved snippets)"
     else:
-        current = "(route table unavailable: bottle not running here)"
-        before = [current]
-        if control is not None:
-            try:
-                config = live_egress.load_config(control)
-                before = [r.host for r in config.routes]
-            except BotBottleError as exc:
-                before = [f"({exc.message})"]
-        after = sorted({*before, payload.host}) if control is not None else [payload.host]
-        before = sorted(before)
+        before: list[str] = []
         label = "egress routes (hosts)"
+        if control is None:
+            label += " [current table unknown: the bottle is not running here]"
+        else:
+            try:
+                before = sorted(r.host for r in live_egress.load_config(control).routes)
+            except BotBottleError as exc:
+                label += f" [current table unreadable: {exc.message}]"
+        after = sorted({*before, payload.host})
     lines = difflib.unified_diff(before, after, f"{label} now", f"{label} approved", lineterm="")
     return "\n".join(lines)
 

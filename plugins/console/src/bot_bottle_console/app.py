@@ -153,6 +153,8 @@ class EgressScreen(Screen[None]):
         return app
 
     def status(self, text: str, style: str = "") -> None:
+        if not self.is_attached:  # the operator left the screen meanwhile
+            return
         self.query_one("#egress-status", Static).update(Text(text, style=style))
 
     @work(thread=True, exclusive=True, group="egress")
@@ -170,6 +172,8 @@ class EgressScreen(Screen[None]):
         self.app.call_from_thread(self._show, live, refused)
 
     def _show(self, live: dict[str, Any], refused: list[dict[str, Any]]) -> None:
+        if not self.is_attached:
+            return
         routes = self.query_one("#routes", DataTable)
         routes.clear()
         for r in live.get("routes", []):
@@ -297,6 +301,8 @@ class AgentsScreen(Screen[None]):
         self.app.call_from_thread(self._show, rows)
 
     def _show(self, rows: list[Any]) -> None:
+        if not self.is_attached:
+            return
         self.rows = rows
         table = self.query_one("#agents", DataTable)
         table.clear()
@@ -305,7 +311,8 @@ class AgentsScreen(Screen[None]):
         table.focus()
 
     def status(self, text: str) -> None:
-        self.query_one("#agents-status", Static).update(safe(text, 400))
+        if self.is_attached:
+            self.query_one("#agents-status", Static).update(safe(text, 400))
 
     @on(DataTable.RowSelected, "#agents")
     def action_start(self) -> None:
@@ -340,9 +347,9 @@ def start_command(agent: str) -> list[str]:
 class SuperviseApp(App[int]):
     TITLE = "bot-bottle supervise"
     CSS = """
-    #bottles { height: 1fr; min-height: 4; }
-    #proposals { height: 1fr; min-height: 4; }
-    #detail { height: 2fr; border: round $accent; }
+    #bottles { height: auto; max-height: 8; }
+    #proposals { height: auto; max-height: 10; }
+    #detail { height: 1fr; min-height: 5; border: round $accent; }
     #problems { height: auto; max-height: 2; color: $error; }
     #dialog {
         width: 80%; height: auto; max-height: 80%;
@@ -402,6 +409,12 @@ class SuperviseApp(App[int]):
         yield Footer()
 
     def on_mount(self) -> None:
+        # References, not queries: a refresh from the watcher may arrive while
+        # another screen (egress, a dialog) is on top.
+        self.bottles_table = self.query_one("#bottles", DataTable)
+        self.proposals_table = self.query_one("#proposals", DataTable)
+        self.detail_text = self.query_one("#detail-text", Static)
+        self.problems_text = self.query_one("#problems", Static)
         self.query_one("#bottles", DataTable).add_columns(
             "bottle", "label", "agent", "provider", "backend", "uptime", "pending", "refused"
         )
@@ -420,7 +433,7 @@ class SuperviseApp(App[int]):
         self.bottles = list_bottles(self.home)
         views, problems = proposals.list_proposals(home=self.home)
         self.problems = problems
-        self.query_one("#problems", Static).update(
+        self.problems_text.update(
             safe(f"{len(problems)} unreadable queue file(s): {problems[0]}", 200, multiline=False)
             if problems
             else Text("")
@@ -437,7 +450,7 @@ class SuperviseApp(App[int]):
         self._fill_proposals()
 
     def _fill_bottles(self) -> None:
-        table = self.query_one("#bottles", DataTable)
+        table = self.bottles_table
         row = table.cursor_row
         table.clear()
         for b in self.bottles:
@@ -451,7 +464,7 @@ class SuperviseApp(App[int]):
             table.move_cursor(row=min(max(row, 0), table.row_count - 1))
 
     def _fill_proposals(self) -> None:
-        table = self.query_one("#proposals", DataTable)
+        table = self.proposals_table
         row = table.cursor_row
         table.clear()
         for v in self.views:
@@ -469,7 +482,7 @@ class SuperviseApp(App[int]):
         self.show_detail()
 
     def selected(self) -> proposals.ProposalView | None:
-        table = self.query_one("#proposals", DataTable)
+        table = self.proposals_table
         if table.row_count == 0 or table.cursor_row < 0:
             return None
         return self.views[table.cursor_row] if table.cursor_row < len(self.views) else None
@@ -480,7 +493,7 @@ class SuperviseApp(App[int]):
 
     def show_detail(self) -> None:
         view = self.selected()
-        detail = self.query_one("#detail-text", Static)
+        detail = self.detail_text
         if view is None:
             detail.update(Text("no proposals"))
             return
@@ -660,7 +673,7 @@ class SuperviseApp(App[int]):
         self.call_from_thread(self.refresh_data)
 
     def _bottle_selected(self) -> BottleInfo | None:
-        table = self.query_one("#bottles", DataTable)
+        table = self.bottles_table
         view = self.selected()
         if self.focused is table or view is None:
             if table.row_count and 0 <= table.cursor_row < len(self.bottles):
