@@ -462,6 +462,8 @@ def test_egress_request_status_reports_the_applied_route(supervise: Supervise) -
         ({"host": "example.com", "paths": ["no-slash"]}, "must start with '/'"),
         ({"host": "api.example.test"}, "credential route"),
         ({"host": "example.com", "justification": "bidi \u202e here"}, "not allowed"),
+        ({"host": "example.com", "justification": "\x1b]0;title\x07"}, "not allowed"),
+        ({"host": "example.com", "justification": "w" * 65536}, "at most 16384"),
     ],
 )
 def test_egress_request_refuses(supervise: Supervise, args: dict[str, Any], reason: str) -> None:

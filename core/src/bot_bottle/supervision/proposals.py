@@ -265,16 +265,24 @@ def _check_pending(view: ProposalView) -> None:
 
 
 def default_control_for(plugins: PluginHost | None = None) -> ControlFor:
-    """Look the bottle's backend up in its metadata, then ask that backend."""
+    """Look the bottle's backend up in its metadata, then ask that backend.
+
+    Plugins are loaded once and each running bottle's control is kept: the
+    console asks again every few seconds (slugs are unique per launch, so a
+    kept control never names another bottle)."""
+    found: dict[str, EgressControl] = {}
+    loaded: list[PluginHost] = [plugins] if plugins is not None else []
 
     def control_for(slug: str) -> EgressControl | None:
         from bot_bottle.supervision.bottles import find_bottle
 
-        host = plugins
-        if host is None:
+        if slug in found:
+            return found[slug]
+        if not loaded:
             from bot_bottle.plugins import PluginHost
 
-            host = PluginHost().load()
+            loaded.append(PluginHost().load())
+        host = loaded[0]
         bottle = find_bottle(slug)
         names = [c.name for c in host.components("backends")]
         if bottle is not None and bottle.backend in names:
@@ -285,6 +293,7 @@ def default_control_for(plugins: PluginHost | None = None) -> ControlFor:
                 continue
             control = backend.egress_control(slug)
             if control is not None:
+                found[slug] = control
                 return control
         return None
 

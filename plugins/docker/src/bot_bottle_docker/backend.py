@@ -490,17 +490,26 @@ class DockerBackend(Backend):
     def egress_control(self, slug: str) -> EgressControl | None:
         from bot_bottle_docker.egress_control import DockerEgressControl
 
-        bundle = self._container(_client(), slug, "sidecars")
-        return None if bundle is None else DockerEgressControl(slug, bundle)
+        client = _client()
+        bundle = self._container(client, slug, "sidecars")
+        if bundle is None:
+            client.close()
+            return None
+        # The control keeps the client (and its connection pool) as long as it lives.
+        return DockerEgressControl(slug, bundle)
 
     def stop(self, slug: str) -> bool:
         # Stopping the agent ends the launcher's attach/run; the launcher then
         # tears down the rest (and keeps state on a non-zero exit).
-        agent = self._container(_client(), slug, "agent")
-        if agent is None:
-            return False
-        agent.stop(timeout=10)
-        return True
+        client = _client()
+        try:
+            agent = self._container(client, slug, "agent")
+            if agent is None:
+                return False
+            agent.stop(timeout=10)
+            return True
+        finally:
+            client.close()
 
     def find_orphans(self) -> list[CleanupItem]:
         """Labelled containers and networks whose launcher is gone.
