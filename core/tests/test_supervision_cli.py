@@ -176,3 +176,9 @@ def test_core_and_the_headless_commands_work_without_textual(home: Path) -> None
     _queue(home).submit(CapabilityBlockPayload(dockerfile="RUN x\n", justification="x"))
     r = bb(home, "proposals", "list", pre="sys.modules['textual'] = None")
     assert r.returncode == 0 and SLUG in r.stdout, r.stderr
+
+
+def test_supervise_without_a_terminal_points_at_the_headless_commands(home: Path) -> None:
+    r = bb(home, "supervise")
+    assert r.returncode == 1 and "needs a terminal" in r.stderr
+    assert "bot-bottle proposals" in r.stderr and "Traceback" not in r.stderr

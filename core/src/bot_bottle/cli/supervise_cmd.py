@@ -15,6 +15,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
     from bot_bottle.errors import BotBottleError
 
     try:
@@ -25,4 +27,9 @@ def run(args: argparse.Namespace) -> int:
             hint="install the bot-bottle-console distribution (pip install bot-bottle-console); "
             "the headless commands 'bot-bottle proposals' and 'bot-bottle egress' work without it",
         ) from None
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise BotBottleError(
+            "bot-bottle supervise needs a terminal",
+            hint="for scripts use 'bot-bottle proposals' and 'bot-bottle egress'",
+        )
     return main()
