@@ -63,6 +63,8 @@ def tmux(tmp_path: Path) -> Iterator[tuple[Tmux, Path]]:
     t("-f", "/dev/null", "new-session", "-d", "-s", "ops", "-x", "120", "-y", "40",
       # Inherited COLUMNS/LINES would override the pane's real size.
       "env", "-u", "COLUMNS", "-u", "LINES", f"BOT_BOTTLE_HOME={home}", "TERM=xterm-256color",
+      # A non-interactive $EDITOR: the console hands the terminal over and back.
+      "EDITOR=sed -i s/jq/yq/", "VISUAL=",
       CLI, "supervise")  # fmt: skip
     try:
         yield t, home
@@ -106,4 +108,16 @@ def test_supervise_in_tmux_shows_answers_and_survives_a_resize(tmux: tuple[Tmux,
         time.sleep(0.2)
     rejected = queue.load_response(pid2)
     assert rejected is not None and rejected.comment == "no thanks"
+
+    # Edit in $EDITOR, then approve what it wrote.
+    pid3 = queue.submit(CapabilityBlockPayload(dockerfile="RUN apk add jq\n", justification="3")).id
+    t.wait_for(pid3[:20])
+    t("send-keys", "-t", "ops", "E")
+    t.wait_for("as edited", "RUN apk add yq")
+    t("send-keys", "-t", "ops", "y")
+    deadline = time.monotonic() + 20
+    while queue.load_response(pid3) is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    edited = queue.load_response(pid3)
+    assert edited is not None and edited.dockerfile == "RUN apk add yq\n"
     t("send-keys", "-t", "ops", "q")

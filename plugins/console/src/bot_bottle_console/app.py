@@ -363,6 +363,7 @@ class SuperviseApp(App[int]):
         ("a", "approve", "approve"),
         ("r", "reject", "reject"),
         ("e", "edit", "edit+approve"),
+        ("E", "edit_external", "$EDITOR"),
         ("g", "egress", "egress"),
         ("s", "stop", "stop bottle"),
         ("A", "agents", "agents"),
@@ -628,29 +629,70 @@ class SuperviseApp(App[int]):
         view = self._pending_selected()
         if view is None:
             return
+        title, text = self._edit_text(view)
+        self.push_screen(Edit(title, text), lambda edited: self._approve_edited(view, edited))
+
+    def _edit_text(self, view: proposals.ProposalView) -> tuple[str, str]:
         p = view.proposal.payload
         if isinstance(p, CapabilityBlockPayload):
-            title, text = "Edit the Dockerfile snippet, then approve", p.dockerfile
-        else:
-            title, text = (
-                "Edit the route (JSON, as in a manifest), then approve",
-                json.dumps(p.route(), indent=2),
-            )
+            return "Edit the Dockerfile snippet, then approve", p.dockerfile
+        return (
+            "Edit the route (JSON, as in a manifest), then approve",
+            json.dumps(p.route(), indent=2),
+        )
 
-        def got(edited: str | None) -> None:
-            if edited is None:
-                return
-            if isinstance(p, CapabilityBlockPayload):
-                self._decide(view.id, "approve", dockerfile=edited)
-                return
+    def _approve_edited(self, view: proposals.ProposalView, edited: str | None) -> None:
+        if edited is None:
+            return
+        if isinstance(view.proposal.payload, CapabilityBlockPayload):
+            self._decide(view.id, "approve", dockerfile=edited)
+            return
+        try:
+            route = json.loads(edited)
+        except ValueError as exc:
+            self.notify(f"not JSON: {exc}", severity="error")
+            return
+        if not isinstance(route, dict):
+            self.notify("the route must be a JSON object", severity="error")
+            return
+        self._decide(view.id, "approve", route=route)
+
+    def action_edit_external(self) -> None:
+        """Edit in $VISUAL/$EDITOR (the console steps aside), then confirm."""
+        import os
+        import shlex
+        import subprocess
+        import tempfile
+
+        view = self._pending_selected()
+        if view is None:
+            return
+        editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
+        if not editor:
+            self.notify("set $EDITOR (or use e for the in-app editor)", severity="warning")
+            return
+        _title, text = self._edit_text(view)
+        suffix = ".Dockerfile" if view.proposal.tool == "capability-block" else ".json"
+        with tempfile.TemporaryDirectory(prefix="bb-edit-") as tmp:
+            path = Path(tmp) / f"{view.id}{suffix}"
+            path.write_text(text, encoding="utf-8")
             try:
-                route = json.loads(edited)
-            except ValueError as exc:
-                self.notify(f"not JSON: {exc}", severity="error")
+                with self.suspend():
+                    code = subprocess.call([*shlex.split(editor), str(path)])
+            except Exception as exc:
+                self.notify(f"cannot run the editor: {exc}", severity="error")
                 return
-            self._decide(view.id, "approve", route=route)
-
-        self.push_screen(Edit(title, text), got)
+            edited = path.read_text(encoding="utf-8")
+        if code != 0:
+            self.notify(f"the editor exited {code}; nothing approved", severity="warning")
+            return
+        question = Text(f"Approve {view.id} as edited?\n\n")
+        question.append_text(safe(edited, 2000, multiline=True))
+        question.append("\n\n")
+        question.append(proposals.effect_notice(view), style="bold yellow")
+        self.push_screen(
+            Confirm(question), lambda ok: self._approve_edited(view, edited) if ok else None
+        )
 
     @work(thread=True, group="decide")
     def _decide(self, proposal_id: str, what: str, **kw: Any) -> None:
