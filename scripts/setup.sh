@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepare this machine to develop and test bot-bottle. Idempotent.
 #
-#  1. system packages (as root on Debian/Ubuntu): Docker engine, debootstrap, git, sshd
+#  1. system packages (as root on Debian/Ubuntu): Docker engine, debootstrap, git, sshd, tmux
 #  2. a running Docker engine (starts dockerd in the background if none answers)
 #  3. the local base image (scripts/base-image.sh)
 #  4. uv and the workspace virtualenv (.venv) from the lock file, Python >= 3.12
@@ -15,7 +15,8 @@ cd "$(dirname "$0")/.."
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'setup: %s\n' "$*" >&2; exit 1; }
 
-APT_PACKAGES=(docker.io debootstrap git openssh-server openssh-client curl iptables iproute2)
+# tmux: the console test runs `bot-bottle supervise` in a real terminal.
+APT_PACKAGES=(docker.io debootstrap git openssh-server openssh-client curl iptables iproute2 tmux)
 
 install_system_packages() {
   local missing=()

@@ -19,7 +19,7 @@ import anyio
 import pytest
 from mcp import Client
 
-from bot_bottle.supervise_queue import Decision, SuperviseQueue
+from bot_bottle.supervise_queue import Decision, EgressRoutePayload, SuperviseQueue
 
 SLUG = "demo-bottle"
 ROUTES = {
@@ -161,6 +161,7 @@ def test_client_lists_the_supervise_tools(supervise: Supervise) -> None:
     assert sorted(_tool_names(supervise.url)) == [
         "capability-block",
         "capability-status",
+        "egress-request",
         "list-egress-routes",
     ]
 
@@ -406,3 +407,68 @@ def test_the_pending_cap_holds_under_concurrent_proposals(tmp_path: Path) -> Non
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+# -- egress-request ------------------------------------------------------------------
+
+
+def test_egress_request_queues_an_egress_route_proposal(supervise: Supervise) -> None:
+    result = _call(
+        supervise.url,
+        "egress-request",
+        {
+            "host": "Registry.NPMJS.org",
+            "justification": "npm install needs the registry",
+            "ports": [443],
+            "paths": ["/-/v1"],
+            "methods": ["get"],
+        },
+    )
+    assert not result.is_error, result.content
+    out = result.structured_content
+    assert out["status"] == "pending" and out["host"] == "registry.npmjs.org"
+    proposal = supervise.queue.load_proposal(out["proposal_id"])
+    assert proposal.tool == "egress-route"
+    assert isinstance(proposal.payload, EgressRoutePayload)
+    assert proposal.payload.route() == {
+        "host": "registry.npmjs.org",
+        "ports": [443],
+        "matches": [{"paths": [{"type": "prefix", "value": "/-/v1"}], "methods": ["GET"]}],
+    }
+
+
+def test_egress_request_status_reports_the_applied_route(supervise: Supervise) -> None:
+    req = _call(supervise.url, "egress-request", {"host": "pypi.org", "justification": "pip"})
+    pid = req.structured_content["proposal_id"]
+    supervise.queue.respond(
+        pid, Decision.APPROVED, route={"host": "pypi.org"}, effect="Approved: retry now"
+    )
+    after = _call(supervise.url, "capability-status", {"proposal_id": pid})
+    assert after.structured_content["status"] == "approved"
+    assert after.structured_content["route"] == {"host": "pypi.org"}
+    assert after.structured_content["message"] == "Approved: retry now"
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        ({"host": "*.example.com"}, "wildcard"),
+        ({"host": "10.0.0.1"}, "IP address"),
+        ({"host": "2130706433"}, "IP address"),
+        ({"host": "[::1]"}, "not a bare host"),
+        ({"host": "example.com:22"}, "not a bare host"),
+        ({"host": "example.com", "ports": [22]}, "not allowed"),
+        ({"host": "example.com", "methods": ["TRACE"]}, "HTTP method"),
+        ({"host": "example.com", "paths": ["no-slash"]}, "must start with '/'"),
+        ({"host": "api.example.test"}, "credential route"),
+        ({"host": "example.com", "justification": "bidi \u202e here"}, "not allowed"),
+        ({"host": "example.com", "justification": "\x1b]0;title\x07"}, "not allowed"),
+        ({"host": "example.com", "justification": "w" * 65536}, "at most 16384"),
+    ],
+)
+def test_egress_request_refuses(supervise: Supervise, args: dict[str, Any], reason: str) -> None:
+    before = supervise.queue.proposal_ids()
+    result = _call(supervise.url, "egress-request", {"justification": "because", **args})
+    assert result.is_error
+    assert reason in result.content[0].text
+    assert supervise.queue.proposal_ids() == before

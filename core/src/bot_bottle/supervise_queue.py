@@ -29,9 +29,16 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from bot_bottle.errors import BotBottleError
 from bot_bottle.paths import home_dir
@@ -103,13 +110,103 @@ class CapabilityBlockPayload(_Model):
     justification: Annotated[DisplayText, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
 
 
+#: Ports an agent may ask for. Anything else (a database, SSH, a debug port)
+#: is an operator's manifest edit, not a request an agent makes.
+EGRESS_REQUEST_PORTS: tuple[int, ...] = (443, 80)
+MAX_REQUEST_PATHS = 16
+_METHOD_RE = re.compile(r"^[A-Z]{1,16}$")
+
+
+def check_request_host(value: str) -> str:
+    """A host an agent may ask for: one exact DNS name (no wildcard, no IP
+    literal, no port), lower-cased."""
+    from bot_bottle.egress.config import is_ip_literal, normalize_host
+
+    raw = value.strip()
+    if "*" in raw:
+        raise ValueError(
+            f"{raw!r} is a wildcard; ask for each exact host name (egress matches exact hosts)"
+        )
+    if ":" in raw or "/" in raw or "@" in raw:
+        raise ValueError(f"{raw!r} is not a bare host name (give ports and paths separately)")
+    if is_ip_literal(raw):
+        raise ValueError(f"{raw!r} is an IP address; egress routes name hosts")
+    return normalize_host(raw)
+
+
+def _check_ports(ports: tuple[int, ...]) -> tuple[int, ...]:
+    bad = [p for p in ports if p not in EGRESS_REQUEST_PORTS]
+    if bad:
+        allowed = ", ".join(str(p) for p in EGRESS_REQUEST_PORTS)
+        raise ValueError(f"port(s) {bad} not allowed; an agent may ask for {allowed}")
+    return tuple(dict.fromkeys(ports))
+
+
+def _check_paths(paths: tuple[str, ...]) -> tuple[str, ...]:
+    for path in paths:
+        check_display_safe(path)
+        if not path.startswith("/") or any(c.isspace() for c in path):
+            raise ValueError(f"path {path!r} must start with '/' and hold no whitespace")
+    return tuple(dict.fromkeys(paths))
+
+
+def _check_methods(methods: tuple[str, ...]) -> tuple[str, ...]:
+    out = []
+    for m in methods:
+        up = m.upper()
+        if not _METHOD_RE.fullmatch(up) or up in ("TRACE", "TRACK", "CONNECT"):
+            raise ValueError(f"{m!r} is not an HTTP method an agent may ask for")
+        out.append(up)
+    return tuple(dict.fromkeys(out))
+
+
+class EgressRoutePayload(_Model):
+    """What ``egress-request`` carries: one host (optionally restricted to
+    path prefixes and methods) and why. No credential: a route that needs one
+    is the operator's to configure."""
+
+    host: Annotated[str, Field(min_length=1, max_length=253), AfterValidator(check_request_host)]
+    ports: Annotated[tuple[int, ...], Field(max_length=2), AfterValidator(_check_ports)] = ()
+    paths: Annotated[
+        tuple[Annotated[str, Field(max_length=1024)], ...],
+        Field(max_length=MAX_REQUEST_PATHS),
+        AfterValidator(_check_paths),
+    ] = ()
+    methods: Annotated[tuple[str, ...], Field(max_length=16), AfterValidator(_check_methods)] = ()
+    justification: Annotated[DisplayText, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
+
+    def route(self) -> dict[str, object]:
+        """The route as the manifest writes it (``egress.routes[]`` entry)."""
+        route: dict[str, object] = {"host": self.host}
+        if self.ports:
+            route["ports"] = list(self.ports)
+        if self.paths or self.methods:
+            match: dict[str, object] = {}
+            if self.paths:
+                match["paths"] = [{"type": "prefix", "value": p} for p in self.paths]
+            if self.methods:
+                match["methods"] = list(self.methods)
+            route["matches"] = [match]
+        return route
+
+
+Tool = Literal["capability-block", "egress-route"]
+
+
 class Proposal(_Model):
     schema_version: Literal[1] = SCHEMA_VERSION
     id: ProposalId
     bottle_slug: Slug
-    tool: Literal["capability-block"] = "capability-block"
+    tool: Tool = "capability-block"
     created_at: datetime
-    payload: CapabilityBlockPayload
+    payload: CapabilityBlockPayload | EgressRoutePayload
+
+    @model_validator(mode="after")
+    def _payload_matches_tool(self) -> Proposal:
+        want = CapabilityBlockPayload if self.tool == "capability-block" else EgressRoutePayload
+        if not isinstance(self.payload, want):
+            raise ValueError(f"a {self.tool} proposal needs a {want.__name__}")
+        return self
 
 
 class Decision(StrEnum):
@@ -123,11 +220,15 @@ class Response(_Model):
     schema_version: Literal[1] = SCHEMA_VERSION
     proposal_id: ProposalId
     bottle_slug: Slug
-    tool: Literal["capability-block"] = "capability-block"
+    tool: Tool = "capability-block"
     decided_at: datetime
     decision: Decision
     comment: Annotated[str, Field(max_length=MAX_TEXT_CHARS)] = ""
     dockerfile: Annotated[str | None, Field(max_length=MAX_DOCKERFILE_CHARS)] = None
+    #: egress-route: the route as applied (the operator may have narrowed it).
+    route: dict[str, Any] | None = None
+    #: What the approval did, in words the agent can act on.
+    effect: Annotated[str, Field(max_length=MAX_TEXT_CHARS)] = ""
 
 
 class ProposalState(_Model):
@@ -217,7 +318,10 @@ class SuperviseQueue:
             ) from exc
 
     def submit(
-        self, payload: CapabilityBlockPayload, *, max_pending: int = MAX_PENDING
+        self,
+        payload: CapabilityBlockPayload | EgressRoutePayload,
+        *,
+        max_pending: int = MAX_PENDING,
     ) -> Proposal:
         """Write a new pending proposal and return it (never waits)."""
         self._ensure_dir()
@@ -234,6 +338,9 @@ class SuperviseQueue:
             proposal = Proposal(
                 id=new_proposal_id(created),
                 bottle_slug=self.bottle_slug,
+                tool="egress-route"
+                if isinstance(payload, EgressRoutePayload)
+                else "capability-block",
                 created_at=created,
                 payload=payload,
             )
@@ -264,22 +371,50 @@ class SuperviseQueue:
         *,
         comment: str = "",
         dockerfile: str | None = None,
+        route: dict[str, Any] | None = None,
+        effect: str = "",
     ) -> Response:
         """Record the operator's answer; a proposal is answered once."""
         proposal = self.load_proposal(proposal_id)
         path = self._response_path(proposal_id)
-        if path.exists():
-            raise QueueError(
-                f"proposal {proposal_id} was already answered",
-                hint="a decision is final; the agent can make a new proposal",
+        # Under the lock: two consoles answering at once must not both win.
+        with self._dir_lock():
+            if path.exists():
+                raise QueueError(
+                    f"proposal {proposal_id} was already answered",
+                    hint="a decision is final; the agent can make a new proposal",
+                )
+            response = self._respond_locked(
+                proposal,
+                decision,
+                comment=comment,
+                dockerfile=dockerfile,
+                route=route,
+                effect=effect,
             )
+        return response
+
+    def _respond_locked(
+        self,
+        proposal: Proposal,
+        decision: Decision,
+        *,
+        comment: str,
+        dockerfile: str | None,
+        route: dict[str, Any] | None,
+        effect: str,
+    ) -> Response:
+        path = self._response_path(proposal.id)
         response = Response(
             proposal_id=proposal.id,
             bottle_slug=proposal.bottle_slug,
+            tool=proposal.tool,
             decided_at=now(),
             decision=decision,
             comment=comment,
             dockerfile=dockerfile,
+            route=route,
+            effect=effect,
         )
         self._write(path, response)
         return response

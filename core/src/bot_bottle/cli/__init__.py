@@ -15,16 +15,20 @@ from collections.abc import Sequence
 
 from bot_bottle import __version__
 from bot_bottle.cli import (
+    audit_cmd,
     cleanup_cmd,
     dlp_cmd,
     doctor,
+    egress_cmd,
     info,
     init_cmd,
     list_cmd,
     plugins_cmd,
+    proposals_cmd,
     run_cmd,
     schema_cmd,
     start_cmd,
+    supervise_cmd,
     validate,
 )
 
@@ -45,6 +49,10 @@ _COMMANDS = (
     start_cmd,
     run_cmd,
     cleanup_cmd,
+    supervise_cmd,
+    proposals_cmd,
+    egress_cmd,
+    audit_cmd,
 )
 
 

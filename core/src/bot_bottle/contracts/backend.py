@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from bot_bottle.contracts.common import PluginComponent
 
@@ -151,6 +151,37 @@ class CleanupItem:
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
+class EgressControl(ABC):
+    """A running bottle's egress daemon, as the operator changes it live.
+
+    Core writes the new config to :attr:`config_path` (write-then-rename in
+    the directory the backend mounts, never a single-file mount, which would
+    pin the old inode), calls :meth:`signal_reload`, and confirms the change
+    through :meth:`live_routes`; a daemon that refused the file keeps its old
+    table, and :meth:`events` tells why.
+    """
+
+    slug: str
+
+    @property
+    @abstractmethod
+    def config_path(self) -> Path:
+        """Host path of the rendered egress config the daemon reads."""
+
+    @abstractmethod
+    def signal_reload(self) -> None:
+        """Ask the daemon to re-read its config (SIGHUP); does not wait."""
+
+    @abstractmethod
+    def live_routes(self) -> dict[str, Any]:
+        """The daemon's introspection document (``GET /routes``): what it enforces now."""
+
+    @abstractmethod
+    def events(self, since: float | None = None) -> list[dict[str, Any]]:
+        """The daemon's JSON log records (refusals, reloads) written at or
+        after ``since`` (a Unix time), oldest first."""
+
+
 class Backend(PluginComponent, ABC):
     """Runs bottles. Registered through ``bot_bottle_register_backends``."""
 
@@ -183,3 +214,13 @@ class Backend(PluginComponent, ABC):
     @abstractmethod
     def cleanup(self, items: Sequence[CleanupItem]) -> list[CleanupItem]:
         """Remove ``items`` (as found by ``find_orphans``); return those removed."""
+
+    def egress_control(self, slug: str) -> EgressControl | None:
+        """The live egress of running bottle ``slug``, or None when this
+        backend does not run it (or cannot change egress live)."""
+        return None
+
+    def stop(self, slug: str) -> bool:
+        """Stop running bottle ``slug`` (its launcher tears the rest down);
+        return False when this backend does not run it."""
+        return False

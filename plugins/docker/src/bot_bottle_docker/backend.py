@@ -41,6 +41,7 @@ from bot_bottle.contracts.backend import (
     ActiveBottle,
     Backend,
     CleanupItem,
+    EgressControl,
     PreparedBottle,
     RunningBottle,
 )
@@ -563,6 +564,37 @@ class DockerBackend(Backend):
                     )
                 )
             return out
+        finally:
+            client.close()
+
+    def _container(self, client: Any, slug: str, role: str) -> Any | None:
+        flt: dict[str, Any] = {
+            "label": [f"{L_BACKEND}={NAME}", f"{L_SLUG}={slug}", f"{L_ROLE}={role}"]
+        }
+        found = client.containers.list(filters=flt)
+        return found[0] if found else None
+
+    def egress_control(self, slug: str) -> EgressControl | None:
+        from bot_bottle_docker.egress_control import DockerEgressControl
+
+        client = _client()
+        bundle = self._container(client, slug, "sidecars")
+        if bundle is None:
+            client.close()
+            return None
+        # The control keeps the client (and its connection pool) as long as it lives.
+        return DockerEgressControl(slug, bundle)
+
+    def stop(self, slug: str) -> bool:
+        # Stopping the agent ends the launcher's attach/run; the launcher then
+        # tears down the rest (and keeps state on a non-zero exit).
+        client = _client()
+        try:
+            agent = self._container(client, slug, "agent")
+            if agent is None:
+                return False
+            agent.stop(timeout=10)
+            return True
         finally:
             client.close()
 

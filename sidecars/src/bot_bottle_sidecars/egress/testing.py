@@ -9,6 +9,7 @@ reach it through the config's ``extra_hosts`` pins.
 from __future__ import annotations
 
 import base64
+import calendar
 import datetime
 import functools
 import gzip
@@ -34,6 +35,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from bot_bottle.contracts.backend import EgressControl
 
 
 def free_port() -> int:
@@ -519,6 +522,48 @@ def start_egress(
         ep.stop()
         raise
     return ep
+
+
+class LocalEgressControl(EgressControl):
+    """The operator's handle (:class:`bot_bottle.contracts.backend.EgressControl`)
+    on a daemon this kit started: the same file, the same SIGHUP and the same
+    introspection request through the proxy as on a bottle, minus the container."""
+
+    def __init__(self, slug: str, daemon: EgressProcess, introspection_host: str = "_egress.local"):
+        self.slug = slug
+        self.daemon = daemon
+        self.introspection_host = introspection_host
+
+    @property
+    def config_path(self) -> Path:
+        return self.daemon.config_path
+
+    def signal_reload(self) -> None:
+        self.daemon.reload()
+
+    def live_routes(self) -> dict[str, Any]:
+        import urllib.request
+
+        proxy = urllib.request.ProxyHandler({"http": self.daemon.proxy_url})
+        opener = urllib.request.build_opener(proxy)
+        try:
+            with opener.open(f"http://{self.introspection_host}/routes", timeout=5) as resp:
+                return json.loads(resp.read())
+        except OSError as exc:
+            from bot_bottle.errors import BotBottleError
+
+            raise BotBottleError(f"cannot read the live egress table: {exc}") from None
+
+    def events(self, since: float | None = None) -> list[dict[str, Any]]:
+        out = []
+        for record in self.daemon.records():
+            if since is not None:
+                stamp = calendar.timegm(time.strptime(record.get("ts", ""), "%Y-%m-%dT%H:%M:%SZ"))
+                # ts has second resolution: keep the whole second ``since`` falls in.
+                if stamp < int(since):
+                    continue
+            out.append(record)
+        return out
 
 
 def iter_lines_nonblocking(sock: socket.socket, timeout: float) -> Iterator[bytes]:

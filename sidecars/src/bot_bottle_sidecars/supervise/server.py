@@ -9,8 +9,12 @@ Tools:
   proposal is written atomically to the bottle's host-side queue and the call
   returns at once with ``status: pending`` -- MCP clients cut tool calls at
   about 60 s, so nothing here waits for a human.
+* ``egress-request``: ask the operator to let this bottle reach one more host
+  (optionally only some path prefixes and methods). Wildcards, IP literals,
+  ports other than 443/80 and the bottle's credential routes are refused
+  here; approved, the route is applied live (no restart).
 * ``capability-status``: poll a proposal's status and, once decided, the
-  operator's answer.
+  operator's answer (for either kind of proposal).
 
 HTTP hardening in front of the SDK: a body over 1 MiB gets 413 before it is
 read, a missing-or-malformed ``Content-Length`` value gets 400. Malformed
@@ -41,6 +45,7 @@ from bot_bottle.errors import BotBottleError
 from bot_bottle.log import configure_logging, get_logger
 from bot_bottle.supervise_queue import (
     CapabilityBlockPayload,
+    EgressRoutePayload,
     QueueError,
     SuperviseQueue,
     check_proposal_id,
@@ -59,7 +64,7 @@ log = get_logger("supervise")
 _STATUS_MESSAGES = {
     "pending": "Waiting for the operator. Carry on with other work and poll again later.",
     "approved": "Approved (see 'dockerfile' if the operator edited it). The change takes "
-    "effect when the operator rebuilds or resumes the bottle.",
+    "effect when the operator commits and resumes the bottle.",
     "rejected": "Rejected; see the operator's comment. Do not propose the same change again.",
 }
 
@@ -103,7 +108,8 @@ def build_server(config: SuperviseConfig) -> MCPServer:
         version=__version__,
         instructions=(
             "Ask the human operator for help when the bottle blocks you. "
-            "list-egress-routes shows which hosts you may reach. capability-block proposes "
+            "list-egress-routes shows which hosts you may reach; egress-request asks for one "
+            "more host (pending until the operator answers). capability-block proposes "
             "a Dockerfile change (e.g. a missing tool) with a justification; it returns a "
             "proposal_id at once with status 'pending'. Poll capability-status with that id "
             "now and then (not in a tight loop); the operator approves, edits or rejects it."
@@ -155,9 +161,75 @@ def build_server(config: SuperviseConfig) -> MCPServer:
         }
 
     @server.tool(
+        name="egress-request",
+        description=(
+            "Ask the human operator to let this bottle reach one more host, e.g. a package "
+            "registry or an API you need. Give the exact host name (no wildcard, no IP), "
+            "optionally ports (443 and/or 80), path prefixes and HTTP methods to narrow it, "
+            "and a justification. Returns at once with a proposal_id and status 'pending'; "
+            "poll capability-status. Approved, the host is reachable without a restart."
+        ),
+    )
+    async def egress_request(
+        host: str,
+        justification: str,
+        ports: list[int] | None = None,
+        paths: list[str] | None = None,
+        methods: list[str] | None = None,
+    ) -> dict[str, Any]:
+        try:
+            payload = EgressRoutePayload(
+                host=host,
+                justification=justification,
+                ports=tuple(ports or ()),
+                paths=tuple(paths or ()),
+                methods=tuple(methods or ()),
+            )
+        except ValueError as exc:
+            raise ToolError(f"invalid egress request: {_first_error(exc)}") from exc
+        await _refuse_credential_route(payload.host)
+        try:
+            proposal = await anyio.to_thread.run_sync(queue.submit, payload)
+        except QueueError as exc:
+            log.error("proposal_refused", error=exc.message)
+            raise ToolError(exc.message + (f" ({exc.hint})" if exc.hint else "")) from exc
+        log.info("proposal_submitted", proposal_id=proposal.id, tool=proposal.tool)
+        return {
+            "proposal_id": proposal.id,
+            "status": "pending",
+            "host": payload.host,
+            "message": "Request queued for the operator. Poll capability-status with this id; "
+            "once approved, retry your request (no restart needed).",
+        }
+
+    async def _refuse_credential_route(host: str) -> None:
+        """A host whose route injects a credential is the operator's: a
+        proposal could only widen what the credential is sent with."""
+        url = config.egress_introspection_url
+        if not url:
+            return
+        try:
+            data = await anyio.to_thread.run_sync(_fetch_json, url)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            # Fail closed: without the table the check cannot be made.
+            raise ToolError(
+                "could not read the egress route table to check the request; "
+                "try again in a few seconds"
+            ) from exc
+        routes = data.get("routes", []) if isinstance(data, dict) else []
+        for route in routes:
+            if isinstance(route, dict) and route.get("host") == host and route.get("auth"):
+                raise ToolError(
+                    f"{host} is a credential route of this bottle; its rules are the "
+                    "operator's to change (ask in your own words through capability-block "
+                    "only if you must)"
+                )
+
+    @server.tool(
         name="capability-status",
-        description="Status of a capability-block proposal: pending, approved or rejected, "
-        "with the operator's comment and (if they edited it) the final Dockerfile.",
+        description="Status of a capability-block or egress-request proposal: pending, "
+        "approved or rejected, with the operator's comment, what the approval did, and (if "
+        "they edited it) the final Dockerfile or route.",
     )
     async def capability_status(proposal_id: str) -> dict[str, Any]:
         try:
@@ -173,8 +245,12 @@ def build_server(config: SuperviseConfig) -> MCPServer:
         if state.response is not None:
             result["comment"] = state.response.comment
             result["decided_at"] = state.response.decided_at.isoformat()
+            if state.response.effect:
+                result["message"] = state.response.effect
             if state.response.dockerfile is not None:
                 result["dockerfile"] = state.response.dockerfile
+            if state.response.route is not None:
+                result["route"] = state.response.route
         return result
 
     @server.custom_route("/healthz", methods=["GET"], include_in_schema=False)

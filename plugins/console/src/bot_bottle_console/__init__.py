@@ -1,0 +1,3 @@
+"""The bot-bottle operator console (``bot-bottle supervise``)."""
+
+__version__ = "0.1.0"
