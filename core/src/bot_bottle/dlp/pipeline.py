@@ -358,9 +358,14 @@ class ScanPipeline:
         context = ScanContext(self.direction, location, target, tuple(known_secrets))
         accepted: list[tuple[str, str, int, int]] = []
         out: list[Finding] = []
-        for view in build_views(data):
+        try:
+            views = build_views(data, max_unpacked=self.max_decoded_bytes)
+        except UndecodableError as exc:
+            return [_undecodable(location, exc)]
+        for view in views:
             if not view.data:
                 continue
+            located: list[tuple[int, int, tuple[str, ...], Finding]] = []
             for detector in self.detectors:
                 for f in _run(detector, view.data, context):
                     o = f.location.offset
@@ -370,23 +375,30 @@ class ScanPipeline:
                         chain = ("decoded",) if view.parent is not None else ()
                     else:
                         start, end, chain = view.locate(o, o + (f.location.length or 0))
-                    # The same match found again in a decoded view of a run
-                    # that holds it (a URL-encoded run around a plain token,
-                    # a known secret matched pre-encoded and decoded) is one
-                    # finding, not two.
-                    if any(
-                        d == f.detector and r == f.rule and start <= s0 and e0 <= end
-                        for d, r, s0, e0 in accepted
-                    ):
-                        continue
-                    accepted.append((f.detector, f.rule, start, end))
-                    loc = replace(
-                        location,
-                        offset=start,
-                        length=end - start,
-                        decoded=">".join(chain) if chain else location.decoded,
-                    )
-                    out.append(replace(f, location=loc))
+                    located.append((start, end, chain, f))
+            # Narrowest first: two decodings of one place (a base64 run, and
+            # the same run with the word before it as whitespace-broken
+            # base64) report the run that holds the match, once.
+            located.sort(key=lambda item: item[1] - item[0])
+            for start, end, chain, f in located:
+                # The same match found again in a decoded view of a run
+                # that holds it (a URL-encoded run around a plain token,
+                # a known secret matched pre-encoded and decoded) is one
+                # finding, not two.
+                if any(
+                    d == f.detector and r == f.rule and start <= s0 and e0 <= end
+                    for d, r, s0, e0 in accepted
+                ):
+                    continue
+                accepted.append((f.detector, f.rule, start, end))
+                loc = replace(
+                    location,
+                    offset=start,
+                    length=end - start,
+                    decoded=">".join(chain) if chain else location.decoded,
+                )
+                out.append(replace(f, location=loc))
+        out.sort(key=lambda f: f.location.offset or 0)
         return out
 
 
