@@ -77,3 +77,35 @@ def test_a_zip_of_many_members_is_refused(outbound: ScanPipeline) -> None:
             z.writestr(f"f{i}", b"x")
     findings = outbound.scan_bytes(buf.getvalue(), Location("body"))
     assert verdict(findings) is Verdict.BLOCK
+
+
+KNOWN = "route-token-Qm7vR2xK9pLw"
+
+
+def known_secret_forms(value: str = KNOWN) -> dict[str, bytes]:
+    import base64
+
+    raw = value.encode()
+    return {
+        "utf-16le": value.encode("utf-16-le"),
+        "utf-16be with BOM": b"\xfe\xff" + value.encode("utf-16-be"),
+        "upper-cased": value.upper().encode(),
+        "lower-cased": value.lower().encode(),
+        "base32": base64.b32encode(raw),
+        "base32 inside a blob": base64.b32encode(b"xy" + raw + b"tail"),
+        "base64 offset 1": base64.b64encode(b"a" + raw),
+        "base64 offset 2": base64.b64encode(b"ab" + raw),
+        "hex": raw.hex().upper().encode(),
+        "url-encoded": "".join(f"%{b:02X}" for b in raw).encode(),
+        "reversed": raw[::-1],
+    }
+
+
+@pytest.mark.parametrize("form", sorted(known_secret_forms()))
+def test_known_secret_in_each_form_is_blocked(outbound: ScanPipeline, form: str) -> None:
+    from bot_bottle.secrets import Secret
+
+    body = b"payload=" + known_secret_forms()[form] + b"\n"
+    findings = outbound.scan_bytes(body, Location("body"), known_secrets=[Secret(KNOWN)])
+    assert ("known_secrets", "known-secret") in _blocks(findings), form
+    assert all(KNOWN not in f.describe() for f in findings)
