@@ -45,7 +45,7 @@ from bot_bottle.dlp.content import (
     decode_content,
     parse_content_encoding,
 )
-from bot_bottle.dlp.views import build_views
+from bot_bottle.dlp.views import View, build_views
 from bot_bottle.errors import BotBottleError, PluginError
 
 if TYPE_CHECKING:
@@ -91,12 +91,17 @@ def load_detectors(
 
     ``selection`` is the route's ``dlp.outbound_detectors`` /
     ``inbound_detectors``: ``None`` (not set) means every installed detector
-    that scans this direction; ``False`` means none; a list names them (an
-    unknown name, or a detector for the other direction, is an error).
+    that scans this direction (a name two plugins register, or a detector
+    plugin that failed, is then an error: the set would be silently
+    smaller); ``False`` means none; a list names them (an unknown or
+    conflicting name, or a detector for the other direction, is an error).
     """
     if selection is False:
         return []
     if selection is None:
+        # The default set is every installed detector: refuse when one is
+        # missing (a name conflict, a plugin that failed) rather than scan less.
+        host.require_family("dlp_detectors")
         names = [c.name for c in host.components("dlp_detectors")]
     else:
         names = list(dict.fromkeys(selection))
@@ -142,6 +147,8 @@ class ScanPipeline:
 
     ``max_decoded_bytes`` bounds a whole body after ``Content-Encoding`` is
     undone; a larger one is refused (use :meth:`stream` for big bodies).
+    ``decoded_views=False`` runs the detectors on the (content-decoded) bytes
+    only, for detectors that look for pre-encoded forms themselves.
     """
 
     def __init__(
@@ -150,10 +157,12 @@ class ScanPipeline:
         direction: Direction,
         *,
         max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
+        decoded_views: bool = True,
     ) -> None:
         self.detectors = list(detectors)
         self.direction = direction
         self.max_decoded_bytes = max_decoded_bytes
+        self.decoded_views = decoded_views
         longest = max((d.max_match_bytes for d in self.detectors), default=0)
         #: Bytes of carry-over a stream keeps between chunks.
         self.carry_bytes = min(max(longest, _MIN_CARRY), _MAX_CARRY)
@@ -359,7 +368,11 @@ class ScanPipeline:
         accepted: list[tuple[str, str, int, int]] = []
         out: list[Finding] = []
         try:
-            views = build_views(data, max_unpacked=self.max_decoded_bytes)
+            views = (
+                build_views(data, max_unpacked=self.max_decoded_bytes)
+                if self.decoded_views
+                else [View(data)]
+            )
         except UndecodableError as exc:
             return [_undecodable(location, exc)]
         for view in views:
