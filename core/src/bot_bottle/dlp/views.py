@@ -134,9 +134,13 @@ _HEX_SEP_RUN = _re2(
     rb"|(?:0[xX][0-9a-fA-F]{2},?[ ]?){16,}"
 )
 _HEX_SEP_DROP = re.compile(rb"\\x|0[xX]|[^0-9a-fA-F]")
-# Base64 with whitespace inside (at least one separator).
+# Base64 with whitespace inside (at least one separator), chunks of three
+# characters or more, and a digit, "+" or "/" somewhere: prose (words of
+# letters) is not tried, which is what keeps this view cheap on chat bodies.
 _B64_SPACED_RUN = _re2(
-    rb"(?:[A-Za-z0-9+/_\-]{2,}(?:[ \t]{1,4}|[ \t]*\r?\n[ \t]*)){1,}[A-Za-z0-9+/_\-]{2,}={0,2}"
+    rb"(?:[A-Za-z0-9+/_\-]{3,}(?:[ \t]{1,4}|[ \t]*\r?\n[ \t]*))*"
+    rb"[A-Za-z0-9+/_\-]*[0-9+/][A-Za-z0-9+/_\-]*"
+    rb"(?:(?:[ \t]{1,4}|[ \t]*\r?\n[ \t]*)[A-Za-z0-9+/_\-]{3,})+={0,2}"
 )
 _WHITESPACE = b" \t\r\n"
 # A token split over a line break: one side at least 8 token characters.
@@ -145,6 +149,7 @@ _SPLIT_RUN = _re2(
     rb"|[A-Za-z0-9_\-]+\r?\n[ \t]*[A-Za-z0-9_\-]{8,}"
 )
 _DIGIT = re.compile(rb"[0-9]")
+_COMMON = frozenset({b"=", b"&"})
 _HASH_LIKE = re.compile(rb"[0-9a-fA-F\-]+")
 _MIN_KEY_DER = 48  # an Ed25519 PKCS#8 key, the smallest private key encoding
 
@@ -280,6 +285,18 @@ def _runs_around(
     """
     spans: set[tuple[int, int]] = set()
     for literal, check in hits:
+        if literal in _COMMON:
+            # A character ordinary text is full of ("=", "&"): let the regex
+            # find the real hits in one C-level scan instead.
+            found = check.search(data)
+            while found is not None:
+                span = _run_at(data, found.start(), run, left)
+                resume = found.start() + 1
+                if span is not None:
+                    spans.add(span)
+                    resume = max(resume, span[1])
+                found = check.search(data, resume)
+            continue
         pos = data.find(literal)
         while pos != -1:
             resume = pos + 1
