@@ -11,7 +11,8 @@ Both run through the same scan pipeline (every decoded view). Measured:
 Kingfisher is not part of the development install; run this with a Python
 that has it, e.g.::
 
-    uv venv /tmp/kf && uv pip install --python /tmp/kf/bin/python core plugins/dlp plugins/kingfisher
+    uv venv /tmp/kf
+    uv pip install --python /tmp/kf/bin/python core plugins/dlp plugins/kingfisher
     /tmp/kf/bin/python bench/dlp_kingfisher.py [--json]
 
 The built-in fixtures are written for the built-in rules, so recall on them

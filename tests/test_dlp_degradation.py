@@ -74,7 +74,9 @@ def test_without_extra_plugins_the_gitlab_token_is_blocked(tmp_path: Path) -> No
     assert "token_patterns/gitlab-pat" in r.stdout
 
 
-@pytest.mark.parametrize("command", [["dlp", "scan", "-"], ["start", "demo", "--dry-run"]])
+@pytest.mark.parametrize(
+    "command", [["dlp", "scan", "-"], ["start", "demo", "--dry-run"], ["run", "demo", "--", "true"]]
+)
 def test_a_detector_name_two_plugins_register_is_an_error(
     tmp_path: Path, command: list[str]
 ) -> None:
@@ -85,7 +87,9 @@ def test_a_detector_name_two_plugins_register_is_an_error(
     assert "hint:" in r.stderr and "Traceback" not in r.stderr
 
 
-@pytest.mark.parametrize("command", [["dlp", "scan", "-"], ["start", "demo", "--dry-run"]])
+@pytest.mark.parametrize(
+    "command", [["dlp", "scan", "-"], ["start", "demo", "--dry-run"], ["run", "demo", "--", "true"]]
+)
 def test_a_failing_detector_plugin_is_an_error_where_it_scans(
     tmp_path: Path, command: list[str]
 ) -> None:

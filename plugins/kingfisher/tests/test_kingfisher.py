@@ -12,14 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, run, uv  # noqa: F401 -- the uv fixture
+from tests.conftest import REPO, run
 
 SENDGRID = "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"
 GITHUB = "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"
 
 
 @pytest.fixture(scope="module")
-def venv(tmp_path_factory: pytest.TempPathFactory, uv: str) -> Path:
+def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    uv = str(Path(sys.executable).parent / "uv")
     root = tmp_path_factory.mktemp("kingfisher-venv")
     venv = root / "venv"
     r = run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)])

@@ -39,7 +39,7 @@ class KingfisherDetector(DlpDetector):
 
     def __init__(self, scanner: Any = None) -> None:
         if scanner is None:
-            from kingfisher_sdk import Scanner
+            from kingfisher_sdk import Scanner  # pyright: ignore[reportMissingImports] -- optional, not in the dev venv
 
             scanner = Scanner(base64=False, dedup=False, redact=True)
         self._scanner = scanner
