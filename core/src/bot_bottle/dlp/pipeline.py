@@ -3,7 +3,8 @@
 One :class:`ScanPipeline` holds the detectors selected for one direction.
 For each thing it scans it undoes ``Content-Encoding`` (a body that cannot
 be decoded is refused: a ``block`` finding), builds the decoded views
-(URL-encoding, JSON escapes, base64 and hex runs; see
+(URL-encoding, JSON escapes, base64 and hex runs, UTF-16, NFKC, HTML
+entities, quoted-printable, split lines, archives by magic bytes; see
 :mod:`bot_bottle.dlp.views`), runs every detector over the raw bytes and
 every decoded view, and maps each finding back to where it is in the
 (content-decoded) input::
