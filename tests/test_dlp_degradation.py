@@ -129,3 +129,15 @@ def test_a_contrib_detector_is_refused_at_plan_time_in_seconds(
     assert took < 30  # not the 60 s egress start timeout it used to be
     state = tmp_path / "home" / "state"
     assert not state.exists() or not any(state.iterdir())
+
+
+def test_a_plugin_that_fails_to_import_is_a_warning_and_the_rest_still_scans(
+    tmp_path: Path,
+) -> None:
+    # Whether it held detectors cannot be known: a loud warning, not a refusal.
+    env = _home(tmp_path, 'raise RuntimeError("missing libfoo.so")\n')
+    r, _ = _bb(env, "dlp", "scan", "-", stdin=f"t={GITLAB_TOKEN}\n")
+    assert r.returncode == 1, r.stderr
+    assert "token_patterns/gitlab-pat" in r.stdout
+    (warning,) = [ln for ln in r.stderr.splitlines() if ln.startswith("warning:")]
+    assert "plugin 'extra' (contrib) failed" in warning and "missing libfoo.so" in warning

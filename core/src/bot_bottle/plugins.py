@@ -409,12 +409,12 @@ class PluginHost:
                 f"{label} {name!r} is registered by more than one plugin: {who}; neither would run",
                 hint=f"uninstall one of them or disable it with {ENV_BLOCK}",
             )
+        # A plugin whose family hook raised is known to hold components of
+        # this family. One that failed to import may or may not: that is the
+        # warning every command prints (refusing every scan because some
+        # unrelated plugin is broken would make the warning useless).
         hook = FAMILIES[family]
-        broken = [
-            i
-            for i in self.failed()
-            if i.error and (hook in i.error or (not i.hooks and "import failed" in i.error))
-        ]
+        broken = [i for i in self.failed() if i.error and hook in i.error]
         if broken:
             info = broken[0]
             raise PluginError(
