@@ -150,6 +150,10 @@ def fake_anthropic(
 
         def do_GET(self) -> None:
             self._record()
+            if self.path.split("?")[0] == "/v1/echo":
+                # A reflecting endpoint: the request's headers, credential included.
+                self._json(200, {"headers": {k.lower(): v for k, v in self.headers.items()}})
+                return
             self._not_found()
 
         def do_POST(self) -> None:

@@ -102,3 +102,30 @@ def test_bad_input_is_an_error_with_a_hint_and_exit_2(tmp_path: Path) -> None:
         assert r.returncode == 2, (args, r.stderr)
         assert "error:" in r.stderr and "hint:" in r.stderr
         assert "Traceback" not in r.stderr
+
+
+def _forms() -> dict[str, bytes]:
+    from tests import dlp_evasions
+
+    return {**dlp_evasions.token_forms(), **dlp_evasions.key_forms()}
+
+
+def test_every_evasive_form_is_blocked_by_dlp_scan(tmp_path: Path) -> None:
+    from tests import dlp_evasions
+
+    files = []
+    for i, (name, body) in enumerate(sorted(_forms().items())):
+        f = tmp_path / f"form{i:02d}.bin"
+        f.write_bytes(body)
+        files.append((name, f))
+    r = bb("--json", *(str(f) for _, f in files), home=tmp_path)
+    assert r.returncode == 1, r.stderr
+    doc = json.loads(r.stdout)
+    blocked: dict[str, set[str]] = {}
+    for finding in doc["findings"]:
+        if finding["action"] == "block":
+            blocked.setdefault(finding["file"], set()).add(finding["rule"])
+    for name, f in files:
+        rule = "private-key" if name.startswith("pem") else "github-pat"
+        assert rule in blocked.get(str(f), set()), name
+    assert dlp_evasions.TOKEN not in r.stdout + r.stderr

@@ -405,3 +405,43 @@ def test_a_drop_in_provider_is_listed_and_launches_with_its_key_injected(
     assert REPLY in r.stdout
     (call,) = world.api.messages()[before:]
     assert call.headers["authorization"] == f"Bearer {key}"
+
+
+def test_an_upstream_reflecting_the_injected_credential_does_not_hand_it_to_the_agent(
+    world: World, tmp_path: Path
+) -> None:
+    """Issue 17: the fake API's /v1/echo answers with the request headers,
+    the Authorization egress injected among them. In a real bottle the agent
+    gets the response cut (``credential-reflected``), never the key."""
+    import shutil
+
+    home = tmp_path / "home"
+    shutil.copytree(REPO / "examples" / "contrib" / "generic-cli", home / "contrib" / "generic-cli")
+    key = "reflected-REAL-key-9c4f1b"
+    write_agent(
+        home,
+        "echo-bot",
+        "---\nagent_provider:\n  template: generic-cli\n  api_host: api.anthropic.com\n"
+        f"  api_key: DROPIN_KEY\n  key_variable: MY_KEY\n{_pins(world, 'api.anthropic.com')}---\n",
+        prompt="You are a drop-in agent.",
+    )
+    before = len(world.api.requests)
+    script = (
+        'curl -sS https://api.anthropic.com/v1/echo; rc=$?; echo; echo "curl=$rc"; '
+        'curl -sS https://api.anthropic.com/v1/models; rc=$?; echo; echo "curl=$rc"'
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "bot_bottle", "run", "echo-bot", "-p", script],
+        env=_bb_env(home, DROPIN_KEY=key), capture_output=True, text=True, timeout=600,
+        check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    # The upstream really was asked, with the real key, and really echoed it ...
+    echo = [s for s in world.api.requests[before:] if s.path == "/v1/echo"]
+    assert echo and echo[0].headers["authorization"] == f"Bearer {key}"
+    # ... but the agent got no part of it: the first curl fails, the second
+    # (an ordinary 404 body) comes through.
+    assert key not in r.stdout + r.stderr
+    assert key[: len(key) // 2] not in r.stdout
+    first, second = [ln for ln in r.stdout.splitlines() if ln.startswith("curl=")][:2]
+    assert first != "curl=0" and second == "curl=0", r.stdout

@@ -9,8 +9,11 @@ Plugins come from two places and are treated the same way afterwards:
   siblings relatively).
 
 Loading is tolerant: a plugin that fails to import or register, or whose hook
-raises, is recorded with its error and left out; the CLI keeps working.
+raises, is recorded with its error and left out; the CLI keeps working, and
+says so: one ``warning:`` line on stderr per failed plugin, once per process.
 ``BOT_BOTTLE_STRICT_PLUGINS=1`` turns such failures into errors (debugging).
+Where a loss would weaken a security check (a DLP detector), the caller
+asks :meth:`PluginHost.require_family` and refuses to go on instead.
 
 Selection, applied before anything is imported:
 
@@ -55,6 +58,8 @@ _CONTRIB_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 
 T = TypeVar("T")
 log = None  # bound lazily; structlog is not needed unless something is logged
+#: (plugin, error) pairs already warned about in this process.
+_WARNED: set[tuple[str, str]] = set()
 
 
 def _log() -> Any:
@@ -307,6 +312,7 @@ class PluginHost:
         )
         if self._strict:
             raise PluginError(f"plugin {info.name!r}: {info.error}") from exc
+        _warn_failed(info)
 
     # -- querying ------------------------------------------------------------
 
@@ -388,6 +394,50 @@ class PluginHost:
 
     def failed(self) -> list[PluginInfo]:
         return [i for i in self.infos.values() if i.status is Status.FAILED]
+
+    def require_family(self, family: str) -> None:
+        """Refuse to use ``family``'s default set when it is not whole: a name
+        two plugins register (both would be left out) or a plugin whose
+        ``family`` hook failed (its components are missing). For families
+        whose loss weakens a check (DLP detectors): an error, never a
+        silently smaller set."""
+        _, conflicts = self._collect(family)
+        label = family.replace("_", " ")[:-1]
+        for name, comps in conflicts.items():
+            who = " and ".join(f"{c.plugin} ({c.distribution or 'contrib'})" for c in comps)
+            raise PluginConflictError(
+                f"{label} {name!r} is registered by more than one plugin: {who}; neither would run",
+                hint=f"uninstall one of them or disable it with {ENV_BLOCK}",
+            )
+        # A plugin whose family hook raised is known to hold components of
+        # this family. One that failed to import may or may not: that is the
+        # warning every command prints (refusing every scan because some
+        # unrelated plugin is broken would make the warning useless).
+        hook = FAMILIES[family]
+        broken = [i for i in self.failed() if i.error and hook in i.error]
+        if broken:
+            info = broken[0]
+            raise PluginError(
+                f"plugin {info.name!r} ({info.distribution or 'contrib'}) failed, so its "
+                f"{label}s are missing: {info.error}",
+                hint=f"fix or reinstall it, or disable it with {ENV_BLOCK}={info.name}",
+            )
+
+
+def _warn_failed(info: PluginInfo) -> None:
+    """One stderr line per failed plugin per process (as conda warns)."""
+    key = (info.name, info.error or "")
+    if key in _WARNED:
+        return
+    _WARNED.add(key)
+    from bot_bottle.termtext import visible
+
+    where = info.distribution or "contrib"
+    print(  # noqa: T201 -- a user-facing warning, not a debug print
+        f"warning: plugin '{visible(info.name)}' ({visible(where)}) failed and is left out: "
+        f"{visible(info.error or 'unknown error')}",
+        file=sys.stderr,
+    )
 
 
 def _import_contrib(path: Path) -> types.ModuleType:

@@ -25,6 +25,17 @@ FORMS = {
     "HEX": VALUE.encode().hex().upper().encode(),
     "base64": base64.b64encode(VALUE.encode()),
     "base64url": base64.urlsafe_b64encode(VALUE.encode()),
+    # issue 17: the forms an agent tried that the exact value missed
+    "utf-16le": VALUE.encode("utf-16-le"),
+    "utf-16be": VALUE.encode("utf-16-be"),
+    "utf-16 with BOM": VALUE.encode("utf-16"),
+    "upper-cased": VALUE.upper().encode(),
+    "lower-cased": VALUE.lower().encode(),
+    "swapped case": VALUE.swapcase().encode(),
+    "base32": base64.b32encode(VALUE.encode()),
+    "base32 lower-case": base64.b32encode(VALUE.encode()).lower(),
+    "reversed": VALUE[::-1].encode(),
+    "reversed upper-cased": VALUE[::-1].upper().encode(),
 }
 
 
@@ -32,6 +43,20 @@ FORMS = {
 def test_value_is_found_in_each_encoding(form: str) -> None:
     findings = DETECTOR.scan(b"prefix " + FORMS[form] + b" suffix", CTX)
     assert [(f.rule, f.action) for f in findings] == [("known-secret", Action.BLOCK)]
+
+
+@pytest.mark.parametrize("lead", [b"", b"a", b"ab", b"abc", b"abcd"])
+def test_value_inside_a_longer_base32_blob_is_found_at_any_alignment(lead: bytes) -> None:
+    blob = base64.b32encode(lead + VALUE.encode() + b" and then some trailing text")
+    assert DETECTOR.scan(blob, CTX), lead
+
+
+def test_forms_are_computed_once_per_set_of_values() -> None:
+    detector = KnownSecretsDetector()
+    detector.scan(b"x", CTX)
+    matcher = detector._cache[tuple(CTX.known_secrets)]
+    detector.scan(VALUE[::-1].encode(), CTX)
+    assert detector._cache[tuple(CTX.known_secrets)] is matcher
 
 
 @pytest.mark.parametrize("lead", [b"", b"a", b"ab", b"abc", b"abcd"])
@@ -44,7 +69,7 @@ def test_findings_and_their_snippets_never_hold_the_value() -> None:
     for form in FORMS.values():
         for f in DETECTOR.scan(b"k=" + form, CTX):
             assert VALUE not in repr(f)
-            assert form.decode() not in repr(f)
+            assert form.decode("latin-1") not in repr(f)
 
 
 def test_short_values_are_ignored() -> None:

@@ -84,3 +84,17 @@ def test_matches_in_a_longer_text_are_all_found() -> None:
     text = " and ".join(tp for _, tp in TRUE_POSITIVES)
     blocked = {f.rule for f in _scan(text) if f.action is Action.BLOCK}
     assert blocked == {r.id for r in RULES}
+
+
+def test_rule_breadth_of_issue_17() -> None:
+    """At least 120 kinds, and the ones the issue found undetected."""
+    ids = {r.id for r in RULES}
+    assert len(ids) >= 120
+    named = {
+        "sendgrid-api-key", "digitalocean-pat", "shopify-access-token", "databricks-token",
+        "vault-service-token", "doppler-token", "linear-api-key", "grafana-cloud-token",
+        "grafana-service-account-token", "telegram-bot-token", "azure-storage-connection-string",
+        "url-credentials", "database-url-password", "authorization-basic",
+        "generic-secret-assignment", "putty-private-key", "private-key",
+    }  # fmt: skip
+    assert named <= ids, named - ids

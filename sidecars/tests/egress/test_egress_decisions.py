@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx2 as httpx
 import pytest
-from bot_bottle_sidecars.egress.testing import EgressProcess, ws_frame, ws_read_frame
+from bot_bottle_sidecars.egress.testing import EgressProcess, auth_digest, ws_frame, ws_read_frame
 
 from .conftest import API_TOKEN, MATCH_TOKEN, Env
 
@@ -41,14 +41,14 @@ def test_allowed_host_gets_injected_token_not_the_agents(curl: Curl, egress_env:
     body, status = body_status(r)
     assert status == 200, r.stderr
     headers = json.loads(body)["headers"]
-    assert headers["authorization"] == f"Bearer {API_TOKEN}"
+    assert headers["authorization"] == auth_digest(f"Bearer {API_TOKEN}")
     assert "agent-own" not in body
 
 
 def test_token_scheme_is_injected(client: httpx.Client, egress_env: Env) -> None:
     r = client.get(url(egress_env, "match.upstream.test", "/v1/models"))
     assert r.status_code == 200
-    assert r.json()["headers"]["authorization"] == f"token {MATCH_TOKEN}"
+    assert r.json()["headers"]["authorization"] == auth_digest(f"token {MATCH_TOKEN}")
 
 
 def test_agent_authorization_is_stripped_on_route_without_auth(
@@ -67,7 +67,7 @@ def test_plain_http_route_is_served(curl: Curl, egress_env: Env) -> None:
     r = curl(f"http://api.upstream.test:{egress_env.upstream.http_port}/plain")
     body, status = body_status(r)
     assert status == 200
-    assert json.loads(body)["headers"]["authorization"] == f"Bearer {API_TOKEN}"
+    assert json.loads(body)["headers"]["authorization"] == auth_digest(f"Bearer {API_TOKEN}")
 
 
 def test_undeclared_host_is_refused_with_readable_403(curl: Curl, egress_env: Env) -> None:
@@ -373,7 +373,9 @@ def test_http2_requests_are_judged_on_authority(curl: Curl, egress_env: Env) -> 
     target = url(egress_env, "api.upstream.test", "/v1/x")
     r = curl(target, "--http2", "-H", "Authorization: Bearer agent-own")
     body, status = body_status(r)
-    assert status == 200 and json.loads(body)["headers"]["authorization"] == f"Bearer {API_TOKEN}"
+    assert status == 200 and json.loads(body)["headers"]["authorization"] == auth_digest(
+        f"Bearer {API_TOKEN}"
+    )
     body, status = body_status(curl(target, "--http2", "-H", "Host: unlisted.upstream.test"))
     assert status == 403 and "host-mismatch" in body
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import httpx2 as httpx
 import pytest
-from bot_bottle_sidecars.egress.testing import EgressProcess
+from bot_bottle_sidecars.egress.testing import EgressProcess, auth_digest
 
 from bot_bottle.egress.render import RouteSpec
 from bot_bottle.secrets import Secret
@@ -174,7 +174,7 @@ def test_benign_llm_request_passes_with_the_token_injected(
         assert r.status_code == 200, r.text
         echoed = r.json()
         # Scanned before injection: the route's own token is not "found".
-        assert echoed["headers"]["authorization"] == f"Bearer {ROUTE_TOKEN}"
+        assert echoed["headers"]["authorization"] == auth_digest(f"Bearer {ROUTE_TOKEN}")
         assert echoed["body_len"] == len(data)
     daemon.settle()
     assert daemon.count("dlp finding") == findings  # not even a warning

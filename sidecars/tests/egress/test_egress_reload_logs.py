@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx2 as httpx
 import pytest
-from bot_bottle_sidecars.egress.testing import EgressProcess
+from bot_bottle_sidecars.egress.testing import EgressProcess, auth_digest
 
 from bot_bottle.egress.render import RouteSpec
 from bot_bottle.secrets import Secret
@@ -84,7 +84,7 @@ def test_reload_with_valid_file_swaps_routes(
     daemon.wait_for("reloaded", count=n + 1)
     assert _get(client, egress_env, "noauth.upstream.test").status_code == 200
     r = _get(client, egress_env, "api.upstream.test")
-    assert r.json()["headers"]["authorization"] == f"Bearer {API_TOKEN}"
+    assert r.json()["headers"]["authorization"] == auth_digest(f"Bearer {API_TOKEN}")
 
 
 @pytest.mark.parametrize(

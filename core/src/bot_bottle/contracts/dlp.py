@@ -1,9 +1,11 @@
 """The DLP detector contract: one engine for egress traffic and pushed commits.
 
 Detectors see *decoded* bytes: the scan pipeline (:mod:`bot_bottle.dlp`, not
-the detector) undoes URL-encoding, base64/hex runs, JSON escapes and
-Content-Encoding once, before any detector runs, and calls :meth:`scan` on
-the raw bytes and on each decoded view. A detector only finds things in
+the detector) undoes Content-Encoding, URL-encoding, base64/hex runs, JSON
+escapes and the other decodings of :mod:`bot_bottle.dlp.views` (UTF-16,
+invisible characters and NFKC, HTML entities, quoted-printable, split
+lines, compressed data and archives) once, before any detector runs, and
+calls :meth:`scan` on the raw bytes and on each decoded view. A detector only finds things in
 bytes and says where (offsets in the bytes it was given; the pipeline maps
 them back to the original and fills in ``Location.decoded``). Use
 :func:`redact` to build snippets.

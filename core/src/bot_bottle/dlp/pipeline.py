@@ -3,7 +3,8 @@
 One :class:`ScanPipeline` holds the detectors selected for one direction.
 For each thing it scans it undoes ``Content-Encoding`` (a body that cannot
 be decoded is refused: a ``block`` finding), builds the decoded views
-(URL-encoding, JSON escapes, base64 and hex runs; see
+(URL-encoding, JSON escapes, base64 and hex runs, UTF-16, NFKC, HTML
+entities, quoted-printable, split lines, archives by magic bytes; see
 :mod:`bot_bottle.dlp.views`), runs every detector over the raw bytes and
 every decoded view, and maps each finding back to where it is in the
 (content-decoded) input::
@@ -45,7 +46,7 @@ from bot_bottle.dlp.content import (
     decode_content,
     parse_content_encoding,
 )
-from bot_bottle.dlp.views import build_views
+from bot_bottle.dlp.views import View, build_views
 from bot_bottle.errors import BotBottleError, PluginError
 
 if TYPE_CHECKING:
@@ -91,12 +92,17 @@ def load_detectors(
 
     ``selection`` is the route's ``dlp.outbound_detectors`` /
     ``inbound_detectors``: ``None`` (not set) means every installed detector
-    that scans this direction; ``False`` means none; a list names them (an
-    unknown name, or a detector for the other direction, is an error).
+    that scans this direction (a name two plugins register, or a detector
+    plugin that failed, is then an error: the set would be silently
+    smaller); ``False`` means none; a list names them (an unknown or
+    conflicting name, or a detector for the other direction, is an error).
     """
     if selection is False:
         return []
     if selection is None:
+        # The default set is every installed detector: refuse when one is
+        # missing (a name conflict, a plugin that failed) rather than scan less.
+        host.require_family("dlp_detectors")
         names = [c.name for c in host.components("dlp_detectors")]
     else:
         names = list(dict.fromkeys(selection))
@@ -142,6 +148,8 @@ class ScanPipeline:
 
     ``max_decoded_bytes`` bounds a whole body after ``Content-Encoding`` is
     undone; a larger one is refused (use :meth:`stream` for big bodies).
+    ``decoded_views=False`` runs the detectors on the (content-decoded) bytes
+    only, for detectors that look for pre-encoded forms themselves.
     """
 
     def __init__(
@@ -150,10 +158,12 @@ class ScanPipeline:
         direction: Direction,
         *,
         max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
+        decoded_views: bool = True,
     ) -> None:
         self.detectors = list(detectors)
         self.direction = direction
         self.max_decoded_bytes = max_decoded_bytes
+        self.decoded_views = decoded_views
         longest = max((d.max_match_bytes for d in self.detectors), default=0)
         #: Bytes of carry-over a stream keeps between chunks.
         self.carry_bytes = min(max(longest, _MIN_CARRY), _MAX_CARRY)
@@ -358,9 +368,18 @@ class ScanPipeline:
         context = ScanContext(self.direction, location, target, tuple(known_secrets))
         accepted: list[tuple[str, str, int, int]] = []
         out: list[Finding] = []
-        for view in build_views(data):
+        try:
+            views = (
+                build_views(data, max_unpacked=self.max_decoded_bytes)
+                if self.decoded_views
+                else [View(data)]
+            )
+        except UndecodableError as exc:
+            return [_undecodable(location, exc)]
+        for view in views:
             if not view.data:
                 continue
+            located: list[tuple[int, int, tuple[str, ...], Finding]] = []
             for detector in self.detectors:
                 for f in _run(detector, view.data, context):
                     o = f.location.offset
@@ -370,23 +389,30 @@ class ScanPipeline:
                         chain = ("decoded",) if view.parent is not None else ()
                     else:
                         start, end, chain = view.locate(o, o + (f.location.length or 0))
-                    # The same match found again in a decoded view of a run
-                    # that holds it (a URL-encoded run around a plain token,
-                    # a known secret matched pre-encoded and decoded) is one
-                    # finding, not two.
-                    if any(
-                        d == f.detector and r == f.rule and start <= s0 and e0 <= end
-                        for d, r, s0, e0 in accepted
-                    ):
-                        continue
-                    accepted.append((f.detector, f.rule, start, end))
-                    loc = replace(
-                        location,
-                        offset=start,
-                        length=end - start,
-                        decoded=">".join(chain) if chain else location.decoded,
-                    )
-                    out.append(replace(f, location=loc))
+                    located.append((start, end, chain, f))
+            # Narrowest first: two decodings of one place (a base64 run, and
+            # the same run with the word before it as whitespace-broken
+            # base64) report the run that holds the match, once.
+            located.sort(key=lambda item: item[1] - item[0])
+            for start, end, chain, f in located:
+                # The same match found again in a decoded view of a run
+                # that holds it (a URL-encoded run around a plain token,
+                # a known secret matched pre-encoded and decoded) is one
+                # finding, not two.
+                if any(
+                    d == f.detector and r == f.rule and start <= s0 and e0 <= end
+                    for d, r, s0, e0 in accepted
+                ):
+                    continue
+                accepted.append((f.detector, f.rule, start, end))
+                loc = replace(
+                    location,
+                    offset=start,
+                    length=end - start,
+                    decoded=">".join(chain) if chain else location.decoded,
+                )
+                out.append(replace(f, location=loc))
+        out.sort(key=lambda f: f.location.offset or 0)
         return out
 
 

@@ -22,6 +22,30 @@ streamed window); binary payloads that happen to carry text are dropped;
 runs are bounded to :data:`_WINDOW` bytes either side of the escape that
 revealed them for URL/JSON, and base64/hex runs longer than
 :data:`MAX_RUN_BYTES` are decoded only up to that length.
+
+Further decodings, each looked for only where its marker is (a NUL byte, a
+non-ASCII byte, an ``&``, an ``=``, a line break inside a token-shaped run):
+
+* ``utf-16``: runs of ASCII text in UTF-16LE or BE (every other byte NUL),
+  with or without a byte-order mark;
+* ``unicode``: words holding non-ASCII characters, with zero-width and
+  other invisible format characters (soft hyphen, word joiner, BOM, tags,
+  bidi controls) removed and NFKC applied (fullwidth letters become ASCII);
+* ``html``: HTML/XML character and entity references (``&#103;``,
+  ``&#x67;``, ``&amp;``);
+* ``qp``: quoted-printable (``=3D``, soft line breaks ``=\n``);
+* ``hex``: hex bytes with separators (``67:68:70``, ``67 68 70``, ``67-68``);
+* ``base64``: base64 broken by whitespace or line breaks (MIME, PEM
+  bodies, an attacker's every-few-characters wrapping);
+* ``joined``: a token split across a line break (the line break and the
+  next line's indentation removed where both sides are token characters);
+* ``pem-body``: a base64 run whose decoding is a DER private key (or an
+  OpenSSH key) without its BEGIN/END armour is re-armoured, so the
+  private-key rule sees it;
+* compressed data and archives recognised by their magic bytes (gzip,
+  zlib, bz2, xz, zstd, zip and tar members; :mod:`bot_bottle.dlp.unpack`)
+  at the start of the buffer and of every base64 run that decodes to
+  binary, whatever ``Content-Encoding`` says.
 """
 
 from __future__ import annotations
@@ -29,12 +53,16 @@ from __future__ import annotations
 import binascii
 import bisect
 import codecs
+import html
 import json
 import re
-import zlib
+import unicodedata
 from dataclasses import dataclass, field
 
 import re2
+
+from bot_bottle.dlp.content import DEFAULT_MAX_DECODED_BYTES
+from bot_bottle.dlp.unpack import unpack
 
 MAX_DEPTH = 3
 MAX_RUN_BYTES = 1024 * 1024
@@ -64,6 +92,66 @@ _JSON_RUN = re.compile(rb"""(?:[A-Za-z0-9._~+/=:\-]|\\u[0-9a-fA-F]{4}|\\["\\/bfn
 # Reversed, an escape's quote comes before its backslash: allow both.
 _JSON_LEFT = re.compile(rb"""(?:[A-Za-z0-9._~+/=:\-\\]|"\\)+""")
 _B64_TRANSLATE = bytes.maketrans(b"-_", b"+/")
+
+
+def _re2(pattern: bytes) -> re2._Regexp:  # type: ignore[name-defined]
+    options = re2.Options()
+    options.encoding = re2.Options.Encoding.LATIN1  # bytes in, byte offsets out
+    return re2.compile(pattern, options)
+
+
+# ASCII text as UTF-16: every other byte NUL (LE first: leftmost wins).
+_UTF16_RUN = _re2(rb"(?:[\t\n\r\x20-\x7e]\x00){8,}|(?:\x00[\t\n\r\x20-\x7e]){8,}")
+# A word (no whitespace) holding a non-ASCII byte.
+_NON_ASCII_WORD = _re2(rb"[^\s]*[\x80-\xff][^\s]*")
+# Invisible format characters an agent can sprinkle inside a token.
+_INVISIBLE = dict.fromkeys(
+    [
+        *(0x00AD, 0x034F, 0x061C, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180E, 0x3164, 0xFEFF, 0xFFA0),
+        *range(0x180B, 0x180F),
+        *range(0x200B, 0x2010),
+        *range(0x202A, 0x202F),
+        *range(0x2060, 0x2070),
+        *range(0xFE00, 0xFE10),
+        *range(0xE0000, 0xE0080),
+    ]
+)
+_HTML_HIT = (
+    b"&",
+    re.compile(rb"&(?:#[0-9]{1,7};?|#[xX][0-9a-fA-F]{1,6};?|[A-Za-z][A-Za-z0-9]{1,31};)"),
+)
+_HTML_RUN = re.compile(
+    rb"(?:[A-Za-z0-9._~+/=:\-]|&(?:#[0-9]{1,7};?|#[xX][0-9a-fA-F]{1,6};?|[A-Za-z][A-Za-z0-9]{1,31};))+"
+)
+_HTML_LEFT = re.compile(rb"[A-Za-z0-9._~+/=:\-&#;]+")
+_QP_HIT = (b"=", re.compile(rb"=(?:[0-9A-F]{2}|\r?\n)"))
+_QP_RUN = re.compile(rb"(?:[A-Za-z0-9._~+/:\-]|=[0-9A-F]{2}|=\r?\n)+")
+_QP_LEFT = re.compile(rb"[A-Za-z0-9._~+/:\-=\r\n]+")
+# Hex bytes with separators, \x escapes or 0x literals: 16 bytes or more.
+_HEX_SEP_RUN = _re2(
+    rb"(?:[0-9a-fA-F]{2}[:\-, ]{1,2}){15,}[0-9a-fA-F]{2}"
+    rb"|(?:\\x[0-9a-fA-F]{2}){16,}"
+    rb"|(?:0[xX][0-9a-fA-F]{2},?[ ]?){16,}"
+)
+_HEX_SEP_DROP = re.compile(rb"\\x|0[xX]|[^0-9a-fA-F]")
+# Base64 with whitespace inside (at least one separator), chunks of three
+# characters or more, and a digit, "+" or "/" somewhere: prose (words of
+# letters) is not tried, which is what keeps this view cheap on chat bodies.
+_B64_SPACED_RUN = _re2(
+    rb"(?:[A-Za-z0-9+/_\-]{3,}(?:[ \t]{1,4}|[ \t]*\r?\n[ \t]*))*"
+    rb"[A-Za-z0-9+/_\-]*[0-9+/][A-Za-z0-9+/_\-]*"
+    rb"(?:(?:[ \t]{1,4}|[ \t]*\r?\n[ \t]*)[A-Za-z0-9+/_\-]{3,})+={0,2}"
+)
+_WHITESPACE = b" \t\r\n"
+# A token split over a line break: one side at least 8 token characters.
+_SPLIT_RUN = _re2(
+    rb"[A-Za-z0-9_\-]*[A-Za-z0-9_\-]{8}\r?\n[ \t]*[A-Za-z0-9_\-]+"
+    rb"|[A-Za-z0-9_\-]+\r?\n[ \t]*[A-Za-z0-9_\-]{8,}"
+)
+_DIGIT = re.compile(rb"[0-9]")
+_COMMON = frozenset({b"=", b"&"})
+_HASH_LIKE = re.compile(rb"[0-9a-fA-F\-]+")
+_MIN_KEY_DER = 48  # an Ed25519 PKCS#8 key, the smallest private key encoding
 
 
 @dataclass(frozen=True)
@@ -123,18 +211,63 @@ def _b64(run: bytes) -> bytes | None:
         return None
 
 
-def _inflate(data: bytes) -> bytes | None:
-    """Text inside a gzip or zlib stream (bounded), else None."""
-    if data[:2] == b"\x1f\x8b":
-        wbits = 16 + zlib.MAX_WBITS
-    elif len(data) >= 2 and data[0] == 0x78 and (data[0] * 256 + data[1]) % 31 == 0:
-        wbits = zlib.MAX_WBITS
-    else:
+def _inflated(decoded: bytes) -> list[tuple[str, bytes]]:
+    """Printable text inside compressed data or an archive (bounded), if any."""
+    pieces = unpack(decoded, _MAX_INFLATE, strict=False) or []
+    return [(e, c) for e, c in pieces if _printable(c)]
+
+
+def _der_length(data: bytes, pos: int) -> tuple[int, int] | None:
+    """(length, offset of the content) of the DER element whose length byte is at ``pos``."""
+    if pos >= len(data):
         return None
-    try:
-        return zlib.decompressobj(wbits).decompress(data, _MAX_INFLATE)
-    except zlib.error:
+    first = data[pos]
+    if first < 0x80:
+        return first, pos + 1
+    n = first & 0x7F
+    if not 1 <= n <= 3 or pos + 1 + n > len(data):
         return None
+    return int.from_bytes(data[pos + 1 : pos + 1 + n]), pos + 1 + n
+
+
+# PKCS#5 PBES2/PBES1 and PKCS#12 PBE OIDs: an EncryptedPrivateKeyInfo.
+_PBE_OIDS = (
+    b"\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x05",
+    b"\x06\x0a\x2a\x86\x48\x86\xf7\x0d\x01\x0c\x01",
+)
+
+
+def private_key_der(data: bytes) -> bool:
+    """``data`` is a private key without its PEM armour: an OpenSSH key, or
+    a DER SEQUENCE of the whole length that starts like PKCS#1 (RSA), SEC1
+    (EC), PKCS#8 (version 0 or 1, then an algorithm or a key) or an
+    encrypted PKCS#8 key. Certificates and public keys start otherwise (a
+    SEQUENCE, or an algorithm with a public-key OID) and are not matched."""
+    if data.startswith(b"openssh-key-v1\x00"):
+        return True
+    if len(data) < _MIN_KEY_DER or data[0] != 0x30:
+        return False
+    outer = _der_length(data, 1)
+    if outer is None:
+        return False
+    length, pos = outer
+    if not 0 <= len(data) - (pos + length) <= 16:  # padding or a trailing newline
+        return False
+    body = data[pos : pos + 12]
+    if body[:3] in (b"\x02\x01\x00", b"\x02\x01\x01"):
+        return body[3:4] in (b"\x02", b"\x04", b"\x30")
+    if body[:1] == b"\x30":
+        inner = _der_length(data, pos + 1)
+        if inner is None:
+            return False
+        head = data[inner[1] : inner[1] + 12]
+        return any(head.startswith(oid) for oid in _PBE_OIDS)
+    return False
+
+
+def _armour(run: bytes) -> bytes:
+    body = run.translate(None, _WHITESPACE)
+    return b"-----BEGIN PRIVATE KEY-----\n" + body + b"\n-----END PRIVATE KEY-----"
 
 
 def _runs_around(
@@ -152,6 +285,18 @@ def _runs_around(
     """
     spans: set[tuple[int, int]] = set()
     for literal, check in hits:
+        if literal in _COMMON:
+            # A character ordinary text is full of ("=", "&"): let the regex
+            # find the real hits in one C-level scan instead.
+            found = check.search(data)
+            while found is not None:
+                span = _run_at(data, found.start(), run, left)
+                resume = found.start() + 1
+                if span is not None:
+                    spans.add(span)
+                    resume = max(resume, span[1])
+                found = check.search(data, resume)
+            continue
         pos = data.find(literal)
         while pos != -1:
             resume = pos + 1
@@ -203,6 +348,97 @@ def _decode_json(run: bytes) -> bytes | None:
     return text.encode("utf-8", "surrogatepass") if isinstance(text, str) else None
 
 
+def _binary_or_text(
+    out: list[tuple[int, int, str, bytes]],
+    s: int,
+    e: int,
+    encoding: str,
+    run: bytes,
+    decoded: bytes,
+) -> bool:
+    """Keep what a base64 run decodes to if it is worth scanning: text, a
+    private key without armour, or text inside compressed data."""
+    if _printable(decoded):
+        out.append((s, e, encoding, decoded))
+        return True
+    if private_key_der(decoded):
+        out.append((s, e, "pem-body", _armour(run)))
+        return True
+    # base64(gzip(secret)) is the classic way to get text past a
+    # scanner; compressed payloads are recognised by their header.
+    inflated = _inflated(decoded)
+    for inner, content in inflated:
+        out.append((s, e, f"{encoding}+{inner}", content))
+    return bool(inflated)
+
+
+def _decode_spaced(data: bytes, out: list[tuple[int, int, str, bytes]]) -> None:
+    """Base64 with whitespace inside: MIME and PEM line wrapping, or an
+    agent's every-few-characters spacing."""
+    for m in _B64_SPACED_RUN.finditer(data):
+        s, e = m.start(), m.end()
+        run = data[s : min(e, s + MAX_RUN_BYTES)]
+        joined = run.translate(None, _WHITESPACE)
+        # Prose (letters only) and identifiers are not base64 worth trying.
+        if len(joined) < _MIN_B64 or joined.isalpha() or joined.islower() or joined.isupper():
+            continue
+        if len(joined) >= _MIN_HEX and _HEX_ONLY.fullmatch(joined):
+            continue  # hex with spaces is the separator decoder's
+        for shift in range(4):
+            decoded = _b64(joined[shift:])
+            if decoded is not None and _binary_or_text(out, s, e, "base64", joined, decoded):
+                break
+
+
+def _decode_extra(data: bytes, out: list[tuple[int, int, str, bytes]]) -> None:
+    """UTF-16, Unicode tricks, HTML entities, quoted-printable, hex with
+    separators and tokens split by a line break: each looked for only where
+    its marker byte is."""
+    if b"\x00" in data:
+        for m in _UTF16_RUN.finditer(data):
+            s, e = m.start(), m.end()
+            run = data[s:e]
+            text = run[0::2] if run[1] == 0 else run[1::2]
+            out.append((s, e, "utf-16", text))
+    if not data.isascii():
+        for m in _NON_ASCII_WORD.finditer(data):
+            s, e = m.start(), m.end()
+            run = data[s:e]
+            text = run.decode("utf-8", "surrogateescape").translate(_INVISIBLE)
+            try:
+                folded = unicodedata.normalize("NFKC", text).encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:
+                continue
+            if folded != run:
+                out.append((s, e, "unicode", folded))
+    if b"&" in data:
+        for s, e in _runs_around(data, (_HTML_HIT,), _HTML_RUN, _HTML_LEFT):
+            text = data[s:e].decode("utf-8", "surrogateescape")
+            decoded = html.unescape(text).encode("utf-8", "surrogateescape")
+            if decoded != data[s:e]:
+                out.append((s, e, "html", decoded))
+    if b"=" in data:
+        for s, e in _runs_around(data, (_QP_HIT,), _QP_RUN, _QP_LEFT):
+            decoded = binascii.a2b_qp(data[s:e])
+            if decoded != data[s:e] and _printable(decoded):
+                out.append((s, e, "qp", decoded))
+    for m in _HEX_SEP_RUN.finditer(data):
+        s, e = m.start(), m.end()
+        digits = _HEX_SEP_DROP.sub(b"", data[s : min(e, s + MAX_RUN_BYTES)])
+        decoded = binascii.unhexlify(digits[: len(digits) - len(digits) % 2])
+        if _printable(decoded):
+            out.append((s, e, "hex", decoded))
+    if b"\n" in data:
+        for m in _SPLIT_RUN.finditer(data):
+            run = data[m.start() : m.end()]
+            if not _DIGIT.search(run):
+                continue  # tokens carry digits; prose wrapping does not
+            if any(_HASH_LIKE.fullmatch(piece) for piece in run.split()):
+                continue  # lines of hashes and UUIDs (lock files, logs)
+            joined = run.translate(None, _WHITESPACE)
+            out.append((m.start(), m.end(), "joined", joined))
+
+
 def decode_runs(data: bytes) -> list[tuple[int, int, str, bytes]]:
     """Every encoded run of ``data`` worth scanning decoded:
     ``(start, end, encoding, decoded)``, in order of ``start``."""
@@ -234,22 +470,37 @@ def decode_runs(data: bytes) -> list[tuple[int, int, str, bytes]]:
             decoded = _b64(run[shift:])
             if decoded is None:
                 continue
-            if _printable(decoded):
-                out.append((s, e, "base64", decoded))
+            if _binary_or_text(out, s, e, "base64", run, decoded):
                 break
-            # base64(gzip(secret)) is the classic way to get text past a
-            # scanner; compressed payloads are recognised by their header.
-            inflated = _inflate(decoded)
-            if inflated is not None and _printable(inflated):
-                out.append((s, e, "base64+gzip", inflated))
-                break
+    _decode_spaced(data, out)
+    _decode_extra(data, out)
     out.sort(key=lambda r: r[0])
     return out
 
 
-def build_views(raw: bytes, max_depth: int = MAX_DEPTH) -> list[View]:
-    """View 0 (``raw``) and the decoded views beneath it."""
+def build_views(
+    raw: bytes, max_depth: int = MAX_DEPTH, *, max_unpacked: int = DEFAULT_MAX_DECODED_BYTES
+) -> list[View]:
+    """View 0 (``raw``) and the decoded views beneath it.
+
+    ``raw`` that starts with a compression or archive magic is unpacked
+    first (bounded by ``max_unpacked``; more raises
+    :class:`~bot_bottle.dlp.content.UndecodableError`), and the decoded
+    views are built from its content.
+    """
     views = [View(raw)]
+    unpacked = unpack(raw, max_unpacked, strict=True)
+    if unpacked:
+        view = View(b"", views[0])
+        pieces: list[bytes] = []
+        pos = 0
+        for encoding, content in unpacked:
+            view.segments.append(Segment(pos, pos + len(content), 0, len(raw), encoding))
+            view._starts.append(pos)
+            pieces += (content, _SEPARATOR)
+            pos += len(content) + len(_SEPARATOR)
+        view.data = b"".join(pieces)
+        views.append(view)
     for _ in range(max_depth):
         parent = views[-1]
         runs = decode_runs(parent.data)
@@ -258,7 +509,7 @@ def build_views(raw: bytes, max_depth: int = MAX_DEPTH) -> list[View]:
         # Bound the work a hostile body can cause: a view is never larger
         # than twice its parent (each decoding shrinks its run).
         budget = 2 * len(parent.data) + 1024
-        pieces: list[bytes] = []
+        pieces = []
         view = View(b"", parent)
         pos = 0
         for s, e, encoding, decoded in runs:

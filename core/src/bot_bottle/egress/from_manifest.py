@@ -166,7 +166,19 @@ class _Detectors:
 
     def _direction(self, name: str) -> Direction:
         if name not in self._directions:
-            detector = self._host.create("dlp_detectors", name)
+            component = self._host.component("dlp_detectors", name)
+            if component.distribution is None:
+                # Egress and git-gate run in the bundle image, which carries
+                # installed distributions only: refuse now, not after a
+                # minute of waiting for egress to start.
+                raise PluginError(
+                    f"dlp detector {name!r} comes from the contrib plugin "
+                    f"{component.plugin!r}, which the sidecar bundle cannot carry",
+                    hint="package it as a distribution and install it next to bot-bottle, "
+                    "or leave it out (BOT_BOTTLE_DISABLED_PLUGINS="
+                    f"{component.plugin} for this command)",
+                )
+            detector = component.create()
             if not isinstance(detector, DlpDetector):
                 raise PluginError(
                     f"dlp detector {name!r} is not a DlpDetector (got {type(detector).__name__})",
@@ -177,6 +189,7 @@ class _Detectors:
 
     def installed(self, direction: Direction) -> tuple[str, ...]:
         """Every installed detector that scans ``direction``."""
+        self._host.require_family("dlp_detectors")
         names = [c.name for c in self._host.components("dlp_detectors")]
         return tuple(n for n in names if self._direction(n).covers(direction))
 

@@ -75,3 +75,67 @@ def jwt_signed(match: bytes) -> bool:
 def not_aws_example(match: bytes) -> bool:
     """AWS documents its examples with keys ending in ``EXAMPLE``."""
     return not match.endswith(b"EXAMPLE")
+
+
+_PLACEHOLDER_WORDS = (
+    b"password",
+    b"passwd",
+    b"secret",
+    b"changeme",
+    b"example",
+    b"placeholder",
+    b"redacted",
+    b"your",
+    b"dummy",
+    b"token",
+    b"xxx",
+)
+
+
+def _placeholder(value: bytes) -> bool:
+    lowered = value.lower()
+    if not lowered or lowered[:1] in b"$%{<*[(":
+        return True  # a template or variable reference, not a value
+    if len(set(lowered)) <= 2:
+        return True  # "xxxxxxxx", "********"
+    return any(word in lowered for word in _PLACEHOLDER_WORDS)
+
+
+def url_password(match: bytes) -> bool:
+    """``scheme://user:password@host`` whose password is a value, not a
+    placeholder (``${DB_PASSWORD}``, ``<password>``, ``changeme``, ``****``)."""
+    authority = match.split(b"://", 1)[-1]
+    userinfo = authority.rsplit(b"@", 1)[0]
+    _, _, password = userinfo.partition(b":")
+    return len(password) >= 6 and not _placeholder(password)
+
+
+def basic_credentials(match: bytes) -> bool:
+    """An ``Authorization: Basic`` value that decodes to ``user:password``
+    with a password that is not a placeholder."""
+    value = match.split()[-1]
+    try:
+        decoded = base64.b64decode(value + b"=" * (-len(value) % 4), validate=True)
+    except (ValueError, binascii.Error):
+        return False
+    user, sep, password = decoded.partition(b":")
+    if not sep or not password or not decoded.isascii():
+        return False
+    del user
+    return len(password) >= 6 and not _placeholder(password)
+
+
+def assigned_secret(match: bytes) -> bool:
+    """The value of a ``*_SECRET*=`` / ``*_TOKEN*=`` assignment looks like a
+    generated secret: letters and digits, not a placeholder or a name."""
+    value = match
+    has_digit = any(0x30 <= c <= 0x39 for c in value)
+    has_alpha = any(0x41 <= (c & 0xDF) <= 0x5A for c in value)
+    return has_digit and has_alpha and not _placeholder(value)
+
+
+def bearer_value(match: bytes) -> bool:
+    """A bearer token value that looks generated (mixed letters and digits),
+    not bot-bottle's own placeholder or a word."""
+    value = match.split()[-1]
+    return assigned_secret(value) and b"bot-bottle-placeholder" not in value

@@ -5,9 +5,11 @@ The values come from :attr:`ScanContext.known_secrets` (injected tokens,
 written anywhere, and findings name the encoding, never the value.
 
 Besides the decoded views the pipeline scans, each value is also looked for
-*pre-encoded* in the raw bytes -- URL-encoded, JSON-escaped, hex, and base64
-in all three byte alignments (so a value inside a longer base64 blob is
-found wherever it starts) -- all in one RE2 pass.
+*pre-encoded* in the raw bytes -- URL-encoded, JSON-escaped, UTF-16 (LE and
+BE), hex, base64 in all three byte alignments and base32 in all five (so a
+value inside a longer blob is found wherever it starts), reversed -- and
+case-folded (the value, its hex, base32 and reversal match in any case).
+The forms are computed once per set of values and matched in one RE2 pass.
 
 Values shorter than :data:`MIN_LENGTH` are ignored: a three-letter value
 would match ordinary text everywhere.
@@ -58,8 +60,26 @@ def _base64_fragments(value: bytes, alphabet: str) -> list[bytes]:
     return out
 
 
+def _base32_fragments(value: bytes) -> list[bytes]:
+    """As :func:`_base64_fragments`, for base32 (5 bytes to 8 characters)."""
+    out = []
+    for shift in range(5):
+        encoded = base64.b32encode(b"\0" * shift + value).rstrip(b"=")
+        first = -(-shift * 8 // 5)
+        last = (shift + len(value)) * 8 // 5
+        fragment = encoded[first:last]
+        if len(fragment) >= _MIN_FRAGMENT:
+            out.append(fragment)
+    return out
+
+
+#: Encodings matched in any letter case.
+CASELESS = frozenset({"verbatim", "hex", "base32", "reversed", "utf-16"})
+
+
 def encodings(value: str) -> dict[bytes, str]:
-    """Every form of ``value`` looked for, mapped to the encoding's name."""
+    """Every form of ``value`` looked for, mapped to the encoding's name
+    (forms named in :data:`CASELESS` match in any letter case)."""
     raw = value.encode("utf-8")
     forms: dict[bytes, str] = {}
 
@@ -71,11 +91,15 @@ def encodings(value: str) -> dict[bytes, str]:
     add(urllib.parse.quote_plus(raw, safe="").encode(), "url")
     add(json.dumps(value)[1:-1].encode(), "json")
     add(json.dumps(value, ensure_ascii=False)[1:-1].encode("utf-8"), "json")
+    add(value.encode("utf-16-le"), "utf-16")
+    add(value.encode("utf-16-be"), "utf-16")
     add(raw.hex().encode(), "hex")
-    add(raw.hex().upper().encode(), "hex")
     for alphabet in ("std", "url"):
         for fragment in _base64_fragments(raw, alphabet):
             add(fragment, "base64")
+    for fragment in _base32_fragments(raw):
+        add(fragment, "base32")
+    add(raw[::-1], "reversed")
     return forms
 
 
@@ -98,7 +122,10 @@ class _Matcher:
                     continue
                 seen.add(form)
                 self.names.append(name)
-                alternatives.append(b"(%s)" % _literal(form))
+                literal = _literal(form)
+                if name in CASELESS:
+                    literal = b"(?i:%s)" % literal
+                alternatives.append(b"(%s)" % literal)
         self.regex: Any = None
         if alternatives:
             options = re2.Options()

@@ -36,7 +36,7 @@ def compile_rules(rules: Sequence[Rule]) -> Any:
         branches.append(b"(?P<r%d>%s)" % (i, pattern))
     options = re2.Options()
     options.encoding = re2.Options.Encoding.LATIN1  # bytes in, byte offsets out
-    options.max_mem = 64 << 20  # room for the DFA of ~25 rules: stays linear
+    options.max_mem = 256 << 20  # room for the DFA of ~150 rules: stays linear
     return re2.compile(b"|".join(branches), options)
 
 
@@ -48,30 +48,48 @@ class TokenPatternsDetector(DlpDetector):
 
     def __init__(self, rules: Sequence[Rule] = RULES) -> None:
         self.rules = tuple(rules)
-        self._regex = compile_rules(self.rules)
-        index = self._regex.groupindex  # bytes names for a bytes pattern
-        self._groups = [
-            (rule, index[b"r%d" % i], index.get(b"s%d" % i)) for i, rule in enumerate(self.rules)
+        self._passes = [
+            self._compile([r for r in self.rules if not r.context]),
+            self._compile([r for r in self.rules if r.context]),
         ]
+
+    @staticmethod
+    def _compile(rules: list[Rule]) -> tuple[Any, list[tuple[Rule, int, int | None]]] | None:
+        if not rules:
+            return None
+        regex = compile_rules(rules)
+        index = regex.groupindex  # bytes names for a bytes pattern
+        groups = [(rule, index[b"r%d" % i], index.get(b"s%d" % i)) for i, rule in enumerate(rules)]
+        return regex, groups
 
     def scan(self, data: bytes, context: ScanContext) -> list[Finding]:
         findings: list[Finding] = []
-        for m in self._regex.finditer(data):
-            for rule, group, secret_group in self._groups:
-                if m.start(group) == -1:
-                    continue
-                start, end = m.span(secret_group) if secret_group else m.span(group)
-                action = self._judge(rule, data[start:end], m.group(group))
-                if action is not None:
-                    findings.append(self._finding(rule, action, data, start, end, context))
-                break
+        taken: list[tuple[int, int]] = []  # spans of provider matches
+        for n, compiled in enumerate(self._passes):
+            if compiled is None:
+                continue
+            regex, groups = compiled
+            for m in regex.finditer(data):
+                for rule, group, secret_group in groups:
+                    if m.start(group) == -1:
+                        continue
+                    span = m.span(group)
+                    if n == 0:
+                        taken.append(span)
+                    elif any(s < span[1] and span[0] < e for s, e in taken):
+                        break  # a provider rule reported this place
+                    start, end = m.span(secret_group) if secret_group else span
+                    action = self._judge(rule, data[start:end])
+                    if action is not None:
+                        findings.append(self._finding(rule, action, data, start, end, context))
+                    break
         return findings
 
     @staticmethod
-    def _judge(rule: Rule, secret: bytes, match: bytes) -> Action | None:
+    def _judge(rule: Rule, secret: bytes) -> Action | None:
         if rule.min_entropy and shannon_entropy(secret) < rule.min_entropy:
             return None
-        if rule.check is not None and not rule.check(match):
+        if rule.check is not None and not rule.check(secret):
             return rule.check_failed
         return rule.action
 

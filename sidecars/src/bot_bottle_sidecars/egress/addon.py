@@ -25,7 +25,7 @@ from bot_bottle.contracts.dlp import Action, Finding, StreamScanner
 from bot_bottle.egress.config import EgressConfig, Route
 from bot_bottle.errors import BotBottleError
 from bot_bottle.secrets import Secret
-from bot_bottle_sidecars.egress import streams
+from bot_bottle_sidecars.egress import reflect, streams
 from bot_bottle_sidecars.egress.dlp import TrafficScanner
 from bot_bottle_sidecars.egress.eventlog import EventLog
 from bot_bottle_sidecars.egress.policy import (
@@ -56,6 +56,8 @@ class _FlowState:
     # The Authorization value, added after the outbound scan (a Secret, so that
     # a repr of the flow's metadata never shows it).
     inject: Secret | None = None
+    #: The token alone, searched for in the response (reflect.py).
+    injected_token: Secret | None = None
     scan_body: bool = False
     #: The scanner that judged the headers judges the body (a reload between
     #: the two hooks must not let the body pass unscanned).
@@ -113,6 +115,7 @@ class EgressAddon:
         self._tunnels: dict[str, tuple[str, int]] = {}
         self.exit_code = 0
         self._scanner: TrafficScanner | None = None
+        self._reflection = reflect.Guards()
         self._activate(self._prepare(config))
 
     # -- config -----------------------------------------------------------------
@@ -298,6 +301,7 @@ class EgressAddon:
                 )
                 return
             st.inject = Secret(f"{route.auth.scheme} {token.reveal()}")
+            st.injected_token = token
         scanner = self._scanner
         if scanner is not None:
             # Scanned as sent, before the credential goes in: the route's
@@ -427,17 +431,38 @@ class EgressAddon:
         if st is None or st.synthetic or flow.response is None:
             return
         try:
+            encoding = flow.response.headers.get("Content-Encoding")
             scanner = None
             if self._scanner is not None and st.route is not None:
-                encoding = flow.response.headers.get("Content-Encoding")
                 scanner = self._scanner.response_scanner(st.route, encoding)
-            if scanner is None:
+            guard = None
+            if st.injected_token is not None:
+                # Every response of a route with auth, whatever its DLP settings.
+                guard = self._reflection.get(st.injected_token)
+                if self._reflected(flow, guard.scan_headers(flow.response.headers.fields)):
+                    flow.kill()
+                    return
+            if scanner is None and guard is None:
                 flow.response.stream = True
             else:
-                flow.response.stream = _InboundStream(self, flow, scanner)
+                flow.response.stream = _InboundStream(self, flow, scanner, guard, encoding)
         except Exception as exc:
             self._fail("responseheaders", exc, host=flow.request.pretty_host)
             flow.kill()
+
+    def _reflected(self, flow: http.HTTPFlow, findings: list[Finding]) -> bool:
+        """Log the injected credential found in the response; True if found."""
+        if not findings:
+            return False
+        self.log.block(
+            "refused",
+            rule=reflect.RULE,
+            reason="the response carries the credential egress injected; response cut",
+            where=sorted({f.location.describe() for f in findings})[:3],
+            host=flow.request.pretty_host,
+            path=self._path(flow),
+        )
+        return True
 
     def response(self, flow: http.HTTPFlow) -> None:
         st = flow.metadata.get(_META)
@@ -561,13 +586,25 @@ class _InboundStream:
     Chunks are fed as received; the scan pipeline's stream undoes the
     response's Content-Encoding (an undecodable one is a blocking finding).
     Memory stays bounded: a chunk is forwarded (or withheld) as soon as it is
-    scanned; only the pipeline's carry-over is kept.
+    scanned; only the pipeline's carry-over is kept. On a route with auth,
+    the response is also searched for the injected credential (``guard``),
+    and the end of a chunk that could begin it waits for the next chunk.
     """
 
-    def __init__(self, addon: EgressAddon, flow: http.HTTPFlow, scanner: StreamScanner) -> None:
+    def __init__(
+        self,
+        addon: EgressAddon,
+        flow: http.HTTPFlow,
+        scanner: StreamScanner | None,
+        guard: reflect.ReflectionGuard | None = None,
+        content_encoding: str | None = None,
+    ) -> None:
         self.addon = addon
         self.flow = flow
         self.scanner = scanner
+        self.guard = guard
+        self.reflection = guard.stream(content_encoding) if guard is not None else None
+        self.held = b""
         self.blocked = False
 
     def __call__(self, chunk: bytes) -> bytes:
@@ -576,28 +613,44 @@ class _InboundStream:
         try:
             # mitmproxy ends a streamed body with an empty chunk.
             findings: list[Finding] = []
+            reflected: list[Finding] = []
             for i in range(0, len(chunk), _FEED_BYTES):
-                findings += self.scanner.feed(chunk[i : i + _FEED_BYTES])
+                piece = chunk[i : i + _FEED_BYTES]
+                if self.scanner is not None:
+                    findings += self.scanner.feed(piece)
+                if self.reflection is not None:
+                    reflected += self.reflection.feed(piece)
             if not chunk:
-                findings = self.scanner.finish()
+                if self.scanner is not None:
+                    findings = self.scanner.finish()
+                if self.reflection is not None:
+                    reflected = self.reflection.finish()
         except Exception as exc:
             self.addon._fail("response stream", exc, host=self.flow.request.pretty_host)
             return self._block()
+        if self.addon._reflected(self.flow, [f for f in reflected if f.action is Action.BLOCK]):
+            return self._block(rule=reflect.RULE)
         if self.addon._report(self.flow, findings, "inbound") and any(
             f.action is Action.BLOCK for f in findings
         ):
             return self._block()
-        return chunk
+        if self.guard is None:
+            return chunk
+        data = self.held + chunk
+        keep = self.guard.hold(data) if chunk else 0
+        self.held = data[len(data) - keep :] if keep else b""
+        return data[: len(data) - keep]
 
-    def _block(self) -> bytes:
+    def _block(self, rule: str = "dlp-inbound") -> bytes:
         self.blocked = True
-        self.addon.log.block(
-            "refused",
-            rule="dlp-inbound",
-            reason="response withheld mid-stream; stream reset",
-            host=self.flow.request.pretty_host,
-            path=self.flow.request.path.split("?", 1)[0],
-        )
+        if rule == "dlp-inbound":
+            self.addon.log.block(
+                "refused",
+                rule=rule,
+                reason="response withheld mid-stream; stream reset",
+                host=self.flow.request.pretty_host,
+                path=self.flow.request.path.split("?", 1)[0],
+            )
         if streams.installed():
             # Reset this stream on both legs right after this chunk (HTTP/2:
             # this stream only). At the end of the body the kill does it: the

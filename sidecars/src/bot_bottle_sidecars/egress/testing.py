@@ -2,6 +2,11 @@
 upstream (echo, large downloads, SSE, git smart HTTP via ``git http-backend``)
 and a handle on a running daemon process.
 
+The echo answers with the request's headers, the ``Authorization`` value as
+:func:`auth_digest` of it (egress cuts a response that carries the credential
+it injected); ``/reflect?<form>`` is the reflecting endpoint that hands the
+credential back in one form or another (headers, body, base64, gzip, split).
+
 Everything listens on 127.0.0.1 only; route names such as ``api.upstream.test``
 reach it through the config's ``extra_hosts`` pins.
 """
@@ -37,6 +42,34 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from bot_bottle.contracts.backend import EgressControl
+
+
+def auth_digest(value: str) -> str:
+    """How the echo shows an ``Authorization`` value: never the value itself."""
+    return "sha256:" + hashlib.sha256(value.encode()).hexdigest()
+
+
+def _reflection(form: str, value: str) -> tuple[dict[str, str], list[bytes]]:
+    """Response headers and body chunks handing ``value`` back in ``form``."""
+    raw = value.encode()
+    if form == "header":
+        return {"X-Echo-Authorization": value}, [b"{}"]
+    if form == "body":
+        return {}, [json.dumps({"authorization": value}).encode()]
+    if form == "base64":
+        return {}, [b'{"debug": "' + base64.b64encode(b"auth=" + raw) + b'"}']
+    if form == "gzip":
+        return {"Content-Encoding": "gzip"}, [gzip.compress(b"request was: " + raw)]
+    if form == "split":
+        # The token's first half in one chunk, the rest in the next.
+        start = raw.find(b" ") + 1
+        half = start + (len(raw) - start) // 2
+        return {}, [b"seen " + raw[:half], raw[half:] + b" ok"]
+    if form == "utf16":
+        return {}, [("seen " + value).encode("utf-16")]
+    if form == "lower":
+        return {}, [b"seen " + raw.lower()]
+    return {}, [b"no reflection"]
 
 
 def free_port() -> int:
@@ -231,6 +264,9 @@ class _Handler(BaseHTTPRequestHandler):
             # whatever the client asked for (Accept-Encoding ignored).
             coding, _, text = url.query.partition("&")
             return self._encoded(coding, text.encode())
+        if url.path == "/reflect":
+            # /reflect?<form>: the request's Authorization handed back (see _reflection).
+            return self._reflect(url.query)
         if url.path == "/bomb":
             # /bomb?<coding>&<MiB>: that many MiB of zeros, compressed (a few
             # hundred bytes for br): a decompression bomb.
@@ -239,10 +275,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.seen.append(
             {"method": self.command, "path": self.path, "headers": dict(self.headers.items())}
         )
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        if "authorization" in headers:
+            headers["authorization"] = auth_digest(headers["authorization"])
         doc = {
             "method": self.command,
             "path": self.path,
-            "headers": {k.lower(): v for k, v in self.headers.items()},
+            "headers": headers,
             "body_len": len(body),
         }
         self._send(200, json.dumps(doc).encode())
@@ -269,6 +308,21 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self.wfile.write(ws_frame(opcode, payload, mask=False))
             self.wfile.flush()
+
+    def _reflect(self, form: str) -> None:
+        extra, chunks = _reflection(form, self.headers.get("Authorization", ""))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Transfer-Encoding", "chunked")
+        for name, value in extra.items():
+            self.send_header(name, value)
+        self.end_headers()
+        for data in chunks:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.flush()
+            time.sleep(0.3)  # separate chunks on the wire (the agent reads each)
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
 
     def _gzip(self, text: bytes) -> None:
         self._encoded("gzip", text)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from bot_bottle.contracts.dlp import Action, Direction, Finding, Location, ScanContext
 from bot_bottle.dlp.pipeline import ScanPipeline
+from bot_bottle.errors import BotBottleError
 from bot_bottle.secrets import Secret
 
 if TYPE_CHECKING:
@@ -75,6 +76,11 @@ def load_detectors(host: PluginHost, names: Sequence[str] | None) -> list[DlpDet
     """The detectors a push is scanned with: ``names`` (all must be there) or
     every installed detector that scans outbound data. None at all is an
     error: the gate never forwards a push nothing looked at."""
+    if names is None:
+        try:
+            host.require_family(FAMILY)  # never a silently smaller default set
+        except BotBottleError as exc:
+            raise ScanError(exc.message) from exc
     available = {c.name: c for c in host.components(FAMILY)}
     wanted = list(names) if names is not None else sorted(available)
     missing = [n for n in wanted if n not in available]
