@@ -16,14 +16,17 @@ from collections.abc import Sequence
 from bot_bottle import __version__
 from bot_bottle.cli import (
     cleanup_cmd,
+    commit_cmd,
     dlp_cmd,
     doctor,
     info,
     init_cmd,
     list_cmd,
     plugins_cmd,
+    resume_cmd,
     run_cmd,
     schema_cmd,
+    snapshots_cmd,
     start_cmd,
     validate,
 )
@@ -44,6 +47,9 @@ _COMMANDS = (
     dlp_cmd,
     start_cmd,
     run_cmd,
+    commit_cmd,
+    resume_cmd,
+    snapshots_cmd,
     cleanup_cmd,
 )
 
@@ -81,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if rest is not None:
         if not hasattr(args, "cmd"):
-            parser.error("'--' is only used by 'bot-bottle run AGENT -- CMD...'")
+            parser.error("'--' is only used by 'bot-bottle run AGENT -- CMD...' and 'resume'")
         args.cmd = [*args.cmd, *rest]
     if not getattr(args, "handler", None):
         parser.print_help()

@@ -259,6 +259,7 @@ class DockerBackend(Backend):
                 return bundle
 
             relay_user = DAEMON_USERS["relay"]
+            kept: list[DockerRunningBottle] = []
 
             def start_agent() -> tuple[Any, Any]:
                 runtime = gvisor_runtime(client) if plan.gvisor else None
@@ -291,7 +292,11 @@ class DockerBackend(Backend):
                     security_opt=["no-new-privileges"],
                     detach=True,
                 )
-                down.push(f"container {prepared.agent_name}", lambda: _remove(agent))
+                # A preserved bottle's agent is stopped, not removed (commit/resume).
+                down.push(
+                    f"container {prepared.agent_name}",
+                    lambda: _stop(agent) if kept and kept[0].kept else _remove(agent),
+                )
                 agent.start()
                 relay = client.containers.create(
                     bundle_tag,
@@ -335,6 +340,7 @@ class DockerBackend(Backend):
                 wait_ready=lambda: self._wait_ready(sock, bundle, relay),
             )
             bottle.timings = timings
+            kept.append(bottle)
             # The CA the agent trusts: in place before the provider provisions.
             from bot_bottle.plan import GUEST_CA_PATH
 
@@ -587,12 +593,14 @@ def _orphaned(labels: Mapping[str, str], ours: str) -> bool:
     if not slug:
         return False
     if labels.get(L_HOME) == ours:
-        return not _owned(slug)
+        return not _owned(slug, labels.get(L_ROLE))
     return launcher_gone(labels.get(L_LAUNCHER, ""))
 
 
-def _owned(slug: str) -> bool:
+def _owned(slug: str, role: str | None = None) -> bool:
     state = StateDir.for_slug(slug)
+    if role == "agent" and state.preserved:
+        return True  # kept stopped for commit/resume; 'snapshots'/'resume' release it
     return state.path.exists() and state.owner_alive
 
 
@@ -601,6 +609,13 @@ def _remove(container: Any) -> None:
 
     with contextlib.suppress(docker.errors.NotFound):
         container.remove(force=True, v=True)
+
+
+def _stop(container: Any) -> None:
+    import docker.errors
+
+    with contextlib.suppress(docker.errors.NotFound):
+        container.stop(timeout=2)
 
 
 def _tail(container: Any, lines: int = 8) -> str:
