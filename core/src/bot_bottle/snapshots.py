@@ -425,7 +425,14 @@ def with_live_routes(plan: BottlePlan, routes: list[dict[str, Any]] | None) -> B
 def capability_dockerfile(capabilities: Sequence[Capability], user: str) -> str:
     """FROM the snapshot image, the approved snippets as root, then back to
     the image's user."""
-    lines = ["ARG BASE_IMAGE", "FROM ${BASE_IMAGE}", "USER root"]
+    # Not a frozen image itself (cleanup's dangling list is of those); it
+    # keeps the snapshot's name label, so removing the snapshot finds it.
+    lines = [
+        "ARG BASE_IMAGE",
+        "FROM ${BASE_IMAGE}",
+        'LABEL "bot-bottle.frozen"="derived"',
+        "USER root",
+    ]
     for cap in capabilities:
         lines.append(f"# capability block {cap.proposal} (approved {cap.approved_at})")
         lines.append(cap.dockerfile.strip())
@@ -458,7 +465,9 @@ def resume_image(
         repository=CAPABILITY_REPOSITORY,
         dockerfile=dockerfile,
         distributions=(),
-        base_image=record.image,
+        # By tag (the builder resolves FROM by name); the fingerprint is of
+        # the image id behind it.
+        base_image=image_tag(record.name),
         extra_ca=extra_ca,
     )
     return ensure_image(spec, progress=progress).tag

@@ -253,12 +253,26 @@ class DockerFreezer(Freezer):
     def remove(self, image: FrozenImage) -> None:
         import docker.errors
 
+        from bot_bottle.snapshots import L_SNAPSHOT
+        from bot_bottle_docker.backend import L_HOME
+
         client = _client()
         try:
-            # Its tags go with it; a derived (capability) image keeps it
-            # alive as a parent until that one is removed.
+            try:
+                frozen = client.images.get(image.ref)
+            except docker.errors.ImageNotFound:
+                return
+            # Images a resume built FROM it (capability blocks) inherit its
+            # labels; they go first, a parent with children cannot.
+            name = (frozen.labels or {}).get(L_SNAPSHOT)
+            if name:
+                flt = {"label": [f"{L_SNAPSHOT}={name}", f"{L_HOME}={home_id()}"]}
+                for child in client.images.list(filters=flt):
+                    if child.id != frozen.id:
+                        with contextlib.suppress(docker.errors.ImageNotFound):
+                            client.images.remove(child.id, force=True)
             with contextlib.suppress(docker.errors.ImageNotFound):
-                client.images.remove(image.ref, force=True)
+                client.images.remove(frozen.id, force=True)
         finally:
             client.close()
 
