@@ -386,6 +386,12 @@ def test_a_bottle_that_exits_non_zero_resumes_and_cleanup_keeps_it(
     try:
         orphans = [i for i in DockerBackend().find_orphans() if i.slug == bottle.slug]
         assert orphans == []  # cleanup leaves a preserved bottle alone
+        # ... and so does another home's cleanup (its launcher is gone, but
+        # a stopped agent is a kept one).
+        mp.setenv("BOT_BOTTLE_HOME", str(world.home.parent / "another-home"))
+        orphans = [i for i in DockerBackend().find_orphans() if i.slug == bottle.slug]
+        assert orphans == []
+        mp.setenv("BOT_BOTTLE_HOME", str(world.home))
 
         out = cli(world, "resume", bottle.slug, "--", "cat", "/home/agent/work.txt")
         assert out.returncode == 0 and out.stdout == "unfinished\n", out.stderr

@@ -189,6 +189,15 @@ def run(args: argparse.Namespace) -> int:
             return 1
         if input("resume? [y/N] ").strip().lower() not in ("y", "yes"):
             return 1
+    from bot_bottle import audit
+
+    audit.record(
+        "snapshot-resume",
+        bottle=plan.slug,
+        snapshot=record.name,
+        policy=policy,
+        manifest_changed=bool(diff),
+    )
     report = execute(
         plan,
         backend=backend,

@@ -500,7 +500,10 @@ class DockerBackend(Backend):
             items: list[CleanupItem] = []
             flt: dict[str, Any] = {"label": f"{L_BACKEND}={NAME}"}
             for c in client.containers.list(all=True, filters=flt):
-                if _orphaned(c.labels or {}, ours):
+                labels = c.labels or {}
+                if labels.get(L_HOME) != ours and _kept(labels, c.status):
+                    continue
+                if _orphaned(labels, ours):
                     slug = c.labels[L_SLUG]
                     items.append(CleanupItem(NAME, "container", c.name or c.id or "?", slug))
             for n in client.networks.list(filters=flt):
@@ -595,6 +598,13 @@ def _orphaned(labels: Mapping[str, str], ours: str) -> bool:
     if labels.get(L_HOME) == ours:
         return not _owned(slug, labels.get(L_ROLE))
     return launcher_gone(labels.get(L_LAUNCHER, ""))
+
+
+def _kept(labels: Mapping[str, str], status: str) -> bool:
+    """A stopped agent is one a preserved bottle kept for resume (a crashed
+    launch leaves its agent running ``sleep infinity``); another home's
+    cannot be judged from here, so it is left alone."""
+    return labels.get(L_ROLE) == "agent" and status == "exited"
 
 
 def _owned(slug: str, role: str | None = None) -> bool:
