@@ -97,25 +97,27 @@ class DockerFreezer(Freezer):
         labels: Mapping[str, str] | None = None,
     ) -> FrozenImage:
         from bot_bottle.snapshots import work_dir
+        from bot_bottle_docker.backend import L_HOME
 
         client = _client()
         try:
             agent = self._agent(client, slug)
             config = agent.image.attrs.get("Config") or {}
-            # Kind 0: changed, 1: added (2: deleted is absent from the export).
-            changed = {"/" + c["Path"].lstrip("/") for c in agent.diff() or [] if c["Kind"] != 2}
-            ca_pem = _read_file(agent, ca_cert_path)
-            work = work_dir()
-            with tempfile.TemporaryDirectory(prefix="commit-", dir=work) as tmp:
+            repo, _, tag = ref.partition(":")
+            with tempfile.TemporaryDirectory(prefix="commit-", dir=work_dir()) as tmp:
                 tar_path = Path(tmp) / "rootfs.tar"
-                findings = self._export_filtered(
-                    agent, tar_path, changed, ca_cert_path, ca_pem, scan
-                )
+                with _paused(agent):
+                    # Paused first: what the diff names is what the export holds.
+                    # Kind 0: changed, 1: added (2: deleted is absent from an export).
+                    diff = agent.diff() or []
+                    changed = {"/" + c["Path"].lstrip("/") for c in diff if c["Kind"] != 2}
+                    ca_pem = _read_file(agent, ca_cert_path)
+                    findings = self._export_filtered(
+                        agent, tar_path, changed, ca_cert_path, ca_pem, scan
+                    )
                 if findings:
                     raise SnapshotRefused(findings)
-                repo, _, tag = ref.partition(":")
-                from bot_bottle_docker.backend import L_HOME
-
+                # The agent runs again while the engine imports.
                 all_labels = {**(labels or {}), L_FROZEN: "true", L_HOME: home_id()}
                 client.api.import_image_from_file(
                     str(tar_path),
@@ -138,53 +140,42 @@ class DockerFreezer(Freezer):
         scan: FileScan,
     ) -> dict[str, list[str]]:
         findings: dict[str, list[str]] = {}
-        paused = False
-        agent.reload()
-        if agent.status == "running":
-            # A consistent filesystem: the agent cannot write while it is read.
-            agent.pause()
-            paused = True
-        try:
-            stream = _ChunkReader(agent.export(chunk_size=_CHUNK))
-            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with (
-                os.fdopen(fd, "wb") as out,
-                tarfile.open(fileobj=stream, mode="r|") as src,
-                tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as dst,
-            ):
-                dropped: set[str] = set()
-                for member in src:
-                    path = _guest_path(member.name)
-                    if _excluded(path, ca_cert_path) or (
-                        member.islnk() and _guest_path(member.linkname) in dropped
-                    ):
-                        dropped.add(path)
-                        continue
-                    if not member.isfile():
-                        dst.addfile(member)
-                        continue
-                    fh = src.extractfile(member)
-                    assert fh is not None
-                    if path in CA_BUNDLES and ca_pem:
-                        data = fh.read().replace(ca_pem, b"")
-                        member.size = len(data)
-                        body: Any = io.BytesIO(data)
-                        found = scan(path, [data]) if path in changed else []
-                    elif path in changed:
-                        body = tempfile.SpooledTemporaryFile(_SPOOL, dir=str(dest.parent))  # noqa: SIM115 - closed below
-                        found = scan(path, _tee(fh, body))
-                        body.seek(0)
-                    else:
-                        dst.addfile(member, fh)
-                        continue
-                    if found:
-                        findings[path] = found
-                    with contextlib.closing(body):
-                        dst.addfile(member, body)
-        finally:
-            if paused:
-                with contextlib.suppress(Exception):
-                    agent.unpause()
+        stream = _ChunkReader(agent.export(chunk_size=_CHUNK))
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with (
+            os.fdopen(fd, "wb") as out,
+            tarfile.open(fileobj=stream, mode="r|") as src,
+            tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as dst,
+        ):
+            dropped: set[str] = set()
+            for member in src:
+                path = _guest_path(member.name)
+                if _excluded(path, ca_cert_path) or (
+                    member.islnk() and _guest_path(member.linkname) in dropped
+                ):
+                    dropped.add(path)
+                    continue
+                if not member.isfile():
+                    dst.addfile(member)
+                    continue
+                fh = src.extractfile(member)
+                assert fh is not None
+                if path in CA_BUNDLES and ca_pem:
+                    data = fh.read().replace(ca_pem, b"")
+                    member.size = len(data)
+                    body: Any = io.BytesIO(data)
+                    found = scan(path, [data]) if path in changed else []
+                elif path in changed:
+                    body = tempfile.SpooledTemporaryFile(_SPOOL, dir=str(dest.parent))  # noqa: SIM115 - closed below
+                    found = scan(path, _tee(fh, body))
+                    body.seek(0)
+                else:
+                    dst.addfile(member, fh)
+                    continue
+                if found:
+                    findings[path] = found
+                with contextlib.closing(body):
+                    dst.addfile(member, body)
         return findings
 
     # -- secrets the sidecars hold ---------------------------------------------------
@@ -293,6 +284,21 @@ def _excluded(path: str, ca_cert_path: str) -> bool:
     return any(path.startswith(d + "/") for d in EXCLUDED)
 
 
+@contextlib.contextmanager
+def _paused(container: Any) -> Iterator[None]:
+    """A running agent paused (it cannot write while it is read); a stopped
+    (preserved) one as it is."""
+    container.reload()
+    if container.status != "running":
+        yield
+        return
+    container.pause()
+    try:
+        yield
+    finally:
+        container.unpause()
+
+
 def _tee(src: IO[bytes], copy: Any) -> Iterator[bytes]:
     while chunk := src.read(_CHUNK):
         copy.write(chunk)
@@ -329,7 +335,7 @@ def _changes(config: Mapping[str, Any], labels: Mapping[str, str]) -> list[str]:
     if config.get("Cmd"):
         out.append(f"CMD {json.dumps(config['Cmd'])}")
     own = config.get("Labels") or {}
-    kept = {k: v for k, v in own.items() if not k.startswith("bot-bottle.")}
+    kept = {k: v for k, v in own.items() if not k.startswith(("bot-bottle.", "org.bot-bottle."))}
     for key, value in {**kept, **labels}.items():
         out.append(f"LABEL {json.dumps(key)}={json.dumps(value, ensure_ascii=False)}")
     return out
