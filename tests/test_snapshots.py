@@ -323,6 +323,11 @@ def test_commit_refuses_secrets_then_resume_keeps_the_home_not_the_secrets(
         meta = json.loads((world.home / "state" / resumed.slug / "metadata.json").read_text())
         assert meta["snapshot"] == "snap1"
 
+        # A resumed bottle commits like any other; its snapshot names its parent.
+        again = cli(world, "commit", resumed.slug, "--name", "snap2")
+        assert again.returncode == 0, again.stderr
+        assert _record(world, "snap2")["parent"] == "snap1"
+
         # In use: 'snapshots rm' refuses.
         busy = cli(world, "snapshots", "rm", "snap1")
         assert busy.returncode == 1 and "in use by" in busy.stderr, busy.stderr
@@ -347,6 +352,7 @@ def test_commit_refuses_secrets_then_resume_keeps_the_home_not_the_secrets(
     finally:
         write_agent(world.home, "snap", _bottle_md(gateway, world.api.ca_pem))
 
+    assert cli(world, "snapshots", "rm", "snap2").returncode == 0
     image = record["image"]
     removed = cli(world, "snapshots", "rm", "snap1")
     assert removed.returncode == 0, removed.stderr
@@ -360,8 +366,9 @@ def test_commit_refuses_secrets_then_resume_keeps_the_home_not_the_secrets(
 def test_a_bottle_that_exits_non_zero_resumes_and_cleanup_keeps_it(
     world: World, docker_client: docker.DockerClient
 ) -> None:
-    from bot_bottle.cli.cleanup_cmd import _dangling_snapshot_images
+    from bot_bottle.cli.cleanup_cmd import _dangling_snapshot_images, remove_preserved
     from bot_bottle.plugins import PluginHost
+    from bot_bottle.state import StateDir
     from bot_bottle_docker.backend import DockerBackend
 
     with background(world, docker_client, "run", "snap") as bottle:
@@ -409,6 +416,17 @@ def test_a_bottle_that_exits_non_zero_resumes_and_cleanup_keeps_it(
         for freezer, image in _dangling_snapshot_images(host):
             freezer.remove(image)
         assert _dangling_snapshot_images(host) == []
+
+        # 'cleanup --preserved' discards a kept bottle: its agent and state dir.
+        failed = cli(world, "run", "snap", "--", "sh", "-c", "exit 5")
+        assert failed.returncode == 5
+        (kept,) = [StateDir(p) for p in (world.home / "state").iterdir()]
+        assert kept.preserved
+        kept_flt: dict[str, Any] = {"label": f"bot-bottle.slug={kept.slug}"}
+        assert len(docker_client.containers.list(all=True, filters=kept_flt)) == 1
+        remove_preserved(host, kept)
+        assert not kept.path.exists()
+        assert docker_client.containers.list(all=True, filters=kept_flt) == []
     finally:
         mp.undo()
 

@@ -13,6 +13,12 @@ def add_parser(sub: Any) -> None:
         "snapshot names (one prompt)",
     )
     p.add_argument("-y", "--yes", action="store_true", help="do not ask")
+    p.add_argument(
+        "--preserved",
+        action="store_true",
+        help="also remove bottles kept after a non-zero exit (their state dir and stopped "
+        "agent); 'bot-bottle commit SLUG' first keeps their work as a snapshot",
+    )
     p.set_defaults(handler=run)
 
 
@@ -20,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from bot_bottle.contracts.backend import CleanupItem
+    from bot_bottle.errors import BotBottleError
     from bot_bottle.plugins import PluginHost
     from bot_bottle.state import all_states
 
@@ -34,8 +41,9 @@ def run(args: argparse.Namespace) -> int:
         if items:
             found.append((backend, items))
     states = [s for s in all_states() if not s.preserved and not s.owner_alive]
+    preserved = [s for s in all_states() if s.preserved] if args.preserved else []
     dangling = _dangling_snapshot_images(host)
-    total = sum(len(items) for _, items in found) + len(states) + len(dangling)
+    total = sum(len(items) for _, items in found) + len(states) + len(dangling) + len(preserved)
     if not total:
         print("nothing to clean up")
         return 0
@@ -46,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{'-':8} {'state dir':10} {s.path}")
     for freezer, image in dangling:
         print(f"{freezer.name:8} {'snapshot image (no snapshot names it)':10} {image.ref}")
+    for s in preserved:
+        print(f"{s.metadata().get('backend', '-')!s:8} {'preserved bottle':10} {s.slug}")
     if not args.yes:
         if not sys.stdin.isatty():
             sys.stderr.write("not a terminal: pass --yes to remove these\n")
@@ -60,6 +70,13 @@ def run(args: argparse.Namespace) -> int:
         removed += 1
     for freezer, image in dangling:
         freezer.remove(image)
+        removed += 1
+    for s in preserved:
+        try:
+            remove_preserved(host, s)
+        except BotBottleError as exc:
+            sys.stderr.write(f"cannot remove the kept agent of {s.slug}: {exc}\n")
+            continue
         removed += 1
     print(f"removed {removed} of {total}")
     return 0 if removed == total else 1
@@ -91,3 +108,10 @@ def _dangling_snapshot_images(host: Any) -> list[tuple[Any, Any]]:
             if ref not in named and not freezer.in_use(image):
                 out.append((freezer, image))
     return out
+
+
+def remove_preserved(host: Any, state: Any) -> None:
+    """A bottle kept after a non-zero exit: its stopped agent, then its state dir."""
+    backend = str(state.metadata().get("backend") or "docker")
+    host.create("freezers", backend).release(state.slug)
+    state.remove()
