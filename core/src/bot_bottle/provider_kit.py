@@ -195,7 +195,8 @@ def write_file(
     a link leads nowhere the agent could not write itself.
     """
     data = content.encode() if isinstance(content, str) else content
-    script = 'umask 077; mkdir -p "$(dirname "$1")" && cat > "$1" && chmod "$2" "$1"'
+    # The file is private until its mode is set; folders get the usual umask.
+    script = 'mkdir -p "$(dirname "$1")" && (umask 077 && cat > "$1") && chmod "$2" "$1"'
     argv = agent_argv(plan, ["sh", "-c", script, "sh", dest, f"{mode:o}"])
     check(bottle.exec(argv, user="root", stdin=data), f"writing {dest}")
 
