@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -297,6 +297,14 @@ def test_commit_refuses_secrets_then_resume_keeps_the_home_not_the_secrets(
     listed = json.loads(cli(world, "snapshots", "--json").stdout)
     assert [r["name"] for r in listed] == ["snap1"] and listed[0]["image_present"]
 
+    # A dry run shows the plan and builds nothing (not the capability image).
+    dry = cli(world, "resume", "snap1", "--dry-run")
+    assert dry.returncode == 0 and "resuming snapshot snap1" in dry.stderr, dry.stderr
+    snap_flt: dict[str, Any] = {
+        "label": ["bot-bottle.snapshot=snap1", f"bot-bottle.home={_home_label(world)}"]
+    }
+    assert [i.id for i in docker_client.images.list(filters=snap_flt)] == [record["image"]]
+
     seen = len(world.api.messages())
     with background(world, docker_client, "resume", "snap1") as resumed:
         assert resumed.sh("cat ~/notes.txt") == "kept-notes\n"
@@ -400,6 +408,11 @@ def test_a_bottle_that_exits_non_zero_resumes_and_cleanup_keeps_it(
         assert orphans == []
         mp.setenv("BOT_BOTTLE_HOME", str(world.home))
 
+        dry = cli(world, "resume", bottle.slug, "--dry-run")
+        assert dry.returncode == 0 and "a dry run commits nothing" in dry.stderr
+        assert (state / "preserve").exists()
+        assert not (world.home / "snapshots" / f"{bottle.slug}.json").exists()
+
         out = cli(world, "resume", bottle.slug, "--", "cat", "/home/agent/work.txt")
         assert out.returncode == 0 and out.stdout == "unfinished\n", out.stderr
         assert not state.exists()
@@ -469,3 +482,61 @@ def test_provisioning_never_follows_a_link_the_agent_planted(
         with pytest.raises(kit.ProvisionError):
             provision_bottle(bottle.provider, bottle.running, bottle.ctx)
         assert bottle.running.exec(["cat", "/etc/passwd"], user="root").stdout == before
+
+
+def test_the_freezer_leaves_out_bind_mounts_and_scratch_and_scans_only_changes(
+    docker_client: docker.DockerClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Docker freezer on a plain labelled container (no bottle needed):
+    a bind-mounted workspace is the host's and is neither scanned nor frozen."""
+    from bot_bottle.state import home_id
+    from bot_bottle_docker.freezer import DockerFreezer
+
+    monkeypatch.setenv("BOT_BOTTLE_HOME", str(tmp_path / "home"))
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / "host-file").write_text("host-only-content\n")
+    slug = f"frz-{secrets.token_hex(3)}"
+    labels = {
+        "bot-bottle.backend": "docker",
+        "bot-bottle.slug": slug,
+        "bot-bottle.role": "agent",
+        "bot-bottle.home": home_id(),
+    }
+    agent = docker_client.containers.run(
+        "bot-bottle/base:trixie",
+        ["sleep", "120"],
+        detach=True,
+        labels=labels,
+        network_mode="none",
+        volumes={str(workspace): {"bind": "/workspace", "mode": "rw"}},
+    )
+    freezer = DockerFreezer()
+    frozen = None
+    try:
+        agent.exec_run(["sh", "-c", "echo mine > /root/kept && echo s > /tmp/scratch"])
+        scanned: list[str] = []
+
+        def scan(path: str, chunks: Iterable[bytes]) -> list[str]:
+            scanned.append(path)
+            return [] if b"host-only" not in b"".join(chunks) else ["host file scanned"]
+
+        frozen = freezer.commit(
+            slug, ref=f"bbtest-frozen/{slug}:1", scan=scan, ca_cert_path=GUEST_CA
+        )
+        assert "/root/kept" in scanned
+        assert not [p for p in scanned if p.startswith(("/workspace/", "/tmp/"))]
+        assert freezer.in_use(frozen) == []
+        out = docker_client.containers.run(
+            frozen.ref,
+            ["sh", "-c", "cat /root/kept; ls -A /workspace /tmp"],
+            remove=True,
+            network_disabled=True,
+        )
+        assert out.decode() == "mine\n/tmp:\n\n/workspace:\n"
+        assert frozen.ref in freezer.frozen_refs()
+    finally:
+        agent.remove(force=True)
+        if frozen is not None:
+            freezer.remove(frozen)
+    assert frozen is not None and not freezer.exists(frozen)

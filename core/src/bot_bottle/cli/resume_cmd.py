@@ -84,8 +84,9 @@ def _choose_policy(args: argparse.Namespace, diff: list[str], interactive: bool)
     raise BotBottleError("no policy chosen", hint="answer 's' or 'c'")
 
 
-def _record_for(target: str, host: Any) -> Any:
-    """The snapshot named ``target``, or a preserved bottle committed now."""
+def _record_for(target: str, host: Any, *, dry_run: bool = False) -> Any:
+    """The snapshot named ``target``, or a preserved bottle committed now
+    (None in a dry run, which commits nothing)."""
     import sys
 
     from bot_bottle import snapshots
@@ -97,6 +98,12 @@ def _record_for(target: str, host: Any) -> Any:
         return snapshots.load_record(target)
     state = StateDir.for_slug(target) if _SLUG_RE.match(target) else None
     if state is not None and state.preserved:
+        if dry_run:
+            sys.stderr.write(
+                f"bottle {target} is preserved: 'resume' commits it as snapshot {target} "
+                "first (a dry run commits nothing), then resumes that\n"
+            )
+            return None
         record = snapshots.commit_bottle(
             target, target, host=host, progress=lambda line: sys.stderr.write(f"  {line}\n")
         )
@@ -131,7 +138,9 @@ def run(args: argparse.Namespace) -> int:
 
     interactive = not args.cmd
     host = PluginHost().load()
-    record = _record_for(args.target, host)
+    record = _record_for(args.target, host, dry_run=args.dry_run)
+    if record is None:
+        return 0
     snap_bottle = record.effective_bottle()
     try:
         current = Manifest.discover(host=host).agent(record.agent)
@@ -170,8 +179,13 @@ def run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"  {line}\n")
 
     progress = getattr(backend, "progress", say)
-    image = snapshots.resume_image(
-        record, extra_ca=extra_ca_from_env(os.environ), progress=progress
+    # A dry run builds nothing: the capability image is named at launch.
+    image = (
+        None
+        if args.dry_run and record.capabilities
+        else snapshots.resume_image(
+            record, extra_ca=extra_ca_from_env(os.environ), progress=progress
+        )
     )
     plan = dataclasses.replace(plan, agent_image=image, snapshot=record.name)
     prepared = backend.prepare(plan)
