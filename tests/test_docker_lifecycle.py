@@ -69,12 +69,12 @@ def test_run_propagates_the_exit_code_and_cleans_up(
     assert (kept / "preserve").exists()
     assert json.loads((kept / "metadata.json").read_text())["agent"] == "demo"
     assert not (kept / "run").exists()
-    # Nothing of either bottle is left in the engine.
-    for slug_dir in (kept,):
-        leftover = docker_client.containers.list(
-            all=True, filters={"label": f"bot-bottle.slug={slug_dir.name}"}
-        )
-        assert leftover == []
+    # Of the preserved bottle only its agent is left, stopped, for commit/resume.
+    leftover = docker_client.containers.list(
+        all=True, filters={"label": f"bot-bottle.slug={kept.name}"}
+    )
+    assert [(c.labels["bot-bottle.role"], c.status) for c in leftover] == [("agent", "exited")]
+    leftover[0].remove(force=True)
 
 
 def test_list_active_sigterm_teardown_and_cleanup_after_sigkill(

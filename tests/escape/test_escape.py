@@ -12,6 +12,7 @@ import json
 import socket
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
@@ -263,8 +264,20 @@ def test_the_freezer_commits_the_agent(bottle: Bottle, docker_client) -> None:
     from bot_bottle_docker.freezer import DockerFreezer
 
     bottle.sh("echo frozen-marker > ~/note")
+    from bot_bottle.plan import GUEST_CA_PATH
+
+    def no_findings(_path: str, chunks: Iterable[bytes]) -> list[str]:
+        for _ in chunks:
+            pass
+        return []
+
     freezer = DockerFreezer()
-    frozen = freezer.commit(bottle.running, ref=f"bbtest-frozen/{bottle.slug}:1")
+    frozen = freezer.commit(
+        bottle.slug,
+        ref=f"bbtest-frozen/{bottle.slug}:1",
+        scan=no_findings,
+        ca_cert_path=GUEST_CA_PATH,
+    )
     try:
         out = docker_client.containers.run(
             frozen.ref, ["cat", "/home/agent/note"], remove=True, network_disabled=True

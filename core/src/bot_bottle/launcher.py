@@ -128,6 +128,8 @@ def execute(
                 "started_at": now_iso(),
                 "pid": os.getpid(),
                 "mode": mode,
+                "bottle_manifest": plan.bottle_manifest,
+                "snapshot": plan.snapshot,
             }
         )
         code: int | None = None
@@ -155,6 +157,11 @@ def execute(
                 else:
                     code = bottle.run(list(argv) or provider.headless_argv(ctx, prompt or ""))
                 report.timings["agent"] = time.monotonic() - t
+                if code != 0:
+                    # Preserved for a resume: the backend keeps the agent's
+                    # filesystem (stopped) instead of removing it.
+                    bottle.keep_for_resume()
+                    state.keep_routes()
                 t_down = time.monotonic()
             report.timings["teardown"] = time.monotonic() - t_down
         finally:

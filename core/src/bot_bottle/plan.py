@@ -95,6 +95,11 @@ class BottlePlan:
     git_config: tuple[tuple[str, str], ...] = ()
     #: Use gVisor when the engine has it (the backend decides at launch).
     gvisor: bool = True
+    #: The effective bottle (after ``extends:``), JSON form: recorded with
+    #: the bottle's state so a snapshot keeps the policy it ran with.
+    bottle_manifest: Mapping[str, Any] | None = field(default=None, repr=False)
+    #: The snapshot this bottle was resumed from, if any.
+    snapshot: str | None = None
 
     def bundle_env(self) -> dict[str, Secret]:
         """The sidecar bundle's environment: every credential slot. init hands
@@ -258,4 +263,5 @@ def make_plan(
         prompt=agent.prompt,
         git_config=tuple(git_config),
         gvisor=gvisor,
+        bottle_manifest=bottle.model_dump(mode="json"),
     )

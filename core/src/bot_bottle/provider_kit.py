@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import posixpath
 import re
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -188,26 +186,29 @@ def write_file(
     *,
     mode: int = 0o644,
 ) -> None:
-    """Write ``content`` to ``dest`` in the guest, owned by the agent user.
+    """Write ``content`` to ``dest`` in the guest, as the agent user.
 
-    The parent directory is created as the agent user first, so every
-    directory on the way belongs to the agent too.
+    Everything happens as the agent (the content goes in on stdin): a
+    resumed bottle's home is the agent's own work, and a symbolic link it
+    planted on the way to ``dest`` must not make a root copy or ``chown``
+    write to a path only root may (the system, a host mount). As the agent,
+    a link leads nowhere the agent could not write itself.
     """
-    run_as_agent(
-        bottle, plan, ["mkdir", "-p", posixpath.dirname(dest)], what=f"creating {dest}'s folder"
-    )
     data = content.encode() if isinstance(content, str) else content
-    with tempfile.TemporaryDirectory(prefix="bot-bottle-provision-") as tmp:
-        src = Path(tmp) / posixpath.basename(dest)
-        src.write_bytes(data)
-        src.chmod(mode)
-        bottle.copy_in(src, dest, mode=mode, owner=f"{plan.user}:{plan.user}")
+    # The file is private until its mode is set; folders get the usual umask.
+    script = 'mkdir -p "$(dirname "$1")" && (umask 077 && cat > "$1") && chmod "$2" "$1"'
+    argv = agent_argv(plan, ["sh", "-c", script, "sh", dest, f"{mode:o}"])
+    check(bottle.exec(argv, user="root", stdin=data), f"writing {dest}")
 
 
 def copy_skills(
     bottle: RunningBottle, plan: ProviderPlan, skills: Sequence[Path], skills_dir: str
 ) -> None:
-    """Copy each host skill directory to ``<skills_dir>/<name>``, agent-owned."""
+    """Copy each host skill directory to ``<skills_dir>/<name>``, agent-owned.
+
+    As the agent user, for the reason :func:`write_file` gives: a tar of the
+    skills goes in on stdin and the agent's ``tar`` unpacks it.
+    """
     if not skills:
         return
     for src in skills:
@@ -216,15 +217,16 @@ def copy_skills(
                 f"skill {src.name!r} is not a directory on the host ({src})",
                 hint="create it, or remove it from the bottle's or agent's skills",
             )
-    run_as_agent(bottle, plan, ["mkdir", "-p", skills_dir], what="creating the skills folder")
-    for src in skills:
-        bottle.copy_in(src, posixpath.join(skills_dir, src.name), owner=f"{plan.user}:{plan.user}")
-    # A copy keeps the host's uids below the top folder on some backends.
-    run_as_root(
-        bottle,
-        ["chown", "-R", f"{plan.user}:{plan.user}", skills_dir],
-        what="handing the skills to the agent user",
-    )
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for src in skills:
+            tar.add(str(src), arcname=src.name)
+    script = 'mkdir -p "$1" && tar -x --no-same-owner --no-same-permissions -C "$1"'
+    argv = agent_argv(plan, ["sh", "-c", script, "sh", skills_dir])
+    check(bottle.exec(argv, user="root", stdin=buf.getvalue()), "copying the skills")
 
 
 #: Named colours (Claude Code's sub-agent palette) as 256-colour indices.

@@ -22,6 +22,8 @@ from bot_bottle.paths import home_dir
 
 METADATA = "metadata.json"
 PRESERVE = "preserve"
+#: A preserved bottle's last egress config (its routes), kept for resume.
+ROUTES = "egress.json"
 
 
 def state_root(environ: Mapping[str, str] | None = None) -> Path:
@@ -109,6 +111,14 @@ class StateDir:
         (self.path / PRESERVE).write_text(reason + "\n")
         # The runtime files (CA key, staged config) are not needed for a resume.
         shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def keep_routes(self) -> None:
+        """Copy the egress config live now (routes the console changed
+        included; no secret in it) out of ``run/``, which the launch's
+        teardown removes: a resume of a preserved bottle restores them."""
+        routes = self.run_dir / "etc" / "egress" / "egress.json"
+        if routes.is_file():
+            shutil.copyfile(routes, self.path / ROUTES)
 
     @property
     def preserved(self) -> bool:

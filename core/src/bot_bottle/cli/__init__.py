@@ -17,6 +17,7 @@ from bot_bottle import __version__
 from bot_bottle.cli import (
     audit_cmd,
     cleanup_cmd,
+    commit_cmd,
     dlp_cmd,
     doctor,
     egress_cmd,
@@ -25,8 +26,10 @@ from bot_bottle.cli import (
     list_cmd,
     plugins_cmd,
     proposals_cmd,
+    resume_cmd,
     run_cmd,
     schema_cmd,
+    snapshots_cmd,
     start_cmd,
     supervise_cmd,
     validate,
@@ -48,6 +51,9 @@ _COMMANDS = (
     dlp_cmd,
     start_cmd,
     run_cmd,
+    commit_cmd,
+    resume_cmd,
+    snapshots_cmd,
     cleanup_cmd,
     supervise_cmd,
     proposals_cmd,
@@ -89,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if rest is not None:
         if not hasattr(args, "cmd"):
-            parser.error("'--' is only used by 'bot-bottle run AGENT -- CMD...'")
+            parser.error("'--' is only used by 'bot-bottle run AGENT -- CMD...' and 'resume'")
         args.cmd = [*args.cmd, *rest]
     if not getattr(args, "handler", None):
         parser.print_help()

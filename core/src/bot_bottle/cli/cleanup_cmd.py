@@ -15,10 +15,16 @@ from typing import Any
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "cleanup",
-        help="revoke orphaned deploy keys; remove orphaned containers, networks and state dirs "
-        "(one prompt)",
+        help="revoke orphaned deploy keys; remove orphaned containers, networks, state dirs "
+        "and snapshot images no snapshot names (one prompt)",
     )
     p.add_argument("-y", "--yes", action="store_true", help="do not ask")
+    p.add_argument(
+        "--preserved",
+        action="store_true",
+        help="also remove bottles kept after a non-zero exit (their state dir and stopped "
+        "agent); 'bot-bottle commit SLUG' first keeps their work as a snapshot",
+    )
     p.set_defaults(handler=run)
 
 
@@ -27,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     from bot_bottle import audit
     from bot_bottle.contracts.backend import CleanupItem
+    from bot_bottle.errors import BotBottleError
     from bot_bottle.gitgate.keys import revoke_recorded
     from bot_bottle.gitgate.ledger import KeyLedger
     from bot_bottle.plugins import PluginHost
@@ -46,7 +53,15 @@ def run(args: argparse.Namespace) -> int:
     gone = [s for s in all_states() if not s.owner_alive]
     keys = [(KeyLedger(s.path), e) for s in gone for e in KeyLedger(s.path).entries()]
     states = [s for s in gone if not s.preserved]
-    total = sum(len(items) for _, items in found) + len(states) + len(keys)
+    preserved = [s for s in all_states() if s.preserved] if args.preserved else []
+    dangling = _dangling_snapshot_images(host)
+    total = (
+        sum(len(items) for _, items in found)
+        + len(states)
+        + len(keys)
+        + len(dangling)
+        + len(preserved)
+    )
     if not total:
         print("nothing to clean up")
         return 0
@@ -58,6 +73,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"{'-':8} {'deploy key':10} {visible(entry.record.describe() + note)}")
     for s in states:
         print(f"{'-':8} {'state dir':10} {s.path}")
+    for freezer, image in dangling:
+        print(f"{freezer.name:8} {'snapshot image (no snapshot names it)':10} {image.ref}")
+    for s in preserved:
+        print(f"{s.metadata().get('backend', '-')!s:8} {'preserved bottle':10} {s.slug}")
     if not args.yes:
         if not sys.stdin.isatty():
             sys.stderr.write("not a terminal: pass --yes to remove these\n")
@@ -91,5 +110,50 @@ def run(args: argparse.Namespace) -> int:
             continue  # kept so the next cleanup retries its keys
         s.remove()
         removed += 1
+    for freezer, image in dangling:
+        freezer.remove(image)
+        removed += 1
+    for s in preserved:
+        try:
+            remove_preserved(host, s)
+        except BotBottleError as exc:
+            sys.stderr.write(f"cannot remove the kept agent of {s.slug}: {exc}\n")
+            continue
+        removed += 1
     print(f"removed {removed} of {total}")
     return 0 if removed == total else 1
+
+
+def _dangling_snapshot_images(host: Any) -> list[tuple[Any, Any]]:
+    """Frozen images of this home that no snapshot record names and no bottle
+    uses (a record removed by hand, a commit killed before its record was
+    written). What ``snapshots`` lists is never among them."""
+    import sys
+
+    from bot_bottle.contracts.freezer import FrozenImage
+    from bot_bottle.snapshots import all_records
+
+    named = {r.image for r in all_records()}
+    out: list[tuple[Any, Any]] = []
+    for comp in host.components("freezers"):
+        try:
+            freezer = host.create("freezers", comp.name)
+            backend = host.create("backends", comp.name)
+            if not backend.is_available().ok:
+                continue
+            refs = freezer.frozen_refs()
+        except Exception as exc:
+            sys.stderr.write(f"skipping snapshot images of {comp.name}: {exc}\n")
+            continue
+        for ref in refs:
+            image = FrozenImage(backend=comp.name, ref=ref, created_at="")
+            if ref not in named and not freezer.in_use(image):
+                out.append((freezer, image))
+    return out
+
+
+def remove_preserved(host: Any, state: Any) -> None:
+    """A bottle kept after a non-zero exit: its stopped agent, then its state dir."""
+    backend = str(state.metadata().get("backend") or "docker")
+    host.create("freezers", backend).release(state.slug)
+    state.remove()

@@ -115,6 +115,11 @@ class RunningBottle(ABC):
         using ``exec`` for anything that goes through the sidecars.
         """
 
+    def keep_for_resume(self) -> None:  # noqa: B027 - optional hook, default no-op
+        """The agent exited non-zero and its state is preserved: at the end of
+        ``launch``, stop the agent (its filesystem kept for ``bot-bottle
+        commit``/``resume``) instead of removing it. Sidecars go as usual."""
+
     @abstractmethod
     def attach(self, argv: Sequence[str], *, user: str | None = None) -> int:
         """Run ``argv`` interactively on the user's terminal; return its exit code.

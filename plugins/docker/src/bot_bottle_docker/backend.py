@@ -290,6 +290,7 @@ class DockerBackend(Backend):
                 return bundle
 
             relay_user = DAEMON_USERS["relay"]
+            kept: list[DockerRunningBottle] = []
 
             def start_agent() -> tuple[Any, Any]:
                 runtime = gvisor_runtime(client, bundle_tag, self.progress) if plan.gvisor else None
@@ -324,7 +325,11 @@ class DockerBackend(Backend):
                     security_opt=["no-new-privileges", seccomp_opt()],
                     detach=True,
                 )
-                down.push(f"container {prepared.agent_name}", lambda: _remove(agent))
+                # A preserved bottle's agent is stopped, not removed (commit/resume).
+                down.push(
+                    f"container {prepared.agent_name}",
+                    lambda: _stop(agent) if kept and kept[0].kept else _remove(agent),
+                )
                 agent.start()
                 if workspace is not None:
                     # Runs while the agent container still exists (teardown is LIFO).
@@ -375,6 +380,7 @@ class DockerBackend(Backend):
                 wait_ready=lambda: self._wait_ready(sock, bundle, relay),
             )
             bottle.timings = timings
+            kept.append(bottle)
             # The CA the agent trusts: in place before the provider provisions.
             from bot_bottle.plan import GUEST_CA_PATH
 
@@ -613,7 +619,10 @@ class DockerBackend(Backend):
             items: list[CleanupItem] = []
             flt: dict[str, Any] = {"label": f"{L_BACKEND}={NAME}"}
             for c in client.containers.list(all=True, filters=flt):
-                if _orphaned(c.labels or {}, ours):
+                labels = c.labels or {}
+                if labels.get(L_HOME) != ours and _kept(labels, c.status):
+                    continue
+                if _orphaned(labels, ours):
                     slug = c.labels[L_SLUG]
                     items.append(CleanupItem(NAME, "container", c.name or c.id or "?", slug))
             for n in client.networks.list(filters=flt):
@@ -687,12 +696,21 @@ def _orphaned(labels: Mapping[str, str], ours: str) -> bool:
     if not slug:
         return False
     if labels.get(L_HOME) == ours:
-        return not _owned(slug)
+        return not _owned(slug, labels.get(L_ROLE))
     return launcher_gone(labels.get(L_LAUNCHER, ""))
 
 
-def _owned(slug: str) -> bool:
+def _kept(labels: Mapping[str, str], status: str) -> bool:
+    """A stopped agent is one a preserved bottle kept for resume (a crashed
+    launch leaves its agent running ``sleep infinity``); another home's
+    cannot be judged from here, so it is left alone."""
+    return labels.get(L_ROLE) == "agent" and status == "exited"
+
+
+def _owned(slug: str, role: str | None = None) -> bool:
     state = StateDir.for_slug(slug)
+    if role == "agent" and state.preserved:
+        return True  # kept stopped for commit/resume; 'snapshots'/'resume' release it
     return state.path.exists() and state.owner_alive
 
 
@@ -701,6 +719,13 @@ def _remove(container: Any) -> None:
 
     with contextlib.suppress(docker.errors.NotFound):
         container.remove(force=True, v=True)
+
+
+def _stop(container: Any) -> None:
+    import docker.errors
+
+    with contextlib.suppress(docker.errors.NotFound):
+        container.stop(timeout=2)
 
 
 def _tail(container: Any, lines: int = 8) -> str:

@@ -33,6 +33,12 @@ class DockerRunningBottle(RunningBottle):
         self.workdir = workdir
         #: phase -> seconds, for the preflight summary and bench/.
         self.timings: dict[str, float] = {}
+        #: Set by keep_for_resume: the launch's teardown stops the agent
+        #: container instead of removing it.
+        self.kept = False
+
+    def keep_for_resume(self) -> None:
+        self.kept = True
 
     def wait_ready(self) -> None:
         """Block until the sidecars answer on the agent's loopback (once).
