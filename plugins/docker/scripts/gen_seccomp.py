@@ -15,6 +15,9 @@ moby, Apache-2.0). The output keeps every rule of it and changes two things:
   (x86, x32, arm, ...) are dropped, because their ``socketcall()``
   multiplexer passes the family in memory, where seccomp cannot see it. A
   32-bit syscall then meets the filter's bad-architecture action (refused).
+* No io_uring (``io_uring_setup``/``enter``/``register`` fall to the default
+  action): its ``IORING_OP_SOCKET`` opens a socket of any family without a
+  ``socket()`` syscall, so seccomp never sees the family.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from typing import Any
 AF_UNIX, AF_INET, AF_INET6, AF_NETLINK = 1, 2, 10, 16
 ALLOWED = (AF_UNIX, AF_INET, AF_INET6, AF_NETLINK)
 EAFNOSUPPORT = 97
+#: Syscalls that do another syscall's work where seccomp cannot see it.
+DROPPED = ("socket", "socketcall", "io_uring_setup", "io_uring_enter", "io_uring_register")
 
 
 def _eq(value: int) -> dict[str, Any]:
@@ -39,7 +44,7 @@ def generate(base: dict[str, Any]) -> dict[str, Any]:
         arch["subArchitectures"] = None
     rules = []
     for rule in out["syscalls"]:
-        names = [n for n in rule["names"] if n not in ("socket", "socketcall")]
+        names = [n for n in rule["names"] if n not in DROPPED]
         if names:
             rules.append({**rule, "names": names})
     # One comparison per rule: runc ORs several comparisons of one argument.
