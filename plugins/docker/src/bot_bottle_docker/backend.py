@@ -69,7 +69,7 @@ from bot_bottle.sidecar_layout import (
 from bot_bottle.state import StateDir, home_id, launcher_gone, launcher_id, now_iso
 from bot_bottle.teardown import Teardown
 from bot_bottle.termtext import visible
-from bot_bottle_docker import workspace_git
+from bot_bottle_docker import nested_git, workspace_git
 from bot_bottle_docker.hostperms import grant_dir
 from bot_bottle_docker.running import DockerRunningBottle
 from bot_bottle_docker.seccomp import seccomp_opt
@@ -218,8 +218,10 @@ class DockerBackend(Backend):
             down.push("supervise queue", lambda: shutil.rmtree(queue, ignore_errors=True))
             self._write_files(plan, etc, sock, queue)
             workspace = None
+            git_dirs_at_launch: dict[str, str] = {}
             if plan.cwd is not None:
                 workspace = workspace_git.prepare(plan.cwd, state.path, plan.slug)
+                git_dirs_at_launch = nested_git.git_dirs(plan.cwd)
             keys_dir = run_dir / "keys"
             if plan.gitgate is not None and plan.gitgate.enabled:
                 from bot_bottle.gitgate.keys import GateKeys
@@ -277,6 +279,12 @@ class DockerBackend(Backend):
                     if workspace.created_mountpoint:
                         # The engine creates /workspace/.git on the host for the mount.
                         down.push("workspace .git mountpoint", workspace.remove_mountpoint)
+                    # Pushed before the container: runs once it is gone.
+                    cwd = plan.cwd
+                    down.push(
+                        "disarm git dirs the agent left",
+                        lambda: self._disarm_git_dirs(cwd, git_dirs_at_launch),
+                    )
                 agent = client.containers.create(
                     agent_tag,
                     command=["sleep", "infinity"],
@@ -405,6 +413,26 @@ class DockerBackend(Backend):
                 f"{result.stderr.decode(errors='replace')[-300:]}",
                 hint="the agent image needs usermod/groupmod (Debian's passwd package)",
             )
+
+    def _disarm_git_dirs(self, cwd: Path, at_launch: dict[str, str]) -> None:
+        """Git dirs the agent made or changed in the working tree: the
+        operator's git, run from inside one, would honour its config."""
+        done, failed = nested_git.disarm(cwd, at_launch)
+        where = visible(str(cwd))
+        if done:
+            names = ", ".join(visible(n) for n in done[:10])
+            self.progress(
+                f"warning: disabled git directories the agent made or changed in {where}: "
+                f"{names} (their HEAD is now {nested_git.DISABLED}; review their config and "
+                "hooks before renaming it back)"
+            )
+        if failed:
+            names = ", ".join(visible(n) for n in failed[:10])
+            self.progress(
+                f"warning: could not disable git directories the agent made in {where}: "
+                f"{names}; do not run git inside them before reviewing their config"
+            )
+        log.info("git_dirs_disarmed", disarmed=done, failed=failed)
 
     def _bring_back(
         self, ws: workspace_git.WorkspaceGit, container: str, user: str, plan: BottlePlan

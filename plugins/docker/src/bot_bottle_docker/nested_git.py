@@ -1,0 +1,93 @@
+"""Git directories the agent left in the shared working tree, disarmed.
+
+The host's ``.git`` never reaches the bottle (see :mod:`workspace_git`), but
+the working tree is shared, and git finds a repository from wherever the
+operator stands: ``cd REPO/src && git status`` (or a shell prompt that runs
+git on every ``cd``) opens ``src/.git``, a gitfile's target, or ``src``
+itself when it holds ``HEAD``, ``objects`` and ``refs`` (a bare repository),
+and honours that directory's ``config`` (``core.fsmonitor``,
+``core.pager``...) as the operator. The agent writes as the workspace's
+owner, so git's ``safe.directory`` ownership check passes.
+
+So, after the agent's container is gone (nothing of the agent can re-create
+them), every git directory below the top level that is new, or that changed
+since the launch, has its ``HEAD`` renamed to :data:`DISABLED`: git no longer
+takes the directory for a repository (no config is read; a gitfile naming it
+fails), its content is kept, and the operator is told how to restore it
+after review. During the bottle's life they stay usable by the agent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+DISABLED = "HEAD.bot-bottle-disabled"
+#: Entries that, next to ``HEAD``, make git take a directory for a git dir.
+_GIT_DIR_MARKS = ("objects", "refs", "commondir")
+
+
+def _head(names: set[str]) -> str | None:
+    """The entry git opens as ``HEAD`` when the directory is a git dir. Any
+    case: on a case-insensitive host (macOS) ``head`` is ``HEAD``."""
+    lowered = {n.lower(): n for n in names}
+    if "head" in lowered and any(m in lowered for m in _GIT_DIR_MARKS):
+        return "HEAD" if "HEAD" in names else lowered["head"]
+    return None
+
+
+def _fingerprint(git_dir: Path) -> str:
+    """Every entry but the object store's content: inode, ctime (which no
+    process can set back), size and mode."""
+    h = hashlib.sha256()
+    for root, dirs, files in os.walk(git_dir):
+        here = Path(root)
+        if here == git_dir and "objects" in dirs:
+            dirs.remove("objects")
+            files = [*files, "objects"]
+        for name in sorted([*dirs, *files, "."]):
+            try:
+                st = os.lstat(here / name)
+            except OSError:
+                continue
+            rel = os.path.relpath(here / name, git_dir)
+            h.update(f"{rel}\0{st.st_ino}:{st.st_ctime_ns}:{st.st_size}:{st.st_mode}\n".encode())
+    return h.hexdigest()
+
+
+def git_dirs(cwd: Path, limit: int = 200_000) -> dict[str, str]:
+    """Git directories below ``cwd`` (not its own ``.git``): relative path ->
+    fingerprint. Symbolic links are not followed."""
+    out: dict[str, str] = {}
+    for seen, (root, dirs, files) in enumerate(os.walk(cwd)):
+        if seen >= limit:
+            break
+        here = Path(root)
+        if here == cwd and ".git" in dirs:
+            dirs.remove(".git")
+        if here != cwd and _head({*dirs, *files}):
+            out[str(here.relative_to(cwd))] = _fingerprint(here)
+    return out
+
+
+def disarm(cwd: Path, at_launch: dict[str, str]) -> tuple[list[str], list[str]]:
+    """Rename ``HEAD`` of each git directory that is new or changed since
+    ``at_launch``: (disarmed, failed) relative paths."""
+    done: list[str] = []
+    failed: list[str] = []
+    for rel, fingerprint in sorted(git_dirs(cwd).items()):
+        if at_launch.get(rel) == fingerprint:
+            continue
+        here = cwd / rel
+        try:
+            head = _head({p.name for p in here.iterdir()}) or "HEAD"
+            # The agent (the owner's uid) may have left the directory read-only.
+            here.chmod(here.lstat().st_mode & 0o7777 | 0o700)
+            if (here / DISABLED).exists() or (here / DISABLED).is_symlink():
+                (here / DISABLED).unlink()
+            (here / head).rename(here / DISABLED)
+            done.append(rel)
+        except OSError:
+            failed.append(rel)
+    return done, failed
