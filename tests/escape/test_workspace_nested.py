@@ -131,3 +131,64 @@ def test_a_planted_directory_would_have_run_code(scene: Scene) -> None:
     assert "new-dotgit" in ran and ran["new-dotgit"].split()[1] == str(OWNER), ran
     for name in list(ran):
         (scene.witness / name).unlink()
+
+
+@pytest.fixture(scope="module")
+def sub_scene(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
+    """``--cwd`` a subdirectory of the owner's repository: no ``.git`` of its
+    own, so git takes a ``HEAD``/``objects``/``refs`` layout there (the
+    agent's ``/workspace`` top level) for the repository."""
+    import bot_bottle_docker.backend as backend_mod
+
+    root = Path(tempfile.mkdtemp(prefix="bb-escape-nested-sub-", dir="/tmp"))
+    root.chmod(0o755)
+    scene = Scene(root=root, repo=root / "repo", witness=root / "witness",
+                  owner_home=root / "owner-home")  # fmt: skip
+    _make_repo(scene)
+    pkg = scene.repo / "pkg"
+    pkg.mkdir()
+    (pkg / "mod.txt").write_text("pkg\n")
+    for path in (pkg, pkg / "mod.txt"):
+        os.chown(path, OWNER, GROUP)
+    owner_git(scene, "add", "pkg")
+    owner_git(scene, "commit", "-qm", "pkg")
+    home = tmp_path_factory.mktemp("bbhome")
+    write_agent(home, "nestedsub", BOTTLE_MD)
+    mp = pytest.MonkeyPatch()
+    mp.setattr(backend_mod, "_stderr_progress", scene.progress.append)
+    script = f"""
+        set -e
+        cd /workspace
+        mkdir -p objects refs/heads
+        echo 'ref: refs/heads/main' > HEAD
+        git config -f config core.repositoryformatversion 0
+        git config -f config core.bare false
+        git config -f config core.worktree .
+        git config -f config core.fsmonitor '{_payload(scene, "top-level")}'
+        echo PLANTED
+    """
+    try:
+        with launched(home, "nestedsub", host_env=dict(os.environ), cwd=pkg) as b:
+            from bot_bottle import provider_kit as kit
+
+            argv = kit.agent_argv(b.plan.provider_plan, ["bash", "-c", script])
+            r = b.running.exec(argv, user="root")
+            scene.agent_out["plant"] = (r.stdout + r.stderr).decode("utf-8", "replace")
+        yield scene
+    finally:
+        mp.undo()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_the_workspace_top_level_laid_out_as_a_git_dir_runs_nothing(sub_scene: Scene) -> None:
+    from bot_bottle_docker.nested_git import DISABLED
+
+    assert "PLANTED" in sub_scene.agent_out["plant"], sub_scene.agent_out["plant"]
+    pkg = sub_scene.repo / "pkg"
+    owner_git(sub_scene, "status", cwd=pkg, check=False)
+    owner_git(sub_scene, "log", "-1", cwd=pkg, check=False)
+    assert sub_scene.witnesses() == {}
+    assert (pkg / DISABLED).is_file() and "fsmonitor" in (pkg / "config").read_text()
+    # The owner's own repository is what git finds there now.
+    top = owner_git(sub_scene, "rev-parse", "--show-toplevel", cwd=pkg).strip()
+    assert Path(top) == sub_scene.repo

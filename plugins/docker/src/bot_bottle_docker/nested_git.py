@@ -10,7 +10,7 @@ and honours that directory's ``config`` (``core.fsmonitor``,
 owner, so git's ``safe.directory`` ownership check passes.
 
 So, after the agent's container is gone (nothing of the agent can re-create
-them), every git directory below the top level that is new, or that changed
+them), every git directory in the working tree that is new, or that changed
 since the launch, has its ``HEAD`` renamed to :data:`DISABLED`: git no longer
 takes the directory for a repository (no config is read; a gitfile naming it
 fails), its content is kept, and the operator is told how to restore it
@@ -57,7 +57,7 @@ def _fingerprint(git_dir: Path) -> str:
 
 
 def git_dirs(cwd: Path, limit: int = 200_000) -> dict[str, str]:
-    """Git directories below ``cwd`` (not its own ``.git``): relative path ->
+    """Git directories in ``cwd`` (not its own ``.git``): relative path ->
     fingerprint. Symbolic links are not followed."""
     out: dict[str, str] = {}
     for seen, (root, dirs, files) in enumerate(os.walk(cwd)):
@@ -66,7 +66,10 @@ def git_dirs(cwd: Path, limit: int = 200_000) -> dict[str, str]:
         here = Path(root)
         if here == cwd and ".git" in dirs:
             dirs.remove(".git")
-        if here != cwd and _head({*dirs, *files}):
+        # The top level too: with no .git of its own (``--cwd`` a plain
+        # directory, or a subdirectory of a repository), git takes a
+        # ``HEAD``/``objects``/``refs`` layout there for a repository.
+        if _head({*dirs, *files}):
             out[str(here.relative_to(cwd))] = _fingerprint(here)
     return out
 
