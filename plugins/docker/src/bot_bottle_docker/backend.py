@@ -69,7 +69,7 @@ from bot_bottle.sidecar_layout import (
 from bot_bottle.state import StateDir, home_id, launcher_gone, launcher_id, now_iso
 from bot_bottle.teardown import Teardown
 from bot_bottle.termtext import visible
-from bot_bottle_docker import nested_git, workspace_git
+from bot_bottle_docker import nested_git, workspace_git, worktree_guards
 from bot_bottle_docker.hostperms import grant_dir
 from bot_bottle_docker.running import DockerRunningBottle
 from bot_bottle_docker.seccomp import seccomp_opt
@@ -219,9 +219,14 @@ class DockerBackend(Backend):
             self._write_files(plan, etc, sock, queue)
             workspace = None
             git_dirs_at_launch: dict[str, str] = {}
+            guarded: list[tuple[Path, str, str]] = []
             if plan.cwd is not None:
                 workspace = workspace_git.prepare(plan.cwd, state.path, plan.slug)
                 git_dirs_at_launch = nested_git.git_dirs(plan.cwd)
+                if workspace.host_git is not None and workspace.host_owner is not None:
+                    guarded = worktree_guards.guards(
+                        plan.cwd, workspace.host_git, workspace.host_owner
+                    )
             keys_dir = run_dir / "keys"
             if plan.gitgate is not None and plan.gitgate.enabled:
                 from bot_bottle.gitgate.keys import GateKeys
@@ -276,6 +281,8 @@ class DockerBackend(Backend):
                 if plan.cwd is not None and workspace is not None:
                     volumes[str(plan.cwd)] = {"bind": WORKSPACE, "mode": "rw"}
                     volumes.update(workspace.volumes())
+                    for src, dest, mode in guarded:
+                        volumes[str(src)] = {"bind": dest, "mode": mode}
                     if workspace.created_mountpoint:
                         # The engine creates /workspace/.git on the host for the mount.
                         down.push("workspace .git mountpoint", workspace.remove_mountpoint)
