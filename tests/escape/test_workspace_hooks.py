@@ -75,6 +75,30 @@ def _attack(scene: Scene) -> str:
     """
 
 
+def _hook_branches(scene: Scene) -> str:
+    """Branches that would run the agent's code once the operator checks
+    them out: a new husky post-checkout hook (committed with plumbing: the
+    file is read-only in the bottle), a directory laid out as a git dir."""
+    hook = f"#!/bin/sh\\n{_payload(scene, 'checkout')}\\n"
+    return f"""
+        set -e
+        cd /workspace
+        git checkout -qb hooky main
+        blob=$(printf '{hook}' | git hash-object -w --stdin)
+        git update-index --add --cacheinfo 100755,$blob,.husky/post-checkout
+        git commit -qm 'a hook' --no-verify
+        git checkout -qf main
+        git checkout -qb layout main
+        mkdir -p data/refs/heads data/objects
+        echo 'ref: refs/heads/main' > data/HEAD
+        touch data/refs/heads/.keep data/objects/.keep
+        git config -f data/config core.fsmonitor '{_payload(scene, "layout")}'
+        git add data && git commit -qm 'a layout'
+        git checkout -qf main
+        echo BRANCHED
+    """
+
+
 @pytest.fixture(scope="module")
 def scene(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
     import bot_bottle_docker.backend as backend_mod
@@ -94,7 +118,11 @@ def scene(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             from bot_bottle import provider_kit as kit
 
             work = "cd /workspace && echo more >> src.txt && git commit -qam work && echo OK"
-            for name, script in (("attack", _attack(scene)), ("work", work)):
+            for name, script in (
+                ("attack", _attack(scene)),
+                ("work", work),
+                ("branches", _hook_branches(scene)),
+            ):
                 argv = kit.agent_argv(b.plan.provider_plan, ["bash", "-c", script])
                 r = b.running.exec(argv, user="root")
                 scene.agent_out[name] = (r.stdout + r.stderr).decode("utf-8", "replace")
@@ -126,4 +154,17 @@ def test_the_owners_git_runs_nothing_the_agent_wrote(scene: Scene) -> None:
     owner_git(scene, "add", "op.txt")
     owner_git(scene, "commit", "-qm", "operator")
     owner_git(scene, "st", check=False)
+    assert scene.witnesses() == {}
+
+
+def test_branches_that_would_run_code_on_checkout_are_refused(scene: Scene) -> None:
+    assert "BRANCHED" in scene.agent_out["branches"], scene.agent_out["branches"]
+    refs = owner_git(scene, "for-each-ref", "--format=%(refname:short)")
+    assert any(r.endswith("/main") and "bot-bottle/" in r for r in refs.split()), refs
+    for branch, why in (("hooky", ".husky/post-checkout"), ("layout", "data is laid out")):
+        assert not any(r.endswith(f"/{branch}") for r in refs.split()), refs
+        refused = [line for line in scene.progress if "refused" in line and branch in line]
+        assert refused and why in refused[0], scene.progress
+    # Had the hook branch landed, checking it out would have run the hook.
+    owner_git(scene, "checkout", "-q", "-b", "review", check=False)
     assert scene.witnesses() == {}

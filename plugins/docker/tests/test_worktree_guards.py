@@ -71,3 +71,45 @@ def test_a_missing_file_the_config_names_is_refused(tmp_path: Path) -> None:
     _git(repo, "config", "include.path", "../shared.cfg")
     with pytest.raises(BotBottleError, match="does not exist"):
         guards(repo, repo / ".git", Owner.of(repo / ".git"))
+
+
+def _commit_tree(repo: Path, files: dict[str, str], parent: str) -> str:
+    """A commit with ``files`` on top of ``parent``, reachable from no ref."""
+    env = {"PATH": os.environ["PATH"], "HOME": str(repo), "GIT_CONFIG_NOSYSTEM": "1",
+           "GIT_INDEX_FILE": str(repo / ".git" / "tmp-index"), "GIT_AUTHOR_NAME": "a",
+           "GIT_AUTHOR_EMAIL": "a@x", "GIT_COMMITTER_NAME": "a",
+           "GIT_COMMITTER_EMAIL": "a@x"}  # fmt: skip
+
+    def git(*args: str, stdin: str | None = None) -> str:
+        return subprocess.run(["git", *args], cwd=repo, env=env, input=stdin, text=True,
+                              check=True, capture_output=True).stdout.strip()  # fmt: skip
+
+    git("read-tree", parent)
+    for path, content in files.items():
+        blob = git("hash-object", "-w", "--stdin", stdin=content)
+        git("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}")
+    tree = git("write-tree")
+    return git("commit-tree", tree, "-p", parent, "-m", "agent", stdin="")
+
+
+def test_branch_problems_name_guarded_paths_and_new_git_dir_layouts(tmp_path: Path) -> None:
+    from bot_bottle_docker.worktree_guards import branch_problems
+
+    repo = _repo(tmp_path)
+    (repo / "fixtures" / "repo" / "refs").mkdir(parents=True)
+    (repo / "fixtures" / "repo" / "HEAD").write_text("ref: refs/heads/main\n")
+    (repo / "fixtures" / "repo" / "refs" / "x").write_text("")
+    (repo / "a.txt").write_text("a\n")
+    _git(repo, "add", ".")
+    _git(repo, "-c", "user.name=o", "-c", "user.email=o@x", "commit", "-qm", "base")
+    git_dir = repo / ".git"
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
+                          text=True, check=True).stdout.strip()  # fmt: skip
+    clean = _commit_tree(repo, {"a.txt": "b\n", "fixtures/repo/README": ""}, head)
+    assert branch_problems(git_dir, clean, [".husky"]) == []
+    hook = _commit_tree(repo, {".husky/post-checkout": "#!/bin/sh\n"}, head)
+    assert branch_problems(git_dir, hook, [".husky"]) == [
+        "it changes .husky/post-checkout, which the repository's git config runs or reads"
+    ]
+    layout = _commit_tree(repo, {"d/HEAD": "ref: refs/heads/x\n", "d/objects/k": ""}, head)
+    assert branch_problems(git_dir, layout, []) == ["d is laid out as a git directory"]

@@ -322,7 +322,7 @@ class DockerBackend(Backend):
                     ws, user = workspace, plan.provider_plan.user
                     down.push(
                         "bring back the agent's commits",
-                        lambda: self._bring_back(ws, prepared.agent_name, user, plan),
+                        lambda: self._bring_back(ws, prepared.agent_name, user, plan, guarded),
                     )
                 relay = client.containers.create(
                     bundle_tag,
@@ -442,7 +442,12 @@ class DockerBackend(Backend):
         log.info("git_dirs_disarmed", disarmed=done, failed=failed)
 
     def _bring_back(
-        self, ws: workspace_git.WorkspaceGit, container: str, user: str, plan: BottlePlan
+        self,
+        ws: workspace_git.WorkspaceGit,
+        container: str,
+        user: str,
+        plan: BottlePlan,
+        guarded: Sequence[tuple[Path, str, str]] = (),
     ) -> None:
         """The agent's branches into the host repository (scanned), then the
         bottle's git dir back to the operator so the state dir can go."""
@@ -460,7 +465,10 @@ class DockerBackend(Backend):
             result = workspace_git.bring_back(
                 ws,
                 ["docker", "exec", "-i", "-u", user, container],
-                workspace_git.default_scanner(list(plan.gitgate_secrets.values())),
+                _guarded_scanner(
+                    workspace_git.default_scanner(list(plan.gitgate_secrets.values())),
+                    [dest.removeprefix(f"{WORKSPACE}/") for _s, dest, m in guarded if m == "ro"],
+                ),
                 ws.git_dir.parent / "bring-back.git",
             )
         except BotBottleError as exc:
@@ -673,3 +681,17 @@ def _tail(container: Any, lines: int = 8) -> str:
 
 
 __all__ = ["DockerBackend", "DockerPrepared", "gvisor_runtime"]
+
+
+def _guarded_scanner(
+    scan: workspace_git.Scanner, protected: Sequence[str]
+) -> workspace_git.Scanner:
+    """git-gate's scan, then what the working tree's guards protect: a branch
+    that changes a guarded path or lays a directory out as a git dir would
+    run the agent's code when the operator checks it out."""
+
+    def scanner(repo: Path, tip: str, branch: str) -> tuple[int, list[str]]:
+        commits, problems = scan(repo, tip, branch)
+        return commits, [*problems, *worktree_guards.branch_problems(repo, tip, protected)]
+
+    return scanner

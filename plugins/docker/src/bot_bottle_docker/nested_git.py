@@ -28,7 +28,7 @@ DISABLED = "HEAD.bot-bottle-disabled"
 _GIT_DIR_MARKS = ("objects", "refs", "commondir")
 
 
-def _head(names: set[str]) -> str | None:
+def head_entry(names: set[str]) -> str | None:
     """The entry git opens as ``HEAD`` when the directory is a git dir. Any
     case: on a case-insensitive host (macOS) ``head`` is ``HEAD``."""
     lowered = {n.lower(): n for n in names}
@@ -69,7 +69,7 @@ def git_dirs(cwd: Path, limit: int = 200_000) -> dict[str, str]:
         # The top level too: with no .git of its own (``--cwd`` a plain
         # directory, or a subdirectory of a repository), git takes a
         # ``HEAD``/``objects``/``refs`` layout there for a repository.
-        if _head({*dirs, *files}):
+        if head_entry({*dirs, *files}):
             out[str(here.relative_to(cwd))] = _fingerprint(here)
     return out
 
@@ -84,7 +84,7 @@ def disarm(cwd: Path, at_launch: dict[str, str]) -> tuple[list[str], list[str]]:
             continue
         here = cwd / rel
         try:
-            head = _head({p.name for p in here.iterdir()}) or "HEAD"
+            head = head_entry({p.name for p in here.iterdir()}) or "HEAD"
             # The agent (the owner's uid) may have left the directory read-only.
             here.chmod(here.lstat().st_mode & 0o7777 | 0o700)
             if (here / DISABLED).exists() or (here / DISABLED).is_symlink():

@@ -17,10 +17,12 @@ link): the launch refuses it.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from bot_bottle.errors import BotBottleError
 from bot_bottle.termtext import visible
+from bot_bottle_docker.nested_git import head_entry
 from bot_bottle_docker.workspace_git import WORKSPACE, Owner, _clean_env, _git
 
 
@@ -116,3 +118,39 @@ def guards(cwd: Path, host_git: Path, owner: Owner) -> list[tuple[Path, str, str
             out.setdefault(top / parent, (top / parent, f"{WORKSPACE}/{parent}", "rw"))
         out[real] = (real, f"{WORKSPACE}/{rel}", "ro")
     return sorted(out.values(), key=lambda m: m[1])
+
+
+#: What git reads in a git dir, lower-cased.
+_GIT_DIR_ENTRIES = frozenset(
+    {"head", "config", "config.worktree", "commondir", "objects", "refs", "hooks", "info"}
+)
+
+
+def branch_problems(repo: Path, tip: str, protected: Sequence[str]) -> list[str]:
+    """Why a branch brought back from the bottle must not land: its new
+    commits change a protected path (checking the branch out would put the
+    agent's hook where ``post-checkout`` runs it), or its tree lays a
+    directory out as a git dir (``cd`` into it and git reads its config)."""
+    problems: list[str] = []
+    out = _git(["log", "--format=", "--name-only", "-z", "-m", "--no-renames", tip,
+                "--not", "--all"], git_dir=repo).stdout  # fmt: skip
+    changed = sorted({os.fsdecode(r) for r in out.replace(b"\n", b"\0").split(b"\0")} - {""})
+    for path in changed:
+        if any(path == p or path.startswith(f"{p}/") for p in protected):
+            problems.append(f"it changes {path}, which the repository's git config runs or reads")
+    listing = _git(["ls-tree", "-r", "-z", "--name-only", tip], git_dir=repo).stdout
+    children: dict[str, set[str]] = {}
+    for raw in listing.split(b"\0"):
+        parts = os.fsdecode(raw).split("/") if raw else []
+        for i in range(len(parts)):
+            children.setdefault("/".join(parts[:i]), set()).add(parts[i])
+    for directory, names in sorted(children.items()):
+        if not head_entry(names):
+            continue
+        # Only a layout the agent's commits made or changed (a repository
+        # may keep git dirs as test data).
+        prefix = f"{directory}/" if directory else ""
+        touched = {p[len(prefix) :].split("/")[0].lower() for p in changed if p.startswith(prefix)}
+        if touched & _GIT_DIR_ENTRIES:
+            problems.append(f"{directory or 'its top level'} is laid out as a git directory")
+    return problems
