@@ -56,13 +56,12 @@ def _fingerprint(git_dir: Path) -> str:
     return h.hexdigest()
 
 
-def git_dirs(cwd: Path, limit: int = 200_000) -> dict[str, str]:
+def git_dirs(cwd: Path) -> dict[str, str]:
     """Git directories in ``cwd`` (not its own ``.git``): relative path ->
-    fingerprint. Symbolic links are not followed."""
+    fingerprint. Symbolic links are not followed. No limit on the walk: a
+    git dir past any limit (after 200,000 empty directories) would be missed."""
     out: dict[str, str] = {}
-    for seen, (root, dirs, files) in enumerate(os.walk(cwd)):
-        if seen >= limit:
-            break
+    for root, dirs, files in os.walk(cwd):
         here = Path(root)
         if here == cwd and ".git" in dirs:
             dirs.remove(".git")
