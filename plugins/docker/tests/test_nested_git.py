@@ -4,7 +4,9 @@ what is left alone, and that a disarmed one is no repository to git."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from bot_bottle_docker.nested_git import DISABLED, disarm, git_dirs
@@ -52,3 +54,43 @@ def test_a_read_only_git_dir_is_still_disarmed(tmp_path: Path) -> None:
     (repo / "sub" / ".git").chmod(0o555)
     done, failed = disarm(repo, {})
     assert done == ["sub/.git"] and failed == []
+
+
+def test_an_unreadable_directory_does_not_hide_a_git_dir() -> None:
+    """As the workspace's owner (bot-bottle runs as the operator): ``chmod
+    111`` lets git open ``hidden/.git`` but not a walk list ``hidden``."""
+    tmp_path = Path(tempfile.mkdtemp(prefix="bb-nested-", dir="/tmp"))
+    tmp_path.chmod(0o755)
+    try:
+        _unreadable(tmp_path)
+    finally:
+        for path in [tmp_path, *tmp_path.rglob("*")]:
+            if path.is_dir() and not path.is_symlink():
+                path.chmod(0o755)
+        shutil.rmtree(tmp_path)
+
+
+def _unreadable(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "hidden").mkdir(parents=True)
+    _git("init", "-q", cwd=repo / "hidden")
+    (repo / "hidden").chmod(0o111)
+    if os.geteuid() == 0:
+        for path in [tmp_path, *tmp_path.rglob("*")]:
+            os.chown(path, 4242, 4242, follow_symlinks=False)
+        (repo / "hidden").chmod(0o111)
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child walks as the owner
+            try:
+                os.setgroups([])
+                os.setgid(4242)
+                os.setuid(4242)
+                os.write(write, repr(sorted(git_dirs(repo))).encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        os.waitpid(pid, 0)
+        assert os.read(read, 4096).decode() == "['hidden/.git']"
+    else:
+        assert sorted(git_dirs(repo)) == ["hidden/.git"]

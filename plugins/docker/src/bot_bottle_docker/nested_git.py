@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 DISABLED = "HEAD.bot-bottle-disabled"
@@ -56,12 +57,33 @@ def _fingerprint(git_dir: Path) -> str:
     return h.hexdigest()
 
 
+def _walk(top: Path) -> Iterator[tuple[str, list[str], list[str]]]:
+    """``os.walk``, also into the directories it could not list: one the
+    agent left searchable but unreadable (``chmod 111``) hides its content
+    from a walk by its owner, not from git, which opens names it knows."""
+    pending = [top]
+    while pending:
+        failed: list[OSError] = []
+        for entry in pending:
+            yield from os.walk(entry, onerror=failed.append)
+        pending = []
+        for exc in failed:
+            path = Path(str(exc.filename))
+            try:
+                if path.is_symlink() or not path.is_dir():
+                    continue
+                path.chmod(path.lstat().st_mode & 0o7777 | 0o500)
+            except OSError:
+                continue
+            pending.append(path)
+
+
 def git_dirs(cwd: Path) -> dict[str, str]:
     """Git directories in ``cwd`` (not its own ``.git``): relative path ->
     fingerprint. Symbolic links are not followed. No limit on the walk: a
     git dir past any limit (after 200,000 empty directories) would be missed."""
     out: dict[str, str] = {}
-    for root, dirs, files in os.walk(cwd):
+    for root, dirs, files in _walk(cwd):
         here = Path(root)
         if here == cwd and ".git" in dirs:
             dirs.remove(".git")
