@@ -487,6 +487,23 @@ def test_io_uring_cannot_open_a_socket_seccomp_refuses(bottle: Bottle, docker_cl
     assert agent.attrs["HostConfig"]["SecurityOpt"] == relay.attrs["HostConfig"]["SecurityOpt"]
 
 
+def test_socketpair_is_unix_only(bottle: Bottle, docker_client: Any) -> None:
+    """socketpair() runs the family's own create code (AF_VSOCK's answered
+    ENODEV under Docker's profile): only AF_UNIX gets that far."""
+    code = (
+        "import socket, sys\n"
+        "for f in map(int, sys.argv[1:]):\n"
+        "    try:\n"
+        "        socket.socketpair(f, socket.SOCK_DGRAM); print(f, 'ok')\n"
+        "    except OSError as e:\n"
+        "        print(f, e.errno)\n"
+    )
+    relay = docker_client.containers.get(f"bb-{bottle.slug}-relay")
+    result = relay.exec_run(["python3", "-c", code, "1", str(AF_VSOCK), "30", "2"])
+    assert result.exit_code == 0, result.output
+    assert _families(result.output.decode()) == {1: "ok", AF_VSOCK: "97", 30: "97", 2: "97"}
+
+
 def test_ordinary_tools_still_work_under_the_profile(bottle: Bottle) -> None:
     """curl through the proxy, git to the gate, perl's getaddrinfo and a
     loopback TCP round trip (the agent image has no python or node; the
