@@ -192,3 +192,70 @@ def test_the_workspace_top_level_laid_out_as_a_git_dir_runs_nothing(sub_scene: S
     # The owner's own repository is what git finds there now.
     top = owner_git(sub_scene, "rev-parse", "--show-toplevel", cwd=pkg).strip()
     assert Path(top) == sub_scene.repo
+
+
+@pytest.fixture(scope="module")
+def kept_scene(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
+    """The state dir kept after the bottle (the launcher keeps it when the
+    agent exits non-zero): the bottle's git dir in it holds the agent's
+    config. The agent reads its host path from /proc/self/mountinfo and
+    points a gitfile and a ``.git`` link in the working tree at it."""
+    import bot_bottle_docker.backend as backend_mod
+    from bot_bottle.state import StateDir
+
+    root = Path(tempfile.mkdtemp(prefix="bb-escape-nested-kept-", dir="/tmp"))
+    root.chmod(0o755)
+    scene = Scene(root=root, repo=root / "repo", witness=root / "witness",
+                  owner_home=root / "owner-home")  # fmt: skip
+    _make_repo(scene)
+    home = root / "bbhome"  # the owner reaches the kept state dir, as an operator would
+    write_agent(home, "nestedkept", BOTTLE_MD)
+    mp = pytest.MonkeyPatch()
+    mp.setattr(backend_mod, "_stderr_progress", scene.progress.append)
+    mp.setattr(StateDir, "remove", lambda self: None)  # kept, as after a non-zero exit
+    script = f"""
+        set -e
+        cd /workspace
+        host=$(awk '$5 == "/workspace/.git" {{print $4}}' /proc/self/mountinfo)
+        echo "HOST-PATH $host"
+        git config core.fsmonitor '{_payload(scene, "state-dir")}'
+        mkdir -p docs lnk
+        echo "gitdir: $host" > docs/.git
+        ln -s "$host" lnk/.git
+        echo PLANTED
+    """
+    try:
+        with launched(home, "nestedkept", host_env=dict(os.environ), cwd=scene.repo) as b:
+            from bot_bottle import provider_kit as kit
+
+            scene.control_git_dir = StateDir.for_slug(b.plan.slug).path / "workspace.git"
+            argv = kit.agent_argv(b.plan.provider_plan, ["bash", "-c", script])
+            r = b.running.exec(argv, user="root")
+            scene.agent_out["plant"] = (r.stdout + r.stderr).decode("utf-8", "replace")
+        mp.undo()
+        # What bot-bottle run by the operator leaves: the state dir theirs.
+        kept = scene.control_git_dir
+        for path in [home, *home.rglob("*")]:
+            os.chown(path, OWNER, GROUP, follow_symlinks=False)
+        for path in [home, *kept.parents]:
+            if path.is_relative_to(home):
+                path.chmod(0o755)
+        yield scene
+    finally:
+        mp.undo()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_links_to_the_kept_state_dir_run_nothing(kept_scene: Scene) -> None:
+    scene = kept_scene
+    assert "PLANTED" in scene.agent_out["plant"], scene.agent_out["plant"]
+    assert scene.control_git_dir is not None and scene.control_git_dir.is_dir()
+    assert f"HOST-PATH {scene.control_git_dir}" in scene.agent_out["plant"]
+    for place in ("docs", "lnk"):
+        owner_git(scene, "status", cwd=scene.repo / place, check=False)
+    assert scene.witnesses() == {}
+    from bot_bottle_docker.nested_git import GITFILE_DISABLED
+
+    for place in ("docs", "lnk"):
+        gone = scene.repo / place / GITFILE_DISABLED
+        assert gone.is_symlink() or gone.is_file(), place

@@ -94,3 +94,21 @@ def _unreadable(tmp_path: Path) -> None:
         assert os.read(read, 4096).decode() == "['hidden/.git']"
     else:
         assert sorted(git_dirs(repo)) == ["hidden/.git"]
+
+
+def test_new_gitfiles_and_git_links_are_renamed_old_ones_kept(tmp_path: Path) -> None:
+    from bot_bottle_docker.nested_git import GITFILE_DISABLED
+
+    repo = tmp_path / "repo"
+    for sub in ("old", "new", "link"):
+        (repo / sub).mkdir(parents=True)
+    _git("init", "-q", cwd=repo)
+    (repo / "old" / ".git").write_text("gitdir: ../.git/modules/old\n")
+    before = git_dirs(repo)
+    (repo / "new" / ".git").write_text("gitdir: /elsewhere/workspace.git\n")
+    (repo / "link" / ".git").symlink_to("/elsewhere/workspace.git")
+    done, failed = disarm(repo, before)
+    assert sorted(done) == ["link/.git", "new/.git"] and failed == []
+    assert (repo / "old" / ".git").is_file()
+    assert (repo / "new" / GITFILE_DISABLED).read_text() == "gitdir: /elsewhere/workspace.git\n"
+    assert (repo / "link" / GITFILE_DISABLED).is_symlink()

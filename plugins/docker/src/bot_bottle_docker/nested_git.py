@@ -10,8 +10,10 @@ and honours that directory's ``config`` (``core.fsmonitor``,
 owner, so git's ``safe.directory`` ownership check passes.
 
 So, after the agent's container is gone (nothing of the agent can re-create
-them), every git directory in the working tree that is new, or that changed
-since the launch, has its ``HEAD`` renamed to :data:`DISABLED`: git no longer
+them), every gitfile or ``.git`` link that is new or changed is renamed to
+:data:`GITFILE_DISABLED`, and every git directory in the working tree that
+is new, or that changed since the launch, has its ``HEAD`` renamed to
+:data:`DISABLED`: git no longer
 takes the directory for a repository (no config is read; a gitfile naming it
 fails), its content is kept, and the operator is told how to restore it
 after review. During the bottle's life they stay usable by the agent.
@@ -25,6 +27,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 DISABLED = "HEAD.bot-bottle-disabled"
+#: What a gitfile or ``.git`` link the agent made or changed is renamed to.
+GITFILE_DISABLED = ".git.bot-bottle-disabled"
+GITFILE = "gitfile:"
 #: Entries that, next to ``HEAD``, make git take a directory for a git dir.
 _GIT_DIR_MARKS = ("objects", "refs", "commondir")
 
@@ -92,7 +97,26 @@ def git_dirs(cwd: Path) -> dict[str, str]:
         # ``HEAD``/``objects``/``refs`` layout there for a repository.
         if head_entry({*dirs, *files}):
             out[str(here.relative_to(cwd))] = _fingerprint(here)
+        # A gitfile or a link named .git can lead out of the working tree:
+        # to the bottle's own git dir in the state dir, which is kept (agent
+        # config and all) when the agent exits non-zero.
+        for name in [*dirs, *files]:
+            entry = here / name
+            if name.lower() == ".git" and (entry.is_symlink() or not entry.is_dir()):
+                st = entry.lstat()
+                target = str(entry.readlink()) if entry.is_symlink() else _head_bytes(entry)
+                out[str(entry.relative_to(cwd))] = (
+                    f"{GITFILE}{st.st_ino}:{st.st_ctime_ns}:{st.st_size}:{st.st_mode}:{target!r}"
+                )
     return out
+
+
+def _head_bytes(path: Path) -> bytes:
+    try:
+        with path.open("rb") as f:
+            return f.read(4096)
+    except OSError:
+        return b""
 
 
 def disarm(cwd: Path, at_launch: dict[str, str]) -> tuple[list[str], list[str]]:
@@ -104,6 +128,16 @@ def disarm(cwd: Path, at_launch: dict[str, str]) -> tuple[list[str], list[str]]:
         if at_launch.get(rel) == fingerprint:
             continue
         here = cwd / rel
+        if fingerprint.startswith(GITFILE):
+            try:
+                gone = here.with_name(GITFILE_DISABLED)
+                if gone.is_symlink() or gone.is_file():
+                    gone.unlink()
+                here.rename(gone)
+                done.append(rel)
+            except OSError:
+                failed.append(rel)
+            continue
         try:
             head = head_entry({p.name for p in here.iterdir()}) or "HEAD"
             # The agent (the owner's uid) may have left the directory read-only.
