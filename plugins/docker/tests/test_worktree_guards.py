@@ -55,6 +55,11 @@ def test_hooks_path_include_and_linked_hooks_are_read_only_parents_pinned(
     (repo / ".husky").mkdir()
     _git(repo, "config", "core.hooksPath", ".husky")
     assert ("/workspace/.husky", "ro") in _guards(repo)
+    # husky 9: the wrappers in .husky/_ run the scripts in .husky.
+    (repo / ".husky" / "_").mkdir()
+    _git(repo, "config", "core.hooksPath", ".husky/_")
+    husky = [g for g in _guards(repo) if g[0].startswith("/workspace/.husky")]
+    assert husky == [("/workspace/.husky", "ro"), ("/workspace/.husky/_", "ro")]
 
 
 def test_a_link_in_the_working_tree_on_the_way_is_refused(tmp_path: Path) -> None:

@@ -55,6 +55,10 @@ def _read_by_host_git(cwd: Path, host_git: Path, owner: Owner) -> list[Path]:
     # A relative hooksPath is taken from where hooks run: the top level.
     hooks = (cwd / hooks_path) if hooks_path else host_git / "hooks"
     out.append(hooks)
+    if hooks.name == "_":
+        # husky 9: core.hooksPath = .husky/_, whose wrappers run the user's
+        # scripts one level up (.husky/pre-commit).
+        out.append(hooks.parent)
     # Each hook as git opens it (a link in .git/hooks to a tracked script).
     if hooks.is_dir():
         out.extend(hooks / entry.name for entry in hooks.iterdir())
