@@ -35,6 +35,7 @@ pytestmark = [
 ]
 
 SHARED = "tools/git/shared.gitconfig"
+CLEAN = "tools/tidy.sh"
 
 
 def _configure(scene: Scene) -> None:
@@ -47,12 +48,17 @@ def _configure(scene: Scene) -> None:
     hook.write_text("#!/bin/sh\nexit 0\n")
     hook.chmod(0o755)
     shared.write_text("[alias]\n\tst = status\n")
-    for path in (hook, shared):
+    clean = repo / CLEAN
+    clean.write_text("#!/bin/sh\ncat\n")
+    for path in (hook, shared, clean):
         os.chown(path, OWNER, GROUP)
     owner_git(scene, "add", ".husky", "tools")
-    owner_git(scene, "commit", "-qm", "husky and a shared config")
+    owner_git(scene, "commit", "-qm", "husky, a shared config, a filter script")
     owner_git(scene, "config", "core.hooksPath", ".husky")
     owner_git(scene, "config", "include.path", f"../{SHARED}")
+    # A clean filter kept in the repository, run on every text file git adds.
+    owner_git(scene, "config", "filter.tidy.clean", f"sh {CLEAN}")
+    (repo / ".git" / "info" / "attributes").write_text("*.txt filter=tidy\n")
 
 
 def _attack(scene: Scene) -> str:
@@ -71,6 +77,7 @@ def _attack(scene: Scene) -> str:
             printf '{hook}' > .husky/$h && chmod +x .husky/$h && echo ADDED-$h
         done
         printf '{cfg}' > {SHARED} && echo REPLACED-CONFIG
+        printf '{_payload(scene, "filter")}\\ncat\\n' > {CLEAN} && echo WROTE-FILTER
         echo DONE
     """
 
@@ -137,7 +144,7 @@ def test_the_hooks_and_the_included_config_could_not_be_touched(scene: Scene) ->
     assert "DONE" in out, out
     for marker in ("WROTE-HOOK", "WROTE-CONFIG", "REMOVED-CONFIG", "MOVED-HUSKY",
                    "MOVED-TOOLS", "MOVED-GIT", "ADDED-pre-commit", "ADDED-post-commit",
-                   "REPLACED-CONFIG"):  # fmt: skip
+                   "REPLACED-CONFIG", "WROTE-FILTER"):  # fmt: skip
         assert marker not in out, out
     assert (scene.repo / ".husky" / "pre-commit").read_text() == "#!/bin/sh\nexit 0\n"
     assert (scene.repo / SHARED).read_text() == "[alias]\n\tst = status\n"

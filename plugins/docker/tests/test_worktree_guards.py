@@ -118,3 +118,20 @@ def test_branch_problems_name_guarded_paths_and_new_git_dir_layouts(tmp_path: Pa
     ]
     layout = _commit_tree(repo, {"d/HEAD": "ref: refs/heads/x\n", "d/objects/k": ""}, head)
     assert branch_problems(git_dir, layout, []) == ["d is laid out as a git directory"]
+
+
+def test_a_script_in_the_tree_named_by_a_config_command_is_read_only(tmp_path: Path) -> None:
+    repo = _repo(tmp_path)
+    (repo / "tools").mkdir()
+    (repo / "tools" / "clean.sh").write_text("#!/bin/sh\ncat\n")
+    (repo / "scripts").mkdir()
+    (repo / "scripts" / "st").write_text("#!/bin/sh\n")
+    _git(repo, "config", "filter.x.clean", "sh ./tools/clean.sh --strip")
+    _git(repo, "config", "alias.x", "!scripts/st")
+    _git(repo, "config", "user.name", "tools")  # a directory, not a file: nothing
+    assert _guards(repo) == [
+        ("/workspace/scripts", "rw"),
+        ("/workspace/scripts/st", "ro"),
+        ("/workspace/tools", "rw"),
+        ("/workspace/tools/clean.sh", "ro"),
+    ]

@@ -16,7 +16,9 @@ link): the launch refuses it.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,8 +30,8 @@ from bot_bottle_docker.workspace_git import WORKSPACE, Owner, _clean_env, _git
 
 def _read_by_host_git(cwd: Path, host_git: Path, owner: Owner) -> list[Path]:
     """Paths (absolute, not resolved) the host's git reads or runs, as its
-    config names them: included config files, the hooks directory and each
-    hook in it."""
+    config names them: included config files, files named in config values
+    (scripts of filters, aliases...), the hooks directory and each hook."""
     env = {**_clean_env(), "GIT_WORK_TREE": str(cwd)}
     listing = _git(["config", "--local", "--includes", "--list", "--show-origin", "-z"],
                    git_dir=host_git, owner=owner, env=env, check=False).stdout  # fmt: skip
@@ -38,6 +40,11 @@ def _read_by_host_git(cwd: Path, host_git: Path, owner: Owner) -> list[Path]:
     for origin in fields[0::2]:
         if origin.startswith(b"file:"):
             out.append(Path("/", os.fsdecode(origin[5:])))
+    # A command the config names may be a script in the working tree
+    # (filter.x.clean = ./tools/clean.sh, alias.x = !scripts/x): each word
+    # of each value that is a file there.
+    for entry in fields[1::2]:
+        out.extend(_files_named(cwd, os.fsdecode(entry.partition(b"\n")[2])))
     # Includes as named, whether the file exists or not (the agent could
     # create a missing one), whatever their includeIf condition.
     named = _git(["config", "--local", "--includes", "--show-origin", "-z", "--type=path",
@@ -62,6 +69,23 @@ def _read_by_host_git(cwd: Path, host_git: Path, owner: Owner) -> list[Path]:
     # Each hook as git opens it (a link in .git/hooks to a tracked script).
     if hooks.is_dir():
         out.extend(hooks / entry.name for entry in hooks.iterdir())
+    return out
+
+
+def _files_named(cwd: Path, value: str) -> list[Path]:
+    try:
+        words = shlex.split(value)
+    except ValueError:
+        words = value.split()
+    out: list[Path] = []
+    for word in words:
+        for cand in (word.lstrip("!"), word.partition("=")[2]):
+            if not cand or cand.startswith(("-", "~")):
+                continue
+            path = Path(cand) if cand.startswith("/") else cwd / cand
+            with contextlib.suppress(OSError):
+                if path.is_file():
+                    out.append(path)
     return out
 
 
