@@ -154,6 +154,13 @@ def test_the_agent_still_works_in_the_rest_of_the_tree(scene: Scene) -> None:
     assert "OK" in scene.agent_out["work"], scene.agent_out["work"]
 
 
+def test_the_operator_is_told_the_hooks_read_the_agents_files(scene: Scene) -> None:
+    """What a hook reads (a Makefile, .pre-commit-config.yaml) no mount can
+    know: the launch says so."""
+    told = [line for line in scene.progress if "has git hooks (pre-commit)" in line]
+    assert told and "review its edits before you commit" in told[0], scene.progress
+
+
 def test_the_owners_git_runs_nothing_the_agent_wrote(scene: Scene) -> None:
     owner_git(scene, "status")
     (scene.repo / "op.txt").write_text("op\n")

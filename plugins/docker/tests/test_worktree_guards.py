@@ -135,3 +135,16 @@ def test_a_script_in_the_tree_named_by_a_config_command_is_read_only(tmp_path: P
         ("/workspace/tools", "rw"),
         ("/workspace/tools/clean.sh", "ro"),
     ]
+
+
+def test_active_hooks_are_the_executable_non_samples(tmp_path: Path) -> None:
+    from bot_bottle_docker.worktree_guards import active_hooks
+
+    repo = _repo(tmp_path)
+    owner = Owner.of(repo / ".git")
+    assert active_hooks(repo, repo / ".git", owner) == []  # only samples
+    hook = repo / ".git" / "hooks" / "pre-commit"
+    hook.write_text("#!/bin/sh\npre-commit run\n")
+    assert active_hooks(repo, repo / ".git", owner) == []  # not executable
+    hook.chmod(0o755)
+    assert active_hooks(repo, repo / ".git", owner) == ["pre-commit"]

@@ -227,6 +227,17 @@ class DockerBackend(Backend):
                     guarded = worktree_guards.guards(
                         plan.cwd, workspace.host_git, workspace.host_owner
                     )
+                    hooks = worktree_guards.active_hooks(
+                        plan.cwd, workspace.host_git, workspace.host_owner
+                    )
+                    if hooks:
+                        self.progress(
+                            f"warning: {visible(str(plan.cwd))} has git hooks "
+                            f"({', '.join(visible(h) for h in hooks[:8])}); files they read "
+                            "from the working tree (a .pre-commit-config.yaml, a Makefile, "
+                            "package.json scripts) are the agent's to change: review its "
+                            "edits before you commit there"
+                        )
             keys_dir = run_dir / "keys"
             if plan.gitgate is not None and plan.gitgate.enabled:
                 from bot_bottle.gitgate.keys import GateKeys

@@ -182,3 +182,21 @@ def branch_problems(repo: Path, tip: str, protected: Sequence[str]) -> list[str]
         if touched & _GIT_DIR_ENTRIES:
             problems.append(f"{directory or 'its top level'} is laid out as a git directory")
     return problems
+
+
+def active_hooks(cwd: Path, host_git: Path, owner: Owner) -> list[str]:
+    """The repository's hooks that git runs (executable, not samples). What
+    they read from the working tree (a ``.pre-commit-config.yaml``, a
+    Makefile, ``package.json`` scripts) the agent can change: no mount can
+    tell which files those are, so the operator is told."""
+    env = {**_clean_env(), "GIT_WORK_TREE": str(cwd)}
+    hooks_path = _git(["config", "--includes", "--type=path", "--get", "core.hooksPath"],
+                      git_dir=host_git, owner=owner, env=env,
+                      check=False).stdout.decode().strip()  # fmt: skip
+    hooks = (cwd / hooks_path) if hooks_path else host_git / "hooks"
+    out: list[str] = []
+    with contextlib.suppress(OSError):
+        for entry in sorted(hooks.iterdir()):
+            if entry.suffix != ".sample" and entry.is_file() and os.access(entry, os.X_OK):
+                out.append(entry.name)
+    return out
