@@ -445,6 +445,78 @@ def test_the_relay_opens_only_unix_inet_and_netlink_sockets(
     assert _families(result.output.decode()) == EXPECTED
 
 
+#: The same socket() through io_uring's IORING_OP_SOCKET (no socket syscall
+#: for seccomp to see): "ok", the errno's number, or "setup-<errno>" when
+#: io_uring itself is refused. Raw syscalls, ctypes and mmap: no liburing.
+PY_URING_SOCKET = """
+import ctypes, mmap, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+def sock(family):
+    params = ctypes.create_string_buffer(120)
+    fd = libc.syscall(425, 4, params)  # io_uring_setup
+    if fd < 0:
+        return "setup-%d" % ctypes.get_errno()
+    p = params.raw
+    sq_entries, cq_entries = struct.unpack_from("II", p, 0)
+    sq, cq = struct.unpack_from("IIIIIIIQ", p, 40), struct.unpack_from("IIIIIIIQ", p, 80)
+    rw = mmap.PROT_READ | mmap.PROT_WRITE
+    size = max(sq[6] + sq_entries * 4, cq[5] + cq_entries * 16)
+    ring = mmap.mmap(fd, size, mmap.MAP_SHARED, rw, offset=0)
+    sqes = mmap.mmap(fd, sq_entries * 64, mmap.MAP_SHARED, rw, offset=0x10000000)
+    tail = struct.unpack_from("I", ring, sq[1])[0]
+    idx = tail & struct.unpack_from("I", ring, sq[2])[0]
+    sqe = bytearray(64)
+    struct.pack_into("BBHi", sqe, 0, 45, 0, 0, family)  # IORING_OP_SOCKET; fd = family
+    struct.pack_into("Q", sqe, 8, 1 if family == 40 else 2)  # off = type
+    sqes[idx * 64:(idx + 1) * 64] = bytes(sqe)
+    struct.pack_into("I", ring, sq[6] + idx * 4, idx)
+    struct.pack_into("I", ring, sq[1], tail + 1)
+    if libc.syscall(426, fd, 1, 1, 1, None, 0) < 0:  # io_uring_enter, GETEVENTS
+        return "enter-%d" % ctypes.get_errno()
+    head = struct.unpack_from("I", ring, cq[0])[0]
+    cidx = head & struct.unpack_from("I", ring, cq[2])[0]
+    res = struct.unpack_from("i", ring, cq[5] + cidx * 16 + 8)[0]
+    return "ok" if res >= 0 else str(-res)
+for f in map(int, sys.argv[1:]):
+    print(f, sock(f))
+"""
+
+
+def test_io_uring_cannot_open_a_socket_seccomp_refuses(bottle: Bottle, docker_client: Any) -> None:
+    """IORING_OP_SOCKET creates a socket without the socket() syscall, so the
+    family filter never runs: io_uring itself is refused. The relay runs the
+    attack (python, ctypes); the agent has the same profile. Under Docker's
+    default profile this code opens both sockets (AF_VSOCK too)."""
+    from bot_bottle_docker.seccomp import profile_json
+
+    relay = docker_client.containers.get(f"bb-{bottle.slug}-relay")
+    result = relay.exec_run(["python3", "-c", PY_URING_SOCKET, str(AF_VSOCK), "2"])
+    assert result.exit_code == 0, result.output
+    got = _families(result.output.decode())
+    assert got[AF_VSOCK] != "ok" and got[2] != "ok", got
+    assert "io_uring" not in profile_json()
+    agent = docker_client.containers.get(f"bb-{bottle.slug}-agent")
+    assert agent.attrs["HostConfig"]["SecurityOpt"] == relay.attrs["HostConfig"]["SecurityOpt"]
+
+
+def test_socketpair_is_unix_only(bottle: Bottle, docker_client: Any) -> None:
+    """socketpair() runs the family's own create code (AF_VSOCK's answered
+    ENODEV under Docker's profile): only AF_UNIX gets that far."""
+    code = (
+        "import socket, sys\n"
+        "for f in map(int, sys.argv[1:]):\n"
+        "    try:\n"
+        "        socket.socketpair(f, socket.SOCK_DGRAM); print(f, 'ok')\n"
+        "    except OSError as e:\n"
+        "        print(f, e.errno)\n"
+    )
+    relay = docker_client.containers.get(f"bb-{bottle.slug}-relay")
+    result = relay.exec_run(["python3", "-c", code, "1", str(AF_VSOCK), "30", "2"])
+    assert result.exit_code == 0, result.output
+    assert _families(result.output.decode()) == {1: "ok", AF_VSOCK: "97", 30: "97", 2: "97"}
+
+
 def test_ordinary_tools_still_work_under_the_profile(bottle: Bottle) -> None:
     """curl through the proxy, git to the gate, perl's getaddrinfo and a
     loopback TCP round trip (the agent image has no python or node; the

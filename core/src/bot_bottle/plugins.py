@@ -246,7 +246,7 @@ class PluginHost:
             if not self._selected(name):
                 info.status = Status.DISABLED
                 continue
-            if not _CONTRIB_NAME_RE.match(name):
+            if not _CONTRIB_NAME_RE.fullmatch(name):
                 info.status = Status.FAILED
                 info.error = "directory name must start with a letter and hold only [A-Za-z0-9_-]"
                 self._fail(info, None)

@@ -70,7 +70,7 @@ def env_var_name(value: str) -> str:
     The message never repeats the value: a user who pasted the token itself
     where its variable's name belongs must not see it echoed in a log.
     """
-    if not _ENV_NAME_RE.match(value):
+    if not _ENV_NAME_RE.fullmatch(value):
         raise ValueError(
             "must be the NAME of a host environment variable (letters, digits, '_'), "
             "not the token itself: export the token and give its variable's name"

@@ -123,6 +123,29 @@ def test_agent_bottle_name_is_validated() -> None:
         agent("bottle: ../etc\n")
 
 
+def test_a_trailing_newline_passes_no_name_rule() -> None:
+    """``$`` matches before a final newline: every name rule anchors with
+    ``\\Z`` (a name "dev\\n" reached the preflight with its newline)."""
+    from bot_bottle.manifest import models
+
+    for pattern, good in (
+        (models.NAME_RE, "dev"),
+        (models.ENV_NAME_RE, "FOO"),
+        (models.SKILL_NAME_RE, "ok"),
+        (models.HOSTNAME_RE, "api.example.com"),
+        (models.HTTP_METHOD_RE, "GET"),
+        (models.HEADER_NAME_RE, "X-Api-Key"),
+    ):
+        assert pattern.match(good) and not pattern.match(good + "\n"), pattern.pattern
+    with pytest.raises(ManifestError, match="not a valid bottle/agent name"):
+        agent('bottle: "dev\\n"\n')
+    from bot_bottle.gitgate.spec import GitGateError, check_repo_name
+
+    check_repo_name("proj")
+    with pytest.raises(GitGateError):
+        check_repo_name("proj\n")
+
+
 def test_skill_names_cannot_be_paths() -> None:
     with pytest.raises(ManifestError, match="is not a skill name") as e:
         agent("bottle: dev\nskills: [ok, ../../.ssh]\n")

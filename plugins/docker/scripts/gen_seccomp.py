@@ -15,6 +15,10 @@ moby, Apache-2.0). The output keeps every rule of it and changes two things:
   (x86, x32, arm, ...) are dropped, because their ``socketcall()``
   multiplexer passes the family in memory, where seccomp cannot see it. A
   32-bit syscall then meets the filter's bad-architecture action (refused).
+* ``socketpair()`` for AF_UNIX only (EAFNOSUPPORT for the rest).
+* No io_uring (``io_uring_setup``/``enter``/``register`` fall to the default
+  action): its ``IORING_OP_SOCKET`` opens a socket of any family without a
+  ``socket()`` syscall, so seccomp never sees the family.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ from typing import Any
 AF_UNIX, AF_INET, AF_INET6, AF_NETLINK = 1, 2, 10, 16
 ALLOWED = (AF_UNIX, AF_INET, AF_INET6, AF_NETLINK)
 EAFNOSUPPORT = 97
+#: Syscalls that do another syscall's work where seccomp cannot see it.
+DROPPED = ("socket", "socketcall", "socketpair", "io_uring_setup", "io_uring_enter",
+           "io_uring_register")  # fmt: skip
 
 
 def _eq(value: int) -> dict[str, Any]:
@@ -39,7 +46,7 @@ def generate(base: dict[str, Any]) -> dict[str, Any]:
         arch["subArchitectures"] = None
     rules = []
     for rule in out["syscalls"]:
-        names = [n for n in rule["names"] if n not in ("socket", "socketcall")]
+        names = [n for n in rule["names"] if n not in DROPPED]
         if names:
             rules.append({**rule, "names": names})
     # One comparison per rule: runc ORs several comparisons of one argument.
@@ -54,6 +61,13 @@ def generate(base: dict[str, Any]) -> dict[str, Any]:
         "args": [{"index": 0, "value": max(ALLOWED) + 1, "valueTwo": 0, "op": "SCMP_CMP_GE"}],
     })  # fmt: skip
     rules.append({"names": ["socketcall"], "action": "SCMP_ACT_ERRNO", "errnoRet": EAFNOSUPPORT})
+    # socketpair() creates sockets of its family too (the family's own create
+    # code runs, AF_VSOCK's included): only AF_UNIX has a use for it.
+    rules.append({"names": ["socketpair"], "action": "SCMP_ACT_ALLOW", "args": [_eq(AF_UNIX)]})
+    rules.append({
+        "names": ["socketpair"], "action": "SCMP_ACT_ERRNO", "errnoRet": EAFNOSUPPORT,
+        "args": [{"index": 0, "value": AF_UNIX, "valueTwo": 0, "op": "SCMP_CMP_NE"}],
+    })  # fmt: skip
     out["syscalls"] = rules
     return out
 

@@ -187,7 +187,7 @@ class Auth(_Model):
     @field_validator("token_slot")
     @classmethod
     def _slot(cls, v: str) -> str:
-        if not TOKEN_SLOT_RE.match(v):
+        if not TOKEN_SLOT_RE.fullmatch(v):
             raise ValueError(f"token_slot {v!r} must look like EGRESS_TOKEN_<n>")
         return v
 

@@ -65,7 +65,7 @@ def _because(value: str) -> str:
 
 def check_repo_name(name: str) -> str:
     """Return ``name`` if it is a valid git-gate repo name, else raise."""
-    if not isinstance(name, str) or not REPO_NAME_RE.match(name) or name in (".", ".."):
+    if not isinstance(name, str) or not REPO_NAME_RE.fullmatch(name) or name in (".", ".."):
         raise GitGateError(
             f"git-gate repo name {name!r} is not valid{_because(str(name))}",
             hint="use only letters, digits, '.', '_' and '-' (not '.' or '..')",
@@ -117,13 +117,13 @@ class SshUrl:
                     "(ssh would read it as an option)",
                     hint=hint,
                 )
-        if not _USER_RE.match(user):
+        if not _USER_RE.fullmatch(user):
             raise GitGateError(f"git-gate url {value!r}: user {user!r} is not valid", hint=hint)
         host = _check_host(host, value, hint)
         port = int(m.group("port") or 22)
         if not 0 < port < 65536:
             raise GitGateError(f"git-gate url {value!r}: port {port} is out of range", hint=hint)
-        if not _PATH_RE.match(path) or any(seg in (".", "..") for seg in path.split("/")):
+        if not _PATH_RE.fullmatch(path) or any(seg in (".", "..") for seg in path.split("/")):
             raise GitGateError(
                 f"git-gate url {value!r}: path {path!r} is not valid",
                 hint="the path may hold letters, digits and . _ ~ + / - with no '.' or '..' "

@@ -70,7 +70,7 @@ from bot_bottle.sidecar_layout import (
 from bot_bottle.state import StateDir, home_id, launcher_gone, launcher_id, now_iso
 from bot_bottle.teardown import Teardown
 from bot_bottle.termtext import visible
-from bot_bottle_docker import workspace_git
+from bot_bottle_docker import nested_git, workspace_git, worktree_guards
 from bot_bottle_docker.hostperms import grant_dir
 from bot_bottle_docker.running import DockerRunningBottle
 from bot_bottle_docker.seccomp import seccomp_opt
@@ -234,6 +234,8 @@ class DockerBackend(Backend):
             down.push("supervise queue", lambda: shutil.rmtree(queue, ignore_errors=True))
             self._write_files(plan, etc, sock, queue)
             workspace = None
+            git_dirs_at_launch: dict[str, str] = {}
+            guarded: list[tuple[Path, str, str]] = []
             if plan.cwd is not None:
                 workspace = workspace_git.prepare(plan.cwd, state.path, plan.slug)
                 if workspace.config_guarded:
@@ -244,6 +246,22 @@ class DockerBackend(Backend):
                         "the --cwd directory is not a git repository: the agent's commits "
                         "stay in the bottle and are discarded with it"
                     )
+                git_dirs_at_launch = nested_git.git_dirs(plan.cwd)
+                if workspace.host_git is not None and workspace.host_owner is not None:
+                    guarded = worktree_guards.guards(
+                        plan.cwd, workspace.host_git, workspace.host_owner
+                    )
+                    hooks = worktree_guards.active_hooks(
+                        plan.cwd, workspace.host_git, workspace.host_owner
+                    )
+                    if hooks:
+                        self.progress(
+                            f"warning: {visible(str(plan.cwd))} has git hooks "
+                            f"({', '.join(visible(h) for h in hooks[:8])}); files they read "
+                            "from the working tree (a .pre-commit-config.yaml, a Makefile, "
+                            "package.json scripts) are the agent's to change: review its "
+                            "edits before you commit there"
+                        )
             keys_dir = run_dir / "keys"
             if plan.gitgate is not None and plan.gitgate.enabled:
                 from bot_bottle.gitgate.keys import GateKeys
@@ -299,9 +317,18 @@ class DockerBackend(Backend):
                 if plan.cwd is not None and workspace is not None:
                     volumes[str(plan.cwd)] = {"bind": WORKSPACE, "mode": "rw"}
                     volumes.update(workspace.volumes())
+                    for src, dest, mode in guarded:
+                        volumes[str(src)] = {"bind": dest, "mode": mode}
+                    volumes = _one_mount_per_target(volumes)
                     if workspace.created_mountpoint:
                         # The engine creates /workspace/.git on the host for the mount.
                         down.push("workspace .git mountpoint", workspace.remove_mountpoint)
+                    # Pushed before the container: runs once it is gone.
+                    cwd = plan.cwd
+                    down.push(
+                        "disarm git dirs the agent left",
+                        lambda: self._disarm_git_dirs(cwd, git_dirs_at_launch),
+                    )
                 agent = client.containers.create(
                     agent_tag,
                     command=["sleep", "infinity"],
@@ -336,7 +363,7 @@ class DockerBackend(Backend):
                     ws, user = workspace, plan.provider_plan.user
                     down.push(
                         "bring back the agent's commits",
-                        lambda: self._bring_back(ws, prepared.agent_name, user, plan),
+                        lambda: self._bring_back(ws, prepared.agent_name, user, plan, guarded),
                     )
                 relay = client.containers.create(
                     bundle_tag,
@@ -436,8 +463,33 @@ class DockerBackend(Backend):
                 hint="the agent image needs usermod/groupmod (Debian's passwd package)",
             )
 
+    def _disarm_git_dirs(self, cwd: Path, at_launch: dict[str, str]) -> None:
+        """Git dirs the agent made or changed in the working tree: the
+        operator's git, run from inside one, would honour its config."""
+        done, failed = nested_git.disarm(cwd, at_launch)
+        where = visible(str(cwd))
+        if done:
+            names = ", ".join(visible(n) for n in done[:10])
+            self.progress(
+                f"warning: disabled git directories the agent made or changed in {where}: "
+                f"{names} (their HEAD is now {nested_git.DISABLED}; review their config and "
+                "hooks before renaming it back)"
+            )
+        if failed:
+            names = ", ".join(visible(n) for n in failed[:10])
+            self.progress(
+                f"warning: could not disable git directories the agent made in {where}: "
+                f"{names}; do not run git inside them before reviewing their config"
+            )
+        log.info("git_dirs_disarmed", disarmed=done, failed=failed)
+
     def _bring_back(
-        self, ws: workspace_git.WorkspaceGit, container: str, user: str, plan: BottlePlan
+        self,
+        ws: workspace_git.WorkspaceGit,
+        container: str,
+        user: str,
+        plan: BottlePlan,
+        guarded: Sequence[tuple[Path, str, str]] = (),
     ) -> None:
         """The agent's branches into the host repository (scanned), then the
         bottle's git dir back to the operator so the state dir can go."""
@@ -455,7 +507,10 @@ class DockerBackend(Backend):
             result = workspace_git.bring_back(
                 ws,
                 ["docker", "exec", "-i", "-u", user, container],
-                workspace_git.default_scanner(list(plan.gitgate_secrets.values())),
+                _guarded_scanner(
+                    workspace_git.default_scanner(list(plan.gitgate_secrets.values())),
+                    [dest.removeprefix(f"{WORKSPACE}/") for _s, dest, m in guarded if m == "ro"],
+                ),
                 ws.git_dir.parent / "bring-back.git",
             )
         except BotBottleError as exc:
@@ -737,3 +792,30 @@ def _tail(container: Any, lines: int = 8) -> str:
 
 
 __all__ = ["DockerBackend", "DockerPrepared", "gvisor_runtime"]
+
+
+def _one_mount_per_target(volumes: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    """Two guard passes (submodule/config guards and working-tree guards) may
+    name one target through different host spellings of the same path (a
+    ``--cwd`` reached through a link); the engine refuses a duplicate mount
+    point, and of two modes read-only is the one that protects."""
+    by_target: dict[str, tuple[str, dict[str, str]]] = {}
+    for src, spec in volumes.items():
+        seen = by_target.get(spec["bind"])
+        if seen is None or (spec["mode"] == "ro" and seen[1]["mode"] != "ro"):
+            by_target[spec["bind"]] = (src, spec)
+    return dict(by_target.values())
+
+
+def _guarded_scanner(
+    scan: workspace_git.Scanner, protected: Sequence[str]
+) -> workspace_git.Scanner:
+    """git-gate's scan, then what the working tree's guards protect: a branch
+    that changes a guarded path or lays a directory out as a git dir would
+    run the agent's code when the operator checks it out."""
+
+    def scanner(repo: Path, tip: str, branch: str) -> tuple[int, list[str]]:
+        commits, problems = scan(repo, tip, branch)
+        return commits, [*problems, *worktree_guards.branch_problems(repo, tip, protected)]
+
+    return scanner

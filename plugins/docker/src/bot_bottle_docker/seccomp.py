@@ -4,7 +4,9 @@ Docker's default profile (from the engine's Debian package; see
 ``plugins/docker/scripts/gen_seccomp.py``, which generates
 ``seccomp-bottle.json``) with ``socket()`` limited to AF_UNIX, AF_INET,
 AF_INET6 and AF_NETLINK (others: EAFNOSUPPORT) and the 32-bit ABIs refused
-(``socketcall()`` hides the family from seccomp). ``network_mode=none``
+(``socketcall()`` hides the family from seccomp), and no io_uring (its
+``IORING_OP_SOCKET`` opens any family without a ``socket()`` syscall).
+``network_mode=none``
 removes interfaces, not address families: AF_VSOCK reaches the VM host.
 """
 
