@@ -21,6 +21,7 @@ from bot_bottle.cli import (
     info,
     init_cmd,
     list_cmd,
+    logs_cmd,
     plugins_cmd,
     run_cmd,
     schema_cmd,
@@ -45,6 +46,7 @@ _COMMANDS = (
     start_cmd,
     run_cmd,
     cleanup_cmd,
+    logs_cmd,
 )
 
 

@@ -11,6 +11,13 @@ def add_parser(sub: Any) -> None:
         "cleanup", help="remove orphaned containers, networks and state dirs (one prompt)"
     )
     p.add_argument("-y", "--yes", action="store_true", help="do not ask")
+    p.add_argument(
+        "--history-days",
+        type=int,
+        metavar="DAYS",
+        help="remove kept logs and proposals of bottles that ended more than DAYS ago "
+        "(default: $BOT_BOTTLE_HISTORY_DAYS, else 30)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -18,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from bot_bottle.contracts.backend import CleanupItem
+    from bot_bottle.history import all_histories, expired, retention_days
     from bot_bottle.plugins import PluginHost
     from bot_bottle.state import all_states
 
@@ -32,7 +40,9 @@ def run(args: argparse.Namespace) -> int:
         if items:
             found.append((backend, items))
     states = [s for s in all_states() if not s.preserved and not s.owner_alive]
-    total = sum(len(items) for _, items in found) + len(states)
+    days = retention_days(args.history_days)
+    old = expired(all_histories(), days)
+    total = sum(len(items) for _, items in found) + len(states) + len(old)
     if not total:
         print("nothing to clean up")
         return 0
@@ -41,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"{item.backend:8} {item.kind:10} {item.name}")
     for s in states:
         print(f"{'-':8} {'state dir':10} {s.path}")
+    for h in old:
+        print(f"{'-':8} {'history':10} {h.path} (ended over {days} days ago)")
     if not args.yes:
         if not sys.stdin.isatty():
             sys.stderr.write("not a terminal: pass --yes to remove these\n")
@@ -52,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
         removed += len(backend.cleanup(items))
     for s in states:
         s.remove()
+        removed += 1
+    for h in old:
+        h.remove()
         removed += 1
     print(f"removed {removed} of {total}")
     return 0 if removed == total else 1

@@ -54,6 +54,7 @@ from bot_bottle.sidecar_layout import (
     DAEMON_USERS,
     ETC,
     GATE_KEYS,
+    LOG_DIR,
     QUEUE_DIR,
     SECRETS_CA,
     SECRETS_GATE_KEYS,
@@ -210,8 +211,16 @@ class DockerBackend(Backend):
             from bot_bottle.supervise_queue import default_queue_dir
 
             queue = default_queue_dir(plan.slug)
+            # Logs and proposals outlive the bottle (bot-bottle logs, cleanup's retention).
+            from bot_bottle.history import BottleHistory
+
+            history = BottleHistory.for_slug(plan.slug)
+            history.begin(
+                {"slug": plan.slug, "agent": plan.agent, "bottle": plan.bottle,
+                 "backend": NAME, "label": plan.label}
+            )  # fmt: skip
+            down.push("history", lambda: history.end(queue))
             down.push("runtime files", lambda: shutil.rmtree(run_dir, ignore_errors=True))
-            down.push("supervise queue", lambda: shutil.rmtree(queue, ignore_errors=True))
             self._write_files(plan, etc, sock, queue)
             keys_dir = run_dir / "keys"
             if plan.gitgate is not None and plan.gitgate.enabled:
@@ -245,6 +254,8 @@ class DockerBackend(Backend):
                         str(run_dir / "ca"): {"bind": SECRETS_CA, "mode": "ro"},
                         str(keys_dir): {"bind": SECRETS_GATE_KEYS, "mode": "ro"},
                         str(queue): {"bind": QUEUE_DIR, "mode": "rw"},
+                        # init (root) alone writes here; the agent never mounts it.
+                        str(history.logs_dir): {"bind": LOG_DIR, "mode": "rw"},
                         str(sock): {"bind": SOCK_DIR, "mode": "rw"},
                     },
                     tmpfs={CA_DIR: PRIVATE_TMPFS, GATE_KEYS: PRIVATE_TMPFS},
