@@ -183,3 +183,65 @@ def test_cleanup_removes_history_only_past_the_retention(world: World) -> None:
     assert out.returncode == 0, out.stderr
     assert not old.path.exists() and fresh.path.exists()
     assert world.bb("cleanup", "--yes", "--history-days", "-1").returncode == 1
+
+
+def test_an_allowed_finding_goes_upstream_and_another_token_is_still_refused(
+    world: World,
+) -> None:
+    remote = world.remote
+    bare = remote.bare("proj")
+    with _launch(world) as bottle:
+        slug = bottle.plan.slug
+        first = (
+            f"set -e; git clone -q {remote.url('proj')} ~/proj; cd ~/proj; "
+            f"echo 'example = {GITHUB}' > fixture.txt; git add fixture.txt; "
+            "git commit -qm 'test fixture'; git push origin HEAD:main 2>&1 || true"
+        )
+        refused = bottle.as_agent("bash", "-c", first)
+        assert "push rejected" in refused
+        (fid,) = set(re.findall(r"\[finding (gf-[0-9a-f]{20})\]", refused))
+        assert remote.log_of(bare) == ["initial"]
+
+        # Bad input first: a malformed id, and an id no refusal named.
+        bad = world.bb("gate", "allow", slug, "gf-nothex")
+        assert bad.returncode == 1 and "invalid finding id" in bad.stderr
+        unknown = world.bb("gate", "allow", slug, "gf-" + "0" * 20)
+        assert unknown.returncode == 1 and "has refused no push" in unknown.stderr
+        assert not (world.home / "audit.jsonl").exists()
+
+        ok = world.bb("gate", "allow", slug, fid, "--comment", "a documented example token")
+        assert ok.returncode == 0, ok.stderr
+        assert fid in ok.stdout
+
+        # The same push plus a commit with another token: that one still blocks.
+        second = (
+            f"set -e; cd ~/proj; echo 'aws = {AWS}' > more.txt; git add more.txt; "
+            "git commit -qm 'more'; git push origin HEAD:main 2>&1 || true"
+        )
+        mixed = bottle.as_agent("bash", "-c", second)
+        assert "push rejected: 1 secret(s)" in mixed, mixed
+        assert "allowed by the operator: token_patterns/github-pat" in mixed
+        assert "aws" in mixed.lower() and "more.txt" in mixed
+        assert remote.log_of(bare) == ["initial"]
+
+        # Without it, the same content as the refused push goes upstream.
+        again = bottle.as_agent(
+            "bash",
+            "-c",
+            "set -e; cd ~/proj; git reset -q --hard HEAD~1; git push origin HEAD:main 2>&1",
+        )
+        assert "forwarded" in again
+        assert remote.log_of(bare) == ["test fixture", "initial"]
+
+    (entry,) = [json.loads(line) for line in (world.home / "audit.jsonl").read_text().splitlines()]
+    assert entry["action"] == "gate.allow" and entry["bottle"] == slug
+    assert entry["finding"] == fid and entry["file"] == "fixture.txt"
+    assert entry["rule"] == "github-pat" and entry["comment"] == "a documented example token"
+    assert len(entry["commit"]) == 40
+    for path in [world.home / "audit.jsonl", *_kept_files(world, slug)]:
+        data = path.read_bytes()
+        for secret in (GITHUB, AWS, ROUTE_TOKEN, BOTTLE_SECRET):
+            assert secret.encode() not in data, f"{secret[:6]}... in {path}"
+    # The kept git-gate log says who let what through.
+    shown = world.bb("logs", slug, "--daemon", "git-gate")
+    assert "finding allowed by the operator" in shown.stdout and fid in shown.stdout

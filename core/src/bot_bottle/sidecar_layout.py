@@ -33,6 +33,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from bot_bottle.gitgate.allow import ALLOW_FILE
 from bot_bottle.gitgate.plan import KNOWN_SECRET_PREFIX as GITGATE_SECRET_PREFIX
 from bot_bottle.plan import GIT_PORT, LOOPBACK, MCP_PORT, PROXY_PORT
 
@@ -57,6 +58,9 @@ GATE_BASE = "/var/lib/bot-bottle/git"
 QUEUE_DIR = "/var/lib/bot-bottle/queue"
 #: The bottle's kept logs (``bot_bottle.history``): written by init alone.
 LOG_DIR = "/var/log/bot-bottle"
+#: The operator's allow list for git-gate (``bot_bottle.gitgate.allow``),
+#: written by the host, mounted read-only; no secret in it.
+GATE_ALLOW_DIR = "/var/lib/bot-bottle/gate-allow"
 SOCK_DIR = "/run/bot-bottle/sock"
 BUNDLE_READY = "bundle.ready"
 AGENT_READY = "agent.ready"
@@ -171,6 +175,8 @@ def init_plan(plan: BottlePlan) -> dict[str, object]:
                     str(GIT_PORT),
                     "--listen",
                     LOOPBACK,
+                    "--allow-file",
+                    f"{GATE_ALLOW_DIR}/{ALLOW_FILE}",
                 ],
                 "env": [f"{GITGATE_SECRET_PREFIX}*"],
                 "user": DAEMON_USERS["git-gate"].name,

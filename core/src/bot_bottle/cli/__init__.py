@@ -18,6 +18,7 @@ from bot_bottle.cli import (
     cleanup_cmd,
     dlp_cmd,
     doctor,
+    gate_cmd,
     info,
     init_cmd,
     list_cmd,
@@ -47,6 +48,7 @@ _COMMANDS = (
     run_cmd,
     cleanup_cmd,
     logs_cmd,
+    gate_cmd,
 )
 
 

@@ -53,6 +53,7 @@ from bot_bottle.sidecar_layout import (
     CA_DIR,
     DAEMON_USERS,
     ETC,
+    GATE_ALLOW_DIR,
     GATE_KEYS,
     LOG_DIR,
     QUEUE_DIR,
@@ -256,6 +257,8 @@ class DockerBackend(Backend):
                         str(queue): {"bind": QUEUE_DIR, "mode": "rw"},
                         # init (root) alone writes here; the agent never mounts it.
                         str(history.logs_dir): {"bind": LOG_DIR, "mode": "rw"},
+                        # The operator's git-gate overrides: the host writes, git-gate reads.
+                        str(run_dir / "gate-allow"): {"bind": GATE_ALLOW_DIR, "mode": "ro"},
                         str(sock): {"bind": SOCK_DIR, "mode": "rw"},
                     },
                     tmpfs={CA_DIR: PRIVATE_TMPFS, GATE_KEYS: PRIVATE_TMPFS},
@@ -432,6 +435,9 @@ class DockerBackend(Backend):
                 ) from None
             (etc / Path(UPSTREAM_CA).name).write_bytes(data)
         _world_readable(etc)
+        # git-gate's user reads the allow list (finding ids, no secret).
+        (etc.parent / "gate-allow").mkdir(mode=0o755, exist_ok=True)
+        (etc.parent / "gate-allow").chmod(0o755)
         users = shared_dir_users()
         for path, target in ((sock, SOCK_DIR), (queue, QUEUE_DIR)):
             user = users[target]
