@@ -26,6 +26,7 @@ from bot_bottle.cli import (
     plugins_cmd,
     run_cmd,
     schema_cmd,
+    setup_cmd,
     start_cmd,
     validate,
 )
@@ -38,6 +39,7 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports
 _COMMANDS = (
     plugins_cmd,
     doctor,
+    setup_cmd,
     list_cmd,
     info,
     validate,
