@@ -93,7 +93,7 @@ _HINTS: dict[str, tuple[str, str | None]] = {
 def engine_hint(host: Host | None = None) -> str:
     fam = (host or Host.detect()).family()
     hint = _HINTS.get(fam, ("install Docker Engine (docs.docker.com/engine/install)", None))[0]
-    return f"{hint}; or point DOCKER_HOST at a running engine"
+    return f"start the Docker engine, or install it: {hint}; or point DOCKER_HOST at a running one"
 
 
 def setup_hint(host: Host | None = None) -> str:
