@@ -36,6 +36,13 @@ DISTRIBUTIONS = {
 def _uv() -> str:
     uv = shutil.which("uv")
     if uv is None:
+        # scripts/setup.sh may have installed it as a module only (pip install uv).
+        probe = subprocess.run(
+            ["python3", "-c", "import uv; print(uv.find_uv_bin())"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        uv = probe.stdout.strip() if probe.returncode == 0 else None
+    if not uv:
         pytest.fail("uv is required to build the wheels (scripts/setup.sh installs it)")
     return uv
 
@@ -70,7 +77,9 @@ def test_wheels_install_into_a_clean_venv_and_run_doctor_and_the_demo(
         if k not in ("PYTHONPATH", "VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT")
     }
     env["BOT_BOTTLE_HOME"] = str(tmp_path / "home")
-    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    # uv beside the user's bot-bottle, as 'uv tool install' leaves it: the
+    # bundle build fetches the image's dependencies with it (the venv has no pip).
+    env["PATH"] = os.pathsep.join([str(venv / "bin"), env.get("PATH", ""), str(Path(uv).parent)])
     if HOST_CA.exists():
         env["BOT_BOTTLE_BUILD_CA_BUNDLE"] = str(HOST_CA)
     where = _run(
