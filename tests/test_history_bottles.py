@@ -212,6 +212,8 @@ def test_an_allowed_finding_goes_upstream_and_another_token_is_still_refused(
         ok = world.bb("gate", "allow", slug, fid, "--comment", "a documented example token")
         assert ok.returncode == 0, ok.stderr
         assert fid in ok.stdout
+        twice = world.bb("gate", "allow", slug, fid)
+        assert twice.returncode == 0 and "already allowed" in twice.stdout
 
         # The same push plus a commit with another token: that one still blocks.
         second = (

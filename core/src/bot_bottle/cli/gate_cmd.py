@@ -54,6 +54,9 @@ def run_allow(args: argparse.Namespace) -> int:
             "the comment contains control or invisible characters",
             hint="use plain text on one line",
         )
+    if finding in allow.allowed_ids(directory / allow.ALLOW_FILE):
+        print(f"finding {finding} is already allowed in bottle {args.slug}")
+        return 0
     found = find_refusal(args.slug, finding)
     if found is None:
         raise BotBottleError(

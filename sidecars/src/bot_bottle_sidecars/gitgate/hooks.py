@@ -325,8 +325,8 @@ def _apply_overrides(report: scan.Report, config: Runtime, repo: str, log: Any) 
         )
         _say(f"allowed by the operator: {_describe(f, report.hidden_names, report.id_of(f))}")
     if passed:
-        gone = set(passed)
-        report.findings = [f for f in report.findings if f not in gone]
+        gone = {id(f) for f in passed}
+        report.findings = [f for f in report.findings if id(f) not in gone]
 
 
 def _finding_fields(report: scan.Report, f: Finding) -> dict[str, Any]:

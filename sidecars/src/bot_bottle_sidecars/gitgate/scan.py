@@ -104,11 +104,12 @@ class Report:
     #: Paths whose *name* held a finding: never printed, even in messages.
     hidden_names: set[str] = field(default_factory=set)
     #: Each finding's id (``bot_bottle.gitgate.allow.finding_id``): what the
-    #: operator names to let exactly this finding through.
-    ids: dict[Finding, str] = field(default_factory=dict)
+    #: operator names to let exactly this finding through. Keyed by object
+    #: identity (the findings live in ``findings``), so Finding need not be hashable.
+    ids: dict[int, str] = field(default_factory=dict)
 
     def id_of(self, finding: Finding) -> str:
-        known = self.ids.get(finding)
+        known = self.ids.get(id(finding))
         if known is not None:
             return known
         # Findings without offsets (gitleaks) are identified without the match.
@@ -125,7 +126,7 @@ class Report:
         if loc.offset is not None and loc.length is not None:
             match = match_sha256(data[loc.offset : loc.offset + loc.length])
         self.findings.append(finding)
-        self.ids[finding] = finding_id(
+        self.ids[id(finding)] = finding_id(
             commit=loc.commit, part=loc.part, path=loc.name,
             detector=finding.detector, rule=finding.rule, match=match,
         )  # fmt: skip
