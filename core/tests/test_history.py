@@ -49,6 +49,11 @@ def test_records_merge_daemons_rotations_and_proposals_in_time_order(
 
 
 def test_follow_reads_new_lines_across_a_rotation_until_the_end(h: hist.BottleHistory) -> None:
+    import os
+
+    from bot_bottle.state import StateDir
+
+    StateDir.for_slug(h.slug).create({"slug": h.slug, "pid": os.getpid()})  # running
     path = h.logs_dir / "egress.jsonl"
     path.write_text(_line("before", "2026-01-01T00:00:00.000000Z"))
     got: list[str] = []
@@ -103,3 +108,9 @@ def test_a_bad_retention_is_a_clear_error(raw: str) -> None:
 def test_slugs_are_validated_before_any_path_is_built() -> None:
     with pytest.raises(hist.HistoryError, match="invalid bottle slug"):
         hist.BottleHistory.for_slug("../../etc")
+
+
+def test_follow_stops_when_the_launcher_died_without_an_end(h: hist.BottleHistory) -> None:
+    # No live launcher (a SIGKILL leaves no ended_at): what is there, then done.
+    (h.logs_dir / "egress.jsonl").write_text("")
+    assert list(hist.follow(h, interval=0.01)) == []

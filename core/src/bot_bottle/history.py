@@ -146,6 +146,12 @@ class BottleHistory:
         newest = max((p.stat().st_mtime for p in self.path.rglob("*") if p.is_file()), default=0)
         return datetime.fromtimestamp(newest or self.path.stat().st_mtime, UTC)
 
+    def running(self) -> bool:
+        """Its launcher is alive (a SIGKILLed launcher never wrote ended_at)."""
+        from bot_bottle.state import StateDir, state_root
+
+        return not self.ended and StateDir(state_root() / self.slug).owner_alive
+
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
 
@@ -183,12 +189,10 @@ def expired(
 ) -> list[BottleHistory]:
     """Histories of bottles that ended (or whose launcher is gone) more than
     ``days`` ago. A running bottle's history is never expired."""
-    from bot_bottle.state import StateDir, state_root
-
     cutoff = (now or datetime.now(UTC)) - timedelta(days=days)
     out: list[BottleHistory] = []
     for h in histories:
-        if not h.ended and StateDir(state_root() / h.slug).owner_alive:
+        if h.running():
             continue
         if h.last_activity() < cutoff:
             out.append(h)
@@ -318,7 +322,7 @@ def follow(
                 yield rec
         if stop is not None and stop():
             return
-        if history.ended:
+        if history.ended or not history.running():
             # One more pass after the end: the last lines land just before it.
             ended_polls += 1
             if ended_polls > 1:

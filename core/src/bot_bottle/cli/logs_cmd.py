@@ -20,7 +20,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--daemon",
         action="append",
-        choices=DAEMONS,
+        type=_daemon,
+        metavar="|".join(DAEMONS),
         help="only this daemon's records (repeatable); proposals are 'supervise'",
     )
     p.add_argument(
@@ -28,6 +29,15 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--json", action="store_true", help="one JSON object per line, as kept")
     p.set_defaults(handler=run)
+
+
+def _daemon(value: str) -> str:
+    from bot_bottle.history import DAEMONS
+
+    name = {"gitgate": "git-gate"}.get(value, value)
+    if name not in DAEMONS:
+        raise argparse.ArgumentTypeError(f"{value!r} is not one of {', '.join(DAEMONS)}")
+    return name
 
 
 def format_record(rec: dict[str, Any]) -> str:
