@@ -114,3 +114,16 @@ def test_follow_stops_when_the_launcher_died_without_an_end(h: hist.BottleHistor
     # No live launcher (a SIGKILL leaves no ended_at): what is there, then done.
     (h.logs_dir / "egress.jsonl").write_text("")
     assert list(hist.follow(h, interval=0.01)) == []
+
+
+def test_records_then_follow_lose_and_repeat_nothing(h: hist.BottleHistory) -> None:
+    path = h.logs_dir / "egress.jsonl"
+    path.write_text(_line("a", "2026-01-01T00:00:01.000000Z"))
+    start = hist.snapshot(h)
+    # Written between the snapshot and the read: follow's, not records'.
+    with path.open("a") as fh:
+        fh.write(_line("b", "2026-01-01T00:00:02.000000Z"))
+    (h.logs_dir / "git-gate.jsonl").write_text(_line("c", "2026-01-01T00:00:03.000000Z"))
+    assert [r["event"] for r in hist.records(h, upto=start)] == ["a"]
+    h.end()
+    assert [r["event"] for r in hist.follow(h, start=start, interval=0.01)] == ["b", "c"]

@@ -267,8 +267,25 @@ def proposal_records(queue_dir: Path, slug: str) -> list[dict[str, Any]]:
     return out
 
 
-def records(history: BottleHistory, daemons: Iterable[str] | None = None) -> list[dict[str, Any]]:
-    """Every kept record of the bottle (logs and proposals), oldest first."""
+Positions = dict[str, tuple[int, int]]
+
+
+def snapshot(history: BottleHistory) -> Positions:
+    """Inode and size of each daemon's current file: where :func:`records`
+    stops and :func:`follow` starts, so no line is lost or shown twice."""
+    pos: Positions = {}
+    for name in DAEMONS:
+        with contextlib.suppress(OSError):
+            st = (history.logs_dir / f"{name}.jsonl").stat()
+            pos[name] = (st.st_ino, st.st_size)
+    return pos
+
+
+def records(
+    history: BottleHistory, daemons: Iterable[str] | None = None, *, upto: Positions | None = None
+) -> list[dict[str, Any]]:
+    """Every kept record of the bottle (logs and proposals), oldest first;
+    with ``upto``, current files only up to those sizes."""
     wanted = set(daemons) if daemons is not None else None
     out: list[dict[str, Any]] = []
     names = sorted({p.name.split(".jsonl", 1)[0] for p in history.logs_dir.glob("*.jsonl*")})
@@ -277,7 +294,13 @@ def records(history: BottleHistory, daemons: Iterable[str] | None = None) -> lis
             continue
         for path in history.log_files(name):
             with contextlib.suppress(FileNotFoundError):
-                for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+                data = path.read_bytes()
+                if upto is not None and path.name == f"{name}.jsonl":
+                    # Beyond the snapshot (or a file born after it) is follow's.
+                    cap = upto.get(name)
+                    same = cap is not None and path.stat().st_ino == cap[0]
+                    data = data[: cap[1]] if same and cap is not None else b""
+                for line in data.decode("utf-8", errors="replace").splitlines():
                     rec = _parse(line)
                     if rec is not None:
                         rec["timestamp"] = _ts(rec.get("timestamp"))
@@ -294,6 +317,7 @@ def follow(
     *,
     interval: float = 0.5,
     stop: Any = None,
+    start: Positions | None = None,
 ) -> Iterator[dict[str, Any]]:
     """New records as they are written, until the bottle ends (or ``stop()``).
 
@@ -302,12 +326,7 @@ def follow(
     inode: the rest of the renamed file is read before the new one.
     """
     wanted = set(daemons) if daemons is not None else None
-    pos: dict[str, tuple[int, int]] = {}
-    for name in DAEMONS:
-        path = history.logs_dir / f"{name}.jsonl"
-        with contextlib.suppress(OSError):
-            st = path.stat()
-            pos[name] = (st.st_ino, st.st_size)
+    pos = dict(start) if start is not None else snapshot(history)
     seen = {r.get("proposal_id", "") + str(r.get("event")) for r in _props(history, wanted)}
     ended_polls = 0
     while True:

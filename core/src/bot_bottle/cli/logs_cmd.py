@@ -85,11 +85,12 @@ def run(args: argparse.Namespace) -> int:
         else:
             sys.stdout.write(format_record(rec) + "\n")
 
-    for rec in hist.records(h, args.daemon):
+    start = hist.snapshot(h) if args.follow else None
+    for rec in hist.records(h, args.daemon, upto=start):
         emit(rec)
     sys.stdout.flush()
     if args.follow:
-        for rec in hist.follow(h, args.daemon):
+        for rec in hist.follow(h, args.daemon, start=start):
             emit(rec)
             sys.stdout.flush()
     return 0
