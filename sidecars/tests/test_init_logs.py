@@ -126,3 +126,23 @@ def test_rotation_never_follows_a_planted_symlink(tmp_path: Path) -> None:
 def test_bad_log_settings_are_refused(extra: dict[str, object], message: str) -> None:
     with pytest.raises(PlanError, match=message):
         parse_plan({"daemons": [{"name": "egress", "argv": ["x"]}], **extra})
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"event": "x", "daemon": "git-gate"}',
+        b"{}",
+        b'{"a": 1} trailing junk',
+        b"\x1b[31mnot json",
+        b'{"timestamp": "t", "event": "multi\\nline"}',
+    ],
+)
+def test_every_kept_line_is_one_json_object_named_by_init(raw: bytes) -> None:
+    from bot_bottle_sidecars.init.logsink import record
+
+    out = record("egress", raw)
+    assert out.endswith(b"\n") and out.count(b"\n") == 1
+    obj = json.loads(out)
+    # A daemon cannot pass its lines off as another's.
+    assert obj["daemon"] == "egress" and obj["timestamp"]

@@ -42,14 +42,22 @@ def stamp() -> str:
 
 def record(daemon: str, raw: bytes) -> bytes:
     """One kept line: the daemon's JSON object with its name added, or the
-    text wrapped in one."""
+    text wrapped in one. ``daemon`` is init's word, never the line's: it is
+    appended last, and the last of duplicate keys is the one JSON readers keep."""
     text = raw.decode("utf-8", "replace").rstrip("\r\n")
     obj: object = None
     if text.startswith("{"):
         with contextlib.suppress(ValueError):
             obj = json.loads(text)
+    if isinstance(obj, dict) and obj and text.endswith("}") and "\n" not in text:
+        # Valid, one line: keep the daemon's bytes (no re-serialising, the
+        # costly part) and append what init adds.
+        extra = f',"daemon":{json.dumps(daemon)}'
+        if "timestamp" not in obj:
+            extra += f',"timestamp":"{stamp()}"'
+        return (text[:-1] + extra + "}\n").encode()
     if isinstance(obj, dict):
-        out: dict[str, object] = {"daemon": daemon, **obj}
+        out: dict[str, object] = {**obj, "daemon": daemon}
         out.setdefault("timestamp", stamp())
     else:
         out = {"daemon": daemon, "timestamp": stamp(), "level": "info", "event": text}
