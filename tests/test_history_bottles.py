@@ -134,6 +134,7 @@ def test_logs_after_teardown_show_the_refusal_and_the_answered_proposal(
         agent = docker_client.containers.get(f"bb-{slug}-agent")
         mounts = [m["Source"] for m in agent.attrs["Mounts"]]
         assert not any(str(world.home / "history") in m for m in mounts), mounts
+        assert not any("gate-allow" in m for m in mounts), mounts
         found = bottle.running.exec(["sh", "-c", "ls /var/log/bot-bottle 2>&1"], user="root")
         assert b"egress.jsonl" not in found.stdout
 

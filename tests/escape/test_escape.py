@@ -399,8 +399,9 @@ def test_no_daemon_can_read_or_rewrite_the_kept_logs(
     bottle: Bottle, docker_client: Any, daemon: str
 ) -> None:
     """Init alone writes /var/log/bot-bottle: a compromised daemon can neither
-    read the others' records nor rewrite its own history."""
-    from bot_bottle.sidecar_layout import DAEMON_USERS, LOG_DIR
+    read the others' records nor rewrite its own history. Nor can any daemon
+    (git-gate included) write the operator's allow list."""
+    from bot_bottle.sidecar_layout import DAEMON_USERS, GATE_ALLOW_DIR, LOG_DIR
 
     bundle = _bundle(bottle, docker_client)
     uid = DAEMON_USERS[daemon].uid
@@ -411,6 +412,8 @@ def test_no_daemon_can_read_or_rewrite_the_kept_logs(
     )
     assert "LISTED" not in out and "WROTE" not in out, (daemon, out)
     assert "Permission denied" in out, (daemon, out)
+    out = _as_user(bundle, uid, f"echo '{{}}' > {GATE_ALLOW_DIR}/allow.json && echo WROTE")
+    assert "WROTE" not in out and ("Read-only" in out or "Permission denied" in out), out
 
 
 def test_the_kept_logs_hold_no_secret_after_the_attacks(bottle: Bottle) -> None:
