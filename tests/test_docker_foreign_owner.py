@@ -77,8 +77,10 @@ def bottle(
     write_files, stage = DockerBackend._write_files, GateKeys.stage
 
     def foreign_write_files(self: Any, plan: Any, etc: Path, sock: Path, queue: Path) -> None:
+        from bot_bottle.history import BottleHistory
+
         write_files(self, plan, etc, sock, queue)
-        for root in (etc.parent, queue):
+        for root in (etc.parent, queue, BottleHistory.for_slug(plan.slug).path):
             _chown_tree(root)
 
     def foreign_stage(self: Any) -> Any:
@@ -120,3 +122,11 @@ def test_the_daemons_start_from_files_another_user_owns(bottle: tuple[Any, Any])
     assert b"git-gate: cannot reach the upstream" in r.stdout, r.stdout
     r = running.exec(["sh", "-c", "curl -sS -m 20 http://127.0.0.1:8765/healthz"], user="agent")
     assert r.exit_code == 0, r.stderr
+    # init keeps every daemon's log in the owner's history directory, readable by the owner.
+    from bot_bottle.history import BottleHistory
+
+    logs = BottleHistory.for_slug(bundle.labels["bot-bottle.slug"]).logs_dir
+    assert logs.stat().st_uid == OWNER
+    for name in ("egress", "git-gate", "supervise", "init"):
+        path = logs / f"{name}.jsonl"
+        assert path.stat().st_size > 0 and path.stat().st_mode & 0o004, name

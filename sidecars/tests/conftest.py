@@ -274,6 +274,7 @@ def start_gate(
     host_key: str | None = None,
     plugins: str = "testsecrets",
     extra_env: dict[str, str] | None = None,
+    allow_file: Path | None = None,
 ) -> Gate:
     """Plan, stage keys and start ``python -m bot_bottle_sidecars.gitgate`` like a launcher."""
     sidecar = root / "side car"
@@ -317,6 +318,7 @@ def start_gate(
             f"--base={root / 'mir rors'}",
             f"--port={port}",
             "--listen=127.0.0.1",
+            *([f"--allow-file={allow_file}"] if allow_file is not None else []),
         ],
         stdout=out,
         stderr=out,
@@ -343,8 +345,9 @@ def make_gate(tmp_path: Path, sshd: Sshd) -> Iterator[Callable[..., Gate]]:
         host_key: str | None = None,
         plugins: str = "testsecrets",
         extra_env: dict[str, str] | None = None,
+        allow_file: Path | None = None,
     ) -> Gate:
-        gate = start_gate(tmp_path, sshd, upstreams, host_key, plugins, extra_env)
+        gate = start_gate(tmp_path, sshd, upstreams, host_key, plugins, extra_env, allow_file)
         gates.append(gate)
         return gate
 

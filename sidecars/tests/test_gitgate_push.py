@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -474,3 +475,36 @@ def test_a_secret_in_a_message_with_an_odd_encoding_is_rejected(bottle: Bottle) 
     assert proc.returncode != 0, proc.stderr
     assert f"testsecrets/github-token in commit {sha[:12]} (commit message)" in proc.stderr
     assert bottle.upstream_head() is None
+
+
+def test_an_operator_allowed_finding_passes_and_a_bad_allow_list_allows_nothing(
+    tmp_path: Path, make_upstream: Callable[..., Upstream], make_gate: Callable[..., Gate]
+) -> None:
+    import re
+
+    from bot_bottle.gitgate import allow
+
+    allow_dir = tmp_path / "allow"
+    allow_dir.mkdir()
+    up = make_upstream("app")
+    gate = make_gate([("app", up)], allow_file=allow_dir / allow.ALLOW_FILE)
+    clone = gate.clone(up, tmp_path / "clone")
+    (clone / "example.env").write_text(f"key={SECRETS['github-token']}\n")
+    gate.git("add", "example.env", cwd=clone)
+    gate.git("commit", "-q", "-m", "example", cwd=clone)
+    refused = gate.git("push", "origin", "HEAD:refs/heads/ex", cwd=clone, check=False)
+    assert refused.returncode != 0
+    (fid,) = re.findall(r"\[finding (gf-[0-9a-f]{20})\]", refused.stderr)
+    # A list that does not validate (here: an unknown key) allows nothing.
+    (allow_dir / allow.ALLOW_FILE).write_text(
+        json.dumps({"schema_version": 1, "entries": [], "everything": True})
+    )
+    again = gate.git("push", "origin", "HEAD:refs/heads/ex", cwd=clone, check=False)
+    assert again.returncode != 0 and fid in again.stderr
+    (allow_dir / allow.ALLOW_FILE).unlink()
+    allow.add(allow_dir, fid, comment="an example in the docs")
+    passed = gate.git("push", "origin", "HEAD:refs/heads/ex", cwd=clone, check=False)
+    assert passed.returncode == 0, passed.stderr
+    assert "allowed by the operator: testsecrets/github-token" in passed.stderr
+    assert up.ref("refs/heads/ex") == gate.git("rev-parse", "HEAD", cwd=clone).stdout.strip()
+    assert SECRETS["github-token"] not in passed.stderr

@@ -404,7 +404,7 @@ def test_a_daemon_reads_no_other_daemons_secrets(
         assert out.strip() == "", (daemon, out)
 
 
-# -- 8. socket families: only what the bottle needs (issue 13) --------------------------------
+# -- 8. socket families: only what the bottle needs --------------------------------------------
 
 AF_VSOCK, AF_PACKET, AF_BLUETOOTH, AF_ALG = 40, 17, 31, 38
 #: socket(family, SOCK_STREAM or SOCK_DGRAM): "ok" or the errno's number.
@@ -531,3 +531,58 @@ def test_ordinary_tools_still_work_under_the_profile(bottle: Bottle) -> None:
         "PeerPort => $l->sockport) or die $!; print qq(LOOPBACK-OK\\n)'"
     )
     assert code == 0 and "LOOPBACK-OK" in out, out
+# -- 9. what outlives the bottle ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("daemon", ["supervise", "git-gate", "relay", "egress"])
+def test_no_daemon_can_read_or_rewrite_the_kept_logs(
+    bottle: Bottle, docker_client: Any, daemon: str
+) -> None:
+    """Init alone writes /var/log/bot-bottle: a compromised daemon can neither
+    read the others' records nor rewrite its own history. Nor can any daemon
+    (git-gate included) write the operator's allow list."""
+    from bot_bottle.sidecar_layout import DAEMON_USERS, GATE_ALLOW_DIR, LOG_DIR
+
+    bundle = _bundle(bottle, docker_client)
+    uid = DAEMON_USERS[daemon].uid
+    out = _as_user(
+        bundle,
+        uid,
+        f"ls {LOG_DIR} && echo LISTED; echo x >> {LOG_DIR}/{daemon}.jsonl && echo WROTE",
+    )
+    assert "LISTED" not in out and "WROTE" not in out, (daemon, out)
+    assert "Permission denied" in out, (daemon, out)
+    out = _as_user(bundle, uid, f"echo '{{}}' > {GATE_ALLOW_DIR}/allow.json && echo WROTE")
+    assert "WROTE" not in out and ("Read-only" in out or "Permission denied" in out), out
+
+
+def test_the_kept_logs_hold_no_secret_after_the_attacks(bottle: Bottle) -> None:
+    """The redaction checks above, extended to the files kept after teardown:
+    pushes and requests carrying every planted secret were refused and
+    logged; none of the values is in any kept file (logs, proposals)."""
+    from bot_bottle.history import BottleHistory
+
+    o = bottle.outside
+    url = f"ssh://git@{o.host}:{o.listener_port}/proj.git"
+    for shape, value in sorted(SECRETS.items()):
+        bottle.sh(
+            f"d=$(mktemp -d); cd $d; git init -q -b main; echo '{shape} = {value}' > k.txt; "
+            f"git add k.txt; git commit -qm k; git push {url} HEAD:main"
+        )
+        _refused(bottle, f"{CURL} -H 'X-Leak: {value}' https://allowed.test/h")
+    _refused(bottle, f'{CURL} --data "n=$PROJECT_PASSPHRASE" https://allowed.test/b')
+    history = BottleHistory.for_slug(bottle.slug)
+    deadline = time.monotonic() + 10
+    kept: list[Any] = []
+    text = b""
+    while time.monotonic() < deadline:
+        kept = [p for p in history.path.rglob("*") if p.is_file()]
+        text = b"".join(p.read_bytes() for p in kept)
+        if text.count(b"push rejected: secrets found") >= len(SECRETS) and b"known-secret" in text:
+            break
+        time.sleep(0.2)
+    assert text.count(b"push rejected: secrets found") >= len(SECRETS)
+    for path in kept:
+        data = path.read_bytes()
+        for value in (ROUTE_TOKEN, BOTTLE_SECRET, *SECRETS.values()):
+            assert value.encode() not in data, f"{value[:6]}... in {path}"

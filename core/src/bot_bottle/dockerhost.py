@@ -119,3 +119,27 @@ def probe(environ: Mapping[str, str] | None = None, *, timeout: float = 3.0) -> 
         os=str(version.get("Os", "?")),
         runtimes=tuple(sorted((info.get("Runtimes") or {}).keys())),
     )
+
+
+def image_exists(
+    ref: str, environ: Mapping[str, str] | None = None, *, timeout: float = 3.0
+) -> bool:
+    """Whether the engine has the image ``ref`` locally (never pulls)."""
+    from urllib.parse import quote
+
+    env = os.environ if environ is None else environ
+    host = docker_host(env)
+    conn = _connection(host, env, timeout)
+    try:
+        conn.request("GET", f"/images/{quote(ref, safe='')}/json", headers={"Host": "docker"})
+        resp = conn.getresponse()
+        resp.read()
+    except (OSError, http.client.HTTPException) as exc:
+        raise DockerUnreachable(f"cannot reach Docker at {host}: {exc}") from exc
+    finally:
+        conn.close()
+    if resp.status == 404:
+        return False
+    if resp.status != 200:
+        raise DockerUnreachable(f"inspecting image {ref} answered HTTP {resp.status}")
+    return True

@@ -431,7 +431,13 @@ def _pip_command() -> list[str]:
         return [sys.executable, "-m", "pip"]
     uv = _uv()
     if uv is not None:
-        return [uv, "tool", "run", "--from", "pip", "pip"]
+        # pip evaluates environment markers with the Python it runs on, not
+        # --python-version: under uv's default interpreter (another version)
+        # a marker like mitmproxy's 'typing-extensions<=4.14; python_version <
+        # "3.13"' applied where it must not, and the host's own versions (the
+        # constraints) became unsatisfiable. The host's interpreter agrees
+        # with the constraints it installed.
+        return [uv, "tool", "run", "--python", sys.executable, "--from", "pip", "pip"]
     raise ImageBuildError(
         "neither pip nor uv is available to fetch the image's dependencies",
         hint="install pip into bot-bottle's environment, or install uv",

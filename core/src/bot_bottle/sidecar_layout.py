@@ -18,6 +18,9 @@ files. Who may read what:
   :data:`SECRETS_IN`, which only root (init) can enter; init copies them into
   :data:`CA_DIR` (egress's user only) and :data:`GATE_KEYS` (git-gate's user
   only), tmpfs mounts, before it starts those daemons.
+* :data:`LOG_DIR` (the host's ``history/<slug>/logs``): init alone writes
+  every daemon's output there (``bot_bottle_sidecars.init.logsink``); the
+  host directory is the host user's, 0700, so no daemon user can enter it.
 * :data:`QUEUE_DIR`: supervise's user, read-write; :data:`SOCK_DIR`: the
   relay's user (the bundle's relay daemon and the agent-side relay
   container), read-write. The host grants those two users access to its
@@ -30,6 +33,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from bot_bottle.gitgate.allow import ALLOW_FILE
 from bot_bottle.gitgate.plan import KNOWN_SECRET_PREFIX as GITGATE_SECRET_PREFIX
 from bot_bottle.plan import GIT_PORT, LOOPBACK, MCP_PORT, PROXY_PORT
 
@@ -52,6 +56,11 @@ SECRETS_CA = f"{SECRETS_IN}/ca"
 SECRETS_GATE_KEYS = f"{SECRETS_IN}/git-gate-keys"
 GATE_BASE = "/var/lib/bot-bottle/git"
 QUEUE_DIR = "/var/lib/bot-bottle/queue"
+#: The bottle's kept logs (``bot_bottle.history``): written by init alone.
+LOG_DIR = "/var/log/bot-bottle"
+#: The operator's allow list for git-gate (``bot_bottle.gitgate.allow``),
+#: written by the host, mounted read-only; no secret in it.
+GATE_ALLOW_DIR = "/var/lib/bot-bottle/gate-allow"
 SOCK_DIR = "/run/bot-bottle/sock"
 BUNDLE_READY = "bundle.ready"
 AGENT_READY = "agent.ready"
@@ -166,6 +175,8 @@ def init_plan(plan: BottlePlan) -> dict[str, object]:
                     str(GIT_PORT),
                     "--listen",
                     LOOPBACK,
+                    "--allow-file",
+                    f"{GATE_ALLOW_DIR}/{ALLOW_FILE}",
                 ],
                 "env": [f"{GITGATE_SECRET_PREFIX}*"],
                 "user": DAEMON_USERS["git-gate"].name,
@@ -199,7 +210,15 @@ def init_plan(plan: BottlePlan) -> dict[str, object]:
     daemons.append(
         {"name": "relay", "argv": bundle_relay_argv(plan), "user": DAEMON_USERS["relay"].name}
     )
-    return {"grace_seconds": 2, "daemons": daemons}
+    from bot_bottle.history import LOG_KEEP, LOG_MAX_BYTES
+
+    return {
+        "grace_seconds": 2,
+        "log_dir": LOG_DIR,
+        "log_max_bytes": LOG_MAX_BYTES,
+        "log_keep": LOG_KEEP,
+        "daemons": daemons,
+    }
 
 
 def shared_dir_users() -> dict[str, DaemonUser]:

@@ -21,14 +21,17 @@ from bot_bottle.cli import (
     dlp_cmd,
     doctor,
     egress_cmd,
+    gate_cmd,
     info,
     init_cmd,
     list_cmd,
+    logs_cmd,
     plugins_cmd,
     proposals_cmd,
     resume_cmd,
     run_cmd,
     schema_cmd,
+    setup_cmd,
     snapshots_cmd,
     start_cmd,
     supervise_cmd,
@@ -43,6 +46,7 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports
 _COMMANDS = (
     plugins_cmd,
     doctor,
+    setup_cmd,
     list_cmd,
     info,
     validate,
@@ -59,6 +63,8 @@ _COMMANDS = (
     proposals_cmd,
     egress_cmd,
     audit_cmd,
+    logs_cmd,
+    gate_cmd,
 )
 
 

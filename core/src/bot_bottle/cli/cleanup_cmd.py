@@ -25,6 +25,13 @@ def add_parser(sub: Any) -> None:
         help="also remove bottles kept after a non-zero exit (their state dir and stopped "
         "agent); 'bot-bottle commit SLUG' first keeps their work as a snapshot",
     )
+    p.add_argument(
+        "--history-days",
+        type=int,
+        metavar="DAYS",
+        help="remove kept logs and proposals of bottles that ended more than DAYS ago "
+        "(default: $BOT_BOTTLE_HISTORY_DAYS, else 30)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -36,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from bot_bottle.errors import BotBottleError
     from bot_bottle.gitgate.keys import revoke_recorded
     from bot_bottle.gitgate.ledger import KeyLedger
+    from bot_bottle.history import all_histories, expired, retention_days
     from bot_bottle.plugins import PluginHost
     from bot_bottle.state import all_states
     from bot_bottle.termtext import visible
@@ -55,12 +63,15 @@ def run(args: argparse.Namespace) -> int:
     states = [s for s in gone if not s.preserved]
     preserved = [s for s in all_states() if s.preserved] if args.preserved else []
     dangling = _dangling_snapshot_images(host)
+    days = retention_days(args.history_days)
+    old = expired(all_histories(), days)
     total = (
         sum(len(items) for _, items in found)
         + len(states)
         + len(keys)
         + len(dangling)
         + len(preserved)
+        + len(old)
     )
     if not total:
         print("nothing to clean up")
@@ -77,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{freezer.name:8} {'snapshot image (no snapshot names it)':10} {image.ref}")
     for s in preserved:
         print(f"{s.metadata().get('backend', '-')!s:8} {'preserved bottle':10} {s.slug}")
+    for h in old:
+        print(f"{'-':8} {'history':10} {h.path} (ended over {days} days ago)")
     if not args.yes:
         if not sys.stdin.isatty():
             sys.stderr.write("not a terminal: pass --yes to remove these\n")
@@ -119,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
         except BotBottleError as exc:
             sys.stderr.write(f"cannot remove the kept agent of {s.slug}: {exc}\n")
             continue
+    for h in old:
+        h.remove()
         removed += 1
     print(f"removed {removed} of {total}")
     return 0 if removed == total else 1

@@ -40,6 +40,7 @@ def check_python() -> Check:
 
 
 def check_docker() -> Check:
+    from bot_bottle.baseimage import engine_hint
     from bot_bottle.dockerhost import DockerUnreachable, probe
 
     try:
@@ -49,12 +50,30 @@ def check_docker() -> Check:
             "FAIL",
             "docker",
             str(exc),
-            "start the Docker engine (e.g. 'sudo systemctl start docker', or 'dockerd &' as "
-            "root), or point DOCKER_HOST at a running one",
+            engine_hint(),
         )
     runtimes = f", runtimes: {', '.join(info.runtimes)}" if info.runtimes else ""
     return Check(
         "OK", "docker", f"Docker {info.version} (API {info.api_version}) at {info.host}{runtimes}"
+    )
+
+
+def check_base_image() -> Check:
+    from bot_bottle.baseimage import image_name, setup_hint
+    from bot_bottle.dockerhost import DockerUnreachable, image_exists
+
+    name = image_name()
+    try:
+        present = image_exists(name)
+    except DockerUnreachable as exc:
+        return Check("WARN", "base image", f"cannot check {name}: {exc}", "start Docker first")
+    if present:
+        return Check("OK", "base image", f"{name} is present")
+    return Check(
+        "FAIL",
+        "base image",
+        f"{name} is missing: every bottle image builds FROM it",
+        setup_hint(),
     )
 
 
@@ -147,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
         Check("OK", "bot-bottle", f"bot-bottle {__version__}"),
         check_python(),
         check_docker(),
+        check_base_image(),
         *check_plugins(),
         check_state_dir(),
     ]

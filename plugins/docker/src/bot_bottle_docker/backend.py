@@ -55,7 +55,9 @@ from bot_bottle.sidecar_layout import (
     CA_DIR,
     DAEMON_USERS,
     ETC,
+    GATE_ALLOW_DIR,
     GATE_KEYS,
+    LOG_DIR,
     QUEUE_DIR,
     SECRETS_CA,
     SECRETS_GATE_KEYS,
@@ -230,8 +232,16 @@ class DockerBackend(Backend):
             from bot_bottle.supervise_queue import default_queue_dir
 
             queue = default_queue_dir(plan.slug)
+            # Logs and proposals outlive the bottle (bot-bottle logs, cleanup's retention).
+            from bot_bottle.history import BottleHistory
+
+            history = BottleHistory.for_slug(plan.slug)
+            history.begin(
+                {"slug": plan.slug, "agent": plan.agent, "bottle": plan.bottle,
+                 "backend": NAME, "label": plan.label}
+            )  # fmt: skip
+            down.push("history", lambda: history.end(queue))
             down.push("runtime files", lambda: shutil.rmtree(run_dir, ignore_errors=True))
-            down.push("supervise queue", lambda: shutil.rmtree(queue, ignore_errors=True))
             self._write_files(plan, etc, sock, queue)
             workspace = None
             git_dirs_at_launch: dict[str, str] = {}
@@ -294,6 +304,10 @@ class DockerBackend(Backend):
                         str(run_dir / "ca"): {"bind": SECRETS_CA, "mode": "ro"},
                         str(keys_dir): {"bind": SECRETS_GATE_KEYS, "mode": "ro"},
                         str(queue): {"bind": QUEUE_DIR, "mode": "rw"},
+                        # init (root) alone writes here; the agent never mounts it.
+                        str(history.logs_dir): {"bind": LOG_DIR, "mode": "rw"},
+                        # The operator's git-gate overrides: the host writes, git-gate reads.
+                        str(run_dir / "gate-allow"): {"bind": GATE_ALLOW_DIR, "mode": "ro"},
                         str(sock): {"bind": SOCK_DIR, "mode": "rw"},
                     },
                     tmpfs={CA_DIR: PRIVATE_TMPFS, GATE_KEYS: PRIVATE_TMPFS},
@@ -570,6 +584,9 @@ class DockerBackend(Backend):
                 ) from None
             (etc / Path(UPSTREAM_CA).name).write_bytes(data)
         _world_readable(etc)
+        # git-gate's user reads the allow list (finding ids, no secret).
+        (etc.parent / "gate-allow").mkdir(mode=0o755, exist_ok=True)
+        (etc.parent / "gate-allow").chmod(0o755)
         users = shared_dir_users()
         for path, target in ((sock, SOCK_DIR), (queue, QUEUE_DIR)):
             user = users[target]

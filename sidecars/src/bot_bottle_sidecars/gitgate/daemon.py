@@ -81,12 +81,14 @@ def _copy_key(src: Path, dest: Path, repo: str) -> None:
         fh.write(data)
 
 
-def prepare(config: GateConfig, layout: Layout, python: str) -> list[Path]:
+def prepare(
+    config: GateConfig, layout: Layout, python: str, *, allow_file: str | None = None
+) -> list[Path]:
     """Create or refresh every mirror; return their paths."""
     layout.base.mkdir(parents=True, exist_ok=True)
     layout.state.mkdir(mode=0o700, parents=True, exist_ok=True)
     base = layout.base.resolve()
-    Runtime.from_config(config).write(layout.runtime)
+    Runtime.from_config(config, allow_file=allow_file).write(layout.runtime)
     mirrors: list[Path] = []
     for repo in config.repos:
         if not Path(repo.known_hosts).is_file():
@@ -162,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
     layout = Layout(args.base)
     if shutil.which("git") is None:
         raise GitGateError("git is not installed in the sidecar")
-    mirrors = prepare(config, layout, sys.executable)
+    mirrors = prepare(config, layout, sys.executable, allow_file=args.allow_file)
     argv = daemon_argv(layout, mirrors, listen=args.listen, port=args.port)
     stop = threading.Event()
     relay = threading.Thread(
@@ -198,6 +200,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--base", type=Path, required=True, help="directory for the mirrors")
     parser.add_argument("--port", type=int, default=9418)
     parser.add_argument("--listen", default="0.0.0.0")  # noqa: S104 - the bottle's internal network
+    parser.add_argument(
+        "--allow-file",
+        help="the operator's allow list of finding ids (read-only mount; bot-bottle gate allow)",
+    )
     args = parser.parse_args(argv)
     try:
         return run(args)

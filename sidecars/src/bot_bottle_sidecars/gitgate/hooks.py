@@ -31,6 +31,7 @@ from typing import Any, TextIO
 
 from bot_bottle.contracts.dlp import Finding
 from bot_bottle.errors import BotBottleError
+from bot_bottle.gitgate import allow
 from bot_bottle.gitgate.plan import KNOWN_SECRET_PREFIX
 from bot_bottle.log import configure_logging, get_logger
 from bot_bottle.secrets import Secret
@@ -259,6 +260,7 @@ def pre_receive(
     )
     for f in report.warnings:
         _say(f"warning: {_describe(f, report.hidden_names)}")
+    _apply_overrides(report, config, name, log)
     if report.blocking:
         return _reject(report, name, log)
 
@@ -303,7 +305,45 @@ def _plugin_host() -> Any:
     return PluginHost().load()
 
 
-def _describe(f: Finding, hidden: set[str]) -> str:
+def _apply_overrides(report: scan.Report, config: Runtime, repo: str, log: Any) -> None:
+    """Drop the blocking findings the operator allowed (``bot-bottle gate
+    allow``), by id; every other finding stays. An unreadable allow file
+    allows nothing."""
+    if config.allow_file is None or not report.blocking:
+        return
+    try:
+        allowed = allow.allowed_ids(Path(config.allow_file))
+    except allow.AllowError as exc:
+        log.error("allow list unreadable; no finding allowed", error=exc.message)
+        return
+    passed = [f for f in report.blocking if report.id_of(f) in allowed]
+    for f in passed:
+        log.warning(
+            "finding allowed by the operator",
+            repo=repo,
+            **_finding_fields(report, f),
+        )
+        _say(f"allowed by the operator: {_describe(f, report.hidden_names, report.id_of(f))}")
+    if passed:
+        gone = {id(f) for f in passed}
+        report.findings = [f for f in report.findings if id(f) not in gone]
+
+
+def _finding_fields(report: scan.Report, f: Finding) -> dict[str, Any]:
+    loc = f.location
+    hidden = loc.part == "ref_name" or (loc.name is not None and loc.name in report.hidden_names)
+    return {
+        "finding_id": report.id_of(f),
+        "detector": f.detector,
+        "rule": f.rule,
+        "part": loc.part,
+        "commit": loc.commit,
+        "path": "[withheld]" if hidden else loc.name,
+        "line": loc.line,
+    }
+
+
+def _describe(f: Finding, hidden: set[str], fid: str | None = None) -> str:
     loc = f.location
     bits = [f"{f.detector}/{f.rule}"]
     if loc.commit:
@@ -320,7 +360,8 @@ def _describe(f: Finding, hidden: set[str]) -> str:
         bits.append(f"file {shown}" + (" (file name)" if loc.part == "file_name" else ""))
     if loc.line is not None:
         bits.append(f"line {loc.line}")
-    return " ".join(bits) + f": {f.snippet}"
+    tail = f" [finding {fid}]" if fid else ""
+    return " ".join(bits) + f": {f.snippet}{tail}"
 
 
 def _reject(report: scan.Report, name: str, log: Any) -> int:
@@ -331,14 +372,19 @@ def _reject(report: scan.Report, name: str, log: Any) -> int:
         findings=[_describe(f, report.hidden_names) for f in blocking[:MAX_LISTED]],
         count=len(blocking),
     )
+    # One record per finding: what 'bot-bottle gate allow' looks an id up in.
+    for f in blocking[:MAX_LISTED]:
+        log.warning("push finding", repo=name, **_finding_fields(report, f))
     _say(f"push rejected: {len(blocking)} secret(s) found in commits new to the upstream:")
     for f in blocking[:MAX_LISTED]:
-        _say(f"  {_describe(f, report.hidden_names)}")
+        _say(f"  {_describe(f, report.hidden_names, report.id_of(f))}")
     if len(blocking) > MAX_LISTED:
         _say(f"  ... and {len(blocking) - MAX_LISTED} more")
     _say(
         "Nothing was sent upstream. Remove the secret from those commits (git rebase -i, "
-        "git commit --amend) and push again; if it is not a secret, ask the operator."
+        "git commit --amend) and push again; if it is not a secret, ask the operator "
+        "to allow that finding id ('bot-bottle gate allow <bottle> <finding id>'), "
+        "then push the same commits again."
     )
     return 1
 

@@ -29,13 +29,16 @@ class Runtime:
     repos: dict[str, RepoRuntime]
     detectors: tuple[str, ...] | None
     connect_timeout: int
+    #: The operator's allow list (``bot_bottle.gitgate.allow``), read on every push.
+    allow_file: str | None = None
 
     @classmethod
-    def from_config(cls, config: GateConfig) -> Runtime:
+    def from_config(cls, config: GateConfig, *, allow_file: str | None = None) -> Runtime:
         return cls(
             repos={r.name: RepoRuntime(r.name, r.upstream, r.known_hosts) for r in config.repos},
             detectors=config.detectors,
             connect_timeout=config.connect_timeout,
+            allow_file=allow_file,
         )
 
     def write(self, path: Path) -> None:
@@ -43,6 +46,7 @@ class Runtime:
             "repos": [asdict(r) for r in self.repos.values()],
             "detectors": list(self.detectors) if self.detectors is not None else None,
             "connect_timeout": self.connect_timeout,
+            "allow_file": self.allow_file,
         }
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
@@ -56,4 +60,5 @@ class Runtime:
             repos={r["name"]: RepoRuntime(**r) for r in data["repos"]},
             detectors=tuple(detectors) if detectors is not None else None,
             connect_timeout=int(data["connect_timeout"]),
+            allow_file=data.get("allow_file"),
         )

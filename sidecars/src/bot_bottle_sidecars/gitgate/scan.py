@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from bot_bottle.contracts.dlp import Action, Direction, Finding, Location, ScanContext
 from bot_bottle.dlp.pipeline import ScanPipeline
 from bot_bottle.errors import BotBottleError
+from bot_bottle.gitgate.allow import finding_id, match_sha256
 from bot_bottle.secrets import Secret
 
 if TYPE_CHECKING:
@@ -108,6 +109,33 @@ class Report:
     bytes_scanned: int = 0
     #: Paths whose *name* held a finding: never printed, even in messages.
     hidden_names: set[str] = field(default_factory=set)
+    #: Each finding's id (``bot_bottle.gitgate.allow.finding_id``): what the
+    #: operator names to let exactly this finding through. Keyed by object
+    #: identity (the findings live in ``findings``), so Finding need not be hashable.
+    ids: dict[int, str] = field(default_factory=dict)
+
+    def id_of(self, finding: Finding) -> str:
+        known = self.ids.get(id(finding))
+        if known is not None:
+            return known
+        # Findings without offsets (gitleaks) are identified without the match.
+        loc = finding.location
+        return finding_id(
+            commit=loc.commit, part=loc.part, path=loc.name,
+            detector=finding.detector, rule=finding.rule, match="",
+        )  # fmt: skip
+
+    def add(self, finding: Finding, data: bytes) -> None:
+        """Record ``finding`` (relocated) and its id from the bytes it matched."""
+        loc = finding.location
+        match = ""
+        if loc.offset is not None and loc.length is not None:
+            match = match_sha256(data[loc.offset : loc.offset + loc.length])
+        self.findings.append(finding)
+        self.ids[id(finding)] = finding_id(
+            commit=loc.commit, part=loc.part, path=loc.name,
+            detector=finding.detector, rule=finding.rule, match=match,
+        )  # fmt: skip
 
     @property
     def blocking(self) -> list[Finding]:
@@ -172,7 +200,7 @@ def scan_push(
             report.bytes_scanned += len(change.data)
             for f in found:
                 line = change.line_at(f.location.offset)
-                report.findings.append(_relocate(f, loc, line))
+                report.add(_relocate(f, loc, line), change.data)
     return report
 
 
@@ -186,7 +214,7 @@ def _scan_into(
             data.count(b"\n", 0, f.location.offset) + 1 if f.location.offset is not None else None
         )
         line = line if loc.part == "commit_message" else None
-        report.findings.append(_relocate(f, loc, line))
+        report.add(_relocate(f, loc, line), data)
         if loc.part in ("file_name", "ref_name") and loc.name is not None:
             report.hidden_names.add(loc.name)
 

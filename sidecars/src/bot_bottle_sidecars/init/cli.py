@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TextIO, cast
 
 from bot_bottle.log import configure_logging, get_logger
 from bot_bottle_sidecars.init.plan import DEFAULT_CONTROL_SOCKET, PlanError, load_plan
@@ -69,6 +70,17 @@ def main(argv: list[str] | None = None) -> int:
     except PlanError as exc:
         log.error("init_plan_invalid", error=exc.message, hint=exc.hint)
         return 2
-    from bot_bottle_sidecars.init.supervisor import Supervisor
+    from bot_bottle_sidecars.init.supervisor import Supervisor, _stdout_buffer
 
-    return Supervisor(plan).run()
+    sink = None
+    if plan.log_dir is not None:
+        from bot_bottle_sidecars.init.logsink import LineStream, LogSink
+
+        sink = LogSink(Path(plan.log_dir), plan.log_max_bytes, plan.log_keep, echo=_stdout_buffer())
+        # Init's own events (a daemon exited, a restart) are kept with the rest.
+        configure_logging(
+            "json",
+            level=os.environ.get("BOT_BOTTLE_LOG_LEVEL", "INFO"),
+            stream=cast("TextIO", LineStream(sink)),
+        )
+    return Supervisor(plan, sink=sink).run()

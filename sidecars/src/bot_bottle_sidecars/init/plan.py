@@ -58,6 +58,8 @@ CREDENTIAL_OWNERS: Mapping[str, str] = {
 CREDENTIAL_PREFIXES = tuple(CREDENTIAL_OWNERS)
 DEFAULT_GRACE_SECONDS = 10.0
 DEFAULT_CONTROL_SOCKET = "/run/bot-bottle/init.sock"
+DEFAULT_LOG_MAX_BYTES = 2 * 1024 * 1024
+DEFAULT_LOG_KEEP = 4
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\*?$")
@@ -105,6 +107,11 @@ class InitPlan:
     daemons: tuple[DaemonSpec, ...]
     grace_seconds: float = DEFAULT_GRACE_SECONDS
     control_socket: str | None = DEFAULT_CONTROL_SOCKET
+    #: Where init keeps each daemon's output as JSON lines (None: daemons
+    #: write to init's stdout directly); see :mod:`bot_bottle_sidecars.init.logsink`.
+    log_dir: str | None = None
+    log_max_bytes: int = DEFAULT_LOG_MAX_BYTES
+    log_keep: int = DEFAULT_LOG_KEEP
 
     def daemon(self, name: str) -> DaemonSpec | None:
         return next((d for d in self.daemons if d.name == name), None)
@@ -136,7 +143,9 @@ def parse_plan(data: Any, *, source: str = "plan") -> InitPlan:
     """Validate a decoded plan document; every problem names the daemon and key."""
     if not isinstance(data, dict):
         raise PlanError(f"{source}: the plan must be a JSON object")
-    unknown = set(data) - {"daemons", "grace_seconds", "control_socket"}
+    unknown = set(data) - {
+        "daemons", "grace_seconds", "control_socket", "log_dir", "log_max_bytes", "log_keep",
+    }  # fmt: skip
     if unknown:
         raise PlanError(f"{source}: unknown key(s) {sorted(unknown)}")
     grace = data.get("grace_seconds", DEFAULT_GRACE_SECONDS)
@@ -164,7 +173,25 @@ def parse_plan(data: Any, *, source: str = "plan") -> InitPlan:
             f"{source}: user(s) {shared} run more than one daemon",
             hint="give every daemon its own user",
         )
-    return InitPlan(daemons=daemons, grace_seconds=float(grace), control_socket=socket_path)
+    log_dir = data.get("log_dir")
+    if log_dir is not None and (
+        not isinstance(log_dir, str) or not log_dir.startswith("/") or ".." in log_dir.split("/")
+    ):
+        raise PlanError(f"{source}: log_dir must be an absolute path or null")
+    max_bytes = data.get("log_max_bytes", DEFAULT_LOG_MAX_BYTES)
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 4096:
+        raise PlanError(f"{source}: log_max_bytes must be an integer of at least 4096")
+    keep = data.get("log_keep", DEFAULT_LOG_KEEP)
+    if isinstance(keep, bool) or not isinstance(keep, int) or not 0 <= keep <= 100:
+        raise PlanError(f"{source}: log_keep must be an integer in [0, 100]")
+    return InitPlan(
+        daemons=daemons,
+        grace_seconds=float(grace),
+        control_socket=socket_path,
+        log_dir=log_dir,
+        log_max_bytes=max_bytes,
+        log_keep=keep,
+    )
 
 
 def _parse_daemon(raw: Any, index: int, source: str) -> DaemonSpec:

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from bot_bottle.log import get_logger
+from bot_bottle_sidecars.init.logsink import LogSink
 from bot_bottle_sidecars.init.plan import DaemonSpec, InitPlan
 from bot_bottle_sidecars.init.privileges import (
     DaemonUser,
@@ -112,9 +113,19 @@ class Supervisor:
     _shutdown_signal: str | None = field(init=False, default=None)
     _kill_at: float | None = field(init=False, default=None)
     _killed: bool = field(init=False, default=False)
+    #: Set when the plan has a log_dir: daemons' output goes through pipes to it.
+    sink: LogSink | None = field(default=None)
+    _selector: selectors.BaseSelector | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.daemons = {spec.name: Daemon(spec) for spec in self.plan.daemons}
+        if self.sink is None and self.plan.log_dir is not None:
+            self.sink = LogSink(
+                Path(self.plan.log_dir),
+                self.plan.log_max_bytes,
+                self.plan.log_keep,
+                echo=_stdout_buffer(),
+            )
 
     # -- processes ---------------------------------------------------------
 
@@ -135,7 +146,18 @@ class Supervisor:
                     private_copy(Path(src), Path(dst), user)
                 except OSError as exc:
                     raise PrivilegeError(f"copying {src} to {dst}: {exc.strerror}") from None
-            pid = _fork_exec(program, list(spec.argv), env, user)
+            out_r, out_w = os.pipe2(os.O_CLOEXEC) if self.sink is not None else (-1, -1)
+            try:
+                pid = _fork_exec(program, list(spec.argv), env, user, output=out_w)
+            except BaseException:
+                if out_r >= 0:
+                    os.close(out_r)
+                raise
+            finally:
+                if out_w >= 0:
+                    os.close(out_w)
+            if out_r >= 0:
+                self._watch_output(out_r, spec.name)
         except PrivilegeError as exc:
             daemon.pid, daemon.failed = None, True
             daemon.last_exit = f"not started: {exc}"
@@ -150,6 +172,53 @@ class Supervisor:
             user=spec.user,
             env_names=sorted(env),
         )
+
+    def _watch_output(self, fd: int, name: str) -> None:
+        os.set_blocking(fd, False)
+        if self._selector is not None:
+            self._selector.register(fd, selectors.EVENT_READ, ("output", name))
+
+    def _read_output(self, fd: int, name: str) -> None:
+        assert self.sink is not None
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            self.sink.feed(fd, name, data)
+            return
+        # Every writer is gone (the daemon and whatever it left running).
+        self._read_output_eof(fd, name)
+
+    def _drain_outputs(self) -> None:
+        # What daemons wrote just before they exited is kept too.
+        if self._selector is None:
+            return
+        for key in list(self._selector.get_map().values()):
+            if isinstance(key.data, tuple) and key.data[0] == "output":
+                fd = int(key.fd)
+                for _ in range(64):
+                    if fd not in self._selector.get_map():
+                        break
+                    try:
+                        chunk = os.read(fd, 65536)
+                    except BlockingIOError:
+                        break
+                    except OSError:
+                        chunk = b""
+                    if not chunk:
+                        self._read_output_eof(fd, key.data[1])
+                        break
+                    assert self.sink is not None
+                    self.sink.feed(fd, key.data[1], chunk)
+
+    def _read_output_eof(self, fd: int, name: str) -> None:
+        assert self.sink is not None and self._selector is not None
+        self.sink.eof(fd, name)
+        self._selector.unregister(fd)
+        os.close(fd)
 
     def _signal(self, daemon: Daemon, sig: signal.Signals) -> None:
         if daemon.pid is None:
@@ -303,6 +372,7 @@ class Supervisor:
             signal.signal(sig, lambda *_: None)
         signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
         selector = selectors.DefaultSelector()
+        self._selector = selector
         selector.register(rfd, selectors.EVENT_READ, "signals")
         control = self._open_control()
         if control is not None:
@@ -324,10 +394,19 @@ class Supervisor:
                 for key, _ in selector.select(self._next_timeout()):
                     if key.data == "signals":
                         self._drain_signals(rfd)
+                    elif isinstance(key.data, tuple):
+                        self._read_output(int(key.fd), key.data[1])
                     elif control is not None:
                         self._serve_control(control)
         finally:
+            self._drain_outputs()
             signal.set_wakeup_fd(-1)
+            for key in list(selector.get_map().values()):
+                if isinstance(key.data, tuple):
+                    selector.unregister(key.fd)
+                    with contextlib.suppress(OSError):
+                        os.close(int(key.fd))
+            self._selector = None
             selector.close()
             os.close(rfd)
             os.close(wfd)
@@ -402,7 +481,20 @@ class Supervisor:
                 log.warning("control_request_failed", error=str(exc))
 
 
-def _fork_exec(program: str, argv: list[str], env: dict[str, str], user: DaemonUser | None) -> int:
+def _stdout_buffer() -> Any:
+    import sys
+
+    return getattr(sys.stdout, "buffer", None)
+
+
+def _fork_exec(
+    program: str,
+    argv: list[str],
+    env: dict[str, str],
+    user: DaemonUser | None,
+    *,
+    output: int = -1,
+) -> int:
     """Start ``program`` in its own process group, as ``user`` when given.
 
     ``posix_spawn`` cannot change the uid or capabilities, so this forks (init
@@ -423,7 +515,7 @@ def _fork_exec(program: str, argv: list[str], env: dict[str, str], user: DaemonU
         os.close(wfd)
         raise PrivilegeError(f"fork: {exc.strerror}") from None
     if pid == 0:  # pragma: no cover - the child; its effects are tested
-        _child(program, argv, env, user, last_cap, wfd)
+        _child(program, argv, env, user, last_cap, wfd, output)
     signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     os.close(wfd)
     try:
@@ -445,9 +537,14 @@ def _child(  # pragma: no cover - runs between fork and exec
     user: DaemonUser | None,
     last_cap: int,
     report_fd: int,
+    output: int = -1,
 ) -> None:
     stage = "setup"
     try:
+        if output >= 0:
+            # stdout and stderr into init's pipe (dup2 clears close-on-exec).
+            os.dup2(output, 1)
+            os.dup2(output, 2)
         signal.set_wakeup_fd(-1)
         for sig in _CHILD_DEFAULT:
             signal.signal(sig, signal.SIG_DFL)
