@@ -531,6 +531,8 @@ def test_ordinary_tools_still_work_under_the_profile(bottle: Bottle) -> None:
         "PeerPort => $l->sockport) or die $!; print qq(LOOPBACK-OK\\n)'"
     )
     assert code == 0 and "LOOPBACK-OK" in out, out
+
+
 # -- 9. what outlives the bottle ---------------------------------------------------------------
 
 

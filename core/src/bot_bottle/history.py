@@ -224,7 +224,7 @@ def _ts(value: Any) -> str:
 
 def proposal_records(queue_dir: Path, slug: str) -> list[dict[str, Any]]:
     """Each proposal and each answer as a ``supervise`` record."""
-    from bot_bottle.supervise_queue import QueueError, SuperviseQueue
+    from bot_bottle.supervise_queue import EgressRoutePayload, QueueError, SuperviseQueue
 
     queue = SuperviseQueue(queue_dir, slug)
     out: list[dict[str, Any]] = []
@@ -237,19 +237,24 @@ def proposal_records(queue_dir: Path, slug: str) -> list[dict[str, Any]]:
             out.append({**bad, "event": "unreadable proposal", "proposal_id": pid,
                         "error": exc.message})  # fmt: skip
             continue
-        out.append(
-            {
-                "timestamp": _ts(proposal.created_at),
-                "daemon": "supervise",
-                "level": "info",
-                "event": "proposal",
-                "proposal_id": pid,
-                "tool": proposal.tool,
-                "status": state.status.value,
-                "justification": proposal.payload.justification,
-                "dockerfile": proposal.payload.dockerfile,
-            }
-        )
+        entry: dict[str, Any] = {
+            "timestamp": _ts(proposal.created_at),
+            "daemon": "supervise",
+            "level": "info",
+            "event": "proposal",
+            "proposal_id": pid,
+            "tool": proposal.tool,
+            "status": state.status.value,
+            "justification": proposal.payload.justification,
+        }
+        # Two kinds of proposal: a Dockerfile change, or an egress route.
+        payload = proposal.payload
+        if isinstance(payload, EgressRoutePayload):
+            entry["host"] = payload.host
+            entry["route"] = payload.route()
+        else:
+            entry["dockerfile"] = payload.dockerfile
+        out.append(entry)
         if state.response is not None:
             r = state.response
             out.append(
