@@ -155,3 +155,23 @@ def test_internal_network_still_reaches_the_host_itself(nets) -> None:
         assert [ipaddress.ip_address(a) in subnet for a in listener.accepted] == [True]
     finally:
         listener.close()
+
+
+def test_pruning_build_stages_spares_a_concurrent_builds_young_stage(
+    docker_client, base_image: str, tmp_path
+) -> None:
+    """Two bottles started at once on a fresh machine build at once: the first
+    to finish pruned the other's dangling stage image mid-build ("No such
+    image"). A stage younger than the prune age survives."""
+    import io
+
+    from bot_bottle.images import STAGE_LABEL, DockerCLI
+
+    df = f"FROM {base_image}\nLABEL {STAGE_LABEL}=install\nRUN echo {tmp_path.name} > /x\n"
+    image, _ = docker_client.images.build(fileobj=io.BytesIO(df.encode()), rm=True)
+    try:
+        assert not image.tags  # dangling, as a non-final stage is
+        DockerCLI().prune_stages(io.StringIO())
+        docker_client.images.get(image.id)  # still there
+    finally:
+        docker_client.images.remove(image.id, force=True)

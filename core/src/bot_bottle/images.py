@@ -306,10 +306,15 @@ class DockerCLI:
         The legacy builder keeps a multi-stage build's non-final stages as
         dangling images (hundreds of MB each, one set per build): on a machine
         that builds after every change they fill the disk. Only dangling
-        images carrying our stage label are touched.
+        images carrying our stage label are touched, and only those older
+        than :data:`PRUNE_MIN_AGE`: a concurrent build on the same engine
+        (two bottles started at once on a fresh machine) is still reading its
+        own dangling stage, and pruning it failed that build with "No such
+        image".
         """
         result = self._run(
-            "image", "prune", "--force", "--filter", f"label={STAGE_LABEL}=install"
+            "image", "prune", "--force", "--filter", f"label={STAGE_LABEL}=install",
+            "--filter", f"until={int(PRUNE_MIN_AGE)}s",
         )  # fmt: skip
         log.write(f"prune build stages: {result.stdout.strip() or result.stderr.strip()}\n")
 
