@@ -55,6 +55,9 @@ QUEUE_DIR = "/var/lib/bot-bottle/queue"
 SOCK_DIR = "/run/bot-bottle/sock"
 BUNDLE_READY = "bundle.ready"
 AGENT_READY = "agent.ready"
+#: init's summary of every daemon's state (JSON, replaced atomically): the
+#: host's ``list active`` and both relays' 503 text read it.
+INIT_STATUS = "init-status.json"
 PY = "/opt/bot-bottle/bin/python"
 
 
@@ -93,20 +96,38 @@ def socket_path(name: str) -> str:
     return f"{SOCK_DIR}/{name}.sock"
 
 
+#: endpoint -> (protocol, daemon serving it): what a relay answers while
+#: that daemon is down (an HTTP 503 or a git ERR packet naming it).
+ENDPOINT_DAEMONS = {"proxy": ("http", "egress"), "git": ("git", "git-gate"),
+                    "mcp": ("http", "supervise")}  # fmt: skip
+
+
+def _down_args(listens: dict[str, str], daemon: str | None = None) -> list[str]:
+    args = ["--status", f"{SOCK_DIR}/{INIT_STATUS}"]
+    for name, listen in listens.items():
+        protocol, serving = ENDPOINT_DAEMONS[name]
+        args += ["--down", f"{listen}={protocol}:{daemon or serving}"]
+    return args
+
+
 def bundle_relay_argv(plan: BottlePlan) -> list[str]:
-    pairs = [f"unix:{socket_path(n)}=tcp:{LOOPBACK}:{port}" for n, port in endpoints(plan).items()]
+    listens = {n: f"unix:{socket_path(n)}" for n in endpoints(plan)}
+    pairs = [f"{listens[n]}=tcp:{LOOPBACK}:{port}" for n, port in endpoints(plan).items()]
     return [
         PY, "-m", "bot_bottle_sidecars.relay", "--wait-targets",
-        "--ready-file", f"{SOCK_DIR}/{BUNDLE_READY}", *pairs,
+        "--ready-file", f"{SOCK_DIR}/{BUNDLE_READY}", *_down_args(listens), *pairs,
     ]  # fmt: skip
 
 
 def agent_relay_argv(plan: BottlePlan) -> list[str]:
-    """Runs in a container sharing only the agent's network namespace."""
-    pairs = [f"tcp:{LOOPBACK}:{port}=unix:{socket_path(n)}" for n, port in endpoints(plan).items()]
+    """Runs in a container sharing only the agent's network namespace. Its
+    target refuses only when the bundle's relay daemon is down (the bundle
+    relay answers for the other daemons itself)."""
+    listens = {n: f"tcp:{LOOPBACK}:{port}" for n, port in endpoints(plan).items()}
+    pairs = [f"{listens[n]}=unix:{socket_path(n)}" for n in endpoints(plan)]
     return [
         PY, "-m", "bot_bottle_sidecars.relay",
-        "--ready-file", f"{SOCK_DIR}/{AGENT_READY}", *pairs,
+        "--ready-file", f"{SOCK_DIR}/{AGENT_READY}", *_down_args(listens, "relay"), *pairs,
     ]  # fmt: skip
 
 
@@ -199,7 +220,7 @@ def init_plan(plan: BottlePlan) -> dict[str, object]:
     daemons.append(
         {"name": "relay", "argv": bundle_relay_argv(plan), "user": DAEMON_USERS["relay"].name}
     )
-    return {"grace_seconds": 2, "daemons": daemons}
+    return {"grace_seconds": 2, "status_file": f"{SOCK_DIR}/{INIT_STATUS}", "daemons": daemons}
 
 
 def shared_dir_users() -> dict[str, DaemonUser]:

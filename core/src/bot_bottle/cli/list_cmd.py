@@ -16,7 +16,9 @@ def add_parser(sub: Any) -> None:
     agents.add_argument("--json", action="store_true", help="machine-readable output")
     agents.set_defaults(handler=run)
     active = lsub.add_parser(
-        "active", help="running bottles: backend, slug, label, agent, started, services"
+        "active",
+        help="running bottles: backend, slug, label, agent, started, services, "
+        "each sidecar daemon's state and crash count",
     )
     active.add_argument("--json", action="store_true", help="machine-readable output")
     active.set_defaults(handler=run_active)
@@ -43,15 +45,28 @@ def run_active(args: argparse.Namespace) -> int:
     if not rows:
         print("no active bottles")
         return 0
-    table = [("BACKEND", "SLUG", "LABEL", "AGENT", "STARTED", "SERVICES")]
+    table = [("BACKEND", "SLUG", "LABEL", "AGENT", "STARTED", "SERVICES", "SIDECARS")]
     for r in rows:
         table.append(
-            (r.backend, r.slug, r.label or "-", r.agent, r.started_at, ",".join(r.services))
-        )
+            (r.backend, r.slug, r.label or "-", r.agent, r.started_at, ",".join(r.services),
+             _sidecars(r.daemons))
+        )  # fmt: skip
     widths = [max(len(row[c]) for row in table) for c in range(len(table[0]))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     return 0
+
+
+def _sidecars(daemons: Any) -> str:
+    """``egress ok, git-gate restarting (2 crashes)``; ``-`` when unknown."""
+    parts = []
+    for d in daemons:
+        text = "ok" if d.state == "running" else d.state
+        if d.crashes:
+            text += f" ({d.crashes} crash{'es' if d.crashes != 1 else ''}"
+            text += f", last {d.last_exit})" if d.last_exit else ")"
+        parts.append(f"{d.name} {text}")
+    return ", ".join(parts) or "-"
 
 
 def run(args: argparse.Namespace) -> int:

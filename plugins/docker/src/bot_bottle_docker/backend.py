@@ -27,6 +27,7 @@ Every resource carries ``bot-bottle.slug``, ``bot-bottle.agent``,
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import sys
 import time
@@ -40,6 +41,7 @@ from bot_bottle.contracts.backend import (
     ActiveBottle,
     Backend,
     CleanupItem,
+    DaemonState,
     PreparedBottle,
     RunningBottle,
 )
@@ -54,6 +56,7 @@ from bot_bottle.sidecar_layout import (
     DAEMON_USERS,
     ETC,
     GATE_KEYS,
+    INIT_STATUS,
     QUEUE_DIR,
     SECRETS_CA,
     SECRETS_GATE_KEYS,
@@ -465,6 +468,7 @@ class DockerBackend(Backend):
                 if agent is None:
                     continue
                 services = agent.labels.get(L_SERVICES, "")
+                bundle = next((c for c in containers if c.labels.get(L_ROLE) == "sidecars"), None)
                 out.append(
                     ActiveBottle(
                         backend=NAME,
@@ -473,6 +477,7 @@ class DockerBackend(Backend):
                         label=agent.labels.get(L_LABEL) or None,
                         started_at=agent.labels.get(L_STARTED, ""),
                         services=tuple(s for s in services.split(",") if s),
+                        daemons=_daemon_states(slug, agent.labels, bundle),
                     )
                 )
             return out
@@ -531,6 +536,30 @@ class DockerBackend(Backend):
         finally:
             client.close()
         return removed
+
+
+def _daemon_states(slug: str, labels: Mapping[str, str], bundle: Any) -> tuple[DaemonState, ...]:
+    """What the bundle's init last wrote (this home's bottles only: another
+    home's state dir is not ours to read). A bundle container that is not
+    running (only running ones are listed) says so, whatever the file claims."""
+    if labels.get(L_HOME) != home_id():
+        return ()
+    if bundle is None:
+        return (DaemonState("bundle", "stopped"),)
+    path = StateDir.for_slug(slug).run_dir / "sock" / INIT_STATUS
+    try:
+        data = json.loads(path.read_text())
+        return tuple(
+            DaemonState(
+                name=str(d["name"]),
+                state=str(d["state"]),
+                crashes=int(d.get("crashes") or 0),
+                last_exit=d.get("last_exit"),
+            )
+            for d in data["daemons"]
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return ()
 
 
 def _world_readable(root: Path) -> None:

@@ -101,10 +101,35 @@ class DaemonSpec:
 
 
 @dataclass(frozen=True)
+class RestartPolicy:
+    """When a daemon that exits on its own is started again.
+
+    The n-th crash within ``window_seconds`` waits ``initial * 2**(n-1)``
+    seconds (at most ``max_delay``) before the next start; crash number
+    ``max_crashes`` within the window is the last: the daemon is left
+    ``failed``, loudly, and only a ``ctl restart`` starts it again. Every
+    exit is logged with its status, so a crash loop never hides its cause.
+    """
+
+    initial: float = 0.5
+    max_delay: float = 30.0
+    max_crashes: int = 10
+    window_seconds: float = 600.0
+
+    def delay(self, crashes: int) -> float:
+        return min(self.max_delay, self.initial * 2 ** max(0, crashes - 1))
+
+
+@dataclass(frozen=True)
 class InitPlan:
     daemons: tuple[DaemonSpec, ...]
     grace_seconds: float = DEFAULT_GRACE_SECONDS
     control_socket: str | None = DEFAULT_CONTROL_SOCKET
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
+    #: Where init keeps a JSON summary of every daemon's state (atomically
+    #: replaced on each change) for the host (``list active``) and the
+    #: relays' 503 text; None: nowhere.
+    status_file: str | None = None
 
     def daemon(self, name: str) -> DaemonSpec | None:
         return next((d for d in self.daemons if d.name == name), None)
@@ -136,7 +161,7 @@ def parse_plan(data: Any, *, source: str = "plan") -> InitPlan:
     """Validate a decoded plan document; every problem names the daemon and key."""
     if not isinstance(data, dict):
         raise PlanError(f"{source}: the plan must be a JSON object")
-    unknown = set(data) - {"daemons", "grace_seconds", "control_socket"}
+    unknown = set(data) - {"daemons", "grace_seconds", "control_socket", "restart", "status_file"}
     if unknown:
         raise PlanError(f"{source}: unknown key(s) {sorted(unknown)}")
     grace = data.get("grace_seconds", DEFAULT_GRACE_SECONDS)
@@ -145,6 +170,12 @@ def parse_plan(data: Any, *, source: str = "plan") -> InitPlan:
     socket_path = data.get("control_socket", DEFAULT_CONTROL_SOCKET)
     if socket_path is not None and (not isinstance(socket_path, str) or not socket_path):
         raise PlanError(f"{source}: control_socket must be a path or null")
+    status_file = data.get("status_file")
+    if status_file is not None and (
+        not isinstance(status_file, str) or not status_file.startswith("/")
+    ):
+        raise PlanError(f"{source}: status_file must be an absolute path or null")
+    restart = _parse_restart(data.get("restart", {}), source)
     raw = data.get("daemons")
     if not isinstance(raw, list) or not raw:
         raise PlanError(
@@ -164,7 +195,37 @@ def parse_plan(data: Any, *, source: str = "plan") -> InitPlan:
             f"{source}: user(s) {shared} run more than one daemon",
             hint="give every daemon its own user",
         )
-    return InitPlan(daemons=daemons, grace_seconds=float(grace), control_socket=socket_path)
+    return InitPlan(
+        daemons=daemons,
+        grace_seconds=float(grace),
+        control_socket=socket_path,
+        restart=restart,
+        status_file=status_file,
+    )
+
+
+def _parse_restart(raw: Any, source: str) -> RestartPolicy:
+    keys = {"initial": (0.01, 60.0), "max_delay": (0.01, 3600.0),
+            "max_crashes": (1, 1000), "window_seconds": (1.0, 86400.0)}  # fmt: skip
+    if not isinstance(raw, dict) or set(raw) - set(keys):
+        raise PlanError(
+            f"{source}: restart must be an object with {sorted(keys)}",
+            hint='e.g. {"initial": 0.5, "max_delay": 30, "max_crashes": 10, "window_seconds": 600}',
+        )
+    values: dict[str, Any] = {}
+    for key, (low, high) in keys.items():
+        if key not in raw:
+            continue
+        value = raw[key]
+        whole = key == "max_crashes"
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int if whole else int | float)
+            or not low <= value <= high
+        ):
+            raise PlanError(f"{source}: restart.{key} must be a number in [{low}, {high}]")
+        values[key] = value if whole else float(value)
+    return RestartPolicy(**values)
 
 
 def _parse_daemon(raw: Any, index: int, source: str) -> DaemonSpec:
