@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot_bottle.contracts.provider import ProviderPlan
 from bot_bottle.errors import BotBottleError
+from bot_bottle.manifest.models import Resources
 from bot_bottle.secrets import Secret
 
 if TYPE_CHECKING:
@@ -95,6 +96,8 @@ class BottlePlan:
     git_config: tuple[tuple[str, str], ...] = ()
     #: Use gVisor when the engine has it (the backend decides at launch).
     gvisor: bool = True
+    #: cgroup limits per container (manifest ``resources:``, with defaults).
+    resources: Resources = field(default_factory=Resources)
 
     def bundle_env(self) -> dict[str, Secret]:
         """The sidecar bundle's environment: every credential slot. init hands
@@ -128,6 +131,10 @@ class BottlePlan:
             "supervise": self.supervise,
             "extra_hosts": dict(self.extra_hosts),
             "gvisor": self.gvisor,
+            "resources": {
+                name: getattr(self.resources, name).describe()
+                for name in ("agent", "bundle", "relay")
+            },
         }
 
 
@@ -258,4 +265,5 @@ def make_plan(
         prompt=agent.prompt,
         git_config=tuple(git_config),
         gvisor=gvisor,
+        resources=bottle.resources,
     )

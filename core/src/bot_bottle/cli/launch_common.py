@@ -95,3 +95,5 @@ def print_preflight(plan: Any, prepared: Any) -> None:
     if s["cwd"]:
         out.write(f"   workspace: {s['cwd']} -> /workspace")
     out.write("\n")
+    for name, limits in s["resources"].items():
+        out.write(f"  limits {name}: {limits}\n")

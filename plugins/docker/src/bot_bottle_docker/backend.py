@@ -48,6 +48,7 @@ from bot_bottle.contracts.backend import (
 from bot_bottle.contracts.common import Availability
 from bot_bottle.errors import BotBottleError
 from bot_bottle.log import get_logger
+from bot_bottle.manifest.models import Limits, memory_bytes
 from bot_bottle.plan import BottlePlan
 from bot_bottle.sidecar_layout import (
     AGENT_READY,
@@ -252,6 +253,7 @@ class DockerBackend(Backend):
                     },
                     tmpfs={CA_DIR: PRIVATE_TMPFS, GATE_KEYS: PRIVATE_TMPFS},
                     labels={**labels, L_ROLE: "sidecars"},
+                    **cgroup_limits(plan.resources.bundle),
                     cap_drop=["ALL"],
                     cap_add=BUNDLE_CAPS,
                     security_opt=["no-new-privileges"],
@@ -281,6 +283,7 @@ class DockerBackend(Backend):
                     volumes=volumes or None,
                     working_dir=prepared.workdir,
                     labels={**labels, L_ROLE: "agent"},
+                    **cgroup_limits(plan.resources.agent),
                     runtime=runtime,
                     init=True,
                     # Root's "sleep infinity" keeps the container up; the agent
@@ -304,6 +307,7 @@ class DockerBackend(Backend):
                     network_mode=f"container:{agent.id}",
                     volumes={str(sock): {"bind": SOCK_DIR, "mode": "rw"}},
                     labels={**labels, L_ROLE: "relay"},
+                    **cgroup_limits(plan.resources.relay),
                     # The same user as the bundle's relay daemon, which owns
                     # the sockets; no capability (its ports are above 1024).
                     user=f"{relay_user.uid}:{relay_user.uid}",
@@ -560,6 +564,22 @@ def _daemon_states(slug: str, labels: Mapping[str, str], bundle: Any) -> tuple[D
         )
     except (OSError, ValueError, KeyError, TypeError):
         return ()
+
+
+def cgroup_limits(limits: Limits) -> dict[str, Any]:
+    """``containers.create`` keywords for a manifest ``resources:`` entry.
+
+    Swap is the memory limit itself (no swap on top): a container over its
+    limit is OOM-killed inside, instead of thrashing the host's disk.
+    """
+    out: dict[str, Any] = {}
+    if limits.memory is not None:
+        out["mem_limit"] = out["memswap_limit"] = memory_bytes(limits.memory)
+    if limits.pids is not None:
+        out["pids_limit"] = limits.pids
+    if limits.cpus is not None:
+        out["nano_cpus"] = int(limits.cpus * 1e9)
+    return out
 
 
 def _world_readable(root: Path) -> None:
