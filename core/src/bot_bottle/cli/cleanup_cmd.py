@@ -23,19 +23,27 @@ def run(args: argparse.Namespace) -> int:
 
     host = PluginHost().load()
     found: list[tuple[Any, list[CleanupItem]]] = []
+    skipped: set[str] = set()
     for comp in host.components("backends"):
         backend = host.create("backends", comp.name)
         if not backend.is_available().ok:
             sys.stderr.write(f"skipping backend {comp.name}: not available\n")
+            skipped.add(comp.name)
             continue
         items = backend.find_orphans()
         if items:
             found.append((backend, items))
     states = [s for s in all_states() if not s.preserved and not s.owner_alive]
+    # A state dir is the only record of its bottle once its backend's
+    # resources are gone: kept while that backend cannot be looked at.
+    kept = [s for s in states if s.metadata().get("backend") in skipped]
+    states = [s for s in states if s not in kept]
+    for s in kept:
+        sys.stderr.write(f"keeping {s.path}: its backend is not available\n")
     total = sum(len(items) for _, items in found) + len(states)
     if not total:
         print("nothing to clean up")
-        return 0
+        return 1 if kept else 0
     for _, items in found:
         for item in items:
             print(f"{item.backend:8} {item.kind:10} {item.name}")
@@ -54,4 +62,4 @@ def run(args: argparse.Namespace) -> int:
         s.remove()
         removed += 1
     print(f"removed {removed} of {total}")
-    return 0 if removed == total else 1
+    return 0 if removed == total and not kept else 1

@@ -88,6 +88,10 @@ L_SERVICES = "bot-bottle.services"
 L_HOME = "bot-bottle.home"
 L_LAUNCHER = "bot-bottle.launcher"
 READY_TIMEOUT = 60.0
+#: cleanup: passes over an orphaned bottle's labels, and the pause before each.
+_CLEANUP_PASSES = 4
+_CLEANUP_SETTLE = 0.5
+_REMOVE_TRIES = 5
 WORKSPACE = "/workspace"
 #: The only capabilities a root exec in the agent container has (provisioning:
 #: file ownership and modes, runuser to the agent user). The agent's own uid
@@ -156,7 +160,9 @@ class DockerBackend(Backend):
         from bot_bottle.dockerhost import DockerUnreachable, probe
 
         try:
-            info = probe(timeout=2.0)
+            # A busy engine answers /info slowly (seconds, with many
+            # containers); "unavailable" then would make cleanup skip it.
+            info = probe(timeout=15.0)
         except DockerUnreachable as exc:
             return Availability.no(str(exc), "start dockerd or set DOCKER_HOST")
         runtimes = ", ".join(info.runtimes)
@@ -517,29 +523,70 @@ class DockerBackend(Backend):
             client.close()
 
     def cleanup(self, items: Sequence[CleanupItem]) -> list[CleanupItem]:
-        import docker.errors
+        """Remove ``items``; then, for their bottles, whatever appeared meanwhile.
 
+        A launcher killed in the middle of an engine call leaves that call
+        running in the engine: a container it was creating or starting can
+        appear (or refuse removal: "in progress") after the orphans were
+        listed. Each removal is retried briefly, and each orphaned bottle's
+        label is looked up again until a pass finds nothing new.
+        """
         client = _client()
         removed: list[CleanupItem] = []
+        slugs = {i.slug for i in items if i.slug}
         try:
-            # Containers first: a network in use cannot be removed.
-            for item in sorted(items, key=lambda i: i.kind != "container"):
-                try:
-                    if item.kind == "container":
-                        client.containers.get(item.name).remove(force=True)
-                    elif item.kind == "network":
-                        client.networks.get(item.name).remove()
-                    else:
-                        continue
-                except docker.errors.NotFound:
-                    pass
-                except docker.errors.APIError as exc:
-                    log.warning("cleanup_failed", item=item.name, error=str(exc))
-                    continue
-                removed.append(item)
+            pending = list(items)
+            for attempt in range(_CLEANUP_PASSES):
+                # Containers first: a network in use cannot be removed.
+                for item in sorted(pending, key=lambda i: i.kind != "container"):
+                    if self._remove_item(client, item):
+                        removed.append(item)
+                if not slugs:
+                    break
+                time.sleep(_CLEANUP_SETTLE * (attempt + 1))
+                done = {(i.kind, i.name) for i in removed}
+                pending = [i for i in self._labelled(client, slugs) if (i.kind, i.name) not in done]
+                if not pending:
+                    break
         finally:
             client.close()
-        return removed
+        # Only what was asked for counts; late arrivals are extra.
+        asked = {(i.kind, i.name) for i in items}
+        return [i for i in removed if (i.kind, i.name) in asked]
+
+    def _labelled(self, client: Any, slugs: set[str]) -> list[CleanupItem]:
+        out: list[CleanupItem] = []
+        for slug in sorted(slugs):
+            flt: dict[str, Any] = {"label": [f"{L_BACKEND}={NAME}", f"{L_SLUG}={slug}"]}
+            for c in client.containers.list(all=True, filters=flt):
+                out.append(CleanupItem(NAME, "container", c.name or c.id or "?", slug))
+            for n in client.networks.list(filters=flt):
+                out.append(CleanupItem(NAME, "network", n.name or n.id or "?", slug))
+        return out
+
+    def _remove_item(self, client: Any, item: CleanupItem) -> bool:
+        import docker.errors
+
+        for attempt in range(_REMOVE_TRIES):
+            try:
+                if item.kind == "container":
+                    client.containers.get(item.name).remove(force=True)
+                elif item.kind == "network":
+                    client.networks.get(item.name).remove()
+                else:
+                    return False
+                return True
+            except docker.errors.NotFound:
+                return True
+            except docker.errors.APIError as exc:
+                # 409: removal already in progress, or a network still in use
+                # by a container being removed: worth another look.
+                if exc.status_code == 409 and attempt + 1 < _REMOVE_TRIES:
+                    time.sleep(0.3)
+                    continue
+                log.warning("cleanup_failed", item=item.name, error=str(exc))
+                return False
+        return False
 
 
 def _daemon_states(slug: str, labels: Mapping[str, str], bundle: Any) -> tuple[DaemonState, ...]:
