@@ -19,6 +19,13 @@ _DOWN_READ_SECONDS = 2.0
 _DOWN_MAX_HEAD = 64 * 1024
 #: A refusal's log line is repeated (with a count) at most this often.
 _LOG_EVERY = 10.0
+#: Pending connections a listener queues (the kernel caps it at somaxconn):
+#: asyncio's default of 100 made a burst of agent connections fail at the
+#: Unix socket (EAGAIN) although every daemon was up.
+_BACKLOG = 4096
+#: A full queue (EAGAIN) is retried this long before it counts as down;
+#: a refusal (nothing listening: the daemon is down) is not retried.
+_BUSY_RETRY_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -184,6 +191,23 @@ async def _pipe(
             w.transport.abort()
 
 
+async def _connect(target: Endpoint) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    deadline = time.monotonic() + _BUSY_RETRY_SECONDS
+    delay = 0.005
+    while True:
+        try:
+            return await target.connect()
+        except (ConnectionRefusedError, FileNotFoundError):
+            raise  # nothing listens there: the daemon is down
+        except OSError:
+            # EAGAIN and kin: the target's accept queue is full (a burst):
+            # busy, not down.
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+
 async def _handle(
     target: Endpoint,
     reader: asyncio.StreamReader,
@@ -191,7 +215,7 @@ async def _handle(
     down: DownAnswer | None = None,
 ) -> None:
     try:
-        up_reader, up_writer = await target.connect()
+        up_reader, up_writer = await _connect(target)
     except OSError as exc:
         error = exc.strerror or str(exc)
         _throttle.log("target_unreachable", f"{target} {error}", target=str(target), error=error)
@@ -249,10 +273,10 @@ async def _serve(
 
         if listen.kind == "unix":
             Path(listen.path).unlink(missing_ok=True)
-            server = await asyncio.start_unix_server(handler, listen.path)
+            server = await asyncio.start_unix_server(handler, listen.path, backlog=_BACKLOG)
             Path(listen.path).chmod(0o660)
         else:
-            server = await asyncio.start_server(handler, listen.host, listen.port)
+            server = await asyncio.start_server(handler, listen.host, listen.port, backlog=_BACKLOG)
         servers.append(server)
         _log("listening", listen=str(listen), target=str(target))
     if ready is not None and all_ready:
