@@ -684,3 +684,16 @@ def test_a_failed_exec_is_reported_not_started(
 def test_invalid_users_and_copies_are_refused(daemons: list[Any], message: str) -> None:
     with pytest.raises(PlanError, match=message):
         parse_plan({"daemons": daemons})
+
+
+def test_oom_score_adj_is_raised_for_the_daemons_that_should_die_first(
+    bundle: Callable[..., Bundle],
+) -> None:
+    b = bundle([{"name": "git-gate", "oom_score_adj": 800}, {"name": "egress"}])
+    gate, egress = b.info("git-gate")["pid"], b.info("egress")["pid"]
+    assert Path(f"/proc/{gate}/oom_score_adj").read_text().strip() == "800"
+    assert Path(f"/proc/{egress}/oom_score_adj").read_text().strip() == str(
+        int(Path("/proc/self/oom_score_adj").read_text())
+    )
+    with pytest.raises(PlanError, match="oom_score_adj"):
+        parse_plan({"daemons": [{"name": "a", "argv": ["x"], "oom_score_adj": -5}]})

@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from bot_bottle_sidecars.egress.testing import free_port
 
 
@@ -188,3 +189,31 @@ def test_a_failed_daemon_is_named_as_stopped_in_the_answer(tmp_path: Path) -> No
         proc.wait(timeout=10)
     assert answer.startswith(b"HTTP/1.1 503 ")
     assert b"egress sidecar has stopped after 10 crashes" in answer
+
+
+def test_a_limit_makes_excess_connections_wait_for_a_slot(tmp_path: Path) -> None:
+    srv, port = _echo_server()
+    front = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot_bottle_sidecars.relay", "--ready-file",
+         str(tmp_path / "r.ready"), f"--limit=tcp:127.0.0.1:{front}=1",
+         f"tcp:127.0.0.1:{front}=tcp:127.0.0.1:{port}"]
+    )  # fmt: skip
+    try:
+        _wait(tmp_path / "r.ready")
+        first = socket.create_connection(("127.0.0.1", front), timeout=10)
+        first.sendall(b"one")
+        assert first.recv(100) == b"ONE"
+        second = socket.create_connection(("127.0.0.1", front), timeout=10)
+        second.sendall(b"two")
+        second.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            second.recv(100)  # waiting: the one slot is taken
+        first.close()
+        second.settimeout(10)
+        assert second.recv(100) == b"TWO"
+        second.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        srv.close()

@@ -12,6 +12,8 @@ printed for the record (``-s``), never asserted on time.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.faults.conftest import Bottle
@@ -34,8 +36,12 @@ done
 # take a descriptor above 1023.
 for fd in "${{fds[@]}}"; do
   line=$(timeout 30 head -n 1 <&$fd)
-  case "$line" in "HTTP/1.1 200"*) ok=$((ok+1));; esac
+  case "$line" in
+    "HTTP/1.1 200"*) ok=$((ok+1));;
+    *) echo "other: ${{line:0:60}}" >> /tmp/other;;
+  esac
 done
+[ -e /tmp/other ] && sort /tmp/other | uniq -c | head -5 && rm /tmp/other
 echo "held $ok of ${{#fds[@]}}"
 # While all of them are open: an ordinary request, timed.
 curl -sS -m 60 -o /dev/null -w 'normal %{{http_code}} %{{time_total}}\\n' https://allowed.test/echo
@@ -47,8 +53,10 @@ UPLOAD = """head -c 10G /dev/zero | curl -sS -m 120 -o /tmp/up.out -w 'upload %{
 
 SUPERVISE = f"""
 body='{{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{{}}}}'
-for i in $(seq {SUPERVISE_CALLS}); do echo 'url = "http://127.0.0.1:8765/mcp"'; done > /tmp/urls
-curl -sS -Z --parallel-max 50 -m 60 -K /tmp/urls -o /dev/null -w '%{{http_code}}\\n' \
+for i in $(seq {SUPERVISE_CALLS}); do
+  printf 'url = "http://127.0.0.1:8765/mcp"\\noutput = "/dev/null"\\n'
+done > /tmp/urls
+curl -sS -Z --parallel-max 50 -m 60 -K /tmp/urls -w '%{{http_code}}\\n' \
   -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' \
   -d "$body" | sort | uniq -c
 """
@@ -61,6 +69,19 @@ def _git(bottle: Bottle) -> str:
         f"seq {GIT_FETCHES} | xargs -P 100 -I{{}} sh -c "
         f"'timeout 60 git ls-remote {url} >/dev/null 2>&1; echo $?' | sort | uniq -c"
     )
+
+
+def _crashes(bottle: Bottle) -> dict[str, int]:
+    """Crash count of each daemon so far, and the bundle's peak memory in MiB."""
+    out = {n: int(st["crashes"]) for n, st in bottle.init_status().items()}
+    out["peak_mib"] = _peak_bytes(bottle) >> 20
+    return out
+
+
+def _tally(out: str) -> dict[int, int]:
+    """``uniq -c`` lines (count, value) -> {value: count}; other lines ignored."""
+    found = re.findall(r"^\s*(\d+) (\d+)$", out, re.M)
+    return {int(value): int(count) for count, value in found}
 
 
 def _peak_bytes(bottle: Bottle) -> int:
@@ -88,17 +109,21 @@ def test_a_flood_from_the_agent_stays_within_limits_and_is_not_logged_per_reques
     normal = next(x for x in held.splitlines() if x.startswith("normal "))
     assert normal.split()[1] == "200", held[-2000:]
 
+    stages = {"connections": _crashes(bottle)}
     code, up = bottle.sh(UPLOAD, timeout=300)
+    stages["upload"] = _crashes(bottle)
     # Refused at the scan cap (32 MiB), the rest never read into memory.
     assert "upload 413" in up, up[-2000:]
 
     code, calls = bottle.sh(SUPERVISE, timeout=600)
-    answered = {int(c): int(n) for n, c in (x.split() for x in calls.strip().splitlines())}
+    answered = _tally(calls)
     assert sum(answered.values()) == SUPERVISE_CALLS, calls
     assert answered.get(200, 0) == SUPERVISE_CALLS, calls
 
+    stages["supervise"] = _crashes(bottle)
     code, fetches = bottle.sh(_git(bottle), timeout=600)
-    exits = {int(c): int(n) for n, c in (x.split() for x in fetches.strip().splitlines())}
+    stages["git"] = _crashes(bottle)
+    exits = _tally(fetches)
     assert sum(exits.values()) == GIT_FETCHES, fetches
     assert 124 not in exits, f"a fetch hung: {fetches}"
 
@@ -106,9 +131,11 @@ def test_a_flood_from_the_agent_stays_within_limits_and_is_not_logged_per_reques
     bundle = bottle.bundle
     assert bundle.status == "running" and not bundle.attrs["State"]["OOMKilled"]
     after = bottle.init_status()
+    died = [e for e in bottle.bundle_events() if e.get("event") == "daemon_exited"]
+    print(f"\nflood stages (crashes so far, peak MiB): {stages}")
     for name, st in after.items():
         assert st["state"] == "running", (name, st)
-        assert st["crashes"] == before[name]["crashes"], (name, st)
+        assert st["crashes"] == before[name]["crashes"], (name, st["last_exit"], stages, died[-3:])
     assert peak < limit, f"bundle peaked at {peak} bytes (limit {limit})"
     added = len(bundle.logs().splitlines()) - lines_before
     requests = CONNECTIONS + SUPERVISE_CALLS + GIT_FETCHES + 2

@@ -110,12 +110,20 @@ def _down_args(listens: dict[str, str], daemon: str | None = None) -> list[str]:
     return args
 
 
+#: At most this many git connections reach git-gate at once; the rest wait
+#: in the relay. Each runs the access hook (a Python process, ~35 MB): 100
+#: parallel fetches took the bundle past 1 GiB, and git daemon's own
+#: --max-connections ends the oldest connection instead of queueing.
+GIT_CONCURRENCY = 8
+
+
 def bundle_relay_argv(plan: BottlePlan) -> list[str]:
     listens = {n: f"unix:{socket_path(n)}" for n in endpoints(plan)}
     pairs = [f"{listens[n]}=tcp:{LOOPBACK}:{port}" for n, port in endpoints(plan).items()]
+    limits = [f"--limit={listens['git']}={GIT_CONCURRENCY}"] if "git" in listens else []
     return [
         PY, "-m", "bot_bottle_sidecars.relay", "--wait-targets",
-        "--ready-file", f"{SOCK_DIR}/{BUNDLE_READY}", *_down_args(listens), *pairs,
+        "--ready-file", f"{SOCK_DIR}/{BUNDLE_READY}", *_down_args(listens), *limits, *pairs,
     ]  # fmt: skip
 
 
@@ -190,6 +198,9 @@ def init_plan(plan: BottlePlan) -> dict[str, object]:
                 ],
                 "env": [f"{GITGATE_SECRET_PREFIX}*"],
                 "user": DAEMON_USERS["git-gate"].name,
+                # Under memory pressure its per-fetch processes die first,
+                # not egress (a fetch is retried; the proxy is everything).
+                "oom_score_adj": 800,
                 "copy": [{"from": SECRETS_GATE_KEYS, "to": GATE_KEYS}],
             }
         )
@@ -215,6 +226,7 @@ def init_plan(plan: BottlePlan) -> dict[str, object]:
                     introspection_url(plan),
                 ],
                 "user": DAEMON_USERS["supervise"].name,
+                "oom_score_adj": 500,
             }
         )
     daemons.append(

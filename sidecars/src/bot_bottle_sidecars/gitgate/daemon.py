@@ -116,6 +116,9 @@ def prepare(config: GateConfig, layout: Layout, python: str) -> list[Path]:
     return mirrors
 
 
+MAX_CONNECTIONS = 16
+
+
 def daemon_argv(layout: Layout, mirrors: Sequence[Path], *, listen: str, port: int) -> list[str]:
     return [
         "git",
@@ -131,6 +134,12 @@ def daemon_argv(layout: Layout, mirrors: Sequence[Path], *, listen: str, port: i
         # git daemon runs the access hook through a shell: quote its path.
         f"--access-hook={shlex.quote(str(layout.access_hook.resolve()))}",
         "--init-timeout=30",
+        # Each connection runs the access hook (a Python process refreshing
+        # the mirror over ssh, ~35 MB). The bundle's relay lets at most
+        # sidecar_layout.GIT_CONCURRENCY through at once (the rest wait);
+        # this bound is for anything else, beyond which git daemon ends the
+        # oldest connection from the same address.
+        f"--max-connections={MAX_CONNECTIONS}",
         "--",
         *[str(m.resolve()) for m in mirrors],
     ]

@@ -83,6 +83,11 @@ class DaemonSpec:
     user: str | None = None
     #: ``(from, to)`` directories: private copies made before each start.
     copies: tuple[tuple[str, str], ...] = ()
+    #: Raises the daemon's (and its children's) ``oom_score_adj``: when the
+    #: bundle hits its memory limit, the kernel kills these first (git-gate's
+    #: per-fetch processes before egress). 0..1000; lowering needs a
+    #: capability the bundle does not have.
+    oom_score_adj: int = 0
 
     def allows(self, var: str) -> bool:
         return any(_matches(pattern, var) for pattern in (*BASE_ENV, *self.env))
@@ -232,7 +237,9 @@ def _parse_daemon(raw: Any, index: int, source: str) -> DaemonSpec:
     where = f"{source}: daemons[{index}]"
     if not isinstance(raw, dict):
         raise PlanError(f"{where} must be an object")
-    unknown = set(raw) - {"name", "argv", "env", "set_env", "forward_sighup", "user", "copy"}
+    unknown = set(raw) - {
+        "name", "argv", "env", "set_env", "forward_sighup", "user", "copy", "oom_score_adj"
+    }  # fmt: skip
     if unknown:
         raise PlanError(f"{where}: unknown key(s) {sorted(unknown)}")
     name = raw.get("name")
@@ -276,8 +283,12 @@ def _parse_daemon(raw: Any, index: int, source: str) -> DaemonSpec:
             f"{where}: invalid user {user!r}",
             hint="a user name of the bundle image, e.g. 'bb-egress'",
         )
+    oom = raw.get("oom_score_adj", 0)
+    if isinstance(oom, bool) or not isinstance(oom, int) or not 0 <= oom <= 1000:
+        raise PlanError(f"{where}: oom_score_adj must be a whole number in [0, 1000]")
     return DaemonSpec(
         name=name,
+        oom_score_adj=oom,
         argv=tuple(argv),
         env=tuple(env),
         set_env=dict(set_env),

@@ -201,7 +201,9 @@ class Supervisor:
                 if self._selector is not None:
                     self._selector.register(report_r, selectors.EVENT_READ, daemon.spec.name)
                 env[STATUS_FD_ENV] = str(report_w)
-            pid = _fork_exec(program, list(spec.argv), env, user, keep_fd=report_w)
+            pid = _fork_exec(
+                program, list(spec.argv), env, user, keep_fd=report_w, oom=spec.oom_score_adj
+            )
         except PrivilegeError as exc:
             daemon.pid = None
             daemon.last_exit = f"not started: {exc}"
@@ -680,6 +682,7 @@ def _fork_exec(
     user: DaemonUser | None,
     *,
     keep_fd: int | None = None,
+    oom: int = 0,
 ) -> int:
     """Start ``program`` in its own process group, as ``user`` when given.
 
@@ -701,7 +704,7 @@ def _fork_exec(
         os.close(wfd)
         raise PrivilegeError(f"fork: {exc.strerror}") from None
     if pid == 0:  # pragma: no cover - the child; its effects are tested
-        _child(program, argv, env, user, last_cap, wfd, keep_fd)
+        _child(program, argv, env, user, last_cap, wfd, keep_fd, oom)
     signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     os.close(wfd)
     try:
@@ -724,9 +727,14 @@ def _child(  # pragma: no cover - runs between fork and exec
     last_cap: int,
     report_fd: int,
     keep_fd: int | None,
+    oom: int,
 ) -> None:
     stage = "setup"
     try:
+        if oom:
+            stage = "oom_score_adj"
+            with open("/proc/self/oom_score_adj", "w") as fh:  # noqa: PTH123 - no pathlib between fork and exec
+                fh.write(str(oom))
         if keep_fd is not None:
             os.set_inheritable(keep_fd, True)
         signal.set_wakeup_fd(-1)

@@ -26,6 +26,8 @@ _BACKLOG = 4096
 #: A full queue (EAGAIN) is retried this long before it counts as down;
 #: a refusal (nothing listening: the daemon is down) is not retried.
 _BUSY_RETRY_SECONDS = 5.0
+#: How long a connection over a listener's ``--limit`` waits for a slot.
+_QUEUE_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -255,6 +257,7 @@ async def _serve(
     ready: Path | None,
     wait: bool,
     downs: dict[str, DownAnswer] | None = None,
+    limits: dict[str, int] | None = None,
 ) -> None:
     servers: list[asyncio.Server] = []
     # In parallel: one target that never comes keeps no other listener waiting.
@@ -262,14 +265,32 @@ async def _serve(
     all_ready = all(waits)
     for listen, target in pairs:
         answer = (downs or {}).get(str(listen))
+        cap = (limits or {}).get(str(listen))
+        gate = asyncio.Semaphore(cap) if cap else None
 
         async def handler(
             r: asyncio.StreamReader,
             w: asyncio.StreamWriter,
             target: Endpoint = target,
             down: DownAnswer | None = answer,
+            gate: asyncio.Semaphore | None = gate,
         ) -> None:
-            await _handle(target, r, w, down)
+            if gate is None:
+                await _handle(target, r, w, down)
+                return
+            # Excess connections wait here (clients of git wait patiently)
+            # instead of reaching a daemon that would drop or kill them.
+            try:
+                async with asyncio.timeout(_QUEUE_SECONDS):
+                    await gate.acquire()
+            except TimeoutError:
+                _throttle.log("listener_busy", str(target), target=str(target))
+                w.close()
+                return
+            try:
+                await _handle(target, r, w, down)
+            finally:
+                gate.release()
 
         if listen.kind == "unix":
             Path(listen.path).unlink(missing_ok=True)
@@ -304,6 +325,13 @@ def main(argv: list[str] | None = None) -> int:
         help="answer a refused connection on LISTEN (503 or git ERR naming DAEMON)",
     )
     parser.add_argument("--status", type=Path, help="init's status file (the daemons' states)")
+    parser.add_argument(
+        "--limit",
+        action="append",
+        default=[],
+        metavar="LISTEN=N",
+        help="at most N connections at once through LISTEN; the rest wait",
+    )
     parser.add_argument("pairs", nargs="+", metavar="LISTEN=TARGET")
     args = parser.parse_args(argv)
     pairs: list[tuple[Endpoint, Endpoint]] = []
@@ -319,10 +347,16 @@ def main(argv: list[str] | None = None) -> int:
             if listen not in {str(a) for a, _ in pairs}:
                 raise ValueError(f"--down {text!r}: no pair listens on {listen}")
             downs[listen] = answer
+        limits: dict[str, int] = {}
+        for text in args.limit:
+            listen, _, n = text.rpartition("=")
+            if not n.isdigit() or int(n) < 1:
+                raise ValueError(f"--limit {text!r} is not LISTEN=N")
+            limits[str(Endpoint.parse(listen))] = int(n)
     except ValueError as exc:
         parser.error(str(exc))
     try:
-        asyncio.run(_serve(pairs, args.ready_file, args.wait_targets, downs))
+        asyncio.run(_serve(pairs, args.ready_file, args.wait_targets, downs, limits))
     except OSError as exc:
         _log("failed", error=str(exc))
         return 1
