@@ -1,6 +1,7 @@
 """Fault 5: a flood from the agent at its own sidecars. 2,000 connections
 held open on the proxy at once, a 10 GiB upload on a DLP route, 10,000
-supervise calls and 1,000 git fetches (100 at a time): the bundle stays
+supervise calls and 200 git fetches, 100 at a time (scaled down from
+1,000 for CI time, see GIT_FETCHES): the bundle stays
 under its memory limit with every daemon up, a normal request still works
 during the flood, and the log grows by a bounded number of lines, not one
 per request. Every loop is bounded in count and time; all traffic goes to
@@ -22,7 +23,11 @@ pytestmark = pytest.mark.docker
 
 CONNECTIONS = 2000
 SUPERVISE_CALLS = 10_000
-GIT_FETCHES = 1000
+#: Scaled down from the issue's 1,000 for CI time: git-gate lets 8 through
+#: at a time and each runs its access hook (~2 s on a loaded 2-core runner,
+#: the upstream here refusing), so 1,000 took 4.5 minutes. 200, still 100
+#: in parallel, exercise the same queue.
+GIT_FETCHES = 200
 
 HOLD = f"""
 set -u
