@@ -156,6 +156,12 @@ def test_dry_run_creates_nothing(home: dict[str, str]) -> None:
     doc = json.loads(r.stdout)
     assert doc["plan"]["agent"] == "demo"
     assert doc["backend"]["agent_network"].startswith("none")
+    assert doc["plan"]["resources"]["bundle"] == "memory 1g, pids 512, cpus 1.0"
+    # The preflight shows each container's limits before anything starts.
+    text = _bb(home, "start", "demo", "--dry-run")
+    assert text.returncode == 0, text.stderr
+    assert "  limits agent: memory 4g, pids 4096, cpus 2.0\n" in text.stderr
+    assert "  limits relay: memory 256m, pids 64, cpus 0.5\n" in text.stderr
     assert not (Path(home["BOT_BOTTLE_HOME"]) / "state").exists()
 
 

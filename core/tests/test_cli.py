@@ -139,3 +139,23 @@ def test_run_needs_a_prompt_or_a_command_and_not_both(tmp_path: Path) -> None:
 def test_run_prompt_and_prompt_file_are_exclusive() -> None:
     r = bb("run", "some-agent", "-p", "a", "--prompt-file", "-")
     assert r.returncode == 2 and "not allowed with argument" in r.stderr
+
+
+def test_cleanup_keeps_the_state_of_a_backend_it_cannot_reach(tmp_path: Path) -> None:
+    # The state dir is the only record of a bottle whose containers cleanup
+    # could not look at: removing it would report success and leak them.
+    state = tmp_path / "home" / "state" / "demo-abc123"
+    state.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    (state / "metadata.json").write_text(json.dumps({"backend": "docker", "pid": int(dead)}))
+    env = {
+        **os.environ,
+        "BOT_BOTTLE_HOME": str(tmp_path / "home"),
+        "DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock",
+    }
+    r = bb("cleanup", "--yes", env=env)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "skipping backend docker: not available" in r.stderr
+    assert f"keeping {state}: its backend is not available" in r.stderr
+    assert state.exists()

@@ -32,7 +32,15 @@ DAEMON = textwrap.dedent(
             sys.exit(0)
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
-    signal.signal(signal.SIGHUP, lambda s, f: record("HUP"))
+    def on_hup(signum, frame):
+        record("HUP")
+        if mode == "reporter":
+            # Like egress: the outcome of the reload goes back to init.
+            verdict = os.path.join(out, name + ".verdict")
+            error = open(verdict).read().strip() if os.path.exists(verdict) else None
+            line = json.dumps({"reload": {"ok": error is None, "error": error}}) + "\\n"
+            os.write(int(os.environ["BOT_BOTTLE_STATUS_FD"]), line.encode())
+    signal.signal(signal.SIGHUP, on_hup)
     if mode == "orphan":
         # A grandchild that outlives its parent: init must reap it.
         if os.fork() == 0:
@@ -87,13 +95,28 @@ def alive(pid: int) -> bool:
 
 
 class Bundle:
-    def __init__(self, tmp: Path, daemons: list[dict[str, Any]], grace: float = 5.0) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        daemons: list[dict[str, Any]],
+        grace: float = 5.0,
+        restart: dict[str, Any] | None = None,
+    ) -> None:
         self.out = tmp / "out"
         self.out.mkdir()
         self.socket = str(tmp / "init.sock")
+        self.status_file = tmp / "status" / "init-status.json"
+        self.status_file.parent.mkdir()
         script = tmp / "daemon.py"
         script.write_text(DAEMON)
-        plan = {"grace_seconds": grace, "control_socket": self.socket, "daemons": []}
+        plan: dict[str, Any] = {
+            "grace_seconds": grace,
+            "control_socket": self.socket,
+            "status_file": str(self.status_file),
+            "daemons": [],
+        }
+        if restart is not None:
+            plan["restart"] = restart
         for d in daemons:
             argv = [sys.executable, str(script), str(self.out), d["name"], d.get("mode", "normal")]
             entry = {k: v for k, v in d.items() if k != "mode"}
@@ -151,8 +174,10 @@ class Bundle:
 def bundle(tmp_path: Path) -> Iterator[Callable[..., Bundle]]:
     made: list[Bundle] = []
 
-    def make(daemons: list[dict[str, Any]], grace: float = 5.0) -> Bundle:
-        b = Bundle(tmp_path, daemons, grace)
+    def make(
+        daemons: list[dict[str, Any]], grace: float = 5.0, restart: dict[str, Any] | None = None
+    ) -> Bundle:
+        b = Bundle(tmp_path, daemons, grace, restart)
         made.append(b)
         return b
 
@@ -287,21 +312,109 @@ def test_a_second_sigint_kills_at_once(bundle: Callable[..., Bundle]) -> None:
     assert any(e["event"] == "shutdown_forced" for e in b.events())
 
 
-def test_a_crash_is_logged_and_siblings_keep_running(bundle: Callable[..., Bundle]) -> None:
-    b = bundle([{"name": "egress"}, {"name": "git-gate", "mode": "crash"}, {"name": "supervise"}])
-    egress, supervise = b.info("egress")["pid"], b.info("supervise")["pid"]
-    crash = wait_for(
-        lambda: next((e for e in b.events() if e["event"] == "daemon_exited"), None),
-        what="the crash to be logged",
+def test_a_crash_is_logged_restarted_with_backoff_then_given_up_loudly(
+    bundle: Callable[..., Bundle],
+) -> None:
+    policy = {"initial": 0.2, "max_delay": 0.3, "max_crashes": 4, "window_seconds": 60}
+    b = bundle(
+        [{"name": "egress"}, {"name": "git-gate", "mode": "crash"}, {"name": "supervise"}],
+        restart=policy,
     )
-    assert crash["daemon"] == "git-gate" and crash["exit_code"] == 3
-    assert crash["level"] == "error"
-    time.sleep(0.3)
+    egress, supervise = b.info("egress")["pid"], b.info("supervise")["pid"]
+    gave_up = wait_for(
+        lambda: next((e for e in b.events() if e["event"] == "daemon_gave_up"), None),
+        what="init to give up on the crash loop",
+    )
+    exits = [e for e in b.events() if e["event"] == "daemon_exited"]
+    # Every exit is logged with its status: the loop does not hide the cause.
+    assert [e["exit_code"] for e in exits] == [3, 3, 3, 3]
+    assert all(e["level"] == "error" and e["daemon"] == "git-gate" for e in exits)
+    assert [e["crashes"] for e in exits] == [1, 2, 3, 4]
+    # 0.2 s doubling, capped at 0.3 s; none after the last crash.
+    assert [e["restart_in"] for e in exits] == [0.2, 0.3, 0.3, None]
+    starts = [e for e in b.events() if e["event"] == "daemon_started" and e["daemon"] == "git-gate"]
+    assert len(starts) == 4
+    assert gave_up["level"] == "critical" and gave_up["last_exit"] == "exit 3"
+    assert gave_up["crashes_in_window"] == 4
+    time.sleep(0.5)
     assert alive(egress) and alive(supervise) and b.proc.poll() is None
     status = {d["name"]: d for d in b.ctl(cmd="status")["daemons"]}
-    assert status["git-gate"]["running"] is False
-    assert status["git-gate"]["last_exit"] == "exit 3"
-    assert status["egress"]["running"] and status["supervise"]["running"]
+    gate = status["git-gate"]
+    assert (gate["running"], gate["state"], gate["crashes"]) == (False, "failed", 4)
+    assert gate["last_exit"] == "exit 3" and gate["restarts"] == 3
+    assert status["egress"]["state"] == "running" and status["supervise"]["running"]
+    # The file the host reads says the same.
+    on_disk = {d["name"]: d for d in json.loads(b.status_file.read_text())["daemons"]}
+    assert on_disk["git-gate"]["state"] == "failed" and on_disk["git-gate"]["crashes"] == 4
+    assert oct(b.status_file.stat().st_mode & 0o777) == "0o644"
+
+
+def test_a_killed_daemon_is_started_again_and_its_signal_logged(
+    bundle: Callable[..., Bundle],
+) -> None:
+    b = bundle(THREE, restart={"initial": 0.1})
+    old = b.info("supervise")["pid"]
+    (b.out / "supervise.json").unlink()
+    os.kill(old, signal.SIGKILL)
+    new = b.info("supervise")["pid"]
+    assert new != old and not alive(old)
+    exited = next(e for e in b.events() if e["event"] == "daemon_exited")
+    assert (exited["daemon"], exited["signal"], exited["crashes"]) == ("supervise", "SIGKILL", 1)
+    status = {d["name"]: d for d in b.ctl(cmd="status")["daemons"]}
+    assert status["supervise"]["state"] == "running" and status["supervise"]["pid"] == new
+    assert (
+        status["supervise"]["crashes"] == 1 and status["supervise"]["last_exit"] == "signal SIGKILL"
+    )
+    assert status["egress"]["crashes"] == 0
+
+
+def test_a_reload_reports_its_outcome_to_whoever_asked(bundle: Callable[..., Bundle]) -> None:
+    b = bundle([{"name": "egress", "mode": "reporter"}, {"name": "supervise"}])
+    b.info("egress")
+    ok = b.ctl(cmd="reload")
+    assert ok["ok"] is True and ok["results"] == {"egress": {"ok": True, "error": None}}
+    (b.out / "egress.verdict").write_text("route 'x': token_ref MISSING is not set\n")
+    bad = b.ctl(cmd="reload")
+    assert bad["ok"] is False
+    assert bad["results"]["egress"]["error"] == "route 'x': token_ref MISSING is not set"
+    assert "MISSING" in bad["error"]
+    failed = next(e for e in b.events() if e["event"] == "daemon_reload_failed")
+    assert failed["level"] == "error" and "MISSING" in failed["error"]
+    # A plain SIGHUP (no one waiting) leaves the outcome in the status.
+    (b.out / "egress.verdict").unlink()
+    b.proc.send_signal(signal.SIGHUP)
+    wait_for(
+        lambda: next(d for d in b.ctl(cmd="status")["daemons"] if d["name"] == "egress")[
+            "last_reload"
+        ]["ok"],
+        what="the SIGHUP's reload to be reported",
+    )
+    # The command line exits non-zero on a refused reload and prints why.
+    (b.out / "egress.verdict").write_text("bad table\n")
+    argv = [sys.executable, "-m", "bot_bottle_sidecars.init", "ctl", "--socket", b.socket]
+    cli = subprocess.run([*argv, "reload"], capture_output=True, text=True, check=False)
+    assert cli.returncode == 1 and "bad table" in json.loads(cli.stdout)["error"]
+
+
+def test_a_reload_request_is_answered_when_the_daemon_dies_instead(
+    bundle: Callable[..., Bundle],
+) -> None:
+    # "stubborn" records the HUP and never reports; killing it answers the request.
+    b = bundle([{"name": "egress", "mode": "stubborn"}], restart={"initial": 5})
+    pid = b.info("egress")["pid"]
+    import threading
+
+    replies: list[dict[str, Any]] = []
+    wait_for(lambda: Path(b.socket).exists(), what="control socket")
+    t = threading.Thread(
+        target=lambda: replies.append(control_request(b.socket, {"cmd": "reload"}, timeout=20))
+    )
+    t.start()
+    wait_for(lambda: b.signals("egress") == ["HUP"], what="the HUP")
+    os.kill(pid, signal.SIGKILL)
+    t.join(timeout=20)
+    assert replies and replies[0]["ok"] is False
+    assert "egress exited (signal SIGKILL)" in replies[0]["error"]
 
 
 def test_restart_replaces_one_daemon_and_leaves_the_others_alone(
@@ -345,12 +458,15 @@ def test_what_a_dead_daemon_left_in_its_group_is_killed(bundle: Callable[..., Bu
     assert b.proc.poll() is None
 
 
-def test_init_exits_when_every_daemon_is_gone(bundle: Callable[..., Bundle]) -> None:
-    b = bundle([{"name": "git-gate", "mode": "crash"}, {"name": "supervise", "mode": "done"}])
-    # One failed, so the bundle reports failure.
+def test_init_exits_when_every_daemon_has_failed_for_good(bundle: Callable[..., Bundle]) -> None:
+    b = bundle(
+        [{"name": "git-gate", "mode": "crash"}, {"name": "supervise", "mode": "done"}],
+        restart={"initial": 0.05, "max_crashes": 2},
+    )
+    # An exit 0 nobody asked for is a crash too: a daemon is meant to run.
     assert b.proc.wait(timeout=15) == 1
     assert b.events()[-1]["event"] == "init_exiting"
-    assert b.events()[-1]["failed"] == ["git-gate"]
+    assert b.events()[-1]["failed"] == ["git-gate", "supervise"]
 
 
 def test_orphaned_grandchildren_are_reaped(bundle: Callable[..., Bundle]) -> None:
@@ -402,14 +518,21 @@ def test_restart_kills_a_daemon_that_ignores_sigterm_then_starts_it_again(
     assert any(e["event"] == "daemon_killed" and e["daemon"] == "egress" for e in b.events())
 
 
-def test_restart_starts_a_daemon_that_had_crashed(bundle: Callable[..., Bundle]) -> None:
-    b = bundle([{"name": "git-gate", "mode": "crash"}, {"name": "supervise"}])
+def test_restart_starts_a_daemon_init_gave_up_on(bundle: Callable[..., Bundle]) -> None:
+    b = bundle([{"name": "git-gate", "mode": "crash"}, {"name": "supervise"}],
+               restart={"max_crashes": 1})  # fmt: skip
     b.info("git-gate")
-    wait_for(lambda: any(e["event"] == "daemon_exited" for e in b.events()), what="the crash")
+    wait_for(lambda: any(e["event"] == "daemon_gave_up" for e in b.events()), what="giving up")
     (b.out / "git-gate.json").unlink()
     reply = b.ctl(cmd="restart", daemon="git-gate")
     assert reply["ok"] and reply["pid"]
     assert b.info("git-gate")["pid"] == reply["pid"]
+    # It crashes again and init gives up again, after one more crash.
+    gave_up = wait_for(
+        lambda: [e for e in b.events() if e["event"] == "daemon_gave_up"][1:],
+        what="the second give-up",
+    )
+    assert gave_up[0]["crashes_in_window"] == 1
 
 
 def test_sighup_goes_to_egress_by_default_and_elsewhere_only_when_asked() -> None:
@@ -561,3 +684,16 @@ def test_a_failed_exec_is_reported_not_started(
 def test_invalid_users_and_copies_are_refused(daemons: list[Any], message: str) -> None:
     with pytest.raises(PlanError, match=message):
         parse_plan({"daemons": daemons})
+
+
+def test_oom_score_adj_is_raised_for_the_daemons_that_should_die_first(
+    bundle: Callable[..., Bundle],
+) -> None:
+    b = bundle([{"name": "git-gate", "oom_score_adj": 800}, {"name": "egress"}])
+    gate, egress = b.info("git-gate")["pid"], b.info("egress")["pid"]
+    assert Path(f"/proc/{gate}/oom_score_adj").read_text().strip() == "800"
+    assert Path(f"/proc/{egress}/oom_score_adj").read_text().strip() == str(
+        int(Path("/proc/self/oom_score_adj").read_text())
+    )
+    with pytest.raises(PlanError, match="oom_score_adj"):
+        parse_plan({"daemons": [{"name": "a", "argv": ["x"], "oom_score_adj": -5}]})

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot_bottle.contracts.provider import ProviderPlan
 from bot_bottle.errors import BotBottleError
+from bot_bottle.manifest.models import Resources
 from bot_bottle.secrets import Secret
 
 if TYPE_CHECKING:
@@ -100,6 +101,8 @@ class BottlePlan:
     bottle_manifest: Mapping[str, Any] | None = field(default=None, repr=False)
     #: The snapshot this bottle was resumed from, if any.
     snapshot: str | None = None
+    #: cgroup limits per container (manifest ``resources:``, with defaults).
+    resources: Resources = field(default_factory=Resources)
 
     def bundle_env(self) -> dict[str, Secret]:
         """The sidecar bundle's environment: every credential slot. init hands
@@ -133,6 +136,10 @@ class BottlePlan:
             "supervise": self.supervise,
             "extra_hosts": dict(self.extra_hosts),
             "gvisor": self.gvisor,
+            "resources": {
+                name: getattr(self.resources, name).describe()
+                for name in ("agent", "bundle", "relay")
+            },
         }
 
 
@@ -264,4 +271,5 @@ def make_plan(
         git_config=tuple(git_config),
         gvisor=gvisor,
         bottle_manifest=bottle.model_dump(mode="json"),
+        resources=bottle.resources,
     )

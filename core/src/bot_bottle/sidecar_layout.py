@@ -64,6 +64,9 @@ GATE_ALLOW_DIR = "/var/lib/bot-bottle/gate-allow"
 SOCK_DIR = "/run/bot-bottle/sock"
 BUNDLE_READY = "bundle.ready"
 AGENT_READY = "agent.ready"
+#: init's summary of every daemon's state (JSON, replaced atomically): the
+#: host's ``list active`` and both relays' 503 text read it.
+INIT_STATUS = "init-status.json"
 PY = "/opt/bot-bottle/bin/python"
 
 
@@ -102,20 +105,46 @@ def socket_path(name: str) -> str:
     return f"{SOCK_DIR}/{name}.sock"
 
 
+#: endpoint -> (protocol, daemon serving it): what a relay answers while
+#: that daemon is down (an HTTP 503 or a git ERR packet naming it).
+ENDPOINT_DAEMONS = {"proxy": ("http", "egress"), "git": ("git", "git-gate"),
+                    "mcp": ("http", "supervise")}  # fmt: skip
+
+
+def _down_args(listens: dict[str, str], daemon: str | None = None) -> list[str]:
+    args = ["--status", f"{SOCK_DIR}/{INIT_STATUS}"]
+    for name, listen in listens.items():
+        protocol, serving = ENDPOINT_DAEMONS[name]
+        args += ["--down", f"{listen}={protocol}:{daemon or serving}"]
+    return args
+
+
+#: At most this many git connections reach git-gate at once; the rest wait
+#: in the relay. Each runs the access hook (a Python process, ~35 MB): 100
+#: parallel fetches took the bundle past 1 GiB, and git daemon's own
+#: --max-connections ends the oldest connection instead of queueing.
+GIT_CONCURRENCY = 8
+
+
 def bundle_relay_argv(plan: BottlePlan) -> list[str]:
-    pairs = [f"unix:{socket_path(n)}=tcp:{LOOPBACK}:{port}" for n, port in endpoints(plan).items()]
+    listens = {n: f"unix:{socket_path(n)}" for n in endpoints(plan)}
+    pairs = [f"{listens[n]}=tcp:{LOOPBACK}:{port}" for n, port in endpoints(plan).items()]
+    limits = [f"--limit={listens['git']}={GIT_CONCURRENCY}"] if "git" in listens else []
     return [
         PY, "-m", "bot_bottle_sidecars.relay", "--wait-targets",
-        "--ready-file", f"{SOCK_DIR}/{BUNDLE_READY}", *pairs,
+        "--ready-file", f"{SOCK_DIR}/{BUNDLE_READY}", *_down_args(listens), *limits, *pairs,
     ]  # fmt: skip
 
 
 def agent_relay_argv(plan: BottlePlan) -> list[str]:
-    """Runs in a container sharing only the agent's network namespace."""
-    pairs = [f"tcp:{LOOPBACK}:{port}=unix:{socket_path(n)}" for n, port in endpoints(plan).items()]
+    """Runs in a container sharing only the agent's network namespace. Its
+    target refuses only when the bundle's relay daemon is down (the bundle
+    relay answers for the other daemons itself)."""
+    listens = {n: f"tcp:{LOOPBACK}:{port}" for n, port in endpoints(plan).items()}
+    pairs = [f"{listens[n]}=unix:{socket_path(n)}" for n in endpoints(plan)]
     return [
         PY, "-m", "bot_bottle_sidecars.relay",
-        "--ready-file", f"{SOCK_DIR}/{AGENT_READY}", *pairs,
+        "--ready-file", f"{SOCK_DIR}/{AGENT_READY}", *_down_args(listens, "relay"), *pairs,
     ]  # fmt: skip
 
 
@@ -180,6 +209,9 @@ def init_plan(plan: BottlePlan) -> dict[str, object]:
                 ],
                 "env": [f"{GITGATE_SECRET_PREFIX}*"],
                 "user": DAEMON_USERS["git-gate"].name,
+                # Under memory pressure its per-fetch processes die first,
+                # not egress (a fetch is retried; the proxy is everything).
+                "oom_score_adj": 800,
                 "copy": [{"from": SECRETS_GATE_KEYS, "to": GATE_KEYS}],
             }
         )
@@ -205,6 +237,7 @@ def init_plan(plan: BottlePlan) -> dict[str, object]:
                     introspection_url(plan),
                 ],
                 "user": DAEMON_USERS["supervise"].name,
+                "oom_score_adj": 500,
             }
         )
     daemons.append(
@@ -217,6 +250,7 @@ def init_plan(plan: BottlePlan) -> dict[str, object]:
         "log_dir": LOG_DIR,
         "log_max_bytes": LOG_MAX_BYTES,
         "log_keep": LOG_KEEP,
+        "status_file": f"{SOCK_DIR}/{INIT_STATUS}",
         "daemons": daemons,
     }
 

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bot_bottle.errors import BotBottleError
 from bot_bottle.paths import home_dir
 
 METADATA = "metadata.json"
@@ -75,6 +76,24 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def state_write_error(path: Path, exc: OSError) -> BotBottleError:
+    """A clear error for a state write that failed (a full disk, mostly)."""
+    import errno
+
+    reason = exc.strerror or str(exc)
+    root = state_root()
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return BotBottleError(
+            f"no space left for bot-bottle's state: cannot write {path} ({reason})",
+            hint=f"free space on the filesystem holding {root} (see 'df -h {root}'), "
+            "then run again; nothing was started",
+        )
+    return BotBottleError(
+        f"cannot write bot-bottle's state {path}: {reason}",
+        hint="check the permissions of BOT_BOTTLE_HOME (default ~/.bot-bottle)",
+    )
+
+
 @dataclass(frozen=True)
 class StateDir:
     path: Path
@@ -92,13 +111,33 @@ class StateDir:
         return self.path / "run"
 
     def create(self, metadata: Mapping[str, Any]) -> None:
-        self.path.mkdir(parents=True, exist_ok=False, mode=0o700)
-        self.write_metadata(metadata)
+        try:
+            self.path.mkdir(parents=True, exist_ok=False, mode=0o700)
+        except OSError as exc:
+            if isinstance(exc, FileExistsError):
+                raise
+            raise state_write_error(self.path, exc) from None
+        try:
+            self.write_metadata(metadata)
+        except BaseException:
+            # No state dir without its metadata: it would claim a bottle
+            # that never started.
+            shutil.rmtree(self.path, ignore_errors=True)
+            raise
 
     def write_metadata(self, metadata: Mapping[str, Any]) -> None:
+        """Replace ``metadata.json`` atomically (written whole, fsynced, renamed)."""
         tmp = self.path / (METADATA + ".tmp")
-        tmp.write_text(json.dumps(dict(metadata), indent=2, sort_keys=True) + "\n")
-        tmp.replace(self.path / METADATA)
+        data = (json.dumps(dict(metadata), indent=2, sort_keys=True) + "\n").encode()
+        try:
+            with tmp.open("wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            tmp.replace(self.path / METADATA)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise state_write_error(self.path / METADATA, exc) from None
 
     def metadata(self) -> dict[str, Any]:
         try:

@@ -120,6 +120,9 @@ def test_info_shows_provenance_and_names_never_values(home: Path) -> None:
     assert "tok-SHOULD-NOT-SHOW" not in out + r.stderr
     # literal values are not shown either: a literal may be a credential
     assert "LOG_LEVEL" in out and "info," not in out.split("env:")[1].splitlines()[0]
+    assert "limits:      agent: memory 4g, pids 4096, cpus 2.0" in out
+    assert "limits:      bundle: memory 1g, pids 512, cpus 1.0" in out
+    assert "limits:      relay: memory 256m, pids 64, cpus 0.5" in out
 
 
 def test_info_json(home: Path) -> None:
@@ -132,6 +135,7 @@ def test_info_json(home: Path) -> None:
         "DEPLOY_PASSPHRASE": "prompt",
     }
     assert "tok-SHOULD-NOT-SHOW" not in r.stdout
+    assert info["resources"]["bundle"] == {"memory": "1g", "pids": 512, "cpus": 1.0}
 
 
 def test_info_unknown_agent_is_an_error_not_a_traceback(home: Path) -> None:

@@ -240,3 +240,27 @@ def test_agent_naming_a_missing_bottle(write: Write, home: Path, manifest: Manif
         manifest.agent("a")
     assert (e.value.file, e.value.line) == (path, 3)
     assert "bottle 'deb' does not exist (available: dev)" in str(e.value)
+
+
+def test_resources_overlay_per_container_and_field(
+    write: Write, home: Path, manifest: Manifest
+) -> None:
+    write(
+        home / "bottles", "base", MINIMAL_BOTTLE + "\nresources: {agent: {memory: 8g, pids: 100}}"
+    )
+    write(home / "bottles", "child", "extends: base\nresources: {agent: {pids: 200}}")
+    r = manifest.bottle("child").bottle.resources
+    assert (r.agent.memory, r.agent.pids, r.agent.cpus) == ("8g", 200, 2.0)
+    assert r.bundle.memory == "1g"
+
+
+def test_a_bottle_overrides_the_default_limits_per_field(
+    write: Write, home: Path, manifest: Manifest
+) -> None:
+    write(
+        home / "bottles", "base", MINIMAL_BOTTLE + "\nresources: {agent: {memory: 8g, cpus: null}}"
+    )
+    r = manifest.bottle("base").bottle.resources
+    # null lifts a limit; the fields not named keep their defaults.
+    assert (r.agent.memory, r.agent.pids, r.agent.cpus) == ("8g", 4096, None)
+    assert r.bundle.memory == "1g" and r.relay.pids == 64

@@ -571,3 +571,44 @@ def test_route_ports_and_websocket_parse() -> None:
     route = bottle(_route("ports: [8443]\nwebsocket: true")).egress.routes[0]
     assert route.ports == [8443] and route.websocket is True
     assert bottle(_route("git: {fetch: false}")).egress.routes[0].websocket is False
+
+
+# -- resources ----------------------------------------------------------------------------
+
+
+def test_resources_default_to_documented_limits() -> None:
+    from bot_bottle.manifest.models import DEFAULT_LIMITS, memory_bytes
+
+    r = bottle("supervise: true\n").resources
+    for name, limits in DEFAULT_LIMITS.items():
+        assert getattr(r, name).model_dump() == limits
+    assert memory_bytes(r.bundle.memory or "") == 1024**3
+    assert memory_bytes("256m") == 256 * 1024**2 and memory_bytes("1.5g") == 3 * 1024**3 // 2
+
+
+def test_resources_record_what_the_file_declares() -> None:
+    # The defaults fill the rest when the bottle is resolved (test_extends).
+    r = bottle("resources:\n  agent: {memory: 8g, cpus: null}\n").resources
+    assert r.model_fields_set == {"agent"}
+    assert r.agent.model_fields_set == {"memory", "cpus"}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("resources:\n  agent: {memory: lots}\n", "'lots' is not a memory size"),
+        ("resources:\n  bundle: {memory: 1m}\n", "below 32m"),
+        ("resources:\n  relay: {pids: 2}\n", "pids"),
+        ("resources:\n  agent: {cpus: 0}\n", "cpus"),
+        ("resources:\n  sidecar: {memory: 1g}\n", "sidecar"),
+    ],
+)
+def test_bad_resources_name_the_key_and_line(body: str, message: str) -> None:
+    err = bottle_error(body)
+    assert message in str(err)
+    assert err.line == 3
+
+
+def test_resources_are_a_bottle_setting() -> None:
+    with pytest.raises(ManifestError, match="bottle setting"):
+        agent("bottle: b\nresources: {agent: {memory: 1g}}\n")

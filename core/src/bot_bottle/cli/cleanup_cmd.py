@@ -50,10 +50,12 @@ def run(args: argparse.Namespace) -> int:
 
     host = PluginHost().load()
     found: list[tuple[Any, list[CleanupItem]]] = []
+    skipped: set[str] = set()
     for comp in host.components("backends"):
         backend = host.create("backends", comp.name)
         if not backend.is_available().ok:
             sys.stderr.write(f"skipping backend {comp.name}: not available\n")
+            skipped.add(comp.name)
             continue
         items = backend.find_orphans()
         if items:
@@ -61,6 +63,12 @@ def run(args: argparse.Namespace) -> int:
     gone = [s for s in all_states() if not s.owner_alive]
     keys = [(KeyLedger(s.path), e) for s in gone for e in KeyLedger(s.path).entries()]
     states = [s for s in gone if not s.preserved]
+    # A state dir is the only record of its bottle once its backend's
+    # resources are gone: kept while that backend cannot be looked at.
+    kept = [s for s in states if s.metadata().get("backend") in skipped]
+    states = [s for s in states if s not in kept]
+    for s in kept:
+        sys.stderr.write(f"keeping {s.path}: its backend is not available\n")
     preserved = [s for s in all_states() if s.preserved] if args.preserved else []
     dangling = _dangling_snapshot_images(host)
     days = retention_days(args.history_days)
@@ -75,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if not total:
         print("nothing to clean up")
-        return 0
+        return 1 if kept else 0
     for _, items in found:
         for item in items:
             print(f"{item.backend:8} {item.kind:10} {item.name}")
@@ -136,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         h.remove()
         removed += 1
     print(f"removed {removed} of {total}")
-    return 0 if removed == total else 1
+    return 0 if removed == total and not kept else 1
 
 
 def _dangling_snapshot_images(host: Any) -> list[tuple[Any, Any]]:

@@ -107,3 +107,5 @@ def _preflight(plan: Any, out: Any) -> None:
     if s["cwd"]:
         out.write(f"   workspace: {s['cwd']} -> /workspace")
     out.write("\n")
+    for name, limits in s["resources"].items():
+        out.write(f"  limits {name}: {limits}\n")

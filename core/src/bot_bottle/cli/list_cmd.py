@@ -16,7 +16,9 @@ def add_parser(sub: Any) -> None:
     agents.add_argument("--json", action="store_true", help="machine-readable output")
     agents.set_defaults(handler=run)
     active = lsub.add_parser(
-        "active", help="running bottles: backend, slug, label, agent, started, services"
+        "active",
+        help="running bottles: backend, slug, label, agent, started, services, "
+        "each sidecar daemon's state and crash count",
     )
     active.add_argument("--json", action="store_true", help="machine-readable output")
     active.set_defaults(handler=run_active)
@@ -45,14 +47,29 @@ def run_active(args: argparse.Namespace) -> int:
         return 0
     from bot_bottle.termtext import visible
 
-    table: list[tuple[str, ...]] = [("BACKEND", "SLUG", "LABEL", "AGENT", "STARTED", "SERVICES")]
+    table: list[tuple[str, ...]] = [
+        ("BACKEND", "SLUG", "LABEL", "AGENT", "STARTED", "SERVICES", "SIDECARS")
+    ]
     for r in rows:
-        cells = (r.backend, r.slug, r.label or "-", r.agent, r.started_at, ",".join(r.services))
+        cells = (r.backend, r.slug, r.label or "-", r.agent, r.started_at, ",".join(r.services),
+                 _sidecars(r.daemons))  # fmt: skip
         table.append(tuple(visible(c) for c in cells))
     widths = [max(len(row[c]) for row in table) for c in range(len(table[0]))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     return 0
+
+
+def _sidecars(daemons: Any) -> str:
+    """``egress ok, git-gate restarting (2 crashes)``; ``-`` when unknown."""
+    parts = []
+    for d in daemons:
+        text = "ok" if d.state == "running" else d.state
+        if d.crashes:
+            text += f" ({d.crashes} crash{'es' if d.crashes != 1 else ''}"
+            text += f", last {d.last_exit})" if d.last_exit else ")"
+        parts.append(f"{d.name} {text}")
+    return ", ".join(parts) or "-"
 
 
 def run(args: argparse.Namespace) -> int:

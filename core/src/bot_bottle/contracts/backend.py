@@ -134,6 +134,17 @@ class RunningBottle(ABC):
 
 
 @dataclass(frozen=True)
+class DaemonState:
+    """One sidecar daemon as the bundle's init last reported it."""
+
+    name: str
+    #: running | restarting | failed (init gave up) | stopped | stopping
+    state: str
+    crashes: int = 0
+    last_exit: str | None = None
+
+
+@dataclass(frozen=True)
 class ActiveBottle:
     """One running bottle as ``list active`` shows it."""
 
@@ -143,6 +154,8 @@ class ActiveBottle:
     label: str | None
     started_at: str
     services: tuple[str, ...] = ()
+    #: Empty when unknown (another user's bottle, a backend that cannot tell).
+    daemons: tuple[DaemonState, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,9 @@ Bottle fields (:class:`BottleFile`; :class:`Bottle` is the effective one)
 ``egress``          ``log``, ``routes``, ``upstream_ca`` (below)
 ``supervise``       bool, default true
 ``extra_hosts``     host name -> IP address pinned in the bottle's sidecars
+``resources``       cgroup limits per container: ``agent``, ``bundle``,
+                    ``relay``, each ``memory`` ("4g"), ``pids``, ``cpus``;
+                    defaults in :data:`models.DEFAULT_LIMITS`, ``null`` lifts one
 
 Egress route model (for the egress sidecar's rendered config)
 ----------------------------------------------------------------

@@ -41,6 +41,10 @@ def describe(agent: ResolvedAgent) -> dict[str, Any]:
         "skills": list(agent.skills),
         "env": env,
         "supervise": bottle.supervise,
+        "resources": {
+            name: getattr(bottle.resources, name).model_dump()
+            for name in ("agent", "bundle", "relay")
+        },
         "extra_hosts": bottle.sidecar_extra_hosts(),
         "egress": {
             "log": bottle.egress.log,
@@ -120,6 +124,9 @@ def render(info: dict[str, Any]) -> str:
             env_bits.append(e["name"])
     lines.append(f"env:         {', '.join(env_bits) or '-'}")
     lines.append(f"supervise:   {'on' if info['supervise'] else 'off'}")
+    for name, limits in info["resources"].items():
+        shown = ", ".join(f"{k} {'unlimited' if v is None else v}" for k, v in limits.items())
+        lines.append(f"limits:      {name}: {shown}")
     eg = info["egress"]
     lines.append(
         f"egress:      log={eg['log']}"

@@ -579,6 +579,81 @@ class Egress(ManifestModel):
         return routes
 
 
+# -- resources -----------------------------------------------------------------
+
+_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)([kmg]?)$")
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def memory_bytes(text: str) -> int:
+    """``"512m"`` -> bytes (k, m, g are powers of 1024; a bare number is bytes)."""
+    m = _SIZE_RE.match(text.strip().lower().removesuffix("b").removesuffix("i"))
+    if m is None:
+        raise ValueError(text)
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+
+
+def _check_memory(value: str) -> str:
+    try:
+        size = memory_bytes(value)
+    except ValueError:
+        raise _err("memory", f"{value!r} is not a memory size; write e.g. '512m' or '4g'") from None
+    if size < 32 * 1024**2:
+        raise _err("memory", f"{value!r} is below 32m: nothing would start")
+    return value
+
+
+MemorySize = Annotated[str, AfterValidator(_check_memory)]
+
+
+class Limits(ManifestModel):
+    """cgroup limits of one container. ``null`` lifts one (no limit)."""
+
+    #: Hard memory limit (no swap on top): the kernel's OOM killer picks a
+    #: process inside the container, never one outside it.
+    memory: MemorySize | None = None
+    #: Maximum number of processes and threads (a fork bomb stops here).
+    pids: Annotated[StrictInt, Field(ge=16, le=1_000_000)] | None = None
+    #: CPU time, in cores (1.5 = one and a half cores' worth).
+    cpus: Annotated[float, Field(gt=0, le=1024)] | None = None
+
+    def describe(self) -> str:
+        return (
+            f"memory {self.memory or 'unlimited'}, pids {self.pids or 'unlimited'}, "
+            f"cpus {self.cpus if self.cpus is not None else 'unlimited'}"
+        )
+
+
+#: Defaults (README "Resource limits" says why these numbers).
+DEFAULT_LIMITS: dict[str, dict[str, Any]] = {
+    "agent": {"memory": "4g", "pids": 4096, "cpus": 2.0},
+    "bundle": {"memory": "1g", "pids": 512, "cpus": 1.0},
+    "relay": {"memory": "256m", "pids": 64, "cpus": 0.5},
+}
+
+
+class Resources(ManifestModel):
+    """``resources:``: limits per container (agent, sidecar bundle, agent-side relay)."""
+
+    agent: Limits = Field(default_factory=lambda: Limits(**DEFAULT_LIMITS["agent"]))
+    bundle: Limits = Field(default_factory=lambda: Limits(**DEFAULT_LIMITS["bundle"]))
+    relay: Limits = Field(default_factory=lambda: Limits(**DEFAULT_LIMITS["relay"]))
+
+    def overlay(self, child: Resources) -> Resources:
+        """``child`` laid over this: per container, the fields it declares win."""
+        out: dict[str, Limits] = {}
+        for name in ("agent", "bundle", "relay"):
+            base: Limits = getattr(self, name)
+            if name not in child.model_fields_set:
+                out[name] = base
+                continue
+            top: Limits = getattr(child, name)
+            values = base.model_dump()
+            values.update({k: getattr(top, k) for k in top.model_fields_set})
+            out[name] = Limits(**values)
+        return Resources(**out)
+
+
 # -- agent provider -------------------------------------------------------------
 
 
@@ -622,6 +697,7 @@ class BottleFile(ManifestModel):
     egress: Egress = Field(default_factory=Egress)
     supervise: StrictBool = True
     extra_hosts: ExtraHosts = Field(default_factory=dict)
+    resources: Resources = Field(default_factory=Resources)
 
 
 _BOTTLE_ONLY = (
@@ -648,6 +724,7 @@ class AgentFile(ManifestModel):
             "extra_hosts",
             "supervise",
             "extends",
+            "resources",
         )
     }
 
@@ -696,6 +773,7 @@ class Bottle(ManifestModel):
     egress: Egress = Field(default_factory=Egress)
     supervise: bool = True
     extra_hosts: dict[str, str] = Field(default_factory=dict)
+    resources: Resources = Field(default_factory=Resources)
 
     def sidecar_extra_hosts(self) -> dict[str, str]:
         """Bottle ``extra_hosts`` plus every repo's (already checked to agree)."""

@@ -45,6 +45,7 @@ from bot_bottle.manifest.models import (
     Egress,
     GitRepo,
     GitUser,
+    Resources,
 )
 from bot_bottle.manifest.parse import PluginOptions, parse_agent, parse_bottle_checked
 
@@ -171,6 +172,7 @@ class _Layer:
     egress: Egress = field(default_factory=Egress)
     supervise: bool = True
     extra_hosts: dict[str, str] = field(default_factory=dict)
+    resources: Resources = field(default_factory=Resources)
 
 
 def find_repo(start: Path, home: Path) -> Path | None:
@@ -572,6 +574,7 @@ class Manifest:
             egress=layer.egress,
             supervise=layer.supervise,
             extra_hosts=dict(layer.extra_hosts),
+            resources=layer.resources,
         )
         return ResolvedBottle(
             bottle=bottle,
@@ -604,6 +607,7 @@ def _merge(parent: _Layer, name: str, parsed: _ParsedBottle) -> _Layer:
         egress=parent.egress,
         supervise=parent.supervise,
         extra_hosts=dict(parent.extra_hosts),
+        resources=parent.resources,
     )
     if "agent_provider" in declared:
         out.agent_provider = child.agent_provider
@@ -630,6 +634,8 @@ def _merge(parent: _Layer, name: str, parsed: _ParsedBottle) -> _Layer:
         out.supervise = child.supervise
     if "extra_hosts" in declared:
         out.extra_hosts = dict(child.extra_hosts)
+    if "resources" in declared:
+        out.resources = parent.resources.overlay(child.resources)
     return out
 
 

@@ -27,6 +27,7 @@ Every resource carries ``bot-bottle.slug``, ``bot-bottle.agent``,
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import sys
@@ -41,6 +42,7 @@ from bot_bottle.contracts.backend import (
     ActiveBottle,
     Backend,
     CleanupItem,
+    DaemonState,
     EgressControl,
     PreparedBottle,
     RunningBottle,
@@ -48,6 +50,7 @@ from bot_bottle.contracts.backend import (
 from bot_bottle.contracts.common import Availability
 from bot_bottle.errors import BotBottleError
 from bot_bottle.log import get_logger
+from bot_bottle.manifest.models import Limits, memory_bytes
 from bot_bottle.plan import BottlePlan
 from bot_bottle.sidecar_layout import (
     AGENT_READY,
@@ -57,6 +60,7 @@ from bot_bottle.sidecar_layout import (
     ETC,
     GATE_ALLOW_DIR,
     GATE_KEYS,
+    INIT_STATUS,
     LOG_DIR,
     QUEUE_DIR,
     SECRETS_CA,
@@ -91,6 +95,10 @@ L_SERVICES = "bot-bottle.services"
 L_HOME = "bot-bottle.home"
 L_LAUNCHER = "bot-bottle.launcher"
 READY_TIMEOUT = 60.0
+#: cleanup: passes over an orphaned bottle's labels, and the pause before each.
+_CLEANUP_PASSES = 4
+_CLEANUP_SETTLE = 0.5
+_REMOVE_TRIES = 5
 WORKSPACE = "/workspace"
 #: The only capabilities a root exec in the agent container has (provisioning:
 #: file ownership and modes, runuser to the agent user). The agent's own uid
@@ -172,7 +180,9 @@ class DockerBackend(Backend):
         from bot_bottle.dockerhost import DockerUnreachable, probe
 
         try:
-            info = probe(timeout=2.0)
+            # A busy engine answers /info slowly (seconds, with many
+            # containers); "unavailable" then would make cleanup skip it.
+            info = probe(timeout=15.0)
         except DockerUnreachable as exc:
             return Availability.no(str(exc), "start dockerd or set DOCKER_HOST")
         runtimes = ", ".join(info.runtimes)
@@ -312,6 +322,7 @@ class DockerBackend(Backend):
                     },
                     tmpfs={CA_DIR: PRIVATE_TMPFS, GATE_KEYS: PRIVATE_TMPFS},
                     labels={**labels, L_ROLE: "sidecars"},
+                    **cgroup_limits(plan.resources.bundle),
                     cap_drop=["ALL"],
                     cap_add=BUNDLE_CAPS,
                     security_opt=["no-new-privileges"],
@@ -353,6 +364,7 @@ class DockerBackend(Backend):
                     volumes=volumes or None,
                     working_dir=prepared.workdir,
                     labels={**labels, L_ROLE: "agent"},
+                    **cgroup_limits(plan.resources.agent),
                     runtime=runtime,
                     init=True,
                     # Root's "sleep infinity" keeps the container up; the agent
@@ -387,6 +399,7 @@ class DockerBackend(Backend):
                     network_mode=f"container:{agent.id}",
                     volumes={str(sock): {"bind": SOCK_DIR, "mode": "rw"}},
                     labels={**labels, L_ROLE: "relay"},
+                    **cgroup_limits(plan.resources.relay),
                     # The same user as the bundle's relay daemon, which owns
                     # the sockets; no capability (its ports are above 1024).
                     user=f"{relay_user.uid}:{relay_user.uid}",
@@ -631,6 +644,7 @@ class DockerBackend(Backend):
                 if agent is None:
                     continue
                 services = agent.labels.get(L_SERVICES, "")
+                bundle = next((c for c in containers if c.labels.get(L_ROLE) == "sidecars"), None)
                 out.append(
                     ActiveBottle(
                         backend=NAME,
@@ -639,6 +653,7 @@ class DockerBackend(Backend):
                         label=agent.labels.get(L_LABEL) or None,
                         started_at=agent.labels.get(L_STARTED, ""),
                         services=tuple(s for s in services.split(",") if s),
+                        daemons=_daemon_states(slug, agent.labels, bundle),
                     )
                 )
             return out
@@ -708,29 +723,110 @@ class DockerBackend(Backend):
             client.close()
 
     def cleanup(self, items: Sequence[CleanupItem]) -> list[CleanupItem]:
-        import docker.errors
+        """Remove ``items``; then, for their bottles, whatever appeared meanwhile.
 
+        A launcher killed in the middle of an engine call leaves that call
+        running in the engine: a container it was creating or starting can
+        appear (or refuse removal: "in progress") after the orphans were
+        listed. Each removal is retried briefly, and each orphaned bottle's
+        label is looked up again until a pass finds nothing new.
+        """
         client = _client()
         removed: list[CleanupItem] = []
+        slugs = {i.slug for i in items if i.slug}
         try:
-            # Containers first: a network in use cannot be removed.
-            for item in sorted(items, key=lambda i: i.kind != "container"):
-                try:
-                    if item.kind == "container":
-                        client.containers.get(item.name).remove(force=True)
-                    elif item.kind == "network":
-                        client.networks.get(item.name).remove()
-                    else:
-                        continue
-                except docker.errors.NotFound:
-                    pass
-                except docker.errors.APIError as exc:
-                    log.warning("cleanup_failed", item=item.name, error=str(exc))
-                    continue
-                removed.append(item)
+            pending = list(items)
+            for attempt in range(_CLEANUP_PASSES):
+                # Containers first: a network in use cannot be removed.
+                for item in sorted(pending, key=lambda i: i.kind != "container"):
+                    if self._remove_item(client, item):
+                        removed.append(item)
+                if not slugs:
+                    break
+                time.sleep(_CLEANUP_SETTLE * (attempt + 1))
+                done = {(i.kind, i.name) for i in removed}
+                pending = [i for i in self._labelled(client, slugs) if (i.kind, i.name) not in done]
+                if not pending:
+                    break
         finally:
             client.close()
-        return removed
+        # Only what was asked for counts; late arrivals are extra.
+        asked = {(i.kind, i.name) for i in items}
+        return [i for i in removed if (i.kind, i.name) in asked]
+
+    def _labelled(self, client: Any, slugs: set[str]) -> list[CleanupItem]:
+        out: list[CleanupItem] = []
+        for slug in sorted(slugs):
+            flt: dict[str, Any] = {"label": [f"{L_BACKEND}={NAME}", f"{L_SLUG}={slug}"]}
+            for c in client.containers.list(all=True, filters=flt):
+                out.append(CleanupItem(NAME, "container", c.name or c.id or "?", slug))
+            for n in client.networks.list(filters=flt):
+                out.append(CleanupItem(NAME, "network", n.name or n.id or "?", slug))
+        return out
+
+    def _remove_item(self, client: Any, item: CleanupItem) -> bool:
+        import docker.errors
+
+        for attempt in range(_REMOVE_TRIES):
+            try:
+                if item.kind == "container":
+                    client.containers.get(item.name).remove(force=True)
+                elif item.kind == "network":
+                    client.networks.get(item.name).remove()
+                else:
+                    return False
+                return True
+            except docker.errors.NotFound:
+                return True
+            except docker.errors.APIError as exc:
+                # 409: removal already in progress, or a network still in use
+                # by a container being removed: worth another look.
+                if exc.status_code == 409 and attempt + 1 < _REMOVE_TRIES:
+                    time.sleep(0.3)
+                    continue
+                log.warning("cleanup_failed", item=item.name, error=str(exc))
+                return False
+        return False
+
+
+def _daemon_states(slug: str, labels: Mapping[str, str], bundle: Any) -> tuple[DaemonState, ...]:
+    """What the bundle's init last wrote (this home's bottles only: another
+    home's state dir is not ours to read). A bundle container that is not
+    running (only running ones are listed) says so, whatever the file claims."""
+    if labels.get(L_HOME) != home_id():
+        return ()
+    if bundle is None:
+        return (DaemonState("bundle", "stopped"),)
+    path = StateDir.for_slug(slug).run_dir / "sock" / INIT_STATUS
+    try:
+        data = json.loads(path.read_text())
+        return tuple(
+            DaemonState(
+                name=str(d["name"]),
+                state=str(d["state"]),
+                crashes=int(d.get("crashes") or 0),
+                last_exit=d.get("last_exit"),
+            )
+            for d in data["daemons"]
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return ()
+
+
+def cgroup_limits(limits: Limits) -> dict[str, Any]:
+    """``containers.create`` keywords for a manifest ``resources:`` entry.
+
+    Swap is the memory limit itself (no swap on top): a container over its
+    limit is OOM-killed inside, instead of thrashing the host's disk.
+    """
+    out: dict[str, Any] = {}
+    if limits.memory is not None:
+        out["mem_limit"] = out["memswap_limit"] = memory_bytes(limits.memory)
+    if limits.pids is not None:
+        out["pids_limit"] = limits.pids
+    if limits.cpus is not None:
+        out["nano_cpus"] = int(limits.cpus * 1e9)
+    return out
 
 
 def _gvisor_doctor(info: Any) -> str:

@@ -114,6 +114,8 @@ class EgressAddon:
         self._trust = trust
         self._tunnels: dict[str, tuple[str, int]] = {}
         self.exit_code = 0
+        #: Why the last reload was refused (None: it worked, or none yet).
+        self.reload_error: str | None = None
         self._scanner: TrafficScanner | None = None
         self._reflection = reflect.Guards()
         self._activate(self._prepare(config))
@@ -154,16 +156,16 @@ class EgressAddon:
 
     def reload(self, path: Path) -> bool:
         """Re-read ``path``; on any failure keep the current table and log why."""
+        self.reload_error = None
         try:
             prepared = self._prepare(EgressConfig.load(path))
         except BotBottleError as exc:
+            self.reload_error = exc.message
             self.log.error("reload failed; keeping the previous routes", error=exc.message)
             return False
         except Exception as exc:
-            self.log.error(
-                "reload failed; keeping the previous routes",
-                error=f"{type(exc).__name__}: {exc}",
-            )
+            self.reload_error = f"{type(exc).__name__}: {exc}"
+            self.log.error("reload failed; keeping the previous routes", error=self.reload_error)
             return False
         self._activate(prepared)
         self.log.info("reloaded", routes=[r.host for r in self.config.routes])

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import os
 import shutil
 import signal
@@ -262,13 +264,27 @@ async def serve(
         master.addons.add(addon)
         loop = asyncio.get_running_loop()
         install_pinned_resolver(loop, addon.extra_hosts)
-        loop.add_signal_handler(signal.SIGHUP, addon.reload, config_path)
+        loop.add_signal_handler(signal.SIGHUP, _reload_and_report, addon, config_path)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, master.shutdown)
         await master.run()
         return addon.exit_code
     finally:
         shutil.rmtree(runtime, ignore_errors=True)
+
+
+def _reload_and_report(addon: Any, config_path: Path) -> None:
+    """Reload, and tell init how it went (``BOT_BOTTLE_STATUS_FD``, a pipe
+    init hands its reloading daemons) so the operator who asked sees a
+    refused reload as an error, not only as a line in the bundle's log."""
+    ok = addon.reload(config_path)
+    fd = os.environ.get("BOT_BOTTLE_STATUS_FD", "")
+    if not fd.isdigit():
+        return
+    line = json.dumps({"reload": {"ok": ok, "error": addon.reload_error}}) + "\n"
+    # Init gone or not listening: the log line reload wrote still says it.
+    with contextlib.suppress(OSError):
+        os.write(int(fd), line.encode())
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -18,6 +18,7 @@ It runs in the foreground; SIGTERM/SIGINT stop git daemon and exit.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import shutil
@@ -25,6 +26,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -118,6 +120,9 @@ def prepare(
     return mirrors
 
 
+MAX_CONNECTIONS = 16
+
+
 def daemon_argv(layout: Layout, mirrors: Sequence[Path], *, listen: str, port: int) -> list[str]:
     return [
         "git",
@@ -133,19 +138,56 @@ def daemon_argv(layout: Layout, mirrors: Sequence[Path], *, listen: str, port: i
         # git daemon runs the access hook through a shell: quote its path.
         f"--access-hook={shlex.quote(str(layout.access_hook.resolve()))}",
         "--init-timeout=30",
+        # Each connection runs the access hook (a Python process refreshing
+        # the mirror over ssh, ~35 MB). The bundle's relay lets at most
+        # sidecar_layout.GIT_CONCURRENCY through at once (the rest wait);
+        # this bound is for anything else, beyond which git daemon ends the
+        # oldest connection from the same address.
+        f"--max-connections={MAX_CONNECTIONS}",
         "--",
         *[str(m.resolve()) for m in mirrors],
     ]
 
 
+#: Hook events an agent can repeat at will without anything new to say
+#: (a fetch loop while the upstream is down): one line per repo per
+#: :data:`_REPEAT_SECONDS`, with the number folded into the next one. Push
+#: refusals and every other event are always copied.
+_REPEATED = frozenset({"upstream unreachable; request refused"})
+_REPEAT_SECONDS = 10.0
+
+
+def _repeat_key(line: str) -> str | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(record, dict) or record.get("event") not in _REPEATED:
+        return None
+    return f"{record.get('event')}|{record.get('repo')}"
+
+
 def _relay(path: Path, stop: threading.Event, out: Any) -> None:
     """Copy the hooks' log lines into the daemon's own log stream."""
     path.touch(exist_ok=True)
+    seen: dict[str, tuple[float, int]] = {}
     with path.open("r", encoding="utf-8", errors="replace") as fh:
         fh.seek(0, os.SEEK_END)
         while True:
             line = fh.readline()
             if line:
+                key = _repeat_key(line)
+                if key is not None:
+                    now = time.monotonic()
+                    last, skipped = seen.get(key, (0.0, 0))
+                    if last and now - last < _REPEAT_SECONDS:
+                        seen[key] = (last, skipped + 1)
+                        continue
+                    seen[key] = (now, 0)
+                    if skipped:
+                        record = json.loads(line)
+                        record["repeated_before"] = skipped
+                        line = json.dumps(record) + "\n"
                 out.write(line)
                 out.flush()
                 continue

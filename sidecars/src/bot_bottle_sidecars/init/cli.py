@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _ctl(args: argparse.Namespace) -> int:
-    from bot_bottle_sidecars.init.supervisor import control_request
+    from bot_bottle_sidecars.init.supervisor import RELOAD_ANSWER_SECONDS, control_request
 
     if args.action == "restart" and not args.daemon:
         sys.stderr.write("error: restart needs the daemon's name\n")
@@ -44,7 +44,8 @@ def _ctl(args: argparse.Namespace) -> int:
     if args.daemon:
         request["daemon"] = args.daemon
     try:
-        reply = control_request(args.socket, request)
+        # A reload is answered once the daemons have reported how it went.
+        reply = control_request(args.socket, request, timeout=RELOAD_ANSWER_SECONDS + 5)
     except (OSError, ValueError) as exc:
         sys.stderr.write(
             f"error: cannot talk to init at {args.socket}: {exc}\n"

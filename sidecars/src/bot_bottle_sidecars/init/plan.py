@@ -85,6 +85,11 @@ class DaemonSpec:
     user: str | None = None
     #: ``(from, to)`` directories: private copies made before each start.
     copies: tuple[tuple[str, str], ...] = ()
+    #: Raises the daemon's (and its children's) ``oom_score_adj``: when the
+    #: bundle hits its memory limit, the kernel kills these first (git-gate's
+    #: per-fetch processes before egress). 0..1000; lowering needs a
+    #: capability the bundle does not have.
+    oom_score_adj: int = 0
 
     def allows(self, var: str) -> bool:
         return any(_matches(pattern, var) for pattern in (*BASE_ENV, *self.env))
@@ -103,6 +108,26 @@ class DaemonSpec:
 
 
 @dataclass(frozen=True)
+class RestartPolicy:
+    """When a daemon that exits on its own is started again.
+
+    The n-th crash within ``window_seconds`` waits ``initial * 2**(n-1)``
+    seconds (at most ``max_delay``) before the next start; crash number
+    ``max_crashes`` within the window is the last: the daemon is left
+    ``failed``, loudly, and only a ``ctl restart`` starts it again. Every
+    exit is logged with its status, so a crash loop never hides its cause.
+    """
+
+    initial: float = 0.5
+    max_delay: float = 30.0
+    max_crashes: int = 10
+    window_seconds: float = 600.0
+
+    def delay(self, crashes: int) -> float:
+        return min(self.max_delay, self.initial * 2 ** max(0, crashes - 1))
+
+
+@dataclass(frozen=True)
 class InitPlan:
     daemons: tuple[DaemonSpec, ...]
     grace_seconds: float = DEFAULT_GRACE_SECONDS
@@ -112,6 +137,11 @@ class InitPlan:
     log_dir: str | None = None
     log_max_bytes: int = DEFAULT_LOG_MAX_BYTES
     log_keep: int = DEFAULT_LOG_KEEP
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
+    #: Where init keeps a JSON summary of every daemon's state (atomically
+    #: replaced on each change) for the host (``list active``) and the
+    #: relays' 503 text; None: nowhere.
+    status_file: str | None = None
 
     def daemon(self, name: str) -> DaemonSpec | None:
         return next((d for d in self.daemons if d.name == name), None)
@@ -145,6 +175,7 @@ def parse_plan(data: Any, *, source: str = "plan") -> InitPlan:
         raise PlanError(f"{source}: the plan must be a JSON object")
     unknown = set(data) - {
         "daemons", "grace_seconds", "control_socket", "log_dir", "log_max_bytes", "log_keep",
+        "restart", "status_file",
     }  # fmt: skip
     if unknown:
         raise PlanError(f"{source}: unknown key(s) {sorted(unknown)}")
@@ -154,6 +185,12 @@ def parse_plan(data: Any, *, source: str = "plan") -> InitPlan:
     socket_path = data.get("control_socket", DEFAULT_CONTROL_SOCKET)
     if socket_path is not None and (not isinstance(socket_path, str) or not socket_path):
         raise PlanError(f"{source}: control_socket must be a path or null")
+    status_file = data.get("status_file")
+    if status_file is not None and (
+        not isinstance(status_file, str) or not status_file.startswith("/")
+    ):
+        raise PlanError(f"{source}: status_file must be an absolute path or null")
+    restart = _parse_restart(data.get("restart", {}), source)
     raw = data.get("daemons")
     if not isinstance(raw, list) or not raw:
         raise PlanError(
@@ -191,14 +228,42 @@ def parse_plan(data: Any, *, source: str = "plan") -> InitPlan:
         log_dir=log_dir,
         log_max_bytes=max_bytes,
         log_keep=keep,
+        restart=restart,
+        status_file=status_file,
     )
+
+
+def _parse_restart(raw: Any, source: str) -> RestartPolicy:
+    keys = {"initial": (0.01, 60.0), "max_delay": (0.01, 3600.0),
+            "max_crashes": (1, 1000), "window_seconds": (1.0, 86400.0)}  # fmt: skip
+    if not isinstance(raw, dict) or set(raw) - set(keys):
+        raise PlanError(
+            f"{source}: restart must be an object with {sorted(keys)}",
+            hint='e.g. {"initial": 0.5, "max_delay": 30, "max_crashes": 10, "window_seconds": 600}',
+        )
+    values: dict[str, Any] = {}
+    for key, (low, high) in keys.items():
+        if key not in raw:
+            continue
+        value = raw[key]
+        whole = key == "max_crashes"
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int if whole else int | float)
+            or not low <= value <= high
+        ):
+            raise PlanError(f"{source}: restart.{key} must be a number in [{low}, {high}]")
+        values[key] = value if whole else float(value)
+    return RestartPolicy(**values)
 
 
 def _parse_daemon(raw: Any, index: int, source: str) -> DaemonSpec:
     where = f"{source}: daemons[{index}]"
     if not isinstance(raw, dict):
         raise PlanError(f"{where} must be an object")
-    unknown = set(raw) - {"name", "argv", "env", "set_env", "forward_sighup", "user", "copy"}
+    unknown = set(raw) - {
+        "name", "argv", "env", "set_env", "forward_sighup", "user", "copy", "oom_score_adj"
+    }  # fmt: skip
     if unknown:
         raise PlanError(f"{where}: unknown key(s) {sorted(unknown)}")
     name = raw.get("name")
@@ -242,8 +307,12 @@ def _parse_daemon(raw: Any, index: int, source: str) -> DaemonSpec:
             f"{where}: invalid user {user!r}",
             hint="a user name of the bundle image, e.g. 'bb-egress'",
         )
+    oom = raw.get("oom_score_adj", 0)
+    if isinstance(oom, bool) or not isinstance(oom, int) or not 0 <= oom <= 1000:
+        raise PlanError(f"{where}: oom_score_adj must be a whole number in [0, 1000]")
     return DaemonSpec(
         name=name,
+        oom_score_adj=oom,
         argv=tuple(argv),
         env=tuple(env),
         set_env=dict(set_env),

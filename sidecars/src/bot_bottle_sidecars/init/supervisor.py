@@ -16,19 +16,32 @@ Behaviour:
   still running after ``grace_seconds`` gets SIGKILL; init exits 0. A second
   SIGTERM/SIGINT during the grace period sends SIGKILL at once.
 * SIGHUP: forwarded to the daemons with ``forward_sighup`` (egress reloads
-  its routes); init itself does nothing else with it.
-* A daemon that exits is logged with its exit code (or signal); the others
-  keep running. It is not restarted automatically -- a crash loop would
-  hide the cause -- but can be restarted on request.
+  its routes). Such a daemon gets a pipe (its number in
+  ``BOT_BOTTLE_STATUS_FD``) on which it reports each reload's outcome as one
+  JSON line (``{"reload": {"ok": false, "error": "..."}}``); init logs it,
+  keeps it in the status, and hands it to the ``reload`` request that asked.
+* A daemon that exits on its own (any status, or a failed start) is logged
+  with its exit code or signal and its crash count, and started again after a
+  backoff (:class:`~bot_bottle_sidecars.init.plan.RestartPolicy`: 0.5 s
+  doubling to 30 s). The first design left a dead daemon alone because a
+  crash loop would hide the cause; here every exit is logged, and after
+  ``max_crashes`` within the window the daemon is left ``failed`` with a
+  ``daemon_gave_up`` error naming the last exit, until a ``ctl restart``.
+  The others keep running throughout.
 * Control socket (a Unix socket, root-only): one JSON line in, one JSON line
   out. ``{"cmd": "status"}``, ``{"cmd": "restart", "daemon": NAME}`` (SIGTERM
   to that daemon alone, SIGKILL after the grace period, then start it again;
-  siblings are untouched) and ``{"cmd": "reload"}`` (same as SIGHUP). The
-  ``ctl`` sub-command is the client.
+  siblings are untouched; also clears a ``failed`` state) and
+  ``{"cmd": "reload"}`` (same as SIGHUP; the reply waits for the reporting
+  daemons' outcome: ``ok`` is false, with each ``error``, when a reload was
+  refused and the previous table stays in force). The ``ctl`` sub-command
+  is the client.
+* Status file (plan ``status_file``): the same summary as ``status``,
+  replaced atomically on every change, for readers outside the bundle.
 * Every child is reaped, including orphans reparented to init (PID 1, or a
   child subreaper when init runs elsewhere, e.g. in tests).
-* Init exits when signalled, or when every daemon is gone (status 1 if any
-  failed, else 0).
+* Init exits when signalled, or when every daemon has failed for good
+  (status 1).
 
 Signals are turned into bytes on a pipe (``signal.set_wakeup_fd``) and
 handled in one ``select`` loop together with the control socket, so no work
@@ -74,6 +87,13 @@ _CONTROL_READ_TIMEOUT = 1.0
 _MAX_CONTROL_BYTES = 4096
 
 
+#: Environment variable naming the pipe a reloading daemon reports on.
+STATUS_FD_ENV = "BOT_BOTTLE_STATUS_FD"
+#: How long a ``reload`` request waits for the daemons' reports.
+RELOAD_ANSWER_SECONDS = 15.0
+_MAX_REPORT_LINE = 8192
+
+
 @dataclass
 class Daemon:
     spec: DaemonSpec
@@ -84,7 +104,41 @@ class Daemon:
     #: When a restart's SIGTERM turns into SIGKILL.
     kill_at: float | None = None
     restarts: int = 0
+    #: Exits nobody asked for, and failed starts, since init began.
+    crashes: int = 0
+    #: Their times (monotonic) within the restart policy's window.
+    recent: list[float] = field(default_factory=list)
+    #: When the next automatic start is due (backing off after a crash).
+    start_at: float | None = None
+    #: Gave up (too many crashes): only a ``restart`` request starts it.
     failed: bool = False
+    #: The read end of the daemon's report pipe, and a partial line from it.
+    report_fd: int | None = None
+    report_buf: bytes = b""
+    reloads_reported: int = 0
+    last_reload: dict[str, Any] | None = None
+
+    @property
+    def state(self) -> str:
+        if self.pid is not None:
+            return "stopping" if self.restart_pending else "running"
+        if self.failed:
+            return "failed"
+        if self.start_at is not None or self.restart_pending:
+            return "restarting"
+        return "stopped"
+
+
+@dataclass
+class _PendingReload:
+    conn: socket.socket
+    deadline: float
+    #: daemon name -> reports seen before the SIGHUP went out
+    before: dict[str, int]
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def _describe(status: int) -> tuple[str, dict[str, Any]]:
@@ -116,6 +170,7 @@ class Supervisor:
     #: Set when the plan has a log_dir: daemons' output goes through pipes to it.
     sink: LogSink | None = field(default=None)
     _selector: selectors.BaseSelector | None = field(init=False, default=None)
+    _pending: list[_PendingReload] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         self.daemons = {spec.name: Daemon(spec) for spec in self.plan.daemons}
@@ -131,7 +186,9 @@ class Supervisor:
 
     def _spawn(self, daemon: Daemon) -> None:
         spec = daemon.spec
+        daemon.start_at = None
         env = spec.build_env(self.environ)
+        report_w: int | None = None
         try:
             user = resolve_user(spec.user) if spec.user is not None else None
             if user is not None:
@@ -146,9 +203,20 @@ class Supervisor:
                     private_copy(Path(src), Path(dst), user)
                 except OSError as exc:
                     raise PrivilegeError(f"copying {src} to {dst}: {exc.strerror}") from None
+            if spec.forward_sighup:
+                report_r, report_w = os.pipe()
+                self._close_report(daemon)
+                os.set_blocking(report_r, False)
+                daemon.report_fd, daemon.report_buf = report_r, b""
+                if self._selector is not None:
+                    self._selector.register(report_r, selectors.EVENT_READ, daemon.spec.name)
+                env[STATUS_FD_ENV] = str(report_w)
             out_r, out_w = os.pipe2(os.O_CLOEXEC) if self.sink is not None else (-1, -1)
             try:
-                pid = _fork_exec(program, list(spec.argv), env, user, output=out_w)
+                pid = _fork_exec(
+                    program, list(spec.argv), env, user,
+                    output=out_w, keep_fd=report_w, oom=spec.oom_score_adj,
+                )  # fmt: skip
             except BaseException:
                 if out_r >= 0:
                     os.close(out_r)
@@ -159,10 +227,15 @@ class Supervisor:
             if out_r >= 0:
                 self._watch_output(out_r, spec.name)
         except PrivilegeError as exc:
-            daemon.pid, daemon.failed = None, True
+            daemon.pid = None
             daemon.last_exit = f"not started: {exc}"
             log.error("daemon_spawn_failed", daemon=spec.name, error=str(exc))
+            self._close_report(daemon)
+            self._crashed(daemon, daemon.last_exit)
             return
+        finally:
+            if report_w is not None:
+                os.close(report_w)
         daemon.pid, daemon.started_at = pid, time.monotonic()
         # Names only: the values may be credentials.
         log.info(
@@ -172,6 +245,7 @@ class Supervisor:
             user=spec.user,
             env_names=sorted(env),
         )
+        self._write_status()
 
     def _watch_output(self, fd: int, name: str) -> None:
         os.set_blocking(fd, False)
@@ -250,20 +324,159 @@ class Supervisor:
             # port free. The group id stays reserved while members exist.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(daemon.pid, signal.SIGKILL)
+        # Its last words (a reload report written just before dying).
+        self._read_report(daemon)
+        self._close_report(daemon)
         daemon.pid, daemon.kill_at, daemon.last_exit = None, None, text
         expected = self._shutdown_signal is not None or daemon.restart_pending
-        daemon.failed = not expected and text != "exit 0"
-        event = "daemon_stopped" if expected else "daemon_exited"
-        level = log.info if expected or text == "exit 0" else log.error
-        level(event, daemon=daemon.spec.name, **fields)
+        if expected:
+            log.info("daemon_stopped", daemon=daemon.spec.name, **fields)
         if daemon.restart_pending and self._shutdown_signal is None:
             daemon.restart_pending = False
             daemon.restarts += 1
             self._spawn(daemon)
             log.info("daemon_restarted", daemon=daemon.spec.name, pid=daemon.pid)
+        elif not expected:
+            self._crashed(daemon, text, **fields)
+        self._write_status()
+
+    def _crashed(self, daemon: Daemon, text: str, **fields: Any) -> None:
+        """An exit nobody asked for (or a failed start): back off, or give up."""
+        if self._shutdown_signal is not None:
+            return
+        policy = self.plan.restart
+        now = time.monotonic()
+        daemon.crashes += 1
+        daemon.recent = [t for t in daemon.recent if now - t < policy.window_seconds] + [now]
+        name = daemon.spec.name
+        if len(daemon.recent) >= policy.max_crashes:
+            daemon.failed, daemon.start_at = True, None
+            log.error("daemon_exited", daemon=name, crashes=daemon.crashes, **fields,
+                      restart_in=None)  # fmt: skip
+            log.critical(
+                "daemon_gave_up",
+                daemon=name,
+                crashes_in_window=len(daemon.recent),
+                window_seconds=policy.window_seconds,
+                last_exit=text,
+                hint=f"fix the cause, then: python -m bot_bottle_sidecars.init ctl restart {name}",
+            )
+            return
+        delay = policy.delay(len(daemon.recent))
+        daemon.start_at = now + delay
+        log.error(
+            "daemon_exited",
+            daemon=name,
+            crashes=daemon.crashes,
+            restart_in=round(delay, 3),
+            **fields,
+        )
 
     def running(self) -> list[Daemon]:
         return [d for d in self.daemons.values() if d.pid is not None]
+
+    # -- reload reports ------------------------------------------------------
+
+    def _close_report(self, daemon: Daemon) -> None:
+        if daemon.report_fd is None:
+            return
+        if self._selector is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(daemon.report_fd)
+        os.close(daemon.report_fd)
+        daemon.report_fd, daemon.report_buf = None, b""
+
+    def _read_report(self, daemon: Daemon) -> None:
+        if daemon.report_fd is None:
+            return
+        while True:
+            try:
+                chunk = os.read(daemon.report_fd, 4096)
+            except BlockingIOError:
+                break
+            except OSError:
+                chunk = b""
+            if not chunk:
+                # The daemon closed its end (it exited): stop watching.
+                if daemon.pid is not None and self._selector is not None:
+                    with contextlib.suppress(KeyError, ValueError):
+                        self._selector.unregister(daemon.report_fd)
+                break
+            daemon.report_buf += chunk
+            while b"\n" in daemon.report_buf:
+                line, daemon.report_buf = daemon.report_buf.split(b"\n", 1)
+                self._report(daemon, line)
+            if len(daemon.report_buf) > _MAX_REPORT_LINE:
+                daemon.report_buf = b""
+        self._answer_reloads()
+
+    def _report(self, daemon: Daemon, line: bytes) -> None:
+        try:
+            data = json.loads(line)
+            reload = data["reload"]
+            ok = reload["ok"] is True
+            error = None if ok else str(reload.get("error") or "reload failed")
+        except (ValueError, KeyError, TypeError):
+            log.warning("daemon_report_invalid", daemon=daemon.spec.name, bytes=len(line))
+            return
+        daemon.reloads_reported += 1
+        daemon.last_reload = {"ok": ok, "error": error, "at": now_iso()}
+        if ok:
+            log.info("daemon_reloaded", daemon=daemon.spec.name)
+        else:
+            log.error("daemon_reload_failed", daemon=daemon.spec.name, error=error,
+                      effect="the previous configuration stays in force")  # fmt: skip
+        self._write_status()
+
+    def _answer_reloads(self, *, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        keep: list[_PendingReload] = []
+        for pending in self._pending:
+            results: dict[str, dict[str, Any]] = {}
+            done = True
+            for name, before in pending.before.items():
+                d = self.daemons[name]
+                if d.reloads_reported > before and d.last_reload is not None:
+                    results[name] = {"ok": d.last_reload["ok"], "error": d.last_reload["error"]}
+                elif d.pid is None:
+                    results[name] = {"ok": False, "error": f"{name} exited ({d.last_exit})"}
+                elif now >= pending.deadline:
+                    results[name] = {
+                        "ok": False,
+                        "error": f"{name} did not report within {RELOAD_ANSWER_SECONDS:.0f} s",
+                    }
+                else:
+                    done = False
+            if not done:
+                keep.append(pending)
+                continue
+            ok = all(r["ok"] for r in results.values())
+            reply: dict[str, Any] = {"ok": ok, "daemons": sorted(results), "results": results}
+            if not ok:
+                reply["error"] = "; ".join(
+                    f"{n}: {r['error']}" for n, r in sorted(results.items()) if not r["ok"]
+                )
+            _send_reply(pending.conn, reply)
+        self._pending = keep
+
+    # -- status --------------------------------------------------------------
+
+    def _write_status(self) -> None:
+        path = self.plan.status_file
+        if path is None:
+            return
+        target = Path(path)
+        tmp = target.with_name(f".{target.name}.tmp")
+        try:
+            data = json.dumps({**self.status(), "updated": now_iso()}, indent=1) + "\n"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(data)
+            tmp.chmod(0o644)  # whatever the umask: the relays' user reads it
+            tmp.replace(target)
+        except OSError as exc:
+            # Never fatal: the control socket still answers, and the log has it all.
+            log.warning("status_file_unwritable", path=path, error=exc.strerror or str(exc))
 
     # -- requests ----------------------------------------------------------
 
@@ -277,9 +490,12 @@ class Supervisor:
         self._shutdown_signal = sig.name
         self._kill_at = time.monotonic() + self.plan.grace_seconds
         log.info("shutdown_started", signal=sig.name, grace_seconds=self.plan.grace_seconds)
+        for daemon in self.daemons.values():
+            daemon.start_at = None
         for daemon in self.running():
             daemon.restart_pending = False
             self._signal(daemon, sig)
+        self._write_status()
 
     def reload(self) -> list[str]:
         targets = [d for d in self.running() if d.spec.forward_sighup]
@@ -295,7 +511,10 @@ class Supervisor:
             return {"ok": False, "error": f"no daemon {name!r} in the plan"}
         if self._shutdown_signal is not None:
             return {"ok": False, "error": "init is shutting down"}
-        log.info("daemon_restart_requested", daemon=name)
+        log.info("daemon_restart_requested", daemon=name, state=daemon.state)
+        # The operator's restart is a fresh start: the crash history that
+        # made init give up no longer counts against it.
+        daemon.failed, daemon.recent = False, []
         if daemon.pid is None:
             daemon.restarts += 1
             self._spawn(daemon)
@@ -304,9 +523,11 @@ class Supervisor:
             daemon.restart_pending = True
             daemon.kill_at = time.monotonic() + self.plan.grace_seconds
             self._signal(daemon, signal.SIGTERM)
+        self._write_status()
         return {"ok": True, "daemon": name, "status": "restarting"}
 
     def status(self) -> dict[str, Any]:
+        now = time.monotonic()
         return {
             "ok": True,
             "shutting_down": self._shutdown_signal is not None,
@@ -315,8 +536,14 @@ class Supervisor:
                     "name": d.spec.name,
                     "pid": d.pid,
                     "running": d.pid is not None,
+                    "state": d.state,
                     "last_exit": d.last_exit,
                     "restarts": d.restarts,
+                    "crashes": d.crashes,
+                    "restart_in": (
+                        round(max(0.0, d.start_at - now), 3) if d.start_at is not None else None
+                    ),
+                    "last_reload": d.last_reload,
                 }
                 for d in self.daemons.values()
             ],
@@ -351,9 +578,19 @@ class Supervisor:
                 daemon.kill_at = None
                 log.warning("daemon_killed", daemon=daemon.spec.name, reason="restart grace over")
                 self._signal(daemon, signal.SIGKILL)
+        if self._shutdown_signal is None:
+            for daemon in self.daemons.values():
+                if daemon.pid is None and daemon.start_at is not None and now >= daemon.start_at:
+                    log.info("daemon_restarting", daemon=daemon.spec.name, crashes=daemon.crashes)
+                    daemon.restarts += 1
+                    self._spawn(daemon)
+        if self._pending:
+            self._answer_reloads(now=now)
 
     def _next_timeout(self) -> float | None:
         deadlines = [d.kill_at for d in self.running() if d.kill_at is not None]
+        deadlines += [d.start_at for d in self.daemons.values() if d.start_at is not None]
+        deadlines += [p.deadline for p in self._pending]
         if self._kill_at is not None and not self._killed:
             deadlines.append(self._kill_at)
         if not deadlines:
@@ -361,7 +598,10 @@ class Supervisor:
         return max(0.0, min(deadlines) - time.monotonic())
 
     def _done(self) -> bool:
-        return not self.running() and not any(d.restart_pending for d in self.daemons.values())
+        return not self.running() and not any(
+            d.restart_pending or (d.start_at is not None and self._shutdown_signal is None)
+            for d in self.daemons.values()
+        )
 
     def run(self) -> int:
         _become_subreaper()
@@ -371,8 +611,7 @@ class Supervisor:
         for sig in _HANDLED:
             signal.signal(sig, lambda *_: None)
         signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
-        selector = selectors.DefaultSelector()
-        self._selector = selector
+        selector = self._selector = selectors.DefaultSelector()
         selector.register(rfd, selectors.EVENT_READ, "signals")
         control = self._open_control()
         if control is not None:
@@ -396,8 +635,11 @@ class Supervisor:
                         self._drain_signals(rfd)
                     elif isinstance(key.data, tuple):
                         self._read_output(int(key.fd), key.data[1])
-                    elif control is not None:
-                        self._serve_control(control)
+                    elif key.data == "control":
+                        if control is not None:
+                            self._serve_control(control)
+                    elif (daemon := self.daemons.get(str(key.data))) is not None:
+                        self._read_report(daemon)
         finally:
             self._drain_outputs()
             signal.set_wakeup_fd(-1)
@@ -406,14 +648,20 @@ class Supervisor:
                     selector.unregister(key.fd)
                     with contextlib.suppress(OSError):
                         os.close(int(key.fd))
-            self._selector = None
+            for pending in self._pending:
+                _send_reply(pending.conn, {"ok": False, "error": "init is exiting"})
+            self._pending = []
+            for daemon in self.daemons.values():
+                self._close_report(daemon)
             selector.close()
+            self._selector = None
             os.close(rfd)
             os.close(wfd)
             if control is not None:
                 control.close()
                 with contextlib.suppress(OSError):
                     Path(str(self.plan.control_socket)).unlink()
+        self._write_status()
         failed = [d.spec.name for d in self.daemons.values() if d.failed]
         code = 0 if self._shutdown_signal is not None or not failed else 1
         log.info("init_exiting", exit_code=code, failed=failed, signal=self._shutdown_signal)
@@ -460,25 +708,48 @@ class Supervisor:
             conn, _ = server.accept()
         except BlockingIOError:
             return
-        with conn:
-            # A silent client must not stall PID 1 for long.
+        # A silent client must not stall PID 1 for long.
+        conn.settimeout(_CONTROL_READ_TIMEOUT)
+        buf = b""
+        try:
+            while b"\n" not in buf and len(buf) < _MAX_CONTROL_BYTES:
+                chunk = conn.recv(_MAX_CONTROL_BYTES)
+                if not chunk:
+                    break
+                buf += chunk
+        except OSError as exc:
+            log.warning("control_request_failed", error=str(exc))
+            conn.close()
+            return
+        try:
+            request = json.loads(buf.split(b"\n", 1)[0] or b"null")
+        except ValueError:
+            _send_reply(conn, {"ok": False, "error": "request is not JSON"})
+            return
+        if isinstance(request, dict) and request.get("cmd") == "reload":
+            names = self.reload()
+            waiting = {
+                n: self.daemons[n].reloads_reported
+                for n in names
+                if self.daemons[n].report_fd is not None
+            }
+            if waiting:
+                # Answered once every reporting daemon has said how it went.
+                deadline = time.monotonic() + RELOAD_ANSWER_SECONDS
+                self._pending.append(_PendingReload(conn, deadline, waiting))
+                return
+            _send_reply(conn, {"ok": True, "daemons": names, "results": {}})
+            return
+        _send_reply(conn, self.handle_command(request))
+
+
+def _send_reply(conn: socket.socket, reply: dict[str, Any]) -> None:
+    with conn:
+        try:
             conn.settimeout(_CONTROL_READ_TIMEOUT)
-            buf = b""
-            try:
-                while b"\n" not in buf and len(buf) < _MAX_CONTROL_BYTES:
-                    chunk = conn.recv(_MAX_CONTROL_BYTES)
-                    if not chunk:
-                        break
-                    buf += chunk
-                try:
-                    request = json.loads(buf.split(b"\n", 1)[0] or b"null")
-                except ValueError:
-                    reply: dict[str, Any] = {"ok": False, "error": "request is not JSON"}
-                else:
-                    reply = self.handle_command(request)
-                conn.sendall(json.dumps(reply).encode() + b"\n")
-            except OSError as exc:
-                log.warning("control_request_failed", error=str(exc))
+            conn.sendall(json.dumps(reply).encode() + b"\n")
+        except OSError as exc:
+            log.warning("control_request_failed", error=str(exc))
 
 
 def _stdout_buffer() -> Any:
@@ -494,6 +765,8 @@ def _fork_exec(
     user: DaemonUser | None,
     *,
     output: int = -1,
+    keep_fd: int | None = None,
+    oom: int = 0,
 ) -> int:
     """Start ``program`` in its own process group, as ``user`` when given.
 
@@ -515,7 +788,7 @@ def _fork_exec(
         os.close(wfd)
         raise PrivilegeError(f"fork: {exc.strerror}") from None
     if pid == 0:  # pragma: no cover - the child; its effects are tested
-        _child(program, argv, env, user, last_cap, wfd, output)
+        _child(program, argv, env, user, last_cap, wfd, output, keep_fd, oom)
     signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     os.close(wfd)
     try:
@@ -537,7 +810,9 @@ def _child(  # pragma: no cover - runs between fork and exec
     user: DaemonUser | None,
     last_cap: int,
     report_fd: int,
-    output: int = -1,
+    output: int,
+    keep_fd: int | None,
+    oom: int,
 ) -> None:
     stage = "setup"
     try:
@@ -545,6 +820,12 @@ def _child(  # pragma: no cover - runs between fork and exec
             # stdout and stderr into init's pipe (dup2 clears close-on-exec).
             os.dup2(output, 1)
             os.dup2(output, 2)
+        if oom:
+            stage = "oom_score_adj"
+            with open("/proc/self/oom_score_adj", "w") as fh:  # noqa: PTH123 - no pathlib between fork and exec
+                fh.write(str(oom))
+        if keep_fd is not None:
+            os.set_inheritable(keep_fd, True)
         signal.set_wakeup_fd(-1)
         for sig in _CHILD_DEFAULT:
             signal.signal(sig, signal.SIG_DFL)

@@ -14,4 +14,13 @@ sockets in a per-bottle shared directory:
 ``--wait-targets`` binds each listener only once its target accepts a
 connection, so the ready file (written when every listener is bound) means
 the whole path works.
+
+``--down LISTEN=http:DAEMON`` (or ``git:DAEMON``): when that listener's
+target refuses (its daemon is restarting after a crash, or init gave up on
+it), the client gets an answer instead of a bare reset: an HTTP ``503`` whose
+body names the sidecar and says it is restarting (or has failed, when the
+``--status`` file init keeps says so), or a git ``ERR`` packet. It fails
+closed: nothing else is tried. Refusals are logged once per target and
+reason per 10 s with a count, not once per connection (an agent retrying in
+a loop must not flood the log).
 """
