@@ -312,7 +312,12 @@ def test_bundle_serves_egress_git_gate_and_supervise_on_an_internal_network(
     bundle.start()
 
     probe = _run_client(docker_client, bundle_image.tag, network, tmp_path / "t", "probe")
-    assert probe["tools"] == ["capability-block", "capability-status", "list-egress-routes"]
+    assert probe["tools"] == [
+        "capability-block",
+        "capability-status",
+        "egress-request",
+        "list-egress-routes",
+    ]
     assert probe["git"].split()[0] == head
     assert probe["egress"].strip() == "ok"
     pid = probe["proposal"]["proposal_id"]
