@@ -63,6 +63,8 @@ KEEP_IMAGES = 3
 PRUNE_MIN_AGE = 3600.0
 
 Progress = Callable[[str], None]
+#: The legacy builder's `` ---> <id>`` line: each step's image (short id).
+_STAGE_ID_RE = re.compile(r"^ ---> ([0-9a-f]{12})$", re.M)
 _STEP_RE = re.compile(r"^(Step \d+/\d+ :|#\d+ \[)")
 _NAME_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)")
 # Parts of a source tree that never reach a wheel: editing them must not rebuild.
@@ -300,18 +302,28 @@ class DockerCLI:
             result = self._run("image", "rm", ref)
             log.write(f"prune {ref}: {'removed' if result.returncode == 0 else 'kept (in use)'}\n")
 
-    def prune_stages(self, log: TextIO) -> None:
+    def prune_stages(self, log: TextIO, build_output: str = "") -> None:
         """Remove the untagged intermediate stage images our builds leave.
 
         The legacy builder keeps a multi-stage build's non-final stages as
         dangling images (hundreds of MB each, one set per build): on a machine
         that builds after every change they fill the disk. Only dangling
-        images carrying our stage label are touched, and only those older
-        than :data:`PRUNE_MIN_AGE`: a concurrent build on the same engine
-        (two bottles started at once on a fresh machine) is still reading its
-        own dangling stage, and pruning it failed that build with "No such
-        image".
+        images carrying our stage label are touched: those *this* build made
+        (their ids are in ``build_output``, the builder's `` ---> <id>``
+        lines), and any left older than :data:`PRUNE_MIN_AGE`. A young stage
+        of another build is spared: a concurrent build on the same engine (two
+        bottles started at once on a fresh machine) is still reading it, and
+        pruning it failed that build with "No such image".
         """
+        ours = set(_STAGE_ID_RE.findall(build_output))
+        listing = self._run(
+            "image", "ls", "--quiet", "--no-trunc", "--filter", "dangling=true",
+            "--filter", f"label={STAGE_LABEL}=install",
+        )  # fmt: skip
+        for image_id in listing.stdout.split() if listing.returncode == 0 else ():
+            if image_id.removeprefix("sha256:")[:12] in ours:
+                result = self._run("image", "rm", image_id)
+                log.write(f"prune build stage {image_id[:19]}: exit {result.returncode}\n")
         result = self._run(
             "image", "prune", "--force", "--filter", f"label={STAGE_LABEL}=install",
             "--filter", f"until={int(PRUNE_MIN_AGE)}s",
@@ -647,8 +659,9 @@ def ensure_image(
             f"docker build of {tag} failed (exit {code}): " + " | ".join(tail)[-400:],
             hint=f"the full build output is in {log_path}",
         )
+    output = log_path.read_text(encoding="utf-8", errors="replace")
     with log_path.open("a", encoding="utf-8") as log:
         engine.prune(spec.repository, KEEP_IMAGES, prune_min_age, log)
-        engine.prune_stages(log)
+        engine.prune_stages(log, output)
     say(f"built image {tag}")
     return ImageResult(tag, built=True, log_path=log_path)
