@@ -557,12 +557,22 @@ class SuperviseApp(App[int]):
         for d in dirs:
             d.mkdir(parents=True, exist_ok=True)
         # Blocks in inotify until something changes (no polling); debounced.
-        for _changes in watch(
-            *dirs, stop_event=self._stop, debounce=300, rust_timeout=0, yield_on_timeout=False
+        # Two races are closed by refreshes the events alone would not give:
+        # whatever was written between the first paint and the watch being
+        # armed (the first yield, change or timeout, comes after arming), and
+        # files written into a directory created so recently that its own
+        # watch was not yet added (a settle refresh a second after a burst).
+        armed = False
+        settle = False
+        for changes in watch(
+            *dirs, stop_event=self._stop, debounce=300, rust_timeout=1000, yield_on_timeout=True
         ):
             if self._stop.is_set():
                 return
-            self.call_from_thread(self.refresh_data)
+            if changes or settle or not armed:
+                self.call_from_thread(self.refresh_data)
+            armed = True
+            settle = bool(changes)
 
     @work(thread=True, exclusive=True, group="refusals")
     def count_refusals(self) -> None:
