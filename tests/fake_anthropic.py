@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from bot_bottle_sidecars.egress.testing import make_test_pki
+from bot_bottle_testkit.egress import make_test_pki
 
 
 @dataclass

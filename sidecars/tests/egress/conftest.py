@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bot_bottle_sidecars.egress.testing import (
+from bot_bottle_testkit.egress import (
     EgressProcess,
     LocalUpstream,
     TestPKI,

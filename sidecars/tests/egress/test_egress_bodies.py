@@ -28,7 +28,7 @@ import h2.events
 import httpx2 as httpx
 import pytest
 from bot_bottle_sidecars.egress.addon import MAX_SCANNED_BODY
-from bot_bottle_sidecars.egress.testing import EgressProcess, zstd_module
+from bot_bottle_testkit.egress import EgressProcess, zstd_module
 
 from bot_bottle.egress.render import RouteSpec
 
