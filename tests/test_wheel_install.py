@@ -117,6 +117,10 @@ def test_every_wheel_ships_py_typed_and_the_license(wheels: Path) -> None:
         assert "License-File: LICENSE" in metadata.splitlines(), dist
         if dist != "bot_bottle_all":  # a metapackage: no code to type
             assert f"{dist}/py.typed" in names, dist
+        if dist not in DEV:
+            # The test kits stay out of what users and the bundle image install.
+            assert not any("testkit" in n or (n.endswith("/testing.py") and
+                           not n.startswith("bot_bottle/")) for n in names), dist  # fmt: skip
 
 
 def test_every_built_in_plugin_is_covered_by_the_discovery_test() -> None:
