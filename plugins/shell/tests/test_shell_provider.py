@@ -4,11 +4,11 @@ and provisioning of a real container of its own image."""
 from __future__ import annotations
 
 import subprocess
-import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from bot_bottle_testkit.manifest import write_home
 
 from bot_bottle import provider_kit as kit
 from bot_bottle.contracts.provider import AgentProvider, ProvisionContext
@@ -39,12 +39,7 @@ def test_shell_is_discovered_through_its_entry_point(host: PluginHost) -> None:
 
 
 def _home(tmp_path: Path, provider_block: str) -> Path:
-    home = tmp_path / "home"
-    (home / "bottles").mkdir(parents=True)
-    (home / "agents").mkdir(parents=True)
-    (home / "bottles" / "dev.md").write_text(f"---\n{textwrap.dedent(provider_block)}---\n")
-    (home / "agents" / "poker.md").write_text("---\nbottle: dev\n---\nPoke around.\n")
-    return home
+    return write_home(tmp_path, provider_block, agent="poker", agent_body="Poke around.\n")
 
 
 def test_a_bottle_with_template_shell_gets_its_options(tmp_path: Path, host: PluginHost) -> None:
