@@ -1,4 +1,4 @@
-"""Issue 17 through a real git-gate push (real git, git daemon side over
+"""Evasive encodings through a real git-gate push (real git, git daemon side over
 sshd, the built-in detectors): every evasive form of a token, and every
 transformed form of a bottle secret, is refused before the upstream is
 contacted."""

@@ -1,4 +1,4 @@
-"""Issue 17 through a real egress daemon: every evasive form of a token is
+"""Evasive encodings through a real egress daemon: every evasive form of a token is
 refused on the way out, and an upstream that reflects the credential egress
 injected no longer hands it to the agent (``credential-reflected``). Real
 mitmproxy daemon, a local HTTPS upstream; nothing leaves 127.0.0.1."""
