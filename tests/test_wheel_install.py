@@ -134,10 +134,25 @@ def test_every_built_in_plugin_is_covered_by_the_discovery_test() -> None:
     assert all(dist == f"bot-bottle-{name}" for name, dist in declared.items())
 
 
+def _in_dev_env(dist: str) -> bool:
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        distribution(dist)
+    except PackageNotFoundError:
+        return False
+    return True
+
+
 def _venv_with(wheels: Path, where: Path, *dists: str) -> Path:
-    """A fresh venv holding ``dists`` (and what they depend on) from ``wheels``
-    and uv's cache only: no index is asked."""
+    """A fresh venv holding ``dists`` (and what they depend on) from ``wheels``.
+
+    Offline (uv's cache only, no index asked) when the workspace's own
+    environment has them, so their dependencies were cached by ``uv sync``;
+    an optional plugin the workspace does not install (kingfisher) gets its
+    dependencies from the index, as a user's install would."""
     uv = _uv()
+    offline = all(_in_dev_env(d.replace("_", "-")) for d in dists)
     venv = where / "venv"
     _run([uv, "venv", "-q", "--python", sys.executable, str(venv)], cwd=where)
     python = venv / "bin" / "python"
@@ -146,8 +161,8 @@ def _venv_with(wheels: Path, where: Path, *dists: str) -> Path:
     # --find-links: a dependency on another of ours (docker -> sidecars) comes
     # from the wheels built here too.
     _run(
-        [uv, "pip", "install", "-q", "--offline", "--python", str(python),
-         "--find-links", str(wheels), *files],
+        [uv, "pip", "install", "-q", *(["--offline"] if offline else []),
+         "--python", str(python), "--find-links", str(wheels), *files],
         cwd=where,
     )  # fmt: skip
     return venv
