@@ -102,7 +102,10 @@ def _spans(regex: re2._Regexp, data: bytes) -> Iterator[tuple[int, int]]:  # typ
     them. The wrapper's ``finditer`` builds a match object per match (~2 us,
     most of the cost on bodies with hundreds of runs); this calls RE2's
     ``Match`` directly, for regexes with no empty match."""
-    match = regex._regexp.Match
+    match = getattr(getattr(regex, "_regexp", None), "Match", None)
+    if match is None or _UNANCHORED is None:  # another google-re2 layout
+        yield from ((m.start(), m.end()) for m in regex.finditer(data))
+        return
     end = len(data)
     pos = 0
     while pos < end:
@@ -113,7 +116,7 @@ def _spans(regex: re2._Regexp, data: bytes) -> Iterator[tuple[int, int]]:  # typ
         pos = span[1]
 
 
-_UNANCHORED = re2._Anchor.UNANCHORED  # type: ignore[attr-defined]
+_UNANCHORED = getattr(getattr(re2, "_Anchor", None), "UNANCHORED", None)
 
 
 def _re2(pattern: bytes) -> re2._Regexp:  # type: ignore[name-defined]
