@@ -94,7 +94,6 @@ _JSON_RUN = re.compile(rb"""(?:[A-Za-z0-9._~+/=:\-]|\\u[0-9a-fA-F]{4}|\\["\\/bfn
 # Reversed, an escape's quote comes before its backslash: allow both.
 _JSON_LEFT = re.compile(rb"""(?:[A-Za-z0-9._~+/=:\-\\]|"\\)+""")
 _B64_TRANSLATE = bytes.maketrans(b"-_", b"+/")
-_NOT_B64 = re.compile(rb"[^A-Za-z0-9+/_\-]")
 
 
 def _spans(regex: re2._Regexp, data: bytes) -> Iterator[tuple[int, int]]:  # type: ignore[name-defined]
@@ -177,6 +176,11 @@ _DIGIT = re.compile(rb"[0-9]")
 _COMMON = frozenset({b"=", b"&"})
 _HASH_LIKE = re.compile(rb"[0-9a-fA-F\-]+")
 _MIN_KEY_DER = 48  # an Ed25519 PKCS#8 key, the smallest private key encoding
+# First bytes of a DER key, an OpenSSH key and each format unpack.kind knows
+# (a tar is recognised at offset 257 instead).
+_KEY_OR_PACKED_FIRST = frozenset(
+    bytes([b]) for b in (0x30, ord("o"), 0x1F, 0x78, ord("B"), 0xFD, 0x28, ord("P"))
+)
 
 
 # Each decoder's run-finding pattern, in one Hyperscan prefilter: a decoder
@@ -189,23 +193,20 @@ _MIN_KEY_DER = 48  # an Ed25519 PKCS#8 key, the smallest private key encoding
 # marker byte, with the same result. Split lines and hex with separators are
 # not in it: Hyperscan is slower on their patterns (bounded repeats of
 # groups) than RE2 is (~8 us per 4 KB against ~4).
-_PCT, _JSON_U, _JSON_SLASH, _B64, _SPACED, _UTF16, _HTML, _QP, _B64_HEAD = range(9)
+_PCT, _JSON_U, _JSON_SLASH, _B64, _SPACED, _UTF16, _HTML, _QP = range(8)
 _GATE = Prefilter(
     [
         _PCT_HIT[1].pattern,
         _JSON_HITS[0][1].pattern,
         _JSON_HITS[1][1].pattern,
-        # The start of every maximal base64 run long enough (the character
-        # before it, then _MIN_B64 of the run), and a run at offset 0.
-        rb"[^A-Za-z0-9+/_\-][A-Za-z0-9+/_\-]{%d}" % _MIN_B64,
+        rb"[A-Za-z0-9+/_\-]{%d}" % _MIN_B64,
         _B64_SPACED_RUN.pattern,
         _UTF16_RUN.pattern.replace(b"{8,}", b"{8}"),
         rb"&[#A-Za-z]",  # checked against _HTML_HIT where found
         rb"=[0-9A-F\r\n]",  # and against _QP_HIT
-        rb"^[A-Za-z0-9+/_\-]{%d}" % _MIN_B64,
     ],
     # Fixed lengths of the located patterns: where their matches start.
-    locate=[3, 6, 2, _MIN_B64 + 1, 0, 0, 2, 2, _MIN_B64],
+    locate=[3, 6, 2, 0, 0, 0, 2, 2],
 )
 
 
@@ -221,25 +222,6 @@ class _Hits:
 
     def __call__(self, decoder: int) -> bool:
         return self.found is None or decoder in self.found
-
-    def b64_runs(self, data: bytes) -> Iterator[tuple[int, int]] | None:
-        """What ``_spans(_B64_RUN, data)`` yields, from the located run
-        starts: each maximal run of base64 characters at least _MIN_B64
-        long, with up to two ``=`` after it (``None``: not located)."""
-        if self.positions is None:
-            return None
-        starts = [p + 1 for p in self.positions[_B64]] + self.positions[_B64_HEAD]
-        return self._ends(data, sorted(starts))
-
-    @staticmethod
-    def _ends(data: bytes, starts: list[int]) -> Iterator[tuple[int, int]]:
-        size = len(data)
-        for start in starts:
-            stop = _NOT_B64.search(data, start + _MIN_B64)
-            end = stop.start() if stop is not None else size
-            if data[end : end + 1] == b"=":
-                end += 2 if data[end + 1 : end + 2] == b"=" else 1
-            yield start, end
 
     def at(
         self, data: bytes, hits: tuple[tuple[bytes, re.Pattern[bytes]], ...], *decoders: int
@@ -475,6 +457,8 @@ def _binary_or_text(
     if _printable(decoded):
         out.append((s, e, encoding, decoded))
         return True
+    if decoded[:1] not in _KEY_OR_PACKED_FIRST and decoded[257:262] != b"ustar":
+        return False  # neither a key nor compressed: most binary decodings
     if private_key_der(decoded):
         out.append((s, e, "pem-body", _armour(run)))
         return True
@@ -572,9 +556,7 @@ def decode_runs(data: bytes) -> list[tuple[int, int, str, bytes]]:
             decoded = _decode_json(data[s:e])
             if decoded is not None:
                 out.append((s, e, "json", decoded))
-    located = may.b64_runs(data)
-    b64_runs = located if located is not None else _spans(_B64_RUN, data)
-    for s, e in b64_runs if may(_B64) or may(_B64_HEAD) else ():
+    for s, e in _spans(_B64_RUN, data) if may(_B64) else ():
         run = data[s : min(e, s + MAX_RUN_BYTES)]
         if len(run) >= _MIN_HEX and _HEX_ONLY.fullmatch(run):
             decoded = binascii.unhexlify(run[: len(run) - len(run) % 2])
