@@ -79,8 +79,12 @@ class Prefilter:
         self._locate = frozenset(i for i in range(n) if self._key[2][i])
         self.max_positions = max_positions
         self._local = threading.local()
+        self._mine: _Compiled | None = None
 
-    def _compiled(self) -> _Compiled | None:
+    def _compiled(self) -> _Compiled:
+        # Held here too: hashing the key (all the patterns) costs ~1 us a scan.
+        if self._mine is not None:
+            return self._mine
         compiled = _CACHE.get(self._key)
         if compiled is None:
             with _LOCK:
@@ -89,6 +93,7 @@ class Prefilter:
                     compiled = _CACHE[self._key] = _Compiled(*self._key)
                     while len(_CACHE) > _CACHE_SIZE:
                         del _CACHE[next(iter(_CACHE))]
+        self._mine = compiled
         return compiled
 
     def matching(self, data: bytes) -> frozenset[int] | None:
@@ -107,14 +112,23 @@ class Prefilter:
         if not available():
             return None
         compiled = self._compiled()
-        if compiled is None or compiled.db is None or compiled.always & self._locate:
+        if compiled.db is None or compiled.always & self._locate:
             return None
         scratch = getattr(self._local, "scratch", None)
-        if scratch is None or self._local.db is not compiled.db:
+        if scratch is None:
             # One scratch per thread: a scan releases the GIL.
             scratch = self._local.scratch = _hs.Scratch(compiled.db)  # type: ignore[union-attr]
-            self._local.db = compiled.db
         found: set[int] = set(compiled.always)
+        if not self._locate:
+
+            def on_any(i: int, _start: int, _end: int, _flags: int, _ctx: object) -> None:
+                found.add(i)
+
+            try:
+                compiled.db.scan(data, match_event_handler=on_any, scratch=scratch)
+            except Exception:
+                return None  # fail open to the full scan, never to a smaller one
+            return frozenset(found), {}
         positions: dict[int, list[int]] = {i: [] for i in self._locate}
         lengths = self._key[2]
         budget = [self.max_positions]
@@ -135,8 +149,9 @@ class Prefilter:
                 # Stopped early: which patterns occur is no longer known.
                 return None
             return None  # fail open to the full scan, never to a smaller one
-        located = {i: sorted(set(p)) for i, p in positions.items()}
-        return frozenset(found), located
+        for where in positions.values():
+            where.sort()  # reported by end offset: in order already, as a rule
+        return frozenset(found), positions
 
 
 class _Compiled:
