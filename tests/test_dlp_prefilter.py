@@ -29,6 +29,13 @@ SECRETS = (Secret("a-prompted-password-value"), Secret("sk-ant-oat01-" + "Zq8" *
 LOC = Location("body")
 
 
+@pytest.fixture(autouse=True)
+def _eager(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Compile every prefilter at once: small fixtures would not reach the
+    # token rules' compile_after, and the comparison would be vacuous.
+    monkeypatch.setattr(prefilter, "lazy", False)
+
+
 @pytest.fixture(scope="module")
 def pipeline() -> ScanPipeline:
     return ScanPipeline.from_host(PluginHost().load(), Direction.OUTBOUND)
@@ -153,6 +160,18 @@ def test_a_pattern_hyperscan_refuses_is_always_reported() -> None:
     gate = prefilter.Prefilter([rb"ghp_[a-z]{4}", rb"a{0,3}"])
     assert gate.matching(b"nothing here") == frozenset({1})
     assert gate.matching(b"ghp_abcd") == frozenset({0, 1})
+
+
+def test_a_slow_compile_waits_until_enough_has_been_scanned(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if not prefilter.available():
+        pytest.skip("needs hyperscan (x86_64)")
+    monkeypatch.setattr(prefilter, "lazy", True)
+    gate = prefilter.Prefilter([rb"q{3}[0-9]{5}x"], compile_after=100)
+    assert gate.matching(b"a" * 60) is None  # not compiled yet: run everything
+    assert gate.matching(b"a" * 60) == frozenset()  # 120 bytes seen: compiled
+    assert gate.matching(b"qqq12345x") == frozenset({0})
 
 
 def test_too_many_located_hits_fall_back_to_the_full_scan() -> None:

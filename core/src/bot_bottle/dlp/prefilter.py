@@ -38,6 +38,9 @@ except Exception:  # ImportError, or a wheel whose library fails to load
 
 #: Set to ``False`` (tests, benchmarks) to scan as if Hyperscan were absent.
 enabled = os.environ.get("BOT_BOTTLE_DLP_NO_HYPERSCAN", "") not in ("1", "true", "yes")
+#: Set to ``False`` (tests) to compile every prefilter on its first scan,
+#: whatever its ``compile_after``.
+lazy = True
 
 _NAMED_GROUP = re.compile(rb"\(\?P<\w+>")
 
@@ -56,9 +59,12 @@ class Prefilter:
     """The patterns (RE2 syntax, bytes) of one set; ``caseless[i]`` makes
     pattern ``i`` match in any ASCII letter case.
 
-    The database is compiled on the first :meth:`matching` (~0.3 s for the
-    token rules) and shared by every prefilter of the same patterns in the
-    process, so loading detectors stays cheap for a one-shot ``dlp scan``.
+    The database is compiled on first use and shared by every prefilter of
+    the same patterns in the process. A set that is slow to compile (the
+    token rules: ~0.4 s) passes ``compile_after``: until that many bytes
+    have been scanned through it, it answers "unknown" (the full scan runs),
+    so a one-shot ``dlp scan`` or a small push does not pay for a compile
+    that only a long-running egress or a large scan earns back.
     """
 
     def __init__(
@@ -68,6 +74,7 @@ class Prefilter:
         *,
         locate: Sequence[int] = (),
         max_positions: int = 4096,
+        compile_after: int = 0,
     ) -> None:
         self.size = len(patterns)
         n = len(patterns)
@@ -80,6 +87,8 @@ class Prefilter:
         self.max_positions = max_positions
         self._local = threading.local()
         self._mine: _Compiled | None = None
+        self._compile_after = compile_after
+        self._seen = 0
 
     def _compiled(self) -> _Compiled:
         # Held here too: hashing the key (all the patterns) costs ~1 us a scan.
@@ -111,6 +120,10 @@ class Prefilter:
             return frozenset(), {}
         if not available():
             return None
+        if self._mine is None and lazy and self._compile_after and self._key not in _CACHE:
+            self._seen += len(data)
+            if self._seen < self._compile_after:
+                return None
         compiled = self._compiled()
         if compiled.db is None or compiled.always & self._locate:
             return None

@@ -6,10 +6,12 @@ DFA runs in linear time; Python's ``re`` would try every branch at every
 position and is ~10x slower here -- see bench/dlp_throughput.py). Rule
 checks (entropy, checksums) run only on the few matches.
 
-Where Hyperscan is installed, a :class:`~bot_bottle.dlp.prefilter.Prefilter`
-of all rules first says which rules match anywhere in the buffer (one SIMD
-pass, ~0.5 ms per MB); the RE2 alternation is then run over only those
-rules, and not at all when none match (most bodies). Dropping a rule that
+Where Hyperscan is installed (and once the detector has scanned a few MB,
+which pays for compiling the rules), a
+:class:`~bot_bottle.dlp.prefilter.Prefilter` of all rules first says which
+rules match anywhere in the buffer (one SIMD pass, ~0.5 ms per MB); the
+RE2 alternation is then run over only those rules, and not at all when
+none match (most bodies). Dropping a rule that
 matches nowhere changes no match of a leftmost-first alternation, so the
 findings are the same.
 """
@@ -52,6 +54,7 @@ def compile_rules(rules: Sequence[Rule]) -> Any:
 #: A compiled alternation and, per branch, (rule, group, secret group).
 _Pass = tuple[Any, list[tuple[Rule, int, int | None]]]
 _MAX_SUBSETS = 64
+_COMPILE_AFTER = 2 << 20
 
 
 class TokenPatternsDetector(DlpDetector):
@@ -68,7 +71,13 @@ class TokenPatternsDetector(DlpDetector):
             tuple(i for i, r in enumerate(self.rules) if r.context),
         )
         self._passes = [self._compile(ids) for ids in self._pass_rules]
-        self._prefilter = Prefilter([r.pattern for r in self.rules]) if prefilter else None
+        # Compiling the rules for Hyperscan takes ~0.4 s: worth it once a
+        # few MB have been scanned (egress, a large push), not for one file.
+        self._prefilter = (
+            Prefilter([r.pattern for r in self.rules], compile_after=_COMPILE_AFTER)
+            if prefilter
+            else None
+        )
         # Alternations of the rule subsets bodies turned out to need.
         self._subsets: OrderedDict[tuple[int, ...], _Pass | None] = OrderedDict()
 
