@@ -130,7 +130,10 @@ class Prefilter:
         scratch = getattr(self._local, "scratch", None)
         if scratch is None:
             # One scratch per thread: a scan releases the GIL.
-            scratch = self._local.scratch = _hs.Scratch(compiled.db)  # type: ignore[union-attr]
+            try:
+                scratch = self._local.scratch = _hs.Scratch(compiled.db)  # type: ignore[union-attr]
+            except Exception:
+                return None
         found: set[int] = set(compiled.always)
         if not self._locate:
 

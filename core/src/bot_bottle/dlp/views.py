@@ -100,7 +100,7 @@ def _spans(regex: re2._Regexp, data: bytes) -> Iterator[tuple[int, int]]:  # typ
     """``(start, end)`` of each match of an RE2 regex, as ``finditer`` finds
     them. The wrapper's ``finditer`` builds a match object per match (~2 us,
     most of the cost on bodies with hundreds of runs); this calls RE2's
-    ``Match`` directly, for regexes with no empty match."""
+    ``Match`` directly."""
     match = getattr(getattr(regex, "_regexp", None), "Match", None)
     if match is None or _UNANCHORED is None:  # another google-re2 layout
         yield from ((m.start(), m.end()) for m in regex.finditer(data))
@@ -112,7 +112,7 @@ def _spans(regex: re2._Regexp, data: bytes) -> Iterator[tuple[int, int]]:  # typ
         if span[0] < 0:
             return
         yield span
-        pos = span[1]
+        pos = span[1] if span[1] > pos else pos + 1  # never stuck on an empty match
 
 
 _UNANCHORED = getattr(getattr(re2, "_Anchor", None), "UNANCHORED", None)

@@ -18,6 +18,7 @@ findings are the same.
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import replace
@@ -100,7 +101,9 @@ class TokenPatternsDetector(DlpDetector):
             if len(self._subsets) > _MAX_SUBSETS:
                 self._subsets.popitem(last=False)
         else:
-            self._subsets.move_to_end(ids)
+            # Another thread may have evicted it meanwhile: it is in hand.
+            with contextlib.suppress(KeyError):
+                self._subsets.move_to_end(ids)
         return compiled
 
     def scan(self, data: bytes, context: ScanContext) -> list[Finding]:
