@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import platform
+import random
 from collections.abc import Iterator
 
 import pytest
@@ -151,6 +152,17 @@ def test_decoded_views_are_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
             m.setattr(prefilter, "enabled", False)
             slow = [(v.data, v.segments) for v in views.build_views(body)]
         assert fast == slow, body[:100]
+
+
+def test_base64_runs_found_with_find_are_the_runs_re2_finds() -> None:
+    rnd = random.Random(17)
+    alphabet = b"Ab9+/_-= =.\n\xc3\xa9"
+    bodies = [bytes(rnd.choice(alphabet) for _ in range(rnd.randint(0, 160))) for _ in range(3000)]
+    bodies += [b"A" * 24, b"A" * 23, b"A" * 24 + b"===B", b"x" + b"A" * 30 + b"==" + b"B" * 24]
+    bodies += [dlp_corpus.typical_request(), *dlp_evasions.token_forms().values()]
+    for body in bodies:
+        expected = list(views._spans(views._B64_RUN, body))  # pyright: ignore[reportPrivateUsage]
+        assert list(views._b64_runs(body)) == expected, body  # pyright: ignore[reportPrivateUsage]
 
 
 def test_a_pattern_hyperscan_refuses_is_always_reported() -> None:
