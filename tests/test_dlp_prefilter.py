@@ -1,4 +1,4 @@
-"""The Hyperscan prefilter never changes what the DLP scan finds (issue 17).
+"""The Hyperscan prefilter never changes what the DLP scan finds.
 
 The prefilter only decides which rules, known-secret forms and decoders
 run; these tests scan the same bytes with it and without it (as on a
