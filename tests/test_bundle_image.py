@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from bot_bottle_sidecars.bundle import ensure_bundle_image
 
-from bot_bottle.images import ImageResult
+from bot_bottle.imagebuild import ImageResult
 from bot_bottle.supervise_queue import Decision, SuperviseQueue
+from bot_bottle_docker.images import ensure_bundle_image
 
 if TYPE_CHECKING:
     import docker
@@ -360,7 +360,7 @@ def _exec_json(container: Any, argv: list[str]) -> dict[str, Any]:
 def test_a_missing_base_image_is_a_clear_error(
     docker_client: docker.DockerClient, tmp_path: Path, unique: str
 ) -> None:
-    from bot_bottle.images import ImageBuildError, ImageSpec, ensure_image
+    from bot_bottle_docker.images import ImageBuildError, ImageSpec, ensure_image
 
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")
     spec = ImageSpec(
@@ -374,7 +374,7 @@ def test_a_missing_base_image_is_a_clear_error(
 def test_a_failed_build_names_its_log_file(
     docker_client: docker.DockerClient, base_image: str, tmp_path: Path, unique: str
 ) -> None:
-    from bot_bottle.images import ImageBuildError, ImageSpec, ensure_image
+    from bot_bottle_docker.images import ImageBuildError, ImageSpec, ensure_image
 
     (tmp_path / "Dockerfile").write_text(
         "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN echo build-went-wrong-here && exit 3\n"
@@ -418,7 +418,13 @@ def test_a_third_party_detector_installed_on_the_host_runs_in_the_bundle(
     if HOST_CA.exists():
         env["BOT_BOTTLE_BUILD_CA_BUNDLE"] = str(HOST_CA)
     r = run(
-        [str(venv / "bin/python"), "-m", "bot_bottle_sidecars.bundle", "--base-image", base_image],
+        [
+            str(venv / "bin/python"),
+            "-m",
+            "bot_bottle_docker.bundle_image",
+            "--base-image",
+            base_image,
+        ],
         env=env,
         timeout=900,
     )
@@ -445,7 +451,7 @@ def test_a_third_party_detector_installed_on_the_host_runs_in_the_bundle(
 def test_old_images_of_a_repository_are_pruned_after_a_build(
     docker_client: docker.DockerClient, base_image: str, tmp_path: Path, unique: str
 ) -> None:
-    from bot_bottle.images import KEEP_IMAGES, ImageSpec, ensure_image
+    from bot_bottle_docker.images import KEEP_IMAGES, ImageSpec, ensure_image
 
     repo = f"bb-test/prune-{unique}"
     (tmp_path / "Dockerfile").write_text("ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nARG N\n")
@@ -473,7 +479,7 @@ def test_old_images_of_a_repository_are_pruned_after_a_build(
 def test_a_multi_stage_build_leaves_no_untagged_stage_image(
     docker_client: docker.DockerClient, base_image: str, tmp_path: Path, unique: str
 ) -> None:
-    from bot_bottle.images import STAGE_LABEL, ImageSpec, ensure_image
+    from bot_bottle_docker.images import STAGE_LABEL, ImageSpec, ensure_image
 
     repo = f"bb-test/stages-{unique}"
     (tmp_path / "Dockerfile").write_text(

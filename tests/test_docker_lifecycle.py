@@ -269,7 +269,7 @@ def test_an_image_build_failure_names_the_log_and_creates_nothing(
     base_image: str,
 ) -> None:
     from bot_bottle.contracts.provider import ImageSpec
-    from bot_bottle.images import ImageBuildError
+    from bot_bottle.imagebuild import ImageBuildError
     from bot_bottle.launcher import execute
     from bot_bottle.manifest.store import Manifest
     from bot_bottle.plan import make_plan

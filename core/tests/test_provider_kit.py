@@ -11,7 +11,6 @@ from bot_bottle import provider_kit as kit
 from bot_bottle.contracts.backend import ExecResult
 from bot_bottle.contracts.provider import ImageSpec, ProviderPlan
 from bot_bottle.errors import BotBottleError
-from bot_bottle.images import ImageBuildError
 
 
 def test_env_var_names_are_accepted_and_a_pasted_token_is_refused_unechoed() -> None:
@@ -62,7 +61,12 @@ def test_dockerfile_beside_names_the_file_next_to_the_class_module() -> None:
     assert kit.dockerfile_beside(_Here()) == kit.dockerfile_beside(_Here)
 
 
-def test_a_missing_dockerfile_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ImageBuildError, match="does not exist") as info:
-        kit.ensure_agent_image("mine", ImageSpec(dockerfile=tmp_path / "nope"))
-    assert info.value.hint and "agent_provider.dockerfile" in info.value.hint
+def test_agent_image_spec_decides_repository_base_image_and_args(tmp_path: Path) -> None:
+    spec = ImageSpec(dockerfile=tmp_path / "Dockerfile", build_args={"V": "1"})
+    built = kit.agent_image_spec("My Tool", spec, base_image="b:1", extra_ca=None)
+    assert built.repository == "bot-bottle/agent-my-tool"
+    assert (built.base_image, dict(built.build_args)) == ("b:1", {"V": "1"})
+    # The provider's own BASE_IMAGE build arg wins over the default.
+    pinned = ImageSpec(dockerfile=spec.dockerfile, build_args={"BASE_IMAGE": "x:2"})
+    built = kit.agent_image_spec("t", pinned, base_image="b:1")
+    assert (built.base_image, dict(built.build_args)) == ("x:2", {})

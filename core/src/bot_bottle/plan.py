@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from bot_bottle.contracts.provider import AgentProvider
     from bot_bottle.egress.config import EgressConfig
     from bot_bottle.gitgate.plan import GitGatePlan
-    from bot_bottle.images import ImageSpec
+    from bot_bottle.imagebuild import ImageSpec
     from bot_bottle.manifest import ResolvedAgent
     from bot_bottle.plugins import PluginHost
 
@@ -54,7 +54,6 @@ CA_ENV_VARS = (
     "CURL_CA_BUNDLE",
     "GIT_SSL_CAINFO",
 )
-BASE_IMAGE = "bot-bottle/base:trixie"
 _SLUG_RE = re.compile(r"^[a-z][a-z0-9-]{0,40}-[0-9a-f]{6}$")
 
 
@@ -192,9 +191,10 @@ def make_plan(
     from bot_bottle.gitgate.from_manifest import gate_repo_specs
     from bot_bottle.gitgate.plan import KNOWN_SECRET_PREFIX as GITGATE_SECRET_PREFIX
     from bot_bottle.gitgate.plan import plan_git_gate
-    from bot_bottle.images import ImageSpec, extra_ca_from_env
+    from bot_bottle.imagebuild import base_image_name, extra_ca_from_env
     from bot_bottle.manifest import resolve_env
     from bot_bottle.plugins import PluginHost
+    from bot_bottle.provider_kit import agent_image_spec as agent_image_spec_for
     from bot_bottle.sidecar_layout import UPSTREAM_CA
 
     bottle = agent.bottle
@@ -202,15 +202,11 @@ def make_plan(
     if options is None:
         options = provider.options_model()
     provider_plan = provider.plan(options, host_env=host_env)
-    image = provider.image(options)
-    extra_ca = extra_ca_from_env(host_env)
-    agent_image_spec = ImageSpec(
-        repository=f"bot-bottle/agent-{bottle.agent_provider.template}",
-        dockerfile=image.dockerfile,
-        distributions=(),
-        base_image=image.build_args.get("BASE_IMAGE", BASE_IMAGE),
-        extra_ca=extra_ca,
-        build_args={k: v for k, v in image.build_args.items() if k != "BASE_IMAGE"},
+    agent_image_spec = agent_image_spec_for(
+        bottle.agent_provider.template,
+        provider.image(options),
+        base_image=base_image_name(host_env),
+        extra_ca=extra_ca_from_env(host_env),
     )
 
     resolved = resolve_env(bottle.env, host_env=host_env, **({"ask": ask} if ask else {}))

@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,7 +35,7 @@ from bot_bottle.errors import BotBottleError
 if TYPE_CHECKING:
     from bot_bottle.contracts.backend import ExecResult, RunningBottle
     from bot_bottle.contracts.provider import ImageSpec, ProviderPlan, ProvisionContext
-    from bot_bottle.images import ImageResult
+    from bot_bottle.imagebuild import ImageSpec as BuildSpec
 
 #: Where providers install the bottle CA in the guest. Debian's
 #: ``update-ca-certificates`` reads ``/usr/local/share/ca-certificates/*.crt``,
@@ -257,39 +257,29 @@ def printable(text: str, limit: int = 60) -> str:
     return "".join(c for c in text if c.isprintable())[:limit]
 
 
-def ensure_agent_image(
+def agent_image_spec(
     provider: str,
     spec: ImageSpec,
     *,
-    base_image: str = "bot-bottle/base:trixie",
+    base_image: str | None = None,
     extra_ca: Path | None = None,
-    progress: Callable[[str], None] | None = None,
-    force: bool = False,
-    no_cache: bool = False,
-) -> ImageResult:
-    """Build (or reuse) the agent image a provider's :class:`ImageSpec` names.
+) -> BuildSpec:
+    """What a backend builds for a provider's :class:`ImageSpec`: the one
+    place an agent image's repository, base image and build args are decided.
 
-    The image is content-tagged ``bot-bottle/agent-<provider>:<fingerprint>``
-    by :func:`bot_bottle.images.ensure_image`: an unchanged Dockerfile, base
-    image, build args and CA bundle reuse it at once. The build context holds
-    the Dockerfile and ``extra-ca.crt`` (the CA bundle option, or empty) only,
-    so a provider Dockerfile must be self-contained.
+    The repository is ``bot-bottle/agent-<provider>``; the base image is the
+    spec's ``BASE_IMAGE`` build arg, else ``base_image``, else the default
+    (:func:`bot_bottle.imagebuild.base_image_name`); the CA bundle option is
+    ``extra_ca`` or ``BOT_BOTTLE_BUILD_CA_BUNDLE``.
     """
-    from bot_bottle import images
+    from bot_bottle import imagebuild
 
-    if not spec.dockerfile.is_file():
-        raise images.ImageBuildError(
-            f"the Dockerfile of agent provider {provider!r} does not exist: {spec.dockerfile}",
-            hint="fix the path in the bottle's agent_provider.dockerfile, or drop it to use "
-            "the provider's own",
-        )
     repository = f"bot-bottle/agent-{re.sub(r'[^a-z0-9._-]+', '-', provider.lower())}"
-    build = images.ImageSpec(
+    return imagebuild.ImageSpec(
         repository=repository,
         dockerfile=spec.dockerfile,
         distributions=(),
-        base_image=base_image,
-        extra_ca=extra_ca if extra_ca is not None else images.extra_ca_from_env(),
-        build_args=dict(spec.build_args),
+        base_image=spec.build_args.get("BASE_IMAGE") or base_image or imagebuild.base_image_name(),
+        extra_ca=extra_ca if extra_ca is not None else imagebuild.extra_ca_from_env(),
+        build_args={k: v for k, v in spec.build_args.items() if k != "BASE_IMAGE"},
     )
-    return images.ensure_image(build, progress=progress, force=force, no_cache=no_cache)

@@ -442,32 +442,25 @@ def capability_dockerfile(capabilities: Sequence[Capability], user: str) -> str:
 
 
 def resume_image(
-    record: SnapshotRecord, *, extra_ca: Path | None, progress: Callable[[str], None]
+    record: SnapshotRecord,
+    *,
+    host: PluginHost,
+    extra_ca: Path | None,
+    progress: Callable[[str], None],
 ) -> str:
     """The image a resume boots: the snapshot's, or one derived from it with
-    the approved capability blocks (content-tagged, built once, cached)."""
+    the approved capability blocks (content-tagged, built once, cached) by
+    the freezer of the snapshot's backend."""
     if not record.capabilities:
         return record.image
-    import subprocess
-
-    from bot_bottle.images import ImageSpec, ensure_image
-
-    user = subprocess.run(
-        ["docker", "image", "inspect", "--format", "{{.Config.User}}", record.image],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    work = work_dir()
-    dockerfile = work / f"capabilities-{record.name}.Dockerfile"
-    dockerfile.write_text(capability_dockerfile(record.capabilities, user), encoding="utf-8")
-    spec = ImageSpec(
-        repository=CAPABILITY_REPOSITORY,
-        dockerfile=dockerfile,
-        distributions=(),
+    freezer: Freezer = host.create("freezers", record.backend)
+    caps = record.capabilities
+    return freezer.derive(
         # By tag (the builder resolves FROM by name); the fingerprint is of
         # the image id behind it.
-        base_image=image_tag(record.name),
+        image_tag(record.name),
+        lambda user: capability_dockerfile(caps, user),
+        repository=CAPABILITY_REPOSITORY,
         extra_ca=extra_ca,
+        progress=progress,
     )
-    return ensure_image(spec, progress=progress).tag

@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     from bot_bottle import snapshots
     from bot_bottle.cli.launch_common import no_prompt, print_preflight
     from bot_bottle.errors import BotBottleError
-    from bot_bottle.images import extra_ca_from_env
+    from bot_bottle.imagebuild import extra_ca_from_env
     from bot_bottle.launcher import execute
     from bot_bottle.manifest.store import Manifest
     from bot_bottle.plan import make_plan
@@ -184,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
         None
         if args.dry_run and record.capabilities
         else snapshots.resume_image(
-            record, extra_ca=extra_ca_from_env(os.environ), progress=progress
+            record, host=host, extra_ca=extra_ca_from_env(os.environ), progress=progress
         )
     )
     plan = dataclasses.replace(plan, agent_image=image, snapshot=record.name)

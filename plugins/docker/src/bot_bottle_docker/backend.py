@@ -559,12 +559,12 @@ class DockerBackend(Backend):
                  refused=[i.branch for i in result.items if i.refused])  # fmt: skip
 
     def _ensure_agent_image(self, plan: BottlePlan) -> str:
-        from bot_bottle.images import ensure_image
+        from bot_bottle_docker.images import ensure_agent_image
 
-        return ensure_image(plan.agent_image_spec, progress=self.progress).tag
+        return ensure_agent_image(plan.agent_image_spec, progress=self.progress).tag
 
     def _ensure_bundle_image(self) -> str:
-        from bot_bottle_sidecars.bundle import ensure_bundle_image
+        from bot_bottle_docker.images import ensure_bundle_image
 
         return ensure_bundle_image(progress=self.progress).tag
 
