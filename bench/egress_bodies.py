@@ -36,8 +36,8 @@ from bot_bottle_sidecars.egress.testing import (
     make_test_pki,
     start_egress,
 )
+from bot_bottle_sidecars.launch.ca import generate_bottle_ca
 
-from bot_bottle.egress.ca import generate_bottle_ca
 from bot_bottle.egress.render import RouteSpec, render_egress_config
 
 SCANNED = "dlp.upstream.test"

@@ -129,8 +129,9 @@ def launched(
             pytest.fail(f"unexpected prompt for {name}")
 
         plan = make_plan(
-            agent, provider, host=host, host_env=host_env, ask=ask, label=label, cwd=cwd
-        )
+            agent, provider, backend="docker", host=host, host_env=host_env, ask=ask,
+            label=label, cwd=cwd,
+        )  # fmt: skip
         backend = DockerBackend()
         state = StateDir.for_slug(plan.slug)
         state.create({"slug": plan.slug, "agent": plan.agent, "pid": os.getpid()})

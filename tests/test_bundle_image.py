@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from bot_bottle.contracts.supervise import Decision, SuperviseQueue
 from bot_bottle.imagebuild import ImageResult
-from bot_bottle.supervise_queue import Decision, SuperviseQueue
 from bot_bottle_docker.images import ensure_bundle_image
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ def test_the_image_carries_the_hosts_versions(
 def test_the_image_has_the_daemon_users_the_host_expects(
     docker_client: docker.DockerClient, bundle_image: ImageResult
 ) -> None:
-    from bot_bottle.sidecar_layout import DAEMON_USERS, SECRETS_IN
+    from bot_bottle_sidecars.layout import DAEMON_USERS, SECRETS_IN
 
     out = docker_client.containers.run(
         bundle_image.tag,

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from bot_bottle_sidecars.launch.ca import generate_bottle_ca
 
 from bot_bottle import provider_kit as kit
 from bot_bottle.contracts.provider import AgentProvider, ProvisionContext
-from bot_bottle.egress.ca import generate_bottle_ca
 from bot_bottle.errors import BotBottleError
 from bot_bottle.manifest import Manifest, ManifestError
 from bot_bottle.plugins import PluginHost, Source, Status

@@ -291,7 +291,7 @@ def test_an_image_build_failure_names_the_log_and_creates_nothing(
     host = PluginHost().load()
     agent = Manifest(home=bot_bottle_home, host=host).agent("a")
     provider = BrokenShell()
-    plan = make_plan(agent, provider, host=host, host_env={})
+    plan = make_plan(agent, provider, backend="docker", host=host, host_env={})
     with pytest.raises(ImageBuildError) as err:
         execute(plan, backend=DockerBackend(), provider=provider, mode="run", argv=["true"])
     hint = err.value.hint or ""

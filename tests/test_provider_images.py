@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from bot_bottle_sidecars.launch.ca import generate_bottle_ca
 
 from bot_bottle import provider_kit as kit
 from bot_bottle.contracts.provider import ProviderPlan, ProvisionContext
-from bot_bottle.egress.ca import generate_bottle_ca
 from bot_bottle.imagebuild import ImageResult
 from bot_bottle_claude.provider import ClaudeOptions, ClaudeProvider
 from bot_bottle_codex.auth import jwt_claims

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from bot_bottle_sidecars.launch.keys import GateKeys
 
-from bot_bottle.gitgate.keys import GateKeys
 from bot_bottle.gitgate.plan import GitGatePlan, plan_git_gate
 from bot_bottle.gitgate.spec import GateKey, GateRepoSpec
 

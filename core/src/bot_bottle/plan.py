@@ -10,10 +10,11 @@ contacts nothing: ``--dry-run`` shows exactly this.
 Every value that may be a credential is a :class:`~bot_bottle.secrets.Secret`
 (repr masked); the plan can be printed and logged.
 
-How the agent reaches its sidecar (the Docker backend; DESIGN §5): the agent
-has loopback only; its proxy, git-gate and supervise endpoints are
-``127.0.0.1:<port>`` in its own network namespace, relayed to the sidecar
-bundle. So every URL the agent sees names 127.0.0.1.
+How the agent reaches its sidecars: the agent has loopback only (no route
+and no DNS, so nothing leaves except through them); its proxy, git-gate and
+supervise endpoints are ``127.0.0.1:<port>`` in its own network namespace,
+relayed by the backend to the sidecar bundle. So every URL the agent sees
+names 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -93,8 +94,9 @@ class BottlePlan:
     prompt: str = ""
     #: ``git config --global`` entries for the agent: insteadOf, user.*.
     git_config: tuple[tuple[str, str], ...] = ()
-    #: Use gVisor when the engine has it (the backend decides at launch).
-    gvisor: bool = True
+    #: Options for the backend, as the operator gave them (``--no-gvisor``
+    #: is Docker's ``gvisor``); core passes them through unread.
+    backend_options: Mapping[str, Any] = field(default_factory=dict)
     #: The effective bottle (after ``extends:``), JSON form: recorded with
     #: the bottle's state so a snapshot keeps the policy it ran with.
     bottle_manifest: Mapping[str, Any] | None = field(default=None, repr=False)
@@ -134,7 +136,7 @@ class BottlePlan:
             "git_gate_repos": [r.name for r in self.gitgate.repos] if self.gitgate else [],
             "supervise": self.supervise,
             "extra_hosts": dict(self.extra_hosts),
-            "gvisor": self.gvisor,
+            **self.backend_options,
             "resources": {
                 name: getattr(self.resources, name).describe()
                 for name in ("agent", "bundle", "relay")
@@ -173,13 +175,13 @@ def make_plan(
     agent: ResolvedAgent,
     provider: AgentProvider,
     *,
-    backend: str = "docker",
+    backend: str,
     host: PluginHost | None = None,
     label: str | None = None,
     cwd: Path | None = None,
     host_env: Mapping[str, str],
     ask: Callable[[str], str] | None = None,
-    gvisor: bool = True,
+    backend_options: Mapping[str, Any] | None = None,
     slug: str | None = None,
 ) -> BottlePlan:
     """Plan one launch of ``agent`` with its bottle's ``provider``.
@@ -195,7 +197,6 @@ def make_plan(
     from bot_bottle.manifest import resolve_env
     from bot_bottle.plugins import PluginHost
     from bot_bottle.provider_kit import agent_image_spec as agent_image_spec_for
-    from bot_bottle.sidecar_layout import UPSTREAM_CA
 
     bottle = agent.bottle
     options = agent.resolved_bottle.provider_options
@@ -225,7 +226,6 @@ def make_plan(
         provider_routes=provider_plan.routes,
         provider_name=bottle.agent_provider.template,
         env_secrets=resolved,
-        upstream_ca_path=UPSTREAM_CA,
     )
     gate = plan_git_gate(gate_repo_specs(bottle), gate_host=LOOPBACK, gate_port=GIT_PORT)
     git_config = list(gate.git_config_entries())
@@ -265,7 +265,7 @@ def make_plan(
         skills=tuple(skills_root / s for s in agent.skills),
         prompt=agent.prompt,
         git_config=tuple(git_config),
-        gvisor=gvisor,
+        backend_options=dict(backend_options or {}),
         bottle_manifest=bottle.model_dump(mode="json"),
         resources=bottle.resources,
     )

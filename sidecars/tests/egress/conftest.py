@@ -22,8 +22,8 @@ from bot_bottle_sidecars.egress.testing import (
     make_test_pki,
     start_egress,
 )
+from bot_bottle_sidecars.launch.ca import BottleCA, generate_bottle_ca
 
-from bot_bottle.egress.ca import BottleCA, generate_bottle_ca
 from bot_bottle.egress.config import EgressConfig
 from bot_bottle.egress.render import RouteSpec, render_egress_config
 from bot_bottle.secrets import Secret

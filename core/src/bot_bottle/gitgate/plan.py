@@ -9,7 +9,7 @@ From the declared repos it derives
   ``insteadOf`` (not ``pushInsteadOf``) so that clone, fetch, pull and
   ls-remote go through the gate too, not only push,
 * where each repo's key must appear inside the sidecar (:class:`KeyPlan`);
-  the key itself is staged at launch by :mod:`bot_bottle.gitgate.keys`.
+  the key itself is staged at launch by :mod:`bot_bottle_sidecars.launch.keys`.
 """
 
 from __future__ import annotations

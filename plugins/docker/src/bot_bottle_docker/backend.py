@@ -38,21 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bot_bottle.contracts.backend import (
-    ActiveBottle,
-    Backend,
-    CleanupItem,
-    DaemonState,
-    EgressControl,
-    PreparedBottle,
-    RunningBottle,
-)
-from bot_bottle.contracts.common import Availability
-from bot_bottle.errors import BotBottleError
-from bot_bottle.log import get_logger
-from bot_bottle.manifest.models import Limits, memory_bytes
-from bot_bottle.plan import BottlePlan
-from bot_bottle.sidecar_layout import (
+from bot_bottle_sidecars.layout import (
     AGENT_READY,
     BUNDLE_READY,
     CA_DIR,
@@ -73,6 +59,22 @@ from bot_bottle.sidecar_layout import (
     endpoints,
     shared_dir_users,
 )
+
+from bot_bottle.contracts.backend import (
+    ActiveBottle,
+    Backend,
+    BaseImageRequest,
+    BottlePlan,
+    CleanupItem,
+    DaemonState,
+    EgressControl,
+    PreparedBottle,
+    RunningBottle,
+)
+from bot_bottle.contracts.common import Availability, HostCheck
+from bot_bottle.errors import BotBottleError
+from bot_bottle.log import get_logger
+from bot_bottle.manifest.models import Limits, memory_bytes
 from bot_bottle.state import StateDir, home_id, launcher_gone, launcher_id, now_iso
 from bot_bottle.teardown import Teardown
 from bot_bottle.termtext import visible
@@ -177,7 +179,7 @@ class DockerBackend(Backend):
         self.progress: Callable[[str], None] = _stderr_progress
 
     def is_available(self) -> Availability:
-        from bot_bottle.dockerhost import DockerUnreachable, probe
+        from bot_bottle_docker.dockerhost import DockerUnreachable, probe
 
         try:
             # A busy engine answers /info slowly (seconds, with many
@@ -190,11 +192,84 @@ class DockerBackend(Backend):
             f"Docker {info.version} (runtimes: {runtimes}); gVisor: {_gvisor_doctor(info)}"
         )
 
+    def host_checks(self) -> list[HostCheck]:
+        """The engine and the base image, as ``doctor`` shows them."""
+        from bot_bottle_docker.baseimage import engine_hint, image_name, setup_hint
+        from bot_bottle_docker.dockerhost import DockerUnreachable, image_exists, probe
+
+        try:
+            info = probe()
+        except DockerUnreachable as exc:
+            engine = HostCheck("FAIL", "docker", str(exc), engine_hint())
+        else:
+            runtimes = f", runtimes: {', '.join(info.runtimes)}" if info.runtimes else ""
+            engine = HostCheck(
+                "OK",
+                "docker",
+                f"Docker {info.version} (API {info.api_version}) at {info.host}{runtimes}",
+            )
+        name = image_name()
+        try:
+            present = image_exists(name)
+        except DockerUnreachable as exc:
+            base = HostCheck(
+                "WARN", "base image", f"cannot check {name}: {exc}", "start Docker first"
+            )
+        else:
+            base = (
+                HostCheck("OK", "base image", f"{name} is present")
+                if present
+                else HostCheck(
+                    "FAIL",
+                    "base image",
+                    f"{name} is missing: every bottle image builds FROM it",
+                    setup_hint(),
+                )
+            )
+        return [engine, base]
+
+    def setup(self, request: BaseImageRequest, progress: Callable[[str], None]) -> str:
+        from bot_bottle_docker import baseimage
+        from bot_bottle_docker.dockerhost import DockerUnreachable, image_exists
+
+        target = baseimage.image_name()
+        try:
+            present = image_exists(target)
+        except DockerUnreachable as exc:
+            raise BotBottleError(str(exc), hint=baseimage.engine_hint()) from None
+        if present and not request.force:
+            return f"base image {target} already present"
+        if request.from_image:
+            baseimage.from_image(request.from_image, target, progress)
+        elif request.rootfs is not None:
+            baseimage.from_rootfs(request.rootfs, target, progress)
+        else:
+            baseimage.debootstrap(
+                target,
+                progress,
+                suite=request.suite or baseimage.DEFAULT_SUITE,
+                mirror=request.mirror or baseimage.DEFAULT_MIRROR,
+            )
+        return f"base image {target} created"
+
+    def preflight(self, plan: BottlePlan) -> dict[str, str]:
+        if not _use_gvisor(plan):
+            return {"gvisor": "off (--no-gvisor)"}
+        from bot_bottle_docker.dockerhost import DockerUnreachable, probe
+
+        try:
+            runtimes = probe(timeout=2.0).runtimes
+        except DockerUnreachable:
+            return {"gvisor": "unknown (engine unreachable)"}
+        if "runsc" not in runtimes:
+            return {"gvisor": "not registered (runc)"}
+        return {
+            "gvisor": "runsc registered (used if the launch probe shows a bottle works under it)"
+        }
+
     # -- prepare (pure) ------------------------------------------------------------
 
-    def prepare(self, plan: Any) -> DockerPrepared:
-        if not isinstance(plan, BottlePlan):
-            raise BotBottleError("the docker backend needs core's BottlePlan")
+    def prepare(self, plan: BottlePlan) -> DockerPrepared:
         prefix = f"bb-{plan.slug}"
         labels = {
             L_SLUG: plan.slug,
@@ -224,7 +299,6 @@ class DockerBackend(Backend):
         if not isinstance(prepared, DockerPrepared):
             raise BotBottleError("launch needs what DockerBackend.prepare returned")
         plan = prepared.plan
-        assert isinstance(plan, BottlePlan)
         client = _client()  # before anything is created: a clear error, nothing to undo
         timings: dict[str, float] = {}
         t0 = time.monotonic()
@@ -239,7 +313,7 @@ class DockerBackend(Backend):
             run_dir = state.run_dir
             etc, sock = run_dir / "etc", run_dir / "sock"
             # supervise's queue where the host-side tooling (SuperviseQueue) looks for it.
-            from bot_bottle.supervise_queue import default_queue_dir
+            from bot_bottle.contracts.supervise import default_queue_dir
 
             queue = default_queue_dir(plan.slug)
             # Logs and proposals outlive the bottle (bot-bottle logs, cleanup's retention).
@@ -284,7 +358,7 @@ class DockerBackend(Backend):
                         )
             keys_dir = run_dir / "keys"
             if plan.gitgate is not None and plan.gitgate.enabled:
-                from bot_bottle.gitgate.keys import GateKeys
+                from bot_bottle_sidecars.launch.keys import GateKeys
 
                 keys = GateKeys(plan.gitgate, keys_dir, bottle_slug=plan.slug)
                 down.push("git-gate keys", keys.close)  # revokes provisioned keys
@@ -336,7 +410,8 @@ class DockerBackend(Backend):
             kept: list[DockerRunningBottle] = []
 
             def start_agent() -> tuple[Any, Any]:
-                runtime = gvisor_runtime(client, bundle_tag, self.progress) if plan.gvisor else None
+                use = _use_gvisor(plan)
+                runtime = gvisor_runtime(client, bundle_tag, self.progress) if use else None
                 agent_env = {k: v.reveal() for k, v in plan.agent_env.items()}
                 volumes = {}
                 if plan.cwd is not None and workspace is not None:
@@ -432,8 +507,8 @@ class DockerBackend(Backend):
                 user=plan.provider_plan.user,
                 workdir=prepared.workdir,
                 wait_ready=lambda: self._wait_ready(sock, bundle, relay),
+                timings=timings,
             )
-            bottle.timings = timings
             kept.append(bottle)
             # The CA the agent trusts: in place before the provider provisions.
             from bot_bottle.plan import GUEST_CA_PATH
@@ -575,7 +650,7 @@ class DockerBackend(Backend):
         0700/0600, reachable in the bundle by init alone. The two read-write
         directories get an ACL entry for the one daemon user that writes
         them (hostperms)."""
-        from bot_bottle.egress.ca import generate_bottle_ca
+        from bot_bottle_sidecars.launch.ca import generate_bottle_ca
 
         for d in (etc, sock, queue):
             d.mkdir(parents=True, mode=0o700, exist_ok=True)
@@ -595,7 +670,9 @@ class DockerBackend(Backend):
                     f"{exc.strerror}",
                     hint="point upstream_ca at a readable PEM file",
                 ) from None
-            (etc / Path(UPSTREAM_CA).name).write_bytes(data)
+            target = etc / Path(UPSTREAM_CA).relative_to(ETC)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
         _world_readable(etc)
         # git-gate's user reads the allow list (finding ids, no secret).
         (etc.parent / "gate-allow").mkdir(mode=0o755, exist_ok=True)
@@ -827,6 +904,11 @@ def cgroup_limits(limits: Limits) -> dict[str, Any]:
     if limits.cpus is not None:
         out["nano_cpus"] = int(limits.cpus * 1e9)
     return out
+
+
+def _use_gvisor(plan: BottlePlan) -> bool:
+    """The ``gvisor`` backend option (``--no-gvisor`` turns it off); on by default."""
+    return bool(plan.backend_options.get("gvisor", True))
 
 
 def _gvisor_doctor(info: Any) -> str:
