@@ -42,12 +42,6 @@ def test_check_reports_the_failed_step_with_its_output() -> None:
     assert kit.check(ExecResult(0), "fine").ok
 
 
-def test_colours_are_named_or_stable_per_label() -> None:
-    assert kit.colour_for("x", "Blue") == "blue"
-    assert kit.colour_for("night shift") == kit.colour_for("night shift")
-    assert kit.colour_for("night shift", "chartreuse") in kit.COLOURS
-
-
 def test_printable_drops_control_characters() -> None:
     assert kit.printable("a\x1b[2Jb\nc") == "a[2Jbc"
 

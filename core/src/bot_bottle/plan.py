@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from bot_bottle.contracts.provider import ProviderPlan
 from bot_bottle.errors import BotBottleError
 from bot_bottle.manifest.models import Resources
+from bot_bottle.provider_kit import CA_ENV, GUEST_CA_PATH
 from bot_bottle.secrets import Secret
 
 if TYPE_CHECKING:
@@ -45,16 +46,8 @@ PROXY_PORT = 8080
 GIT_PORT = 9418
 MCP_PORT = 8765
 LOOPBACK = "127.0.0.1"
-#: Guest path of the bottle CA the agent trusts.
-GUEST_CA_PATH = "/usr/local/share/ca-certificates/bot-bottle-ca.crt"
 #: CA variables set in the agent: every common TLS stack reads one of them.
-CA_ENV_VARS = (
-    "NODE_EXTRA_CA_CERTS",
-    "SSL_CERT_FILE",
-    "REQUESTS_CA_BUNDLE",
-    "CURL_CA_BUNDLE",
-    "GIT_SSL_CAINFO",
-)
+CA_ENV_VARS = tuple(CA_ENV)
 _SLUG_RE = re.compile(r"^[a-z][a-z0-9-]{0,40}-[0-9a-f]{6}$")
 
 
@@ -238,7 +231,7 @@ def make_plan(
 
     # The host's HOME as the caller sees it (host_env), like every other
     # host value the plan reads.
-    skills_root = Path(host_env.get("HOME") or "~").expanduser() / ".claude" / "skills"
+    skills_root = provider.host_skills_dir(host_env)
     upstream_ca = egress.upstream_ca
     return BottlePlan(
         slug=slug,

@@ -23,7 +23,6 @@ images lack, and hangs.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import re
 from collections.abc import Mapping, Sequence
@@ -45,14 +44,20 @@ if TYPE_CHECKING:
 GUEST_CA_PATH = "/usr/local/share/ca-certificates/bot-bottle-ca.crt"
 #: The system bundle, with the bottle CA appended by :func:`install_ca`.
 GUEST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
-#: Environment that makes the common clients trust the bottle CA: Node
-#: (and Bun), OpenSSL, Python requests, curl.
-CA_ENV: Mapping[str, str] = {
-    "NODE_EXTRA_CA_CERTS": GUEST_CA_PATH,
-    "SSL_CERT_FILE": GUEST_CA_BUNDLE,
-    "REQUESTS_CA_BUNDLE": GUEST_CA_BUNDLE,
-    "CURL_CA_BUNDLE": GUEST_CA_BUNDLE,
-}
+#: Environment that makes the common clients trust the bottle CA: Node (and
+#: Bun), OpenSSL, Python requests, curl, git. The bottle CA alone: every
+#: connection the agent makes goes through egress, which presents
+#: certificates signed by it. The plan sets these in every agent.
+CA_ENV: Mapping[str, str] = dict.fromkeys(
+    (
+        "NODE_EXTRA_CA_CERTS",
+        "SSL_CERT_FILE",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "GIT_SSL_CAINFO",
+    ),
+    GUEST_CA_PATH,
+)
 #: The value agents see where a credential would be; egress strips it and
 #: injects the real one.
 PLACEHOLDER = "bot-bottle-placeholder-egress-injects-the-real-token"
@@ -227,29 +232,6 @@ def copy_skills(
     script = 'mkdir -p "$1" && tar -x --no-same-owner --no-same-permissions -C "$1"'
     argv = agent_argv(plan, ["sh", "-c", script, "sh", skills_dir])
     check(bottle.exec(argv, user="root", stdin=buf.getvalue()), "copying the skills")
-
-
-#: Named colours (Claude Code's sub-agent palette) as 256-colour indices.
-COLOURS: Mapping[str, int] = {
-    "red": 196,
-    "orange": 208,
-    "yellow": 220,
-    "green": 40,
-    "cyan": 44,
-    "blue": 33,
-    "purple": 135,
-    "pink": 205,
-}
-
-
-def colour_for(label: str | None, colour: str | None = None) -> str:
-    """``colour`` when it is a known name, else one derived from the label,
-    so one bottle keeps its colour from launch to launch."""
-    if colour and colour.lower() in COLOURS:
-        return colour.lower()
-    names = sorted(COLOURS)
-    digest = hashlib.sha256((label or "").encode()).digest()
-    return names[digest[0] % len(names)]
 
 
 def printable(text: str, limit: int = 60) -> str:

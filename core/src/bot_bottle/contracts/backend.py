@@ -332,6 +332,11 @@ class Backend(PluginComponent, ABC):
     def launch(self, prepared: PreparedBottle) -> AbstractContextManager[RunningBottle]:
         """Create the bottle; yield it; tear it down on leaving, in LIFO order.
 
+        Before yielding, copy the bottle CA certificate to the guest path
+        core's ``ProvisionContext.ca_cert_path`` names
+        (:data:`bot_bottle.plan.GUEST_CA_PATH`), root-owned, mode 0644: the
+        provider's ``provision`` trusts it from there.
+
         Every resource registers its own teardown as soon as it exists, so an
         exception or Ctrl-C in any phase removes what was created. Teardown
         failures are logged, never swallowed silently.

@@ -1,7 +1,7 @@
 """The Docker backend.
 
-Network design (DESIGN §5; deviation from issue 8's wording, stricter): the
-agent container gets **no network** (``network_mode="none"``: loopback
+Network design (stricter than an ``--internal`` network, for the reason
+below): the agent container gets **no network** (``network_mode="none"``: loopback
 only). A container on an ``--internal`` network still reaches every address
 of the host (tests/test_docker_engine.py measures it), and Docker's embedded
 resolver forwards outside names to the host's resolver; with no interface
