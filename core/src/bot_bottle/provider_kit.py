@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot_bottle.errors import BotBottleError
+from bot_bottle.names import ENV_NAME_RE
 
 if TYPE_CHECKING:
     from bot_bottle.contracts.backend import ExecResult, RunningBottle
@@ -62,8 +63,6 @@ CA_ENV: Mapping[str, str] = dict.fromkeys(
 #: injects the real one.
 PLACEHOLDER = "bot-bottle-placeholder-egress-injects-the-real-token"
 
-_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
 
 class ProvisionError(BotBottleError):
     """A provisioning step failed inside the bottle."""
@@ -75,7 +74,7 @@ def env_var_name(value: str) -> str:
     The message never repeats the value: a user who pasted the token itself
     where its variable's name belongs must not see it echoed in a log.
     """
-    if not _ENV_NAME_RE.fullmatch(value):
+    if not ENV_NAME_RE.match(value):
         raise ValueError(
             "must be the NAME of a host environment variable (letters, digits, '_'), "
             "not the token itself: export the token and give its variable's name"
