@@ -7,8 +7,7 @@ drop-in providers use the same helpers::
     from bot_bottle import provider_kit as kit
 
     def provision(self, bottle, ctx):
-        kit.install_ca(bottle, ctx)
-        kit.write_file(bottle, ctx.plan, ctx.plan.prompt_path, ctx.prompt)
+        kit.prologue(bottle, ctx, skills_dir=SKILLS_DIR, prompt_path=PROMPT_PATH)
         kit.run_as_agent(bottle, ctx.plan, ["my-agent", "register", ...], what="...")
 
 Conventions the helpers rely on: commands that change system state run as
@@ -157,6 +156,20 @@ def install_ca(bottle: RunningBottle, ctx: ProvisionContext) -> None:
         ["sh", "-c", script, "sh", ctx.ca_cert_path, GUEST_CA_PATH],
         what="installing the bottle CA",
     )
+
+
+def prologue(
+    bottle: RunningBottle, ctx: ProvisionContext, *, skills_dir: str, prompt_path: str
+) -> None:
+    """The steps every provider's ``provision`` starts with: trust the bottle
+    CA (:func:`install_ca`), copy the skills to the plan's ``skills_dir``
+    (else ``skills_dir``) and write a non-blank prompt to the plan's
+    ``prompt_path`` (else ``prompt_path``), all as the agent user."""
+    plan = ctx.plan
+    install_ca(bottle, ctx)
+    copy_skills(bottle, plan, ctx.skills, plan.skills_dir or skills_dir)
+    if ctx.prompt.strip():
+        write_file(bottle, plan, plan.prompt_path or prompt_path, ctx.prompt)
 
 
 def apply_git_config(bottle: RunningBottle, ctx: ProvisionContext) -> None:

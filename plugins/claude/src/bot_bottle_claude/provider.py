@@ -105,10 +105,7 @@ class ClaudeProvider(AgentProvider):
 
     def provision(self, bottle: RunningBottle, ctx: ProvisionContext) -> None:
         plan = ctx.plan
-        kit.install_ca(bottle, ctx)
-        kit.copy_skills(bottle, plan, ctx.skills, plan.skills_dir or SKILLS_DIR)
-        if ctx.prompt.strip():
-            kit.write_file(bottle, plan, plan.prompt_path or PROMPT_PATH, ctx.prompt)
+        kit.prologue(bottle, ctx, skills_dir=SKILLS_DIR, prompt_path=PROMPT_PATH)
         label = kit.printable(ctx.label or "bot-bottle")
         colour = colour_for(ctx.label)
         kit.write_file(bottle, plan, STATUSLINE_PATH, statusline_script(label, colour), mode=0o755)
