@@ -160,7 +160,31 @@ def ca_env(path: str = GUEST_CA_PATH) -> dict[str, str]:
     return dict.fromkeys(CA_ENV_VARS, path)
 
 
-# -- manifest -> egress / git-gate -------------------------------------------------
+def agent_env(bottle_env: Mapping[str, Secret], provider_plan: ProviderPlan) -> dict[str, Secret]:
+    """The agent's environment: the bottle's, then the provider's
+    placeholders, then the proxy and CA variables (which nothing overrides:
+    every connection goes through egress)."""
+    env: dict[str, Secret] = dict(bottle_env)
+    for name, value in provider_plan.env.items():
+        env[name] = Secret(value)
+    for name, value in {**proxy_env(f"http://{LOOPBACK}:{PROXY_PORT}"), **ca_env()}.items():
+        env[name] = Secret(value)
+    return env
+
+
+def git_config(gate: GitGatePlan, agent: ResolvedAgent) -> tuple[tuple[str, str], ...]:
+    """``git config --global`` entries: git-gate's ``insteadOf`` rewrites,
+    then the agent's ``git_user``."""
+    entries = list(gate.git_config_entries())
+    user = agent.git_user
+    if user is not None:
+        if user.name:
+            entries.append(("user.name", user.name))
+        if user.email:
+            entries.append(("user.email", user.email))
+    return tuple(entries)
+
+
 # -- the plan -----------------------------------------------------------------------
 
 
@@ -204,13 +228,7 @@ def make_plan(
     )
 
     resolved = resolve_env(bottle.env, host_env=host_env, **({"ask": ask} if ask else {}))
-    env: dict[str, Secret] = dict(resolved)
-    for name, value in provider_plan.env.items():
-        env[name] = Secret(value)
     slug = check_slug(slug) if slug else new_slug(agent.name)
-    proxy_url = f"http://{LOOPBACK}:{PROXY_PORT}"
-    for name, value in {**proxy_env(proxy_url), **ca_env()}.items():
-        env[name] = Secret(value)
 
     egress = egress_from_manifest(
         bottle,
@@ -221,13 +239,6 @@ def make_plan(
         env_secrets=resolved,
     )
     gate = plan_git_gate(gate_repo_specs(bottle), gate_host=LOOPBACK, gate_port=GIT_PORT)
-    git_config = list(gate.git_config_entries())
-    user = agent.git_user
-    if user is not None:
-        if user.name:
-            git_config.append(("user.name", user.name))
-        if user.email:
-            git_config.append(("user.email", user.email))
 
     # The host's HOME as the caller sees it (host_env), like every other
     # host value the plan reads.
@@ -243,7 +254,7 @@ def make_plan(
         provider=bottle.agent_provider.template,
         provider_plan=provider_plan,
         agent_image_spec=agent_image_spec,
-        agent_env=env,
+        agent_env=agent_env(resolved, provider_plan),
         egress_config=egress.config,
         egress_tokens=egress.daemon_env(),
         gitgate_secrets=(
@@ -257,7 +268,7 @@ def make_plan(
         upstream_ca=upstream_ca,
         skills=tuple(skills_root / s for s in agent.skills),
         prompt=agent.prompt,
-        git_config=tuple(git_config),
+        git_config=git_config(gate, agent),
         backend_options=dict(backend_options or {}),
         bottle_manifest=bottle.model_dump(mode="json"),
         resources=bottle.resources,
