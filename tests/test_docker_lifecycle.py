@@ -280,7 +280,7 @@ def test_a_mistyped_provider_dockerfile_is_an_error_line_and_creates_nothing(
     assert "hint: fix the path in the bottle's agent_provider.dockerfile" in r.stderr
     assert "Traceback" not in r.stderr and "internal error" not in r.stderr
     assert list((root / "state").iterdir()) == []
-    flt = {"label": "bot-bottle.agent=typo"}
+    flt: dict[str, Any] = {"label": "bot-bottle.agent=typo"}
     assert docker_client.containers.list(all=True, filters=flt) == []
 
 

@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bot_bottle.contracts.provider import GUEST_CA_PATH
 from bot_bottle.errors import BotBottleError
 from bot_bottle.names import ENV_NAME_RE
 
@@ -36,12 +37,6 @@ if TYPE_CHECKING:
     from bot_bottle.contracts.provider import ImageSpec, ProviderPlan, ProvisionContext
     from bot_bottle.imagebuild import ImageSpec as BuildSpec
 
-#: Where providers install the bottle CA in the guest. Debian's
-#: ``update-ca-certificates`` reads ``/usr/local/share/ca-certificates/*.crt``,
-#: and a fixed path lets a plan point client variables
-#: (``NODE_EXTRA_CA_CERTS``, ``CODEX_CA_CERTIFICATE``, ...) at it before the
-#: bottle exists.
-GUEST_CA_PATH = "/usr/local/share/ca-certificates/bot-bottle-ca.crt"
 #: The system bundle, with the bottle CA appended by :func:`install_ca`.
 GUEST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 #: Environment that makes the common clients trust the bottle CA: Node (and

@@ -334,7 +334,7 @@ class Backend(PluginComponent, ABC):
 
         Before yielding, copy the bottle CA certificate to the guest path
         core's ``ProvisionContext.ca_cert_path`` names
-        (:data:`bot_bottle.plan.GUEST_CA_PATH`), root-owned, mode 0644: the
+        (:data:`bot_bottle.contracts.provider.GUEST_CA_PATH`), root-owned, mode 0644: the
         provider's ``provision`` trusts it from there.
 
         Every resource registers its own teardown as soon as it exists, so an

@@ -23,6 +23,14 @@ if TYPE_CHECKING:
     from bot_bottle.secrets import Secret
 
 
+#: Where the backend copies the bottle CA in the guest (``ca_cert_path``). Debian's
+#: ``update-ca-certificates`` reads ``/usr/local/share/ca-certificates/*.crt``,
+#: and a fixed path lets a plan point client variables
+#: (``NODE_EXTRA_CA_CERTS``, ``CODEX_CA_CERTIFICATE``, ...) at it before the
+#: bottle exists.
+GUEST_CA_PATH = "/usr/local/share/ca-certificates/bot-bottle-ca.crt"
+
+
 @dataclass(frozen=True)
 class ImageSpec:
     """How to build the agent image. ``context`` defaults to the Dockerfile's folder."""

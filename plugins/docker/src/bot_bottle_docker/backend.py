@@ -327,108 +327,25 @@ class DockerBackend(Backend):
             down.push("history", lambda: history.end(queue))
             down.push("runtime files", lambda: shutil.rmtree(run_dir, ignore_errors=True))
             self._write_files(plan, etc, sock, queue)
-            workspace = None
-            git_dirs_at_launch: dict[str, str] = {}
-            guarded: list[tuple[Path, str, str]] = []
-            if plan.cwd is not None:
-                workspace = workspace_git.prepare(plan.cwd, state.path, plan.slug)
-                if workspace.config_guarded:
-                    names = ", ".join(visible(n) for n in workspace.config_guarded[:10])
-                    self.progress(f"read-only in the bottle (your git config runs them): {names}")
-                if workspace.host_git is None:
-                    self.progress(
-                        "the --cwd directory is not a git repository: the agent's commits "
-                        "stay in the bottle and are discarded with it"
-                    )
-                git_dirs_at_launch = nested_git.git_dirs(plan.cwd)
-                if workspace.host_git is not None and workspace.host_owner is not None:
-                    guarded = worktree_guards.guards(
-                        plan.cwd, workspace.host_git, workspace.host_owner
-                    )
-                    hooks = worktree_guards.active_hooks(
-                        plan.cwd, workspace.host_git, workspace.host_owner
-                    )
-                    if hooks:
-                        self.progress(
-                            f"warning: {visible(str(plan.cwd))} has git hooks "
-                            f"({', '.join(visible(h) for h in hooks[:8])}); files they read "
-                            "from the working tree (a .pre-commit-config.yaml, a Makefile, "
-                            "package.json scripts) are the agent's to change: review its "
-                            "edits before you commit there"
-                        )
+            workspace, git_dirs_at_launch, guarded = self._prepare_workspace(plan, state)
             keys_dir = run_dir / "keys"
-            if plan.gitgate is not None and plan.gitgate.enabled:
-                from bot_bottle_sidecars.launch.keys import GateKeys
-
-                keys = GateKeys(plan.gitgate, keys_dir, bottle_slug=plan.slug)
-                down.push("git-gate keys", keys.close)  # revokes provisioned keys
-                keys.stage()
-            else:
-                keys_dir.mkdir(mode=0o700, exist_ok=True)
+            self._stage_keys(plan, keys_dir, down)
             timings["files"] = time.monotonic() - t
 
             t = time.monotonic()
             labels = {**prepared.labels, L_STARTED: now_iso()}
 
             def start_bundle() -> Any:
-                network = client.networks.create(
-                    prepared.network, driver="bridge", labels={**labels, L_ROLE: "egress-network"}
-                )
-                down.push(f"network {prepared.network}", network.remove)
-                bundle = client.containers.create(
-                    bundle_tag,
-                    name=prepared.bundle_name,
-                    network=prepared.network,
-                    extra_hosts=bundle_hosts(plan),
-                    environment={k: v.reveal() for k, v in plan.bundle_env().items()},
-                    volumes={
-                        str(etc): {"bind": ETC, "mode": "ro"},
-                        # Under a root-only directory: init copies them for
-                        # egress and git-gate into the tmpfs mounts below.
-                        str(run_dir / "ca"): {"bind": SECRETS_CA, "mode": "ro"},
-                        str(keys_dir): {"bind": SECRETS_GATE_KEYS, "mode": "ro"},
-                        str(queue): {"bind": QUEUE_DIR, "mode": "rw"},
-                        # init (root) alone writes here; the agent never mounts it.
-                        str(history.logs_dir): {"bind": LOG_DIR, "mode": "rw"},
-                        # The operator's git-gate overrides: the host writes, git-gate reads.
-                        str(run_dir / "gate-allow"): {"bind": GATE_ALLOW_DIR, "mode": "ro"},
-                        str(sock): {"bind": SOCK_DIR, "mode": "rw"},
-                    },
-                    tmpfs={CA_DIR: PRIVATE_TMPFS, GATE_KEYS: PRIVATE_TMPFS},
-                    labels={**labels, L_ROLE: "sidecars"},
-                    **cgroup_limits(plan.resources.bundle),
-                    cap_drop=["ALL"],
-                    cap_add=BUNDLE_CAPS,
-                    security_opt=["no-new-privileges"],
-                    detach=True,
-                )
-                down.push(f"container {prepared.bundle_name}", lambda: _remove(bundle))
-                bundle.start()
-                return bundle
+                mounts = (run_dir, keys_dir, queue, history.logs_dir)
+                return self._start_bundle(client, prepared, labels, bundle_tag, mounts, down)
 
-            relay_user = DAEMON_USERS["relay"]
             kept: list[DockerRunningBottle] = []
 
             def start_agent() -> tuple[Any, Any]:
                 use = _use_gvisor(plan)
                 runtime = gvisor_runtime(client, bundle_tag, self.progress) if use else None
                 agent_env = {k: v.reveal() for k, v in plan.agent_env.items()}
-                volumes = {}
-                if plan.cwd is not None and workspace is not None:
-                    volumes[str(plan.cwd)] = {"bind": WORKSPACE, "mode": "rw"}
-                    volumes.update(workspace.volumes())
-                    for src, dest, mode in guarded:
-                        volumes[str(src)] = {"bind": dest, "mode": mode}
-                    volumes = _one_mount_per_target(volumes)
-                    if workspace.created_mountpoint:
-                        # The engine creates /workspace/.git on the host for the mount.
-                        down.push("workspace .git mountpoint", workspace.remove_mountpoint)
-                    # Pushed before the container: runs once it is gone.
-                    cwd = plan.cwd
-                    down.push(
-                        "disarm git dirs the agent left",
-                        lambda: self._disarm_git_dirs(cwd, git_dirs_at_launch),
-                    )
+                volumes = self._agent_volumes(plan, workspace, guarded, git_dirs_at_launch, down)
                 agent = client.containers.create(
                     agent_tag,
                     command=["sleep", "infinity"],
@@ -466,24 +383,7 @@ class DockerBackend(Backend):
                         "bring back the agent's commits",
                         lambda: self._bring_back(ws, prepared.agent_name, user, plan, guarded),
                     )
-                relay = client.containers.create(
-                    bundle_tag,
-                    entrypoint=agent_relay_argv(plan),
-                    command=[],
-                    name=prepared.relay_name,
-                    network_mode=f"container:{agent.id}",
-                    volumes={str(sock): {"bind": SOCK_DIR, "mode": "rw"}},
-                    labels={**labels, L_ROLE: "relay"},
-                    **cgroup_limits(plan.resources.relay),
-                    # The same user as the bundle's relay daemon, which owns
-                    # the sockets; no capability (its ports are above 1024).
-                    user=f"{relay_user.uid}:{relay_user.uid}",
-                    cap_drop=["ALL"],
-                    security_opt=["no-new-privileges", seccomp_opt()],
-                    detach=True,
-                )
-                down.push(f"container {prepared.relay_name}", lambda: _remove(relay))
-                relay.start()
+                relay = self._start_relay(client, prepared, labels, bundle_tag, agent, sock, down)
                 return agent, relay
 
             # The bundle (slowest to boot: mitmproxy, MCP) and the agent side
@@ -511,13 +411,169 @@ class DockerBackend(Backend):
             )
             kept.append(bottle)
             # The CA the agent trusts: in place before the provider provisions.
-            from bot_bottle.plan import GUEST_CA_PATH
+            from bot_bottle.contracts.provider import GUEST_CA_PATH
 
             bottle.copy_in(run_dir / "ca" / "bot-bottle-ca.crt", GUEST_CA_PATH, mode=0o644)
             if plan.cwd is not None:
                 self._match_workspace_owner(bottle, plan.provider_plan.user)
             yield bottle
         log.debug("teardown", slug=plan.slug, seconds=round(down.seconds, 3))
+
+    def _agent_volumes(
+        self,
+        plan: BottlePlan,
+        workspace: workspace_git.WorkspaceGit | None,
+        guarded: Sequence[tuple[Path, str, str]],
+        git_dirs_at_launch: dict[str, str],
+        down: Teardown,
+    ) -> dict[str, dict[str, str]]:
+        """The agent's mounts: ``--cwd`` with its git guards (none without
+        it); registers what undoes them once the agent container is gone."""
+        volumes: dict[str, dict[str, str]] = {}
+        if plan.cwd is not None and workspace is not None:
+            volumes[str(plan.cwd)] = {"bind": WORKSPACE, "mode": "rw"}
+            volumes.update(workspace.volumes())
+            for src, dest, mode in guarded:
+                volumes[str(src)] = {"bind": dest, "mode": mode}
+            volumes = _one_mount_per_target(volumes)
+            if workspace.created_mountpoint:
+                # The engine creates /workspace/.git on the host for the mount.
+                down.push("workspace .git mountpoint", workspace.remove_mountpoint)
+            # Pushed before the container: runs once it is gone.
+            cwd = plan.cwd
+            down.push(
+                "disarm git dirs the agent left",
+                lambda: self._disarm_git_dirs(cwd, git_dirs_at_launch),
+            )
+        return volumes
+
+    def _start_relay(
+        self,
+        client: docker.DockerClient,
+        prepared: DockerPrepared,
+        labels: Mapping[str, str],
+        bundle_tag: str,
+        agent: Any,
+        sock: Path,
+        down: Teardown,
+    ) -> Any:
+        """The agent-side relay: in the agent's network namespace only,
+        serving its loopback endpoints from the bundle's sockets."""
+        plan = prepared.plan
+        relay_user = DAEMON_USERS["relay"]
+        relay = client.containers.create(
+            bundle_tag,
+            entrypoint=agent_relay_argv(plan),
+            command=[],
+            name=prepared.relay_name,
+            network_mode=f"container:{agent.id}",
+            volumes={str(sock): {"bind": SOCK_DIR, "mode": "rw"}},
+            labels={**labels, L_ROLE: "relay"},
+            **cgroup_limits(plan.resources.relay),
+            # The same user as the bundle's relay daemon, which owns
+            # the sockets; no capability (its ports are above 1024).
+            user=f"{relay_user.uid}:{relay_user.uid}",
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges", seccomp_opt()],
+            detach=True,
+        )
+        down.push(f"container {prepared.relay_name}", lambda: _remove(relay))
+        relay.start()
+        return relay
+
+    def _start_bundle(
+        self,
+        client: docker.DockerClient,
+        prepared: DockerPrepared,
+        labels: Mapping[str, str],
+        bundle_tag: str,
+        mounts: tuple[Path, Path, Path, Path],
+        down: Teardown,
+    ) -> Any:
+        """The egress network and the sidecar bundle on it, started.
+        ``mounts`` is (run dir, deploy keys, supervise queue, logs)."""
+        plan = prepared.plan
+        run_dir, keys_dir, queue, logs_dir = mounts
+        network = client.networks.create(
+            prepared.network, driver="bridge", labels={**labels, L_ROLE: "egress-network"}
+        )
+        down.push(f"network {prepared.network}", network.remove)
+        bundle = client.containers.create(
+            bundle_tag,
+            name=prepared.bundle_name,
+            network=prepared.network,
+            extra_hosts=bundle_hosts(plan),
+            environment={k: v.reveal() for k, v in plan.bundle_env().items()},
+            volumes={
+                str(run_dir / "etc"): {"bind": ETC, "mode": "ro"},
+                # Under a root-only directory: init copies them for
+                # egress and git-gate into the tmpfs mounts below.
+                str(run_dir / "ca"): {"bind": SECRETS_CA, "mode": "ro"},
+                str(keys_dir): {"bind": SECRETS_GATE_KEYS, "mode": "ro"},
+                str(queue): {"bind": QUEUE_DIR, "mode": "rw"},
+                # init (root) alone writes here; the agent never mounts it.
+                str(logs_dir): {"bind": LOG_DIR, "mode": "rw"},
+                # The operator's git-gate overrides: the host writes, git-gate reads.
+                str(run_dir / "gate-allow"): {"bind": GATE_ALLOW_DIR, "mode": "ro"},
+                str(run_dir / "sock"): {"bind": SOCK_DIR, "mode": "rw"},
+            },
+            tmpfs={CA_DIR: PRIVATE_TMPFS, GATE_KEYS: PRIVATE_TMPFS},
+            labels={**labels, L_ROLE: "sidecars"},
+            **cgroup_limits(plan.resources.bundle),
+            cap_drop=["ALL"],
+            cap_add=BUNDLE_CAPS,
+            security_opt=["no-new-privileges"],
+            detach=True,
+        )
+        down.push(f"container {prepared.bundle_name}", lambda: _remove(bundle))
+        bundle.start()
+        return bundle
+
+    def _prepare_workspace(
+        self, plan: BottlePlan, state: StateDir
+    ) -> tuple[workspace_git.WorkspaceGit | None, dict[str, str], list[tuple[Path, str, str]]]:
+        """The ``--cwd`` mount's git side (bottle-owned git dir, guards), with
+        what the operator must know about it; nothing without ``--cwd``."""
+        workspace = None
+        git_dirs_at_launch: dict[str, str] = {}
+        guarded: list[tuple[Path, str, str]] = []
+        if plan.cwd is not None:
+            workspace = workspace_git.prepare(plan.cwd, state.path, plan.slug)
+            if workspace.config_guarded:
+                names = ", ".join(visible(n) for n in workspace.config_guarded[:10])
+                self.progress(f"read-only in the bottle (your git config runs them): {names}")
+            if workspace.host_git is None:
+                self.progress(
+                    "the --cwd directory is not a git repository: the agent's commits "
+                    "stay in the bottle and are discarded with it"
+                )
+            git_dirs_at_launch = nested_git.git_dirs(plan.cwd)
+            if workspace.host_git is not None and workspace.host_owner is not None:
+                guarded = worktree_guards.guards(plan.cwd, workspace.host_git, workspace.host_owner)
+                hooks = worktree_guards.active_hooks(
+                    plan.cwd, workspace.host_git, workspace.host_owner
+                )
+                if hooks:
+                    self.progress(
+                        f"warning: {visible(str(plan.cwd))} has git hooks "
+                        f"({', '.join(visible(h) for h in hooks[:8])}); files they read "
+                        "from the working tree (a .pre-commit-config.yaml, a Makefile, "
+                        "package.json scripts) are the agent's to change: review its "
+                        "edits before you commit there"
+                    )
+        return workspace, git_dirs_at_launch, guarded
+
+    def _stage_keys(self, plan: BottlePlan, keys_dir: Path, down: Teardown) -> None:
+        """git-gate's deploy keys, staged for the bundle (the launch kit);
+        provisioned ones are revoked at teardown."""
+        if plan.gitgate is not None and plan.gitgate.enabled:
+            from bot_bottle_sidecars.launch.keys import GateKeys
+
+            keys = GateKeys(plan.gitgate, keys_dir, bottle_slug=plan.slug)
+            down.push("git-gate keys", keys.close)  # revokes provisioned keys
+            keys.stage()
+        else:
+            keys_dir.mkdir(mode=0o700, exist_ok=True)
 
     def _match_workspace_owner(self, bottle: DockerRunningBottle, user: str) -> None:
         """Give the agent user the uid/gid that owns the mounted ``--cwd``.
