@@ -7,8 +7,8 @@ The manifest's effective repo maps onto it one to one::
                  key=GateKey(r.key.provider, r.key.options))
  Names and URLs end up in paths, git
 config, argv and generated shell scripts, so they are checked here with
-allow-lists; quoting in the generated scripts is only the backstop
-(DESIGN §6, invariant 6).
+allow-lists; quoting in the generated scripts is only the backstop (a
+manifest value that reached a script unchecked would be a command there).
 """
 
 from __future__ import annotations

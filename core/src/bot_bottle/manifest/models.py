@@ -352,8 +352,9 @@ class KeySpec(ManifestModel):
 class StaticKeyOptions(ManifestModel):
     """Options of core's ``static`` key: a private key file on the host.
 
-    Not checked for existence here: the file is read at launch, and
-    checking at parse time broke keys that appear only then (LESSONS).
+    Not checked for existence here: the file is read at launch, and a key
+    made just before it (by a script, a secrets manager) must not fail a
+    manifest that is checked earlier.
     """
 
     path: HostPath
