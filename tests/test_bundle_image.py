@@ -395,7 +395,7 @@ def test_a_failed_build_names_its_log_file(
 def test_a_third_party_detector_installed_on_the_host_runs_in_the_bundle(
     docker_client: docker.DockerClient, base_image: str, tmp_path: Path, uv: str
 ) -> None:
-    """A user's install (not editable): core and sidecars from their source
+    """A user's install (not editable): core, sidecars and the Docker backend from their source
     directories, a third-party DLP plugin from a wheel that no longer exists
     anywhere but in site-packages. The image gets what the host runs."""
     from tests.conftest import REPO, run
@@ -409,7 +409,11 @@ def test_a_third_party_detector_installed_on_the_host_runs_in_the_bundle(
     acme = str(REPO / "examples/plugins/acme-detector")
     r = run([uv, "build", "-q", "--python", sys.executable, "--wheel", "-o", str(wheels), acme])
     assert r.returncode == 0, r.stderr
-    sources = [str(REPO / "core"), str(REPO / "sidecars"), *map(str, wheels.glob("*.whl"))]
+    # The Docker plugin builds the image; core and sidecars say what goes in.
+    sources = [
+        *(str(REPO / d) for d in ("core", "sidecars", "plugins/docker")),
+        *map(str, wheels.glob("*.whl")),
+    ]
     r = run([uv, "pip", "install", "--quiet", "--python", str(venv / "bin/python"), *sources])
     assert r.returncode == 0, r.stderr
     shutil.rmtree(wheels)
