@@ -254,9 +254,9 @@ class DockerFreezer(Freezer):
         from bot_bottle.snapshots import work_dir
         from bot_bottle_docker.images import ensure_image, image_user
 
-        dockerfile = (
-            work_dir() / f"{repository.rpartition('/')[2]}-{ref.replace(':', '-')}.Dockerfile"
-        )
+        # One file per derived image, named after the image it derives from.
+        safe = ref.replace("/", "-").replace(":", "-")
+        dockerfile = work_dir() / f"derived-{safe}.Dockerfile"
         dockerfile.write_text(recipe(image_user(ref)), encoding="utf-8")
         spec = ImageSpec(
             repository=repository,
