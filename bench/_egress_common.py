@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from bot_bottle_sidecars.launch.ca import BottleCA, generate_bottle_ca
 from bot_bottle_testkit.egress import (
     EgressProcess,
     LocalUpstream,
@@ -17,7 +18,6 @@ from bot_bottle_testkit.egress import (
     start_egress,
 )
 
-from bot_bottle.egress.ca import BottleCA, generate_bottle_ca
 from bot_bottle.egress.render import RouteSpec, render_egress_config
 from bot_bottle.secrets import Secret
 

@@ -27,7 +27,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bot_bottle_sidecars.bundle import DEFAULT_BASE_IMAGE, ensure_bundle_image
+from bot_bottle_sidecars.bundle import DEFAULT_BASE_IMAGE
+
+from bot_bottle_docker.images import ensure_bundle_image
 
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 RSS_TARGET_MB = 200.0

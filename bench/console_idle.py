@@ -70,7 +70,7 @@ def run_in_tmux(argv: list[str], env: dict[str, str], settle: float, window: flo
 
 
 def make_home(root: Path, bottles: int) -> None:
-    from bot_bottle.supervise_queue import CapabilityBlockPayload, SuperviseQueue
+    from bot_bottle.contracts.supervise import CapabilityBlockPayload, SuperviseQueue
 
     for i in range(bottles):
         slug = f"bench-{i}"

@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2 as httpx
+from bot_bottle_sidecars.launch.ca import generate_bottle_ca
 from bot_bottle_testkit.egress import (
     EgressProcess,
     LocalUpstream,
@@ -37,7 +38,6 @@ from bot_bottle_testkit.egress import (
     start_egress,
 )
 
-from bot_bottle.egress.ca import generate_bottle_ca
 from bot_bottle.egress.render import RouteSpec, render_egress_config
 
 SCANNED = "dlp.upstream.test"

@@ -126,7 +126,8 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    from bot_bottle.gitgate.keys import GateKeys
+    from bot_bottle_sidecars.launch.keys import GateKeys
+
     from bot_bottle.gitgate.plan import plan_git_gate
     from bot_bottle.gitgate.spec import GateKey, GateRepoSpec
 

@@ -24,6 +24,7 @@ from typing import Any
 from bot_bottle import provider_kit as kit
 from bot_bottle.contracts.provider import AgentProvider
 from bot_bottle.plugins import PluginHost
+from bot_bottle_docker.images import ensure_agent_image
 
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 BASE_IMAGE = "bot-bottle/base:trixie"
@@ -45,15 +46,19 @@ def measure(name: str, provider: AgentProvider, *, cold: bool, runs: int) -> dic
     out: dict[str, Any] = {}
     if cold:
         t0 = time.perf_counter()
-        result = kit.ensure_agent_image(name, spec, base_image=BASE_IMAGE, extra_ca=ca,
-                                        no_cache=True)  # fmt: skip
+        build = kit.agent_image_spec(name, spec, base_image=BASE_IMAGE, extra_ca=ca)
+        result = ensure_agent_image(build, no_cache=True)
         out["cold_build_s"] = round(time.perf_counter() - t0, 1)
     else:
-        result = kit.ensure_agent_image(name, spec, base_image=BASE_IMAGE, extra_ca=ca)
+        result = ensure_agent_image(
+            kit.agent_image_spec(name, spec, base_image=BASE_IMAGE, extra_ca=ca)
+        )
     cached = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        again = kit.ensure_agent_image(name, spec, base_image=BASE_IMAGE, extra_ca=ca)
+        again = ensure_agent_image(
+            kit.agent_image_spec(name, spec, base_image=BASE_IMAGE, extra_ca=ca)
+        )
         cached.append(time.perf_counter() - t0)
         assert not again.built and again.tag == result.tag
     out["cached_ms"] = round(statistics.median(cached) * 1000)

@@ -129,8 +129,9 @@ def launched(
             pytest.fail(f"unexpected prompt for {name}")
 
         plan = make_plan(
-            agent, provider, host=host, host_env=host_env, ask=ask, label=label, cwd=cwd
-        )
+            agent, provider, backend="docker", host=host, host_env=host_env, ask=ask,
+            label=label, cwd=cwd,
+        )  # fmt: skip
         backend = DockerBackend()
         state = StateDir.for_slug(plan.slug)
         state.create({"slug": plan.slug, "agent": plan.agent, "pid": os.getpid()})
@@ -138,7 +139,7 @@ def launched(
             prepared = backend.prepare(plan)
             with backend.launch(prepared) as running:
                 options: Any = agent.resolved_bottle.provider_options
-                ctx = provision_context(plan, options, workdir=getattr(prepared, "workdir", None))
+                ctx = provision_context(plan, options, workdir=prepared.workdir)
                 provision_bottle(provider, running, ctx)
                 running.wait_ready()
                 yield Launched(running, plan, provider, ctx)  # type: ignore[arg-type]

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from bot_bottle_sidecars.bundle import ensure_bundle_image
 
-from bot_bottle.images import ImageResult
-from bot_bottle.supervise_queue import Decision, SuperviseQueue
+from bot_bottle.contracts.supervise import Decision, SuperviseQueue
+from bot_bottle.imagebuild import ImageResult
+from bot_bottle_docker.images import ensure_bundle_image
 
 if TYPE_CHECKING:
     import docker
@@ -106,7 +106,7 @@ def test_the_images_dlp_scan_has_the_hyperscan_prefilter(
 def test_the_image_has_the_daemon_users_the_host_expects(
     docker_client: docker.DockerClient, bundle_image: ImageResult
 ) -> None:
-    from bot_bottle.sidecar_layout import DAEMON_USERS, SECRETS_IN
+    from bot_bottle_sidecars.layout import DAEMON_USERS, SECRETS_IN
 
     out = docker_client.containers.run(
         bundle_image.tag,
@@ -385,7 +385,7 @@ def _exec_json(container: Any, argv: list[str]) -> dict[str, Any]:
 def test_a_missing_base_image_is_a_clear_error(
     docker_client: docker.DockerClient, tmp_path: Path, unique: str
 ) -> None:
-    from bot_bottle.images import ImageBuildError, ImageSpec, ensure_image
+    from bot_bottle_docker.images import ImageBuildError, ImageSpec, ensure_image
 
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")
     spec = ImageSpec(
@@ -399,7 +399,7 @@ def test_a_missing_base_image_is_a_clear_error(
 def test_a_failed_build_names_its_log_file(
     docker_client: docker.DockerClient, base_image: str, tmp_path: Path, unique: str
 ) -> None:
-    from bot_bottle.images import ImageBuildError, ImageSpec, ensure_image
+    from bot_bottle_docker.images import ImageBuildError, ImageSpec, ensure_image
 
     (tmp_path / "Dockerfile").write_text(
         "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN echo build-went-wrong-here && exit 3\n"
@@ -420,7 +420,7 @@ def test_a_failed_build_names_its_log_file(
 def test_a_third_party_detector_installed_on_the_host_runs_in_the_bundle(
     docker_client: docker.DockerClient, base_image: str, tmp_path: Path, uv: str
 ) -> None:
-    """A user's install (not editable): core and sidecars from their source
+    """A user's install (not editable): core, sidecars and the Docker backend from their source
     directories, a third-party DLP plugin from a wheel that no longer exists
     anywhere but in site-packages. The image gets what the host runs."""
     from tests.conftest import REPO, run
@@ -437,13 +437,26 @@ def test_a_third_party_detector_installed_on_the_host_runs_in_the_bundle(
     sources = [str(REPO / "core"), str(REPO / "sidecars"), *map(str, wheels.glob("*.whl"))]
     r = run([uv, "pip", "install", "--quiet", "--python", str(venv / "bin/python"), *sources])
     assert r.returncode == 0, r.stderr
+    # The Docker plugin builds the image (its build needs no docker SDK). Its
+    # dependencies are installed already: resolved again, uv would take core
+    # and sidecars from the workspace, editable.
+    docker_plugin = str(REPO / "plugins/docker")
+    r = run([uv, "pip", "install", "--quiet", "--no-deps", "--python", str(venv / "bin/python"),
+             docker_plugin])  # fmt: skip
+    assert r.returncode == 0, r.stderr
     shutil.rmtree(wheels)
 
     env = {**os.environ, "BOT_BOTTLE_HOME": str(tmp_path / "home")}
     if HOST_CA.exists():
         env["BOT_BOTTLE_BUILD_CA_BUNDLE"] = str(HOST_CA)
     r = run(
-        [str(venv / "bin/python"), "-m", "bot_bottle_sidecars.bundle", "--base-image", base_image],
+        [
+            str(venv / "bin/python"),
+            "-m",
+            "bot_bottle_docker.bundle_image",
+            "--base-image",
+            base_image,
+        ],
         env=env,
         timeout=900,
     )
@@ -470,7 +483,7 @@ def test_a_third_party_detector_installed_on_the_host_runs_in_the_bundle(
 def test_old_images_of_a_repository_are_pruned_after_a_build(
     docker_client: docker.DockerClient, base_image: str, tmp_path: Path, unique: str
 ) -> None:
-    from bot_bottle.images import KEEP_IMAGES, ImageSpec, ensure_image
+    from bot_bottle_docker.images import KEEP_IMAGES, ImageSpec, ensure_image
 
     repo = f"bb-test/prune-{unique}"
     (tmp_path / "Dockerfile").write_text("ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nARG N\n")
@@ -498,7 +511,7 @@ def test_old_images_of_a_repository_are_pruned_after_a_build(
 def test_a_multi_stage_build_leaves_no_untagged_stage_image(
     docker_client: docker.DockerClient, base_image: str, tmp_path: Path, unique: str
 ) -> None:
-    from bot_bottle.images import STAGE_LABEL, ImageSpec, ensure_image
+    from bot_bottle_docker.images import STAGE_LABEL, ImageSpec, ensure_image
 
     repo = f"bb-test/stages-{unique}"
     (tmp_path / "Dockerfile").write_text(

@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from bot_bottle_sidecars.launch.ca import generate_bottle_ca
 
 from bot_bottle import provider_kit as kit
 from bot_bottle.contracts.provider import AgentProvider, ProvisionContext
-from bot_bottle.egress.ca import generate_bottle_ca
 from bot_bottle.errors import BotBottleError
 from bot_bottle.manifest import Manifest, ManifestError
 from bot_bottle.plugins import PluginHost, Source, Status
+from bot_bottle_docker.images import ensure_agent_image
 from tests.conftest import REPO, run
 from tests.provider_bottle import container_bottle
 
@@ -113,11 +114,13 @@ def test_the_drop_in_builds_and_runs_headless(
     options = agent.resolved_bottle.provider_options
     assert options is not None
     host_ca = Path("/etc/ssl/certs/ca-certificates.crt")
-    image = kit.ensure_agent_image(
-        "generic-cli",
-        provider.image(options),
-        base_image=base_image,
-        extra_ca=host_ca if host_ca.exists() else None,
+    image = ensure_agent_image(
+        kit.agent_image_spec(
+            "generic-cli",
+            provider.image(options),
+            base_image=base_image,
+            extra_ca=host_ca if host_ca.exists() else None,
+        )
     )
     plan = provider.plan(options, host_env={})
     with container_bottle(image.tag, plan) as bottle:

@@ -165,7 +165,7 @@ def test_pruning_build_stages_spares_a_concurrent_builds_young_stage(
     image"). A stage younger than the prune age survives."""
     import io
 
-    from bot_bottle.images import STAGE_LABEL, DockerCLI
+    from bot_bottle_docker.images import STAGE_LABEL, DockerCLI
 
     df = f"FROM {base_image}\nLABEL {STAGE_LABEL}=install\nRUN echo {tmp_path.name} > /x\n"
     image, _ = docker_client.images.build(fileobj=io.BytesIO(df.encode()), rm=True)

@@ -68,7 +68,8 @@ extra_hosts:
 def bottle(
     docker_client: docker.DockerClient, base_image: str, tmp_path: Path
 ) -> Iterator[tuple[Any, Any]]:
-    from bot_bottle.gitgate.keys import GateKeys
+    from bot_bottle_sidecars.launch.keys import GateKeys
+
     from bot_bottle_docker.backend import DockerBackend
 
     home = tmp_path / "home"

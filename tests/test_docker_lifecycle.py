@@ -262,6 +262,28 @@ def test_sigterm_during_launch_removes_what_was_created(
     assert not (state / slug).exists()
 
 
+def test_a_mistyped_provider_dockerfile_is_an_error_line_and_creates_nothing(
+    home: dict[str, str], docker_client: docker.DockerClient
+) -> None:
+    """The launch builds the agent image through the one path
+    (``ensure_agent_image``): a ``dockerfile:`` option naming no file is an
+    ``error:``/``hint:`` pair, not an internal error."""
+    root = Path(home["BOT_BOTTLE_HOME"])
+    missing = root / "nope" / "Dockerfile"
+    (root / "bottles" / "typo.md").write_text(
+        f"---\nagent_provider:\n  template: claude\n  dockerfile: {missing}\n---\n"
+    )
+    (root / "agents" / "typo.md").write_text("---\nbottle: typo\n---\nhi\n")
+    r = _bb(home, "run", "typo", "--", "true")
+    assert r.returncode == 1, r.stderr
+    assert f"error: the Dockerfile of agent provider 'claude' does not exist: {missing}" in r.stderr
+    assert "hint: fix the path in the bottle's agent_provider.dockerfile" in r.stderr
+    assert "Traceback" not in r.stderr and "internal error" not in r.stderr
+    assert list((root / "state").iterdir()) == []
+    flt: dict[str, Any] = {"label": "bot-bottle.agent=typo"}
+    assert docker_client.containers.list(all=True, filters=flt) == []
+
+
 def test_an_image_build_failure_names_the_log_and_creates_nothing(
     tmp_path: Path,
     bot_bottle_home: Path,
@@ -269,7 +291,7 @@ def test_an_image_build_failure_names_the_log_and_creates_nothing(
     base_image: str,
 ) -> None:
     from bot_bottle.contracts.provider import ImageSpec
-    from bot_bottle.images import ImageBuildError
+    from bot_bottle.imagebuild import ImageBuildError
     from bot_bottle.launcher import execute
     from bot_bottle.manifest.store import Manifest
     from bot_bottle.plan import make_plan
@@ -291,7 +313,7 @@ def test_an_image_build_failure_names_the_log_and_creates_nothing(
     host = PluginHost().load()
     agent = Manifest(home=bot_bottle_home, host=host).agent("a")
     provider = BrokenShell()
-    plan = make_plan(agent, provider, host=host, host_env={})
+    plan = make_plan(agent, provider, backend="docker", host=host, host_env={})
     with pytest.raises(ImageBuildError) as err:
         execute(plan, backend=DockerBackend(), provider=provider, mode="run", argv=["true"])
     hint = err.value.hint or ""

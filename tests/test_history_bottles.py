@@ -105,7 +105,7 @@ def _kept_files(world: World, slug: str) -> list[Path]:
 def test_logs_after_teardown_show_the_refusal_and_the_answered_proposal(
     world: World, docker_client: docker.DockerClient
 ) -> None:
-    from bot_bottle.supervise_queue import Decision, SuperviseQueue, default_queue_dir
+    from bot_bottle.contracts.supervise import Decision, SuperviseQueue, default_queue_dir
 
     with _launch(world) as bottle:
         slug = bottle.plan.slug

@@ -6,13 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+from bot_bottle_sidecars.layout import bundle_files, init_plan
 
 from bot_bottle import Registration, hookimpl
+from bot_bottle.contracts.provider import GUEST_CA_PATH
 from bot_bottle.errors import BotBottleError
 from bot_bottle.manifest.store import Manifest
-from bot_bottle.plan import CA_ENV_VARS, GUEST_CA_PATH, make_plan
+from bot_bottle.plan import CA_ENV_VARS, make_plan
 from bot_bottle.plugins import PluginHost
-from bot_bottle.sidecar_layout import bundle_files, init_plan
 from bot_bottle.state import StateDir
 from bot_bottle_shell.provider import ShellProvider
 
@@ -63,7 +64,14 @@ def agent(bot_bottle_home: Path, bot_bottle_host: PluginHost):
 
 def _plan(agent, **kw):
     env = {"HOST_THING": "X", "ROUTE_TOKEN": TOKEN, **kw.pop("env", {})}
-    return make_plan(agent, ShellProvider(), host_env=env, ask=lambda name: f"asked-{name}", **kw)
+    return make_plan(
+        agent,
+        ShellProvider(),
+        backend="docker",
+        host_env=env,
+        ask=lambda name: f"asked-{name}",
+        **kw,
+    )
 
 
 def test_env_forms_proxy_and_ca_variables(agent) -> None:
@@ -93,7 +101,7 @@ def test_env_forms_proxy_and_ca_variables(agent) -> None:
     assert sorted(gate_slots) == ["GITGATE_SECRET_0", "GITGATE_SECRET_1"]
     assert sorted(gate_slots.values()) == ["asked-ASKED", "pre-X-post"]
     assert set(plan.bundle_env()) == set(slots) | set(gate_slots)
-    from bot_bottle.sidecar_layout import init_plan
+    from bot_bottle_sidecars.layout import init_plan
 
     daemons = {d["name"]: d for d in init_plan(plan)["daemons"]}  # type: ignore[union-attr]
     assert daemons["git-gate"]["env"] == ["GITGATE_SECRET_*"]
@@ -116,7 +124,9 @@ def test_git_gate_and_user_config(agent) -> None:
 
 def test_missing_route_token_names_the_variable(agent) -> None:
     with pytest.raises(BotBottleError) as err:
-        make_plan(agent, ShellProvider(), host_env={"HOST_THING": "X"}, ask=lambda n: "")
+        make_plan(
+            agent, ShellProvider(), backend="docker", host_env={"HOST_THING": "X"}, ask=lambda n: ""
+        )
     assert "ROUTE_TOKEN" in err.value.message
 
 
@@ -137,8 +147,7 @@ def test_bundle_files_hold_no_secret_and_loopback_only(agent) -> None:
     # Each daemon its own user; the secrets reach egress and git-gate only,
     # through init's private copies (the plan is valid for init).
     from bot_bottle_sidecars.init.plan import parse_plan
-
-    from bot_bottle.sidecar_layout import CA_DIR, DAEMON_USERS, GATE_KEYS
+    from bot_bottle_sidecars.layout import CA_DIR, DAEMON_USERS, GATE_KEYS
 
     init = parse_plan(init_plan(plan))
     assert {d.name: d.user for d in init.daemons} == {

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from bot_bottle import provider_kit as kit
+from bot_bottle.contracts.provider import GUEST_CA_PATH
 from bot_bottle_codex.auth import jwt_claims
 from tests.bottle_kit import (
     HOST_CA,
@@ -333,8 +334,8 @@ def test_codex_runs_signed_in_with_a_dummy_login_of_the_real_expiry(codex: Codex
 def test_codex_ca_variable_and_supervise_registration(codex: CodexBottle) -> None:
     b = codex.bottle
     env = b.as_agent("env")
-    assert f"CODEX_CA_CERTIFICATE={kit.GUEST_CA_PATH}" in env
-    assert "BEGIN CERTIFICATE" in b.as_agent("cat", kit.GUEST_CA_PATH)
+    assert f"CODEX_CA_CERTIFICATE={GUEST_CA_PATH}" in env
+    assert "BEGIN CERTIFICATE" in b.as_agent("cat", GUEST_CA_PATH)
     listing = b.as_agent("codex", "mcp", "list")
     assert "supervise" in listing and SUPERVISE in listing, listing
 

@@ -28,14 +28,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from bot_bottle_sidecars.launch.ca import generate_bottle_ca
 
 from bot_bottle import provider_kit as kit
-from bot_bottle.contracts.provider import ProviderPlan, ProvisionContext
-from bot_bottle.egress.ca import generate_bottle_ca
-from bot_bottle.images import ImageResult
+from bot_bottle.contracts.provider import GUEST_CA_PATH, ProviderPlan, ProvisionContext
+from bot_bottle.imagebuild import ImageResult
 from bot_bottle_claude.provider import ClaudeOptions, ClaudeProvider
 from bot_bottle_codex.auth import jwt_claims
 from bot_bottle_codex.provider import CodexOptions, CodexProvider
+from bot_bottle_docker.images import ensure_agent_image
 from tests.fake_anthropic import fake_anthropic
 from tests.provider_bottle import (
     ContainerBottle,
@@ -72,13 +73,17 @@ def _extra_ca() -> Path | None:
 @pytest.fixture(scope="session")
 def claude_image(docker_client: docker.DockerClient, base_image: str) -> ImageResult:
     spec = ClaudeProvider().image(ClaudeOptions())
-    return kit.ensure_agent_image("claude", spec, base_image=base_image, extra_ca=_extra_ca())
+    return ensure_agent_image(
+        kit.agent_image_spec("claude", spec, base_image=base_image, extra_ca=_extra_ca())
+    )
 
 
 @pytest.fixture(scope="session")
 def codex_image(docker_client: docker.DockerClient, base_image: str) -> ImageResult:
     spec = CodexProvider().image(CodexOptions())
-    return kit.ensure_agent_image("codex", spec, base_image=base_image, extra_ca=_extra_ca())
+    return ensure_agent_image(
+        kit.agent_image_spec("codex", spec, base_image=base_image, extra_ca=_extra_ca())
+    )
 
 
 def _run(docker_client: docker.DockerClient, image: str, *argv: str) -> str:
@@ -104,7 +109,9 @@ def test_codex_version_runs_as_the_agent_user(
 
 def test_an_unchanged_agent_image_is_reused(claude_image: ImageResult, base_image: str) -> None:
     spec = ClaudeProvider().image(ClaudeOptions())
-    again = kit.ensure_agent_image("claude", spec, base_image=base_image, extra_ca=_extra_ca())
+    again = ensure_agent_image(
+        kit.agent_image_spec("claude", spec, base_image=base_image, extra_ca=_extra_ca())
+    )
     assert (again.tag, again.built) == (claude_image.tag, False)
 
 
@@ -253,8 +260,8 @@ def test_codex_provisioning_forwards_a_dummy_login_with_the_real_expiry(
         listing = _as_agent(bottle, plan, "codex", "mcp", "list")
         assert "supervise" in listing and SUPERVISE_URL in listing
         env = _as_agent(bottle, plan, "env")
-        assert f"CODEX_CA_CERTIFICATE={kit.GUEST_CA_PATH}" in env
-        assert "BEGIN CERTIFICATE" in _as_agent(bottle, plan, "cat", kit.GUEST_CA_PATH)
+        assert f"CODEX_CA_CERTIFICATE={GUEST_CA_PATH}" in env
+        assert "BEGIN CERTIFICATE" in _as_agent(bottle, plan, "cat", GUEST_CA_PATH)
         assert "Say hello." in _as_agent(bottle, plan, "cat", plan.prompt_path or "")
         mode = _as_agent(bottle, plan, "stat", "-c", "%a", f"{plan.guest_home}/.codex/auth.json")
         assert mode.strip() == "600"

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from bot_bottle.baseimage import Host, engine_hint, setup_hint
+from bot_bottle_docker.baseimage import Host, engine_hint, setup_hint
 
 if TYPE_CHECKING:
     import docker

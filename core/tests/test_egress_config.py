@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import stat
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from bot_bottle.contracts.provider import ProviderRoute
-from bot_bottle.egress.ca import generate_bottle_ca
 from bot_bottle.egress.config import EgressConfig, EgressConfigError, is_ip_literal
 from bot_bottle.egress.render import RouteSpec, render_egress_config
 from bot_bottle.secrets import Secret
@@ -99,18 +95,3 @@ def test_ip_literal_spellings(host: str) -> None:
 @pytest.mark.parametrize("host", ["api.example.test", "1password.com", "x1.test"])
 def test_names_are_not_ip_literals(host: str) -> None:
     assert not is_ip_literal(host)
-
-
-def test_bottle_ca_has_hash_ski_and_private_key_file(tmp_path: Path) -> None:
-    ca = generate_bottle_ca(tmp_path / "ca")
-    cert = x509.load_pem_x509_certificate(ca.cert.read_bytes())
-    ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    assert ski == x509.SubjectKeyIdentifier.from_public_key(cert.public_key())
-    assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    raw = ca.key_and_cert.read_bytes()
-    key = load_pem_private_key(raw, None)
-    assert key.public_key() == cert.public_key()
-    assert x509.load_pem_x509_certificates(raw)[0] == cert
-    assert stat.S_IMODE(ca.key_and_cert.stat().st_mode) == 0o600
-    assert ca.agent_cert.read_bytes() == ca.cert.read_bytes()
-    assert b"PRIVATE" not in ca.agent_cert.read_bytes()

@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+from bot_bottle_sidecars.launch.keys import GateKeys
 from pydantic import BaseModel, ConfigDict
 
 from bot_bottle import Registration, hookimpl
 from bot_bottle.contracts.keys import KeyProvisioner, KeyRequest, ProvisionedKey
-from bot_bottle.gitgate.from_manifest import gate_repo_specs, git_gate_from_manifest
-from bot_bottle.gitgate.keys import GateKeys
+from bot_bottle.gitgate.from_manifest import gate_repo_specs
+from bot_bottle.gitgate.plan import GitGatePlan, plan_git_gate
 from bot_bottle.gitgate.spec import GitGateError
 from bot_bottle.manifest import Bottle, Manifest
 from bot_bottle.manifest.errors import ManifestError
@@ -83,6 +84,11 @@ def _bottle(home: Path, host: PluginHost) -> Bottle:
     return Manifest(home=home, host=host).bottle("dev").bottle
 
 
+def _gate(bottle: Bottle, **kw: str) -> GitGatePlan:
+    # What make_plan does: the manifest's repos, planned by git-gate.
+    return plan_git_gate(gate_repo_specs(bottle), **kw)  # type: ignore[arg-type]
+
+
 def _two_repos(home: Path) -> None:
     _write(
         home,
@@ -129,7 +135,7 @@ def test_repos_map_onto_gate_specs_and_plan(
     assert lib.key.provider == "forge"
     assert dict(lib.key.options) == {"api_url": "https://forge.test/api"}
 
-    plan = git_gate_from_manifest(_bottle(bot_bottle_home, host), sidecar_root="/gate")
+    plan = _gate(_bottle(bot_bottle_home, host), sidecar_root="/gate")
     assert plan.enabled
     assert plan.known_hosts["lib.core"] == f"[forge.test]:2222 {HOST_KEY}\n"
     assert ("git://git-gate:9418/app.git", "git@forge.test:team/app.git") in plan.insteadof()
@@ -144,7 +150,7 @@ def test_keys_stage_through_the_seam(
     monkeypatch.setenv("HOME", str(tmp_path))
     (tmp_path / ".ssh").mkdir()
     (tmp_path / ".ssh" / "app_key").write_text(PRIVATE)
-    plan = git_gate_from_manifest(_bottle(bot_bottle_home, host))
+    plan = _gate(_bottle(bot_bottle_home, host))
     keys = GateKeys(plan, tmp_path / "staged", bottle_slug="dev-1", host=host)
     with keys as paths:
         assert sorted(paths) == ["app", "lib.core"]
@@ -160,7 +166,7 @@ def test_keys_stage_through_the_seam(
 
 def test_bottle_without_repos_plans_no_gate(bot_bottle_home: Path, host: PluginHost) -> None:
     _write(bot_bottle_home, "dev", "agent_provider: {template: fake}")
-    plan = git_gate_from_manifest(_bottle(bot_bottle_home, host))
+    plan = _gate(_bottle(bot_bottle_home, host))
     assert not plan.enabled and plan.files() == {"config.json": plan.config.to_json()}
 
 

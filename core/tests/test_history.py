@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bot_bottle import history as hist
-from bot_bottle.supervise_queue import CapabilityBlockPayload, Decision, SuperviseQueue
+from bot_bottle.contracts.supervise import CapabilityBlockPayload, Decision, SuperviseQueue
 
 
 def _line(event: str, ts: str, **kw: object) -> str:

@@ -11,7 +11,6 @@ from bot_bottle import provider_kit as kit
 from bot_bottle.contracts.backend import ExecResult
 from bot_bottle.contracts.provider import ImageSpec, ProviderPlan
 from bot_bottle.errors import BotBottleError
-from bot_bottle.images import ImageBuildError
 
 
 def test_env_var_names_are_accepted_and_a_pasted_token_is_refused_unechoed() -> None:
@@ -43,12 +42,6 @@ def test_check_reports_the_failed_step_with_its_output() -> None:
     assert kit.check(ExecResult(0), "fine").ok
 
 
-def test_colours_are_named_or_stable_per_label() -> None:
-    assert kit.colour_for("x", "Blue") == "blue"
-    assert kit.colour_for("night shift") == kit.colour_for("night shift")
-    assert kit.colour_for("night shift", "chartreuse") in kit.COLOURS
-
-
 def test_printable_drops_control_characters() -> None:
     assert kit.printable("a\x1b[2Jb\nc") == "a[2Jbc"
 
@@ -62,7 +55,12 @@ def test_dockerfile_beside_names_the_file_next_to_the_class_module() -> None:
     assert kit.dockerfile_beside(_Here()) == kit.dockerfile_beside(_Here)
 
 
-def test_a_missing_dockerfile_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ImageBuildError, match="does not exist") as info:
-        kit.ensure_agent_image("mine", ImageSpec(dockerfile=tmp_path / "nope"))
-    assert info.value.hint and "agent_provider.dockerfile" in info.value.hint
+def test_agent_image_spec_decides_repository_base_image_and_args(tmp_path: Path) -> None:
+    spec = ImageSpec(dockerfile=tmp_path / "Dockerfile", build_args={"V": "1"})
+    built = kit.agent_image_spec("My Tool", spec, base_image="b:1", extra_ca=None)
+    assert built.repository == "bot-bottle/agent-my-tool"
+    assert (built.base_image, dict(built.build_args)) == ("b:1", {"V": "1"})
+    # The provider's own BASE_IMAGE build arg wins over the default.
+    pinned = ImageSpec(dockerfile=spec.dockerfile, build_args={"BASE_IMAGE": "x:2"})
+    built = kit.agent_image_spec("t", pinned, base_image="b:1")
+    assert (built.base_image, dict(built.build_args)) == ("x:2", {})

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bot_bottle.supervise_queue import (
+from bot_bottle.contracts.supervise import (
     CapabilityBlockPayload,
     EgressRoutePayload,
     SuperviseQueue,

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bot_bottle_sidecars.launch.keys import GateKeys
 
-from bot_bottle.gitgate.keys import GateKeys
 from bot_bottle.gitgate.plan import GitGatePlan, plan_git_gate
 from bot_bottle.gitgate.spec import GateKey, GateRepoSpec
 

@@ -19,7 +19,7 @@ import anyio
 import pytest
 from mcp import Client
 
-from bot_bottle.supervise_queue import Decision, EgressRoutePayload, SuperviseQueue
+from bot_bottle.contracts.supervise import Decision, EgressRoutePayload, SuperviseQueue
 
 SLUG = "demo-bottle"
 ROUTES = {

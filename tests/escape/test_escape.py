@@ -264,7 +264,7 @@ def test_the_freezer_commits_the_agent(bottle: Bottle, docker_client) -> None:
     from bot_bottle_docker.freezer import DockerFreezer
 
     bottle.sh("echo frozen-marker > ~/note")
-    from bot_bottle.plan import GUEST_CA_PATH
+    from bot_bottle.contracts.provider import GUEST_CA_PATH
 
     def no_findings(_path: str, chunks: Iterable[bytes]) -> list[str]:
         for _ in chunks:
@@ -334,7 +334,7 @@ def _as_user(bundle: Any, uid: int, script: str) -> str:
 def test_each_daemon_runs_as_its_own_user_with_no_capability(
     bottle: Bottle, docker_client: Any
 ) -> None:
-    from bot_bottle.sidecar_layout import DAEMON_USERS
+    from bot_bottle_sidecars.layout import DAEMON_USERS
 
     bundle = _bundle(bottle, docker_client)
     pids = _daemon_pids(bundle)
@@ -373,7 +373,7 @@ OWN = {"egress": {"egress-env", "egress-ca-key", "egress-runtime"}, "git-gate": 
 def test_a_daemon_reads_no_other_daemons_secrets(
     bottle: Bottle, docker_client: Any, daemon: str
 ) -> None:
-    from bot_bottle.sidecar_layout import DAEMON_USERS
+    from bot_bottle_sidecars.layout import DAEMON_USERS
 
     bundle = _bundle(bottle, docker_client)
     pids = _daemon_pids(bundle)
@@ -543,7 +543,7 @@ def test_no_daemon_can_read_or_rewrite_the_kept_logs(
     """Init alone writes /var/log/bot-bottle: a compromised daemon can neither
     read the others' records nor rewrite its own history. Nor can any daemon
     (git-gate included) write the operator's allow list."""
-    from bot_bottle.sidecar_layout import DAEMON_USERS, GATE_ALLOW_DIR, LOG_DIR
+    from bot_bottle_sidecars.layout import DAEMON_USERS, GATE_ALLOW_DIR, LOG_DIR
 
     bundle = _bundle(bottle, docker_client)
     uid = DAEMON_USERS[daemon].uid

@@ -79,7 +79,7 @@ class BottleHistory:
 
     @classmethod
     def for_slug(cls, slug: str, root: Path | None = None) -> BottleHistory:
-        from bot_bottle.supervise_queue import SLUG_RE
+        from bot_bottle.contracts.supervise import SLUG_RE
 
         if not SLUG_RE.fullmatch(slug):
             raise HistoryError(
@@ -161,7 +161,7 @@ class BottleHistory:
         """Where this bottle's proposals are: kept ones, or the live queue."""
         if self.proposals_dir.is_dir():
             return self.proposals_dir
-        from bot_bottle.supervise_queue import default_queue_dir
+        from bot_bottle.contracts.supervise import default_queue_dir
 
         return default_queue_dir(self.slug)
 
@@ -224,7 +224,7 @@ def _ts(value: Any) -> str:
 
 def proposal_records(queue_dir: Path, slug: str) -> list[dict[str, Any]]:
     """Each proposal and each answer as a ``supervise`` record."""
-    from bot_bottle.supervise_queue import EgressRoutePayload, QueueError, SuperviseQueue
+    from bot_bottle.contracts.supervise import EgressRoutePayload, QueueError, SuperviseQueue
 
     queue = SuperviseQueue(queue_dir, slug)
     out: list[dict[str, Any]] = []

@@ -76,6 +76,12 @@ def bot_bottle_register_agent_providers() -> Sequence[Registration[AgentProvider
 
     The registration name is the ``agent_provider.template`` a bottle selects.
     Factories return :class:`~bot_bottle.contracts.provider.AgentProvider`.
+
+    Example::
+
+        @hookimpl
+        def bot_bottle_register_agent_providers():
+            return [Registration("my-cli", MyCliProvider, "My CLI agent")]
     """
     raise NotImplementedError
 
@@ -86,6 +92,12 @@ def bot_bottle_register_key_provisioners() -> Sequence[Registration[KeyProvision
 
     The name ``static`` is reserved for core's host-file keys. Factories return
     :class:`~bot_bottle.contracts.keys.KeyProvisioner`.
+
+    Example::
+
+        @hookimpl
+        def bot_bottle_register_key_provisioners():
+            return [Registration("my-forge", MyForgeKeys, "deploy keys on my forge")]
     """
     raise NotImplementedError
 
@@ -97,6 +109,12 @@ def bot_bottle_register_dlp_detectors() -> Sequence[Registration[DlpDetector]]:
     Names appear in a route's ``dlp.outbound_detectors`` /
     ``inbound_detectors``. Factories return
     :class:`~bot_bottle.contracts.dlp.DlpDetector`.
+
+    Example::
+
+        @hookimpl
+        def bot_bottle_register_dlp_detectors():
+            return [Registration("my-tokens", MyTokenDetector, "my company's tokens")]
     """
     raise NotImplementedError
 
@@ -104,7 +122,14 @@ def bot_bottle_register_dlp_detectors() -> Sequence[Registration[DlpDetector]]:
 @hookspec
 def bot_bottle_register_freezers() -> Sequence[Registration[Freezer]]:
     """Offer freezers (commit/resume). A freezer's name is its backend's name.
-    Factories return :class:`~bot_bottle.contracts.freezer.Freezer`."""
+    Factories return :class:`~bot_bottle.contracts.freezer.Freezer`.
+
+    Example::
+
+        @hookimpl
+        def bot_bottle_register_freezers():
+            return [Registration("my-vm", MyVmFreezer, "snapshots of my-vm bottles")]
+    """
     raise NotImplementedError
 
 

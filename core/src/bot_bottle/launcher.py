@@ -26,7 +26,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from bot_bottle.errors import BotBottleError, KeyRevocationError
 
 if TYPE_CHECKING:
-    from bot_bottle.contracts.backend import Backend, RunningBottle
+    from pydantic import BaseModel
+
+    from bot_bottle.contracts.backend import Backend, PreparedBottle, RunningBottle
     from bot_bottle.contracts.provider import AgentProvider, ProvisionContext
     from bot_bottle.plan import BottlePlan
 
@@ -66,10 +68,9 @@ def check_backend(backend: Backend) -> None:
 
 
 def provision_context(
-    plan: BottlePlan, options: Any = None, *, workdir: str | None = None
+    plan: BottlePlan, options: BaseModel | None = None, *, workdir: str | None = None
 ) -> ProvisionContext:
-    from bot_bottle.contracts.provider import ProvisionContext
-    from bot_bottle.plan import GUEST_CA_PATH
+    from bot_bottle.contracts.provider import GUEST_CA_PATH, ProvisionContext
 
     return ProvisionContext(
         plan=plan.provider_plan,
@@ -101,20 +102,24 @@ def execute(
     mode: Literal["attach", "run"],
     argv: Sequence[str] = (),
     prompt: str | None = None,
-    options: Any = None,
+    options: BaseModel | None = None,
     on_ready: Callable[[RunningBottle], None] | None = None,
+    prepared: PreparedBottle | None = None,
 ) -> LaunchReport:
     """Run one bottle to the end; return the agent's exit code and timings.
 
     In ``run`` mode, ``argv`` (a command as the agent user) wins; otherwise the
-    provider's headless argv runs on ``prompt``.
+    provider's headless argv runs on ``prompt``. ``prepared`` is what
+    ``backend.prepare(plan)`` returned when the caller showed it already
+    (``start``'s preflight); otherwise it is prepared here.
     """
     from bot_bottle.state import StateDir, now_iso
 
     report = LaunchReport()
     with sigterm_as_interrupt():
         check_backend(backend)
-        prepared = backend.prepare(plan)
+        if prepared is None:
+            prepared = backend.prepare(plan)
         state = StateDir.for_slug(plan.slug)
         state.create(
             {
@@ -138,16 +143,15 @@ def execute(
         try:
             t0 = time.monotonic()
             with backend.launch(prepared) as bottle:
-                report.timings.update(getattr(bottle, "timings", {}))
+                report.timings.update(bottle.timings)
                 report.timings["launch"] = time.monotonic() - t0
                 t = time.monotonic()
-                # Backends that mount a working directory say where.
-                ctx = provision_context(plan, options, workdir=getattr(prepared, "workdir", None))
+                ctx = provision_context(plan, options, workdir=prepared.workdir)
                 provision_bottle(provider, bottle, ctx)
                 report.timings["provision"] = time.monotonic() - t
                 # A backend may boot its sidecars while the provider provisions.
                 bottle.wait_ready()
-                report.timings.update(getattr(bottle, "timings", {}))
+                report.timings.update(bottle.timings)
                 report.timings["ready"] = time.monotonic() - t0
                 if on_ready is not None:
                     on_ready(bottle)

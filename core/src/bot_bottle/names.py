@@ -1,11 +1,29 @@
-"""Characters that must never reach a shell script, git config value or ssh
-command line unquoted (DESIGN §6, invariant 6).
+"""Names every part of bot-bottle validates the same way, defined once.
 
-Validators name the character they refuse, so a user learns which one it was.
-Quoting every generated value stays the backstop; this is the first line.
+Characters that must never reach a shell script, git config value or ssh
+command line unquoted: a manifest value is operator text, but it ends up in
+files the agent's tools or the sidecars' scripts run, and one stray quote
+there is a command. Validators name the character they refuse, so a user
+learns which one it was. Quoting every generated value stays the backstop;
+this is the first line.
+
+Also the one host-name and the one environment-variable-name pattern the
+manifest, egress, git-gate and the providers' options share.
 """
 
 from __future__ import annotations
+
+import re
+
+#: One DNS label: letters, digits, '-' and '_' (service names and some
+#: private hosts use '_'; egress's own introspection name is ``_egress.local``),
+#: not starting or ending with '-'.
+_LABEL = r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)"
+#: A host name: dot-separated labels, 253 characters at most, no trailing dot.
+#: Anchored with ``\Z``: ``$`` also matches before a final newline.
+HOSTNAME_RE = re.compile(rf"^(?=.{{1,253}}\Z){_LABEL}(?:\.{_LABEL})*\Z")
+#: An environment variable's name.
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 HOSTILE_CHARS: dict[str, str] = {
     "'": "a single quote",

@@ -10,10 +10,11 @@ contacts nothing: ``--dry-run`` shows exactly this.
 Every value that may be a credential is a :class:`~bot_bottle.secrets.Secret`
 (repr masked); the plan can be printed and logged.
 
-How the agent reaches its sidecar (the Docker backend; DESIGN §5): the agent
-has loopback only; its proxy, git-gate and supervise endpoints are
-``127.0.0.1:<port>`` in its own network namespace, relayed to the sidecar
-bundle. So every URL the agent sees names 127.0.0.1.
+How the agent reaches its sidecars: the agent has loopback only (no route
+and no DNS, so nothing leaves except through them); its proxy, git-gate and
+supervise endpoints are ``127.0.0.1:<port>`` in its own network namespace,
+relayed by the backend to the sidecar bundle. So every URL the agent sees
+names 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -25,16 +26,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bot_bottle.contracts.provider import ProviderPlan
+from bot_bottle.contracts.provider import GUEST_CA_PATH, ProviderPlan
 from bot_bottle.errors import BotBottleError
 from bot_bottle.manifest.models import Resources
+from bot_bottle.provider_kit import CA_ENV
 from bot_bottle.secrets import Secret
 
 if TYPE_CHECKING:
     from bot_bottle.contracts.provider import AgentProvider
     from bot_bottle.egress.config import EgressConfig
     from bot_bottle.gitgate.plan import GitGatePlan
-    from bot_bottle.images import ImageSpec
+    from bot_bottle.imagebuild import ImageSpec
     from bot_bottle.manifest import ResolvedAgent
     from bot_bottle.plugins import PluginHost
 
@@ -44,17 +46,8 @@ PROXY_PORT = 8080
 GIT_PORT = 9418
 MCP_PORT = 8765
 LOOPBACK = "127.0.0.1"
-#: Guest path of the bottle CA the agent trusts.
-GUEST_CA_PATH = "/usr/local/share/ca-certificates/bot-bottle-ca.crt"
 #: CA variables set in the agent: every common TLS stack reads one of them.
-CA_ENV_VARS = (
-    "NODE_EXTRA_CA_CERTS",
-    "SSL_CERT_FILE",
-    "REQUESTS_CA_BUNDLE",
-    "CURL_CA_BUNDLE",
-    "GIT_SSL_CAINFO",
-)
-BASE_IMAGE = "bot-bottle/base:trixie"
+CA_ENV_VARS = tuple(CA_ENV)
 _SLUG_RE = re.compile(r"^[a-z][a-z0-9-]{0,40}-[0-9a-f]{6}$")
 
 
@@ -94,8 +87,9 @@ class BottlePlan:
     prompt: str = ""
     #: ``git config --global`` entries for the agent: insteadOf, user.*.
     git_config: tuple[tuple[str, str], ...] = ()
-    #: Use gVisor when the engine has it (the backend decides at launch).
-    gvisor: bool = True
+    #: Options for the backend, as the operator gave them (``--no-gvisor``
+    #: is Docker's ``gvisor``); core passes them through unread.
+    backend_options: Mapping[str, Any] = field(default_factory=dict)
     #: The effective bottle (after ``extends:``), JSON form: recorded with
     #: the bottle's state so a snapshot keeps the policy it ran with.
     bottle_manifest: Mapping[str, Any] | None = field(default=None, repr=False)
@@ -135,7 +129,7 @@ class BottlePlan:
             "git_gate_repos": [r.name for r in self.gitgate.repos] if self.gitgate else [],
             "supervise": self.supervise,
             "extra_hosts": dict(self.extra_hosts),
-            "gvisor": self.gvisor,
+            **self.backend_options,
             "resources": {
                 name: getattr(self.resources, name).describe()
                 for name in ("agent", "bundle", "relay")
@@ -166,7 +160,31 @@ def ca_env(path: str = GUEST_CA_PATH) -> dict[str, str]:
     return dict.fromkeys(CA_ENV_VARS, path)
 
 
-# -- manifest -> egress / git-gate -------------------------------------------------
+def agent_env(bottle_env: Mapping[str, Secret], provider_plan: ProviderPlan) -> dict[str, Secret]:
+    """The agent's environment: the bottle's, then the provider's
+    placeholders, then the proxy and CA variables (which nothing overrides:
+    every connection goes through egress)."""
+    env: dict[str, Secret] = dict(bottle_env)
+    for name, value in provider_plan.env.items():
+        env[name] = Secret(value)
+    for name, value in {**proxy_env(f"http://{LOOPBACK}:{PROXY_PORT}"), **ca_env()}.items():
+        env[name] = Secret(value)
+    return env
+
+
+def git_config(gate: GitGatePlan, agent: ResolvedAgent) -> tuple[tuple[str, str], ...]:
+    """``git config --global`` entries: git-gate's ``insteadOf`` rewrites,
+    then the agent's ``git_user``."""
+    entries = list(gate.git_config_entries())
+    user = agent.git_user
+    if user is not None:
+        if user.name:
+            entries.append(("user.name", user.name))
+        if user.email:
+            entries.append(("user.email", user.email))
+    return tuple(entries)
+
+
 # -- the plan -----------------------------------------------------------------------
 
 
@@ -174,13 +192,13 @@ def make_plan(
     agent: ResolvedAgent,
     provider: AgentProvider,
     *,
-    backend: str = "docker",
+    backend: str,
     host: PluginHost | None = None,
     label: str | None = None,
     cwd: Path | None = None,
     host_env: Mapping[str, str],
     ask: Callable[[str], str] | None = None,
-    gvisor: bool = True,
+    backend_options: Mapping[str, Any] | None = None,
     slug: str | None = None,
 ) -> BottlePlan:
     """Plan one launch of ``agent`` with its bottle's ``provider``.
@@ -192,35 +210,25 @@ def make_plan(
     from bot_bottle.gitgate.from_manifest import gate_repo_specs
     from bot_bottle.gitgate.plan import KNOWN_SECRET_PREFIX as GITGATE_SECRET_PREFIX
     from bot_bottle.gitgate.plan import plan_git_gate
-    from bot_bottle.images import ImageSpec, extra_ca_from_env
+    from bot_bottle.imagebuild import base_image_name, extra_ca_from_env
     from bot_bottle.manifest import resolve_env
     from bot_bottle.plugins import PluginHost
-    from bot_bottle.sidecar_layout import UPSTREAM_CA
+    from bot_bottle.provider_kit import agent_image_spec as agent_image_spec_for
 
     bottle = agent.bottle
     options = agent.resolved_bottle.provider_options
     if options is None:
         options = provider.options_model()
     provider_plan = provider.plan(options, host_env=host_env)
-    image = provider.image(options)
-    extra_ca = extra_ca_from_env(host_env)
-    agent_image_spec = ImageSpec(
-        repository=f"bot-bottle/agent-{bottle.agent_provider.template}",
-        dockerfile=image.dockerfile,
-        distributions=(),
-        base_image=image.build_args.get("BASE_IMAGE", BASE_IMAGE),
-        extra_ca=extra_ca,
-        build_args={k: v for k, v in image.build_args.items() if k != "BASE_IMAGE"},
+    agent_image_spec = agent_image_spec_for(
+        bottle.agent_provider.template,
+        provider.image(options),
+        base_image=base_image_name(host_env),
+        extra_ca=extra_ca_from_env(host_env),
     )
 
     resolved = resolve_env(bottle.env, host_env=host_env, **({"ask": ask} if ask else {}))
-    env: dict[str, Secret] = dict(resolved)
-    for name, value in provider_plan.env.items():
-        env[name] = Secret(value)
     slug = check_slug(slug) if slug else new_slug(agent.name)
-    proxy_url = f"http://{LOOPBACK}:{PROXY_PORT}"
-    for name, value in {**proxy_env(proxy_url), **ca_env()}.items():
-        env[name] = Secret(value)
 
     egress = egress_from_manifest(
         bottle,
@@ -229,20 +237,12 @@ def make_plan(
         provider_routes=provider_plan.routes,
         provider_name=bottle.agent_provider.template,
         env_secrets=resolved,
-        upstream_ca_path=UPSTREAM_CA,
     )
     gate = plan_git_gate(gate_repo_specs(bottle), gate_host=LOOPBACK, gate_port=GIT_PORT)
-    git_config = list(gate.git_config_entries())
-    user = agent.git_user
-    if user is not None:
-        if user.name:
-            git_config.append(("user.name", user.name))
-        if user.email:
-            git_config.append(("user.email", user.email))
 
     # The host's HOME as the caller sees it (host_env), like every other
     # host value the plan reads.
-    skills_root = Path(host_env.get("HOME") or "~").expanduser() / ".claude" / "skills"
+    skills_root = provider.host_skills_dir(host_env)
     upstream_ca = egress.upstream_ca
     return BottlePlan(
         slug=slug,
@@ -254,7 +254,7 @@ def make_plan(
         provider=bottle.agent_provider.template,
         provider_plan=provider_plan,
         agent_image_spec=agent_image_spec,
-        agent_env=env,
+        agent_env=agent_env(resolved, provider_plan),
         egress_config=egress.config,
         egress_tokens=egress.daemon_env(),
         gitgate_secrets=(
@@ -268,8 +268,8 @@ def make_plan(
         upstream_ca=upstream_ca,
         skills=tuple(skills_root / s for s in agent.skills),
         prompt=agent.prompt,
-        git_config=tuple(git_config),
-        gvisor=gvisor,
+        git_config=git_config(gate, agent),
+        backend_options=dict(backend_options or {}),
         bottle_manifest=bottle.model_dump(mode="json"),
         resources=bottle.resources,
     )

@@ -7,8 +7,7 @@ drop-in providers use the same helpers::
     from bot_bottle import provider_kit as kit
 
     def provision(self, bottle, ctx):
-        kit.install_ca(bottle, ctx)
-        kit.write_file(bottle, ctx.plan, ctx.plan.prompt_path, ctx.prompt)
+        kit.prologue(bottle, ctx, skills_dir=SKILLS_DIR, prompt_path=PROMPT_PATH)
         kit.run_as_agent(bottle, ctx.plan, ["my-agent", "register", ...], what="...")
 
 Conventions the helpers rely on: commands that change system state run as
@@ -23,41 +22,40 @@ images lack, and hangs.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bot_bottle.contracts.provider import GUEST_CA_PATH
 from bot_bottle.errors import BotBottleError
+from bot_bottle.names import ENV_NAME_RE
 
 if TYPE_CHECKING:
     from bot_bottle.contracts.backend import ExecResult, RunningBottle
     from bot_bottle.contracts.provider import ImageSpec, ProviderPlan, ProvisionContext
-    from bot_bottle.images import ImageResult
+    from bot_bottle.imagebuild import ImageSpec as BuildSpec
 
-#: Where providers install the bottle CA in the guest. Debian's
-#: ``update-ca-certificates`` reads ``/usr/local/share/ca-certificates/*.crt``,
-#: and a fixed path lets a plan point client variables
-#: (``NODE_EXTRA_CA_CERTS``, ``CODEX_CA_CERTIFICATE``, ...) at it before the
-#: bottle exists.
-GUEST_CA_PATH = "/usr/local/share/ca-certificates/bot-bottle-ca.crt"
 #: The system bundle, with the bottle CA appended by :func:`install_ca`.
 GUEST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
-#: Environment that makes the common clients trust the bottle CA: Node
-#: (and Bun), OpenSSL, Python requests, curl.
-CA_ENV: Mapping[str, str] = {
-    "NODE_EXTRA_CA_CERTS": GUEST_CA_PATH,
-    "SSL_CERT_FILE": GUEST_CA_BUNDLE,
-    "REQUESTS_CA_BUNDLE": GUEST_CA_BUNDLE,
-    "CURL_CA_BUNDLE": GUEST_CA_BUNDLE,
-}
+#: Environment that makes the common clients trust the bottle CA: Node (and
+#: Bun), OpenSSL, Python requests, curl, git. The bottle CA alone: every
+#: connection the agent makes goes through egress, which presents
+#: certificates signed by it. The plan sets these in every agent.
+CA_ENV: Mapping[str, str] = dict.fromkeys(
+    (
+        "NODE_EXTRA_CA_CERTS",
+        "SSL_CERT_FILE",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "GIT_SSL_CAINFO",
+    ),
+    GUEST_CA_PATH,
+)
 #: The value agents see where a credential would be; egress strips it and
 #: injects the real one.
 PLACEHOLDER = "bot-bottle-placeholder-egress-injects-the-real-token"
-
-_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class ProvisionError(BotBottleError):
@@ -70,7 +68,7 @@ def env_var_name(value: str) -> str:
     The message never repeats the value: a user who pasted the token itself
     where its variable's name belongs must not see it echoed in a log.
     """
-    if not _ENV_NAME_RE.fullmatch(value):
+    if not ENV_NAME_RE.match(value):
         raise ValueError(
             "must be the NAME of a host environment variable (letters, digits, '_'), "
             "not the token itself: export the token and give its variable's name"
@@ -155,6 +153,20 @@ def install_ca(bottle: RunningBottle, ctx: ProvisionContext) -> None:
     )
 
 
+def prologue(
+    bottle: RunningBottle, ctx: ProvisionContext, *, skills_dir: str, prompt_path: str
+) -> None:
+    """The steps every provider's ``provision`` starts with: trust the bottle
+    CA (:func:`install_ca`), copy the skills to the plan's ``skills_dir``
+    (else ``skills_dir``) and write a non-blank prompt to the plan's
+    ``prompt_path`` (else ``prompt_path``), all as the agent user."""
+    plan = ctx.plan
+    install_ca(bottle, ctx)
+    copy_skills(bottle, plan, ctx.skills, plan.skills_dir or skills_dir)
+    if ctx.prompt.strip():
+        write_file(bottle, plan, plan.prompt_path or prompt_path, ctx.prompt)
+
+
 def apply_git_config(bottle: RunningBottle, ctx: ProvisionContext) -> None:
     """The plan's ``git config --global`` entries (git-gate ``insteadOf``
     rewrites, ``user.name``/``user.email``), as the agent user in its HOME.
@@ -229,67 +241,34 @@ def copy_skills(
     check(bottle.exec(argv, user="root", stdin=buf.getvalue()), "copying the skills")
 
 
-#: Named colours (Claude Code's sub-agent palette) as 256-colour indices.
-COLOURS: Mapping[str, int] = {
-    "red": 196,
-    "orange": 208,
-    "yellow": 220,
-    "green": 40,
-    "cyan": 44,
-    "blue": 33,
-    "purple": 135,
-    "pink": 205,
-}
-
-
-def colour_for(label: str | None, colour: str | None = None) -> str:
-    """``colour`` when it is a known name, else one derived from the label,
-    so one bottle keeps its colour from launch to launch."""
-    if colour and colour.lower() in COLOURS:
-        return colour.lower()
-    names = sorted(COLOURS)
-    digest = hashlib.sha256((label or "").encode()).digest()
-    return names[digest[0] % len(names)]
-
-
 def printable(text: str, limit: int = 60) -> str:
     """``text`` without control characters (they could drive the terminal)."""
     return "".join(c for c in text if c.isprintable())[:limit]
 
 
-def ensure_agent_image(
+def agent_image_spec(
     provider: str,
     spec: ImageSpec,
     *,
-    base_image: str = "bot-bottle/base:trixie",
+    base_image: str | None = None,
     extra_ca: Path | None = None,
-    progress: Callable[[str], None] | None = None,
-    force: bool = False,
-    no_cache: bool = False,
-) -> ImageResult:
-    """Build (or reuse) the agent image a provider's :class:`ImageSpec` names.
+) -> BuildSpec:
+    """What a backend builds for a provider's :class:`ImageSpec`: the one
+    place an agent image's repository, base image and build args are decided.
 
-    The image is content-tagged ``bot-bottle/agent-<provider>:<fingerprint>``
-    by :func:`bot_bottle.images.ensure_image`: an unchanged Dockerfile, base
-    image, build args and CA bundle reuse it at once. The build context holds
-    the Dockerfile and ``extra-ca.crt`` (the CA bundle option, or empty) only,
-    so a provider Dockerfile must be self-contained.
+    The repository is ``bot-bottle/agent-<provider>``; the base image is the
+    spec's ``BASE_IMAGE`` build arg, else ``base_image``, else the default
+    (:func:`bot_bottle.imagebuild.base_image_name`); the CA bundle option is
+    ``extra_ca`` or ``BOT_BOTTLE_BUILD_CA_BUNDLE``.
     """
-    from bot_bottle import images
+    from bot_bottle import imagebuild
 
-    if not spec.dockerfile.is_file():
-        raise images.ImageBuildError(
-            f"the Dockerfile of agent provider {provider!r} does not exist: {spec.dockerfile}",
-            hint="fix the path in the bottle's agent_provider.dockerfile, or drop it to use "
-            "the provider's own",
-        )
     repository = f"bot-bottle/agent-{re.sub(r'[^a-z0-9._-]+', '-', provider.lower())}"
-    build = images.ImageSpec(
+    return imagebuild.ImageSpec(
         repository=repository,
         dockerfile=spec.dockerfile,
         distributions=(),
-        base_image=base_image,
-        extra_ca=extra_ca if extra_ca is not None else images.extra_ca_from_env(),
-        build_args=dict(spec.build_args),
+        base_image=spec.build_args.get("BASE_IMAGE") or base_image or imagebuild.base_image_name(),
+        extra_ca=extra_ca if extra_ca is not None else imagebuild.extra_ca_from_env(),
+        build_args={k: v for k, v in spec.build_args.items() if k != "BASE_IMAGE"},
     )
-    return images.ensure_image(build, progress=progress, force=force, no_cache=no_cache)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bot_bottle.contracts.backend import DEFAULT_BACKEND
 from bot_bottle.errors import BotBottleError
 from bot_bottle.paths import home_dir
 
@@ -206,10 +207,9 @@ def credential_names(bottle: Bottle) -> list[str]:
 def live_routes(state: StateDir) -> list[dict[str, Any]] | None:
     """The routes of the bottle's rendered egress config (what egress enforces
     now, console changes included); None when the file is gone."""
-    from bot_bottle.sidecar_layout import EGRESS_CONFIG, ETC
-    from bot_bottle.state import ROUTES
+    from bot_bottle.state import LIVE_EGRESS_CONFIG, ROUTES
 
-    live = state.run_dir / "etc" / Path(EGRESS_CONFIG).relative_to(ETC)
+    live = state.run_dir / LIVE_EGRESS_CONFIG
     path = live if live.is_file() else state.path / ROUTES  # kept by preserve()
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -265,7 +265,7 @@ def agent_with_bottle(host: PluginHost, agent_name: str, bottle: Bottle) -> Reso
 
 
 def planned_secrets(
-    agent: ResolvedAgent, host: PluginHost, host_env: Mapping[str, str]
+    agent: ResolvedAgent, host: PluginHost, host_env: Mapping[str, str], *, backend: str
 ) -> list[Secret]:
     """The secret values a launch of ``agent`` would hand its sidecars, read
     again from the host (for a bottle whose sidecars are gone). A prompted
@@ -274,7 +274,12 @@ def planned_secrets(
 
     provider = host.create("agent_providers", agent.bottle.agent_provider.template)
     plan = make_plan(
-        agent, provider, host=host, host_env=host_env, ask=lambda _n: _random.token_hex(16)
+        agent,
+        provider,
+        backend=backend,
+        host=host,
+        host_env=host_env,
+        ask=lambda _n: _random.token_hex(16),
     )
     return [*plan.egress_tokens.values(), *plan.gitgate_secrets.values()]
 
@@ -314,8 +319,9 @@ def commit_bottle(
     """Freeze bottle ``slug`` (running, or preserved after a non-zero exit)
     into snapshot ``name`` (default: the slug)."""
     from bot_bottle import audit
+    from bot_bottle.contracts.provider import GUEST_CA_PATH
     from bot_bottle.manifest.models import Bottle
-    from bot_bottle.plan import GUEST_CA_PATH, check_slug
+    from bot_bottle.plan import check_slug
     from bot_bottle.state import StateDir, now_iso
 
     check_slug(slug)
@@ -332,7 +338,7 @@ def commit_bottle(
             f"a snapshot called {name!r} exists already",
             hint="pick another --name, or 'bot-bottle snapshots rm NAME' first",
         )
-    backend = str(meta.get("backend") or "docker")
+    backend = str(meta.get("backend") or DEFAULT_BACKEND)
     freezer: Freezer = host.create("freezers", backend)
     if isinstance(meta.get("bottle_manifest"), dict):
         bottle = Bottle.model_validate(meta["bottle_manifest"])
@@ -345,7 +351,8 @@ def commit_bottle(
     if not known:
         try:
             agent = agent_with_bottle(host, str(meta["agent"]), bottle)
-            known = planned_secrets(agent, host, os.environ if host_env is None else host_env)
+            env = os.environ if host_env is None else host_env
+            known = planned_secrets(agent, host, env, backend=backend)
         except BotBottleError as exc:
             progress(f"warning: the bottle's secrets cannot be read again ({exc}); "
                      "scanning with the DLP detectors only")  # fmt: skip
@@ -442,32 +449,25 @@ def capability_dockerfile(capabilities: Sequence[Capability], user: str) -> str:
 
 
 def resume_image(
-    record: SnapshotRecord, *, extra_ca: Path | None, progress: Callable[[str], None]
+    record: SnapshotRecord,
+    *,
+    host: PluginHost,
+    extra_ca: Path | None,
+    progress: Callable[[str], None],
 ) -> str:
     """The image a resume boots: the snapshot's, or one derived from it with
-    the approved capability blocks (content-tagged, built once, cached)."""
+    the approved capability blocks (content-tagged, built once, cached) by
+    the freezer of the snapshot's backend."""
     if not record.capabilities:
         return record.image
-    import subprocess
-
-    from bot_bottle.images import ImageSpec, ensure_image
-
-    user = subprocess.run(
-        ["docker", "image", "inspect", "--format", "{{.Config.User}}", record.image],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    work = work_dir()
-    dockerfile = work / f"capabilities-{record.name}.Dockerfile"
-    dockerfile.write_text(capability_dockerfile(record.capabilities, user), encoding="utf-8")
-    spec = ImageSpec(
-        repository=CAPABILITY_REPOSITORY,
-        dockerfile=dockerfile,
-        distributions=(),
+    freezer: Freezer = host.create("freezers", record.backend)
+    caps = record.capabilities
+    return freezer.derive(
         # By tag (the builder resolves FROM by name); the fingerprint is of
         # the image id behind it.
-        base_image=image_tag(record.name),
+        image_tag(record.name),
+        lambda user: capability_dockerfile(caps, user),
+        repository=CAPABILITY_REPOSITORY,
         extra_ca=extra_ca,
+        progress=progress,
     )
-    return ensure_image(spec, progress=progress).tag

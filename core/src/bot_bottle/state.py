@@ -25,6 +25,9 @@ METADATA = "metadata.json"
 PRESERVE = "preserve"
 #: A preserved bottle's last egress config (its routes), kept for resume.
 ROUTES = "egress.json"
+#: Where a backend renders the bottle's egress config under its run dir
+#: (the sidecars read it at ``bot_bottle_sidecars.layout.EGRESS_CONFIG``).
+LIVE_EGRESS_CONFIG = Path("etc", "egress", "egress.json")
 
 
 def state_root(environ: Mapping[str, str] | None = None) -> Path:
@@ -155,7 +158,7 @@ class StateDir:
         """Copy the egress config live now (routes the console changed
         included; no secret in it) out of ``run/``, which the launch's
         teardown removes: a resume of a preserved bottle restores them."""
-        routes = self.run_dir / "etc" / "egress" / "egress.json"
+        routes = self.run_dir / LIVE_EGRESS_CONFIG
         if routes.is_file():
             shutil.copyfile(routes, self.path / ROUTES)
 

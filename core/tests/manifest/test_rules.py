@@ -126,13 +126,14 @@ def test_agent_bottle_name_is_validated() -> None:
 def test_a_trailing_newline_passes_no_name_rule() -> None:
     """``$`` matches before a final newline: every name rule anchors with
     ``\\Z`` (a name "dev\\n" reached the preflight with its newline)."""
+    from bot_bottle import names
     from bot_bottle.manifest import models
 
     for pattern, good in (
         (models.NAME_RE, "dev"),
-        (models.ENV_NAME_RE, "FOO"),
+        (names.ENV_NAME_RE, "FOO"),
         (models.SKILL_NAME_RE, "ok"),
-        (models.HOSTNAME_RE, "api.example.com"),
+        (names.HOSTNAME_RE, "api.example.com"),
         (models.HTTP_METHOD_RE, "GET"),
         (models.HEADER_NAME_RE, "X-Api-Key"),
     ):

@@ -129,3 +129,11 @@ def test_the_status_line_script_quotes_the_label() -> None:
 
     script = statusline_script(kit.printable("it's $(rm -rf /)\n"), "red")
     assert "'it'\"'\"'s $(rm -rf /)'" in script
+
+
+def test_colours_are_named_or_stable_per_label() -> None:
+    from bot_bottle_claude.provider import COLOURS, colour_for
+
+    assert colour_for("x", "Blue") == "blue"
+    assert colour_for("night shift") == colour_for("night shift")
+    assert colour_for("night shift", "chartreuse") in COLOURS

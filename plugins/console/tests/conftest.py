@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from bot_bottle_sidecars.launch.ca import BottleCA, generate_bottle_ca
 from bot_bottle_testkit.egress import (
     EgressProcess,
     LocalEgressControl,
@@ -23,11 +24,10 @@ from bot_bottle_testkit.egress import (
     start_egress,
 )
 
-from bot_bottle.egress.ca import BottleCA, generate_bottle_ca
+from bot_bottle.contracts.supervise import SuperviseQueue, default_queue_dir
 from bot_bottle.egress.render import RouteSpec, render_egress_config
 from bot_bottle.plugins import PluginHost
 from bot_bottle.state import StateDir, now_iso
-from bot_bottle.supervise_queue import SuperviseQueue, default_queue_dir
 
 SLUG = "dev-7f3a"
 NAMES = ["base.upstream.test", "new.upstream.test", "other.upstream.test"]

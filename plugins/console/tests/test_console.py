@@ -13,7 +13,7 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable, Footer, Static, TextArea
 
 from bot_bottle import audit
-from bot_bottle.supervise_queue import (
+from bot_bottle.contracts.supervise import (
     CapabilityBlockPayload,
     EgressRoutePayload,
     ProposalStatus,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bot_bottle.supervise_queue import CapabilityBlockPayload, SuperviseQueue
+from bot_bottle.contracts.supervise import CapabilityBlockPayload, SuperviseQueue
 
 SLUG = "tmux-5c9d"
 CLI = str(Path(sys.executable).parent / "bot-bottle")

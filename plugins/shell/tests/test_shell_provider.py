@@ -19,7 +19,7 @@ from bot_bottle_shell.provider import HOME, PROMPT_PATH, SKILLS_DIR, ShellOption
 if TYPE_CHECKING:
     import docker
 
-    from bot_bottle.images import ImageResult
+    from bot_bottle.imagebuild import ImageResult
 
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 
@@ -102,7 +102,11 @@ def test_the_headless_prompt_is_a_command_line_bash_runs() -> None:
 def shell_image(docker_client: docker.DockerClient, base_image: str) -> ImageResult:
     spec = ShellProvider().image(ShellOptions())
     extra_ca = HOST_CA if HOST_CA.exists() else None
-    return kit.ensure_agent_image("shell", spec, base_image=base_image, extra_ca=extra_ca)
+    from bot_bottle_docker.images import ensure_agent_image
+
+    return ensure_agent_image(
+        kit.agent_image_spec("shell", spec, base_image=base_image, extra_ca=extra_ca)
+    )
 
 
 @pytest.mark.docker

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
+from bot_bottle_sidecars.launch.ca import BottleCA, generate_bottle_ca
 from bot_bottle_testkit.egress import (
     EgressProcess,
     LocalUpstream,
@@ -26,7 +27,6 @@ from bot_bottle_testkit.egress import (
     start_egress,
 )
 
-from bot_bottle.egress.ca import BottleCA, generate_bottle_ca
 from bot_bottle.egress.config import EgressConfig
 from bot_bottle.egress.render import RouteSpec, render_egress_config
 from bot_bottle.secrets import Secret

@@ -41,8 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from bot_bottle import audit
     from bot_bottle.contracts.backend import CleanupItem
     from bot_bottle.errors import BotBottleError
-    from bot_bottle.gitgate.keys import revoke_recorded
-    from bot_bottle.gitgate.ledger import KeyLedger
+    from bot_bottle.gitgate.ledger import KeyLedger, revoke_recorded
     from bot_bottle.history import all_histories, expired, retention_days
     from bot_bottle.plugins import PluginHost
     from bot_bottle.state import all_states
@@ -177,6 +176,8 @@ def _dangling_snapshot_images(host: Any) -> list[tuple[Any, Any]]:
 
 def remove_preserved(host: Any, state: Any) -> None:
     """A bottle kept after a non-zero exit: its stopped agent, then its state dir."""
-    backend = str(state.metadata().get("backend") or "docker")
+    from bot_bottle.contracts.backend import DEFAULT_BACKEND
+
+    backend = str(state.metadata().get("backend") or DEFAULT_BACKEND)
     host.create("freezers", backend).release(state.slug)
     state.remove()

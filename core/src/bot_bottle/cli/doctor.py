@@ -39,42 +39,21 @@ def check_python() -> Check:
     )
 
 
-def check_docker() -> Check:
-    from bot_bottle.baseimage import engine_hint
-    from bot_bottle.dockerhost import DockerUnreachable, probe
+def check_backend_hosts(host: Any) -> list[Check]:
+    """What each installed backend needs on this host (its engine, the base
+    image), in its own words: core knows no engine."""
+    from bot_bottle.contracts.backend import DEFAULT_BACKEND
 
-    try:
-        info = probe()
-    except DockerUnreachable as exc:
-        return Check(
-            "FAIL",
-            "docker",
-            str(exc),
-            engine_hint(),
-        )
-    runtimes = f", runtimes: {', '.join(info.runtimes)}" if info.runtimes else ""
-    return Check(
-        "OK", "docker", f"Docker {info.version} (API {info.api_version}) at {info.host}{runtimes}"
-    )
-
-
-def check_base_image() -> Check:
-    from bot_bottle.baseimage import image_name, setup_hint
-    from bot_bottle.dockerhost import DockerUnreachable, image_exists
-
-    name = image_name()
-    try:
-        present = image_exists(name)
-    except DockerUnreachable as exc:
-        return Check("WARN", "base image", f"cannot check {name}: {exc}", "start Docker first")
-    if present:
-        return Check("OK", "base image", f"{name} is present")
-    return Check(
-        "FAIL",
-        "base image",
-        f"{name} is missing: every bottle image builds FROM it",
-        setup_hint(),
-    )
+    checks: list[Check] = []
+    # The default backend first: its lines are the ones most readers need.
+    comps = sorted(host.components("backends"), key=lambda c: (c.name != DEFAULT_BACKEND, c.name))
+    for comp in comps:
+        try:
+            found = comp.create().host_checks()
+        except Exception:
+            found = []
+        checks += [Check(c.level, c.what, c.detail, c.hint) for c in found]
+    return checks
 
 
 def check_state_dir() -> Check:
@@ -100,11 +79,10 @@ def check_state_dir() -> Check:
     return Check("OK", "state", f"state directory {path} is writable")
 
 
-def check_plugins() -> list[Check]:
+def check_plugins(host: Any) -> list[Check]:
     from bot_bottle.hookspecs import FAMILIES
-    from bot_bottle.plugins import ENV_BLOCK, PluginHost, Status
+    from bot_bottle.plugins import ENV_BLOCK, Status
 
-    host = PluginHost().load()
     host.collect_all()
     checks: list[Check] = []
     for info in sorted(host.infos.values(), key=lambda i: i.name):
@@ -161,13 +139,14 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from bot_bottle import __version__
+    from bot_bottle.plugins import PluginHost
 
+    host = PluginHost().load()
     checks = [
         Check("OK", "bot-bottle", f"bot-bottle {__version__}"),
         check_python(),
-        check_docker(),
-        check_base_image(),
-        *check_plugins(),
+        *check_backend_hosts(host),
+        *check_plugins(host),
         check_state_dir(),
     ]
     failed = any(c.level == "FAIL" for c in checks)

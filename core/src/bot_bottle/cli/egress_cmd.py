@@ -33,8 +33,8 @@ def add_parser(sub: Any) -> None:
 
 
 def _control(slug: str) -> Any:
+    from bot_bottle.contracts.supervise import SLUG_RE
     from bot_bottle.errors import BotBottleError
-    from bot_bottle.supervise_queue import SLUG_RE
     from bot_bottle.supervision.proposals import default_control_for
 
     if not SLUG_RE.fullmatch(slug):

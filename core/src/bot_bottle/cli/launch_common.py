@@ -5,24 +5,41 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from bot_bottle.contracts.backend import Backend, PreparedBottle
+    from bot_bottle.contracts.provider import AgentProvider
+    from bot_bottle.plan import BottlePlan
 
 
 def add_backend_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", default="docker", help="backend plugin (default: docker)")
+    from bot_bottle.contracts.backend import DEFAULT_BACKEND
+
+    p.add_argument(
+        "--backend", default=DEFAULT_BACKEND, help=f"backend plugin (default: {DEFAULT_BACKEND})"
+    )
     p.add_argument(
         "--cwd",
         type=Path,
         help="host directory mounted at /workspace in the agent (default: none)",
     )
     p.add_argument("--label", help="a free-text label shown by 'list active'")
-    p.add_argument(
-        "--no-gvisor",
-        dest="gvisor",
-        action="store_false",
-        help="do not use gVisor (runsc) even when the engine has it",
-    )
+    add_gvisor_arg(p, help="do not use gVisor (runsc) even when the engine has it")
+
+
+def add_gvisor_arg(p: argparse.ArgumentParser, *, help: str) -> None:
+    """The Docker backend's one option, kept on the command line it always had;
+    it reaches the backend through the plan's ``backend_options``."""
+    p.add_argument("--no-gvisor", dest="gvisor", action="store_false", help=help)
+
+
+def backend_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"gvisor": bool(getattr(args, "gvisor", True))}
 
 
 def no_prompt(name: str) -> str:
@@ -34,8 +51,18 @@ def no_prompt(name: str) -> str:
     )
 
 
-def plan_for(args: argparse.Namespace, agent_name: str, *, interactive: bool) -> Any:
-    """Return (plan, backend, provider, options)."""
+@dataclass(frozen=True)
+class PlannedLaunch:
+    """What ``start`` and ``run`` launch: the plan, the components that run
+    it, and the provider's validated options (None when it has none)."""
+
+    plan: BottlePlan
+    backend: Backend
+    provider: AgentProvider
+    options: BaseModel | None
+
+
+def plan_for(args: argparse.Namespace, agent_name: str, *, interactive: bool) -> PlannedLaunch:
     from bot_bottle.errors import BotBottleError
     from bot_bottle.manifest.store import Manifest
     from bot_bottle.plan import make_plan
@@ -45,11 +72,8 @@ def plan_for(args: argparse.Namespace, agent_name: str, *, interactive: bool) ->
     manifest = Manifest.discover(host=host)
     agent = manifest.agent(agent_name)
     template = agent.bottle.agent_provider.template
-    try:
-        provider = host.create("agent_providers", template)
-        backend = host.create("backends", args.backend)
-    except BotBottleError:
-        raise
+    provider = host.create("agent_providers", template)
+    backend = host.create("backends", args.backend)
     cwd = args.cwd.resolve() if args.cwd else None
     if cwd is not None and not cwd.is_dir():
         raise BotBottleError(f"--cwd {cwd} is not a directory")
@@ -62,37 +86,23 @@ def plan_for(args: argparse.Namespace, agent_name: str, *, interactive: bool) ->
         cwd=cwd,
         host_env=os.environ,
         ask=None if interactive else no_prompt,
-        gvisor=args.gvisor,
+        backend_options=backend_options(args),
     )
-    return plan, backend, provider, agent.resolved_bottle.provider_options
+    return PlannedLaunch(plan, backend, provider, agent.resolved_bottle.provider_options)
 
 
-def _gvisor_state(plan: Any) -> str:
-    if plan.backend != "docker":
-        return "n/a"
-    from bot_bottle.dockerhost import DockerUnreachable, probe
-
-    try:
-        runtimes = probe(timeout=2.0).runtimes
-    except DockerUnreachable:
-        return "unknown (engine unreachable)"
-    if "runsc" not in runtimes:
-        return "not registered (runc)"
-    return "runsc registered (used if the launch probe shows a bottle works under it)"
-
-
-def print_preflight(plan: Any, prepared: Any) -> None:
+def print_preflight(plan: BottlePlan, prepared: PreparedBottle, backend: Backend) -> None:
     import io
 
     from bot_bottle.termtext import visible
 
     out = io.StringIO()
-    _preflight(plan, out)
+    _preflight(plan, backend, out)
     # Agent, bottle, route and env names and the cwd come from the manifest.
     sys.stderr.write(visible(out.getvalue(), allow_newlines=True))
 
 
-def _preflight(plan: Any, out: Any) -> None:
+def _preflight(plan: BottlePlan, backend: Backend, out: Any) -> None:
     s = plan.summary()
     out.write(f"bottle {s['slug']}: agent {s['agent']} (bottle {s['bottle']}, ")
     out.write(f"provider {s['provider']}, backend {s['backend']})\n")
@@ -103,7 +113,8 @@ def _preflight(plan: Any, out: Any) -> None:
         out.write(f"  git-gate: {', '.join(s['git_gate_repos'])}\n")
     out.write(f"  env: {', '.join(s['env'])}\n")
     out.write(f"  supervise: {'on' if s['supervise'] else 'off'}")
-    out.write(f"   gvisor: {_gvisor_state(plan) if s['gvisor'] else 'off (--no-gvisor)'}")
+    for name, state in backend.preflight(plan).items():
+        out.write(f"   {name}: {state}")
     if s["cwd"]:
         out.write(f"   workspace: {s['cwd']} -> /workspace")
     out.write("\n")

@@ -40,7 +40,7 @@ def run_list(args: argparse.Namespace) -> int:
     import json
     import sys
 
-    from bot_bottle.supervise_queue import ProposalStatus
+    from bot_bottle.contracts.supervise import ProposalStatus
     from bot_bottle.supervision.proposals import list_proposals
     from bot_bottle.termtext import visible
 
@@ -67,7 +67,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def render_proposal(view: Any, diff_text: str, notice: str) -> str:
-    from bot_bottle.supervise_queue import CapabilityBlockPayload
+    from bot_bottle.contracts.supervise import CapabilityBlockPayload
     from bot_bottle.termtext import visible
 
     p = view.proposal.payload

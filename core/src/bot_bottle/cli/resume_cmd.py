@@ -16,6 +16,8 @@ from typing import Any
 
 
 def add_parser(sub: Any) -> None:
+    from bot_bottle.cli.launch_common import add_gvisor_arg
+
     p = sub.add_parser(
         "resume",
         help="start a fresh bottle from a snapshot (or a preserved bottle), with its policy",
@@ -27,9 +29,7 @@ def add_parser(sub: Any) -> None:
         help="host directory mounted at /workspace in the agent (default: none)",
     )
     p.add_argument("--label", help="a free-text label shown by 'list active'")
-    p.add_argument(
-        "--no-gvisor", dest="gvisor", action="store_false", help="do not use gVisor (runsc)"
-    )
+    add_gvisor_arg(p, help="do not use gVisor (runsc)")
     policy = p.add_mutually_exclusive_group()
     policy.add_argument(
         "--use-snapshot-policy",
@@ -128,9 +128,9 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from bot_bottle import snapshots
-    from bot_bottle.cli.launch_common import no_prompt, print_preflight
+    from bot_bottle.cli.launch_common import backend_options, no_prompt, print_preflight
     from bot_bottle.errors import BotBottleError
-    from bot_bottle.images import extra_ca_from_env
+    from bot_bottle.imagebuild import extra_ca_from_env
     from bot_bottle.launcher import execute
     from bot_bottle.manifest.store import Manifest
     from bot_bottle.plan import make_plan
@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
         cwd=cwd,
         host_env=os.environ,
         ask=None if interactive else no_prompt,
-        gvisor=args.gvisor,
+        backend_options=backend_options(args),
     )
     if policy == "snapshot":
         plan = snapshots.with_live_routes(plan, record.routes)
@@ -184,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
         None
         if args.dry_run and record.capabilities
         else snapshots.resume_image(
-            record, extra_ca=extra_ca_from_env(os.environ), progress=progress
+            record, host=host, extra_ca=extra_ca_from_env(os.environ), progress=progress
         )
     )
     plan = dataclasses.replace(plan, agent_image=image, snapshot=record.name)
@@ -194,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
         f"; policy: {'snapshot' if policy == 'snapshot' else 'current manifest'}"
         f"{f'; capability blocks: {len(record.capabilities)}' if record.capabilities else ''})\n"
     )
-    print_preflight(plan, prepared)
+    print_preflight(plan, prepared, backend)
     if args.dry_run:
         return 0
     if interactive and not args.yes:
@@ -219,6 +219,7 @@ def run(args: argparse.Namespace) -> int:
         mode="attach" if interactive else "run",
         argv=list(args.cmd),
         options=agent.resolved_bottle.provider_options,
+        prepared=prepared,
     )
     if args.timings:
         parts = " ".join(f"{k}={v:.2f}s" for k, v in report.timings.items())

@@ -73,15 +73,16 @@ def run(args: argparse.Namespace) -> int:
 
     # Checked before the plan: a usage slip creates nothing and reads no secret.
     prompt = _prompt(args)
-    plan, backend, provider, options = plan_for(args, args.agent, interactive=False)
+    launch = plan_for(args, args.agent, interactive=False)
+    plan = launch.plan
     report = execute(
         plan,
-        backend=backend,
-        provider=provider,
+        backend=launch.backend,
+        provider=launch.provider,
         mode="run",
         argv=list(args.cmd),
         prompt=prompt,
-        options=options,
+        options=launch.options,
     )
     if args.timings:
         parts = " ".join(f"{k}={v:.2f}s" for k, v in report.timings.items())

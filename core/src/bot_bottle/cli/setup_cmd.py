@@ -8,6 +8,8 @@ from typing import Any
 
 
 def add_parser(sub: Any) -> None:
+    from bot_bottle.contracts.backend import DEFAULT_BACKEND
+
     p = sub.add_parser(
         "setup",
         help="create the local base image (debootstrap, an existing image, or a rootfs tarball)",
@@ -23,39 +25,30 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--suite", default=None, help="Debian suite for debootstrap (default trixie)")
     p.add_argument("--mirror", default=None, help="Debian mirror for debootstrap")
     p.add_argument("--force", action="store_true", help="recreate it even if it exists")
+    p.add_argument(
+        "--backend", default=DEFAULT_BACKEND, help=f"backend plugin (default: {DEFAULT_BACKEND})"
+    )
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from bot_bottle import baseimage
-    from bot_bottle.dockerhost import DockerUnreachable, image_exists
-    from bot_bottle.errors import BotBottleError
-
-    target = baseimage.image_name()
+    from bot_bottle.contracts.backend import BaseImageRequest
+    from bot_bottle.plugins import PluginHost
 
     def progress(line: str) -> None:
         sys.stderr.write(f"  {line}\n")
         sys.stderr.flush()
 
-    try:
-        present = image_exists(target)
-    except DockerUnreachable as exc:
-        raise BotBottleError(str(exc), hint=baseimage.engine_hint()) from None
-    if present and not args.force:
-        print(f"base image {target} already present")
-        return 0
-    if args.from_image:
-        baseimage.from_image(args.from_image, target, progress)
-    elif args.rootfs is not None:
-        baseimage.from_rootfs(args.rootfs, target, progress)
-    else:
-        baseimage.debootstrap(
-            target,
-            progress,
-            suite=args.suite or baseimage.DEFAULT_SUITE,
-            mirror=args.mirror or baseimage.DEFAULT_MIRROR,
-        )
-    print(f"base image {target} created")
+    # The base image is the engine's business: the backend makes it.
+    backend = PluginHost().load().create("backends", args.backend)
+    request = BaseImageRequest(
+        from_image=args.from_image,
+        rootfs=args.rootfs,
+        suite=args.suite,
+        mirror=args.mirror,
+        force=args.force,
+    )
+    print(backend.setup(request, progress))
     return 0

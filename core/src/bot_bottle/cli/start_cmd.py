@@ -51,27 +51,33 @@ def run(args: argparse.Namespace) -> int:
     from bot_bottle.launcher import execute
 
     agent = args.agent or _pick_agent()
-    plan, backend, provider, options = plan_for(args, agent, interactive=True)
+    launch = plan_for(args, agent, interactive=True)
+    plan, backend = launch.plan, launch.backend
     prepared = backend.prepare(plan)
     if args.dry_run:
         if args.json:
-            doc = {"plan": plan.summary()}
-            describe = getattr(prepared, "describe", None)
-            if describe is not None:
-                doc["backend"] = describe()
+            doc = {"plan": plan.summary(), "backend": prepared.describe()}
             json.dump(doc, sys.stdout, indent=2)
             sys.stdout.write("\n")
         else:
-            print_preflight(plan, prepared)
+            print_preflight(plan, prepared, backend)
         return 0
-    print_preflight(plan, prepared)
+    print_preflight(plan, prepared, backend)
     if not args.yes:
         if not sys.stdin.isatty():
             sys.stderr.write("not a terminal: pass --yes to start without confirmation\n")
             return 1
         if input("start? [y/N] ").strip().lower() not in ("y", "yes"):
             return 1
-    report = execute(plan, backend=backend, provider=provider, mode="attach", options=options)
+    # Prepared once: what the preflight showed is what launches.
+    report = execute(
+        plan,
+        backend=backend,
+        provider=launch.provider,
+        mode="attach",
+        options=launch.options,
+        prepared=prepared,
+    )
     if report.preserved:
         sys.stderr.write(f"state kept for {plan.slug} (exit {report.exit_code})\n")
     return report.exit_code

@@ -17,22 +17,36 @@ name guessing, so they also find what a killed run left behind.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from bot_bottle.contracts.common import PluginComponent
+from bot_bottle.contracts.common import HostCheck, PluginComponent
+
+if TYPE_CHECKING:
+    from bot_bottle.contracts.provider import ProviderPlan
+    from bot_bottle.egress.config import EgressConfig
+    from bot_bottle.gitgate.plan import GitGatePlan
+    from bot_bottle.imagebuild import ImageSpec
+    from bot_bottle.manifest.models import Resources
+    from bot_bottle.secrets import Secret
+
+
+#: The backend a launch uses when none is named (``--backend``), and the one
+#: a bottle recorded by a core that did not record its backend ran on.
+DEFAULT_BACKEND = "docker"
 
 
 @runtime_checkable
 class BottlePlan(Protocol):
     """What core hands a backend: the resolved, side-effect-free plan.
 
-    The concrete class lives in core's planning code; backends rely only on
-    these attributes (and may read more through ``getattr`` when a newer core
-    provides them).
+    Core's :class:`bot_bottle.plan.BottlePlan` satisfies it; a backend types
+    its argument with this protocol and reads nothing else, so a plan made
+    by another core version (or a test's own) works as long as it has these.
     """
 
     @property
@@ -47,7 +61,67 @@ class BottlePlan(Protocol):
     def label(self) -> str | None: ...
 
     @property
-    def cwd(self) -> Path | None: ...
+    def cwd(self) -> Path | None:
+        """Host directory to mount as the agent's working directory, if any."""
+        ...
+
+    @property
+    def bottle(self) -> str: ...
+
+    @property
+    def provider_plan(self) -> ProviderPlan:
+        """The provider's decisions: agent user, its home, env placeholders."""
+        ...
+
+    @property
+    def agent_image_spec(self) -> ImageSpec:
+        """What to build for the agent (``provider_kit.agent_image_spec``)."""
+        ...
+
+    @property
+    def agent_image(self) -> str | None:
+        """An image to boot instead of building one (a resumed snapshot)."""
+        ...
+
+    @property
+    def bundle_image(self) -> str | None: ...
+
+    @property
+    def agent_env(self) -> Mapping[str, Secret]: ...
+
+    @property
+    def egress_config(self) -> EgressConfig | None: ...
+
+    @property
+    def gitgate(self) -> GitGatePlan | None: ...
+
+    @property
+    def gitgate_secrets(self) -> Mapping[str, Secret]: ...
+
+    @property
+    def supervise(self) -> bool: ...
+
+    @property
+    def extra_hosts(self) -> Mapping[str, str]:
+        """Names pinned to addresses in the sidecars (never in the agent)."""
+        ...
+
+    @property
+    def upstream_ca(self) -> Path | None:
+        """Host path of the extra CA bundle egress trusts upstream, if any."""
+        ...
+
+    @property
+    def resources(self) -> Resources: ...
+
+    @property
+    def backend_options(self) -> Mapping[str, Any]:
+        """Options for the backend the operator gave (e.g. Docker's ``gvisor``)."""
+        ...
+
+    def bundle_env(self) -> Mapping[str, Secret]:
+        """The sidecars' environment: every credential slot."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -56,6 +130,13 @@ class PreparedBottle:
 
     plan: BottlePlan
     backend: str
+    #: The agent's working directory in the guest (where ``--cwd`` is
+    #: mounted, else its home); providers get it in ``ProvisionContext``.
+    workdir: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """What ``start --dry-run --json`` shows under ``backend``."""
+        return {"workdir": self.workdir}
 
 
 @dataclass(frozen=True)
@@ -73,6 +154,12 @@ class RunningBottle(ABC):
     """A launched bottle; valid only inside ``Backend.launch``'s ``with`` block."""
 
     slug: str
+
+    @property
+    def timings(self) -> Mapping[str, float]:
+        """phase -> seconds the launch took so far (images, files,
+        containers, sidecars); ``--timings`` shows them. Default: none."""
+        return MappingProxyType({})
 
     @abstractmethod
     def exec(
@@ -200,8 +287,37 @@ class EgressControl(ABC):
         after ``since`` (a Unix time), oldest first."""
 
 
+@dataclass(frozen=True)
+class BaseImageRequest:
+    """``bot-bottle setup``: how to make the base image bottles build FROM."""
+
+    #: Use (tag) this existing image, pulled when missing.
+    from_image: str | None = None
+    #: Import this root filesystem tarball.
+    rootfs: Path | None = None
+    #: Otherwise debootstrap this Debian suite from this mirror (None: defaults).
+    suite: str | None = None
+    mirror: str | None = None
+    force: bool = False
+
+
 class Backend(PluginComponent, ABC):
     """Runs bottles. Registered through ``bot_bottle_register_backends``."""
+
+    def host_checks(self) -> list[HostCheck]:
+        """``doctor``'s lines for what this backend needs on the host (its
+        engine, the base image), beyond :meth:`is_available`. Must not raise."""
+        return []
+
+    def setup(self, request: BaseImageRequest, progress: Callable[[str], None]) -> str:
+        """Make what bottles of this backend build from (``bot-bottle
+        setup``); return the one line to print. The default has nothing to do."""
+        return f"backend {self.name} needs no setup"
+
+    def preflight(self, plan: BottlePlan) -> dict[str, str]:
+        """Extra ``name: state`` notes for the launch preflight (may probe the
+        engine; must not change anything)."""
+        return {}
 
     @abstractmethod
     def prepare(self, plan: BottlePlan) -> PreparedBottle:
@@ -215,6 +331,11 @@ class Backend(PluginComponent, ABC):
     @abstractmethod
     def launch(self, prepared: PreparedBottle) -> AbstractContextManager[RunningBottle]:
         """Create the bottle; yield it; tear it down on leaving, in LIFO order.
+
+        Before yielding, copy the bottle CA certificate to the guest path
+        core's ``ProvisionContext.ca_cert_path`` names
+        (:data:`bot_bottle.contracts.provider.GUEST_CA_PATH`), root-owned, mode 0644: the
+        provider's ``provision`` trusts it from there.
 
         Every resource registers its own teardown as soon as it exists, so an
         exception or Ctrl-C in any phase removes what was created. Teardown

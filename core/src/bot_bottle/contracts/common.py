@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,17 @@ class Availability:
     @classmethod
     def no(cls, detail: str, hint: str | None = None) -> Availability:
         return cls(False, detail, hint)
+
+
+@dataclass(frozen=True)
+class HostCheck:
+    """One line of ``bot-bottle doctor``: a prerequisite a plugin checked on
+    this host (its engine, an image it builds from), and what to do about it."""
+
+    level: Literal["OK", "WARN", "FAIL"]
+    what: str
+    detail: str
+    hint: str | None = None
 
 
 class PluginComponent:

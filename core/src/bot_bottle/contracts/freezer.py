@@ -22,6 +22,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot_bottle.contracts.common import PluginComponent
@@ -106,3 +107,22 @@ class Freezer(PluginComponent, ABC):
     @abstractmethod
     def remove(self, image: FrozenImage) -> None:
         """Delete a frozen image that is no longer wanted."""
+
+    def derive(
+        self,
+        ref: str,
+        recipe: Callable[[str], str],
+        *,
+        repository: str,
+        extra_ca: Path | None,
+        progress: Callable[[str], None],
+    ) -> str:
+        """Build (or reuse: content-tagged) an image from frozen image ``ref``
+        and return its ref. ``recipe(user)`` is the build file (Dockerfile
+        syntax, ``FROM ${BASE_IMAGE}``) given the ``USER`` ``ref`` runs as;
+        resume uses it to apply approved capability blocks. A freezer that
+        cannot build says so (the default)."""
+        raise BotBottleError(
+            f"the {self.name} freezer cannot apply capability blocks to a snapshot",
+            hint="resume the snapshot without them, or use a backend that builds images",
+        )

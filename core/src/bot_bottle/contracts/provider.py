@@ -23,6 +23,14 @@ if TYPE_CHECKING:
     from bot_bottle.secrets import Secret
 
 
+#: Where the backend copies the bottle CA in the guest (``ca_cert_path``). Debian's
+#: ``update-ca-certificates`` reads ``/usr/local/share/ca-certificates/*.crt``,
+#: and a fixed path lets a plan point client variables
+#: (``NODE_EXTRA_CA_CERTS``, ``CODEX_CA_CERTIFICATE``, ...) at it before the
+#: bottle exists.
+GUEST_CA_PATH = "/usr/local/share/ca-certificates/bot-bottle-ca.crt"
+
+
 @dataclass(frozen=True)
 class ImageSpec:
     """How to build the agent image. ``context`` defaults to the Dockerfile's folder."""
@@ -62,10 +70,10 @@ class ProviderPlan:
 class ProvisionContext:
     """Launch-time facts the provider needs to provision a bottle.
 
-    Before ``provision`` is called the launcher has copied the bottle CA to
-    ``ca_cert_path`` (root-owned, 0644) and set the agent's proxy variables
-    and CA variables; :mod:`bot_bottle.provisioning` has the common steps
-    (trust store, git config, skills, prompt).
+    Before ``provision`` is called the backend's ``launch`` has copied the
+    bottle CA to ``ca_cert_path`` (root-owned, 0644) and the plan has set the
+    agent's proxy and CA variables; :mod:`bot_bottle.provider_kit` has the
+    common steps (trust store, git config, skills, prompt).
     """
 
     plan: ProviderPlan
@@ -89,8 +97,6 @@ class ProvisionContext:
     #: The agent's working directory in the guest (where ``--cwd`` is mounted),
     #: e.g. for a client that asks to trust the folder it starts in.
     workdir: str | None = None
-    #: The bottle's display colour, if the operator chose one.
-    color: str | None = None
 
 
 class AgentProvider(PluginComponent, ABC):
@@ -103,6 +109,13 @@ class AgentProvider(PluginComponent, ABC):
     #: else from the built object, and validates the options as strict JSON:
     #: strings become ``Path``/enums, YAML's ``yes`` is not a bool.
     options_model: ClassVar[type[BaseModel]]
+
+    def host_skills_dir(self, host_env: Mapping[str, str]) -> Path:
+        """The host directory the bottle's and agent's ``skills:`` names are
+        read from (``<dir>/<name>``). The default is ``~/.claude/skills``,
+        where Agent Skills are installed by convention; a provider whose
+        client keeps them elsewhere says so here."""
+        return Path(host_env.get("HOME") or "~").expanduser() / ".claude" / "skills"
 
     @abstractmethod
     def image(self, options: BaseModel) -> ImageSpec:

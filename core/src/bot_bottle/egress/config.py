@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from bot_bottle.errors import BotBottleError
+from bot_bottle.names import HOSTNAME_RE
 
 #: The config's format version; a sidecar refuses a file it does not understand.
 CONFIG_VERSION = 1
@@ -36,8 +37,6 @@ DEFAULT_PORTS: tuple[int, ...] = (443, 80)
 
 # A DNS name: labels of letters, digits and hyphens (underscore tolerated for
 # service names), not starting or ending with a hyphen.
-_LABEL = r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)"
-_HOSTNAME_RE = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
 
 
 class EgressConfigError(BotBottleError):
@@ -58,7 +57,7 @@ def normalize_host(value: str) -> str:
             f"{value!r} is an IP address; routes name hosts (pin a private host's "
             "address with extra_hosts instead)"
         )
-    if not _HOSTNAME_RE.match(host) or len(host) > 253:
+    if not HOSTNAME_RE.match(host):
         raise ValueError(f"{value!r} is not a valid host name")
     return host
 

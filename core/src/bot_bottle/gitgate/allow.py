@@ -44,7 +44,7 @@ class AllowError(BotBottleError):
 
 def host_dir(slug: str) -> Path:
     """The running bottle's allow directory on the host (mounted read-only
-    into the bundle at ``sidecar_layout.GATE_ALLOW_DIR``)."""
+    into the bundle at ``bot_bottle_sidecars.layout.GATE_ALLOW_DIR``)."""
     from bot_bottle.state import StateDir
 
     return StateDir.for_slug(slug).run_dir / "gate-allow"
@@ -117,7 +117,7 @@ def allowed_ids(path: Path) -> frozenset[str]:
 def add(directory: Path, finding: str, *, rule: str = "", comment: str = "") -> AllowEntry:
     """Add ``finding`` to the allow list in ``directory`` (atomic replace:
     the directory is bind-mounted, so git-gate sees the new file at once)."""
-    from bot_bottle.supervise_queue import atomic_write
+    from bot_bottle.contracts.supervise import atomic_write
 
     check_finding_id(finding)
     if len(comment) > MAX_COMMENT:

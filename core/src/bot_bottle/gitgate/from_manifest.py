@@ -3,7 +3,7 @@
 Maps the effective bottle's ``git_gate.repos[]`` (:class:`~bot_bottle.manifest.GitRepo`,
 after ``extends:``) onto :class:`~bot_bottle.gitgate.spec.GateRepoSpec`, and the
 ``key`` block onto :class:`~bot_bottle.gitgate.spec.GateKey`: the seam between
-the manifest and :class:`~bot_bottle.gitgate.keys.GateKeys`, which stages the key
+the manifest and :class:`~bot_bottle_sidecars.launch.keys.GateKeys`, which stages the key
 at launch (``static``: the host file, read then; a provisioner plugin: created
 then, with the options as written next to ``provider:``, and revoked at teardown).
 
@@ -14,19 +14,9 @@ generated scripts), and a refusal there names the bottle and the repo.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import PurePath
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from bot_bottle.gitgate.config import DEFAULT_CONNECT_TIMEOUT
-from bot_bottle.gitgate.plan import (
-    DEFAULT_GATE_HOST,
-    DEFAULT_GATE_PORT,
-    DEFAULT_SIDECAR_ROOT,
-    GitGatePlan,
-    plan_git_gate,
-)
 from bot_bottle.gitgate.spec import STATIC_PROVIDER, GateKey, GateRepoSpec, GitGateError
 
 if TYPE_CHECKING:
@@ -69,29 +59,3 @@ def gate_repo_spec(repo: GitRepo, *, bottle: str = "bottle") -> GateRepoSpec:
 def gate_repo_specs(bottle: Bottle) -> list[GateRepoSpec]:
     """Every repo of the effective bottle, in declaration order."""
     return [gate_repo_spec(repo, bottle=bottle.name) for repo in bottle.repos]
-
-
-def git_gate_from_manifest(
-    bottle: Bottle,
-    *,
-    gate_host: str = DEFAULT_GATE_HOST,
-    gate_port: int = DEFAULT_GATE_PORT,
-    sidecar_root: PurePath | str = DEFAULT_SIDECAR_ROOT,
-    detectors: Sequence[str] | None = None,
-    connect_timeout: int = DEFAULT_CONNECT_TIMEOUT,
-) -> GitGatePlan:
-    """The git-gate plan for ``bottle`` (:func:`~bot_bottle.gitgate.plan.plan_git_gate`).
-
-    ``plan.enabled`` is false for a bottle without repos: launch no gate then.
-    The upstreams' ``extra_hosts`` pins are the backend's to apply
-    (:meth:`Bottle.sidecar_extra_hosts`); the manifest has no per-gate
-    detector selection, so ``detectors`` defaults to every installed one.
-    """
-    return plan_git_gate(
-        gate_repo_specs(bottle),
-        gate_host=gate_host,
-        gate_port=gate_port,
-        sidecar_root=sidecar_root,
-        detectors=detectors,
-        connect_timeout=connect_timeout,
-    )

@@ -21,7 +21,13 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from bot_bottle.errors import BotBottleError
+
+if TYPE_CHECKING:
+    from bot_bottle.contracts.keys import KeyProvisioner
+    from bot_bottle.plugins import PluginHost
 
 LEDGER_DIR = "deploy-keys"
 
@@ -135,3 +141,53 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """What a log line and a record say about a failed key operation."""
+    if isinstance(exc, BotBottleError):
+        return exc.message
+    return type(exc).__name__
+
+
+def revoke_recorded(host: PluginHost, ledger: KeyLedger, entry: LedgerEntry) -> str | None:
+    """Revoke the key ``entry`` records (``cleanup``'s path: the launcher that
+    made it is gone). Returns None when done, else the reason, which is also
+    written to the record so the next ``cleanup`` tries again."""
+    from pydantic import ValidationError
+
+    from bot_bottle.contracts.keys import KeyRequest
+    from bot_bottle.log import get_logger
+
+    rec = entry.record
+    try:
+        provisioner: KeyProvisioner = host.create("key_provisioners", rec.provisioner)
+        options = provisioner.options_model.model_validate(dict(rec.options))
+        request = KeyRequest(
+            bottle_slug=rec.bottle_slug,
+            repo_name=rec.repo_name,
+            host=rec.host,
+            path=rec.path,
+            options=options,
+            read_only=rec.read_only,
+        )
+        # No id: the launcher died while the forge was answering. The title
+        # names the bottle and repo, so the forge's list finds the key.
+        ids = [rec.key_id] if rec.key_id else provisioner.find_keys(request)
+        for key_id in ids:
+            provisioner.revoke(request, key_id)
+    except ValidationError:
+        reason = f"the recorded options are no longer valid for {rec.provisioner!r}"
+    except Exception as exc:
+        reason = failure_reason(exc)
+    else:
+        ledger.done(entry)
+        get_logger("bot_bottle.gitgate").info(
+            "orphan git-gate key revoked", bottle=rec.bottle_slug, repo=rec.repo_name
+        )
+        return None
+    ledger.failed(entry, reason)
+    get_logger("bot_bottle.gitgate").error(
+        "orphan git-gate key NOT revoked", bottle=rec.bottle_slug, reason=reason
+    )
+    return reason

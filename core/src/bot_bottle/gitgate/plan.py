@@ -4,12 +4,13 @@ From the declared repos it derives
 
 * the daemon's config file (:class:`~bot_bottle.gitgate.config.GateConfig`,
   paths and public data only),
-* one pinned ``known_hosts`` file per repo (no TOFU: DESIGN §6, invariant 7),
+* one pinned ``known_hosts`` file per repo (never trust-on-first-use: a
+  forged host on the first connection would get the deploy key's pushes),
 * the agent's git config: ``url.<gate>.insteadOf <upstream>`` for each repo.
   ``insteadOf`` (not ``pushInsteadOf``) so that clone, fetch, pull and
   ls-remote go through the gate too, not only push,
 * where each repo's key must appear inside the sidecar (:class:`KeyPlan`);
-  the key itself is staged at launch by :mod:`bot_bottle.gitgate.keys`.
+  the key itself is staged at launch by :mod:`bot_bottle_sidecars.launch.keys`.
 """
 
 from __future__ import annotations
@@ -139,7 +140,8 @@ def plan_git_gate(
     """Compute the git-gate plan. Pure: reads no files, contacts nothing.
 
     Key files are *not* checked here: provisioned keys exist only at launch,
-    and checking static ones at plan time broke exactly that (LESSONS).
+    and a static key may be made just before it (by a script or a secrets
+    manager), so a check at plan time would refuse a launch that works.
     """
     specs = tuple(repos)
     for spec in specs:

@@ -7,8 +7,8 @@ The manifest's effective repo maps onto it one to one::
                  key=GateKey(r.key.provider, r.key.options))
  Names and URLs end up in paths, git
 config, argv and generated shell scripts, so they are checked here with
-allow-lists; quoting in the generated scripts is only the backstop
-(DESIGN §6, invariant 6).
+allow-lists; quoting in the generated scripts is only the backstop (a
+manifest value that reached a script unchecked would be a command there).
 """
 
 from __future__ import annotations
@@ -24,15 +24,11 @@ from types import MappingProxyType
 from typing import Any
 
 from bot_bottle.errors import BotBottleError
-from bot_bottle.names import hostile_char
+from bot_bottle.names import HOSTNAME_RE, hostile_char
 
 #: A repo name becomes a directory (``<name>.git``), a URL path and a hook argument.
 REPO_NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 _USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
-_HOSTNAME_RE = re.compile(
-    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
-)
 _PATH_RE = re.compile(r"^/[A-Za-z0-9._~+/-]+$")
 _SSH_URL_RE = re.compile(
     r"^ssh://(?P<user>[^@/]+)@(?P<host>\[[^\]/]+\]|[^:/]+)(?::(?P<port>[0-9]{1,5}))?(?P<path>/.*)$",
@@ -147,7 +143,7 @@ def _check_host(host: str, value: str, hint: str) -> str:
             raise GitGateError(
                 f"git-gate url {value!r}: {host!r} is not an IPv6 address", hint=hint
             ) from None
-    if _HOSTNAME_RE.match(host):
+    if HOSTNAME_RE.match(host):
         return host.lower()
     try:
         return str(ipaddress.IPv4Address(host))

@@ -35,19 +35,14 @@ from pydantic_core import PydanticCustomError
 
 from bot_bottle.errors import BotBottleError
 from bot_bottle.gitgate import spec as gate_spec
-from bot_bottle.names import hostile_char
+from bot_bottle.names import ENV_NAME_RE, HOSTNAME_RE, hostile_char
 
 # -- names ------------------------------------------------------------------
 
 #: A bottle or agent name is its file name without ``.md``.
 #: Anchored with ``\Z``: ``$`` also matches before a final newline.
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]*\Z")
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 SKILL_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*\Z")
-HOSTNAME_RE = re.compile(
-    r"^(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z"
-)
 HTTP_METHOD_RE = re.compile(r"^[A-Z]+\Z")
 HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")  # RFC 9110 token
 
@@ -357,8 +352,9 @@ class KeySpec(ManifestModel):
 class StaticKeyOptions(ManifestModel):
     """Options of core's ``static`` key: a private key file on the host.
 
-    Not checked for existence here: the file is read at launch, and
-    checking at parse time broke keys that appear only then (LESSONS).
+    Not checked for existence here: the file is read at launch, and a key
+    made just before it (by a script, a secrets manager) must not fail a
+    manifest that is checked earlier.
     """
 
     path: HostPath

@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bot_bottle.contracts.supervise import SLUG_RE, SuperviseQueue
 from bot_bottle.paths import home_dir
 from bot_bottle.state import StateDir, all_states, state_root
-from bot_bottle.supervise_queue import SLUG_RE, SuperviseQueue
 
 #: Colours a bottle is shown in (stable per slug), readable on dark and light.
 PALETTE = ("cyan", "magenta", "green", "yellow", "blue", "red", "bright_cyan", "bright_magenta")

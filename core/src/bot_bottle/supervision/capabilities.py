@@ -15,8 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from bot_bottle.contracts.supervise import atomic_write
 from bot_bottle.errors import BotBottleError
-from bot_bottle.supervise_queue import atomic_write
 
 FILENAME = "capabilities.json"
 #: What the console shows before the operator approves, and what

@@ -26,9 +26,9 @@ from pydantic import ValidationError
 
 from bot_bottle import audit
 from bot_bottle.contracts.backend import EgressControl
+from bot_bottle.contracts.supervise import atomic_write
 from bot_bottle.egress.config import EgressConfig, EgressConfigError, Route
 from bot_bottle.errors import BotBottleError
-from bot_bottle.supervise_queue import atomic_write
 
 if TYPE_CHECKING:
     from bot_bottle.plugins import PluginHost

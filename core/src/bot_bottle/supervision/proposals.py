@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot_bottle import audit
 from bot_bottle.contracts.backend import EgressControl
-from bot_bottle.errors import BotBottleError
-from bot_bottle.supervise_queue import (
+from bot_bottle.contracts.supervise import (
     CapabilityBlockPayload,
     Decision,
     EgressRoutePayload,
@@ -28,6 +27,7 @@ from bot_bottle.supervise_queue import (
     Response,
     check_proposal_id,
 )
+from bot_bottle.errors import BotBottleError
 from bot_bottle.supervision import capabilities, live_egress
 from bot_bottle.supervision.bottles import BottleInfo, list_bottles
 
@@ -186,7 +186,7 @@ def approve(
             edited=dockerfile is not None,
             comment=comment or None,
         )
-        from bot_bottle.supervise_queue import now
+        from bot_bottle.contracts.supervise import now
 
         capabilities.record_capability(
             view.bottle.state_dir, proposal_id, text, at=now(), comment=comment

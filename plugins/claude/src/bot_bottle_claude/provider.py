@@ -11,6 +11,7 @@ travels in ``x-api-key``, which egress leaves alone).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 from collections.abc import Mapping, Sequence
@@ -98,19 +99,19 @@ class ClaudeProvider(AgentProvider):
             prompt_path=PROMPT_PATH,
         )
 
+    def host_skills_dir(self, host_env: Mapping[str, str]) -> Path:
+        # Claude Code's own skills folder: the skills it runs on the host.
+        return Path(host_env.get("HOME") or "~").expanduser() / ".claude" / "skills"
+
     def provision(self, bottle: RunningBottle, ctx: ProvisionContext) -> None:
         plan = ctx.plan
-        kit.install_ca(bottle, ctx)
-        kit.copy_skills(bottle, plan, ctx.skills, plan.skills_dir or SKILLS_DIR)
-        if ctx.prompt.strip():
-            kit.write_file(bottle, plan, plan.prompt_path or PROMPT_PATH, ctx.prompt)
+        kit.prologue(bottle, ctx, skills_dir=SKILLS_DIR, prompt_path=PROMPT_PATH)
         label = kit.printable(ctx.label or "bot-bottle")
-        colour = kit.colour_for(ctx.label, getattr(ctx, "color", None))
+        colour = colour_for(ctx.label)
         kit.write_file(bottle, plan, STATUSLINE_PATH, statusline_script(label, colour), mode=0o755)
         kit.write_file(bottle, plan, SETTINGS_PATH, json.dumps(settings(), indent=2) + "\n")
         # Written before `claude mcp add`, which merges its entry into it.
-        # The working directory is a launch fact newer cores pass along.
-        trusted = [plan.guest_home, *(d for d in (getattr(ctx, "workdir", None),) if d)]
+        trusted = [plan.guest_home, *(d for d in (ctx.workdir,) if d)]
         kit.write_file(
             bottle, plan, STATE_PATH, json.dumps(state(trusted), indent=2) + "\n", mode=0o600
         )
@@ -170,6 +171,29 @@ def state(trusted: Sequence[str] = ()) -> dict[str, object]:
     }
 
 
+#: Named colours (Claude Code's sub-agent palette) as 256-colour indices.
+COLOURS: Mapping[str, int] = {
+    "red": 196,
+    "orange": 208,
+    "yellow": 220,
+    "green": 40,
+    "cyan": 44,
+    "blue": 33,
+    "purple": 135,
+    "pink": 205,
+}
+
+
+def colour_for(label: str | None, colour: str | None = None) -> str:
+    """``colour`` when it is a known name, else one derived from the label,
+    so one bottle keeps its colour from launch to launch."""
+    if colour and colour.lower() in COLOURS:
+        return colour.lower()
+    names = sorted(COLOURS)
+    digest = hashlib.sha256((label or "").encode()).digest()
+    return names[digest[0] % len(names)]
+
+
 def statusline_script(label: str, colour: str) -> str:
     """The status-line command: the label as a coloured badge.
 
@@ -177,7 +201,7 @@ def statusline_script(label: str, colour: str) -> str:
     The label is quoted (it comes from the operator, but a generated script
     quotes every value).
     """
-    code = kit.COLOURS[colour]
+    code = COLOURS[colour]
     return (
         "#!/bin/sh\n"
         "# Written by bot-bottle: the bottle's label in Claude Code's status line.\n"

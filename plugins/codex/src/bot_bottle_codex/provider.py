@@ -113,10 +113,7 @@ class CodexProvider(AgentProvider):
 
     def provision(self, bottle: RunningBottle, ctx: ProvisionContext) -> None:
         plan = ctx.plan
-        kit.install_ca(bottle, ctx)
-        kit.copy_skills(bottle, plan, ctx.skills, plan.skills_dir or SKILLS_DIR)
-        if ctx.prompt.strip():
-            kit.write_file(bottle, plan, plan.prompt_path or PROMPT_PATH, ctx.prompt)
+        kit.prologue(bottle, ctx, skills_dir=SKILLS_DIR, prompt_path=PROMPT_PATH)
         kit.write_file(bottle, plan, CONFIG_PATH, config_toml())
         auth = getattr(plan, "agent_auth_json", None)
         if auth:

@@ -29,9 +29,9 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Input, Label, Static, TextArea
 
+from bot_bottle.contracts.supervise import CapabilityBlockPayload, ProposalStatus
 from bot_bottle.errors import BotBottleError
 from bot_bottle.paths import home_dir
-from bot_bottle.supervise_queue import CapabilityBlockPayload, ProposalStatus
 from bot_bottle.supervision import live_egress, proposals
 from bot_bottle.supervision.bottles import BottleInfo, list_bottles
 from bot_bottle.termtext import visible

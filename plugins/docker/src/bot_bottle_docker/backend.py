@@ -1,7 +1,7 @@
 """The Docker backend.
 
-Network design (DESIGN §5; deviation from issue 8's wording, stricter): the
-agent container gets **no network** (``network_mode="none"``: loopback
+Network design (stricter than an ``--internal`` network, for the reason
+below): the agent container gets **no network** (``network_mode="none"``: loopback
 only). A container on an ``--internal`` network still reaches every address
 of the host (tests/test_docker_engine.py measures it), and Docker's embedded
 resolver forwards outside names to the host's resolver; with no interface
@@ -38,21 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bot_bottle.contracts.backend import (
-    ActiveBottle,
-    Backend,
-    CleanupItem,
-    DaemonState,
-    EgressControl,
-    PreparedBottle,
-    RunningBottle,
-)
-from bot_bottle.contracts.common import Availability
-from bot_bottle.errors import BotBottleError
-from bot_bottle.log import get_logger
-from bot_bottle.manifest.models import Limits, memory_bytes
-from bot_bottle.plan import BottlePlan
-from bot_bottle.sidecar_layout import (
+from bot_bottle_sidecars.layout import (
     AGENT_READY,
     BUNDLE_READY,
     CA_DIR,
@@ -73,6 +59,22 @@ from bot_bottle.sidecar_layout import (
     endpoints,
     shared_dir_users,
 )
+
+from bot_bottle.contracts.backend import (
+    ActiveBottle,
+    Backend,
+    BaseImageRequest,
+    BottlePlan,
+    CleanupItem,
+    DaemonState,
+    EgressControl,
+    PreparedBottle,
+    RunningBottle,
+)
+from bot_bottle.contracts.common import Availability, HostCheck
+from bot_bottle.errors import BotBottleError
+from bot_bottle.log import get_logger
+from bot_bottle.manifest.models import Limits, memory_bytes
 from bot_bottle.state import StateDir, home_id, launcher_gone, launcher_id, now_iso
 from bot_bottle.teardown import Teardown
 from bot_bottle.termtext import visible
@@ -177,7 +179,7 @@ class DockerBackend(Backend):
         self.progress: Callable[[str], None] = _stderr_progress
 
     def is_available(self) -> Availability:
-        from bot_bottle.dockerhost import DockerUnreachable, probe
+        from bot_bottle_docker.dockerhost import DockerUnreachable, probe
 
         try:
             # A busy engine answers /info slowly (seconds, with many
@@ -190,11 +192,84 @@ class DockerBackend(Backend):
             f"Docker {info.version} (runtimes: {runtimes}); gVisor: {_gvisor_doctor(info)}"
         )
 
+    def host_checks(self) -> list[HostCheck]:
+        """The engine and the base image, as ``doctor`` shows them."""
+        from bot_bottle_docker.baseimage import engine_hint, image_name, setup_hint
+        from bot_bottle_docker.dockerhost import DockerUnreachable, image_exists, probe
+
+        try:
+            info = probe()
+        except DockerUnreachable as exc:
+            engine = HostCheck("FAIL", "docker", str(exc), engine_hint())
+        else:
+            runtimes = f", runtimes: {', '.join(info.runtimes)}" if info.runtimes else ""
+            engine = HostCheck(
+                "OK",
+                "docker",
+                f"Docker {info.version} (API {info.api_version}) at {info.host}{runtimes}",
+            )
+        name = image_name()
+        try:
+            present = image_exists(name)
+        except DockerUnreachable as exc:
+            base = HostCheck(
+                "WARN", "base image", f"cannot check {name}: {exc}", "start Docker first"
+            )
+        else:
+            base = (
+                HostCheck("OK", "base image", f"{name} is present")
+                if present
+                else HostCheck(
+                    "FAIL",
+                    "base image",
+                    f"{name} is missing: every bottle image builds FROM it",
+                    setup_hint(),
+                )
+            )
+        return [engine, base]
+
+    def setup(self, request: BaseImageRequest, progress: Callable[[str], None]) -> str:
+        from bot_bottle_docker import baseimage
+        from bot_bottle_docker.dockerhost import DockerUnreachable, image_exists
+
+        target = baseimage.image_name()
+        try:
+            present = image_exists(target)
+        except DockerUnreachable as exc:
+            raise BotBottleError(str(exc), hint=baseimage.engine_hint()) from None
+        if present and not request.force:
+            return f"base image {target} already present"
+        if request.from_image:
+            baseimage.from_image(request.from_image, target, progress)
+        elif request.rootfs is not None:
+            baseimage.from_rootfs(request.rootfs, target, progress)
+        else:
+            baseimage.debootstrap(
+                target,
+                progress,
+                suite=request.suite or baseimage.DEFAULT_SUITE,
+                mirror=request.mirror or baseimage.DEFAULT_MIRROR,
+            )
+        return f"base image {target} created"
+
+    def preflight(self, plan: BottlePlan) -> dict[str, str]:
+        if not _use_gvisor(plan):
+            return {"gvisor": "off (--no-gvisor)"}
+        from bot_bottle_docker.dockerhost import DockerUnreachable, probe
+
+        try:
+            runtimes = probe(timeout=2.0).runtimes
+        except DockerUnreachable:
+            return {"gvisor": "unknown (engine unreachable)"}
+        if "runsc" not in runtimes:
+            return {"gvisor": "not registered (runc)"}
+        return {
+            "gvisor": "runsc registered (used if the launch probe shows a bottle works under it)"
+        }
+
     # -- prepare (pure) ------------------------------------------------------------
 
-    def prepare(self, plan: Any) -> DockerPrepared:
-        if not isinstance(plan, BottlePlan):
-            raise BotBottleError("the docker backend needs core's BottlePlan")
+    def prepare(self, plan: BottlePlan) -> DockerPrepared:
         prefix = f"bb-{plan.slug}"
         labels = {
             L_SLUG: plan.slug,
@@ -224,7 +299,6 @@ class DockerBackend(Backend):
         if not isinstance(prepared, DockerPrepared):
             raise BotBottleError("launch needs what DockerBackend.prepare returned")
         plan = prepared.plan
-        assert isinstance(plan, BottlePlan)
         client = _client()  # before anything is created: a clear error, nothing to undo
         timings: dict[str, float] = {}
         t0 = time.monotonic()
@@ -239,7 +313,7 @@ class DockerBackend(Backend):
             run_dir = state.run_dir
             etc, sock = run_dir / "etc", run_dir / "sock"
             # supervise's queue where the host-side tooling (SuperviseQueue) looks for it.
-            from bot_bottle.supervise_queue import default_queue_dir
+            from bot_bottle.contracts.supervise import default_queue_dir
 
             queue = default_queue_dir(plan.slug)
             # Logs and proposals outlive the bottle (bot-bottle logs, cleanup's retention).
@@ -253,107 +327,25 @@ class DockerBackend(Backend):
             down.push("history", lambda: history.end(queue))
             down.push("runtime files", lambda: shutil.rmtree(run_dir, ignore_errors=True))
             self._write_files(plan, etc, sock, queue)
-            workspace = None
-            git_dirs_at_launch: dict[str, str] = {}
-            guarded: list[tuple[Path, str, str]] = []
-            if plan.cwd is not None:
-                workspace = workspace_git.prepare(plan.cwd, state.path, plan.slug)
-                if workspace.config_guarded:
-                    names = ", ".join(visible(n) for n in workspace.config_guarded[:10])
-                    self.progress(f"read-only in the bottle (your git config runs them): {names}")
-                if workspace.host_git is None:
-                    self.progress(
-                        "the --cwd directory is not a git repository: the agent's commits "
-                        "stay in the bottle and are discarded with it"
-                    )
-                git_dirs_at_launch = nested_git.git_dirs(plan.cwd)
-                if workspace.host_git is not None and workspace.host_owner is not None:
-                    guarded = worktree_guards.guards(
-                        plan.cwd, workspace.host_git, workspace.host_owner
-                    )
-                    hooks = worktree_guards.active_hooks(
-                        plan.cwd, workspace.host_git, workspace.host_owner
-                    )
-                    if hooks:
-                        self.progress(
-                            f"warning: {visible(str(plan.cwd))} has git hooks "
-                            f"({', '.join(visible(h) for h in hooks[:8])}); files they read "
-                            "from the working tree (a .pre-commit-config.yaml, a Makefile, "
-                            "package.json scripts) are the agent's to change: review its "
-                            "edits before you commit there"
-                        )
+            workspace, git_dirs_at_launch, guarded = self._prepare_workspace(plan, state)
             keys_dir = run_dir / "keys"
-            if plan.gitgate is not None and plan.gitgate.enabled:
-                from bot_bottle.gitgate.keys import GateKeys
-
-                keys = GateKeys(plan.gitgate, keys_dir, bottle_slug=plan.slug)
-                down.push("git-gate keys", keys.close)  # revokes provisioned keys
-                keys.stage()
-            else:
-                keys_dir.mkdir(mode=0o700, exist_ok=True)
+            self._stage_keys(plan, keys_dir, down)
             timings["files"] = time.monotonic() - t
 
             t = time.monotonic()
             labels = {**prepared.labels, L_STARTED: now_iso()}
 
             def start_bundle() -> Any:
-                network = client.networks.create(
-                    prepared.network, driver="bridge", labels={**labels, L_ROLE: "egress-network"}
-                )
-                down.push(f"network {prepared.network}", network.remove)
-                bundle = client.containers.create(
-                    bundle_tag,
-                    name=prepared.bundle_name,
-                    network=prepared.network,
-                    extra_hosts=bundle_hosts(plan),
-                    environment={k: v.reveal() for k, v in plan.bundle_env().items()},
-                    volumes={
-                        str(etc): {"bind": ETC, "mode": "ro"},
-                        # Under a root-only directory: init copies them for
-                        # egress and git-gate into the tmpfs mounts below.
-                        str(run_dir / "ca"): {"bind": SECRETS_CA, "mode": "ro"},
-                        str(keys_dir): {"bind": SECRETS_GATE_KEYS, "mode": "ro"},
-                        str(queue): {"bind": QUEUE_DIR, "mode": "rw"},
-                        # init (root) alone writes here; the agent never mounts it.
-                        str(history.logs_dir): {"bind": LOG_DIR, "mode": "rw"},
-                        # The operator's git-gate overrides: the host writes, git-gate reads.
-                        str(run_dir / "gate-allow"): {"bind": GATE_ALLOW_DIR, "mode": "ro"},
-                        str(sock): {"bind": SOCK_DIR, "mode": "rw"},
-                    },
-                    tmpfs={CA_DIR: PRIVATE_TMPFS, GATE_KEYS: PRIVATE_TMPFS},
-                    labels={**labels, L_ROLE: "sidecars"},
-                    **cgroup_limits(plan.resources.bundle),
-                    cap_drop=["ALL"],
-                    cap_add=BUNDLE_CAPS,
-                    security_opt=["no-new-privileges"],
-                    detach=True,
-                )
-                down.push(f"container {prepared.bundle_name}", lambda: _remove(bundle))
-                bundle.start()
-                return bundle
+                mounts = (run_dir, keys_dir, queue, history.logs_dir)
+                return self._start_bundle(client, prepared, labels, bundle_tag, mounts, down)
 
-            relay_user = DAEMON_USERS["relay"]
             kept: list[DockerRunningBottle] = []
 
             def start_agent() -> tuple[Any, Any]:
-                runtime = gvisor_runtime(client, bundle_tag, self.progress) if plan.gvisor else None
+                use = _use_gvisor(plan)
+                runtime = gvisor_runtime(client, bundle_tag, self.progress) if use else None
                 agent_env = {k: v.reveal() for k, v in plan.agent_env.items()}
-                volumes = {}
-                if plan.cwd is not None and workspace is not None:
-                    volumes[str(plan.cwd)] = {"bind": WORKSPACE, "mode": "rw"}
-                    volumes.update(workspace.volumes())
-                    for src, dest, mode in guarded:
-                        volumes[str(src)] = {"bind": dest, "mode": mode}
-                    volumes = _one_mount_per_target(volumes)
-                    if workspace.created_mountpoint:
-                        # The engine creates /workspace/.git on the host for the mount.
-                        down.push("workspace .git mountpoint", workspace.remove_mountpoint)
-                    # Pushed before the container: runs once it is gone.
-                    cwd = plan.cwd
-                    down.push(
-                        "disarm git dirs the agent left",
-                        lambda: self._disarm_git_dirs(cwd, git_dirs_at_launch),
-                    )
+                volumes = self._agent_volumes(plan, workspace, guarded, git_dirs_at_launch, down)
                 agent = client.containers.create(
                     agent_tag,
                     command=["sleep", "infinity"],
@@ -391,24 +383,7 @@ class DockerBackend(Backend):
                         "bring back the agent's commits",
                         lambda: self._bring_back(ws, prepared.agent_name, user, plan, guarded),
                     )
-                relay = client.containers.create(
-                    bundle_tag,
-                    entrypoint=agent_relay_argv(plan),
-                    command=[],
-                    name=prepared.relay_name,
-                    network_mode=f"container:{agent.id}",
-                    volumes={str(sock): {"bind": SOCK_DIR, "mode": "rw"}},
-                    labels={**labels, L_ROLE: "relay"},
-                    **cgroup_limits(plan.resources.relay),
-                    # The same user as the bundle's relay daemon, which owns
-                    # the sockets; no capability (its ports are above 1024).
-                    user=f"{relay_user.uid}:{relay_user.uid}",
-                    cap_drop=["ALL"],
-                    security_opt=["no-new-privileges", seccomp_opt()],
-                    detach=True,
-                )
-                down.push(f"container {prepared.relay_name}", lambda: _remove(relay))
-                relay.start()
+                relay = self._start_relay(client, prepared, labels, bundle_tag, agent, sock, down)
                 return agent, relay
 
             # The bundle (slowest to boot: mitmproxy, MCP) and the agent side
@@ -432,17 +407,173 @@ class DockerBackend(Backend):
                 user=plan.provider_plan.user,
                 workdir=prepared.workdir,
                 wait_ready=lambda: self._wait_ready(sock, bundle, relay),
+                timings=timings,
             )
-            bottle.timings = timings
             kept.append(bottle)
             # The CA the agent trusts: in place before the provider provisions.
-            from bot_bottle.plan import GUEST_CA_PATH
+            from bot_bottle.contracts.provider import GUEST_CA_PATH
 
             bottle.copy_in(run_dir / "ca" / "bot-bottle-ca.crt", GUEST_CA_PATH, mode=0o644)
             if plan.cwd is not None:
                 self._match_workspace_owner(bottle, plan.provider_plan.user)
             yield bottle
         log.debug("teardown", slug=plan.slug, seconds=round(down.seconds, 3))
+
+    def _agent_volumes(
+        self,
+        plan: BottlePlan,
+        workspace: workspace_git.WorkspaceGit | None,
+        guarded: Sequence[tuple[Path, str, str]],
+        git_dirs_at_launch: dict[str, str],
+        down: Teardown,
+    ) -> dict[str, dict[str, str]]:
+        """The agent's mounts: ``--cwd`` with its git guards (none without
+        it); registers what undoes them once the agent container is gone."""
+        volumes: dict[str, dict[str, str]] = {}
+        if plan.cwd is not None and workspace is not None:
+            volumes[str(plan.cwd)] = {"bind": WORKSPACE, "mode": "rw"}
+            volumes.update(workspace.volumes())
+            for src, dest, mode in guarded:
+                volumes[str(src)] = {"bind": dest, "mode": mode}
+            volumes = _one_mount_per_target(volumes)
+            if workspace.created_mountpoint:
+                # The engine creates /workspace/.git on the host for the mount.
+                down.push("workspace .git mountpoint", workspace.remove_mountpoint)
+            # Pushed before the container: runs once it is gone.
+            cwd = plan.cwd
+            down.push(
+                "disarm git dirs the agent left",
+                lambda: self._disarm_git_dirs(cwd, git_dirs_at_launch),
+            )
+        return volumes
+
+    def _start_relay(
+        self,
+        client: docker.DockerClient,
+        prepared: DockerPrepared,
+        labels: Mapping[str, str],
+        bundle_tag: str,
+        agent: Any,
+        sock: Path,
+        down: Teardown,
+    ) -> Any:
+        """The agent-side relay: in the agent's network namespace only,
+        serving its loopback endpoints from the bundle's sockets."""
+        plan = prepared.plan
+        relay_user = DAEMON_USERS["relay"]
+        relay = client.containers.create(
+            bundle_tag,
+            entrypoint=agent_relay_argv(plan),
+            command=[],
+            name=prepared.relay_name,
+            network_mode=f"container:{agent.id}",
+            volumes={str(sock): {"bind": SOCK_DIR, "mode": "rw"}},
+            labels={**labels, L_ROLE: "relay"},
+            **cgroup_limits(plan.resources.relay),
+            # The same user as the bundle's relay daemon, which owns
+            # the sockets; no capability (its ports are above 1024).
+            user=f"{relay_user.uid}:{relay_user.uid}",
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges", seccomp_opt()],
+            detach=True,
+        )
+        down.push(f"container {prepared.relay_name}", lambda: _remove(relay))
+        relay.start()
+        return relay
+
+    def _start_bundle(
+        self,
+        client: docker.DockerClient,
+        prepared: DockerPrepared,
+        labels: Mapping[str, str],
+        bundle_tag: str,
+        mounts: tuple[Path, Path, Path, Path],
+        down: Teardown,
+    ) -> Any:
+        """The egress network and the sidecar bundle on it, started.
+        ``mounts`` is (run dir, deploy keys, supervise queue, logs)."""
+        plan = prepared.plan
+        run_dir, keys_dir, queue, logs_dir = mounts
+        network = client.networks.create(
+            prepared.network, driver="bridge", labels={**labels, L_ROLE: "egress-network"}
+        )
+        down.push(f"network {prepared.network}", network.remove)
+        bundle = client.containers.create(
+            bundle_tag,
+            name=prepared.bundle_name,
+            network=prepared.network,
+            extra_hosts=bundle_hosts(plan),
+            environment={k: v.reveal() for k, v in plan.bundle_env().items()},
+            volumes={
+                str(run_dir / "etc"): {"bind": ETC, "mode": "ro"},
+                # Under a root-only directory: init copies them for
+                # egress and git-gate into the tmpfs mounts below.
+                str(run_dir / "ca"): {"bind": SECRETS_CA, "mode": "ro"},
+                str(keys_dir): {"bind": SECRETS_GATE_KEYS, "mode": "ro"},
+                str(queue): {"bind": QUEUE_DIR, "mode": "rw"},
+                # init (root) alone writes here; the agent never mounts it.
+                str(logs_dir): {"bind": LOG_DIR, "mode": "rw"},
+                # The operator's git-gate overrides: the host writes, git-gate reads.
+                str(run_dir / "gate-allow"): {"bind": GATE_ALLOW_DIR, "mode": "ro"},
+                str(run_dir / "sock"): {"bind": SOCK_DIR, "mode": "rw"},
+            },
+            tmpfs={CA_DIR: PRIVATE_TMPFS, GATE_KEYS: PRIVATE_TMPFS},
+            labels={**labels, L_ROLE: "sidecars"},
+            **cgroup_limits(plan.resources.bundle),
+            cap_drop=["ALL"],
+            cap_add=BUNDLE_CAPS,
+            security_opt=["no-new-privileges"],
+            detach=True,
+        )
+        down.push(f"container {prepared.bundle_name}", lambda: _remove(bundle))
+        bundle.start()
+        return bundle
+
+    def _prepare_workspace(
+        self, plan: BottlePlan, state: StateDir
+    ) -> tuple[workspace_git.WorkspaceGit | None, dict[str, str], list[tuple[Path, str, str]]]:
+        """The ``--cwd`` mount's git side (bottle-owned git dir, guards), with
+        what the operator must know about it; nothing without ``--cwd``."""
+        workspace = None
+        git_dirs_at_launch: dict[str, str] = {}
+        guarded: list[tuple[Path, str, str]] = []
+        if plan.cwd is not None:
+            workspace = workspace_git.prepare(plan.cwd, state.path, plan.slug)
+            if workspace.config_guarded:
+                names = ", ".join(visible(n) for n in workspace.config_guarded[:10])
+                self.progress(f"read-only in the bottle (your git config runs them): {names}")
+            if workspace.host_git is None:
+                self.progress(
+                    "the --cwd directory is not a git repository: the agent's commits "
+                    "stay in the bottle and are discarded with it"
+                )
+            git_dirs_at_launch = nested_git.git_dirs(plan.cwd)
+            if workspace.host_git is not None and workspace.host_owner is not None:
+                guarded = worktree_guards.guards(plan.cwd, workspace.host_git, workspace.host_owner)
+                hooks = worktree_guards.active_hooks(
+                    plan.cwd, workspace.host_git, workspace.host_owner
+                )
+                if hooks:
+                    self.progress(
+                        f"warning: {visible(str(plan.cwd))} has git hooks "
+                        f"({', '.join(visible(h) for h in hooks[:8])}); files they read "
+                        "from the working tree (a .pre-commit-config.yaml, a Makefile, "
+                        "package.json scripts) are the agent's to change: review its "
+                        "edits before you commit there"
+                    )
+        return workspace, git_dirs_at_launch, guarded
+
+    def _stage_keys(self, plan: BottlePlan, keys_dir: Path, down: Teardown) -> None:
+        """git-gate's deploy keys, staged for the bundle (the launch kit);
+        provisioned ones are revoked at teardown."""
+        if plan.gitgate is not None and plan.gitgate.enabled:
+            from bot_bottle_sidecars.launch.keys import GateKeys
+
+            keys = GateKeys(plan.gitgate, keys_dir, bottle_slug=plan.slug)
+            down.push("git-gate keys", keys.close)  # revokes provisioned keys
+            keys.stage()
+        else:
+            keys_dir.mkdir(mode=0o700, exist_ok=True)
 
     def _match_workspace_owner(self, bottle: DockerRunningBottle, user: str) -> None:
         """Give the agent user the uid/gid that owns the mounted ``--cwd``.
@@ -559,12 +690,12 @@ class DockerBackend(Backend):
                  refused=[i.branch for i in result.items if i.refused])  # fmt: skip
 
     def _ensure_agent_image(self, plan: BottlePlan) -> str:
-        from bot_bottle.images import ensure_image
+        from bot_bottle_docker.images import ensure_agent_image
 
-        return ensure_image(plan.agent_image_spec, progress=self.progress).tag
+        return ensure_agent_image(plan.agent_image_spec, progress=self.progress).tag
 
     def _ensure_bundle_image(self) -> str:
-        from bot_bottle_sidecars.bundle import ensure_bundle_image
+        from bot_bottle_docker.images import ensure_bundle_image
 
         return ensure_bundle_image(progress=self.progress).tag
 
@@ -575,7 +706,7 @@ class DockerBackend(Backend):
         0700/0600, reachable in the bundle by init alone. The two read-write
         directories get an ACL entry for the one daemon user that writes
         them (hostperms)."""
-        from bot_bottle.egress.ca import generate_bottle_ca
+        from bot_bottle_sidecars.launch.ca import generate_bottle_ca
 
         for d in (etc, sock, queue):
             d.mkdir(parents=True, mode=0o700, exist_ok=True)
@@ -595,7 +726,9 @@ class DockerBackend(Backend):
                     f"{exc.strerror}",
                     hint="point upstream_ca at a readable PEM file",
                 ) from None
-            (etc / Path(UPSTREAM_CA).name).write_bytes(data)
+            target = etc / Path(UPSTREAM_CA).relative_to(ETC)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
         _world_readable(etc)
         # git-gate's user reads the allow list (finding ids, no secret).
         (etc.parent / "gate-allow").mkdir(mode=0o755, exist_ok=True)
@@ -827,6 +960,11 @@ def cgroup_limits(limits: Limits) -> dict[str, Any]:
     if limits.cpus is not None:
         out["nano_cpus"] = int(limits.cpus * 1e9)
     return out
+
+
+def _use_gvisor(plan: BottlePlan) -> bool:
+    """The ``gvisor`` backend option (``--no-gvisor`` turns it off); on by default."""
+    return bool(plan.backend_options.get("gvisor", True))
 
 
 def _gvisor_doctor(info: Any) -> str:

@@ -14,8 +14,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from bot_bottle_sidecars.layout import PY
+
 from bot_bottle.errors import BotBottleError
-from bot_bottle.sidecar_layout import PY
 
 #: The bundle container of a bottle (DockerBackend.prepare names it).
 BUNDLE_NAME = "bb-{slug}-sidecars"

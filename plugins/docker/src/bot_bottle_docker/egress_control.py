@@ -8,10 +8,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bot_bottle_sidecars.layout import DAEMON_USERS, PY
+
 from bot_bottle.contracts.backend import EgressControl
 from bot_bottle.errors import BotBottleError
 from bot_bottle.plan import PROXY_PORT
-from bot_bottle.sidecar_layout import DAEMON_USERS, PY
 from bot_bottle.state import StateDir
 
 #: Runs in the bundle as supervise's user (it reads the same table the agent

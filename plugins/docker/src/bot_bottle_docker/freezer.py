@@ -23,7 +23,7 @@ import json
 import os
 import tarfile
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -240,6 +240,32 @@ class DockerFreezer(Freezer):
                     c.remove(force=True, v=True)
         finally:
             client.close()
+
+    def derive(
+        self,
+        ref: str,
+        recipe: Callable[[str], str],
+        *,
+        repository: str,
+        extra_ca: Path | None,
+        progress: Callable[[str], None],
+    ) -> str:
+        from bot_bottle.imagebuild import ImageSpec
+        from bot_bottle.snapshots import work_dir
+        from bot_bottle_docker.images import ensure_image, image_user
+
+        # One file per derived image, named after the image it derives from.
+        safe = ref.replace("/", "-").replace(":", "-")
+        dockerfile = work_dir() / f"derived-{safe}.Dockerfile"
+        dockerfile.write_text(recipe(image_user(ref)), encoding="utf-8")
+        spec = ImageSpec(
+            repository=repository,
+            dockerfile=dockerfile,
+            distributions=(),
+            base_image=ref,
+            extra_ca=extra_ca,
+        )
+        return ensure_image(spec, progress=progress).tag
 
     def remove(self, image: FrozenImage) -> None:
         import docker.errors

@@ -1,7 +1,7 @@
 """Letting one fixed in-container uid write a host directory, as any host user.
 
 The bundle's daemons run as their own users (fixed uids, see
-``bot_bottle.sidecar_layout.DAEMON_USERS``); two host directories are shared
+``bot_bottle_sidecars.layout.DAEMON_USERS``); two host directories are shared
 with them read-write (the relay's socket directory, supervise's queue).
 ``chown`` to those uids needs root, and the host side may run as a normal
 user, who must keep owning (and be able to remove) the directory. A POSIX

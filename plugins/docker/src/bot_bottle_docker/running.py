@@ -25,6 +25,7 @@ class DockerRunningBottle(RunningBottle):
         user: str,
         workdir: str,
         wait_ready: Callable[[], None] | None = None,
+        timings: dict[str, float] | None = None,
     ) -> None:
         self.slug = slug
         self._wait_ready = wait_ready
@@ -32,10 +33,14 @@ class DockerRunningBottle(RunningBottle):
         self.user = user
         self.workdir = workdir
         #: phase -> seconds, for the preflight summary and bench/.
-        self.timings: dict[str, float] = {}
+        self._timings = timings if timings is not None else {}
         #: Set by keep_for_resume: the launch's teardown stops the agent
         #: container instead of removing it.
         self.kept = False
+
+    @property
+    def timings(self) -> Mapping[str, float]:
+        return self._timings
 
     def keep_for_resume(self) -> None:
         self.kept = True
@@ -49,7 +54,7 @@ class DockerRunningBottle(RunningBottle):
             t = time.monotonic()
             wait, self._wait_ready = self._wait_ready, None
             wait()
-            self.timings["sidecars_ready"] = time.monotonic() - t
+            self._timings["sidecars_ready"] = time.monotonic() - t
 
     # -- exec ------------------------------------------------------------------
 

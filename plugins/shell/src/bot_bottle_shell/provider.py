@@ -52,10 +52,7 @@ class ShellProvider(AgentProvider):
 
     def provision(self, bottle: RunningBottle, ctx: ProvisionContext) -> None:
         plan = ctx.plan
-        kit.install_ca(bottle, ctx)
-        kit.copy_skills(bottle, plan, ctx.skills, plan.skills_dir or SKILLS_DIR)
-        if ctx.prompt:
-            kit.write_file(bottle, plan, plan.prompt_path or PROMPT_PATH, ctx.prompt)
+        kit.prologue(bottle, ctx, skills_dir=SKILLS_DIR, prompt_path=PROMPT_PATH)
         if ctx.supervise_url:
             # No MCP client in this image: leave the URL where a person finds it.
             kit.write_file(bottle, plan, f"{HOME}/.bot-bottle/supervise", f"{ctx.supervise_url}\n")

@@ -21,12 +21,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bot_bottle.egress.ca import CA_KEY_AND_CERT
 from bot_bottle.egress.config import EgressConfig, EgressConfigError
 from bot_bottle.errors import BotBottleError
 from bot_bottle.secrets import Secret
 from bot_bottle_sidecars.egress.dlp import DetectorScanner, TrafficScanner
 from bot_bottle_sidecars.egress.eventlog import EventLog, Redactor, route_stdlib_logging
+from bot_bottle_sidecars.launch.ca import CA_KEY_AND_CERT
 
 #: Where Debian/Ubuntu, Fedora/RHEL and Alpine keep the system bundle.
 _SYSTEM_BUNDLES = (
@@ -118,7 +118,7 @@ def prepare_confdir(confdir: Path, runtime: Path) -> Path:
     if not src.is_file():
         raise EgressConfigError(
             f"no {CA_KEY_AND_CERT} in {confdir}",
-            hint="generate the bottle CA (bot_bottle.egress.ca.generate_bottle_ca) into it",
+            hint="generate the bottle CA into it (bot_bottle_sidecars.launch.ca)",
         )
     dst = runtime / CA_KEY_AND_CERT
     fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -140,7 +140,7 @@ def daemon_argv(layout: Layout, mirrors: Sequence[Path], *, listen: str, port: i
         "--init-timeout=30",
         # Each connection runs the access hook (a Python process refreshing
         # the mirror over ssh, ~35 MB). The bundle's relay lets at most
-        # sidecar_layout.GIT_CONCURRENCY through at once (the rest wait);
+        # bot_bottle_sidecars.layout.GIT_CONCURRENCY through at once (the rest wait);
         # this bound is for anything else, beyond which git daemon ends the
         # oldest connection from the same address.
         f"--max-connections={MAX_CONNECTIONS}",

@@ -1,7 +1,7 @@
 """Starting a daemon as its own unprivileged user.
 
 Every daemon of the bundle runs under its own uid (the image creates the
-users; ``bot_bottle.sidecar_layout.DAEMON_USERS`` has their ids). That is
+users; ``bot_bottle_sidecars.layout.DAEMON_USERS`` has their ids). That is
 what makes per-daemon environment scoping a boundary: ``/proc/<pid>/environ``
 of the egress daemon (which holds the real provider tokens) is readable by
 its own uid and root only, so a compromised supervise or git-gate cannot read

@@ -41,15 +41,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bot_bottle.errors import BotBottleError
-from bot_bottle.log import configure_logging, get_logger
-from bot_bottle.supervise_queue import (
+from bot_bottle.contracts.supervise import (
     CapabilityBlockPayload,
     EgressRoutePayload,
     QueueError,
     SuperviseQueue,
     check_proposal_id,
 )
+from bot_bottle.errors import BotBottleError
+from bot_bottle.log import configure_logging, get_logger
 from bot_bottle_sidecars import __version__
 
 MAX_BODY_BYTES = 1024 * 1024

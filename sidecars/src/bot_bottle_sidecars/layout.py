@@ -1,8 +1,11 @@
 """The sidecar bundle's files and init plan for one bottle, as data.
 
-Backends that run the bundle in a container (Docker; the microVM backends
-run their sidecars in Docker too) write :func:`bundle_files` into a host
-directory mounted at :data:`ETC` and start the bundle with the init plan.
+It lives with the bundle's Dockerfile (which creates :data:`DAEMON_USERS`
+with these ids) and its init (``bot_bottle_sidecars.init.plan`` reads what
+:func:`init_plan` writes), so one distribution owns every fact the image
+and the host must agree on. Backends that run the bundle in a container
+write :func:`bundle_files` into a host directory mounted at :data:`ETC` and
+start the bundle with the init plan.
 
 Inside the bundle every daemon listens on loopback only; the relay daemon
 serves each endpoint also as a Unix socket in :data:`SOCK_DIR`, the one
@@ -33,18 +36,20 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from bot_bottle.egress.from_manifest import UPSTREAM_CA_SIDECAR_PATH
 from bot_bottle.gitgate.allow import ALLOW_FILE
 from bot_bottle.gitgate.plan import KNOWN_SECRET_PREFIX as GITGATE_SECRET_PREFIX
 from bot_bottle.plan import GIT_PORT, LOOPBACK, MCP_PORT, PROXY_PORT
 
 if TYPE_CHECKING:
-    from bot_bottle.plan import BottlePlan
+    from bot_bottle.contracts.backend import BottlePlan
 
 ETC = "/etc/bot-bottle"
 #: Private copy of the bottle CA (key included): egress's user only.
 CA_DIR = f"{ETC}/ca"
 EGRESS_CONFIG = f"{ETC}/egress/egress.json"
-UPSTREAM_CA = f"{ETC}/upstream-ca.pem"
+#: The bottle's ``egress.upstream_ca``, where the plan's egress config names it.
+UPSTREAM_CA = UPSTREAM_CA_SIDECAR_PATH
 INIT_PLAN = f"{ETC}/init-plan.json"
 GATE_ROOT = f"{ETC}/git-gate"
 #: Private copies of the deploy keys: git-gate's user only.

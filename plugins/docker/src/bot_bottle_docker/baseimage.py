@@ -32,17 +32,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot_bottle.errors import BotBottleError
+from bot_bottle.imagebuild import BASE_IMAGE, ENV_BASE_IMAGE, base_image_name
 
-DEFAULT_IMAGE = "bot-bottle/base:trixie"
-ENV_IMAGE = "BOT_BOTTLE_BASE_IMAGE"
+DEFAULT_IMAGE = BASE_IMAGE
+ENV_IMAGE = ENV_BASE_IMAGE
 DEFAULT_SUITE = "trixie"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 IMPORT_CHANGES = ("ENV LANG=C.UTF-8", 'CMD ["/bin/bash"]')
 
 
 def image_name(environ: Mapping[str, str] | None = None) -> str:
-    env = os.environ if environ is None else environ
-    return env.get(ENV_IMAGE) or DEFAULT_IMAGE
+    return base_image_name(environ)
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ def _docker(*args: str, stdin: int | None = None, input_: bytes | None = None) -
 
 def from_image(source: str, target: str, progress: Progress) -> None:
     """Tag ``source`` as ``target``, pulling it first when the engine lacks it."""
-    from bot_bottle.dockerhost import image_exists
+    from bot_bottle_docker.dockerhost import image_exists
 
     if not image_exists(source):
         progress(f"pulling {source} ...")

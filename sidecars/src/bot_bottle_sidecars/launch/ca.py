@@ -3,7 +3,7 @@
 The subject key identifier is the hash of the public key (RFC 5280 method 1),
 the same value mitmproxy writes into each leaf's authority key identifier;
 a random SKI makes clients that build chains by AKI/SKI (OpenSSL 3, Go,
-rustls) fail to find the issuer (LESSONS: Egress and TLS).
+rustls) fail to find the issuer, and every TLS connection through egress fails.
 """
 
 from __future__ import annotations
@@ -94,7 +94,8 @@ def generate_bottle_ca(confdir: Path, *, name: str = "bot-bottle", days: int = 3
     )
     _write(ca.key_and_cert, key_pem + cert_pem, 0o600)
     # Certificates are public: readable by the sidecar user and the agent's
-    # provisioning step whatever uid copies them (LESSONS: docker cp keeps mode).
+    # provisioning step whatever uid copies them (a copy into a container
+    # keeps the host file's mode, so a 0600 file would stay unreadable there).
     _write(ca.cert, cert_pem, 0o644)
     _write(ca.agent_cert, cert_pem, 0o644)
     return ca

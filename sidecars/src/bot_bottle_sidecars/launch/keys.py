@@ -6,17 +6,18 @@ sidecar **read-only** at ``<sidecar root>/keys`` and the daemon copies each
 file to a 0600 file it owns (a mount keeps the host's uid and mode).
 
 * ``static``: the key is a file on the host; it is read here, at launch, and
-  not at plan time (a check at parse time broke keys that exist only at
-  launch — LESSONS).
+  not at plan time: a key that is made just before the launch (by a script,
+  a secrets manager) must not fail a plan checked earlier.
 * any other provider is a key-provisioner plugin
   (:class:`~bot_bottle.contracts.keys.KeyProvisioner`): the key is created at
   launch and revoked at teardown. A failed revocation is loud
-  (:class:`~bot_bottle.errors.KeyRevocationError`, DESIGN §6 invariant 8):
-  every key is still attempted, then the error names each one left behind.
+  (:class:`~bot_bottle.errors.KeyRevocationError`): a key left on the forge
+  still grants access after the bottle is gone, so every key is still
+  attempted, then the error names each one left behind.
   Every key asked for is recorded in the bottle's state dir first
   (:mod:`bot_bottle.gitgate.ledger`); a record outlives a killed launcher or
   a failed revocation, and ``bot-bottle cleanup`` revokes what it names
-  (:func:`revoke_recorded`).
+  (:func:`bot_bottle.gitgate.ledger.revoke_recorded`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from bot_bottle.errors import BotBottleError, KeyRevocationError
-from bot_bottle.gitgate.ledger import KeyLedger, KeyRecord, LedgerEntry
+from bot_bottle.gitgate.ledger import KeyLedger, KeyRecord, LedgerEntry, failure_reason
 from bot_bottle.gitgate.spec import GitGateError
 from bot_bottle.log import get_logger
 
@@ -199,7 +200,7 @@ class GateKeys:
             for key_id in ids:
                 provisioner.revoke(request, key_id)
         except Exception as exc:
-            self.ledger.failed(entry, _reason(exc))
+            self.ledger.failed(entry, failure_reason(exc))
         else:
             self.ledger.done(entry)
 
@@ -215,7 +216,7 @@ class GateKeys:
             try:
                 issued.provisioner.revoke(issued.request, issued.key.key_id)
             except Exception as exc:
-                reason = _reason(exc)
+                reason = failure_reason(exc)
                 self.ledger.failed(issued.entry, reason)
                 failures.append(
                     f"repo {issued.repo!r} ({issued.key.provisioner} key {issued.key.key_id}): "
@@ -253,50 +254,6 @@ class GateKeys:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, BotBottleError):
-        return exc.message
-    return type(exc).__name__
-
-
-def revoke_recorded(host: PluginHost, ledger: KeyLedger, entry: LedgerEntry) -> str | None:
-    """Revoke the key ``entry`` records (``cleanup``'s path: the launcher that
-    made it is gone). Returns None when done, else the reason, which is also
-    written to the record so the next ``cleanup`` tries again."""
-    from pydantic import ValidationError
-
-    from bot_bottle.contracts.keys import KeyRequest
-
-    rec = entry.record
-    try:
-        provisioner: KeyProvisioner = host.create(_FAMILY, rec.provisioner)
-        options = provisioner.options_model.model_validate(dict(rec.options))
-        request = KeyRequest(
-            bottle_slug=rec.bottle_slug,
-            repo_name=rec.repo_name,
-            host=rec.host,
-            path=rec.path,
-            options=options,
-            read_only=rec.read_only,
-        )
-        # No id: the launcher died while the forge was answering. The title
-        # names the bottle and repo, so the forge's list finds the key.
-        ids = [rec.key_id] if rec.key_id else provisioner.find_keys(request)
-        for key_id in ids:
-            provisioner.revoke(request, key_id)
-    except ValidationError:
-        reason = f"the recorded options are no longer valid for {rec.provisioner!r}"
-    except Exception as exc:
-        reason = _reason(exc)
-    else:
-        ledger.done(entry)
-        _log().info("orphan git-gate key revoked", bottle=rec.bottle_slug, repo=rec.repo_name)
-        return None
-    ledger.failed(entry, reason)
-    _log().error("orphan git-gate key NOT revoked", bottle=rec.bottle_slug, reason=reason)
-    return reason
 
 
 def _read_static(key_plan: KeyPlan) -> str:

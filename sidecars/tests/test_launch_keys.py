@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+from bot_bottle_sidecars.launch.keys import GateKeys
 from pydantic import BaseModel
 
 from bot_bottle import Registration, hookimpl
 from bot_bottle.contracts.keys import KeyProvisioner, KeyRequest, ProvisionedKey
 from bot_bottle.errors import KeyRevocationError
-from bot_bottle.gitgate.keys import GateKeys, revoke_recorded
-from bot_bottle.gitgate.ledger import KeyLedger, KeyRecord
+from bot_bottle.gitgate.ledger import KeyLedger, KeyRecord, revoke_recorded
 from bot_bottle.gitgate.plan import GitGatePlan, plan_git_gate
 from bot_bottle.gitgate.spec import GateKey, GateRepoSpec, GitGateError
 from bot_bottle.plugins import PluginHost

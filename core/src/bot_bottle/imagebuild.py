@@ -1,4 +1,4 @@
-"""Build local images from the host's own bot-bottle distributions.
+"""What an image build needs, as data: the engine-neutral half of image building.
 
 An image that runs bot-bottle code (the sidecar bundle) must carry exactly
 the versions the host runs -- core, sidecars, every DLP detector plugin,
@@ -16,8 +16,12 @@ can be assumed, so images are built locally:
    otherwise) plus ``pip download`` of their dependencies for the image's
    Python and platform, constrained to the host's installed versions. The
    image installs from it with ``--no-index``: the build needs no index.
-3. ``docker build`` runs with its output in a log file whose path every
-   error names; step lines are shown as progress.
+3. A backend's builder (the Docker backend's ``bot_bottle_docker.images``)
+   runs the engine's build on that context, with its output in a log file
+   whose path every error names.
+
+Nothing here talks to an engine: a backend that builds images some other way
+(a microVM's root filesystem) reuses the fingerprint and the wheelhouse.
 
 The extra CA bundle (``BOT_BOTTLE_BUILD_CA_BUNDLE`` or ``extra_ca``) is
 copied into the build context so image builds work behind TLS-inspecting
@@ -28,7 +32,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import dataclasses
 import hashlib
 import io
 import json
@@ -37,35 +40,29 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import TextIO
 from urllib.parse import unquote, urlsplit
 
 from bot_bottle.errors import BotBottleError
-from bot_bottle.paths import home_dir
 
 ENV_CA_BUNDLE = "BOT_BOTTLE_BUILD_CA_BUNDLE"
+#: The local base image every bottle image builds FROM (agent, bundle), and
+#: the variable that names another one.
+BASE_IMAGE = "bot-bottle/base:trixie"
+ENV_BASE_IMAGE = "BOT_BOTTLE_BASE_IMAGE"
 FINGERPRINT_LABEL = "org.bot-bottle.fingerprint"
 MANAGED_LABEL = "org.bot-bottle.managed"
 #: Names in the build context the Dockerfiles rely on.
 CONTEXT_WHEELHOUSE = "wheelhouse"
 CONTEXT_REQUIREMENTS = "requirements.txt"
 CONTEXT_CA = "extra-ca.crt"
-#: Managed images kept per repository (see DockerCLI.prune).
-KEEP_IMAGES = 3
-#: ... and never one younger than this (seconds).
-PRUNE_MIN_AGE = 3600.0
 
 Progress = Callable[[str], None]
-#: The legacy builder's `` ---> <id>`` line: each step's image (short id).
-_STAGE_ID_RE = re.compile(r"^ ---> ([0-9a-f]{12})$", re.M)
-_STEP_RE = re.compile(r"^(Step \d+/\d+ :|#\d+ \[)")
 _NAME_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)")
 # Parts of a source tree that never reach a wheel: editing them must not rebuild.
 _SKIP_PARTS = {
@@ -93,7 +90,7 @@ class ImageBuildError(BotBottleError):
     """An image could not be built; the message names the build log."""
 
 
-def _normalize(name: str) -> str:
+def normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
@@ -191,10 +188,10 @@ def dependency_closure(roots: Iterable[str]) -> dict[str, InstalledDist]:
     """Our distributions and every installed distribution they need, by name."""
     roots = list(roots)
     # Our own distributions must be installed; say so before anything else.
-    seen = {_normalize(name): InstalledDist.find(name) for name in roots}
+    seen = {normalize(name): InstalledDist.find(name) for name in roots}
     todo = [r for d in seen.values() for r in d.requirement_names()]
     while todo:
-        name = _normalize(todo.pop())
+        name = normalize(todo.pop())
         if name in seen:
             continue
         try:
@@ -228,13 +225,18 @@ class ImageResult:
     log_path: Path | None
 
 
+def base_image_name(environ: Mapping[str, str] | None = None) -> str:
+    env = os.environ if environ is None else environ
+    return env.get(ENV_BASE_IMAGE) or BASE_IMAGE
+
+
 def extra_ca_from_env(environ: Mapping[str, str] | None = None) -> Path | None:
     env = os.environ if environ is None else environ
     value = env.get(ENV_CA_BUNDLE)
     return Path(value) if value else None
 
 
-def _check_ca(path: Path | None) -> bytes:
+def check_ca(path: Path | None) -> bytes:
     if path is None:
         return b""
     try:
@@ -253,154 +255,6 @@ def _check_ca(path: Path | None) -> bytes:
     return data
 
 
-class DockerCLI:
-    """The few engine calls the builder needs, through the docker CLI (argv only)."""
-
-    def __init__(self, docker: str = "docker") -> None:
-        found = shutil.which(docker)
-        if found is None:
-            raise ImageBuildError(
-                "the docker command is not on PATH",
-                hint="install the Docker CLI or start bot-bottle where it is available",
-            )
-        self.docker = found
-
-    def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([self.docker, *args], capture_output=True, text=True, check=False)
-
-    def image_id(self, ref: str) -> str | None:
-        result = self._run("image", "inspect", "--format", "{{.Id}}", ref)
-        return result.stdout.strip() if result.returncode == 0 else None
-
-    def prune(self, repository: str, keep: int, min_age: float, log: TextIO) -> None:
-        """Remove managed images of ``repository`` beyond the ``keep`` newest.
-
-        Every change of a plugin set or of bot-bottle itself makes a new tag;
-        without this, old bundles pile up (hundreds of MB each). Kept anyway:
-        the ``keep`` newest (switching between two plugin sets must not
-        rebuild each time), any younger than ``min_age`` seconds (another
-        bot-bottle on the same engine may have just built it and be about to
-        start it), and any a container uses (``docker rmi`` without force
-        refuses those).
-        """
-        listing = self._run(
-            "image", "ls", "--filter", f"label={MANAGED_LABEL}=true",
-            "--format", "{{.CreatedAt}}\t{{.Repository}}:{{.Tag}}", repository,
-        )  # fmt: skip
-        if listing.returncode != 0:
-            return
-        rows = sorted((line.split("\t") for line in listing.stdout.splitlines() if "\t" in line),
-                      reverse=True)  # fmt: skip
-        now = datetime.now(UTC)
-        for created, ref in rows[keep:]:
-            try:
-                when = datetime.strptime(" ".join(created.split()[:3]), "%Y-%m-%d %H:%M:%S %z")
-            except ValueError:
-                continue
-            if (now - when).total_seconds() < min_age:
-                continue
-            result = self._run("image", "rm", ref)
-            log.write(f"prune {ref}: {'removed' if result.returncode == 0 else 'kept (in use)'}\n")
-
-    def prune_stages(self, log: TextIO, build_output: str = "") -> None:
-        """Remove the untagged intermediate stage images our builds leave.
-
-        The legacy builder keeps a multi-stage build's non-final stages as
-        dangling images (hundreds of MB each, one set per build): on a machine
-        that builds after every change they fill the disk. Only dangling
-        images carrying our stage label are touched: those *this* build made
-        (their ids are in ``build_output``, the builder's `` ---> <id>``
-        lines), and any left older than :data:`PRUNE_MIN_AGE`. A young stage
-        of another build is spared: a concurrent build on the same engine (two
-        bottles started at once on a fresh machine) is still reading it, and
-        pruning it failed that build with "No such image".
-        """
-        ours = set(_STAGE_ID_RE.findall(build_output))
-        listing = self._run(
-            "image", "ls", "--quiet", "--no-trunc", "--filter", "dangling=true",
-            "--filter", f"label={STAGE_LABEL}=install",
-        )  # fmt: skip
-        for image_id in listing.stdout.split() if listing.returncode == 0 else ():
-            if image_id.removeprefix("sha256:")[:12] in ours:
-                result = self._run("image", "rm", image_id)
-                log.write(f"prune build stage {image_id[:19]}: exit {result.returncode}\n")
-        result = self._run(
-            "image", "prune", "--force", "--filter", f"label={STAGE_LABEL}=install",
-            "--filter", f"until={int(PRUNE_MIN_AGE)}s",
-        )  # fmt: skip
-        log.write(f"prune build stages: {result.stdout.strip() or result.stderr.strip()}\n")
-
-    def machine(self) -> str:
-        result = self._run("version", "--format", "{{.Server.Arch}}")
-        arch = result.stdout.strip()
-        if result.returncode != 0 or not arch:
-            raise ImageBuildError(
-                f"cannot reach the Docker engine: {result.stderr.strip()[:200]}",
-                hint="start dockerd (or Docker Desktop) and retry; 'bot-bottle doctor' checks it",
-            )
-        return {"amd64": "x86_64", "arm64": "aarch64"}.get(arch, arch)
-
-    def build(
-        self,
-        context: Path,
-        tag: str,
-        spec: ImageSpec,
-        labels: Mapping[str, str],
-        log: TextIO,
-        progress: Progress,
-        *,
-        no_cache: bool = False,
-    ) -> int:
-        argv = [
-            self.docker,
-            "build",
-            "--force-rm",
-            "--tag",
-            tag,
-            "--file",
-            str(context / "Dockerfile"),
-        ]
-        if no_cache:
-            argv.append("--no-cache")
-        for key, value in {"BASE_IMAGE": spec.base_image, **spec.build_args}.items():
-            argv += ["--build-arg", f"{key}={value}"]
-        for key, value in labels.items():
-            argv += ["--label", f"{key}={value}"]
-        argv.append(str(context))
-        log.write("$ " + " ".join(argv) + "\n")
-        log.flush()
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        assert proc.stdout is not None
-        try:
-            for line in proc.stdout:
-                log.write(line)
-                if _STEP_RE.match(line):
-                    step = " ".join(line.split())
-                    progress(step if len(step) <= 100 else step[:97] + "...")
-        except BaseException:
-            # Ctrl-C reaches the docker CLI through the terminal, SIGTERM to
-            # the launcher does not: stop the CLI, which cancels the build in
-            # the daemon, instead of leaving it running after we are gone.
-            _stop(proc)
-            raise
-        finally:
-            log.flush()
-        return proc.wait()
-
-
-def _stop(proc: subprocess.Popen[str], grace: float = 10.0) -> None:
-    import signal
-
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGINT)  # what a terminal's Ctrl-C sends; the CLI cancels
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def fingerprint(spec: ImageSpec, base_id: str, closure: Mapping[str, InstalledDist]) -> str:
     digest = hashlib.sha256()
 
@@ -411,9 +265,9 @@ def fingerprint(spec: ImageSpec, base_id: str, closure: Mapping[str, InstalledDi
     add("dockerfile", spec.dockerfile.read_bytes())
     add("base", base_id)
     add("target", repr(spec.target))
-    add("ca", _check_ca(spec.extra_ca))
+    add("ca", check_ca(spec.extra_ca))
     add("args", json.dumps(dict(spec.build_args), sort_keys=True))
-    ours = {_normalize(d) for d in spec.distributions}
+    ours = {normalize(d) for d in spec.distributions}
     for name in sorted(closure):
         dist = closure[name]
         add("dist", f"{name}=={dist.version}")
@@ -533,7 +387,7 @@ def make_wheelhouse(
     dest.mkdir(parents=True, exist_ok=True)
     pins = []
     for name in spec.distributions:
-        dist = closure.get(_normalize(name)) or InstalledDist.find(name)
+        dist = closure.get(normalize(name)) or InstalledDist.find(name)
         pins.append(f"{dist.name}=={dist.version}")
         if dist.source is not None:
             progress(f"building wheel {dist.name} {dist.version} from {dist.source}")
@@ -557,7 +411,7 @@ def make_wheelhouse(
         else:
             progress(f"repacking installed {dist.name} {dist.version}")
             repack_installed(dist, dest)
-    ours = {_normalize(n) for n in spec.distributions}
+    ours = {normalize(n) for n in spec.distributions}
     constraints = dest.parent / "constraints.txt"
     constraints.write_text(
         "".join(f"{d.name}=={d.version}\n" for n, d in sorted(closure.items()) if n not in ours)
@@ -573,7 +427,7 @@ def make_wheelhouse(
         # pip's cert option replaces its trust store: give it the system
         # store plus the extra CA, not the extra CA alone.
         combined = dest.parent / "pip-ca.pem"
-        combined.write_bytes(_system_ca() + b"\n" + _check_ca(spec.extra_ca))
+        combined.write_bytes(_system_ca() + b"\n" + check_ca(spec.extra_ca))
         env["PIP_CERT"] = str(combined)
     _run_logged(
         [
@@ -598,70 +452,3 @@ def make_wheelhouse(
     constraints.unlink()
     (dest.parent / "pip-ca.pem").unlink(missing_ok=True)
     return pins
-
-
-def _log_dir() -> Path:
-    path = home_dir() / "logs"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def ensure_image(
-    spec: ImageSpec,
-    *,
-    progress: Progress | None = None,
-    force: bool = False,
-    no_cache: bool = False,
-    prune_min_age: float = PRUNE_MIN_AGE,
-    docker: DockerCLI | None = None,
-    log_dir: Path | None = None,
-) -> ImageResult:
-    """Return the tag of an image built from ``spec``, building it only when missing.
-
-    ``force`` rebuilds even when the tag exists; ``no_cache`` also ignores the
-    engine's layer cache (a cold build, for benchmarks and broken caches).
-    """
-    say = progress or (lambda _line: None)
-    engine = docker or DockerCLI()
-    base_id = engine.image_id(spec.base_image)
-    if base_id is None:
-        raise ImageBuildError(
-            f"base image {spec.base_image} is not present in the Docker engine",
-            hint="create it with scripts/base-image.sh, or pass another base image",
-        )
-    machine = engine.machine()
-    if spec.target.machine != machine:
-        spec = dataclasses.replace(spec, target=dataclasses.replace(spec.target, machine=machine))
-    closure = dependency_closure(spec.distributions)
-    digest = fingerprint(spec, base_id, closure)
-    tag = f"{spec.repository}:{digest[:16]}"
-    if not (force or no_cache) and engine.image_id(tag) is not None:
-        say(f"using image {tag} (up to date)")
-        return ImageResult(tag, built=False, log_path=None)
-
-    log_path = (
-        log_dir or _log_dir()
-    ) / f"build-{spec.repository.replace('/', '-')}-{digest[:16]}.log"
-    say(f"building image {tag} (log: {log_path})")
-    with (
-        log_path.open("w", encoding="utf-8") as log,
-        tempfile.TemporaryDirectory(prefix="bot-bottle-build-") as tmp,
-    ):
-        context = Path(tmp)
-        shutil.copyfile(spec.dockerfile, context / "Dockerfile")
-        (context / CONTEXT_CA).write_bytes(_check_ca(spec.extra_ca))
-        make_wheelhouse(spec, closure, context / CONTEXT_WHEELHOUSE, log, log_path, say)
-        labels = {FINGERPRINT_LABEL: digest, MANAGED_LABEL: "true"}
-        code = engine.build(context, tag, spec, labels, log, say, no_cache=no_cache)
-    if code != 0:
-        tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-5:]
-        raise ImageBuildError(
-            f"docker build of {tag} failed (exit {code}): " + " | ".join(tail)[-400:],
-            hint=f"the full build output is in {log_path}",
-        )
-    output = log_path.read_text(encoding="utf-8", errors="replace")
-    with log_path.open("a", encoding="utf-8") as log:
-        engine.prune(spec.repository, KEEP_IMAGES, prune_min_age, log)
-        engine.prune_stages(log, output)
-    say(f"built image {tag}")
-    return ImageResult(tag, built=True, log_path=log_path)

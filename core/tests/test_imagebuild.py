@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bot_bottle.images import (
+from bot_bottle.imagebuild import (
     ImageBuildError,
     ImageSpec,
     InstalledDist,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot_bottle.supervise_queue import (
+from bot_bottle.contracts.supervise import (
     CapabilityBlockPayload,
     Decision,
     ProposalStatus,
