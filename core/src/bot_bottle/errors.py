@@ -35,5 +35,6 @@ class KeyRevocationError(BotBottleError):
     """A provisioned deploy key could not be revoked.
 
     Raised loudly: a key that outlives its bottle is a credential leak the
-    operator has to clean up by hand (DESIGN §6, invariant 8).
+    operator has to clean up by hand, so teardown reports it and keeps a
+    record that ``cleanup`` retries.
     """

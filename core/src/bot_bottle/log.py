@@ -95,7 +95,8 @@ def _redact(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> Even
 def _console_renderer(_logger: WrappedLogger, method: str, event_dict: EventDict) -> str:
     level = event_dict.pop("level", method)
     event = event_dict.pop("event", "")
-    # People get the message, not a traceback (DESIGN §6, invariant 10);
+    # People get the message, not a traceback (a traceback tells a user
+    # nothing they can act on and may print values from the frames);
     # BOT_BOTTLE_LOG=debug with json mode keeps tracebacks for developers.
     event_dict.pop("exc_info", None)
     # Events and fields carry names from repositories and agents (files,

@@ -2,7 +2,8 @@
 
 ``repr``, ``str`` and f-strings of a :class:`Secret` print a mask; only
 :meth:`Secret.reveal` gives the value, so every place that hands a secret to
-something else is easy to find with grep (DESIGN §6, invariant 9).
+something else is easy to find with grep, and a log line or error message
+cannot carry one by accident.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ them back to the original and fills in ``Location.decoded``). Use
 :func:`redact` to build snippets.
 
 A finding names the detector and the rule and carries a *redacted* snippet:
-never the matched secret itself (DESIGN §6, invariant 9).
+never the matched secret itself, since findings are logged and shown to
+the agent and the operator.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ routes onto :func:`~bot_bottle.egress.render.render_egress_config`:
   it in the sidecar (:data:`UPSTREAM_CA_SIDECAR_PATH` by default).
 
 Everything returned for the daemon's environment must reach the egress daemon
-and no other process (DESIGN §4, env scoping).
+and no other process: git-gate, supervise and the agent never see a token.
 """
 
 from __future__ import annotations

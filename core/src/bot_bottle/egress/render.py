@@ -3,7 +3,8 @@
 Pure: computes the config and the token environment, writes nothing. The
 config names token *slots* (``EGRESS_TOKEN_<n>``); the returned environment
 maps each slot to its :class:`~bot_bottle.secrets.Secret`, to be handed to the
-egress daemon's environment only (DESIGN §4 env scoping).
+egress daemon's environment only: no other process in the bundle, and never
+the agent, may see a token.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""git-gate planning (DESIGN §4): the pure part that core owns.
+"""git-gate planning: the pure part that core owns (the daemon that enforces
+it lives in the sidecar bundle).
 
 * :mod:`.spec` — :class:`GateRepoSpec` and strict validation of names, upstream
   URLs and pinned host keys.

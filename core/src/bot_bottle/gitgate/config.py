@@ -1,7 +1,8 @@
 """The git-gate daemon's configuration file (JSON), shared by planner and daemon.
 
 It holds paths and public data only: the key *file path* inside the sidecar,
-never key material (DESIGN §6, invariant 9). The daemon validates it again on
+never key material, so the file can be logged, shown and mounted without
+exposing a secret. The daemon validates it again on
 load: it may be started by hand, and a config file is input like any other.
 """
 

@@ -15,7 +15,7 @@ class Problem:
 
     ``where`` is the dotted key path (``egress.routes[0].host``), empty for
     the file as a whole. ``message`` never contains an env value: values may
-    be secrets (DESIGN §6, invariant 9).
+    be secrets, and errors are printed and logged where secrets must never be.
     """
 
     file: Path

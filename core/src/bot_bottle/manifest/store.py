@@ -6,7 +6,7 @@ Where files come from:
 * ``<home>/agents/<name>.md`` — the operator's agents;
 * ``<repo>/.bot-bottle/agents/<name>.md`` — agents a repository ships.
 
-Trust boundary (DESIGN §6.5): bottles carry credentials, egress routes and
+Trust boundary: bottles carry credentials, egress routes and
 git remotes, so they load only from ``<home>``. A repository's
 ``.bot-bottle/bottles/`` is never read (a warning says so): a cloned repo
 cannot define a bottle nor override one. Agent files cannot declare any
