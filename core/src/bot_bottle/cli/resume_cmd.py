@@ -176,9 +176,12 @@ def run(args: argparse.Namespace) -> int:
         plan = snapshots.with_live_routes(plan, record.routes)
 
     def say(line: str) -> None:
-        sys.stderr.write(f"  {line}\n")
+        # Build output can carry text from the snapshot's capability blocks.
+        from bot_bottle.termtext import visible
 
-    progress = getattr(backend, "progress", say)
+        sys.stderr.write(f"  {visible(line)}\n")
+
+    progress = say
     # A dry run builds nothing: the capability image is named at launch.
     image = (
         None
