@@ -1,19 +1,32 @@
-"""Fault 4 (the state half): ``BOT_BOTTLE_HOME`` on a full filesystem (a
-small tmpfs this test mounts). The launch fails with an error naming the
-disk, leaves no state dir and no container, and the next run works once
-space is back. (A full disk during an image build needs a second Docker
-engine with its own data root: not covered here.)"""
+"""Fault 4: a full disk.
+
+- ``BOT_BOTTLE_HOME`` on a full filesystem (a small tmpfs this test mounts):
+  the launch fails with an error naming the disk, leaves no state dir and no
+  container, and the next run works once space is back.
+- The Docker engine's data root full during an image build: a second,
+  private engine (tests/faults/second_engine.py) whose data root is a small
+  loop-mounted ext4 (overlay2 needs a real filesystem under it; tmpfs is not
+  one it accepts), filled up after the bundle image was loaded, so the agent
+  image must be built. The error names the engine's disk, no image is
+  tagged, nothing is left running, and the next run builds and works once
+  space is back.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.bottle_kit import write_agent
+from tests.faults.second_engine import SecondEngine, bottle_images, second_engine
 
 pytestmark = [
     pytest.mark.docker,
@@ -22,6 +35,7 @@ pytestmark = [
 
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 BB = [sys.executable, "-m", "bot_bottle"]
+SHELL_BOTTLE = "---\nagent_provider:\n  template: shell\n---\n"
 
 
 @pytest.fixture
@@ -60,4 +74,67 @@ def test_a_full_disk_is_named_nothing_is_left_and_the_next_run_works(
     ok = subprocess.run([*BB, "run", "demo", "--", "true"], env=env, capture_output=True,
                         text=True, timeout=600)  # fmt: skip
     assert ok.returncode == 0, ok.stderr[-2000:]
+    assert list((home / "state").iterdir()) == []
+
+
+@pytest.fixture
+def small_engine(tmp_path: Path) -> Iterator[tuple[SecondEngine, Path]]:
+    """A second engine whose data root is a 2 GiB ext4 of its own (no blocks
+    reserved for root: dockerd runs as root and would use them)."""
+    image = tmp_path / "disk.img"
+    mnt = Path(tempfile.mkdtemp(prefix="bbd-", dir="/tmp"))
+    subprocess.run(["truncate", "-s", "2G", str(image)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-m", "0", str(image)], check=True)
+    subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
+    try:
+        with second_engine(data_root=mnt / "docker") as eng:
+            eng.nat()  # the build after space is back fetches packages
+            yield eng, mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)  # the loop device goes too
+        shutil.rmtree(mnt, ignore_errors=True)
+
+
+def _fill(mnt: Path) -> Path:
+    filler = mnt / "filler"
+    subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=1M"], capture_output=True)
+    subprocess.run(["sync", "-f", str(mnt)], check=True)
+    assert shutil.disk_usage(mnt).free < 8 << 20, shutil.disk_usage(mnt)
+    return filler
+
+
+def test_a_full_engine_disk_during_a_build_is_named_and_the_next_run_builds(
+    small_engine: tuple[SecondEngine, Path], tmp_path: Path, docker_client: Any, base_image: str
+) -> None:
+    eng, mnt = small_engine
+    home = tmp_path / "home"
+    write_agent(home, "sh", SHELL_BOTTLE)
+    env = {**os.environ, "BOT_BOTTLE_HOME": str(home)}
+    if HOST_CA.exists():
+        env["BOT_BOTTLE_BUILD_CA_BUNDLE"] = str(HOST_CA)
+    base, agent_image, bundle_image = bottle_images(home, "sh", env)
+    eng.load(base, bundle_image)
+    env = eng.env(env)
+    filler = _fill(mnt)
+
+    r = subprocess.run([*BB, "run", "sh", "--", "true"], env=env, capture_output=True,
+                       text=True, timeout=600)  # fmt: skip
+    assert r.returncode == 1, r.stdout + r.stderr
+    data_root = mnt / "docker"
+    assert (
+        f"error: no space left on the Docker engine's disk while building {agent_image} "
+        f"(its data root {data_root})"
+    ) in r.stderr, r.stderr
+    assert f"df -h {data_root}" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    # Nothing half-made: no image under the content tag, no container, no state.
+    assert eng.docker("image", "inspect", agent_image, check=False).returncode != 0
+    assert eng.docker("ps", "-aq").stdout.split() == []
+    assert not (home / "state").exists() or list((home / "state").iterdir()) == []
+
+    filler.unlink()
+    ok = subprocess.run([*BB, "run", "sh", "--", "true"], env=env, capture_output=True,
+                        text=True, timeout=900)  # fmt: skip
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    assert f"building image {agent_image}" in ok.stderr
+    assert eng.docker("image", "inspect", agent_image, check=False).returncode == 0
     assert list((home / "state").iterdir()) == []
