@@ -19,13 +19,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.bottle_kit import write_agent
-from tests.faults.second_engine import HOST_CA, SecondEngine, bottle_images, second_engine
+from tests.faults.second_engine import HOST_CA, SecondEngine, bottle_images
 
 pytestmark = [
     pytest.mark.docker,
@@ -38,17 +37,18 @@ SHELL_BOTTLE = "---\nagent_provider:\n  template: shell\n---\n"
 
 @pytest.fixture(scope="module")
 def engine(
-    tmp_path_factory: pytest.TempPathFactory, docker_client: object, base_image: str
-) -> Iterator[tuple[SecondEngine, dict[str, str]]]:
+    tmp_path_factory: pytest.TempPathFactory,
+    docker_client: object,
+    base_image: str,
+    second_docker: SecondEngine,
+) -> tuple[SecondEngine, dict[str, str]]:
     home = tmp_path_factory.mktemp("restart") / "home"
     write_agent(home, "sh", SHELL_BOTTLE)
     env = {**os.environ, "BOT_BOTTLE_HOME": str(home)}
     if HOST_CA.exists():
         env["BOT_BOTTLE_BUILD_CA_BUNDLE"] = str(HOST_CA)
-    refs = bottle_images(home, "sh", env)
-    with second_engine() as eng:
-        eng.load(*refs)
-        yield eng, eng.env(env)
+    second_docker.load(*bottle_images(home, "sh", env))
+    return second_docker, second_docker.env(env)
 
 
 def _bb(env: dict[str, str], *args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
