@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot_bottle_sidecars.egress.testing import (
+from bot_bottle_testkit.egress import (
     EgressProcess,
     LocalUpstream,
     TestPKI,

@@ -5,7 +5,8 @@
 Uses a throwaway BOT_BOTTLE_HOME with the demo agent (``bot-bottle init``);
 images are warmed first, so the figures are for warm images. Baseline in
 the same run: ``docker run --rm --network none <agent image> true``.
-Targets (issue 8): ready <= 3 s, teardown <= 2 s.
+Targets (a bottle per task has to feel as quick as a shell): ready <= 3 s,
+teardown <= 2 s.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ a bottle whose agent writes ``--work-mb`` MiB into its home is committed
 (``bot-bottle commit``: export, filter, scan what changed, import), and the
 snapshot resumed (``resume NAME -- true``). "ready" is the launcher's own
 phase timing (launch to sidecars answering, provisioning done).
-Target (issue 16): resume ready within 1 s of a fresh start.
+Target (resuming must cost about what a fresh start does): resume ready within 1 s of a fresh start.
 """
 
 from __future__ import annotations

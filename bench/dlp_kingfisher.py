@@ -1,4 +1,4 @@
-"""The optional Kingfisher detector against the built-in token rules (issue 17).
+"""The optional Kingfisher detector against the built-in token rules.
 
 Both run through the same scan pipeline (every decoded view). Measured:
 

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2 as httpx
-from bot_bottle_sidecars.egress.testing import (
+from bot_bottle_testkit.egress import (
     EgressProcess,
     LocalUpstream,
     make_test_pki,

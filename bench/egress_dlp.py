@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
-from bot_bottle_sidecars.egress.testing import LocalUpstream, make_test_pki, start_egress
+from bot_bottle_testkit.egress import LocalUpstream, make_test_pki, start_egress
 
 from bot_bottle.egress.ca import generate_bottle_ca
 from bot_bottle.egress.render import RouteSpec, render_egress_config

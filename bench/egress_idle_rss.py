@@ -1,7 +1,8 @@
 """Idle RSS of the egress daemon (mitmproxy + addon), after start and after traffic.
 
-Target (issue 4): <= 150 MB. Baseline in the same run: a bare Python
-interpreter that imports nothing (``python -c`` sleeping).
+Target (one daemon per bottle, several bottles on a small machine): <= 150 MB.
+Baseline in the same run: a bare Python interpreter that imports nothing
+(``python -c`` sleeping).
 
     .venv/bin/python bench/egress_idle_rss.py [--json]
 """

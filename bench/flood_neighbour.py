@@ -9,7 +9,7 @@ other bottle idles (the baseline, same run), then while the other bottle's
 agent holds ``--connections`` proxy connections open and sends ``--calls``
 supervise calls (50 at a time). Prints median and p95 of both and their
 ratio, plus the flooded bundle's peak memory. Traffic goes only to each
-bottle's own sidecars. Figures, not assertions (issue #20).
+bottle's own sidecars. Figures, not assertions (timings depend on the machine).
 """
 
 from __future__ import annotations

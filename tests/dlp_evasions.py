@@ -1,4 +1,4 @@
-"""The forms an agent uses to walk a token past a scanner (issue 17), built
+"""The forms an agent uses to walk a token past a scanner, built
 from one real-format token, for every place that scans: the pipeline,
 ``bot-bottle dlp scan``, a real egress daemon and a real git-gate push.
 

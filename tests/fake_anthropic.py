@@ -13,16 +13,15 @@ test generates, for the host names given.
 from __future__ import annotations
 
 import json
-import ssl
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-from bot_bottle_sidecars.egress.testing import make_test_pki
+from bot_bottle_testkit.egress import make_test_pki, serve_tls
 
 
 @dataclass
@@ -185,15 +184,6 @@ def fake_anthropic(
             self.end_headers()
             self.wfile.write(payload)
 
-    server = ThreadingHTTPServer((bind, port), Handler)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert_path, key_path)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serve_tls(Handler, cert_path, key_path, bind=bind, port=port) as server:
+        state.port = server.server_address[1]
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -78,6 +78,31 @@ def test_the_image_carries_the_hosts_versions(
         assert inside[name] == version(name), name
 
 
+def test_the_images_dlp_scan_has_the_hyperscan_prefilter(
+    docker_client: docker.DockerClient, bundle_image: ImageResult
+) -> None:
+    # Egress scans in the bundle: it must get the fast path where PyPI has
+    # a wheel (x86_64), and the prefilter must really answer there.
+    import platform
+
+    if platform.machine() != "x86_64":
+        pytest.skip("hyperscan ships wheels for x86_64 only; the image scans without it")
+    script = (
+        "from bot_bottle.dlp import prefilter, views;"
+        "assert prefilter.available(); prefilter.lazy = False;"
+        "print(sorted(views._GATE.matching(b'%41.' + b'Q' * 30)))"
+    )
+    out = docker_client.containers.run(
+        bundle_image.tag,
+        ["-c", script],
+        entrypoint="/opt/bot-bottle/bin/python",
+        remove=True,
+        network_disabled=True,
+        labels=LABEL,
+    )
+    assert out.decode().strip() == "[0, 3]"
+
+
 def test_the_image_has_the_daemon_users_the_host_expects(
     docker_client: docker.DockerClient, bundle_image: ImageResult
 ) -> None:

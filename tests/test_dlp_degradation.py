@@ -1,4 +1,4 @@
-"""Issue 17 item 7: scanning never weakens silently. A detector name two
+"""Scanning never weakens silently. A detector name two
 plugins register, a detector plugin that fails, and a contrib detector the
 sidecar bundle cannot carry each give one clear, fast outcome in
 ``bot-bottle dlp scan``, ``start --dry-run`` and ``run``."""

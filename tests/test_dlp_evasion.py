@@ -1,4 +1,4 @@
-"""Issue 17: every form an agent uses to walk a token past the scan is
+"""Every form an agent uses to walk a token past the scan is
 blocked by the built-in detectors through the pipeline (egress, git-gate
 and ``bot-bottle dlp scan`` run this same pipeline; their own tests send
 the same forms through the real daemons)."""

@@ -4,7 +4,7 @@
   network by name (Docker's DNS), and cannot reach a listener on another
   network; a positive control on that other network proves the listener
   answers, so the refusal is real.
-* Characterisation of the gap DESIGN §5 warns about: ``--internal`` removes
+* Characterisation of the gap a Docker backend must close: ``--internal`` removes
   the route *off* the machine, not the route to the host itself. A container
   there still reaches a service bound on any host address. The Docker backend
   must close that gap with its own mechanism; this test keeps the fact in view

@@ -266,7 +266,7 @@ def test_rendered_config_boots_the_egress_daemon(
     # The real daemon loads the rendered file, the token and secret slots and
     # the selected detectors (an unknown one would stop it booting).
     import httpx2 as httpx
-    from bot_bottle_sidecars.egress.testing import make_test_pki, start_egress
+    from bot_bottle_testkit.egress import make_test_pki, start_egress
 
     from bot_bottle.egress.ca import generate_bottle_ca
 

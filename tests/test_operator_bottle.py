@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import httpx2
 import pytest
-from bot_bottle_sidecars.egress.testing import make_test_pki
+from bot_bottle_testkit.egress import make_test_pki
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 

@@ -410,8 +410,9 @@ def test_a_drop_in_provider_is_listed_and_launches_with_its_key_injected(
 def test_an_upstream_reflecting_the_injected_credential_does_not_hand_it_to_the_agent(
     world: World, tmp_path: Path
 ) -> None:
-    """Issue 17: the fake API's /v1/echo answers with the request headers,
-    the Authorization egress injected among them. In a real bottle the agent
+    """An upstream that reflects the credential: the fake API's /v1/echo
+    answers with the request headers, the Authorization egress injected among
+    them. In a real bottle the agent
     gets the response cut (``credential-reflected``), never the key."""
     import shutil
 

@@ -1,10 +1,14 @@
 """The user's install: wheels built from the repository, installed into a
 fresh virtual environment that cannot see the source tree, then ``doctor``
-and the demo bottle run from there (what README "Install" promises).
+and the demo bottle run from there (what README "Install" promises); each
+built-in plugin installed alone is discovered; every wheel ships its
+``py.typed`` marker and the LICENSE.
 
 Dependencies come from the package index like a user's install; the
 project's own distributions come only from the wheels built here (given as
-files, so an index can never substitute a same-named distribution).
+files, so an index can never substitute a same-named distribution). The
+one-plugin environments install with ``--offline``: their third-party
+dependencies are the workspace's, already in uv's cache.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,8 +29,6 @@ from tests.conftest import REPO
 if TYPE_CHECKING:
     import docker
 
-pytestmark = pytest.mark.docker
-
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 #: What ``bot-bottle-all`` installs: every built-in.
 DISTRIBUTIONS = {
@@ -35,6 +38,20 @@ DISTRIBUTIONS = {
 }  # fmt: skip
 #: Built by the workspace but optional: not part of the user's install.
 OPTIONAL = {"bot_bottle_kingfisher"}
+#: Built by the workspace for its own tests only (the dev group's kits).
+DEV = {"bot_bottle_testkit"}
+#: What ``plugins list --json`` shows for each built-in plugin installed alone.
+PLUGIN_COMPONENTS = {
+    "claude": {"agent_providers": ["claude"]},
+    "codex": {"agent_providers": ["codex"]},
+    "dlp": {"dlp_detectors": ["token_patterns", "known_secrets", "prompt_injection"]},
+    "docker": {"backends": ["docker"], "freezers": ["docker"]},
+    "gitea": {"key_provisioners": ["gitea"]},
+    "github": {"key_provisioners": ["github"]},
+    "gitlab": {"key_provisioners": ["gitlab"]},
+    "kingfisher": {"dlp_detectors": ["kingfisher"]},
+    "shell": {"agent_providers": ["shell"]},
+}
 
 
 def _uv() -> str:
@@ -57,14 +74,144 @@ def _run(argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
     return proc
 
 
+def _clean_env(home: Path) -> dict[str, str]:
+    """The environment of a user's shell: nothing pointing at the source tree."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", "VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT")
+    }
+    env["BOT_BOTTLE_HOME"] = str(home)
+    return env
+
+
+@pytest.fixture(scope="session")
+def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every workspace distribution's wheel, built once per session."""
+    out = tmp_path_factory.mktemp("wheels")
+    _run([_uv(), "build", "--all-packages", "--wheel", "-q", "-o", str(out)], cwd=REPO)
+    return out
+
+
+def _dist(wheel: Path) -> str:
+    return wheel.name.split("-")[0]
+
+
+def test_the_workspace_builds_one_wheel_per_distribution(wheels: Path) -> None:
+    assert {_dist(p) for p in wheels.glob("*.whl")} == DISTRIBUTIONS | OPTIONAL | DEV
+
+
+def test_every_wheel_ships_py_typed_and_the_license(wheels: Path) -> None:
+    import zipfile
+
+    license_text = (REPO / "LICENSE").read_bytes()
+    assert b"Apache License" in license_text and b"Version 2.0" in license_text
+    for wheel in sorted(wheels.glob("*.whl")):
+        dist = _dist(wheel)
+        with zipfile.ZipFile(wheel) as zf:
+            names = set(zf.namelist())
+            info = next(n.split("/")[0] for n in names if n.endswith(".dist-info/METADATA"))
+            metadata = zf.read(f"{info}/METADATA").decode()
+            assert zf.read(f"{info}/licenses/LICENSE") == license_text, dist
+        assert "License-Expression: Apache-2.0" in metadata.splitlines(), dist
+        assert "License-File: LICENSE" in metadata.splitlines(), dist
+        if dist != "bot_bottle_all":  # a metapackage: no code to type
+            assert f"{dist}/py.typed" in names, dist
+        if dist not in DEV:
+            # The test kits stay out of what users and the bundle image install.
+            assert not any("testkit" in n or (n.endswith("/testing.py") and
+                           not n.startswith("bot_bottle/")) for n in names), dist  # fmt: skip
+
+
+def test_every_built_in_plugin_is_covered_by_the_discovery_test() -> None:
+    """A plugin added under plugins/ must get a row in PLUGIN_COMPONENTS."""
+    declared = {}
+    for pyproject in sorted(REPO.glob("plugins/*/pyproject.toml")):
+        project = tomllib.loads(pyproject.read_text())["project"]
+        for name in project.get("entry-points", {}).get("bot_bottle", {}):
+            declared[name] = project["name"]
+    assert set(declared) == set(PLUGIN_COMPONENTS)
+    assert all(dist == f"bot-bottle-{name}" for name, dist in declared.items())
+
+
+def _in_dev_env(dist: str) -> bool:
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        distribution(dist)
+    except PackageNotFoundError:
+        return False
+    return True
+
+
+def _venv_with(wheels: Path, where: Path, *dists: str) -> Path:
+    """A fresh venv holding ``dists`` (and what they depend on) from ``wheels``.
+
+    Offline (uv's cache only, no index asked) when the workspace's own
+    environment has them, so their dependencies were cached by ``uv sync``;
+    an optional plugin the workspace does not install (kingfisher) gets its
+    dependencies from the index, as a user's install would."""
+    uv = _uv()
+    offline = all(_in_dev_env(d.replace("_", "-")) for d in dists)
+    venv = where / "venv"
+    _run([uv, "venv", "-q", "--python", sys.executable, str(venv)], cwd=where)
+    python = venv / "bin" / "python"
+    files = [str(w) for w in wheels.glob("*.whl") if _dist(w) in dists]
+    assert len(files) == len(dists), (dists, files)
+    # --find-links: a dependency on another of ours (docker -> sidecars) comes
+    # from the wheels built here too.
+    _run(
+        [uv, "pip", "install", "-q", *(["--offline"] if offline else []),
+         "--python", str(python), "--find-links", str(wheels), *files],
+        cwd=where,
+    )  # fmt: skip
+    return venv
+
+
+@pytest.mark.parametrize("plugin", sorted(PLUGIN_COMPONENTS))
+def test_a_built_in_plugin_installed_alone_is_discovered(
+    plugin: str, wheels: Path, tmp_path: Path
+) -> None:
+    venv = _venv_with(wheels, tmp_path, f"bot_bottle_{plugin}")
+    installed = _run(
+        [_uv(), "pip", "list", "--format", "json", "--python", str(venv / "bin" / "python")],
+        cwd=tmp_path,
+    )
+    ours = {p["name"] for p in json.loads(installed.stdout) if p["name"].startswith("bot-bottle")}
+    needs_sidecars = plugin == "docker"  # its launch builds the bundle image
+    assert ours == {"bot-bottle", f"bot-bottle-{plugin}"} | (
+        {"bot-bottle-sidecars"} if needs_sidecars else set()
+    )
+
+    listed = _run(
+        [str(venv / "bin" / "bot-bottle"), "plugins", "list", "--json"],
+        cwd=tmp_path, env=_clean_env(tmp_path / "home"),
+    )  # fmt: skip
+    (entry,) = json.loads(listed.stdout)["plugins"]
+    assert entry["name"] == plugin
+    assert entry["distribution"] == f"bot-bottle-{plugin}"
+    assert entry["source"] == "entry point"
+    assert entry["status"] == "active", entry["error"]
+    assert entry["components"] == PLUGIN_COMPONENTS[plugin]
+
+
+def test_the_console_installed_alone_gives_supervise(wheels: Path, tmp_path: Path) -> None:
+    """The console has no hooks: core's ``supervise`` command imports it."""
+    venv = _venv_with(wheels, tmp_path, "bot_bottle_console")
+    env = _clean_env(tmp_path / "home")
+    bb = str(venv / "bin" / "bot-bottle")
+    listed = _run([bb, "plugins", "list", "--json"], cwd=tmp_path, env=env)
+    assert json.loads(listed.stdout)["plugins"] == []
+    _run([str(venv / "bin" / "python"), "-c", "import bot_bottle_console.app"], env=env)
+    helped = _run([bb, "supervise", "--help"], cwd=tmp_path, env=env)
+    assert "supervise" in helped.stdout
+
+
+@pytest.mark.docker
 def test_wheels_install_into_a_clean_venv_and_run_doctor_and_the_demo(
-    tmp_path: Path, docker_client: docker.DockerClient, base_image: str
+    wheels: Path, tmp_path: Path, docker_client: docker.DockerClient, base_image: str
 ) -> None:
     uv = _uv()
-    wheels = tmp_path / "wheels"
-    _run([uv, "build", "--all-packages", "--wheel", "-q", "-o", str(wheels)], cwd=REPO)
-    built = {p.name.split("-")[0] for p in wheels.glob("*.whl")}
-    assert built == DISTRIBUTIONS | OPTIONAL
 
     venv = tmp_path / "venv"
     _run([uv, "venv", "-q", "--python", sys.executable, str(venv)], cwd=tmp_path)
@@ -83,12 +230,7 @@ def test_wheels_install_into_a_clean_venv_and_run_doctor_and_the_demo(
     )
 
     # Nothing of the source tree leaks in: a clean environment, run elsewhere.
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("PYTHONPATH", "VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT")
-    }
-    env["BOT_BOTTLE_HOME"] = str(tmp_path / "home")
+    env = _clean_env(tmp_path / "home")
     # uv beside the user's bot-bottle, as 'uv tool install' leaves it: the
     # bundle build fetches the image's dependencies with it (the venv has no pip).
     env["PATH"] = os.pathsep.join([str(venv / "bin"), env.get("PATH", ""), str(Path(uv).parent)])

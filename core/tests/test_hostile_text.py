@@ -1,6 +1,7 @@
 """Names and values from repositories reach the operator's terminal escaped
-(issue 13): ``list agents``, ``info``, ``start``'s preflight, error messages
-and log lines. Run as a user would (the real CLI in a subprocess)."""
+(an agent writes them, the operator reads them): ``list agents``, ``info``,
+``start``'s preflight, error messages and log lines. Run as a user would
+(the real CLI in a subprocess)."""
 
 from __future__ import annotations
 

@@ -16,9 +16,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -246,6 +247,23 @@ class Gate:
         self.git("clone", "-q", upstream.url, str(dest))
         return dest
 
+    def commit(self, clone: Path, files: Mapping[str, str | bytes], message: str) -> str:
+        """Write ``files`` into ``clone``, commit everything as the agent; the new HEAD."""
+        for name, content in files.items():
+            path = clone / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                path.write_bytes(content)
+            else:
+                path.write_text(content)
+        self.git("add", "-A", cwd=clone)
+        self.git("commit", "-q", "-m", message, cwd=clone)
+        return self.git("rev-parse", "HEAD", cwd=clone).stdout.strip()
+
+    def push(self, clone: Path, *refspecs: str) -> subprocess.CompletedProcess[str]:
+        """``git push origin <refspecs>`` (``main`` by default) as the agent; never raises."""
+        return self.git("push", "origin", *(refspecs or ("main",)), cwd=clone, check=False)
+
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
 
@@ -354,3 +372,24 @@ def make_gate(tmp_path: Path, sshd: Sshd) -> Iterator[Callable[..., Gate]]:
     yield make
     for gate in gates:
         gate.stop()
+
+
+#: ``gated_clone(name="app", *, empty=False, **make_gate_options)``.
+GatedClone = Callable[..., tuple[Upstream, Gate, Path]]
+
+
+@pytest.fixture
+def gated_clone(
+    tmp_path: Path, make_upstream: Callable[..., Upstream], make_gate: Callable[..., Gate]
+) -> GatedClone:
+    """An upstream, a gate for it (``make_gate``'s options) and the agent's
+    clone through the gate at ``tmp_path / "clone"``."""
+
+    def make(
+        name: str = "app", *, empty: bool = False, **gate_options: Any
+    ) -> tuple[Upstream, Gate, Path]:
+        up = make_upstream(name, empty=empty)
+        gate = make_gate([(name, up)], **gate_options)
+        return up, gate, gate.clone(up, tmp_path / "clone")
+
+    return make

@@ -1,4 +1,4 @@
-"""Issue 17 through a real git-gate push (real git, git daemon side over
+"""Evasive encodings through a real git-gate push (real git, git daemon side over
 sshd, the built-in detectors): every evasive form of a token, and every
 transformed form of a bottle secret, is refused before the upstream is
 contacted."""
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from tests import dlp_evasions
 
 if TYPE_CHECKING:
-    from .conftest import Gate, Sshd, Upstream
+    from .conftest import Gate, GatedClone, Sshd
 
 VALUE = "bottle-secret-Qm7vR2xK9pLw"
 
@@ -24,11 +24,9 @@ def _push_each(
     """Commit each form alone and push it; the failures, by form."""
     failures: dict[str, str] = {}
     for i, (name, body) in enumerate(sorted(forms.items())):
-        (clone / f"data{i}.bin").write_bytes(body)
-        gate.git("add", "-A", cwd=clone)
-        gate.git("commit", "-q", "-m", f"add data {i}", cwd=clone)
+        gate.commit(clone, {f"data{i}.bin": body}, f"add data {i}")
         before = sshd.connections()
-        proc = gate.git("push", "origin", "main", cwd=clone, check=False)
+        proc = gate.push(clone)
         if proc.returncode == 0 or expect(name) not in proc.stderr:
             failures[name] = proc.stderr[-400:]
         elif sshd.connections() != before:
@@ -37,15 +35,8 @@ def _push_each(
     return failures
 
 
-def test_every_evasive_form_of_a_token_is_refused(
-    tmp_path: Path,
-    sshd: Sshd,
-    make_upstream: Callable[..., Upstream],
-    make_gate: Callable[..., Gate],
-) -> None:
-    up = make_upstream("app")
-    gate = make_gate([("app", up)], plugins="dlp")
-    clone = gate.clone(up, tmp_path / "clone")
+def test_every_evasive_form_of_a_token_is_refused(sshd: Sshd, gated_clone: GatedClone) -> None:
+    _, gate, clone = gated_clone(plugins="dlp")
     forms = {**dlp_evasions.token_forms(), **dlp_evasions.key_forms()}
     failures = _push_each(
         gate,
@@ -61,32 +52,22 @@ def test_every_evasive_form_of_a_token_is_refused(
 
 
 def test_a_token_split_over_two_lines_of_a_commit_message_is_refused(
-    tmp_path: Path,
-    sshd: Sshd,
-    make_upstream: Callable[..., Upstream],
-    make_gate: Callable[..., Gate],
+    gated_clone: GatedClone,
 ) -> None:
-    up = make_upstream("app")
-    gate = make_gate([("app", up)], plugins="dlp")
-    clone = gate.clone(up, tmp_path / "clone")
+    _, gate, clone = gated_clone(plugins="dlp")
     token = dlp_evasions.TOKEN
-    (clone / "notes.txt").write_text("hello\n")
-    gate.git("add", "-A", cwd=clone)
-    gate.git("commit", "-q", "-m", f"ci: rotate\n\ntoken {token[:17]}\n{token[17:]}\n", cwd=clone)
-    proc = gate.git("push", "origin", "main", cwd=clone, check=False)
+    gate.commit(
+        clone, {"notes.txt": "hello\n"}, f"ci: rotate\n\ntoken {token[:17]}\n{token[17:]}\n"
+    )
+    proc = gate.push(clone)
     assert proc.returncode != 0
     assert "token_patterns/github-pat" in proc.stderr and "commit message" in proc.stderr
 
 
 def test_a_bottle_secret_is_refused_in_each_transformed_form(
-    tmp_path: Path,
-    sshd: Sshd,
-    make_upstream: Callable[..., Upstream],
-    make_gate: Callable[..., Gate],
+    sshd: Sshd, gated_clone: GatedClone
 ) -> None:
-    up = make_upstream("app")
-    gate = make_gate([("app", up)], plugins="dlp", extra_env={"GITGATE_SECRET_0": VALUE})
-    clone = gate.clone(up, tmp_path / "clone")
+    _, gate, clone = gated_clone(plugins="dlp", extra_env={"GITGATE_SECRET_0": VALUE})
     raw = VALUE.encode()
     forms = {
         "utf-16le": VALUE.encode("utf-16-le"),

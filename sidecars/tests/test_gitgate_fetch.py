@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .conftest import Gate, Sshd, Upstream
+    from .conftest import Gate, GatedClone, Sshd, Upstream
 
 
 def test_clone_through_gate_shows_upstream_commits_and_default_branch(
@@ -26,11 +26,9 @@ def test_clone_through_gate_shows_upstream_commits_and_default_branch(
 
 
 def test_fetch_through_gate_sees_a_commit_made_upstream_after_the_gate_started(
-    tmp_path: Path, make_upstream: Callable[..., Upstream], make_gate: Callable[..., Gate]
+    gated_clone: GatedClone,
 ) -> None:
-    up = make_upstream("app")
-    gate = make_gate([("app", up)])
-    clone = gate.clone(up, tmp_path / "clone")
+    up, gate, clone = gated_clone()
     later = up.commit({"CHANGELOG": "v2\n"}, "made upstream while the bottle ran")
     gate.git("pull", "-q", "--ff-only", cwd=clone)
     assert gate.git("rev-parse", "HEAD", cwd=clone).stdout.strip() == later
@@ -50,14 +48,9 @@ def test_branch_deleted_upstream_disappears_from_the_gate(
 
 
 def test_fetch_fails_with_a_clear_message_when_the_upstream_is_down(
-    tmp_path: Path,
-    sshd: Sshd,
-    make_upstream: Callable[..., Upstream],
-    make_gate: Callable[..., Gate],
+    sshd: Sshd, gated_clone: GatedClone
 ) -> None:
-    up = make_upstream("app")
-    gate = make_gate([("app", up)])
-    clone = gate.clone(up, tmp_path / "clone")
+    _, gate, clone = gated_clone()
     sshd.stop()
     try:
         proc = gate.git("fetch", cwd=clone, check=False)

@@ -15,7 +15,7 @@ import pytest
 from .conftest import git, new_upstream, start_gate
 
 if TYPE_CHECKING:
-    from .conftest import Gate, Sshd, Upstream
+    from .conftest import Gate, GatedClone, Sshd, Upstream
 
 # Built at run time so this file itself holds no scannable token.
 SECRETS = {
@@ -37,22 +37,14 @@ class Bottle:
     branch: str
 
     def commit(self, files: dict[str, str], message: str = "change") -> str:
-        for name, text in files.items():
-            path = self.clone / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-        self.git("add", "-A")
-        self.git("commit", "-q", "-m", message)
-        return self.git("rev-parse", "HEAD").stdout.strip()
+        return self.gate.commit(self.clone, files, message)
 
     def git(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.gate.git(*args, cwd=self.clone, check=check)
 
     def push(self, *args: str) -> subprocess.CompletedProcess[str]:
         """``git push origin <args>``; by default the test's branch."""
-        return self.git(
-            "push", "origin", *(args or (f"HEAD:refs/heads/{self.branch}",)), check=False
-        )
+        return self.gate.push(self.clone, *(args or (f"HEAD:refs/heads/{self.branch}",)))
 
     def upstream_head(self) -> str | None:
         return self.up.ref(f"refs/heads/{self.branch}")
@@ -257,9 +249,7 @@ def test_wrong_host_key_refuses_to_forward(
     gate = make_gate([("app", up)], host_key=(tmp_path / "impostor.pub").read_text())
     work = tmp_path / "work"
     gate.git("init", "-q", "-b", "topic", str(work))
-    (work / "f.txt").write_text("hello\n")
-    gate.git("add", "f.txt", cwd=work)
-    gate.git("commit", "-q", "-m", "topic", cwd=work)
+    gate.commit(work, {"f.txt": "hello\n"}, "topic")
     accepted = sshd.log.read_text().count("Accepted publickey")
     proc = gate.git("push", up.url, "topic", cwd=work, check=False)
     assert proc.returncode != 0
@@ -268,46 +258,28 @@ def test_wrong_host_key_refuses_to_forward(
     assert sshd.log.read_text().count("Accepted publickey") == accepted
 
 
-def test_first_push_to_an_empty_upstream_lands(
-    tmp_path: Path, make_upstream: Callable[..., Upstream], make_gate: Callable[..., Gate]
-) -> None:
-    up = make_upstream("fresh", empty=True)
-    gate = make_gate([("fresh", up)])
-    clone = gate.clone(up, tmp_path / "clone")  # an empty clone, not an error
+def test_first_push_to_an_empty_upstream_lands(gated_clone: GatedClone) -> None:
+    up, gate, clone = gated_clone("fresh", empty=True)  # an empty clone, not an error
     gate.git("symbolic-ref", "HEAD", "refs/heads/main", cwd=clone)
-    (clone / "f.txt").write_text("first\n")
-    gate.git("add", "f.txt", cwd=clone)
-    gate.git("commit", "-q", "-m", "first", cwd=clone)
-    proc = gate.git("push", "origin", "main", cwd=clone, check=False)
+    gate.commit(clone, {"f.txt": "first\n"}, "first")
+    proc = gate.push(clone)
     assert proc.returncode == 0, proc.stderr
     assert up.head() == gate.git("rev-parse", "HEAD", cwd=clone).stdout.strip()
 
 
-def test_push_is_refused_when_no_detector_is_installed(
-    tmp_path: Path,
-    sshd: Sshd,
-    make_upstream: Callable[..., Upstream],
-    make_gate: Callable[..., Gate],
-) -> None:
+def test_push_is_refused_when_no_detector_is_installed(sshd: Sshd, gated_clone: GatedClone) -> None:
     # An unscanned push never leaves: no detectors means no forwarding.
-    up = make_upstream("app")
-    gate = make_gate([("app", up)], plugins="")
-    clone = gate.clone(up, tmp_path / "clone")
-    (clone / "f.txt").write_text("clean\n")
-    gate.git("add", "f.txt", cwd=clone)
-    gate.git("commit", "-q", "-m", "clean", cwd=clone)
+    _, gate, clone = gated_clone(plugins="")
+    gate.commit(clone, {"f.txt": "clean\n"}, "clean")
     before = sshd.connections()
-    proc = gate.git("push", "origin", "main", cwd=clone, check=False)
+    proc = gate.push(clone)
     assert proc.returncode != 0
     assert "the secret scan could not run (no DLP detector is installed" in proc.stderr
     assert sshd.connections() == before
 
 
 def test_a_bottle_secret_is_refused_however_it_is_encoded(
-    tmp_path: Path,
-    sshd: Sshd,
-    make_upstream: Callable[..., Upstream],
-    make_gate: Callable[..., Gate],
+    tmp_path: Path, sshd: Sshd, gated_clone: GatedClone
 ) -> None:
     """A value of the bottle's own (a ``?prompt`` answer, a ``${HOST_VAR}``)
     matches no token pattern, but the agent can read it: the gate gets it as
@@ -316,16 +288,12 @@ def test_a_bottle_secret_is_refused_however_it_is_encoded(
     import base64
 
     value = "correct-horse-" + "battery-staple-42"
-    up = make_upstream("app")
-    gate = make_gate([("app", up)], plugins="dlp", extra_env={"GITGATE_SECRET_0": value})
-    clone = gate.clone(up, tmp_path / "clone")
+    up, gate, clone = gated_clone(plugins="dlp", extra_env={"GITGATE_SECRET_0": value})
     encoded = [value, base64.b64encode(value.encode()).decode()]
     for i, text in enumerate(encoded):
-        (clone / f"f{i}.txt").write_text(f"note = {text}\n")
-        gate.git("add", "-A", cwd=clone)
-        gate.git("commit", "-q", "-m", f"note {i}", cwd=clone)
+        gate.commit(clone, {f"f{i}.txt": f"note = {text}\n"}, f"note {i}")
         before = sshd.connections()
-        proc = gate.git("push", "origin", "main", cwd=clone, check=False)
+        proc = gate.push(clone)
         assert proc.returncode != 0, proc.stderr
         assert "known-secret" in proc.stderr
         assert value not in proc.stderr and text not in proc.stderr
@@ -478,7 +446,7 @@ def test_a_secret_in_a_message_with_an_odd_encoding_is_rejected(bottle: Bottle) 
 
 
 def test_an_operator_allowed_finding_passes_and_a_bad_allow_list_allows_nothing(
-    tmp_path: Path, make_upstream: Callable[..., Upstream], make_gate: Callable[..., Gate]
+    tmp_path: Path, gated_clone: GatedClone
 ) -> None:
     import re
 
@@ -486,24 +454,20 @@ def test_an_operator_allowed_finding_passes_and_a_bad_allow_list_allows_nothing(
 
     allow_dir = tmp_path / "allow"
     allow_dir.mkdir()
-    up = make_upstream("app")
-    gate = make_gate([("app", up)], allow_file=allow_dir / allow.ALLOW_FILE)
-    clone = gate.clone(up, tmp_path / "clone")
-    (clone / "example.env").write_text(f"key={SECRETS['github-token']}\n")
-    gate.git("add", "example.env", cwd=clone)
-    gate.git("commit", "-q", "-m", "example", cwd=clone)
-    refused = gate.git("push", "origin", "HEAD:refs/heads/ex", cwd=clone, check=False)
+    up, gate, clone = gated_clone(allow_file=allow_dir / allow.ALLOW_FILE)
+    gate.commit(clone, {"example.env": f"key={SECRETS['github-token']}\n"}, "example")
+    refused = gate.push(clone, "HEAD:refs/heads/ex")
     assert refused.returncode != 0
     (fid,) = re.findall(r"\[finding (gf-[0-9a-f]{20})\]", refused.stderr)
     # A list that does not validate (here: an unknown key) allows nothing.
     (allow_dir / allow.ALLOW_FILE).write_text(
         json.dumps({"schema_version": 1, "entries": [], "everything": True})
     )
-    again = gate.git("push", "origin", "HEAD:refs/heads/ex", cwd=clone, check=False)
+    again = gate.push(clone, "HEAD:refs/heads/ex")
     assert again.returncode != 0 and fid in again.stderr
     (allow_dir / allow.ALLOW_FILE).unlink()
     allow.add(allow_dir, fid, comment="an example in the docs")
-    passed = gate.git("push", "origin", "HEAD:refs/heads/ex", cwd=clone, check=False)
+    passed = gate.push(clone, "HEAD:refs/heads/ex")
     assert passed.returncode == 0, passed.stderr
     assert "allowed by the operator: testsecrets/github-token" in passed.stderr
     assert up.ref("refs/heads/ex") == gate.git("rev-parse", "HEAD", cwd=clone).stdout.strip()

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from bot_bottle_sidecars.egress.testing import free_port
+from bot_bottle_testkit.egress import free_port
 
 
 def _echo_server() -> tuple[socket.socket, int]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
 from typing import Any
 
-from bot_bottle_sidecars.egress.testing import TestPKI, _Handler  # pyright: ignore[reportPrivateUsage]
+from bot_bottle_testkit.egress import TestPKI, _Handler  # pyright: ignore[reportPrivateUsage]
 
 
 class _Upstream(ThreadingHTTPServer):

@@ -1,4 +1,4 @@
-"""The operator's own git runs nothing the agent wrote (issue 13).
+"""The operator's own git runs nothing the agent wrote.
 
 A real bottle (Docker backend, shell provider) with ``--cwd`` on a real
 repository owned by a normal user (uid 4242). The agent tries every route
@@ -19,67 +19,28 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from tests.bottle_kit import launched, write_agent
+from tests.escape.workspace_kit import (
+    GROUP,
+    OWNER,
+    Scene,
+    agent_run,
+    bottle_on_repo,
+    owner_git,
+    payload,
+    repo_scene,
+)
 
 pytestmark = [
     pytest.mark.docker,
     pytest.mark.skipif(os.geteuid() != 0, reason="a repository of another uid needs root"),
 ]
 
-OWNER, GROUP = 4242, 4343
 TOKEN = "ghp_" + "cLq0tI1jkszp88r7fYkDc96kVncLVP41QdEW"
-BOTTLE_MD = """\
----
-agent_provider:
-  template: shell
-git_user:
-  name: Agent
-  email: agent@example.test
----
-"""
-
-
-@dataclass
-class Scene:
-    root: Path  # 0755, so the owner reaches everything below
-    repo: Path
-    witness: Path
-    owner_home: Path
-    slug: str = ""
-    agent_out: dict[str, str] = field(default_factory=dict)
-    during: dict[str, str] = field(default_factory=dict)
-    progress: list[str] = field(default_factory=list)
-    host_git_before: dict[str, bytes] = field(default_factory=dict)
-    control_git_dir: Path | None = None
-
-    def witnesses(self) -> dict[str, str]:
-        return {p.name: p.read_text() for p in sorted(self.witness.iterdir())}
-
-
-def _owner_env(scene: Scene) -> dict[str, str]:
-    return {"HOME": str(scene.owner_home), "PATH": "/usr/bin:/bin", "LC_ALL": "C"}
-
-
-def owner_git(scene: Scene, *args: str, check: bool = True, cwd: Path | None = None) -> str:
-    proc = subprocess.run(
-        ["git", *args], cwd=cwd or scene.repo, env=_owner_env(scene), capture_output=True,
-        text=True, user=OWNER, group=GROUP, extra_groups=[], check=False, timeout=60,
-    )  # fmt: skip
-    if check:
-        assert proc.returncode == 0, f"git {args}: {proc.stdout}{proc.stderr}"
-    return proc.stdout + proc.stderr
-
-
-def _payload(scene: Scene, name: str) -> str:
-    # The witness directory exists on the host only: in the bottle this fails.
-    return f"echo {name} $(id -u) >> {scene.witness}/{name}"
 
 
 def _snapshot(git_dir: Path) -> dict[str, bytes]:
@@ -93,58 +54,6 @@ def _snapshot(git_dir: Path) -> dict[str, bytes]:
         else:
             out[rel] = b"<dir>"
     return out
-
-
-def _make_repo(scene: Scene) -> None:
-    repo = scene.repo
-    repo.mkdir()
-    home = scene.owner_home
-    home.mkdir()
-    (home / ".gitconfig").write_text("[user]\n\tname = Owner\n\temail = owner@host.test\n")
-    scene.witness.mkdir()
-    scene.witness.chmod(0o777)
-    for path in (repo, home):
-        os.chown(path, OWNER, GROUP)
-    owner_git(scene, "init", "-q", "-b", "main")
-    (repo / "README.md").write_text("hello\n")
-    (repo / "src.txt").write_text("one\n")
-    for name in ("README.md", "src.txt"):
-        os.chown(repo / name, OWNER, GROUP)
-    owner_git(scene, "add", ".")
-    # An unpopulated submodule: a gitlink in the index, an empty directory.
-    owner_git(scene, "commit", "-qm", "initial")
-    head = owner_git(scene, "rev-parse", "HEAD").strip()
-    owner_git(scene, "update-index", "--add", "--cacheinfo", f"160000,{head},sub")
-    (repo / ".gitmodules").write_text('[submodule "sub"]\n\tpath = sub\n\turl = ./sub\n')
-    os.chown(repo / ".gitmodules", OWNER, GROUP)
-    owner_git(scene, "add", ".gitmodules")
-    owner_git(scene, "commit", "-qm", "a submodule")
-    (repo / "sub").mkdir()
-    os.chown(repo / "sub", OWNER, GROUP)
-    # A populated submodule: mod/.git is a gitfile into .git/modules/mod.
-    src = scene.root / "modsrc"
-    src.mkdir()
-    os.chown(src, OWNER, GROUP)
-    owner_git(scene, "init", "-q", "-b", "main", cwd=src)
-    owner_git(scene, "commit", "-q", "--allow-empty", "-m", "mod", cwd=src)
-    owner_git(scene, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(src), "mod")
-    owner_git(scene, "commit", "-qm", "a populated submodule")
-    # The operator's own config runs files of the working tree (husky-style
-    # hooks, a tracked .gitconfig included, a script alias).
-    (repo / ".githooks").mkdir()
-    (repo / ".githooks" / "pre-commit").write_text("#!/bin/sh\nexit 0\n")
-    (repo / "scripts").mkdir()
-    (repo / "scripts" / "lint.sh").write_text("#!/bin/sh\necho lint-ok\n")
-    (repo / ".gitconfig").write_text("[core]\n\tautocrlf = false\n")
-    for path in (".githooks", ".githooks/pre-commit", "scripts", "scripts/lint.sh", ".gitconfig"):
-        os.chown(repo / path, OWNER, GROUP)
-    for path in (".githooks/pre-commit", "scripts/lint.sh"):
-        (repo / path).chmod(0o755)
-    owner_git(scene, "config", "core.hooksPath", ".githooks")
-    owner_git(scene, "config", "include.path", "../.gitconfig")
-    owner_git(scene, "config", "alias.lint", "!./scripts/lint.sh")
-    owner_git(scene, "add", ".githooks", "scripts", ".gitconfig")
-    owner_git(scene, "commit", "-qm", "operator tooling")
 
 
 AGENT_WORK = f"""
@@ -165,7 +74,7 @@ echo COMMITTED
 
 
 def _attacks(scene: Scene) -> dict[str, str]:
-    p = lambda name: _payload(scene, name)  # noqa: E731
+    p = lambda name: payload(scene, name)  # noqa: E731
     return {
         # The review's first variant.
         "commondir": f"""
@@ -256,32 +165,13 @@ def _attacks(scene: Scene) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def scene(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
-    import bot_bottle_docker.backend as backend_mod
-
-    root = Path(tempfile.mkdtemp(prefix="bb-escape-git-", dir="/tmp"))
-    root.chmod(0o755)
-    scene = Scene(root=root, repo=root / "repo", witness=root / "witness",
-                  owner_home=root / "owner-home")  # fmt: skip
-    _make_repo(scene)
-    scene.host_git_before = _snapshot(scene.repo / ".git")
-    home = tmp_path_factory.mktemp("bbhome")
-    write_agent(home, "gitwork", BOTTLE_MD)
-    mp = pytest.MonkeyPatch()
-    mp.setattr(backend_mod, "_stderr_progress", scene.progress.append)
-    try:
-        with launched(home, "gitwork", host_env=dict(os.environ), cwd=scene.repo) as b:
+    with repo_scene("bb-escape-git-") as scene:
+        scene.host_git_before = _snapshot(scene.repo / ".git")
+        with bottle_on_repo(scene, tmp_path_factory.mktemp("bbhome"), "gitwork") as b:
             scene.slug = b.plan.slug
-
-            def agent(script: str) -> str:
-                from bot_bottle import provider_kit as kit
-
-                argv = kit.agent_argv(b.plan.provider_plan, ["bash", "-c", script])
-                r = b.running.exec(argv, user="root")
-                return (r.stdout + r.stderr).decode("utf-8", "replace")
-
-            scene.agent_out["work"] = agent(AGENT_WORK)
+            scene.agent_out["work"] = agent_run(b, AGENT_WORK)
             for name, script in _attacks(scene).items():
-                scene.agent_out[name] = agent(script)
+                scene.agent_out[name] = agent_run(b, script)
             # The operator works in the repository while the bottle runs.
             scene.during = _operator_session(scene, "during")
             # Positive control: the planted git dir, read by a host git, runs
@@ -289,13 +179,10 @@ def scene(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             from bot_bottle.state import StateDir
 
             planted = StateDir.for_slug(scene.slug).path / "workspace.git"
-            control = root / "control.git"
+            control = scene.root / "control.git"
             shutil.copytree(planted, control, symlinks=True)
             scene.control_git_dir = control
         yield scene
-    finally:
-        mp.undo()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def _operator_session(scene: Scene, tag: str) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Working-tree files the host repository's own config makes git run (issue 13).
+"""Working-tree files the host repository's own config makes git run.
 
 The host's ``.git`` is out of the agent's reach, but its config may point
 back into the shared working tree: husky's ``core.hooksPath = .husky``, an
@@ -11,22 +11,19 @@ runs ``git status`` and ``git commit`` and nothing the agent wrote runs.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.bottle_kit import launched, write_agent
-from tests.escape.test_workspace_git import (
-    BOTTLE_MD,
+from tests.escape.workspace_kit import (
     GROUP,
     OWNER,
     Scene,
-    _make_repo,
-    _payload,
+    agent_run,
+    bottle_on_repo,
     owner_git,
+    payload,
+    repo_scene,
 )
 
 pytestmark = [
@@ -62,8 +59,8 @@ def _configure(scene: Scene) -> None:
 
 
 def _attack(scene: Scene) -> str:
-    hook = f"#!/bin/sh\\n{_payload(scene, 'husky')}\\n"
-    cfg = f'[core]\\n\\tfsmonitor = "{_payload(scene, "include")}"\\n'
+    hook = f"#!/bin/sh\\n{payload(scene, 'husky')}\\n"
+    cfg = f'[core]\\n\\tfsmonitor = "{payload(scene, "include")}"\\n'
     return f"""
         cd /workspace
         printf '{hook}' > .husky/pre-commit && echo WROTE-HOOK
@@ -77,7 +74,7 @@ def _attack(scene: Scene) -> str:
             printf '{hook}' > .husky/$h && chmod +x .husky/$h && echo ADDED-$h
         done
         printf '{cfg}' > {SHARED} && echo REPLACED-CONFIG
-        printf '{_payload(scene, "filter")}\\ncat\\n' > {CLEAN} && echo WROTE-FILTER
+        printf '{payload(scene, "filter")}\\ncat\\n' > {CLEAN} && echo WROTE-FILTER
         echo DONE
     """
 
@@ -86,7 +83,7 @@ def _hook_branches(scene: Scene) -> str:
     """Branches that would run the agent's code once the operator checks
     them out: a new husky post-checkout hook (committed with plumbing: the
     file is read-only in the bottle), a directory laid out as a git dir."""
-    hook = f"#!/bin/sh\\n{_payload(scene, 'checkout')}\\n"
+    hook = f"#!/bin/sh\\n{payload(scene, 'checkout')}\\n"
     return f"""
         set -e
         cd /workspace
@@ -99,7 +96,7 @@ def _hook_branches(scene: Scene) -> str:
         mkdir -p data/refs/heads data/objects
         echo 'ref: refs/heads/main' > data/HEAD
         touch data/refs/heads/.keep data/objects/.keep
-        git config -f data/config core.fsmonitor '{_payload(scene, "layout")}'
+        git config -f data/config core.fsmonitor '{payload(scene, "layout")}'
         git add data && git commit -qm 'a layout'
         git checkout -qf main
         echo BRANCHED
@@ -108,35 +105,17 @@ def _hook_branches(scene: Scene) -> str:
 
 @pytest.fixture(scope="module")
 def scene(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
-    import bot_bottle_docker.backend as backend_mod
-
-    root = Path(tempfile.mkdtemp(prefix="bb-escape-hooks-", dir="/tmp"))
-    root.chmod(0o755)
-    scene = Scene(root=root, repo=root / "repo", witness=root / "witness",
-                  owner_home=root / "owner-home")  # fmt: skip
-    _make_repo(scene)
-    _configure(scene)
-    home = tmp_path_factory.mktemp("bbhome")
-    write_agent(home, "hooks", BOTTLE_MD)
-    mp = pytest.MonkeyPatch()
-    mp.setattr(backend_mod, "_stderr_progress", scene.progress.append)
-    try:
-        with launched(home, "hooks", host_env=dict(os.environ), cwd=scene.repo) as b:
-            from bot_bottle import provider_kit as kit
-
+    with repo_scene("bb-escape-hooks-") as scene:
+        _configure(scene)
+        with bottle_on_repo(scene, tmp_path_factory.mktemp("bbhome"), "hooks") as b:
             work = "cd /workspace && echo more >> src.txt && git commit -qam work && echo OK"
             for name, script in (
                 ("attack", _attack(scene)),
                 ("work", work),
                 ("branches", _hook_branches(scene)),
             ):
-                argv = kit.agent_argv(b.plan.provider_plan, ["bash", "-c", script])
-                r = b.running.exec(argv, user="root")
-                scene.agent_out[name] = (r.stdout + r.stderr).decode("utf-8", "replace")
+                scene.agent_out[name] = agent_run(b, script)
         yield scene
-    finally:
-        mp.undo()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_the_hooks_and_the_included_config_could_not_be_touched(scene: Scene) -> None:

@@ -1,4 +1,4 @@
-"""Git directories the agent leaves in the shared working tree (issue 13).
+"""Git directories the agent leaves in the shared working tree.
 
 The host's ``.git`` is out of the agent's reach, but git finds a repository
 from wherever the operator stands: after the bottle, ``cd REPO/src && git
@@ -13,21 +13,20 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.bottle_kit import launched, write_agent
-from tests.escape.test_workspace_git import (
-    BOTTLE_MD,
+from tests.escape.workspace_kit import (
     GROUP,
     OWNER,
     Scene,
-    _make_repo,
-    _payload,
+    agent_run,
+    bottle_on_repo,
     owner_git,
+    payload,
+    repo_scene,
 )
 
 pytestmark = [
@@ -40,7 +39,7 @@ PLACES = ("src", "tools", "docs", ".cache/g", "vendor/lib")
 
 
 def _plant(scene: Scene) -> str:
-    p = lambda name: _payload(scene, name)  # noqa: E731
+    p = lambda name: payload(scene, name)  # noqa: E731
     return f"""
         set -e
         cd /workspace
@@ -61,35 +60,17 @@ def _plant(scene: Scene) -> str:
 
 @pytest.fixture(scope="module")
 def scene(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
-    import bot_bottle_docker.backend as backend_mod
-
-    root = Path(tempfile.mkdtemp(prefix="bb-escape-nested-", dir="/tmp"))
-    root.chmod(0o755)
-    scene = Scene(root=root, repo=root / "repo", witness=root / "witness",
-                  owner_home=root / "owner-home")  # fmt: skip
-    _make_repo(scene)
-    # The owner's own nested clone (not a submodule): its git dir is in the
-    # shared working tree.
-    lib = scene.repo / "vendor" / "lib"
-    lib.mkdir(parents=True)
-    for path in (lib.parent, lib):
-        os.chown(path, OWNER, GROUP)
-    owner_git(scene, "init", "-q", cwd=lib)
-    home = tmp_path_factory.mktemp("bbhome")
-    write_agent(home, "nested", BOTTLE_MD)
-    mp = pytest.MonkeyPatch()
-    mp.setattr(backend_mod, "_stderr_progress", scene.progress.append)
-    try:
-        with launched(home, "nested", host_env=dict(os.environ), cwd=scene.repo) as b:
-            from bot_bottle import provider_kit as kit
-
-            argv = kit.agent_argv(b.plan.provider_plan, ["bash", "-c", _plant(scene)])
-            r = b.running.exec(argv, user="root")
-            scene.agent_out["plant"] = (r.stdout + r.stderr).decode("utf-8", "replace")
+    with repo_scene("bb-escape-nested-") as scene:
+        # The owner's own nested clone (not a submodule): its git dir is in the
+        # shared working tree.
+        lib = scene.repo / "vendor" / "lib"
+        lib.mkdir(parents=True)
+        for path in (lib.parent, lib):
+            os.chown(path, OWNER, GROUP)
+        owner_git(scene, "init", "-q", cwd=lib)
+        with bottle_on_repo(scene, tmp_path_factory.mktemp("bbhome"), "nested") as b:
+            scene.agent_out["plant"] = agent_run(b, _plant(scene))
         yield scene
-    finally:
-        mp.undo()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_the_agent_planted_every_variant(scene: Scene) -> None:
@@ -138,46 +119,29 @@ def sub_scene(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     """``--cwd`` a subdirectory of the owner's repository: no ``.git`` of its
     own, so git takes a ``HEAD``/``objects``/``refs`` layout there (the
     agent's ``/workspace`` top level) for the repository."""
-    import bot_bottle_docker.backend as backend_mod
-
-    root = Path(tempfile.mkdtemp(prefix="bb-escape-nested-sub-", dir="/tmp"))
-    root.chmod(0o755)
-    scene = Scene(root=root, repo=root / "repo", witness=root / "witness",
-                  owner_home=root / "owner-home")  # fmt: skip
-    _make_repo(scene)
-    pkg = scene.repo / "pkg"
-    pkg.mkdir()
-    (pkg / "mod.txt").write_text("pkg\n")
-    for path in (pkg, pkg / "mod.txt"):
-        os.chown(path, OWNER, GROUP)
-    owner_git(scene, "add", "pkg")
-    owner_git(scene, "commit", "-qm", "pkg")
-    home = tmp_path_factory.mktemp("bbhome")
-    write_agent(home, "nestedsub", BOTTLE_MD)
-    mp = pytest.MonkeyPatch()
-    mp.setattr(backend_mod, "_stderr_progress", scene.progress.append)
-    script = f"""
-        set -e
-        cd /workspace
-        mkdir -p objects refs/heads
-        echo 'ref: refs/heads/main' > HEAD
-        git config -f config core.repositoryformatversion 0
-        git config -f config core.bare false
-        git config -f config core.worktree .
-        git config -f config core.fsmonitor '{_payload(scene, "top-level")}'
-        echo PLANTED
-    """
-    try:
-        with launched(home, "nestedsub", host_env=dict(os.environ), cwd=pkg) as b:
-            from bot_bottle import provider_kit as kit
-
-            argv = kit.agent_argv(b.plan.provider_plan, ["bash", "-c", script])
-            r = b.running.exec(argv, user="root")
-            scene.agent_out["plant"] = (r.stdout + r.stderr).decode("utf-8", "replace")
+    with repo_scene("bb-escape-nested-sub-") as scene:
+        pkg = scene.repo / "pkg"
+        pkg.mkdir()
+        (pkg / "mod.txt").write_text("pkg\n")
+        for path in (pkg, pkg / "mod.txt"):
+            os.chown(path, OWNER, GROUP)
+        owner_git(scene, "add", "pkg")
+        owner_git(scene, "commit", "-qm", "pkg")
+        script = f"""
+            set -e
+            cd /workspace
+            mkdir -p objects refs/heads
+            echo 'ref: refs/heads/main' > HEAD
+            git config -f config core.repositoryformatversion 0
+            git config -f config core.bare false
+            git config -f config core.worktree .
+            git config -f config core.fsmonitor '{payload(scene, "top-level")}'
+            echo PLANTED
+        """
+        home = tmp_path_factory.mktemp("bbhome")
+        with bottle_on_repo(scene, home, "nestedsub", cwd=pkg) as b:
+            scene.agent_out["plant"] = agent_run(b, script)
         yield scene
-    finally:
-        mp.undo()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_the_workspace_top_level_laid_out_as_a_git_dir_runs_nothing(sub_scene: Scene) -> None:
@@ -200,39 +164,29 @@ def kept_scene(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     agent exits non-zero): the bottle's git dir in it holds the agent's
     config. The agent reads its host path from /proc/self/mountinfo and
     points a gitfile and a ``.git`` link in the working tree at it."""
-    import bot_bottle_docker.backend as backend_mod
     from bot_bottle.state import StateDir
 
-    root = Path(tempfile.mkdtemp(prefix="bb-escape-nested-kept-", dir="/tmp"))
-    root.chmod(0o755)
-    scene = Scene(root=root, repo=root / "repo", witness=root / "witness",
-                  owner_home=root / "owner-home")  # fmt: skip
-    _make_repo(scene)
-    home = root / "bbhome"  # the owner reaches the kept state dir, as an operator would
-    write_agent(home, "nestedkept", BOTTLE_MD)
-    mp = pytest.MonkeyPatch()
-    mp.setattr(backend_mod, "_stderr_progress", scene.progress.append)
-    mp.setattr(StateDir, "remove", lambda self: None)  # kept, as after a non-zero exit
-    script = f"""
-        set -e
-        cd /workspace
-        host=$(awk '$5 == "/workspace/.git" {{print $4}}' /proc/self/mountinfo)
-        echo "HOST-PATH $host"
-        git config core.fsmonitor '{_payload(scene, "state-dir")}'
-        mkdir -p docs lnk
-        echo "gitdir: $host" > docs/.git
-        ln -s "$host" lnk/.git
-        echo PLANTED
-    """
-    try:
-        with launched(home, "nestedkept", host_env=dict(os.environ), cwd=scene.repo) as b:
-            from bot_bottle import provider_kit as kit
-
-            scene.control_git_dir = StateDir.for_slug(b.plan.slug).path / "workspace.git"
-            argv = kit.agent_argv(b.plan.provider_plan, ["bash", "-c", script])
-            r = b.running.exec(argv, user="root")
-            scene.agent_out["plant"] = (r.stdout + r.stderr).decode("utf-8", "replace")
-        mp.undo()
+    with repo_scene("bb-escape-nested-kept-") as scene:
+        home = scene.root / "bbhome"  # the owner reaches the kept state dir, as an operator would
+        script = f"""
+            set -e
+            cd /workspace
+            host=$(awk '$5 == "/workspace/.git" {{print $4}}' /proc/self/mountinfo)
+            echo "HOST-PATH $host"
+            git config core.fsmonitor '{payload(scene, "state-dir")}'
+            mkdir -p docs lnk
+            echo "gitdir: $host" > docs/.git
+            ln -s "$host" lnk/.git
+            echo PLANTED
+        """
+        mp = pytest.MonkeyPatch()
+        mp.setattr(StateDir, "remove", lambda self: None)  # kept, as after a non-zero exit
+        try:
+            with bottle_on_repo(scene, home, "nestedkept") as b:
+                scene.control_git_dir = StateDir.for_slug(b.plan.slug).path / "workspace.git"
+                scene.agent_out["plant"] = agent_run(b, script)
+        finally:
+            mp.undo()
         # What bot-bottle run by the operator leaves: the state dir theirs.
         kept = scene.control_git_dir
         for path in [home, *home.rglob("*")]:
@@ -241,9 +195,6 @@ def kept_scene(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
             if path.is_relative_to(home):
                 path.chmod(0o755)
         yield scene
-    finally:
-        mp.undo()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_links_to_the_kept_state_dir_run_nothing(kept_scene: Scene) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bot_bottle_sidecars.egress.testing import make_test_pki
+from bot_bottle_testkit.egress import make_test_pki
 
 from tests.bottle_kit import deploy_key, launched, outside_network, write_agent
 from tests.escape.outside import Outside

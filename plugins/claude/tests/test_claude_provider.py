@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
+from bot_bottle_testkit.manifest import write_home
 
 from bot_bottle import provider_kit as kit
 from bot_bottle.contracts.provider import AgentProvider, ProvisionContext
@@ -34,12 +34,7 @@ def test_claude_is_discovered_through_its_entry_point(host: PluginHost) -> None:
 
 
 def _bottle(tmp_path: Path, frontmatter: str) -> Path:
-    home = tmp_path / "home"
-    (home / "bottles").mkdir(parents=True)
-    (home / "agents").mkdir(parents=True)
-    (home / "bottles" / "dev.md").write_text(f"---\n{textwrap.dedent(frontmatter)}---\n")
-    (home / "agents" / "coder.md").write_text("---\nbottle: dev\n---\nYou code.\n")
-    return home
+    return write_home(tmp_path, frontmatter)
 
 
 def test_a_bottle_with_template_claude_and_auth_token_loads(

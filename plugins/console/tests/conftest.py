@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from bot_bottle_sidecars.egress.testing import (
+from bot_bottle_testkit.egress import (
     EgressProcess,
     LocalEgressControl,
     LocalUpstream,

@@ -25,7 +25,7 @@ FORMS = {
     "HEX": VALUE.encode().hex().upper().encode(),
     "base64": base64.b64encode(VALUE.encode()),
     "base64url": base64.urlsafe_b64encode(VALUE.encode()),
-    # issue 17: the forms an agent tried that the exact value missed
+    # the forms an agent tried that an exact-value match missed
     "utf-16le": VALUE.encode("utf-16-le"),
     "utf-16be": VALUE.encode("utf-16-be"),
     "utf-16 with BOM": VALUE.encode("utf-16"),

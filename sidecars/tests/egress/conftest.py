@@ -7,15 +7,18 @@ config's ``extra_hosts``. No traffic leaves the machine.
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 import textwrap
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx2 as httpx
 import pytest
-from bot_bottle_sidecars.egress.testing import (
+from bot_bottle_testkit.egress import (
     EgressProcess,
     LocalUpstream,
     TestPKI,
@@ -112,6 +115,36 @@ class Env:
     def start(self, path: Path, env: dict[str, str]) -> EgressProcess:
         return start_egress(path, self.ca.confdir, env={"BOT_BOTTLE_HOME": str(self.home), **env})
 
+    @contextmanager
+    def daemon(
+        self,
+        path: Path,
+        routes: Sequence[RouteSpec],
+        *,
+        log_level: str,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> Iterator[EgressProcess]:
+        """A daemon with ``routes`` (config written to ``path``), stopped on exit."""
+        _, env = self.write_config(path, routes, log_level=log_level)
+        proc = self.start(path, {**env, **(extra_env or {})})
+        try:
+            yield proc
+        finally:
+            proc.stop()
+
+    @contextmanager
+    def client(self, daemon: EgressProcess, timeout: float = 20) -> Iterator[httpx.Client]:
+        """An agent's HTTP client: through ``daemon``, trusting the bottle CA only."""
+        ctx = ssl.create_default_context(cafile=str(self.ca.agent_cert))
+        with httpx.Client(
+            proxy=daemon.proxy_url, verify=ctx, trust_env=False, timeout=timeout
+        ) as c:
+            yield c
+
+    def url(self, host: str, path: str) -> str:
+        """``path`` on the local upstream's HTTPS port, by a pinned name."""
+        return f"https://{host}:{self.upstream.https_port}{path}"
+
 
 def _git(*args: str, cwd: Path | None = None) -> None:
     subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
@@ -190,12 +223,8 @@ def main_routes(up: LocalUpstream) -> list[RouteSpec]:
 def egress(egress_env: Env, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EgressProcess]:
     """One daemon with the main route table, shared by the modules that only read it."""
     path = tmp_path_factory.mktemp("cfg") / "egress.json"
-    _, env = egress_env.write_config(path, main_routes(egress_env.upstream), log_level="full")
-    proc = egress_env.start(path, env)
-    try:
+    with egress_env.daemon(path, main_routes(egress_env.upstream), log_level="full") as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture

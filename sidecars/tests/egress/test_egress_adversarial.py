@@ -21,7 +21,7 @@ import h2.connection
 import h2.events
 import httpx2 as httpx
 import pytest
-from bot_bottle_sidecars.egress.testing import EgressProcess
+from bot_bottle_testkit.egress import EgressProcess
 
 from bot_bottle.egress.render import RouteSpec
 from bot_bottle.secrets import Secret

@@ -28,7 +28,7 @@ import h2.events
 import httpx2 as httpx
 import pytest
 from bot_bottle_sidecars.egress.addon import MAX_SCANNED_BODY
-from bot_bottle_sidecars.egress.testing import EgressProcess, zstd_module
+from bot_bottle_testkit.egress import EgressProcess, zstd_module
 
 from bot_bottle.egress.render import RouteSpec
 
@@ -52,23 +52,18 @@ def daemon(egress_env: Env, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         ),
         RouteSpec(PLAIN, ports=(up.https_port, up.http_port)),
     ]
-    _, env = egress_env.write_config(path, routes, log_level="blocks")
-    proc = egress_env.start(path, env)
-    try:
+    with egress_env.daemon(path, routes, log_level="blocks") as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture
 def client(daemon: EgressProcess, egress_env: Env) -> Iterator[httpx.Client]:
-    ctx = ssl.create_default_context(cafile=str(egress_env.ca.agent_cert))
-    with httpx.Client(proxy=daemon.proxy_url, verify=ctx, trust_env=False, timeout=60) as c:
+    with egress_env.client(daemon, timeout=60) as c:
         yield c
 
 
 def _url(env: Env, host: str, path: str) -> str:
-    return f"https://{host}:{env.upstream.https_port}{path}"
+    return env.url(host, path)
 
 
 def _chunks(total: int, piece: bytes = b"0123456789abcdef" * 4096) -> Iterator[bytes]:
@@ -398,8 +393,7 @@ def _decode(coding: str, raw: bytes) -> bytes:
 def test_inbound_dlp_decodes_compressed_responses(
     daemon: EgressProcess, egress_env: Env, coding: str
 ) -> None:
-    ctx = ssl.create_default_context(cafile=str(egress_env.ca.agent_cert))
-    with httpx.Client(proxy=daemon.proxy_url, verify=ctx, trust_env=False, timeout=20) as c:
+    with egress_env.client(daemon) as c:
         with c.stream("GET", _url(egress_env, DLP, f"/enc?{coding}&harmless-")) as r:
             raw = b"".join(r.iter_raw())
         assert r.status_code == 200 and r.headers["content-encoding"] == coding

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx2 as httpx
 import pytest
-from bot_bottle_sidecars.egress.testing import EgressProcess, auth_digest, ws_frame, ws_read_frame
+from bot_bottle_testkit.egress import EgressProcess, auth_digest, ws_frame, ws_read_frame
 
 from .conftest import API_TOKEN, MATCH_TOKEN, Env
 

@@ -8,12 +8,11 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-import ssl
 from collections.abc import Iterator
 
 import httpx2 as httpx
 import pytest
-from bot_bottle_sidecars.egress.testing import EgressProcess, auth_digest
+from bot_bottle_testkit.egress import EgressProcess, auth_digest
 
 from bot_bottle.egress.render import RouteSpec
 from bot_bottle.secrets import Secret
@@ -43,23 +42,20 @@ def daemon(egress_env: Env, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         ),
         RouteSpec("noauth.upstream.test", ports=(https,), outbound_detectors=False),
     ]
-    _, env = egress_env.write_config(path, routes, log_level="full")
-    proc = egress_env.start(path, {**env, "EGRESS_SECRET_1": ENV_SECRET})
-    try:
+    with egress_env.daemon(
+        path, routes, log_level="full", extra_env={"EGRESS_SECRET_1": ENV_SECRET}
+    ) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture
 def client(daemon: EgressProcess, egress_env: Env) -> Iterator[httpx.Client]:
-    ctx = ssl.create_default_context(cafile=str(egress_env.ca.agent_cert))
-    with httpx.Client(proxy=daemon.proxy_url, verify=ctx, trust_env=False, timeout=20) as c:
+    with egress_env.client(daemon) as c:
         yield c
 
 
 def _url(env: Env, path: str = "/v1/messages", host: str = HOST) -> str:
-    return f"https://{host}:{env.upstream.https_port}{path}"
+    return env.url(host, path)
 
 
 def _refused(r: httpx.Response, detector: str, rule: str, *secrets: str) -> None:

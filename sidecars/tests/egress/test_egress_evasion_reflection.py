@@ -1,16 +1,15 @@
-"""Issue 17 through a real egress daemon: every evasive form of a token is
+"""Evasive encodings through a real egress daemon: every evasive form of a token is
 refused on the way out, and an upstream that reflects the credential egress
 injected no longer hands it to the agent (``credential-reflected``). Real
 mitmproxy daemon, a local HTTPS upstream; nothing leaves 127.0.0.1."""
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Iterator
 
 import httpx2 as httpx
 import pytest
-from bot_bottle_sidecars.egress.testing import EgressProcess
+from bot_bottle_testkit.egress import EgressProcess
 
 from bot_bottle.egress.render import RouteSpec
 from bot_bottle.secrets import Secret
@@ -47,23 +46,18 @@ def daemon(egress_env: Env, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             inbound_detectors=False,
         ),
     ]
-    _, env = egress_env.write_config(path, routes, log_level="full")
-    proc = egress_env.start(path, env)
-    try:
+    with egress_env.daemon(path, routes, log_level="full") as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture
 def client(daemon: EgressProcess, egress_env: Env) -> Iterator[httpx.Client]:
-    ctx = ssl.create_default_context(cafile=str(egress_env.ca.agent_cert))
-    with httpx.Client(proxy=daemon.proxy_url, verify=ctx, trust_env=False, timeout=20) as c:
+    with egress_env.client(daemon) as c:
         yield c
 
 
 def _url(env: Env, path: str, host: str = HOST) -> str:
-    return f"https://{host}:{env.upstream.https_port}{path}"
+    return env.url(host, path)
 
 
 @pytest.mark.parametrize("form", sorted(FORMS))

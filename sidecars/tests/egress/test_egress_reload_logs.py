@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx2 as httpx
 import pytest
-from bot_bottle_sidecars.egress.testing import EgressProcess, auth_digest
+from bot_bottle_testkit.egress import EgressProcess, auth_digest
 
 from bot_bottle.egress.render import RouteSpec
 from bot_bottle.secrets import Secret

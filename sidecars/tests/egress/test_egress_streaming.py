@@ -7,7 +7,7 @@ import subprocess
 
 import httpx2 as httpx
 import pytest
-from bot_bottle_sidecars.egress.testing import EgressProcess
+from bot_bottle_testkit.egress import EgressProcess
 
 from .conftest import Env
 

@@ -9,7 +9,9 @@ Besides the decoded views the pipeline scans, each value is also looked for
 BE), hex, base64 in all three byte alignments and base32 in all five (so a
 value inside a longer blob is found wherever it starts), reversed -- and
 case-folded (the value, its hex, base32 and reversal match in any case).
-The forms are computed once per set of values and matched in one RE2 pass.
+The forms are computed once per set of values and matched in one RE2 pass,
+which runs only where a Hyperscan prefilter of the same forms (when
+installed; :mod:`bot_bottle.dlp.prefilter`) says one occurs.
 
 Values shorter than :data:`MIN_LENGTH` are ignored: a three-letter value
 would match ordinary text everywhere.
@@ -35,6 +37,7 @@ from bot_bottle.contracts.dlp import (
     ScanContext,
     redact,
 )
+from bot_bottle.dlp.prefilter import Prefilter
 from bot_bottle.secrets import Secret
 
 MIN_LENGTH = 8
@@ -112,6 +115,8 @@ class _Matcher:
     def __init__(self, secrets: Sequence[Secret]) -> None:
         self.names: list[str] = []
         alternatives: list[bytes] = []
+        literals: list[bytes] = []
+        caseless: list[bool] = []
         seen: set[bytes] = set()
         for secret in secrets:
             value = secret.reveal()
@@ -123,6 +128,14 @@ class _Matcher:
                 seen.add(form)
                 self.names.append(name)
                 literal = _literal(form)
+                # Hyperscan folds ASCII letters only, RE2 all of Latin-1:
+                # any high byte stands for a folded one in the prefilter.
+                literals.append(
+                    b"".join(b"[\\x80-\\xff]" if b >= 0x80 else _literal(bytes([b])) for b in form)
+                    if name in CASELESS
+                    else literal
+                )
+                caseless.append(name in CASELESS)
                 if name in CASELESS:
                     literal = b"(?i:%s)" % literal
                 alternatives.append(b"(%s)" % literal)
@@ -132,6 +145,7 @@ class _Matcher:
             options.encoding = re2.Options.Encoding.LATIN1
             options.max_mem = 64 << 20
             self.regex = re2.compile(b"|".join(alternatives), options)
+        self.prefilter = Prefilter(literals, caseless)
 
 
 class KnownSecretsDetector(DlpDetector):
@@ -160,7 +174,7 @@ class KnownSecretsDetector(DlpDetector):
         if not context.known_secrets:
             return []
         matcher = self._matcher(tuple(context.known_secrets))
-        if matcher.regex is None:
+        if matcher.regex is None or matcher.prefilter.matching(data) == frozenset():
             return []
         findings = []
         for m in matcher.regex.finditer(data):

@@ -49,7 +49,8 @@ def build_trust_bundle(runtime: Path, upstream_ca: str | None) -> Path:
 
     ``ssl_verify_upstream_trusted_ca`` *replaces* mitmproxy's default store, so
     an added CA must be concatenated with the system bundle, never used alone
-    (LESSONS: Egress and TLS). Without a system bundle, certifi's is used.
+    (alone, every public upstream would fail verification). Without a system
+    bundle, certifi's is used.
     Returns a staged file in ``runtime``; :class:`UpstreamTrust` puts it in place.
     """
     system = system_ca_bundle()
@@ -111,7 +112,7 @@ def prepare_confdir(confdir: Path, runtime: Path) -> Path:
     mitmproxy mints a *new* CA when it finds none (nobody would trust it), and
     writes a dhparam file next to the CA; copying into a private runtime dir
     keeps the mounted directory read-only and the key mode 0600 whatever uid
-    copied it in (LESSONS: confdir, docker cp keeps mode).
+    copied it in (``docker cp`` keeps the source's uid and mode).
     """
     src = confdir / CA_KEY_AND_CERT
     if not src.is_file():

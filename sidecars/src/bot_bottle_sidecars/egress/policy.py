@@ -1,7 +1,8 @@
 """The egress decision, free of mitmproxy: facts about a request in, a verdict out.
 
-Deny by default (DESIGN §6 invariant 3). Every refusal names a rule and says
-what the agent can do, because the 403 body is all the agent gets to read.
+Deny by default: no request reaches an upstream without matching a route.
+Every refusal names a rule and says what the agent can do, because the 403
+body is all the agent gets to read.
 """
 
 from __future__ import annotations

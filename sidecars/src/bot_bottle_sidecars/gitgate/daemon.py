@@ -7,7 +7,7 @@ Startup (idempotent, so a restarted daemon reuses its mirrors):
 1. validate the config (names, URLs; a config file is input like any other),
 2. copy each repo key from its (possibly read-only, foreign-owned) mount to
    ``<base>/.gate/keys/<name>`` with mode 0600 — ssh refuses keys others can
-   read, and a bind mount keeps the host's uid and mode (LESSONS),
+   read, and a bind mount keeps the host's uid and mode,
 3. ``git init --bare`` each mirror and install its pre-receive hook,
 4. run ``git daemon`` over the mirrors only (``--strict-paths`` whitelist),
    with receive-pack enabled and the access hook in front of every request.

@@ -269,7 +269,8 @@ def pre_receive(
         force = False
         if not u.is_delete and not u.is_create:
             ancestor = _git(["merge-base", "--is-ancestor", u.old, u.new], env)
-            # A non-descendant update must go up as a forced one (LESSONS).
+            # A non-descendant update the gate accepted must go up as a forced one:
+            # a plain push of it is refused upstream as a non-fast-forward.
             force = ancestor.returncode != 0
         forwards.append((u, force))
     started = time.monotonic()
@@ -427,7 +428,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return access(config, layout, args.rest)
         return pre_receive(config, layout, args.repo, sys.stdin, known_secrets=known)
     except BotBottleError as exc:
-        # Fail closed with a message, never a traceback (DESIGN §6, invariant 10).
+        # Fail closed with a message, never a traceback: git shows the agent our
+        # reason, and nothing of the push goes upstream.
         msg = f"{PREFIX} {exc.message}"
         print(msg, file=sys.stdout if args.hook == "access" else sys.stderr)
         return 1

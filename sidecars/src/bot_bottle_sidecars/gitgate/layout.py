@@ -51,7 +51,8 @@ def render_hook_script(argv: Sequence[str], *, pass_args: bool = False) -> str:
 
     Every value is quoted with :func:`shlex.quote`: repo names are validated,
     and this is the backstop that keeps a value that slipped through from
-    breaking or injecting into the script (DESIGN §6, invariant 6).
+    breaking or injecting into the script (every generated script quotes every
+    manifest value, whatever validated it before).
     """
     if not argv:
         raise ValueError("a hook needs a command")

@@ -2,7 +2,7 @@
 
 Only commits the gate has never seen are scanned (``<new...> --not --all``):
 scanning a new branch's whole ancestry blocked every push over old test
-fixtures already upstream (LESSONS). The gate's refs hold only what came from
+fixtures already upstream. The gate's refs hold only what came from
 the upstream or passed this scan, so nothing a push brings is skipped.
 
 Of each new commit: its message, its header (author, committer, signature,

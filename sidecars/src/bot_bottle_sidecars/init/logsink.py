@@ -13,7 +13,7 @@ in the bundle can enter; no daemon user can), and output nobody formats
 (git daemon, mitmproxy, a crash's traceback) is kept too. The agent
 container never mounts the directory.
 
-The daemons already redact what they log (DESIGN §6, invariant 9); this
+The daemons already redact what they log (no log line carries a secret value); this
 module adds no new content except the ``daemon`` name and, for a line that
 is not a JSON object, a ``timestamp`` and ``event`` wrapper.
 """

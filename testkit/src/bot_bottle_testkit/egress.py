@@ -19,6 +19,7 @@ import datetime
 import functools
 import gzip
 import hashlib
+import ipaddress
 import json
 import os
 import select
@@ -30,6 +31,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -85,12 +87,20 @@ class TestPKI:
     server_key: Path
 
 
-def make_test_pki(directory: Path, names: Sequence[str]) -> TestPKI:
-    """A throwaway CA and one server certificate for ``names`` (the upstream's)."""
+def make_test_pki(
+    directory: Path,
+    names: Sequence[str],
+    *,
+    ips: Sequence[str] = (),
+    ca_common_name: str = "egress test upstream CA",
+    days: int = 30,
+) -> TestPKI:
+    """A throwaway CA and one server certificate for ``names`` (the upstream's)
+    and ``ips`` (IP SANs, for a client that connects by address and checks it)."""
     directory.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "egress test upstream CA")])
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ca_common_name)])
     ca = (
         x509.CertificateBuilder()
         .subject_name(ca_name)
@@ -98,7 +108,7 @@ def make_test_pki(directory: Path, names: Sequence[str]) -> TestPKI:
         .public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
+        .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(False, False, False, False, False, True, True, False, False),
@@ -108,6 +118,8 @@ def make_test_pki(directory: Path, names: Sequence[str]) -> TestPKI:
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
+    sans: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(a)) for a in ips]
+    sans += [x509.DNSName(n) for n in names]
     leaf = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
@@ -115,8 +127,8 @@ def make_test_pki(directory: Path, names: Sequence[str]) -> TestPKI:
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(sans), False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
@@ -134,6 +146,29 @@ def make_test_pki(directory: Path, names: Sequence[str]) -> TestPKI:
         )
     )
     return pki
+
+
+@contextmanager
+def serve_tls(
+    handler: type[BaseHTTPRequestHandler],
+    cert: Path,
+    key: Path,
+    *,
+    bind: str = "127.0.0.1",
+    port: int = 0,
+) -> Iterator[ThreadingHTTPServer]:
+    """A threading HTTPS server for ``handler`` on ``bind`` (a port of its own
+    unless ``port``), serving from a daemon thread until the block ends."""
+    server = ThreadingHTTPServer((bind, port), handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 _BLOCK = bytes(range(256)) * 256  # 64 KiB
