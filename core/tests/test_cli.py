@@ -159,3 +159,50 @@ def test_cleanup_keeps_the_state_of_a_backend_it_cannot_reach(tmp_path: Path) ->
     assert "skipping backend docker: not available" in r.stderr
     assert f"keeping {state}: its backend is not available" in r.stderr
     assert state.exists()
+
+
+def test_list_active_without_an_engine_says_it_cannot_tell(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = {"BOT_BOTTLE_HOME": str(home), "DOCKER_HOST": f"unix://{tmp_path}/no-such.sock"}
+    # Nothing started from this home: nothing to be unsure about.
+    quiet = bb("list", "active", env=env)
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "no active bottles\n", "")
+    # A bottle started here that nobody has ended: its engine's silence is
+    # not "no active bottles".
+    (home / "state" / "demo-1").mkdir(parents=True)
+    meta = {"slug": "demo-1", "backend": "docker", "pid": os.getpid()}
+    (home / "state" / "demo-1" / "metadata.json").write_text(json.dumps(meta))
+    r = bb("list", "active", env=env)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.stdout == "no active bottles that could be asked\n"
+    assert r.stderr.startswith("warning: cannot list the bottles of backend docker: cannot reach")
+    js = bb("list", "active", "--json", env=env)
+    assert js.returncode == 1
+    assert json.loads(js.stdout) == {"active": [], "unavailable": ["docker"]}
+
+
+def test_a_lost_connection_is_an_error_not_a_bug() -> None:
+    """What the Docker SDK raises when the engine goes away mid-command:
+    requests' error around urllib3's around the socket's."""
+    import requests
+    import urllib3
+
+    from bot_bottle.cli import _lost_connection
+
+    def chain() -> None:
+        try:
+            try:
+                raise ConnectionResetError(104, "Connection reset by peer")
+            except OSError as e:
+                raise urllib3.exceptions.ProtocolError("Connection aborted.", e) from None
+        except urllib3.exceptions.ProtocolError as e:
+            raise requests.exceptions.ConnectionError(e)  # noqa: B904 (as requests does)
+
+    try:
+        chain()
+    except Exception as exc:
+        assert _lost_connection(exc)
+    else:
+        raise AssertionError("no exception")
+    assert not _lost_connection(ValueError("x"))
+    assert not _lost_connection(FileNotFoundError(2, "x"))

@@ -22,6 +22,7 @@ from bot_bottle_testkit.egress import make_test_pki
 
 from tests.bottle_kit import deploy_key, launched, outside_network, write_agent
 from tests.escape.outside import Outside
+from tests.faults.second_engine import SecondEngine, second_engine
 
 ROUTE_TOKEN = "faults-route-token-5b1e0c"
 
@@ -168,3 +169,14 @@ def bottle(
                 yield Bottle(b.running, outside, b.plan.slug, tmp / "home", docker_client)
         finally:
             outside.stop()
+
+
+@pytest.fixture(scope="module")
+def second_docker() -> Iterator[SecondEngine]:
+    """A private dockerd (tests/faults/second_engine.py) for faults that
+    would hurt the shared engine: restart it, kill it, fill its disk. Torn
+    down after the module, whatever happened to it."""
+    if os.geteuid() != 0:
+        pytest.skip("a second dockerd needs root")
+    with second_engine() as engine:
+        yield engine

@@ -97,7 +97,13 @@ def test_cleanup_leaves_nothing_after_the_launcher_is_killed(
         assert proc.poll() is None, f"the launcher ended by itself: {err[-2000:]}"
         # What exists while the launcher is frozen (for the messages below):
         # usually the phase itself, or a little later.
-        frozen = _what_exists(docker_client, state)
+        frozen: dict[str, Any] = {}
+        for _ in range(10):
+            try:
+                frozen = _what_exists(docker_client, state)
+                break
+            except (docker.errors.NotFound, FileNotFoundError):
+                time.sleep(0.1)  # a container listed then gone (an engine call finishing)
         err = (tmp_path / "launcher.err").read_text()
     finally:
         proc.kill()

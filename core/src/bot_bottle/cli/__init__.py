@@ -135,12 +135,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             if exc.hint:
                 sys.stderr.write(f"hint: {visible(exc.hint, allow_newlines=True)}\n")
             return 1
+        if _lost_connection(exc):
+            # The engine (or another service) went away mid-command: a fault
+            # of the machine, not a bug; what is left is for list/cleanup.
+            sys.stderr.write(
+                f"error: lost the connection to a service bot-bottle was using (the container "
+                f"engine?): {visible(str(exc), allow_newlines=True)}\n"
+                "hint: if the engine stopped or restarted, start it; then 'bot-bottle list "
+                "active' shows what still runs and 'bot-bottle cleanup' removes what is left\n"
+            )
+            return 1
         sys.stderr.write(
             f"internal error: {type(exc).__name__}: {visible(str(exc), allow_newlines=True)}\n"
             "hint: this is a bug in bot-bottle or a plugin; rerun with BOT_BOTTLE_DEBUG=1 "
             "for a traceback and report it\n"
         )
         return EXIT_INTERNAL
+
+
+def _lost_connection(exc: BaseException) -> bool:
+    """A refused or reset connection anywhere in the chain (the Docker SDK
+    wraps it in requests' and urllib3's own errors)."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, ConnectionError):
+            return True
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return False
 
 
 if __name__ == "__main__":  # pragma: no cover

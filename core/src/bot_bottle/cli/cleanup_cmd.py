@@ -139,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
         except BotBottleError as exc:
             sys.stderr.write(f"cannot remove the kept agent of {s.slug}: {exc}\n")
             continue
+        removed += 1
     for h in old:
         h.remove()
         removed += 1

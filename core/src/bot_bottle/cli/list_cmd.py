@@ -34,17 +34,27 @@ def run_active(args: argparse.Namespace) -> int:
 
     host = PluginHost().load()
     rows = []
+    # A backend that does not answer (an engine down or restarting) may still
+    # run bottles: "no active bottles" would be a claim nobody checked.
+    unknown: list[str] = []
     for comp in host.components("backends"):
         backend = host.create("backends", comp.name)
-        if backend.is_available().ok:
+        availability = backend.is_available()
+        if availability.ok:
             rows.extend(backend.list_active())
+        elif _has_state(comp.name):
+            unknown.append(comp.name)
+            sys.stderr.write(f"warning: cannot list the bottles of backend {comp.name}: "
+                             f"{availability.detail}\n")  # fmt: skip
+    code = 1 if unknown else 0
     if args.json:
-        json.dump({"active": [asdict(r) for r in rows]}, sys.stdout, indent=2)
+        json.dump({"active": [asdict(r) for r in rows], "unavailable": unknown}, sys.stdout,
+                  indent=2)  # fmt: skip
         sys.stdout.write("\n")
-        return 0
+        return code
     if not rows:
-        print("no active bottles")
-        return 0
+        print("no active bottles" + (" that could be asked" if unknown else ""))
+        return code
     from bot_bottle.termtext import visible
 
     table: list[tuple[str, ...]] = [
@@ -57,7 +67,15 @@ def run_active(args: argparse.Namespace) -> int:
     widths = [max(len(row[c]) for row in table) for c in range(len(table[0]))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    return 0
+    return code
+
+
+def _has_state(backend: str) -> bool:
+    """Whether a state dir of this home names ``backend`` (a bottle started
+    here that no cleanup has ended): only then is its silence worth a word."""
+    from bot_bottle.state import all_states
+
+    return any(s.metadata().get("backend", "docker") == backend for s in all_states())
 
 
 def _sidecars(daemons: Any) -> str:

@@ -889,9 +889,17 @@ class DockerBackend(Backend):
 
     def _labelled(self, client: Any, slugs: set[str]) -> list[CleanupItem]:
         out: list[CleanupItem] = []
+        ours = home_id()
         for slug in sorted(slugs):
             flt: dict[str, Any] = {"label": [f"{L_BACKEND}={NAME}", f"{L_SLUG}={slug}"]}
             for c in client.containers.list(all=True, filters=flt):
+                labels = c.labels or {}
+                # The same judgement as find_orphans: a preserved bottle's
+                # stopped agent (kept for resume) is not a late arrival.
+                if (labels.get(L_HOME) != ours and _kept(labels, c.status)) or not _orphaned(
+                    labels, ours
+                ):
+                    continue
                 out.append(CleanupItem(NAME, "container", c.name or c.id or "?", slug))
             for n in client.networks.list(filters=flt):
                 out.append(CleanupItem(NAME, "network", n.name or n.id or "?", slug))

@@ -136,6 +136,11 @@ class DockerCLI:
         )  # fmt: skip
         log.write(f"prune build stages: {result.stdout.strip() or result.stderr.strip()}\n")
 
+    def root_dir(self) -> str | None:
+        """Where the engine keeps images and layers (the disk a build fills)."""
+        result = self._run("info", "--format", "{{.DockerRootDir}}")
+        return result.stdout.strip() or None if result.returncode == 0 else None
+
     def machine(self) -> str:
         result = self._run("version", "--format", "{{.Server.Arch}}")
         arch = result.stdout.strip()
@@ -261,7 +266,16 @@ def ensure_image(
         labels = {FINGERPRINT_LABEL: digest, MANAGED_LABEL: "true"}
         code = engine.build(context, tag, spec, labels, log, say, no_cache=no_cache)
     if code != 0:
-        tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-5:]
+        output = log_path.read_text(encoding="utf-8", errors="replace")
+        if "no space left on device" in output.lower():
+            root = engine.root_dir()
+            raise ImageBuildError(
+                f"no space left on the Docker engine's disk while building {tag}"
+                + (f" (its data root {root})" if root else ""),
+                hint=f"free space there (see 'df -h {root or '/var/lib/docker'}' and 'docker "
+                f"system df'), then run again; the full build output is in {log_path}",
+            )
+        tail = output.splitlines()[-5:]
         raise ImageBuildError(
             f"docker build of {tag} failed (exit {code}): " + " | ".join(tail)[-400:],
             hint=f"the full build output is in {log_path}",
