@@ -16,7 +16,10 @@ log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'setup: %s\n' "$*" >&2; exit 1; }
 
 # tmux: the console test runs `bot-bottle supervise` in a real terminal.
-APT_PACKAGES=(docker.io debootstrap git openssh-server openssh-client curl iptables iproute2 tmux)
+# e2fsprogs, util-linux, mount, passwd: the fault tests' loop-mounted disks,
+# a second engine in its own network namespace, and two real users.
+APT_PACKAGES=(docker.io debootstrap git openssh-server openssh-client curl iptables iproute2 tmux
+              e2fsprogs util-linux mount passwd)
 
 install_system_packages() {
   local missing=()
