@@ -37,7 +37,7 @@ DISTRIBUTIONS = {
     "bot_bottle_gitea", "bot_bottle_github", "bot_bottle_gitlab",
 }  # fmt: skip
 #: Built by the workspace but optional: not part of the user's install.
-OPTIONAL = {"bot_bottle_kingfisher"}
+OPTIONAL = {"bot_bottle_kingfisher", "bot_bottle_smolmachines"}
 #: Built by the workspace for its own tests only (the dev group's kits).
 DEV = {"bot_bottle_testkit"}
 #: What ``plugins list --json`` shows for each built-in plugin installed alone.
@@ -51,6 +51,7 @@ PLUGIN_COMPONENTS = {
     "gitlab": {"key_provisioners": ["gitlab"]},
     "kingfisher": {"dlp_detectors": ["kingfisher"]},
     "shell": {"agent_providers": ["shell"]},
+    "smolmachines": {"backends": ["smolmachines"]},
 }
 
 
@@ -178,16 +179,18 @@ def test_a_built_in_plugin_installed_alone_is_discovered(
         cwd=tmp_path,
     )
     ours = {p["name"] for p in json.loads(installed.stdout) if p["name"].startswith("bot-bottle")}
-    needs_sidecars = plugin == "docker"  # its launch builds the bundle image
-    assert ours == {"bot-bottle", f"bot-bottle-{plugin}"} | (
-        {"bot-bottle-sidecars"} if needs_sidecars else set()
-    )
+    # docker's launch builds the bundle image; smolmachines runs that bundle in Docker.
+    needs = {
+        "docker": {"bot-bottle-sidecars"},
+        "smolmachines": {"bot-bottle-sidecars", "bot-bottle-docker"},
+    }
+    assert ours == {"bot-bottle", f"bot-bottle-{plugin}"} | needs.get(plugin, set())
 
     listed = _run(
         [str(venv / "bin" / "bot-bottle"), "plugins", "list", "--json"],
         cwd=tmp_path, env=_clean_env(tmp_path / "home"),
     )  # fmt: skip
-    (entry,) = json.loads(listed.stdout)["plugins"]
+    (entry,) = [p for p in json.loads(listed.stdout)["plugins"] if p["name"] == plugin]
     assert entry["name"] == plugin
     assert entry["distribution"] == f"bot-bottle-{plugin}"
     assert entry["source"] == "entry point"

@@ -1,0 +1,495 @@
+"""The smolmachines backend: the agent in a libkrun micro-VM, the sidecars in Docker.
+
+Network design. The agent VM is created with ``--allow-cidr <alias>/32`` and
+``--dns <alias>``: the only address it may reach is the bottle's own loopback
+alias (a per-bottle ``127.77.x.y``, :func:`loopback_alias`), where a relay
+container (the bundle image's relay, ``network_mode=host``) listens on the
+bottle's endpoints and forwards them to the bundle's Unix sockets, exactly
+as the Docker backend's agent-side relay does. DNS goes to the alias too,
+where nothing answers: no lookup leaves the bottle.
+
+smolvm 1.32 refuses any egress policy together with ``--net-backend tsi``
+("TSI does not enforce it"), so the allow list is left to smolvm's default
+(virtio-net) host stack; the first system's TSI-only allow list was dropped
+upstream. How a virtio-net guest addresses the host's loopback alias was not
+verified (no guest boots on the machines this was written on: see README).
+
+The sidecar bundle is the Docker backend's (its image, files, deploy keys,
+start and readiness wait), labelled with this backend's name so each
+backend's ``list_active``/``cleanup`` sees only its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bot_bottle.contracts.backend import (
+    ActiveBottle,
+    Backend,
+    BottlePlan,
+    CleanupItem,
+    PreparedBottle,
+    RunningBottle,
+)
+from bot_bottle.contracts.common import Availability, HostCheck
+from bot_bottle.errors import BotBottleError
+from bot_bottle.log import get_logger
+from bot_bottle.state import StateDir, home_id, launcher_id, now_iso
+from bot_bottle.teardown import Teardown
+from bot_bottle_smolmachines.running import SmolmachinesRunningBottle
+from bot_bottle_smolmachines.smolvm import CreateSpec, Smolvm, SmolvmError, find_smolvm
+
+NAME = "smolmachines"
+L_SLUG = "bot-bottle.slug"
+L_AGENT = "bot-bottle.agent"
+L_BACKEND = "bot-bottle.backend"
+L_ROLE = "bot-bottle.role"
+L_LABEL = "bot-bottle.label"
+L_STARTED = "bot-bottle.started"
+L_SERVICES = "bot-bottle.services"
+L_HOME = "bot-bottle.home"
+L_LAUNCHER = "bot-bottle.launcher"
+GUEST_LOOPBACK = "127.0.0.1"
+
+log = get_logger("bot_bottle_smolmachines")
+
+
+def loopback_alias(slug: str) -> str:
+    """The bottle's own loopback address, ``127.77.x.y`` (y in 1..254), from
+    its slug: away from 127.0.0.1 and resolvers' 127.0.0.53. On Linux all of
+    127/8 is local; macOS needs ``ifconfig lo0 alias`` (README)."""
+    digest = hashlib.sha256(slug.encode()).digest()
+    return f"127.77.{digest[0]}.{1 + digest[1] % 254}"
+
+
+def kvm_check() -> str | None:
+    """Why no guest can boot on this host, or None when it can (as far as
+    a look without booting tells)."""
+    if platform.system() == "Darwin":
+        return None  # Hypervisor.framework
+    if platform.system() != "Linux":
+        return f"{platform.system()} hosts are not supported by this backend"
+    if not Path("/dev/kvm").exists():
+        return "/dev/kvm is missing (no KVM)"
+    if Path("/sys/module/kvm_pvm").exists():
+        return (
+            "/dev/kvm is kvm_pvm (no hardware virtualization): libkrun guests stop "
+            "with KVM_EXIT_INTERNAL_ERROR early in boot"
+        )
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return "cannot read /proc/cpuinfo"
+    flags = {w for line in cpuinfo.splitlines() if line.startswith("flags") for w in line.split()}
+    if not flags & {"vmx", "svm"}:
+        return "the CPU has no vmx/svm flag: KVM cannot boot a guest here"
+    return None
+
+
+@dataclass(frozen=True)
+class SmolPrepared(PreparedBottle):
+    machine: str = ""
+    alias: str = ""
+    network: str = ""
+    bundle_name: str = ""
+    relay_name: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    services: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "machine": self.machine,
+            "loopback_alias": self.alias,
+            "agent_network": f"--allow-cidr {self.alias}/32, --dns {self.alias}",
+            "containers": [self.bundle_name, self.relay_name],
+            "services": list(self.services),
+            "workdir": self.workdir,
+        }
+
+
+class SmolmachinesBackend(Backend):
+    name = NAME
+    description = "libkrun micro-VM (smolvm CLI), sidecar bundle in Docker"
+
+    def __init__(
+        self,
+        *,
+        kvm: Callable[[], str | None] = kvm_check,
+        sidecars: Any | None = None,
+    ) -> None:
+        self._kvm = kvm
+        self._sidecars = sidecars
+        self.progress: Callable[[str], None] = _stderr_progress
+
+    # -- availability --------------------------------------------------------------
+
+    def _unavailable(self) -> Availability | None:
+        if find_smolvm() is None:
+            return Availability.no(
+                "the smolvm CLI is not installed",
+                "pip install smolmachines (the 'smolvm' command), or set BOT_BOTTLE_SMOLVM",
+            )
+        why = self._kvm()
+        if why is not None:
+            return Availability.no(
+                f"no bootable KVM: {why}",
+                "run on a host with hardware virtualization (vmx/svm) or macOS",
+            )
+        return None
+
+    def is_available(self) -> Availability:
+        bad = self._unavailable()
+        if bad is not None:
+            return bad
+        return Availability.yes(f"smolvm at {find_smolvm()}")
+
+    def host_checks(self) -> list[HostCheck]:
+        binary = find_smolvm()
+        cli = (
+            HostCheck("OK", "smolvm", f"smolvm at {binary}")
+            if binary
+            else HostCheck("WARN", "smolvm", "the smolvm CLI is not installed", "pip install smolmachines")
+        )
+        why = self._kvm()
+        kvm = (
+            HostCheck("OK", "kvm", "hardware virtualization present")
+            if why is None
+            else HostCheck("WARN", "kvm", why, "a host with vmx/svm (or macOS) boots libkrun guests")
+        )
+        return [cli, kvm]
+
+    def preflight(self, plan: BottlePlan) -> dict[str, str]:
+        return {
+            "agent network": f"only {loopback_alias(plan.slug)} (--allow-cidr /32); "
+            "DNS to the same alias (nothing answers)"
+        }
+
+    # -- prepare (pure) ------------------------------------------------------------
+
+    def prepare(self, plan: BottlePlan) -> SmolPrepared:
+        bad = self._unavailable()
+        if bad is not None:
+            raise BotBottleError(
+                f"the smolmachines backend cannot run here: {bad.detail}", hint=bad.hint
+            )
+        if (plan.gitgate is not None and plan.gitgate.enabled) or plan.supervise:
+            # Core pins git-gate and supervise at 127.0.0.1 in the agent's
+            # config (plan.py LOOPBACK); in a VM that is the guest's own
+            # loopback, not the relay on the bottle's alias.
+            raise BotBottleError(
+                "the smolmachines backend serves only the egress proxy: this bottle "
+                "declares git repos or supervise, which core points at 127.0.0.1",
+                hint="use --backend docker for bottles with git or supervise",
+            )
+        from bot_bottle_sidecars.layout import endpoints
+
+        alias = loopback_alias(plan.slug)
+        prefix = f"bb-{plan.slug}"
+        labels = {
+            L_SLUG: plan.slug,
+            L_AGENT: plan.agent,
+            L_BACKEND: NAME,
+            L_LABEL: plan.label or "",
+            L_SERVICES: ",".join(endpoints(plan)),
+            L_HOME: home_id(),
+            L_LAUNCHER: launcher_id(),
+        }
+        return SmolPrepared(
+            plan=plan,
+            backend=NAME,
+            workdir=plan.provider_plan.guest_home,
+            machine=f"{prefix}-agent",
+            alias=alias,
+            network=f"{prefix}-egress",
+            bundle_name=f"{prefix}-sidecars",
+            relay_name=f"{prefix}-relay",
+            labels=labels,
+            services=tuple(endpoints(plan)),
+            env=guest_env(plan, alias),
+        )
+
+    # -- launch --------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def launch(self, prepared: PreparedBottle) -> Iterator[RunningBottle]:
+        if not isinstance(prepared, SmolPrepared):
+            raise BotBottleError("launch needs what SmolmachinesBackend.prepare returned")
+        plan = prepared.plan
+        cli = Smolvm.locate()  # before anything is created: a clear error, nothing to undo
+        sidecars = self._sidecars or DockerSidecars(self.progress)
+        timings: dict[str, float] = {}
+        with Teardown(plan.slug) as down:
+            t = time.monotonic()
+            run_dir = StateDir.for_slug(plan.slug).run_dir
+            run_dir.mkdir(parents=True, exist_ok=True)
+            down.push("runtime files", lambda: shutil.rmtree(run_dir, ignore_errors=True))
+            image = sidecars.agent_image_archive(plan, run_dir / "agent-image.tar")
+            timings["images"] = time.monotonic() - t
+
+            t = time.monotonic()
+            labels = {**prepared.labels, L_STARTED: now_iso()}
+            kept: list[SmolmachinesRunningBottle] = []
+            spec = CreateSpec(
+                name=prepared.machine,
+                image=str(image),
+                labels=labels,
+                allow_cidr=f"{prepared.alias}/32",
+                dns=prepared.alias,
+                env=prepared.env,
+            )
+            cli.create(spec)
+            down.push(
+                f"machine {prepared.machine}",
+                lambda: None if kept and kept[0].kept else cli.delete(prepared.machine),
+            )
+            wait = sidecars.start(prepared, labels, run_dir, down)
+            cli.start(prepared.machine)
+            down.push(f"stop machine {prepared.machine}", lambda: _stop(cli, prepared.machine))
+            timings["machine"] = time.monotonic() - t
+
+            bottle = SmolmachinesRunningBottle(
+                plan.slug,
+                cli,
+                prepared.machine,
+                user=plan.provider_plan.user,
+                home=plan.provider_plan.guest_home,
+                wait_ready=wait,
+                timings=timings,
+            )
+            kept.append(bottle)
+            from bot_bottle.contracts.provider import GUEST_CA_PATH
+
+            bottle.copy_in(
+                run_dir / "ca" / "bot-bottle-ca.crt", GUEST_CA_PATH, mode=0o644, owner="root"
+            )
+            yield bottle
+        log.debug("teardown", slug=plan.slug, seconds=round(down.seconds, 3))
+
+    # -- enumeration -------------------------------------------------------------
+
+    def _ours(self) -> list[Any]:
+        binary = find_smolvm()
+        if binary is None:
+            return []
+        return [m for m in Smolvm.locate().ls() if m.labels.get(L_BACKEND) == NAME]
+
+    def list_active(self) -> list[ActiveBottle]:
+        out = []
+        for m in sorted(self._ours(), key=lambda m: m.name):
+            if not m.running:
+                continue
+            services = m.labels.get(L_SERVICES, "")
+            out.append(
+                ActiveBottle(
+                    backend=NAME,
+                    slug=m.labels.get(L_SLUG, "?"),
+                    agent=m.labels.get(L_AGENT, "?"),
+                    label=m.labels.get(L_LABEL) or None,
+                    started_at=m.labels.get(L_STARTED, ""),
+                    services=tuple(s for s in services.split(",") if s),
+                )
+            )
+        return out
+
+    def stop(self, slug: str) -> bool:
+        for m in self._ours():
+            if m.labels.get(L_SLUG) == slug and m.running:
+                Smolvm.locate().stop(m.name)
+                return True
+        return False
+
+    def find_orphans(self) -> list[CleanupItem]:
+        """Labelled machines (and the bundle's containers) whose launcher is gone."""
+        from bot_bottle_docker.backend import _orphaned
+
+        ours = home_id()
+        items = [
+            CleanupItem(NAME, "machine", m.name, m.labels.get(L_SLUG))
+            for m in self._ours()
+            if _orphaned(m.labels, ours)
+        ]
+        sidecars = self._sidecars or DockerSidecars(self.progress)
+        items += sidecars.orphans(ours)
+        return items
+
+    def cleanup(self, items: Sequence[CleanupItem]) -> list[CleanupItem]:
+        removed = []
+        machines = [i for i in items if i.kind == "machine"]
+        if machines:
+            cli = Smolvm.locate()
+            for item in machines:
+                try:
+                    m = cli.get(item.name)
+                    if m is not None and m.running:
+                        cli.stop(item.name)
+                    cli.delete(item.name)
+                    removed.append(item)
+                except SmolvmError as exc:
+                    log.warning("cleanup_failed", item=item.name, error=str(exc))
+        rest = [i for i in items if i.kind != "machine"]
+        if rest:
+            sidecars = self._sidecars or DockerSidecars(self.progress)
+            removed += sidecars.cleanup(rest)
+        return removed
+
+
+def guest_env(plan: BottlePlan, alias: str) -> dict[str, str]:
+    """The agent's environment with its proxy on the bottle's alias (the
+    guest's own 127.0.0.1 serves nothing); both spellings, for tools that
+    read only the lower-case ones."""
+    env = {k: v.reveal() for k, v in plan.agent_env.items()}
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        if name in env:
+            env[name] = env[name].replace(f"//{GUEST_LOOPBACK}:", f"//{alias}:")
+    for name in ("NO_PROXY", "no_proxy"):
+        if name in env:
+            env[name] = f"{env[name]},{alias}"
+    return env
+
+
+def _stop(cli: Smolvm, machine: str) -> None:
+    try:
+        cli.stop(machine)
+    except SmolvmError as exc:
+        if exc.code != "NOT_FOUND":
+            raise
+
+
+def _stderr_progress(line: str) -> None:
+    import sys
+
+    sys.stderr.write(f"{line}\n")
+
+
+class DockerSidecars:
+    """The bundle side, in Docker: the Docker backend's bundle (image, files,
+    keys, container) plus a relay on the host's network serving the bottle's
+    endpoints on its loopback alias."""
+
+    def __init__(self, progress: Callable[[str], None]) -> None:
+        self.progress = progress
+
+    def agent_image_archive(self, plan: BottlePlan, out: Path) -> Path:
+        """The agent image as a ``docker save`` archive smolvm boots from."""
+        from bot_bottle_docker.images import ensure_agent_image
+
+        tag = plan.agent_image or ensure_agent_image(plan.agent_image_spec, progress=self.progress).tag
+        try:
+            subprocess.run(
+                ["docker", "save", tag, "-o", str(out)], check=True, capture_output=True
+            )
+        except subprocess.CalledProcessError as exc:
+            raise BotBottleError(
+                f"docker save {tag} failed: {exc.stderr.decode(errors='replace').strip()}"
+            ) from None
+        os.chmod(out, 0o600)
+        return out
+
+    def start(
+        self, prepared: SmolPrepared, labels: dict[str, str], run_dir: Path, down: Teardown
+    ) -> Callable[[], None]:
+        from bot_bottle_docker.backend import DockerBackend, DockerPrepared, _client, _remove
+        from bot_bottle_docker.images import ensure_bundle_image
+
+        plan = prepared.plan
+        docker_backend = DockerBackend()
+        client = _client()
+        down.push("docker client", client.close)
+        bundle_tag = plan.bundle_image or ensure_bundle_image(progress=self.progress).tag
+        etc, sock = run_dir / "etc", run_dir / "sock"
+        from bot_bottle.contracts.supervise import default_queue_dir
+        from bot_bottle.history import BottleHistory
+
+        queue = default_queue_dir(plan.slug)
+        history = BottleHistory.for_slug(plan.slug)
+        history.begin({"slug": plan.slug, "agent": plan.agent, "bottle": plan.bottle,
+                       "backend": NAME, "label": plan.label})  # fmt: skip
+        down.push("history", lambda: history.end(queue))
+        docker_backend._write_files(plan, etc, sock, queue)
+        keys_dir = run_dir / "keys"
+        docker_backend._stage_keys(plan, keys_dir, down)
+        as_docker = DockerPrepared(
+            plan=plan,
+            backend=NAME,
+            network=prepared.network,
+            bundle_name=prepared.bundle_name,
+            labels=labels,
+        )
+        mounts = (run_dir, keys_dir, queue, history.logs_dir)
+        bundle = docker_backend._start_bundle(client, as_docker, labels, bundle_tag, mounts, down)
+        relay = self._start_relay(client, prepared, labels, bundle_tag, sock)
+        down.push(f"container {prepared.relay_name}", lambda: _remove(relay))
+        relay.start()
+        return lambda: docker_backend._wait_ready(sock, bundle, relay)
+
+    def _start_relay(
+        self, client: Any, prepared: SmolPrepared, labels: dict[str, str], tag: str, sock: Path
+    ) -> Any:
+        from bot_bottle_docker.seccomp import seccomp_opt
+        from bot_bottle_sidecars.layout import DAEMON_USERS, SOCK_DIR, agent_relay_argv
+
+        argv = [
+            a.replace(f"tcp:{GUEST_LOOPBACK}:", f"tcp:{prepared.alias}:")
+            for a in agent_relay_argv(prepared.plan)
+        ]
+        uid = DAEMON_USERS["relay"].uid
+        return client.containers.create(
+            tag,
+            entrypoint=argv,
+            command=[],
+            name=prepared.relay_name,
+            # The host's loopback alias is where the VM connects.
+            network_mode="host",
+            volumes={str(sock): {"bind": SOCK_DIR, "mode": "rw"}},
+            labels={**labels, L_ROLE: "relay"},
+            user=f"{uid}:{uid}",
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges", seccomp_opt()],
+            detach=True,
+        )
+
+    def orphans(self, ours: str) -> list[CleanupItem]:
+        from bot_bottle_docker.backend import _client, _orphaned
+        from bot_bottle_docker.dockerhost import DockerUnreachable
+
+        try:
+            client = _client()
+        except (BotBottleError, DockerUnreachable):
+            return []
+        try:
+            flt: dict[str, Any] = {"label": f"{L_BACKEND}={NAME}"}
+            items = [
+                CleanupItem(NAME, "container", c.name or "?", c.labels.get(L_SLUG))
+                for c in client.containers.list(all=True, filters=flt)
+                if _orphaned(c.labels or {}, ours)
+            ]
+            items += [
+                CleanupItem(NAME, "network", n.name or "?", (n.attrs.get("Labels") or {}).get(L_SLUG))
+                for n in client.networks.list(filters=flt)
+                if _orphaned(n.attrs.get("Labels") or {}, ours)
+            ]
+            return items
+        finally:
+            client.close()
+
+    def cleanup(self, items: Sequence[CleanupItem]) -> list[CleanupItem]:
+        from bot_bottle_docker.backend import DockerBackend, _client
+
+        client = _client()
+        try:
+            backend = DockerBackend()
+            ordered = sorted(items, key=lambda i: i.kind != "container")
+            return [i for i in ordered if backend._remove_item(client, i)]
+        finally:
+            client.close()
