@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from bot_bottle.contracts.provider import ProviderPlan
 from bot_bottle.manifest.models import Resources
 from bot_bottle.secrets import Secret
+from tests.conftest import base_image, docker_client  # noqa: F401
 
 FAKE = Path(__file__).with_name("fake_smolvm.py")
 
@@ -49,6 +51,17 @@ class FakeSmolvm:
     def machines(self) -> dict[str, Any]:
         path = self.state / "machines.json"
         return json.loads(path.read_text()) if path.exists() else {}
+
+
+@pytest.fixture
+def mini_plan() -> type[MiniPlan]:
+    """The plan class (test modules cannot import conftest: no package here)."""
+    return MiniPlan
+
+
+@pytest.fixture
+def fake_script() -> Path:
+    return FAKE
 
 
 @pytest.fixture

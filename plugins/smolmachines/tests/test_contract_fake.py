@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from bot_bottle.errors import BotBottleError
 from bot_bottle.state import StateDir, home_id
 from bot_bottle.teardown import Teardown
@@ -26,8 +27,6 @@ from bot_bottle_smolmachines.backend import (
     loopback_alias,
 )
 from bot_bottle_smolmachines.smolvm import Smolvm, SmolvmError, freeze
-
-from .conftest import FakeSmolvm, MiniPlan
 
 
 class RecordingSidecars:
@@ -65,8 +64,8 @@ def _backend(events: list[str], **kw: Any) -> SmolmachinesBackend:
     return SmolmachinesBackend(kvm=lambda: None, sidecars=RecordingSidecars(events, **kw))
 
 
-def test_prepare_is_pure_and_names_everything(fake_smolvm: FakeSmolvm) -> None:
-    plan = MiniPlan()
+def test_prepare_is_pure_and_names_everything(mini_plan: Any, fake_smolvm: Any) -> None:
+    plan = mini_plan()
     prepared = _backend([]).prepare(plan)
     assert fake_smolvm.calls() == []
     alias = loopback_alias(plan.slug)
@@ -79,11 +78,11 @@ def test_prepare_is_pure_and_names_everything(fake_smolvm: FakeSmolvm) -> None:
 
 
 def test_launch_provision_run_and_teardown_in_order(
-    fake_smolvm: FakeSmolvm, capfdbinary: pytest.CaptureFixture[bytes]
+    mini_plan: Any, fake_smolvm: Any, capfdbinary: pytest.CaptureFixture[bytes]
 ) -> None:
     events: list[str] = []
     backend = _backend(events)
-    prepared = backend.prepare(MiniPlan())
+    prepared = backend.prepare(mini_plan())
     with backend.launch(prepared) as bottle:
         res = bottle.exec(["echo", "hi"], user="agent", env={"A": "b"}, workdir="/tmp")
         assert res.ok and res.stdout == b"hi\n"
@@ -101,7 +100,7 @@ def test_launch_provision_run_and_teardown_in_order(
     assert create[5].endswith("agent-image.tar")
     assert ["--allow-cidr", f"{alias}/32"] == create[create.index("--allow-cidr") :][:2]
     assert ["--dns", alias] == create[create.index("--dns") :][:2]
-    assert f"bot-bottle.backend=smolmachines" in create
+    assert "bot-bottle.backend=smolmachines" in create
     assert "--net-backend" not in create  # smolvm 1.32 refuses egress policy under TSI
     assert f"HTTPS_PROXY=http://{alias}:8080" in create
     assert fake_smolvm.verbs() == [
@@ -122,86 +121,91 @@ def test_launch_provision_run_and_teardown_in_order(
     assert as_user[as_user.index("--") + 1 :] == [
         "runuser", "-u", "agent", "--", "env", "HOME=/home/agent", "USER=agent", "echo", "hi",
     ]  # fmt: skip
-    assert ["-e", "A=b"] == as_user[4:6] and ["-w", "/tmp"] == as_user[6:8]
+    assert as_user[4:6] == ["-e", "A=b"] and as_user[6:8] == ["-w", "/tmp"]
     assert calls[-1] == ["machine", "delete", "--name", m, "--force"]
     assert events == ["image archive", "bundle up", "ready", "bundle down"]
     assert fake_smolvm.machines() == {}
 
 
 def test_create_failure_creates_nothing_else(
-    fake_smolvm: FakeSmolvm, monkeypatch: pytest.MonkeyPatch
+    mini_plan: Any, fake_smolvm: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FAKE_SMOLVM_FAIL", "machine create:1")
     events: list[str] = []
     backend = _backend(events)
-    with pytest.raises(SmolvmError, match=r"machine create failed \(exit 1\): injected"):
-        with backend.launch(backend.prepare(MiniPlan())):
-            pass
+    with (
+        pytest.raises(SmolvmError, match=r"machine create failed \(exit 1\): injected"),
+        backend.launch(backend.prepare(mini_plan())),
+    ):
+        pass
     assert fake_smolvm.verbs() == ["machine create"]
     assert events == ["image archive"]
 
 
-def test_bundle_failure_deletes_the_created_vm(fake_smolvm: FakeSmolvm) -> None:
+def test_bundle_failure_deletes_the_created_vm(mini_plan: Any, fake_smolvm: Any) -> None:
     events: list[str] = []
     backend = _backend(events, fail_start=True)
-    with pytest.raises(BotBottleError, match="bundle did not start"):
-        with backend.launch(backend.prepare(MiniPlan())):
-            pass
+    with (
+        pytest.raises(BotBottleError, match="bundle did not start"),
+        backend.launch(backend.prepare(mini_plan())),
+    ):
+        pass
     assert fake_smolvm.verbs() == ["machine create", "machine delete"]
     assert events == ["image archive", "bundle up", "bundle down"]
     assert fake_smolvm.machines() == {}
 
 
 def test_start_failure_tears_down_bundle_and_vm(
-    fake_smolvm: FakeSmolvm, monkeypatch: pytest.MonkeyPatch
+    mini_plan: Any, fake_smolvm: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FAKE_SMOLVM_FAIL", "machine start:1")
     events: list[str] = []
     backend = _backend(events)
-    with pytest.raises(SmolvmError, match="machine start failed"):
-        with backend.launch(backend.prepare(MiniPlan())):
-            pass
+    with (
+        pytest.raises(SmolvmError, match="machine start failed"),
+        backend.launch(backend.prepare(mini_plan())),
+    ):
+        pass
     assert fake_smolvm.verbs() == ["machine create", "machine start", "machine delete"]
     assert events[-1] == "bundle down"
 
 
 def test_vm_dying_mid_provision_is_a_clear_error_and_everything_goes(
-    fake_smolvm: FakeSmolvm, monkeypatch: pytest.MonkeyPatch
+    mini_plan: Any, fake_smolvm: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Two execs (chown, chmod of the CA) succeed, then the VM is gone.
     monkeypatch.setenv("FAKE_SMOLVM_DIE_AFTER", "2")
     events: list[str] = []
     backend = _backend(events)
-    with pytest.raises(BotBottleError, match=r"VM bb-shell-0a1b2c-agent is unusable.*not running"):
-        with backend.launch(backend.prepare(MiniPlan())) as bottle:
-            bottle.exec(["update-ca-certificates"])
+    with (
+        pytest.raises(BotBottleError, match=r"VM bb-shell-0a1b2c-agent is unusable.*not running"),
+        backend.launch(backend.prepare(mini_plan())) as bottle,
+    ):
+        bottle.exec(["update-ca-certificates"])
     assert fake_smolvm.verbs()[-2:] == ["machine stop", "machine delete"]
     assert events[-1] == "bundle down"
     assert fake_smolvm.machines() == {}
 
 
-def test_ctrl_c_inside_the_bottle_tears_down(fake_smolvm: FakeSmolvm) -> None:
+def test_ctrl_c_inside_the_bottle_tears_down(mini_plan: Any, fake_smolvm: Any) -> None:
     events: list[str] = []
     backend = _backend(events)
-    with pytest.raises(KeyboardInterrupt):
-        with backend.launch(backend.prepare(MiniPlan())):
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), backend.launch(backend.prepare(mini_plan())):
+        raise KeyboardInterrupt
     assert fake_smolvm.verbs()[-2:] == ["machine stop", "machine delete"]
     assert fake_smolvm.machines() == {}
 
 
-def test_kept_for_resume_stops_but_keeps_the_vm(fake_smolvm: FakeSmolvm) -> None:
+def test_kept_for_resume_stops_but_keeps_the_vm(mini_plan: Any, fake_smolvm: Any) -> None:
     backend = _backend([])
-    prepared = backend.prepare(MiniPlan())
+    prepared = backend.prepare(mini_plan())
     with backend.launch(prepared) as bottle:
         bottle.keep_for_resume()
     assert fake_smolvm.verbs()[-1] == "machine stop"
     assert fake_smolvm.machines()[prepared.machine]["state"] == "stopped"
 
 
-def test_exec_retries_once_on_137_only(
-    fake_smolvm: FakeSmolvm, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_exec_retries_once_on_137_only(fake_smolvm: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     cli = Smolvm.locate()
     cli.create(_spec())
     cli.start("vm")
@@ -217,7 +221,9 @@ def test_exec_retries_once_on_137_only(
     assert len(fake_smolvm.calls()) == n + 1
 
 
-def test_cli_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_cli_missing_is_a_clear_error(
+    mini_plan: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("BOT_BOTTLE_SMOLVM", str(tmp_path / "nowhere" / "smolvm"))
     with pytest.raises(SmolvmError, match="smolvm CLI is not installed") as exc:
         Smolvm.locate()
@@ -226,29 +232,29 @@ def test_cli_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path:
     avail = backend.is_available()
     assert not avail.ok and "not installed" in avail.detail
     with pytest.raises(BotBottleError, match="cannot run here: the smolvm CLI is not installed"):
-        backend.prepare(MiniPlan())
+        backend.prepare(mini_plan())
     assert backend.list_active() == []
 
 
-def test_no_bootable_kvm_refuses_before_anything(fake_smolvm: FakeSmolvm) -> None:
+def test_no_bootable_kvm_refuses_before_anything(mini_plan: Any, fake_smolvm: Any) -> None:
     backend = SmolmachinesBackend(kvm=lambda: "/dev/kvm is kvm_pvm")
     avail = backend.is_available()
     assert not avail.ok and "no bootable KVM: /dev/kvm is kvm_pvm" in avail.detail
     with pytest.raises(BotBottleError, match="no bootable KVM"):
-        backend.prepare(MiniPlan())
+        backend.prepare(mini_plan())
     assert fake_smolvm.calls() == []
     levels = {c.what: c.level for c in backend.host_checks()}
     assert levels == {"smolvm": "OK", "kvm": "WARN"}
 
 
-def test_git_gate_or_supervise_is_refused_with_a_reason(fake_smolvm: FakeSmolvm) -> None:
+def test_git_gate_or_supervise_is_refused_with_a_reason(mini_plan: Any, fake_smolvm: Any) -> None:
     with pytest.raises(BotBottleError, match="serves only the egress proxy") as exc:
-        _backend([]).prepare(MiniPlan(supervise=True))
+        _backend([]).prepare(mini_plan(supervise=True))
     assert exc.value.hint and "--backend docker" in exc.value.hint
 
 
 def test_malformed_ls_json_is_a_clear_error(
-    fake_smolvm: FakeSmolvm, monkeypatch: pytest.MonkeyPatch
+    fake_smolvm: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FAKE_SMOLVM_LS", "malformed")
     with pytest.raises(SmolvmError, match="not JSON") as exc:
@@ -256,16 +262,20 @@ def test_malformed_ls_json_is_a_clear_error(
     assert exc.value.code == "BAD_JSON"
 
 
-def test_list_active_and_cleanup_by_labels(fake_smolvm: FakeSmolvm) -> None:
+def test_list_active_and_cleanup_by_labels(mini_plan: Any, fake_smolvm: Any) -> None:
     backend = _backend([])
     cli = Smolvm.locate()
     cli.create(_spec(labels={"bot-bottle.backend": "docker"}))  # not ours
-    live = backend.prepare(MiniPlan(slug="shell-111111", label="one"))
+    live = backend.prepare(mini_plan(slug="shell-111111", label="one"))
     # What core's launcher writes before launch: this process owns the bottle.
     StateDir.for_slug("shell-111111").create({"pid": os.getpid()})
     with backend.launch(live):
         (active,) = backend.list_active()
-        assert (active.slug, active.label, active.backend) == ("shell-111111", "one", "smolmachines")
+        assert (active.slug, active.label, active.backend) == (
+            "shell-111111",
+            "one",
+            "smolmachines",
+        )
         assert active.services == ("proxy",)
         # The launcher (this process) is alive and owns its state: not an orphan.
         assert backend.find_orphans() == []
@@ -290,7 +300,7 @@ def test_list_active_and_cleanup_by_labels(fake_smolvm: FakeSmolvm) -> None:
     assert set(fake_smolvm.machines()) == {"vm", "bb-shell-222222-agent"}
 
 
-def test_freeze_stops_first_then_packs(fake_smolvm: FakeSmolvm, tmp_path: Path) -> None:
+def test_freeze_stops_first_then_packs(fake_smolvm: Any, tmp_path: Path) -> None:
     cli = Smolvm.locate()
     cli.create(_spec())
     with pytest.raises(SmolvmError, match="never been started"):
@@ -300,13 +310,20 @@ def test_freeze_stops_first_then_packs(fake_smolvm: FakeSmolvm, tmp_path: Path) 
         cli.pack("vm", tmp_path / "snap")
     freeze(cli, "vm", tmp_path / "snap")
     assert fake_smolvm.verbs()[-4:] == ["machine ls", "machine stop", "machine ls", "pack create"]
-    assert fake_smolvm.calls()[-1] == ["pack", "create", "--from-vm", "vm", "-o", str(tmp_path / "snap")]
+    assert fake_smolvm.calls()[-1] == [
+        "pack",
+        "create",
+        "--from-vm",
+        "vm",
+        "-o",
+        str(tmp_path / "snap"),
+    ]
     assert (tmp_path / "snap.smolmachine").exists()
 
 
-def test_copy_out_and_copy_in_modes(fake_smolvm: FakeSmolvm, tmp_path: Path) -> None:
+def test_copy_out_and_copy_in_modes(mini_plan: Any, fake_smolvm: Any, tmp_path: Path) -> None:
     backend = _backend([])
-    with backend.launch(backend.prepare(MiniPlan())) as bottle:
+    with backend.launch(backend.prepare(mini_plan())) as bottle:
         src = tmp_path / "f.txt"
         src.write_text("data\n")
         bottle.copy_in(src, "/etc/x.txt", mode=0o600, owner="agent:agent")
@@ -318,13 +335,13 @@ def test_copy_out_and_copy_in_modes(fake_smolvm: FakeSmolvm, tmp_path: Path) -> 
 
 
 def test_run_stdout_is_a_pipe_even_when_ours_is_a_file(
-    fake_smolvm: FakeSmolvm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    mini_plan: Any, fake_smolvm: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The fake fails like the real exec when its stdout is a regular file;
     run() copies through a pipe, so it works with a redirected stdout."""
     backend = _backend([])
     out = tmp_path / "out.bin"
-    with backend.launch(backend.prepare(MiniPlan())) as bottle, out.open("wb") as f:
+    with backend.launch(backend.prepare(mini_plan())) as bottle, out.open("wb") as f:
         monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(f))
         code = bottle.run(["echo", "to-a-file"])
         sys.stdout.flush()

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import platform
 import shutil
 import subprocess
@@ -83,8 +82,8 @@ def kvm_check() -> str | None:
         return "/dev/kvm is missing (no KVM)"
     if Path("/sys/module/kvm_pvm").exists():
         return (
-            "/dev/kvm is kvm_pvm (no hardware virtualization): libkrun guests stop "
-            "with KVM_EXIT_INTERNAL_ERROR early in boot"
+            "/dev/kvm is kvm_pvm (no hardware virtualization): libkrun guests do not "
+            "boot (smolvm: 'no boot progress for 30 seconds')"
         )
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
@@ -159,13 +158,17 @@ class SmolmachinesBackend(Backend):
         cli = (
             HostCheck("OK", "smolvm", f"smolvm at {binary}")
             if binary
-            else HostCheck("WARN", "smolvm", "the smolvm CLI is not installed", "pip install smolmachines")
+            else HostCheck(
+                "WARN", "smolvm", "the smolvm CLI is not installed", "pip install smolmachines"
+            )
         )
         why = self._kvm()
         kvm = (
             HostCheck("OK", "kvm", "hardware virtualization present")
             if why is None
-            else HostCheck("WARN", "kvm", why, "a host with vmx/svm (or macOS) boots libkrun guests")
+            else HostCheck(
+                "WARN", "kvm", why, "a host with vmx/svm (or macOS) boots libkrun guests"
+            )
         )
         return [cli, kvm]
 
@@ -384,16 +387,17 @@ class DockerSidecars:
         """The agent image as a ``docker save`` archive smolvm boots from."""
         from bot_bottle_docker.images import ensure_agent_image
 
-        tag = plan.agent_image or ensure_agent_image(plan.agent_image_spec, progress=self.progress).tag
+        tag = (
+            plan.agent_image
+            or ensure_agent_image(plan.agent_image_spec, progress=self.progress).tag
+        )
         try:
-            subprocess.run(
-                ["docker", "save", tag, "-o", str(out)], check=True, capture_output=True
-            )
+            subprocess.run(["docker", "save", tag, "-o", str(out)], check=True, capture_output=True)
         except subprocess.CalledProcessError as exc:
             raise BotBottleError(
                 f"docker save {tag} failed: {exc.stderr.decode(errors='replace').strip()}"
             ) from None
-        os.chmod(out, 0o600)
+        out.chmod(0o600)
         return out
 
     def start(
@@ -436,8 +440,9 @@ class DockerSidecars:
     def _start_relay(
         self, client: Any, prepared: SmolPrepared, labels: dict[str, str], tag: str, sock: Path
     ) -> Any:
-        from bot_bottle_docker.seccomp import seccomp_opt
         from bot_bottle_sidecars.layout import DAEMON_USERS, SOCK_DIR, agent_relay_argv
+
+        from bot_bottle_docker.seccomp import seccomp_opt
 
         argv = [
             a.replace(f"tcp:{GUEST_LOOPBACK}:", f"tcp:{prepared.alias}:")
@@ -475,7 +480,9 @@ class DockerSidecars:
                 if _orphaned(c.labels or {}, ours)
             ]
             items += [
-                CleanupItem(NAME, "network", n.name or "?", (n.attrs.get("Labels") or {}).get(L_SLUG))
+                CleanupItem(
+                    NAME, "network", n.name or "?", (n.attrs.get("Labels") or {}).get(L_SLUG)
+                )
                 for n in client.networks.list(filters=flt)
                 if _orphaned(n.attrs.get("Labels") or {}, ours)
             ]

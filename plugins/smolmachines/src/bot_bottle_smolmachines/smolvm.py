@@ -228,7 +228,7 @@ class Smolvm:
             args += ["-e", f"{k}={v}"]
         if workdir:
             args += ["-w", workdir]
-        full = self.base(*args) + ["--", *argv]
+        full = [*self.base(*args), "--", *argv]
         proc = self._run(full, timeout)
         if proc.returncode == SIGKILLED:
             log.debug("exec_sigkilled_retry", machine=name)
@@ -304,9 +304,7 @@ def parse_ls(stdout: bytes) -> list[Machine]:
             hint="check the smolvm version (bot-bottle was checked against 1.32)",
         ) from None
     if not isinstance(doc, list):
-        raise SmolvmError(
-            "smolvm machine ls --json did not print a list", code="BAD_JSON"
-        )
+        raise SmolvmError("smolvm machine ls --json did not print a list", code="BAD_JSON")
     out = []
     for item in doc:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
