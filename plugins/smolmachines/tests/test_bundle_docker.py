@@ -8,6 +8,7 @@ import http.client
 from typing import Any
 
 import pytest
+
 from bot_bottle_smolmachines.backend import SmolmachinesBackend
 
 pytestmark = pytest.mark.docker
