@@ -9,6 +9,7 @@ over the exec channel.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import sys
@@ -91,7 +92,10 @@ class SmolmachinesRunningBottle(RunningBottle):
             ) from None
         finally:
             if stdin is not None:
-                self.cli.exec(self.machine, ["rm", "-f", STDIN_PATH])
+                # Best effort: a VM that is gone has no file to remove, and
+                # the error above (not this one) is what the caller must see.
+                with contextlib.suppress(SmolvmError):
+                    self.cli.exec(self.machine, ["rm", "-f", STDIN_PATH])
         return ExecResult(proc.returncode, proc.stdout, proc.stderr)
 
     def copy_in(
