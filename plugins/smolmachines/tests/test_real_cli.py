@@ -251,3 +251,20 @@ def test_start_on_this_host_fails_before_creating_anything(real: Smolvm, tmp_pat
     assert r.stderr.splitlines()[1].startswith("hint: ")
     assert not (home / "state").exists() or not any((home / "state").iterdir())
     assert real.ls() == []
+
+
+def test_the_exec_flags_we_send_parse(real: Smolvm, rootfs: Path) -> None:
+    """exec with env, workdir, and attach's -i -t: the real CLI gets past
+    argument parsing to "not running" (a usage error would say otherwise)."""
+    real.create(_spec(f"{rootfs}/"))
+    m = "bb-shell-0a1b2c-agent"
+    with pytest.raises(SmolvmError, match="is not running") as exc:
+        real.exec(m, ["true"], env={"A": "b"}, workdir="/tmp")
+    assert exc.value.code == "SMOLVM_ERROR"
+    for tty in (True, False):
+        r = subprocess.run(
+            real.exec_argv(m, ["true"], tty=tty), capture_output=True, env=real.env(),
+            stdin=subprocess.DEVNULL, check=False,
+        )  # fmt: skip
+        assert r.returncode == 1
+        assert b'"code":"SMOLVM_ERROR"' in r.stderr and b"is not running" in r.stderr
