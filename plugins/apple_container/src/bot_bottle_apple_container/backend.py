@@ -183,6 +183,13 @@ class AppleContainerBackend(Backend):
     # -- prepare (pure) ------------------------------------------------------------
 
     def prepare(self, plan: BottlePlan) -> ApplePrepared:
+        system = host_os()  # no process: prepare stays pure
+        if system != "Darwin":
+            raise BotBottleError(
+                f"backend {NAME!r} is not available: Apple's container CLI runs on macOS 26+ "
+                f"only; this host is {system}",
+                hint="use --backend docker here",
+            )
         unsupported = []
         if plan.gitgate is not None and plan.gitgate.enabled:
             unsupported.append("git-gate repos")
@@ -195,7 +202,8 @@ class AppleContainerBackend(Backend):
                 f"the apple_container backend does not support {', '.join(unsupported)} yet: "
                 "the agent reaches git-gate and supervise at 127.0.0.1 in its own VM, which "
                 "this backend cannot serve, and the workspace guards are Docker's",
-                hint="use --backend docker for this bottle",
+                hint="use --backend docker for this bottle (or set 'supervise: false' and "
+                "drop git_gate in the bottle)",
             )
         prefix = f"bb-{plan.slug}"
         labels = {
