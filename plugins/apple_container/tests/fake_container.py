@@ -23,6 +23,7 @@ NetworkState encodings): a container is ``{"status": ..., "configuration":
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
@@ -35,6 +36,9 @@ from typing import NoReturn
 
 STATE = Path(os.environ["FAKE_CONTAINER_STATE"])
 LOG = Path(os.environ["FAKE_CONTAINER_LOG"])
+#: Held from load to save: the launcher runs the relay exec alongside
+#: other commands, and a lost update would lose a container.
+LOCK = (STATE.parent / "state.lock").open("a")
 
 
 def load() -> dict:
@@ -134,14 +138,22 @@ def cmd_exec(state: dict, args: list[str]) -> None:
     args = [a for a in args if a not in flags]
     take(args, "--user")
     take(args, "--workdir")
-    take(args, "--env-file")
+    env = {}
+    for path in take(args, "--env-file"):
+        for line in Path(path).read_text().splitlines():
+            k, _, v = line.partition("=")
+            env[k] = v
     name, argv = args[0], args[1:]
     c = state["containers"].get(name)
     if c is None:
         fail(f"container {name} not found")
     if c["status"] != "running":
         fail(f"container {name} is not running")
+    state.setdefault("execs", []).append({"flags": sorted(flags), "env": env, "argv": argv})
+    save(state)
     if "bot_bottle_sidecars.relay" in argv:
+        (STATE.parent / "relay.pid").write_text(str(os.getpid()))
+        fcntl.flock(LOCK, fcntl.LOCK_UN)  # it runs for the bottle's life
         ready = argv[argv.index("--ready-file") + 1]
         target = host_path(c, ready)
         if target is not None:
@@ -187,6 +199,7 @@ def main() -> None:
     if os.environ.get("FAKE_CONTAINER_MALFORMED") == args[0]:
         print("{not json")
         return
+    fcntl.flock(LOCK, fcntl.LOCK_EX)
     state = load()
     sub = args[0]
     if args[:2] == ["system", "status"]:
@@ -194,7 +207,6 @@ def main() -> None:
     elif sub == "run":
         cmd_run(state, args)
     elif sub == "exec":
-        save(state)
         cmd_exec(state, args)
         return
     elif sub == "inspect":

@@ -208,7 +208,46 @@ def test_launch_commands_order_env_and_teardown(plan: Any, fake: Fake) -> None:
     for c in calls:
         if "--env-file" in c:
             assert not Path(c[c.index("--env-file") + 1]).exists()
+    # The relay exec the launcher owned is gone with the bottle.
+    relay_pid = int((fake.state_path.parent / "relay.pid").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(relay_pid, 0)
     _empty(fake)
+
+
+def test_attach_is_a_tty_exec_with_term(
+    plan: Any, fake: Fake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TERM", "xterm-kitty")
+    b = _backend()
+    with b.launch(b.prepare(plan)) as bottle:
+        assert bottle.attach(["echo", "hi"], user="agentuser") == 0
+    (attach,) = [e for e in fake.state()["execs"] if e["argv"] == ["echo", "hi"]]
+    assert attach["flags"] == ["--interactive", "--tty"]
+    assert attach["env"] == {"TERM": "xterm-kitty"}
+    call = next(c for c in fake.calls() if c[-2:] == ["echo", "hi"])
+    assert call[call.index("--user") + 1] == "agentuser"
+
+
+def test_raw_terminal_is_restored_on_every_exit(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pty
+    import termios
+
+    from bot_bottle_apple_container.running import raw_terminal
+
+    master, slave = pty.openpty()
+    try:
+        with os.fdopen(os.dup(slave), "r") as tty_in:
+            monkeypatch.setattr(sys, "stdin", tty_in)
+            before = termios.tcgetattr(slave)
+            assert before[3] & termios.ICANON
+            with pytest.raises(RuntimeError), raw_terminal():
+                assert not termios.tcgetattr(slave)[3] & termios.ICANON
+                raise RuntimeError("the session died")
+            assert termios.tcgetattr(slave) == before
+    finally:
+        os.close(master)
+        os.close(slave)
 
 
 def test_exception_mid_launch_tears_everything_down(plan: Any, fake: Fake) -> None:
