@@ -120,6 +120,27 @@ def test_available_with_the_fake(fake: Fake) -> None:
     assert AppleContainerBackend().is_available().ok
 
 
+def test_host_checks_and_setup_look_for_the_base_image(
+    fake: Fake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot_bottle.contracts.backend import BaseImageRequest
+
+    monkeypatch.setenv("BOT_BOTTLE_BASE_IMAGE", "bot-bottle/base:test")
+    b = _backend()
+    engine, base = b.host_checks()
+    assert engine.level == "OK"
+    assert base.level == "FAIL" and "bot-bottle/base:test is missing" in base.detail
+    assert base.hint is not None and "container image load -i base.tar" in base.hint
+    with pytest.raises(BotBottleError, match="cannot make the base image"):
+        b.setup(BaseImageRequest(), lambda _l: None)
+    fake.add_image("bot-bottle/base:test")
+    assert b.host_checks()[1].level == "OK"
+    assert b.setup(BaseImageRequest(), lambda _l: None) == (
+        "base image bot-bottle/base:test already present"
+    )
+    assert [c for c in fake.calls() if c[0] not in ("system", "image")] == []
+
+
 # -- prepare --------------------------------------------------------------------------
 
 

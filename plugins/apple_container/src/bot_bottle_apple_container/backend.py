@@ -65,6 +65,7 @@ from bot_bottle_sidecars.layout import (
 from bot_bottle.contracts.backend import (
     ActiveBottle,
     Backend,
+    BaseImageRequest,
     BottlePlan,
     CleanupItem,
     PreparedBottle,
@@ -103,6 +104,11 @@ ISOLATION = (
     "agent VM on a host-only network: the proxy is its only route out, but the "
     "Mac itself (the network's gateway: its DNS and any service on that "
     "interface) stays reachable; weaker than Docker's no-interface agent"
+)
+
+LOAD_BASE_HINT = (
+    "on a Linux host: 'bot-bottle setup' then 'docker save bot-bottle/base:trixie -o base.tar'; "
+    "here: 'container image load -i base.tar'"
 )
 
 log = get_logger("bot_bottle_apple_container")
@@ -173,9 +179,39 @@ class AppleContainerBackend(Backend):
 
     def host_checks(self) -> list[HostCheck]:
         avail = self.is_available()
-        if avail.ok:
-            return [HostCheck("OK", "apple container", avail.detail)]
-        return [HostCheck("WARN", "apple container", avail.detail, avail.hint)]
+        if not avail.ok:
+            return [HostCheck("WARN", "apple container", avail.detail, avail.hint)]
+        from bot_bottle.imagebuild import base_image_name
+        from bot_bottle_apple_container.images import image_id
+
+        engine = HostCheck("OK", "apple container", avail.detail)
+        base = base_image_name()
+        try:
+            present = image_id(ContainerCLI(), base) is not None
+        except BotBottleError as exc:
+            return [engine, HostCheck("WARN", "apple container base image", exc.message)]
+        if present:
+            return [engine, HostCheck("OK", "apple container base image", f"{base} is present")]
+        return [engine, HostCheck("FAIL", "apple container base image", f"{base} is missing: "
+                                  "every bottle image builds FROM it", LOAD_BASE_HINT)]  # fmt: skip
+
+    def setup(self, request: BaseImageRequest, progress: Callable[[str], None]) -> str:
+        """Only checks: the base image comes from a Docker host (``container
+        image load`` of a ``docker save``); debootstrap needs Linux."""
+        from bot_bottle.imagebuild import base_image_name
+        from bot_bottle_apple_container.images import image_id
+
+        avail = self.is_available()
+        if not avail.ok:
+            raise BotBottleError(f"backend {NAME!r} is not available: {avail.detail}",
+                                 hint=avail.hint)  # fmt: skip
+        base = base_image_name()
+        if image_id(ContainerCLI(), base) is not None and not request.force:
+            return f"base image {base} already present"
+        raise BotBottleError(
+            f"the apple_container backend cannot make the base image {base} itself",
+            hint=LOAD_BASE_HINT,
+        )
 
     def preflight(self, plan: BottlePlan) -> dict[str, str]:
         return {"isolation": ISOLATION}

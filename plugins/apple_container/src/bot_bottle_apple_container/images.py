@@ -83,7 +83,7 @@ def ensure_image(
     if base_id is None:
         raise ImageBuildError(
             f"base image {spec.base_image} is not present in Apple's container image store",
-            hint="load it ('docker save bot-bottle/base:trixie > base.tar' on a Docker host, "
+            hint="load it ('docker save bot-bottle/base:trixie -o base.tar' on a Docker host, "
             "then 'container image load -i base.tar'), or set BOT_BOTTLE_BASE_IMAGE",
         )
     if spec.target.machine != _machine():
