@@ -45,6 +45,8 @@ egress:
   routes:
     - host: api.example.test
       auth: {scheme: Bearer, token_ref: ROUTE_TOKEN}
+extra_hosts:
+  api.example.test: 10.9.8.7
 ---
 """
 
@@ -229,6 +231,12 @@ def test_launch_commands_order_env_and_teardown(plan: Any, fake: Fake) -> None:
     for c in calls:
         if "--env-file" in c:
             assert not Path(c[c.index("--env-file") + 1]).exists()
+    # The name pins went into the bundle's /etc/hosts before the relay started.
+    pin = next(i for i, c in enumerate(calls) if c[-3:] == ["sh", "-c", "cat >> /etc/hosts"])
+    assert calls[pin][:5] == ["exec", "--interactive", "--user", "root", bundle]
+    assert pin < calls.index(relay)
+    hosts = (fake.state_path.parent / "fs" / bundle / "etc/hosts").read_text()
+    assert "10.9.8.7 api.example.test\n" in hosts and "127.0.0.1 _egress.local\n" in hosts
     # The relay exec the launcher owned is gone with the bottle.
     relay_pid = int((fake.state_path.parent / "relay.pid").read_text())
     with pytest.raises(ProcessLookupError):

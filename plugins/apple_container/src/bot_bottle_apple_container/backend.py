@@ -59,6 +59,7 @@ from bot_bottle_sidecars.layout import (
     UPSTREAM_CA,
     agent_relay_argv,
     bundle_files,
+    bundle_hosts,
     endpoints,
 )
 
@@ -310,6 +311,7 @@ class AppleContainerBackend(Backend):
 
             dirs = (run_dir, queue, history.logs_dir)
             self._run_bundle(cli, prepared, labels, bundle_tag, dirs, down)
+            self._pin_hosts(cli, prepared)
             bundle_ip = self._address(cli, prepared.bundle_name, prepared.agent_network)
             relay = self._start_relay(cli, prepared, bundle_ip, down)
             self._run_agent(cli, prepared, labels, agent_tag, bundle_ip, down)
@@ -348,6 +350,9 @@ class AppleContainerBackend(Backend):
         etc, sock = run_dir / "etc", run_dir / "sock"
         for d in (etc, sock, queue, run_dir / "keys", run_dir / "gate-allow"):
             d.mkdir(parents=True, mode=0o700, exist_ok=True)
+        # Mount points of the tmpfs mounts inside the read-only etc/.
+        (etc / "ca").mkdir(exist_ok=True)
+        (etc / "git-gate" / "keys").mkdir(parents=True, exist_ok=True)
         for rel, text in bundle_files(plan).items():
             path = etc / rel
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -412,6 +417,19 @@ class AppleContainerBackend(Backend):
                 f"container {prepared.bundle_name}", lambda: _delete(cli, prepared.bundle_name)
             )
             cli.run(*args, *env_args, tag)
+
+    def _pin_hosts(self, cli: ContainerCLI, prepared: ApplePrepared) -> None:
+        """The bundle's name pins (``extra_hosts``, the introspection name).
+
+        The documented ``container run`` has no ``--add-host``: they are
+        appended to the bundle's /etc/hosts before the relay starts, so no
+        request of the agent can reach egress before they are in place.
+        """
+        lines = "".join(f"{ip} {name}\n" for name, ip in bundle_hosts(prepared.plan).items())
+        if not lines:
+            return
+        cli.run("exec", "--interactive", "--user", "root", prepared.bundle_name,
+                "sh", "-c", "cat >> /etc/hosts", stdin=lines.encode())  # fmt: skip
 
     def _address(self, cli: ContainerCLI, name: str, network: str) -> str:
         info = cli.inspect(name)
