@@ -63,4 +63,5 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fake]:
     monkeypatch.setenv("FAKE_CONTAINER_STATE", str(f.state_path))
     monkeypatch.setenv("FAKE_CONTAINER_LOG", str(f.log_path))
     monkeypatch.setattr(backend, "host_os", lambda: "Darwin")
+    monkeypatch.setattr(backend, "mac_version", lambda: "26.1")
     yield f

@@ -105,6 +105,13 @@ def test_unavailable_here_says_why() -> None:
     assert check.level == "WARN" and "Linux" in check.detail
 
 
+def test_macos_before_26_is_unavailable(fake: Fake, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backend_mod, "mac_version", lambda: "15.5")
+    avail = AppleContainerBackend().is_available()
+    assert not avail.ok and "macOS 15.5" in avail.detail and "26+" in avail.detail
+    assert fake.calls() == []
+
+
 def test_cli_missing_is_unavailable(fake: Fake, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BOT_BOTTLE_APPLE_CONTAINER_CLI", str(fake.exe.with_name("absent")))
     avail = AppleContainerBackend().is_available()

@@ -114,8 +114,16 @@ LOAD_BASE_HINT = (
 
 log = get_logger("bot_bottle_apple_container")
 
-#: The OS probe, a seam for the tests (the CLI runs on macOS only).
+#: The OS probes, seams for the tests (the CLI runs on macOS only).
 host_os: Callable[[], str] = platform.system
+
+
+def mac_version() -> str:
+    return platform.mac_ver()[0]
+
+
+#: ``container network`` (the host-only agent network) needs macOS 26.
+MIN_MACOS = 26
 
 
 @dataclass(frozen=True)
@@ -158,6 +166,17 @@ class AppleContainerBackend(Backend):
             return Availability.no(
                 f"Apple's container CLI runs on macOS 26+ only; this host is {system}",
                 "use --backend docker here",
+            )
+        version = mac_version()
+        try:
+            major = int(version.split(".")[0])
+        except ValueError:
+            major = 0
+        if major < MIN_MACOS:
+            return Availability.no(
+                f"macOS {version or '?'}: the container CLI's networks (the agent's "
+                f"host-only network) need macOS {MIN_MACOS}+",
+                "use --backend docker on this Mac",
             )
         exe = cli_path()
         if exe is None:
