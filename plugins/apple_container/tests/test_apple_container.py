@@ -307,6 +307,23 @@ def test_failed_agent_run_undoes_what_exists(
     _empty(fake)
 
 
+def test_a_failing_teardown_step_does_not_stop_the_others(
+    plan: Any, fake: Fake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    egress = f"bb-{plan.slug}-egress"
+    b = _backend()
+    with b.launch(b.prepare(plan)):
+        monkeypatch.setenv("FAKE_CONTAINER_FAIL", f"network delete {egress}")
+    state = fake.state()
+    assert state["containers"] == {}
+    assert list(state["networks"]) == [egress]  # left for cleanup, found by its labels
+    monkeypatch.delenv("FAKE_CONTAINER_FAIL")
+    items = b.find_orphans()
+    assert [(i.kind, i.name) for i in items] == [("network", egress)]
+    assert b.cleanup(items) == items
+    _empty(fake)
+
+
 def test_failed_network_create_leaves_nothing(
     plan: Any, fake: Fake, monkeypatch: pytest.MonkeyPatch
 ) -> None:
