@@ -37,7 +37,8 @@ DISTRIBUTIONS = {
     "bot_bottle_gitea", "bot_bottle_github", "bot_bottle_gitlab",
 }  # fmt: skip
 #: Built by the workspace but optional: not part of the user's install.
-OPTIONAL = {"bot_bottle_kingfisher"}
+#: apple_container: macOS only (its README says why it is not in bot-bottle-all).
+OPTIONAL = {"bot_bottle_kingfisher", "bot_bottle_apple_container"}
 #: Built by the workspace for its own tests only (the dev group's kits).
 DEV = {"bot_bottle_testkit"}
 #: What ``plugins list --json`` shows for each built-in plugin installed alone.
@@ -46,6 +47,7 @@ PLUGIN_COMPONENTS = {
     "codex": {"agent_providers": ["codex"]},
     "dlp": {"dlp_detectors": ["token_patterns", "known_secrets", "prompt_injection"]},
     "docker": {"backends": ["docker"], "freezers": ["docker"]},
+    "apple_container": {"backends": ["apple_container"]},
     "gitea": {"key_provisioners": ["gitea"]},
     "github": {"key_provisioners": ["github"]},
     "gitlab": {"key_provisioners": ["gitlab"]},
@@ -131,7 +133,12 @@ def test_every_built_in_plugin_is_covered_by_the_discovery_test() -> None:
         for name in project.get("entry-points", {}).get("bot_bottle", {}):
             declared[name] = project["name"]
     assert set(declared) == set(PLUGIN_COMPONENTS)
-    assert all(dist == f"bot-bottle-{name}" for name, dist in declared.items())
+    assert all(dist == _dist_name(name) for name, dist in declared.items())
+
+
+def _dist_name(plugin: str) -> str:
+    # An entry point is a Python name (apple_container), a distribution is dashed.
+    return f"bot-bottle-{plugin}".replace("_", "-")
 
 
 def _in_dev_env(dist: str) -> bool:
@@ -178,8 +185,9 @@ def test_a_built_in_plugin_installed_alone_is_discovered(
         cwd=tmp_path,
     )
     ours = {p["name"] for p in json.loads(installed.stdout) if p["name"].startswith("bot-bottle")}
-    needs_sidecars = plugin == "docker"  # its launch builds the bundle image
-    assert ours == {"bot-bottle", f"bot-bottle-{plugin}"} | (
+    # Backends' launches build the bundle image.
+    needs_sidecars = plugin in ("docker", "apple_container")
+    assert ours == {"bot-bottle", _dist_name(plugin)} | (
         {"bot-bottle-sidecars"} if needs_sidecars else set()
     )
 
@@ -189,7 +197,7 @@ def test_a_built_in_plugin_installed_alone_is_discovered(
     )  # fmt: skip
     (entry,) = json.loads(listed.stdout)["plugins"]
     assert entry["name"] == plugin
-    assert entry["distribution"] == f"bot-bottle-{plugin}"
+    assert entry["distribution"] == _dist_name(plugin)
     assert entry["source"] == "entry point"
     assert entry["status"] == "active", entry["error"]
     assert entry["components"] == PLUGIN_COMPONENTS[plugin]
