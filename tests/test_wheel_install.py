@@ -37,7 +37,9 @@ DISTRIBUTIONS = {
     "bot_bottle_gitea", "bot_bottle_github", "bot_bottle_gitlab",
 }  # fmt: skip
 #: Built by the workspace but optional: not part of the user's install.
-OPTIONAL = {"bot_bottle_kingfisher", "bot_bottle_smolmachines"}
+#: apple_container: macOS only (its README says why it is not in bot-bottle-all);
+#: smolmachines: needs the smolvm CLI and hardware KVM (or macOS).
+OPTIONAL = {"bot_bottle_kingfisher", "bot_bottle_apple_container", "bot_bottle_smolmachines"}
 #: Built by the workspace for its own tests only (the dev group's kits).
 DEV = {"bot_bottle_testkit"}
 #: What ``plugins list --json`` shows for each built-in plugin installed alone.
@@ -46,6 +48,7 @@ PLUGIN_COMPONENTS = {
     "codex": {"agent_providers": ["codex"]},
     "dlp": {"dlp_detectors": ["token_patterns", "known_secrets", "prompt_injection"]},
     "docker": {"backends": ["docker"], "freezers": ["docker"]},
+    "apple_container": {"backends": ["apple_container"]},
     "gitea": {"key_provisioners": ["gitea"]},
     "github": {"key_provisioners": ["github"]},
     "gitlab": {"key_provisioners": ["gitlab"]},
@@ -132,7 +135,12 @@ def test_every_built_in_plugin_is_covered_by_the_discovery_test() -> None:
         for name in project.get("entry-points", {}).get("bot_bottle", {}):
             declared[name] = project["name"]
     assert set(declared) == set(PLUGIN_COMPONENTS)
-    assert all(dist == f"bot-bottle-{name}" for name, dist in declared.items())
+    assert all(dist == _dist_name(name) for name, dist in declared.items())
+
+
+def _dist_name(plugin: str) -> str:
+    # An entry point is a Python name (apple_container), a distribution is dashed.
+    return f"bot-bottle-{plugin}".replace("_", "-")
 
 
 def _in_dev_env(dist: str) -> bool:
@@ -179,12 +187,13 @@ def test_a_built_in_plugin_installed_alone_is_discovered(
         cwd=tmp_path,
     )
     ours = {p["name"] for p in json.loads(installed.stdout) if p["name"].startswith("bot-bottle")}
-    # docker's launch builds the bundle image; smolmachines runs that bundle in Docker.
+    # Backends' launches build the bundle image; smolmachines runs the Docker backend's bundle.
     needs = {
         "docker": {"bot-bottle-sidecars"},
+        "apple_container": {"bot-bottle-sidecars"},
         "smolmachines": {"bot-bottle-sidecars", "bot-bottle-docker"},
     }
-    assert ours == {"bot-bottle", f"bot-bottle-{plugin}"} | needs.get(plugin, set())
+    assert ours == {"bot-bottle", _dist_name(plugin)} | needs.get(plugin, set())
 
     listed = _run(
         [str(venv / "bin" / "bot-bottle"), "plugins", "list", "--json"],
@@ -192,7 +201,7 @@ def test_a_built_in_plugin_installed_alone_is_discovered(
     )  # fmt: skip
     (entry,) = [p for p in json.loads(listed.stdout)["plugins"] if p["name"] == plugin]
     assert entry["name"] == plugin
-    assert entry["distribution"] == f"bot-bottle-{plugin}"
+    assert entry["distribution"] == _dist_name(plugin)
     assert entry["source"] == "entry point"
     assert entry["status"] == "active", entry["error"]
     assert entry["components"] == PLUGIN_COMPONENTS[plugin]

@@ -206,3 +206,31 @@ def test_a_lost_connection_is_an_error_not_a_bug() -> None:
         raise AssertionError("no exception")
     assert not _lost_connection(ValueError("x"))
     assert not _lost_connection(FileNotFoundError(2, "x"))
+
+
+def test_doctor_warns_for_a_backend_of_another_os(tmp_path: Path) -> None:
+    # A contrib backend that cannot run here: a WARN line saying why, not a
+    # failed doctor (the Docker engine and the rest may be fine).
+    (tmp_path / "contrib/elsewhere").mkdir(parents=True)
+    (tmp_path / "contrib/elsewhere/plugin.py").write_text(
+        "from bot_bottle import Registration, hookimpl\n"
+        "from bot_bottle.contracts.backend import Backend\n"
+        "from bot_bottle.contracts.common import Availability\n"
+        "class B(Backend):\n"
+        "    name = 'elsewhere'\n"
+        "    def is_available(self):\n"
+        "        return Availability.no('runs on macOS only; this host is Linux', 'use docker')\n"
+        "    def prepare(self, plan): raise NotImplementedError\n"
+        "    def launch(self, prepared): raise NotImplementedError\n"
+        "    def list_active(self): return []\n"
+        "    def find_orphans(self): return []\n"
+        "    def cleanup(self, items): return []\n"
+        "@hookimpl\n"
+        "def bot_bottle_register_backends():\n"
+        "    return [Registration('elsewhere', B, 'x')]\n"
+    )
+    r = bb("doctor", "--json", env={"BOT_BOTTLE_HOME": str(tmp_path)})
+    report = json.loads(r.stdout)
+    line = next(c for c in report["checks"] if c["what"] == "backend elsewhere")
+    assert line["level"] == "WARN" and "this host is Linux" in line["detail"]
+    assert line["hint"] == "use docker"

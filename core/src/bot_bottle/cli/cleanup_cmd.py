@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from bot_bottle import audit
-    from bot_bottle.contracts.backend import CleanupItem
+    from bot_bottle.contracts.backend import DEFAULT_BACKEND, CleanupItem
     from bot_bottle.errors import BotBottleError
     from bot_bottle.gitgate.ledger import KeyLedger, revoke_recorded
     from bot_bottle.history import all_histories, expired, retention_days
@@ -50,10 +50,15 @@ def run(args: argparse.Namespace) -> int:
     host = PluginHost().load()
     found: list[tuple[Any, list[CleanupItem]]] = []
     skipped: set[str] = set()
+    used = {s.metadata().get("backend", DEFAULT_BACKEND) for s in all_states()}
     for comp in host.components("backends"):
         backend = host.create("backends", comp.name)
         if not backend.is_available().ok:
-            sys.stderr.write(f"skipping backend {comp.name}: not available\n")
+            # A backend for another platform (apple_container on Linux) is
+            # worth no word; the default one, or one a bottle here used, is:
+            # its orphans cannot be looked for.
+            if comp.name == DEFAULT_BACKEND or comp.name in used:
+                sys.stderr.write(f"skipping backend {comp.name}: not available\n")
             skipped.add(comp.name)
             continue
         items = backend.find_orphans()

@@ -73,9 +73,11 @@ def run_active(args: argparse.Namespace) -> int:
 def _has_state(backend: str) -> bool:
     """Whether a state dir of this home names ``backend`` (a bottle started
     here that no cleanup has ended): only then is its silence worth a word."""
+    from bot_bottle.contracts.backend import DEFAULT_BACKEND
     from bot_bottle.state import all_states
 
-    return any(s.metadata().get("backend", "docker") == backend for s in all_states())
+    # Metadata older than the backend field was written by the default backend.
+    return any(s.metadata().get("backend", DEFAULT_BACKEND) == backend for s in all_states())
 
 
 def _sidecars(daemons: Any) -> str:
