@@ -35,7 +35,7 @@ def test_doctor_says_whether_gvisor_is_used_and_why(docker_client, tmp_path) -> 
     env = {**os.environ, "BOT_BOTTLE_HOME": str(tmp_path)}
     r = subprocess.run([sys.executable, "-m", "bot_bottle.cli", "doctor"], env=env,
                        capture_output=True, text=True, check=False, timeout=300)  # fmt: skip
-    line = next(x for x in r.stdout.splitlines() if "backend docker" in x)
+    line = next(x for x in r.stdout.splitlines() if x.split()[1:3] == ["backend", "docker:"])
     assert "gVisor: " in line
     assert (
         "runsc is not registered" in line

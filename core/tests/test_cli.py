@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def bb(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full = {**os.environ, **(env or {})}
@@ -234,3 +236,38 @@ def test_doctor_warns_for_a_backend_of_another_os(tmp_path: Path) -> None:
     line = next(c for c in report["checks"] if c["what"] == "backend elsewhere")
     assert line["level"] == "WARN" and "this host is Linux" in line["detail"]
     assert line["hint"] == "use docker"
+
+
+def test_a_wrapped_lost_connection_gets_the_lost_connection_words(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An engine that dies under an exec reaches the CLI as a BotBottleError
+    ("bottle X is not usable: ...") whose cause is the refused connection:
+    the operator gets the same words and hint as for an unwrapped one."""
+    from bot_bottle import cli
+    from bot_bottle.cli import list_cmd
+    from bot_bottle.errors import BotBottleError
+
+    def dies(_args: object) -> int:
+        try:
+            raise ConnectionRefusedError(111, "Connection refused")
+        except OSError as exc:
+            raise BotBottleError(f"bottle b-1 is not usable: {exc}") from exc
+
+    monkeypatch.setattr(list_cmd, "run_active", dies)
+    assert cli.main(["list", "active"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: lost the connection to a service bot-bottle was using")
+    assert "bottle b-1 is not usable" in err and "'bot-bottle cleanup'" in err
+    assert "internal error" not in err
+
+    # A wrapped error that brings its own hint keeps its own words.
+    def hinted(_args: object) -> int:
+        try:
+            raise ConnectionRefusedError(111, "Connection refused")
+        except OSError as exc:
+            raise BotBottleError("the forge is down", hint="try later") from exc
+
+    monkeypatch.setattr(list_cmd, "run_active", hinted)
+    assert cli.main(["list", "active"]) == 1
+    assert capsys.readouterr().err == "error: the forge is down\nhint: try later\n"

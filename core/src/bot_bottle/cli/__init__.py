@@ -130,7 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         # Messages quote names from repositories and agents: escaped here,
         # at the one place errors reach the terminal.
-        if isinstance(exc, BotBottleError):
+        # A wrapped error whose cause is a refused connection (an engine that
+        # died under an exec) gets the same words as an unwrapped one.
+        if isinstance(exc, BotBottleError) and not (exc.hint is None and _lost_connection(exc)):
             sys.stderr.write(f"error: {visible(exc.message, allow_newlines=True)}\n")
             if exc.hint:
                 sys.stderr.write(f"hint: {visible(exc.hint, allow_newlines=True)}\n")
