@@ -122,6 +122,57 @@ def test_git_gate_and_user_config(agent) -> None:
     assert _plan(agent).slug != plan.slug
 
 
+def test_default_endpoint_host_is_the_agents_loopback(agent) -> None:
+    from bot_bottle.contracts.backend import Backend
+
+    plan = _plan(agent)
+    assert plan.agent_host == "127.0.0.1" == Backend.agent_endpoint_host(None, plan.slug)  # type: ignore[arg-type]
+    env = {k: v.reveal() for k, v in plan.agent_env.items()}
+    assert env["NO_PROXY"] == "localhost,127.0.0.1,::1"
+    assert plan.supervise_url == "http://127.0.0.1:8765/mcp"
+
+
+def test_a_backends_endpoint_host_names_every_agent_side_endpoint(agent) -> None:
+    """A backend whose agent is a VM names where its relay listens; core
+    writes that host into the proxy variables, git-gate's rewrites, the MCP
+    URL, the agent relay's listen addresses and supervise's Host check."""
+    from bot_bottle_sidecars.layout import agent_relay_argv
+
+    seen: list[str] = []
+
+    def host_for(slug: str) -> str:
+        seen.append(slug)
+        return "sidecars.bottle.internal"
+
+    plan = _plan(agent, endpoint_host=host_for)
+    assert seen == [plan.slug] and plan.agent_host == "sidecars.bottle.internal"
+    env = {k: v.reveal() for k, v in plan.agent_env.items()}
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        assert env[name] == "http://sidecars.bottle.internal:8080"
+    assert env["NO_PROXY"] == env["no_proxy"] == "localhost,127.0.0.1,::1,sidecars.bottle.internal"
+    entries = dict(plan.git_config)
+    assert "url.git://sidecars.bottle.internal:9418/proj.git.insteadOf" in entries
+    assert not any("127.0.0.1" in k for k in entries)
+    assert plan.supervise_url == "http://sidecars.bottle.internal:8765/mcp"
+    assert plan.proxy_url == "http://sidecars.bottle.internal:8080"
+    relay = agent_relay_argv(plan)
+    assert "tcp:sidecars.bottle.internal:9418=unix:/run/bot-bottle/sock/git.sock" in relay
+    assert "tcp:10.0.0.5:8080=unix:/run/bot-bottle/sock/proxy.sock" in agent_relay_argv(
+        plan, listen_host="10.0.0.5"
+    )
+    files = bundle_files(plan)
+    daemons = {d["name"]: d["argv"] for d in json.loads(files["init-plan.json"])["daemons"]}
+    sup = daemons["supervise"]
+    assert sup[sup.index("--allowed-host") + 1] == "sidecars.bottle.internal:8765"
+    # Inside the bundle every daemon still listens on its own loopback.
+    assert daemons["egress"][daemons["egress"].index("--listen-host") + 1] == "127.0.0.1"
+
+
+def test_a_bad_endpoint_host_is_refused(agent) -> None:
+    with pytest.raises(BotBottleError, match="endpoint host: not an IPv4 address or a host name"):
+        _plan(agent, endpoint_host=lambda _slug: "bad host/with spaces")
+
+
 def test_missing_route_token_names_the_variable(agent) -> None:
     with pytest.raises(BotBottleError) as err:
         make_plan(

@@ -10,11 +10,15 @@ contacts nothing: ``--dry-run`` shows exactly this.
 Every value that may be a credential is a :class:`~bot_bottle.secrets.Secret`
 (repr masked); the plan can be printed and logged.
 
-How the agent reaches its sidecars: the agent has loopback only (no route
-and no DNS, so nothing leaves except through them); its proxy, git-gate and
-supervise endpoints are ``127.0.0.1:<port>`` in its own network namespace,
-relayed by the backend to the sidecar bundle. So every URL the agent sees
-names 127.0.0.1.
+How the agent reaches its sidecars: at ``<agent_host>:<port>``, where
+``agent_host`` is what the backend's ``Backend.agent_endpoint_host`` names
+for the bottle. On Docker that is 127.0.0.1: the agent has loopback only (no
+route and no DNS, so nothing leaves except through the sidecars) and its
+endpoints are relayed into its own network namespace. A backend whose agent
+is a VM of its own names another address (smolmachines: the bottle's
+loopback alias) or a name it pins in the agent's /etc/hosts (Apple
+container). Every URL the agent sees (proxy variables, git-gate
+``insteadOf`` rewrites, the MCP URL) names that host and nothing else.
 """
 
 from __future__ import annotations
@@ -45,6 +49,9 @@ if TYPE_CHECKING:
 PROXY_PORT = 8080
 GIT_PORT = 9418
 MCP_PORT = 8765
+#: Where every sidecar daemon listens inside the bundle, and the agent-side
+#: endpoint host a backend names unless it overrides
+#: ``Backend.agent_endpoint_host``.
 LOOPBACK = "127.0.0.1"
 #: CA variables set in the agent: every common TLS stack reads one of them.
 CA_ENV_VARS = tuple(CA_ENV)
@@ -83,6 +90,9 @@ class BottlePlan:
     extra_hosts: Mapping[str, str] = field(default_factory=dict)
     #: Host path of the extra upstream CA bundle egress trusts, if any.
     upstream_ca: Path | None = None
+    #: Where the agent reaches its proxy, git-gate and supervise endpoints
+    #: (``Backend.agent_endpoint_host``): every agent-side URL names it.
+    agent_host: str = LOOPBACK
     skills: tuple[Path, ...] = ()
     prompt: str = ""
     #: ``git config --global`` entries for the agent: insteadOf, user.*.
@@ -105,11 +115,11 @@ class BottlePlan:
 
     @property
     def proxy_url(self) -> str:
-        return f"http://{LOOPBACK}:{PROXY_PORT}"
+        return endpoint_url(self.agent_host, PROXY_PORT)
 
     @property
     def supervise_url(self) -> str | None:
-        return f"http://{LOOPBACK}:{MCP_PORT}/mcp" if self.supervise else None
+        return f"{endpoint_url(self.agent_host, MCP_PORT)}/mcp" if self.supervise else None
 
     def summary(self) -> dict[str, Any]:
         """The plan as the preflight and ``--dry-run --json`` show it: no values of env."""
@@ -147,12 +157,22 @@ def check_slug(slug: str) -> str:
     return slug
 
 
-def proxy_env(proxy_url: str) -> dict[str, str]:
+def endpoint_url(host: str, port: int) -> str:
+    """``http://host:port`` (the host is an IPv4 address or a name: make_plan
+    refuses anything else)."""
+    return f"http://{host}:{port}"
+
+
+def proxy_env(proxy_url: str, agent_host: str = LOOPBACK) -> dict[str, str]:
     env: dict[str, str] = {}
     for name in ("HTTP_PROXY", "HTTPS_PROXY"):
         env[name] = env[name.lower()] = proxy_url
-    # Loopback is where git-gate and supervise are: never through the proxy.
-    env["NO_PROXY"] = env["no_proxy"] = "localhost,127.0.0.1,::1"
+    # The endpoint host is where git-gate and supervise are: never through
+    # the proxy (loopback neither).
+    hosts = ["localhost", "127.0.0.1", "::1"]
+    if agent_host not in hosts:
+        hosts.append(agent_host)
+    env["NO_PROXY"] = env["no_proxy"] = ",".join(hosts)
     return env
 
 
@@ -160,16 +180,37 @@ def ca_env(path: str = GUEST_CA_PATH) -> dict[str, str]:
     return dict.fromkeys(CA_ENV_VARS, path)
 
 
-def agent_env(bottle_env: Mapping[str, Secret], provider_plan: ProviderPlan) -> dict[str, Secret]:
+def agent_env(
+    bottle_env: Mapping[str, Secret], provider_plan: ProviderPlan, agent_host: str = LOOPBACK
+) -> dict[str, Secret]:
     """The agent's environment: the bottle's, then the provider's
     placeholders, then the proxy and CA variables (which nothing overrides:
     every connection goes through egress)."""
     env: dict[str, Secret] = dict(bottle_env)
     for name, value in provider_plan.env.items():
         env[name] = Secret(value)
-    for name, value in {**proxy_env(f"http://{LOOPBACK}:{PROXY_PORT}"), **ca_env()}.items():
+    proxy = proxy_env(endpoint_url(agent_host, PROXY_PORT), agent_host)
+    for name, value in {**proxy, **ca_env()}.items():
         env[name] = Secret(value)
     return env
+
+
+def _agent_host(host: str, backend: str) -> str:
+    """A backend plugin's endpoint host, checked: it goes into URLs and
+    ``NO_PROXY`` unquoted."""
+    from bot_bottle.gitgate.spec import check_host
+
+    try:
+        checked = check_host(host)
+    except BotBottleError:
+        checked = None
+    if checked is None or checked.startswith("["):
+        raise BotBottleError(
+            f"backend {backend!r} names {host!r} as the agent's endpoint host: "
+            "not an IPv4 address or a host name",
+            hint="a fault of the backend plugin: report it to its authors",
+        )
+    return checked
 
 
 def git_config(gate: GitGatePlan, agent: ResolvedAgent) -> tuple[tuple[str, str], ...]:
@@ -200,11 +241,14 @@ def make_plan(
     ask: Callable[[str], str] | None = None,
     backend_options: Mapping[str, Any] | None = None,
     slug: str | None = None,
+    endpoint_host: Callable[[str], str] | None = None,
 ) -> BottlePlan:
     """Plan one launch of ``agent`` with its bottle's ``provider``.
 
     ``host`` supplies the installed plugins (DLP detectors: a route without a
     ``dlp`` selection uses every installed one); without it no detector runs.
+    ``endpoint_host`` is the backend's ``agent_endpoint_host`` (slug -> the
+    host the agent reaches its endpoints at); without it, 127.0.0.1.
     """
     from bot_bottle.egress.from_manifest import egress_from_manifest
     from bot_bottle.gitgate.from_manifest import gate_repo_specs
@@ -238,7 +282,8 @@ def make_plan(
         provider_name=bottle.agent_provider.template,
         env_secrets=resolved,
     )
-    gate = plan_git_gate(gate_repo_specs(bottle), gate_host=LOOPBACK, gate_port=GIT_PORT)
+    agent_host = _agent_host(endpoint_host(slug), backend) if endpoint_host else LOOPBACK
+    gate = plan_git_gate(gate_repo_specs(bottle), gate_host=agent_host, gate_port=GIT_PORT)
 
     # The host's HOME as the caller sees it (host_env), like every other
     # host value the plan reads.
@@ -254,7 +299,7 @@ def make_plan(
         provider=bottle.agent_provider.template,
         provider_plan=provider_plan,
         agent_image_spec=agent_image_spec,
-        agent_env=agent_env(resolved, provider_plan),
+        agent_env=agent_env(resolved, provider_plan, agent_host),
         egress_config=egress.config,
         egress_tokens=egress.daemon_env(),
         gitgate_secrets=(
@@ -266,6 +311,7 @@ def make_plan(
         supervise=bottle.supervise,
         extra_hosts=bottle.sidecar_extra_hosts(),
         upstream_ca=upstream_ca,
+        agent_host=agent_host,
         skills=tuple(skills_root / s for s in agent.skills),
         prompt=agent.prompt,
         git_config=git_config(gate, agent),

@@ -28,7 +28,7 @@ from bot_bottle.plan import make_plan
 from bot_bottle.plugins import PluginHost
 from bot_bottle.state import home_id
 from bot_bottle_apple_container import backend as backend_mod
-from bot_bottle_apple_container.backend import AppleContainerBackend
+from bot_bottle_apple_container.backend import AGENT_HOST, AppleContainerBackend
 from bot_bottle_apple_container.cli import ContainerCLIError
 from bot_bottle_apple_container.images import ensure_image
 from bot_bottle_shell.provider import ShellProvider
@@ -65,7 +65,11 @@ def _plan(home: Path, host: PluginHost, bottle: str = BOTTLE, **replace: Any) ->
     host.register(_Plugin(), "shell-test")
     agent = Manifest(home=home, host=host).agent("a1")
     plan = make_plan(
-        agent, ShellProvider(), backend="apple_container", host_env={"ROUTE_TOKEN": TOKEN}
+        agent,
+        ShellProvider(),
+        backend="apple_container",
+        host_env={"ROUTE_TOKEN": TOKEN},
+        endpoint_host=AppleContainerBackend().agent_endpoint_host,
     )
     return dataclasses.replace(
         plan, **{"agent_image": "agent:img", "bundle_image": "bundle:img", **replace}
@@ -162,12 +166,13 @@ def test_prepare_is_pure_and_names_everything(plan: Any, fake: Fake) -> None:
     assert "weaker than Docker" in _backend().preflight(plan)["isolation"]
 
 
-def test_prepare_refuses_what_it_cannot_serve(
-    bot_bottle_home: Path, bot_bottle_host: PluginHost, fake: Fake
-) -> None:
-    plan = _plan(bot_bottle_home, bot_bottle_host, BOTTLE.replace("supervise: false\n", ""))
-    with pytest.raises(BotBottleError, match="does not support supervise"):
-        _backend().prepare(plan)
+def test_prepare_refuses_what_it_cannot_serve(plan: Any, fake: Fake, tmp_path: Path) -> None:
+    with pytest.raises(BotBottleError, match=r"does not mount a workspace \(--cwd\)") as exc:
+        _backend().prepare(dataclasses.replace(plan, cwd=tmp_path))
+    assert exc.value.hint and "--backend docker" in exc.value.hint
+    # A plan made for another backend names an endpoint host nothing serves here.
+    with pytest.raises(BotBottleError, match=f"points the agent at 127.0.0.1, not {AGENT_HOST}"):
+        _backend().prepare(dataclasses.replace(plan, agent_host="127.0.0.1"))
     assert fake.calls() == []
 
 
@@ -192,8 +197,11 @@ def test_launch_commands_order_env_and_teardown(plan: Any, fake: Fake) -> None:
         ip = state["containers"][bundle]["networks"][0]["address"].split("/")[0]
         env = state["containers"][agent]["env"]
         for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
-            assert env[name] == f"http://{ip}:8080", name
-        assert env["NO_PROXY"] == "localhost,127.0.0.1,::1"
+            assert env[name] == f"http://{AGENT_HOST}:8080", name
+        assert env["NO_PROXY"] == f"localhost,127.0.0.1,::1,{AGENT_HOST}"
+        # The name resolves, in the agent only, to the bundle's host-only address.
+        agent_hosts = (fake.state_path.parent / "fs" / agent / "etc/hosts").read_text()
+        assert agent_hosts == f"{ip} {AGENT_HOST}\n"
         assert TOKEN in state["containers"][bundle]["env"].values()
         assert TOKEN not in env.values()  # the credential is the bundle's alone
         # The agent has only the host-only network.
@@ -239,15 +247,100 @@ def test_launch_commands_order_env_and_teardown(plan: Any, fake: Fake) -> None:
         if "--env-file" in c:
             assert not Path(c[c.index("--env-file") + 1]).exists()
     # The name pins went into the bundle's /etc/hosts before the relay started.
-    pin = next(i for i, c in enumerate(calls) if c[-3:] == ["sh", "-c", "cat >> /etc/hosts"])
+    pins = [i for i, c in enumerate(calls) if c[-3:] == ["sh", "-c", "cat >> /etc/hosts"]]
+    pin, agent_pin = pins
     assert calls[pin][:5] == ["exec", "--interactive", "--user", "root", bundle]
     assert pin < calls.index(relay)
+    # The agent's pin: right after it runs, before the CA copy (and so before
+    # launch yields and anything is provisioned). The relay exec runs
+    # alongside, so its own log line may fall anywhere after its start.
+    seq = [c for c in calls if c is not relay]
+    at = seq.index(calls[agent_pin])
+    assert seq[at][:5] == ["exec", "--interactive", "--user", "root", agent]
+    assert seq[at - 1][0] == "run" and agent in seq[at - 1]
+    assert seq[at + 1][0] == "exec" and "tar -x" in " ".join(seq[at + 1])
     hosts = (fake.state_path.parent / "fs" / bundle / "etc/hosts").read_text()
     assert "10.9.8.7 api.example.test\n" in hosts and "127.0.0.1 _egress.local\n" in hosts
     # The relay exec the launcher owned is gone with the bottle.
     relay_pid = int((fake.state_path.parent / "relay.pid").read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(relay_pid, 0)
+    _empty(fake)
+
+
+GIT_BOTTLE = """\
+---
+agent_provider:
+  template: shell
+supervise: true
+git_gate:
+  repos:
+    - name: proj
+      url: ssh://git@git.example.test/me/proj.git
+      host_key: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHM/us+yJ8sNmo4On6iamuGgHQiQ62/N1DN4AwBLqQy2
+      key: {provider: static, path: KEY}
+---
+"""
+DEPLOY_KEY = (
+    "-----BEGIN OPENSSH PRIVATE KEY-----\ndeploy-key-body-93f1\n-----END OPENSSH PRIVATE KEY-----\n"
+)
+
+
+def test_git_gate_and_supervise_through_the_pinned_name(
+    bot_bottle_home: Path, bot_bottle_host: PluginHost, fake: Fake
+) -> None:
+    """A bottle with a git-gate repo and supervise: the agent's proxy
+    variables, git rewrites and MCP URL name AGENT_HOST, which only the
+    agent's /etc/hosts resolves (to the bundle's host-only address, where the
+    relay serves all three endpoints); the deploy key reaches the bundle VM
+    alone, read-only, under the root-only secrets directory."""
+    from bot_bottle_sidecars.layout import SECRETS_GATE_KEYS
+
+    from bot_bottle import provider_kit as kit
+    from bot_bottle.launcher import provision_context
+
+    key = bot_bottle_home / "deploy_key"
+    key.write_text(DEPLOY_KEY)
+    key.chmod(0o600)
+    fake.add_image("agent:img")
+    fake.add_image("bundle:img")
+    plan = _plan(bot_bottle_home, bot_bottle_host, GIT_BOTTLE.replace("KEY", str(key)))
+    assert plan.agent_host == AGENT_HOST
+    ctx = provision_context(plan)
+    assert ctx.supervise_url == f"http://{AGENT_HOST}:8765/mcp"
+    b = _backend()
+    prepared = b.prepare(plan)
+    assert prepared.services == ("proxy", "git", "mcp")
+    bundle, agent = prepared.bundle_name, prepared.agent_name
+    with b.launch(prepared) as bottle:
+        state = fake.state()
+        ip = state["containers"][bundle]["networks"][0]["address"].split("/")[0]
+        mounts = state["containers"][bundle]["mounts"]
+        staged = Path(mounts[SECRETS_GATE_KEYS])
+        assert [p.read_text() for p in staged.iterdir()] == [DEPLOY_KEY]
+        # Nothing of the key in the agent VM: no mount, no env value.
+        assert state["containers"][agent]["mounts"] == {}
+        assert all("deploy-key-body" not in v for v in state["containers"][agent]["env"].values())
+        init = json.loads((Path(mounts["/etc/bot-bottle"]) / "init-plan.json").read_text())
+        daemons = {d["name"]: d["argv"] for d in init["daemons"]}
+        sup = daemons["supervise"]
+        assert sup[sup.index("--allowed-host") + 1] == f"{AGENT_HOST}:8765"
+        kit.apply_git_config(bottle, ctx)
+        agent_hosts = (fake.state_path.parent / "fs" / agent / "etc/hosts").read_text()
+        assert agent_hosts == f"{ip} {AGENT_HOST}\n"
+    calls = fake.calls()
+    run_bundle = next(c for c in calls if c[0] == "run" and bundle in c)
+    assert f"type=bind,source={staged},target={SECRETS_GATE_KEYS},readonly" in run_bundle
+    relay = next(c for c in calls if c[0] == "exec" and "bot_bottle_sidecars.relay" in c)
+    for port, sock in ((8080, "proxy"), (9418, "git"), (8765, "mcp")):
+        assert f"tcp:{ip}:{port}=unix:/run/bot-bottle/sock/{sock}.sock" in relay
+    (git,) = [c for c in calls if "git config --global --add" in " ".join(c)]
+    assert git[:2] == ["exec", "--user"] and agent in git
+    want = f"url.git://{AGENT_HOST}:9418/proj.git.insteadOf=ssh://git@git.example.test/me/proj.git"
+    assert want in git
+    assert all("deploy-key-body" not in " ".join(c) for c in calls)
+    # The staged key went with the bottle's runtime files.
+    assert not staged.exists()
     _empty(fake)
 
 

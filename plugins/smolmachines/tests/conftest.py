@@ -92,14 +92,11 @@ class MiniPlan:
     agent_image_spec: Any = None
     agent_image: str | None = "bot-bottle/base:trixie"
     bundle_image: str | None = None
-    agent_env: Mapping[str, Secret] = field(
-        default_factory=lambda: {
-            "HTTPS_PROXY": Secret("http://127.0.0.1:8080"),
-            "https_proxy": Secret("http://127.0.0.1:8080"),
-            "NO_PROXY": Secret("localhost,127.0.0.1,::1"),
-            "TOKEN": Secret("placeholder"),
-        }
-    )
+    #: Empty: this backend's ``agent_endpoint_host`` (the slug's alias), as
+    #: core's make_plan fills it in.
+    agent_host: str = ""
+    #: Empty: core's proxy variables for ``agent_host``, plus one variable.
+    agent_env: Mapping[str, Secret] = field(default_factory=dict)
     egress_config: Any = None
     gitgate: Any = None
     gitgate_secrets: Mapping[str, Secret] = field(default_factory=dict)
@@ -108,6 +105,18 @@ class MiniPlan:
     upstream_ca: Path | None = None
     resources: Resources = field(default_factory=Resources)
     backend_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from bot_bottle.plan import PROXY_PORT, endpoint_url, proxy_env
+        from bot_bottle_smolmachines.backend import SmolmachinesBackend
+
+        if not self.agent_host:
+            host = SmolmachinesBackend().agent_endpoint_host(self.slug)
+            object.__setattr__(self, "agent_host", host)
+        if not self.agent_env:
+            env = proxy_env(endpoint_url(self.agent_host, PROXY_PORT), self.agent_host)
+            env["TOKEN"] = "placeholder"
+            object.__setattr__(self, "agent_env", {k: Secret(v) for k, v in env.items()})
 
     def bundle_env(self) -> Mapping[str, Secret]:
         return {}

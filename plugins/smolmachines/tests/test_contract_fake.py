@@ -247,9 +247,104 @@ def test_no_bootable_kvm_refuses_before_anything(mini_plan: Any, fake_smolvm: An
     assert levels == {"smolvm": "OK", "kvm": "WARN"}
 
 
-def test_git_gate_or_supervise_is_refused_with_a_reason(mini_plan: Any, fake_smolvm: Any) -> None:
-    with pytest.raises(BotBottleError, match="serves only the egress proxy") as exc:
-        _backend([]).prepare(mini_plan(supervise=True))
+GIT_BOTTLE = """\
+---
+agent_provider:
+  template: shell
+supervise: true
+git_gate:
+  repos:
+    - name: proj
+      url: ssh://git@git.example.test/me/proj.git
+      host_key: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHM/us+yJ8sNmo4On6iamuGgHQiQ62/N1DN4AwBLqQy2
+      key: {provider: static, path: KEY}
+---
+"""
+
+
+def _git_plan(home: Path, host: Any) -> Any:
+    """A bottle with a git-gate repo and supervise, planned as core plans it
+    for this backend (its agent_endpoint_host)."""
+    import dataclasses
+
+    from bot_bottle import Registration, hookimpl
+    from bot_bottle.manifest.store import Manifest
+    from bot_bottle.plan import make_plan
+    from bot_bottle_shell.provider import ShellProvider
+
+    class _Plugin:
+        @hookimpl
+        def bot_bottle_register_agent_providers(self) -> list[Registration[object]]:
+            return [Registration("shell", ShellProvider)]
+
+    key = home / "deploy_key"
+    key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nfake\n-----END OPENSSH PRIVATE KEY-----\n")
+    key.chmod(0o600)
+    (home / "bottles").mkdir(exist_ok=True)
+    (home / "agents").mkdir(exist_ok=True)
+    (home / "bottles/b1.md").write_text(GIT_BOTTLE.replace("KEY", str(key)))
+    (home / "agents/a1.md").write_text("---\nbottle: b1\n---\n")
+    host.register(_Plugin(), "shell-test")
+    agent = Manifest(home=home, host=host).agent("a1")
+    backend = SmolmachinesBackend(kvm=lambda: None)
+    plan = make_plan(
+        agent,
+        ShellProvider(),
+        backend="smolmachines",
+        host_env={},
+        endpoint_host=backend.agent_endpoint_host,
+    )
+    return dataclasses.replace(plan, agent_image="bot-bottle/base:trixie")
+
+
+def test_git_gate_and_supervise_name_the_alias_everywhere(
+    fake_smolvm: Any, bot_bottle_home: Path, bot_bottle_host: Any
+) -> None:
+    """The agent's proxy variables, git-gate rewrites and MCP URL all name
+    the bottle's loopback alias, the one address the VM may reach."""
+    from bot_bottle import provider_kit as kit
+    from bot_bottle.launcher import provision_context
+
+    plan = _git_plan(bot_bottle_home, bot_bottle_host)
+    events: list[str] = []
+    backend = _backend(events)
+    prepared = backend.prepare(plan)
+    alias = loopback_alias(plan.slug)
+    assert plan.agent_host == prepared.alias == alias
+    assert prepared.services == ("proxy", "git", "mcp")
+    ctx = provision_context(plan)
+    # What every provider registers as its MCP server.
+    assert ctx.supervise_url == f"http://{alias}:8765/mcp"
+    with backend.launch(prepared) as bottle:
+        # The launcher's step after any provider's provision (the fake's
+        # guest cannot run the shell provider's runuser file writes).
+        kit.apply_git_config(bottle, ctx)
+    calls = fake_smolvm.calls()
+    create = calls[0]
+    assert ["--allow-cidr", f"{alias}/32"] == create[create.index("--allow-cidr") :][:2]
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        assert f"{name}=http://{alias}:8080" in create
+    assert f"NO_PROXY=localhost,127.0.0.1,::1,{alias}" in create
+    assert not any("127.0.0.1:" in a for a in create)
+    (git,) = [c for c in calls if "git config --global --add" in " ".join(c)]
+    upstream = "ssh://git@git.example.test/me/proj.git"
+    assert f"url.git://{alias}:9418/proj.git.insteadOf={upstream}" in git
+    assert not any("127.0.0.1" in a for a in git)
+    assert fake_smolvm.verbs()[:2] == ["machine create", "machine start"]
+    assert fake_smolvm.verbs()[-2:] == ["machine stop", "machine delete"]
+    assert events == ["image archive", "bundle up", "bundle down"]
+
+
+def test_a_plan_for_another_endpoint_host_is_refused(mini_plan: Any, fake_smolvm: Any) -> None:
+    with pytest.raises(BotBottleError, match=r"points the agent at 127\.0\.0\.1") as exc:
+        _backend([]).prepare(mini_plan(agent_host="127.0.0.1"))
+    assert exc.value.hint and "--backend smolmachines" in exc.value.hint
+    assert fake_smolvm.calls() == []
+
+
+def test_cwd_is_refused_with_a_reason(mini_plan: Any, fake_smolvm: Any, tmp_path: Path) -> None:
+    with pytest.raises(BotBottleError, match=r"does not mount a workspace \(--cwd\)") as exc:
+        _backend([]).prepare(mini_plan(cwd=tmp_path))
     assert exc.value.hint and "--backend docker" in exc.value.hint
 
 

@@ -141,11 +141,15 @@ def bundle_relay_argv(plan: BottlePlan) -> list[str]:
     ]  # fmt: skip
 
 
-def agent_relay_argv(plan: BottlePlan) -> list[str]:
-    """Runs in a container sharing only the agent's network namespace. Its
-    target refuses only when the bundle's relay daemon is down (the bundle
-    relay answers for the other daemons itself)."""
-    listens = {n: f"tcp:{LOOPBACK}:{port}" for n, port in endpoints(plan).items()}
+def agent_relay_argv(plan: BottlePlan, listen_host: str | None = None) -> list[str]:
+    """The relay serving the agent's endpoints at ``listen_host`` (default:
+    the plan's ``agent_host``; Docker runs it in a container sharing only the
+    agent's network namespace). A backend whose agent reaches a *name* it
+    pins at launch passes the address that name resolves to. Its target
+    refuses only when the bundle's relay daemon is down (the bundle relay
+    answers for the other daemons itself)."""
+    host = listen_host or plan.agent_host
+    listens = {n: f"tcp:{host}:{port}" for n, port in endpoints(plan).items()}
     pairs = [f"{listens[n]}=unix:{socket_path(n)}" for n in endpoints(plan)]
     return [
         PY, "-m", "bot_bottle_sidecars.relay",
@@ -236,8 +240,9 @@ def init_plan(plan: BottlePlan) -> dict[str, object]:
                     LOOPBACK,
                     "--port",
                     str(MCP_PORT),
+                    # The Host header the agent sends (DNS-rebinding guard).
                     "--allowed-host",
-                    f"{LOOPBACK}:{MCP_PORT}",
+                    f"{plan.agent_host}:{MCP_PORT}",
                     "--egress-introspection-url",
                     introspection_url(plan),
                 ],

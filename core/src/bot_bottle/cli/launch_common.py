@@ -87,6 +87,7 @@ def plan_for(args: argparse.Namespace, agent_name: str, *, interactive: bool) ->
         host_env=os.environ,
         ask=None if interactive else no_prompt,
         backend_options=backend_options(args),
+        endpoint_host=backend.agent_endpoint_host,
     )
     return PlannedLaunch(plan, backend, provider, agent.resolved_bottle.provider_options)
 

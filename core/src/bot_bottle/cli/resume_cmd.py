@@ -171,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
         host_env=os.environ,
         ask=None if interactive else no_prompt,
         backend_options=backend_options(args),
+        endpoint_host=backend.agent_endpoint_host,
     )
     if policy == "snapshot":
         plan = snapshots.with_live_routes(plan, record.routes)

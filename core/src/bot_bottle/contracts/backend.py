@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 #: The backend a launch uses when none is named (``--backend``), and the one
 #: a bottle recorded by a core that did not record its backend ran on.
 DEFAULT_BACKEND = "docker"
+#: Where the agent reaches its endpoints unless its backend says otherwise:
+#: its own loopback, served by a relay in its network namespace.
+AGENT_LOOPBACK = "127.0.0.1"
 
 
 @runtime_checkable
@@ -100,6 +103,12 @@ class BottlePlan(Protocol):
 
     @property
     def supervise(self) -> bool: ...
+
+    @property
+    def agent_host(self) -> str:
+        """Where the agent reaches its endpoints: what
+        :meth:`Backend.agent_endpoint_host` named for this bottle."""
+        ...
 
     @property
     def extra_hosts(self) -> Mapping[str, str]:
@@ -313,6 +322,23 @@ class Backend(PluginComponent, ABC):
         """Make what bottles of this backend build from (``bot-bottle
         setup``); return the one line to print. The default has nothing to do."""
         return f"backend {self.name} needs no setup"
+
+    def agent_endpoint_host(self, slug: str) -> str:
+        """The host (an IP address or a name the agent resolves) at which the
+        agent of bottle ``slug`` reaches its proxy, git-gate and supervise
+        endpoints. Core writes it into every agent-side URL: the proxy
+        variables, git-gate's ``insteadOf`` rewrites, the MCP URL. PURE:
+        planning calls it before anything exists, so it must follow from the
+        slug alone.
+
+        The default is the agent's own loopback, right for a backend that
+        relays the endpoints into the agent's network namespace (Docker; a
+        pod whose relay shares the agent's). A backend whose agent is a VM of
+        its own names the address its relay listens on, or a name it pins in
+        the agent's ``/etc/hosts`` at launch when the address is known only
+        then.
+        """
+        return AGENT_LOOPBACK
 
     def preflight(self, plan: BottlePlan) -> dict[str, str]:
         """Extra ``name: state`` notes for the launch preflight (may probe the

@@ -11,20 +11,23 @@ Each container is its own lightweight VM. A bottle is:
   bundle's host-only address instead of the agent's loopback) serves the
   agent's endpoints there. The launcher owns that exec for the bottle's
   lifetime.
-* ``bb-<slug>-agent``: the agent, ``--no-dns`` (it needs no resolver: the
-  proxy is an address), its ``HTTP(S)_PROXY`` and lower-case twins (curl
-  reads only ``http_proxy`` for http://, the seed's httpoxy lesson) set to
-  the bundle's host-only address.
+* ``bb-<slug>-agent``: the agent, ``--no-dns`` (no resolver at all). Its
+  endpoints are at :data:`AGENT_HOST`, a name the launcher pins to the
+  bundle's host-only address in the agent's ``/etc/hosts`` (root's file)
+  right after the agent starts: the address is vmnet's to assign at run
+  time, and ``container run`` has no ``--ip``, while core needs the host
+  at planning time (``agent_endpoint_host``) for the proxy variables (both
+  cases: curl reads only ``http_proxy`` for http://), git-gate's
+  ``insteadOf`` rewrites and the MCP URL.
 
 Weaker than the Docker backend, and said so in ``preflight``: a host-only
 vmnet network still reaches the host (its gateway), so the agent can talk
 to any service the Mac listens with on that interface, raw DNS to the
-gateway included; Docker's agent has no interface at all. git-gate and
-supervise are refused for now: core fixes their guest addresses at
-127.0.0.1 (the git ``insteadOf`` rewrites, the MCP URL), which only a relay
-in the agent's own network namespace can serve, and an Apple container's
-namespace is a VM of its own. ``--cwd`` is refused too: the Docker
-backend's workspace git guards are not ported.
+gateway included; Docker's agent has no interface at all. git-gate's deploy
+keys reach only the bundle VM (a read-only mount under the root-only
+secrets directory, as the bottle CA's key does); the agent VM never mounts
+them. ``--cwd`` is refused: the Docker backend's workspace git guards are
+not ported.
 
 Every resource carries the ``bot-bottle.*`` labels; ``list_active``,
 ``find_orphans`` and ``cleanup`` work from them alone.
@@ -75,7 +78,6 @@ from bot_bottle.contracts.backend import (
 from bot_bottle.contracts.common import Availability, HostCheck
 from bot_bottle.errors import BotBottleError
 from bot_bottle.log import get_logger
-from bot_bottle.plan import LOOPBACK, PROXY_PORT
 from bot_bottle.state import StateDir, home_id, launcher_gone, launcher_id, now_iso
 from bot_bottle.teardown import Teardown
 from bot_bottle.termtext import visible
@@ -124,6 +126,10 @@ def mac_version() -> str:
 
 #: ``container network`` (the host-only agent network) needs macOS 26.
 MIN_MACOS = 26
+#: The name the agent reaches its endpoints at, pinned in its /etc/hosts to
+#: the bundle's host-only address (``.internal``: reserved for private use,
+#: never a public name).
+AGENT_HOST = "sidecars.bot-bottle.internal"
 
 
 @dataclass(frozen=True)
@@ -233,6 +239,11 @@ class AppleContainerBackend(Backend):
             hint=LOAD_BASE_HINT,
         )
 
+    def agent_endpoint_host(self, slug: str) -> str:
+        """A name, not an address: the bundle's host-only address is known
+        only once it runs; launch pins the name in the agent's /etc/hosts."""
+        return AGENT_HOST
+
     def preflight(self, plan: BottlePlan) -> dict[str, str]:
         return {"isolation": ISOLATION}
 
@@ -246,20 +257,18 @@ class AppleContainerBackend(Backend):
                 f"only; this host is {system}",
                 hint="use --backend docker here",
             )
-        unsupported = []
-        if plan.gitgate is not None and plan.gitgate.enabled:
-            unsupported.append("git-gate repos")
-        if plan.supervise:
-            unsupported.append("supervise")
         if plan.cwd is not None:
-            unsupported.append("--cwd")
-        if unsupported:
             raise BotBottleError(
-                f"the apple_container backend does not support {', '.join(unsupported)} yet: "
-                "the agent reaches git-gate and supervise at 127.0.0.1 in its own VM, which "
-                "this backend cannot serve, and the workspace guards are Docker's",
-                hint="use --backend docker for this bottle (or set 'supervise: false' and "
-                "drop git_gate in the bottle)",
+                "the apple_container backend does not mount a workspace (--cwd) yet: the "
+                "Docker backend's workspace git guards are not ported",
+                hint="drop --cwd, or use --backend docker for a workspace",
+            )
+        if plan.agent_host != AGENT_HOST:
+            # A plan made without this backend's agent_endpoint_host: its
+            # URLs name an address the agent VM does not serve.
+            raise BotBottleError(
+                f"the plan points the agent at {plan.agent_host}, not {AGENT_HOST}",
+                hint="plan the bottle with --backend apple_container",
             )
         prefix = f"bb-{plan.slug}"
         labels = {
@@ -317,6 +326,7 @@ class AppleContainerBackend(Backend):
             down.push("history", lambda: history.end(queue))
             down.push("runtime files", lambda: shutil.rmtree(run_dir, ignore_errors=True))
             self._write_files(plan, run_dir, queue)
+            self._stage_keys(plan, run_dir / "keys", down)
 
             labels = {**prepared.labels, L_STARTED: now_iso()}
             for net, role, internal in (
@@ -333,7 +343,8 @@ class AppleContainerBackend(Backend):
             self._pin_hosts(cli, prepared)
             bundle_ip = self._address(cli, prepared.bundle_name, prepared.agent_network)
             relay = self._start_relay(cli, prepared, bundle_ip, down)
-            self._run_agent(cli, prepared, labels, agent_tag, bundle_ip, down)
+            self._run_agent(cli, prepared, labels, agent_tag, down)
+            self._pin_agent_host(cli, prepared, bundle_ip)
             timings["containers"] = time.monotonic() - t0
 
             sock = run_dir / "sock"
@@ -413,7 +424,7 @@ class AppleContainerBackend(Backend):
         mounts = [
             (run_dir / "etc", ETC, True),
             (run_dir / "ca", SECRETS_CA, True),
-            # Deploy keys would go here; git-gate is refused in prepare.
+            # Deploy keys: the bundle VM only, under the root-only SECRETS_IN.
             (run_dir / "keys", SECRETS_GATE_KEYS, True),
             (queue, QUEUE_DIR, False),
             (logs, LOG_DIR, False),
@@ -450,6 +461,26 @@ class AppleContainerBackend(Backend):
         cli.run("exec", "--interactive", "--user", "root", prepared.bundle_name,
                 "sh", "-c", "cat >> /etc/hosts", stdin=lines.encode())  # fmt: skip
 
+    def _stage_keys(self, plan: BottlePlan, keys_dir: Path, down: Teardown) -> None:
+        """git-gate's deploy keys (the launch kit), into the directory the
+        bundle mounts read-only under its root-only secrets directory;
+        provisioned ones are revoked at teardown."""
+        if plan.gitgate is None or not plan.gitgate.enabled:
+            return
+        from bot_bottle_sidecars.launch.keys import GateKeys
+
+        keys = GateKeys(plan.gitgate, keys_dir, bottle_slug=plan.slug)
+        down.push("git-gate keys", keys.close)
+        keys.stage()
+
+    def _pin_agent_host(self, cli: ContainerCLI, prepared: ApplePrepared, ip: str) -> None:
+        """:data:`AGENT_HOST` -> the bundle's host-only address, in the agent's
+        /etc/hosts (root's, 0644: the agent user cannot change it). Before
+        launch yields, so before any agent process or provisioning runs."""
+        cli.run("exec", "--interactive", "--user", "root", prepared.agent_name,
+                "sh", "-c", "cat >> /etc/hosts",
+                stdin=f"{ip} {AGENT_HOST}\n".encode())  # fmt: skip
+
     def _address(self, cli: ContainerCLI, name: str, network: str) -> str:
         info = cli.inspect(name)
         if info is None:
@@ -462,10 +493,9 @@ class AppleContainerBackend(Backend):
     def _start_relay(
         self, cli: ContainerCLI, prepared: ApplePrepared, ip: str, down: Teardown
     ) -> subprocess.Popen[bytes]:
-        """The layout's agent relay, inside the bundle, on its host-only address."""
-        argv = [
-            a.replace(f"tcp:{LOOPBACK}:", f"tcp:{ip}:") for a in agent_relay_argv(prepared.plan)
-        ]
+        """The layout's agent relay, inside the bundle, on its host-only
+        address (the one the agent's pinned name resolves to)."""
+        argv = agent_relay_argv(prepared.plan, listen_host=ip)
         relay_user = DAEMON_USERS["relay"]
         cmd = cli.argv(
             "exec", "--user", f"{relay_user.uid}:{relay_user.uid}", prepared.bundle_name, *argv
@@ -482,14 +512,11 @@ class AppleContainerBackend(Backend):
         prepared: ApplePrepared,
         labels: Mapping[str, str],
         tag: str,
-        bundle_ip: str,
         down: Teardown,
     ) -> None:
         plan = prepared.plan
+        # The proxy variables already name AGENT_HOST (core's plan).
         env = {k: v.reveal() for k, v in plan.agent_env.items()}
-        proxy = f"http://{bundle_ip}:{PROXY_PORT}"
-        for name in ("HTTP_PROXY", "HTTPS_PROXY"):
-            env[name] = env[name.lower()] = proxy
         args = ["run", "--detach", "--name", prepared.agent_name]
         args += ["--network", prepared.agent_network, "--no-dns"]
         args += _label_args({**labels, L_ROLE: "agent"})

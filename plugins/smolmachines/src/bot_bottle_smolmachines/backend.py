@@ -6,7 +6,10 @@ alias (a per-bottle ``127.77.x.y``, :func:`loopback_alias`), where a relay
 container (the bundle image's relay, ``network_mode=host``) listens on the
 bottle's endpoints and forwards them to the bundle's Unix sockets, exactly
 as the Docker backend's agent-side relay does. DNS goes to the alias too,
-where nothing answers: no lookup leaves the bottle.
+where nothing answers: no lookup leaves the bottle. The alias follows from
+the slug, so :meth:`SmolmachinesBackend.agent_endpoint_host` names it at
+planning time and core writes it into every agent-side URL (proxy
+variables, git-gate's ``insteadOf`` rewrites, the MCP URL).
 
 smolvm 1.32 refuses any egress policy together with ``--net-backend tsi``
 ("TSI does not enforce it"), so the allow list is left to smolvm's default
@@ -58,7 +61,6 @@ L_STARTED = "bot-bottle.started"
 L_SERVICES = "bot-bottle.services"
 L_HOME = "bot-bottle.home"
 L_LAUNCHER = "bot-bottle.launcher"
-GUEST_LOOPBACK = "127.0.0.1"
 
 log = get_logger("bot_bottle_smolmachines")
 
@@ -172,6 +174,11 @@ class SmolmachinesBackend(Backend):
         )
         return [cli, kvm]
 
+    def agent_endpoint_host(self, slug: str) -> str:
+        """The bottle's loopback alias: the VM's own 127.0.0.1 serves nothing;
+        the relay listens on the alias, the one address the VM may reach."""
+        return loopback_alias(slug)
+
     def preflight(self, plan: BottlePlan) -> dict[str, str]:
         return {
             "agent network": f"only {loopback_alias(plan.slug)} (--allow-cidr /32); "
@@ -186,18 +193,23 @@ class SmolmachinesBackend(Backend):
             raise BotBottleError(
                 f"the smolmachines backend cannot run here: {bad.detail}", hint=bad.hint
             )
-        if (plan.gitgate is not None and plan.gitgate.enabled) or plan.supervise:
-            # Core pins git-gate and supervise at 127.0.0.1 in the agent's
-            # config (plan.py LOOPBACK); in a VM that is the guest's own
-            # loopback, not the relay on the bottle's alias.
+        if plan.cwd is not None:
             raise BotBottleError(
-                "the smolmachines backend serves only the egress proxy: this bottle "
-                "declares git repos or supervise, which core points at 127.0.0.1",
-                hint="use --backend docker for bottles with git or supervise",
+                "the smolmachines backend does not mount a workspace (--cwd) yet: the "
+                "Docker backend's workspace git guards are not ported",
+                hint="drop --cwd, or use --backend docker for a workspace",
+            )
+        alias = loopback_alias(plan.slug)
+        if plan.agent_host != alias:
+            # A plan made without this backend's agent_endpoint_host: its
+            # URLs name an address the VM cannot reach.
+            raise BotBottleError(
+                f"the plan points the agent at {plan.agent_host}, not this bottle's "
+                f"loopback alias {alias}",
+                hint="plan the bottle with --backend smolmachines",
             )
         from bot_bottle_sidecars.layout import endpoints
 
-        alias = loopback_alias(plan.slug)
         prefix = f"bb-{plan.slug}"
         labels = {
             L_SLUG: plan.slug,
@@ -219,7 +231,7 @@ class SmolmachinesBackend(Backend):
             relay_name=f"{prefix}-relay",
             labels=labels,
             services=tuple(endpoints(plan)),
-            env=guest_env(plan, alias),
+            env={k: v.reveal() for k, v in plan.agent_env.items()},
         )
 
     # -- launch --------------------------------------------------------------------
@@ -347,20 +359,6 @@ class SmolmachinesBackend(Backend):
         return removed
 
 
-def guest_env(plan: BottlePlan, alias: str) -> dict[str, str]:
-    """The agent's environment with its proxy on the bottle's alias (the
-    guest's own 127.0.0.1 serves nothing); both spellings, for tools that
-    read only the lower-case ones."""
-    env = {k: v.reveal() for k, v in plan.agent_env.items()}
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
-        if name in env:
-            env[name] = env[name].replace(f"//{GUEST_LOOPBACK}:", f"//{alias}:")
-    for name in ("NO_PROXY", "no_proxy"):
-        if name in env:
-            env[name] = f"{env[name]},{alias}"
-    return env
-
-
 def _stop(cli: Smolvm, machine: str) -> None:
     try:
         cli.stop(machine)
@@ -444,10 +442,8 @@ class DockerSidecars:
 
         from bot_bottle_docker.seccomp import seccomp_opt
 
-        argv = [
-            a.replace(f"tcp:{GUEST_LOOPBACK}:", f"tcp:{prepared.alias}:")
-            for a in agent_relay_argv(prepared.plan)
-        ]
+        # Listens on the plan's agent_host: this bottle's loopback alias.
+        argv = agent_relay_argv(prepared.plan)
         uid = DAEMON_USERS["relay"].uid
         return client.containers.create(
             tag,
