@@ -9,6 +9,10 @@ the real binary): the ``--error-format json`` error object and its codes
 running (exit 0), ``delete`` without ``--force`` off a terminal, pack of a
 never-started machine. What a booted guest would do (start, exec's output,
 cp into the guest) is simulated: the guest's filesystem is a host directory.
+The guest's ``sh`` knows the two scripts the backend sends (the freezer's
+launch marker and its commit read: ``find -cnewer`` over that directory by
+the host's real inode change times, and a tar of it), ``rm -f``, and
+``pkill`` (a no-op: the simulated guest runs no agent processes).
 
 Environment:
     FAKE_SMOLVM_DIR   state: machines.json, calls.jsonl (one argv per line), fs/<machine>/
@@ -25,6 +29,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -224,6 +229,17 @@ def main(argv: list[str]) -> int:
                 return 1
             sys.stdout.write(data.read_text())
             return 0
+        if tail[:2] == ["sh", "-c"] and 'touch "$1"' in tail[2]:
+            mark = guest(name, tail[4])  # the launch marker
+            mark.parent.mkdir(parents=True, exist_ok=True)
+            mark.touch()
+            return 0
+        if tail[:2] == ["sh", "-c"] and tail[2].startswith("set -e\nfind / -xdev -cnewer"):
+            return _commit_read(root, *tail[4:7])
+        if tail[:2] == ["rm", "-f"]:
+            for path in tail[2:]:
+                guest(name, path).unlink(missing_ok=True)
+            return 0
         if tail[:1] == ["sh"] and len(tail) > 3 and tail[3].startswith("/run/"):
             # exec "$@" < FILE: the staged stdin, fed to the rest.
             data = guest(name, tail[3]).read_bytes()
@@ -248,6 +264,29 @@ def main(argv: list[str]) -> int:
         print(f"Packing VM '{vm}' snapshot...")
         return 0
     return err("USAGE", f"the fake does not know {verb}")
+
+
+def _commit_read(root: Path, marker: str, tar_out: str, list_out: str) -> int:
+    """The commit script: NUL-separated regular files whose inode changed
+    after the marker was touched, and a tar of the whole root."""
+    mark = root / marker.lstrip("/")
+    if not mark.exists():
+        sys.stderr.write(f"find: '{marker}': No such file or directory\n")
+        return 1
+    since = mark.stat().st_mtime_ns
+    skip = {root / tar_out.lstrip("/"), root / list_out.lstrip("/")}
+    changed = [
+        "/" + str(p.relative_to(root))
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.is_symlink() and p not in skip and p.stat().st_ctime_ns > since
+    ]
+    (root / list_out.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+    (root / list_out.lstrip("/")).write_bytes(b"".join(c.encode() + b"\0" for c in changed))
+    with tarfile.open(root / tar_out.lstrip("/"), "w") as tar:
+        for p in sorted(root.rglob("*")):
+            if p not in skip:
+                tar.add(p, arcname="./" + str(p.relative_to(root)), recursive=False)
+    return 0
 
 
 def _is_pipe(fd: int) -> bool:

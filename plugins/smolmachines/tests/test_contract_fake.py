@@ -26,7 +26,7 @@ from bot_bottle_smolmachines.backend import (
     SmolPrepared,
     loopback_alias,
 )
-from bot_bottle_smolmachines.smolvm import Smolvm, SmolvmError, freeze
+from bot_bottle_smolmachines.smolvm import Smolvm, SmolvmError
 
 
 class RecordingSidecars:
@@ -36,7 +36,11 @@ class RecordingSidecars:
         self.events = events
         self.fail_start = fail_start
 
-    def agent_image_archive(self, plan: Any, out: Path) -> Path:
+    def agent_image(self, plan: Any) -> str:
+        self.events.append("image built")
+        return "agent:built"
+
+    def save_image(self, tag: str, out: Path) -> Path:
         out.write_bytes(b"docker save archive")
         self.events.append("image archive")
         return out
@@ -109,6 +113,7 @@ def test_launch_provision_run_and_teardown_in_order(
         "machine cp",  # the CA, by file
         "machine exec chown",
         "machine exec chmod",
+        "machine exec sh",  # the freezer's launch marker, before launch yields
         "machine exec runuser",  # exec as the agent user
         "machine cp",  # stdin, by file
         "machine exec sh",
@@ -117,12 +122,16 @@ def test_launch_provision_run_and_teardown_in_order(
         "machine stop",
         "machine delete",
     ]
-    as_user = calls[5]
+    assert calls[5][calls[5].index("--") + 1 :] == [
+        "sh", "-c", 'mkdir -p "${1%/*}" && touch "$1"', "sh", "/var/lib/bot-bottle/launched",
+    ]  # fmt: skip
+    as_user = calls[6]
     assert as_user[as_user.index("--") + 1 :] == [
         "runuser", "-u", "agent", "--", "env", "HOME=/home/agent", "USER=agent", "echo", "hi",
     ]  # fmt: skip
     assert as_user[4:6] == ["-e", "A=b"] and as_user[6:8] == ["-w", "/tmp"]
     assert calls[-1] == ["machine", "delete", "--name", m, "--force"]
+    assert "bot-bottle.image=bot-bottle/base:trixie" in create
     assert events == ["image archive", "bundle up", "ready", "bundle down"]
     assert fake_smolvm.machines() == {}
 
@@ -173,8 +182,8 @@ def test_start_failure_tears_down_bundle_and_vm(
 def test_vm_dying_mid_provision_is_a_clear_error_and_everything_goes(
     mini_plan: Any, fake_smolvm: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Two execs (chown, chmod of the CA) succeed, then the VM is gone.
-    monkeypatch.setenv("FAKE_SMOLVM_DIE_AFTER", "2")
+    # Three execs (chown, chmod of the CA, the launch marker) succeed, then the VM is gone.
+    monkeypatch.setenv("FAKE_SMOLVM_DIE_AFTER", "3")
     events: list[str] = []
     backend = _backend(events)
     with (
@@ -393,27 +402,6 @@ def test_list_active_and_cleanup_by_labels(mini_plan: Any, fake_smolvm: Any) -> 
     assert backend.cleanup(orphans) == orphans
     assert fake_smolvm.verbs()[before:] == ["machine ls", "machine stop", "machine delete"]
     assert set(fake_smolvm.machines()) == {"vm", "bb-shell-222222-agent"}
-
-
-def test_freeze_stops_first_then_packs(fake_smolvm: Any, tmp_path: Path) -> None:
-    cli = Smolvm.locate()
-    cli.create(_spec())
-    with pytest.raises(SmolvmError, match="never been started"):
-        freeze(cli, "vm", tmp_path / "snap")
-    cli.start("vm")
-    with pytest.raises(SmolvmError, match="is running; pack create needs it stopped"):
-        cli.pack("vm", tmp_path / "snap")
-    freeze(cli, "vm", tmp_path / "snap")
-    assert fake_smolvm.verbs()[-4:] == ["machine ls", "machine stop", "machine ls", "pack create"]
-    assert fake_smolvm.calls()[-1] == [
-        "pack",
-        "create",
-        "--from-vm",
-        "vm",
-        "-o",
-        str(tmp_path / "snap"),
-    ]
-    assert (tmp_path / "snap.smolmachine").exists()
 
 
 def test_copy_out_and_copy_in_modes(mini_plan: Any, fake_smolvm: Any, tmp_path: Path) -> None:

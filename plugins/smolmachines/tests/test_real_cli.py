@@ -117,6 +117,16 @@ def test_create_from_a_docker_save_archive(real: Smolvm, base_image: str, tmp_pa
     assert m.state == "created" and m.allowed_cidrs == ("127.77.5.9/32",)
 
 
+def test_labels_the_freezer_reads_survive_ls(real: Smolvm, rootfs: Path) -> None:
+    """The snapshot's image id (``sha256:…``) and the agent user, as labels."""
+    import dataclasses
+
+    labels = {"bot-bottle.image": "sha256:" + "0a" * 32, "bot-bottle.user": "agent"}
+    real.create(dataclasses.replace(_spec(f"{rootfs}/"), labels=labels))
+    (m,) = real.ls()
+    assert m.labels == labels
+
+
 def test_tsi_refuses_an_allow_list(real: Smolvm, rootfs: Path) -> None:
     """Why the backend does not pass --net-backend tsi: smolvm 1.32 refuses it."""
     with pytest.raises(SmolvmError, match="TSI does not enforce it") as exc:

@@ -139,44 +139,8 @@ class DockerFreezer(Freezer):
         ca_pem: bytes | None,
         scan: FileScan,
     ) -> dict[str, list[str]]:
-        findings: dict[str, list[str]] = {}
         stream = _ChunkReader(agent.export(chunk_size=_CHUNK))
-        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with (
-            os.fdopen(fd, "wb") as out,
-            tarfile.open(fileobj=stream, mode="r|") as src,
-            tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as dst,
-        ):
-            dropped: set[str] = set()
-            for member in src:
-                path = _guest_path(member.name)
-                if _excluded(path, ca_cert_path) or (
-                    member.islnk() and _guest_path(member.linkname) in dropped
-                ):
-                    dropped.add(path)
-                    continue
-                if not member.isfile():
-                    dst.addfile(member)
-                    continue
-                fh = src.extractfile(member)
-                assert fh is not None
-                if path in CA_BUNDLES and ca_pem:
-                    data = fh.read().replace(ca_pem, b"")
-                    member.size = len(data)
-                    body: Any = io.BytesIO(data)
-                    found = scan(path, [data]) if path in changed else []
-                elif path in changed:
-                    body = tempfile.SpooledTemporaryFile(_SPOOL, dir=str(dest.parent))  # noqa: SIM115 - closed below
-                    found = scan(path, _tee(fh, body))
-                    body.seek(0)
-                else:
-                    dst.addfile(member, fh)
-                    continue
-                if found:
-                    findings[path] = found
-                with contextlib.closing(body):
-                    dst.addfile(member, body)
-        return findings
+        return filter_rootfs(stream, dest, changed, ca_cert_path, ca_pem, scan)
 
     # -- secrets the sidecars hold ---------------------------------------------------
 
@@ -295,6 +259,59 @@ class DockerFreezer(Freezer):
 
 
 # -- helpers -----------------------------------------------------------------------
+
+
+def filter_rootfs(
+    stream: IO[bytes] | io.RawIOBase,
+    dest: Path,
+    changed: set[str],
+    ca_cert_path: str,
+    ca_pem: bytes | None,
+    scan: FileScan,
+) -> dict[str, list[str]]:
+    """Copy the root filesystem tar ``stream`` to a new private tar ``dest``
+    without :data:`EXCLUDED` content and the bottle CA (the file, and its
+    copy in the system bundles), handing every regular file in ``changed``
+    to ``scan`` on the way. Returns the findings by path (empty: clean).
+    Shared with the freezers of backends whose agent filesystem arrives as
+    a tar by other means (smolmachines)."""
+    findings: dict[str, list[str]] = {}
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with (
+        os.fdopen(fd, "wb") as out,
+        tarfile.open(fileobj=stream, mode="r|") as src,
+        tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as dst,
+    ):
+        dropped: set[str] = set()
+        for member in src:
+            path = _guest_path(member.name)
+            if _excluded(path, ca_cert_path) or (
+                member.islnk() and _guest_path(member.linkname) in dropped
+            ):
+                dropped.add(path)
+                continue
+            if not member.isfile():
+                dst.addfile(member)
+                continue
+            fh = src.extractfile(member)
+            assert fh is not None
+            if path in CA_BUNDLES and ca_pem:
+                data = fh.read().replace(ca_pem, b"")
+                member.size = len(data)
+                body: Any = io.BytesIO(data)
+                found = scan(path, [data]) if path in changed else []
+            elif path in changed:
+                body = tempfile.SpooledTemporaryFile(_SPOOL, dir=str(dest.parent))  # noqa: SIM115 - closed below
+                found = scan(path, _tee(fh, body))
+                body.seek(0)
+            else:
+                dst.addfile(member, fh)
+                continue
+            if found:
+                findings[path] = found
+            with contextlib.closing(body):
+                dst.addfile(member, body)
+    return findings
 
 
 def _guest_path(name: str) -> str:

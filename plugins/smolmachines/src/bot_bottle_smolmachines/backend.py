@@ -61,6 +61,8 @@ L_STARTED = "bot-bottle.started"
 L_SERVICES = "bot-bottle.services"
 L_HOME = "bot-bottle.home"
 L_LAUNCHER = "bot-bottle.launcher"
+#: The agent user (the freezer stops its processes while it reads the VM).
+L_USER = "bot-bottle.user"
 
 log = get_logger("bot_bottle_smolmachines")
 
@@ -219,6 +221,7 @@ class SmolmachinesBackend(Backend):
             L_SERVICES: ",".join(endpoints(plan)),
             L_HOME: home_id(),
             L_LAUNCHER: launcher_id(),
+            L_USER: plan.provider_plan.user,
         }
         return SmolPrepared(
             plan=plan,
@@ -249,7 +252,10 @@ class SmolmachinesBackend(Backend):
             run_dir = StateDir.for_slug(plan.slug).run_dir
             run_dir.mkdir(parents=True, exist_ok=True)
             down.push("runtime files", lambda: shutil.rmtree(run_dir, ignore_errors=True))
-            image = sidecars.agent_image_archive(plan, run_dir / "agent-image.tar")
+            from bot_bottle_smolmachines.freezer import L_IMAGE, mark_argv
+
+            tag = plan.agent_image or sidecars.agent_image(plan)
+            image = sidecars.save_image(tag, run_dir / "agent-image.tar")
             timings["images"] = time.monotonic() - t
 
             t = time.monotonic()
@@ -258,7 +264,7 @@ class SmolmachinesBackend(Backend):
             spec = CreateSpec(
                 name=prepared.machine,
                 image=str(image),
-                labels=labels,
+                labels={**labels, L_IMAGE: tag},
                 allow_cidr=f"{prepared.alias}/32",
                 dns=prepared.alias,
                 env=prepared.env,
@@ -288,6 +294,13 @@ class SmolmachinesBackend(Backend):
             bottle.copy_in(
                 run_dir / "ca" / "bot-bottle-ca.crt", GUEST_CA_PATH, mode=0o644, owner="root"
             )
+            # The freezer's marker: whatever changes after it is the bottle's.
+            marked = bottle.exec(mark_argv())
+            if not marked.ok:
+                raise BotBottleError(
+                    f"cannot write the launch marker in VM {prepared.machine} "
+                    f"(exit {marked.exit_code})"
+                )
             yield bottle
         log.debug("teardown", slug=plan.slug, seconds=round(down.seconds, 3))
 
@@ -381,14 +394,15 @@ class DockerSidecars:
     def __init__(self, progress: Callable[[str], None]) -> None:
         self.progress = progress
 
-    def agent_image_archive(self, plan: BottlePlan, out: Path) -> Path:
-        """The agent image as a ``docker save`` archive smolvm boots from."""
+    def agent_image(self, plan: BottlePlan) -> str:
+        """The agent image's tag (built when missing)."""
         from bot_bottle_docker.images import ensure_agent_image
 
-        tag = (
-            plan.agent_image
-            or ensure_agent_image(plan.agent_image_spec, progress=self.progress).tag
-        )
+        return ensure_agent_image(plan.agent_image_spec, progress=self.progress).tag
+
+    def save_image(self, tag: str, out: Path) -> Path:
+        """Image ``tag`` (a built agent image or a snapshot) as a ``docker
+        save`` archive smolvm boots from."""
         try:
             subprocess.run(["docker", "save", tag, "-o", str(out)], check=True, capture_output=True)
         except subprocess.CalledProcessError as exc:

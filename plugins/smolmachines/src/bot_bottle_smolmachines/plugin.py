@@ -20,3 +20,20 @@ def bot_bottle_register_backends() -> list[Registration[Any]]:
             "smolmachines", _backend, "libkrun micro-VM (smolvm CLI), sidecar bundle in Docker"
         )
     ]
+
+
+def _freezer() -> Any:
+    from bot_bottle_smolmachines.freezer import SmolmachinesFreezer
+
+    return SmolmachinesFreezer()
+
+
+@hookimpl
+def bot_bottle_register_freezers() -> list[Registration[Any]]:
+    return [
+        Registration(
+            "smolmachines",
+            _freezer,
+            "the agent VM's filesystem, read in the guest, imported as a Docker image",
+        )
+    ]

@@ -245,33 +245,10 @@ class Smolvm:
         """``machine cp SRC DST``; the VM side is written ``<machine>:<path>``."""
         self.call(["machine", "cp", src, dest], timeout=600.0)
 
-    def pack(self, name: str, out: Path) -> None:
-        """``pack create --from-vm``; the CLI needs the VM stopped."""
-        machine = self.get(name)
-        if machine is None:
-            raise SmolvmError(f"no smolvm machine {name}", code="NOT_FOUND")
-        if machine.running:
-            raise SmolvmError(
-                f"smolvm machine {name} is running; pack create needs it stopped",
-                code="RUNNING",
-                hint="stop the bottle first (bot-bottle stop), then commit",
-            )
-        self.call(["pack", "create", "--from-vm", name, "-o", str(out)], timeout=1800.0)
-
     def exec_argv(self, name: str, argv: Sequence[str], *, tty: bool) -> list[str]:
         """The argv of an interactive/headless exec (run by the caller)."""
         flags = ["-i", "-t"] if tty else []
         return [*self.base("machine", "exec", "--name", name, *flags), "--", *argv]
-
-
-def freeze(cli: Smolvm, name: str, out: Path) -> None:
-    """Pack ``name`` into ``out`` (a .smolmachine); stops it first when running."""
-    machine = cli.get(name)
-    if machine is None:
-        raise SmolvmError(f"no smolvm machine {name}", code="NOT_FOUND")
-    if machine.running:
-        cli.stop(name)
-    cli.pack(name, out)
 
 
 def parse_error(stderr: bytes) -> tuple[str, str]:
