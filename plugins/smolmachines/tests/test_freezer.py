@@ -22,6 +22,7 @@ pytestmark = pytest.mark.docker
 
 SECRET = "sk-test-SECRET-4711-do-not-freeze"
 REPO = "bot-bottle-test/smol-snapshot"
+TOKEN = "route-token-0b5e-held-by-the-bundle"
 
 
 def scan(path: str, chunks: Iterable[bytes]) -> list[str]:
@@ -66,14 +67,30 @@ def _read(docker_client: Any, image: str, *paths: str) -> list[str]:
         box.remove(force=True)
 
 
+def _prepared(
+    mini_plan: Any, base_image: str, *, secret_env: bool = False
+) -> tuple[SmolmachinesBackend, Any]:
+    from bot_bottle.egress.config import EgressConfig
+    from bot_bottle.secrets import Secret
+
+    plan_class = mini_plan
+    if secret_env:
+
+        class WithToken(mini_plan):  # type: ignore[misc, valid-type]
+            def bundle_env(self) -> dict[str, Secret]:
+                return {"EGRESS_TOKEN_0": Secret(TOKEN)}
+
+        plan_class = WithToken
+    backend = SmolmachinesBackend(kvm=lambda: None)
+    plan = plan_class(agent_image=base_image, egress_config=EgressConfig())
+    return backend, backend.prepare(plan)
+
+
 def test_commit_scans_changes_keeps_the_bottle_running_and_imports(
     mini_plan: Any, fake_smolvm: Any, docker_client: Any, base_image: str, snapshots: list[str]
 ) -> None:
-    from bot_bottle.egress.config import EgressConfig
-
-    backend = SmolmachinesBackend(kvm=lambda: None)
+    backend, prepared = _prepared(mini_plan, base_image, secret_env=True)
     freezer = SmolmachinesFreezer()
-    prepared = backend.prepare(mini_plan(agent_image=base_image, egress_config=EgressConfig()))
     slug, machine = prepared.plan.slug, prepared.machine
     fs = fake_smolvm.state / "fs" / machine
     # Image content (older than the launch marker): frozen, never scanned.
@@ -94,6 +111,8 @@ def test_commit_scans_changes_keeps_the_bottle_running_and_imports(
         # Still running: the agent's processes were stopped for the read only.
         assert fake_smolvm.machines()[machine]["state"] == "running"
         assert freezer.in_use(FrozenImage("smolmachines", base_image, "")) == [slug]
+        # The scan's known secrets: what this bottle's Docker bundle holds.
+        assert [s.reveal() for s in freezer.bottle_secrets(slug)] == [TOKEN]
 
         # A secret written after the marker: refused, nothing imported.
         (fs / "home/agent/leak.txt").write_text(f"token={SECRET}\n")
@@ -141,11 +160,8 @@ def test_commit_scans_changes_keeps_the_bottle_running_and_imports(
 def test_a_kept_vm_is_started_for_the_read_and_released_after(
     mini_plan: Any, fake_smolvm: Any, docker_client: Any, base_image: str, snapshots: list[str]
 ) -> None:
-    from bot_bottle.egress.config import EgressConfig
-
-    backend = SmolmachinesBackend(kvm=lambda: None)
+    backend, prepared = _prepared(mini_plan, base_image)
     freezer = SmolmachinesFreezer()
-    prepared = backend.prepare(mini_plan(agent_image=base_image, egress_config=EgressConfig()))
     slug, machine = prepared.plan.slug, prepared.machine
     with backend.launch(prepared) as bottle:
         bottle.keep_for_resume()  # the agent exited non-zero

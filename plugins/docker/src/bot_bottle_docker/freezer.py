@@ -69,9 +69,11 @@ class DockerFreezer(Freezer):
     # -- finding a bottle's containers ---------------------------------------------
 
     def _containers(self, client: docker.DockerClient, slug: str, role: str | None) -> list[Any]:
-        from bot_bottle_docker.backend import L_BACKEND, L_HOME, L_ROLE, L_SLUG, NAME
+        from bot_bottle_docker.backend import L_BACKEND, L_HOME, L_ROLE, L_SLUG
 
-        labels = [f"{L_BACKEND}={NAME}", f"{L_SLUG}={slug}", f"{L_HOME}={home_id()}"]
+        # The freezer's name is its backend's: a subclass for another backend
+        # whose bundle runs in Docker (smolmachines) finds that bundle.
+        labels = [f"{L_BACKEND}={self.name}", f"{L_SLUG}={slug}", f"{L_HOME}={home_id()}"]
         if role is not None:
             labels.append(f"{L_ROLE}={role}")
         return list(client.containers.list(all=True, filters={"label": labels}))

@@ -41,7 +41,6 @@ import contextlib
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from bot_bottle.contracts.freezer import FileScan, FrozenImage, SnapshotRefused
 from bot_bottle.errors import BotBottleError
@@ -49,9 +48,6 @@ from bot_bottle.log import get_logger
 from bot_bottle.state import home_id, now_iso
 from bot_bottle_docker.freezer import L_FROZEN, DockerFreezer, _changes, filter_rootfs
 from bot_bottle_smolmachines.smolvm import Machine, Smolvm, SmolvmError, find_smolvm
-
-if TYPE_CHECKING:
-    import docker
 
 log = get_logger("bot_bottle_smolmachines.freezer")
 
@@ -84,15 +80,6 @@ class SmolmachinesFreezer(DockerFreezer):
     description = "the agent VM's filesystem, read in the guest, imported as a Docker image"
 
     # -- finding a bottle ------------------------------------------------------------
-
-    def _containers(self, client: docker.DockerClient, slug: str, role: str | None) -> list[Any]:
-        """The bundle's containers (for ``bottle_secrets``), by this backend's labels."""
-        from bot_bottle_smolmachines.backend import L_BACKEND, L_HOME, L_ROLE, L_SLUG, NAME
-
-        labels = [f"{L_BACKEND}={NAME}", f"{L_SLUG}={slug}", f"{L_HOME}={home_id()}"]
-        if role is not None:
-            labels.append(f"{L_ROLE}={role}")
-        return list(client.containers.list(all=True, filters={"label": labels}))
 
     def _machines(self, slug: str | None = None) -> list[Machine]:
         from bot_bottle_smolmachines.backend import L_BACKEND, L_HOME, L_SLUG, NAME
