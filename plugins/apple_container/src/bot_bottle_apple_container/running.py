@@ -12,16 +12,15 @@ streaming also serves the freezer's export path while the agent runs.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import subprocess
 import sys
-import tarfile
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
-from bot_bottle.contracts.backend import ExecResult, RunningBottle
+from bot_bottle.backend_kit import BottleBase, copy_in_tar, unpack_copy_out
+from bot_bottle.contracts.backend import ExecResult
 from bot_bottle.errors import BotBottleError
 from bot_bottle_apple_container.cli import ContainerCLI, env_file_lines
 
@@ -69,7 +68,7 @@ def raw_terminal() -> Iterator[None]:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
-class AppleRunningBottle(RunningBottle):
+class AppleRunningBottle(BottleBase):
     def __init__(
         self,
         slug: str,
@@ -81,22 +80,11 @@ class AppleRunningBottle(RunningBottle):
         wait_ready: Callable[[], None] | None = None,
         timings: dict[str, float] | None = None,
     ) -> None:
-        self.slug = slug
+        super().__init__(slug, wait_ready=wait_ready, timings=timings)
         self.cli = cli
         self.name = name
         self.user = user
         self.workdir = workdir
-        self._wait_ready = wait_ready
-        self._timings = timings if timings is not None else {}
-
-    @property
-    def timings(self) -> Mapping[str, float]:
-        return self._timings
-
-    def wait_ready(self) -> None:
-        if self._wait_ready is not None:
-            wait, self._wait_ready = self._wait_ready, None
-            wait()
 
     def _exec_argv(
         self,
@@ -143,56 +131,24 @@ class AppleRunningBottle(RunningBottle):
     def copy_in(
         self, src: Path, dest: str, *, mode: int | None = None, owner: str | None = None
     ) -> None:
-        target = PurePosixPath(dest)
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w") as tar:
-            info_mode = mode if src.is_file() else None
-            if src.is_file():
-                info = tar.gettarinfo(str(src), arcname=target.name)
-                info.uid = info.gid = 0
-                info.uname = info.gname = "root"
-                if info_mode is not None:
-                    info.mode = info_mode
-                with src.open("rb") as fh:
-                    tar.addfile(info, fh)
-            else:
-                tar.add(str(src), arcname=target.name)
-        parent = str(target.parent)
+        data, mode_applied = copy_in_tar(src, dest, mode)
+        parent = str(PurePosixPath(dest).parent)
         result = self.exec(
             ["sh", "-c", 'mkdir -p "$1" && tar -x -f - -C "$1"', "sh", parent],
             user="root",
-            stdin=buf.getvalue(),
+            stdin=data,
         )
         self._check(result, f"copying {src} to {dest}")
         if owner:
             self._check(self.exec(["chown", "-R", owner, dest], user="root"), f"chown {dest}")
-        if mode is not None and info_mode is None:
+        if mode is not None and not mode_applied:
             self._check(self.exec(["chmod", f"{mode:o}", dest], user="root"), f"chmod {dest}")
 
     def copy_out(self, src: str, dest: Path) -> None:
         path = PurePosixPath(src)
         result = self.exec(["tar", "-c", "-f", "-", "-C", str(path.parent), path.name], user="root")
         self._check(result, f"copying {src} out")
-        with tarfile.open(fileobj=io.BytesIO(result.stdout)) as tar:
-            members = tar.getmembers()
-            if not members:
-                raise BotBottleError(f"{src} came out of the bottle empty")
-            member = members[0]
-            if member.isdir():
-                tar.extractall(dest.parent, filter="data")
-                extracted = dest.parent / member.name
-                if extracted != dest:
-                    extracted.rename(dest)
-                return
-            fh = tar.extractfile(member)
-            if fh is None:
-                raise BotBottleError(f"{src} is not a regular file")
-            dest.write_bytes(fh.read())
-
-    @staticmethod
-    def _check(result: ExecResult, what: str) -> None:
-        if not result.ok:
-            raise BotBottleError(f"{what} failed in the bottle: {result.stderr[-300:]!r}")
+        unpack_copy_out(result.stdout, src, dest)
 
     def attach(self, argv: Sequence[str], *, user: str | None = None) -> int:
         self.wait_ready()

@@ -99,13 +99,11 @@ class DockerFreezer(Freezer):
         labels: Mapping[str, str] | None = None,
     ) -> FrozenImage:
         from bot_bottle.snapshots import work_dir
-        from bot_bottle_docker.backend import L_HOME
 
         client = _client()
         try:
             agent = self._agent(client, slug)
             config = agent.image.attrs.get("Config") or {}
-            repo, _, tag = ref.partition(":")
             with tempfile.TemporaryDirectory(prefix="commit-", dir=work_dir()) as tmp:
                 tar_path = Path(tmp) / "rootfs.tar"
                 with _paused(agent):
@@ -120,17 +118,29 @@ class DockerFreezer(Freezer):
                 if findings:
                     raise SnapshotRefused(findings)
                 # The agent runs again while the engine imports.
-                all_labels = {**(labels or {}), L_FROZEN: "true", L_HOME: home_id()}
-                client.api.import_image_from_file(
-                    str(tar_path),
-                    repository=repo,
-                    tag=tag or "latest",
-                    changes=_changes(config, all_labels),
-                )
-            image = client.images.get(f"{repo}:{tag or 'latest'}")
-            return FrozenImage(backend="docker", ref=image.id or ref, created_at=now_iso())
+                return self._import(client, tar_path, ref, config, labels)
         finally:
             client.close()
+
+    def _import(
+        self,
+        client: docker.DockerClient,
+        rootfs: Path,
+        ref: str,
+        config: Mapping[str, Any],
+        labels: Mapping[str, str] | None,
+    ) -> FrozenImage:
+        """``docker import`` of a filtered, scanned root filesystem tar with
+        the agent image's ``config`` (never the container's)."""
+        from bot_bottle_docker.backend import L_HOME
+
+        repo, _, tag = ref.partition(":")
+        all_labels = {**(labels or {}), L_FROZEN: "true", L_HOME: home_id()}
+        client.api.import_image_from_file(
+            str(rootfs), repository=repo, tag=tag or "latest", changes=_changes(config, all_labels)
+        )
+        image = client.images.get(f"{repo}:{tag or 'latest'}")
+        return FrozenImage(backend=self.name, ref=image.id or ref, created_at=now_iso())
 
     def _export_filtered(
         self,

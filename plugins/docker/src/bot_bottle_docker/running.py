@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import subprocess
-import tarfile
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from bot_bottle.contracts.backend import ExecResult, RunningBottle
+from bot_bottle.backend_kit import BottleBase, copy_in_tar, unpack_copy_out
+from bot_bottle.contracts.backend import ExecResult
 from bot_bottle.errors import BotBottleError
 
 
-class DockerRunningBottle(RunningBottle):
+class DockerRunningBottle(BottleBase):
     def __init__(
         self,
         slug: str,
@@ -27,34 +25,10 @@ class DockerRunningBottle(RunningBottle):
         wait_ready: Callable[[], None] | None = None,
         timings: dict[str, float] | None = None,
     ) -> None:
-        self.slug = slug
-        self._wait_ready = wait_ready
+        super().__init__(slug, wait_ready=wait_ready, timings=timings)
         self.container = container
         self.user = user
         self.workdir = workdir
-        #: phase -> seconds, for the preflight summary and bench/.
-        self._timings = timings if timings is not None else {}
-        #: Set by keep_for_resume: the launch's teardown stops the agent
-        #: container instead of removing it.
-        self.kept = False
-
-    @property
-    def timings(self) -> Mapping[str, float]:
-        return self._timings
-
-    def keep_for_resume(self) -> None:
-        self.kept = True
-
-    def wait_ready(self) -> None:
-        """Block until the sidecars answer on the agent's loopback (once).
-
-        Provisioning runs while they boot; ``attach``/``run`` wait first.
-        """
-        if self._wait_ready is not None:
-            t = time.monotonic()
-            wait, self._wait_ready = self._wait_ready, None
-            wait()
-            self._timings["sidecars_ready"] = time.monotonic() - t
 
     # -- exec ------------------------------------------------------------------
 
@@ -119,26 +93,13 @@ class DockerRunningBottle(RunningBottle):
     def copy_in(
         self, src: Path, dest: str, *, mode: int | None = None, owner: str | None = None
     ) -> None:
-        target = PurePosixPath(dest)
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w") as tar:
-            if src.is_file():
-                # One file: mode and root ownership go in the archive, which
-                # saves an exec round trip per attribute.
-                info = tar.gettarinfo(str(src), arcname=target.name)
-                info.uid = info.gid = 0
-                info.uname = info.gname = "root"
-                if mode is not None:
-                    info.mode = mode
-                    mode = None
-                with src.open("rb") as fh:
-                    tar.addfile(info, fh)
-            else:
-                tar.add(str(src), arcname=target.name)
-        parent = str(target.parent)
-        if not self._put(parent, buf.getvalue()):
+        data, mode_applied = copy_in_tar(src, dest, mode)
+        if mode_applied:
+            mode = None
+        parent = str(PurePosixPath(dest).parent)
+        if not self._put(parent, data):
             mk = self.exec(["mkdir", "-p", parent], user="root")
-            if not mk.ok or not self._put(parent, buf.getvalue()):
+            if not mk.ok or not self._put(parent, data):
                 raise BotBottleError(f"copying {src} to {dest} in the bottle failed")
         if owner:
             self._check(self.exec(["chown", "-R", owner, dest], user="root"), f"chown {dest}")
@@ -155,24 +116,7 @@ class DockerRunningBottle(RunningBottle):
 
     def copy_out(self, src: str, dest: Path) -> None:
         stream, _stat = self.container.get_archive(src)
-        data = b"".join(stream)
-        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-            member = tar.getmembers()[0]
-            if member.isdir():
-                tar.extractall(dest.parent, filter="data")
-                extracted = dest.parent / member.name
-                if extracted != dest:
-                    extracted.rename(dest)
-                return
-            fh = tar.extractfile(member)
-            if fh is None:
-                raise BotBottleError(f"{src} is not a regular file")
-            dest.write_bytes(fh.read())
-
-    @staticmethod
-    def _check(result: ExecResult, what: str) -> None:
-        if not result.ok:
-            raise BotBottleError(f"{what} failed in the bottle: {result.stderr[-300:]!r}")
+        unpack_copy_out(b"".join(stream), src, dest)
 
     # -- the agent ---------------------------------------------------------------
 

@@ -45,8 +45,8 @@ from pathlib import Path
 from bot_bottle.contracts.freezer import FileScan, FrozenImage, SnapshotRefused
 from bot_bottle.errors import BotBottleError
 from bot_bottle.log import get_logger
-from bot_bottle.state import home_id, now_iso
-from bot_bottle_docker.freezer import L_FROZEN, DockerFreezer, _changes, filter_rootfs
+from bot_bottle.state import home_id
+from bot_bottle_docker.freezer import DockerFreezer, filter_rootfs
 from bot_bottle_smolmachines.smolvm import Machine, Smolvm, SmolvmError, find_smolvm
 
 log = get_logger("bot_bottle_smolmachines.freezer")
@@ -106,7 +106,6 @@ class SmolmachinesFreezer(DockerFreezer):
         labels: Mapping[str, str] | None = None,
     ) -> FrozenImage:
         from bot_bottle.snapshots import work_dir
-        from bot_bottle_docker.backend import L_HOME
         from bot_bottle_docker.backend import _client as docker_client
 
         found = self._machines(slug)
@@ -127,7 +126,6 @@ class SmolmachinesFreezer(DockerFreezer):
         client = docker_client()
         try:
             config = client.images.get(source).attrs.get("Config") or {}
-            repo, _, tag = ref.partition(":")
             with tempfile.TemporaryDirectory(prefix="commit-", dir=work_dir()) as tmp:
                 tar_path, rootfs = Path(tmp) / "guest.tar", Path(tmp) / "rootfs.tar"
                 with _running(cli, machine):
@@ -138,15 +136,7 @@ class SmolmachinesFreezer(DockerFreezer):
                 tar_path.unlink()
                 if findings:
                     raise SnapshotRefused(findings)
-                all_labels = {**(labels or {}), L_FROZEN: "true", L_HOME: home_id()}
-                client.api.import_image_from_file(
-                    str(rootfs),
-                    repository=repo,
-                    tag=tag or "latest",
-                    changes=_changes(config, all_labels),
-                )
-            image = client.images.get(f"{repo}:{tag or 'latest'}")
-            return FrozenImage(backend=self.name, ref=image.id or ref, created_at=now_iso())
+                return self._import(client, rootfs, ref, config, labels)
         finally:
             client.close()
 

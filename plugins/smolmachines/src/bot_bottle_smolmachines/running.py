@@ -14,11 +14,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from bot_bottle.contracts.backend import ExecResult, RunningBottle
+from bot_bottle.backend_kit import BottleBase
+from bot_bottle.contracts.backend import ExecResult
 from bot_bottle.errors import BotBottleError
 from bot_bottle_smolmachines.smolvm import Smolvm, SmolvmError
 
@@ -26,7 +26,7 @@ from bot_bottle_smolmachines.smolvm import Smolvm, SmolvmError
 STDIN_PATH = "/run/bot-bottle-stdin"
 
 
-class SmolmachinesRunningBottle(RunningBottle):
+class SmolmachinesRunningBottle(BottleBase):
     def __init__(
         self,
         slug: str,
@@ -38,28 +38,11 @@ class SmolmachinesRunningBottle(RunningBottle):
         wait_ready: Callable[[], None] | None = None,
         timings: dict[str, float] | None = None,
     ) -> None:
-        self.slug = slug
+        super().__init__(slug, wait_ready=wait_ready, timings=timings)
         self.cli = cli
         self.machine = machine
         self.user = user
         self.home = home
-        self._wait_ready = wait_ready
-        self._timings = timings if timings is not None else {}
-        self.kept = False
-
-    @property
-    def timings(self) -> Mapping[str, float]:
-        return self._timings
-
-    def keep_for_resume(self) -> None:
-        self.kept = True
-
-    def wait_ready(self) -> None:
-        if self._wait_ready is not None:
-            t = time.monotonic()
-            wait, self._wait_ready = self._wait_ready, None
-            wait()
-            self._timings["sidecars_ready"] = time.monotonic() - t
 
     def _as(self, argv: Sequence[str], user: str | None) -> list[str]:
         if user is None or user == "root":

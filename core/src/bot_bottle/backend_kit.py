@@ -1,0 +1,106 @@
+"""What every backend's running bottle does the same way, whatever its engine.
+
+:class:`BottleBase` holds the parts of a :class:`RunningBottle` no engine
+changes: the launch's phase timings, the once-only wait for the sidecars,
+``keep_for_resume``'s flag. :func:`copy_in_tar` and :func:`unpack_copy_out`
+are the two ends of moving a file or directory as a tar stream, for engines
+whose copy goes through an archive (Docker's ``put_archive``/``get_archive``,
+Apple's ``container exec … tar``).
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path, PurePosixPath
+
+from bot_bottle.contracts.backend import ExecResult, RunningBottle
+from bot_bottle.errors import BotBottleError
+
+
+class BottleBase(RunningBottle):
+    """Timings, the sidecars' readiness wait (once) and the kept flag."""
+
+    def __init__(
+        self,
+        slug: str,
+        *,
+        wait_ready: Callable[[], None] | None = None,
+        timings: dict[str, float] | None = None,
+    ) -> None:
+        self.slug = slug
+        self._wait_ready = wait_ready
+        #: phase -> seconds, for the preflight summary and bench/.
+        self._timings = timings if timings is not None else {}
+        #: Set by keep_for_resume: the launch's teardown stops the agent
+        #: instead of removing it (for backends that can keep one).
+        self.kept = False
+
+    @property
+    def timings(self) -> Mapping[str, float]:
+        return self._timings
+
+    def keep_for_resume(self) -> None:
+        self.kept = True
+
+    def wait_ready(self) -> None:
+        """Block until the sidecars answer the agent (once).
+
+        Provisioning runs while they boot; ``attach``/``run`` wait first.
+        """
+        if self._wait_ready is not None:
+            t = time.monotonic()
+            wait, self._wait_ready = self._wait_ready, None
+            wait()
+            self._timings["sidecars_ready"] = time.monotonic() - t
+
+    @staticmethod
+    def _check(result: ExecResult, what: str) -> None:
+        if not result.ok:
+            raise BotBottleError(f"{what} failed in the bottle: {result.stderr[-300:]!r}")
+
+
+def copy_in_tar(src: Path, dest: str, mode: int | None) -> tuple[bytes, bool]:
+    """A tar holding ``src`` named as ``dest``'s last part, to unpack in
+    ``dest``'s parent. One file goes in root-owned with ``mode`` set in the
+    archive (an exec round trip saved per attribute); returns the archive and
+    whether ``mode`` is applied by it (a directory's is not)."""
+    target = PurePosixPath(dest)
+    buf = io.BytesIO()
+    applied = False
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        if src.is_file():
+            info = tar.gettarinfo(str(src), arcname=target.name)
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            if mode is not None:
+                info.mode = mode
+                applied = True
+            with src.open("rb") as fh:
+                tar.addfile(info, fh)
+        else:
+            tar.add(str(src), arcname=target.name)
+    return buf.getvalue(), applied
+
+
+def unpack_copy_out(data: bytes, src: str, dest: Path) -> None:
+    """Write the first member of tar ``data`` (``src`` in the bottle) to
+    ``dest``: a directory is extracted (``data`` filter: nothing lands
+    outside ``dest``'s parent), a regular file written."""
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        members = tar.getmembers()
+        if not members:
+            raise BotBottleError(f"{src} came out of the bottle empty")
+        member = members[0]
+        if member.isdir():
+            tar.extractall(dest.parent, filter="data")
+            extracted = dest.parent / member.name
+            if extracted != dest:
+                extracted.rename(dest)
+            return
+        fh = tar.extractfile(member)
+        if fh is None:
+            raise BotBottleError(f"{src} is not a regular file")
+        dest.write_bytes(fh.read())
