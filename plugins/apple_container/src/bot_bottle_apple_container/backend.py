@@ -59,9 +59,7 @@ from bot_bottle_sidecars.layout import (
     SECRETS_CA,
     SECRETS_GATE_KEYS,
     SOCK_DIR,
-    UPSTREAM_CA,
     agent_relay_argv,
-    bundle_files,
     bundle_hosts,
     endpoints,
 )
@@ -376,29 +374,12 @@ class AppleContainerBackend(Backend):
 
     def _write_files(self, plan: BottlePlan, run_dir: Path, queue: Path) -> None:
         from bot_bottle_sidecars.launch.ca import generate_bottle_ca
+        from bot_bottle_sidecars.launch.files import write_etc
 
         etc, sock = run_dir / "etc", run_dir / "sock"
         for d in (etc, sock, queue, run_dir / "keys", run_dir / "gate-allow"):
             d.mkdir(parents=True, mode=0o700, exist_ok=True)
-        # Mount points of the tmpfs mounts inside the read-only etc/.
-        (etc / "ca").mkdir(exist_ok=True)
-        (etc / "git-gate" / "keys").mkdir(parents=True, exist_ok=True)
-        for rel, text in bundle_files(plan).items():
-            path = etc / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-        if plan.upstream_ca is not None:
-            try:
-                data = plan.upstream_ca.read_bytes()
-            except OSError as exc:
-                raise BotBottleError(
-                    f"cannot read the bottle's egress.upstream_ca {plan.upstream_ca}: "
-                    f"{exc.strerror}",
-                    hint="point upstream_ca at a readable PEM file",
-                ) from None
-            target = etc / Path(UPSTREAM_CA).relative_to(ETC)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
+        write_etc(plan, etc)
         # The daemons' uids are not the host user's, and a virtiofs share
         # shows host modes: etc/ readable, the two shared directories
         # writable. The 0700 state dir around them keeps them private on
