@@ -3,13 +3,18 @@
 ``prepare`` renders the bottle's objects (:mod:`bot_bottle_kubernetes.render`)
 and needs no cluster: ``start --dry-run --json`` prints them. The cluster side
 (creating them, the fence probe, exec, cleanup by labels) talks to the API
-server through the official ``kubernetes`` client, imported lazily.
+server through the official ``kubernetes`` client, imported lazily
+(:mod:`.cluster`, :mod:`.lifecycle`, :mod:`.launcher`).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from bot_bottle.contracts.backend import (
     ActiveBottle,
@@ -19,38 +24,284 @@ from bot_bottle.contracts.backend import (
     PreparedBottle,
     RunningBottle,
 )
-from bot_bottle.contracts.common import Availability
+from bot_bottle.contracts.common import Availability, HostCheck
 from bot_bottle.errors import BotBottleError
-from bot_bottle_kubernetes.prepared import KubernetesPrepared, prepare
+from bot_bottle_kubernetes.prepared import ENV_PREFIX, KubeOptions, KubernetesPrepared, prepare
 from bot_bottle_kubernetes.render import BACKEND
+
+if TYPE_CHECKING:
+    from bot_bottle_kubernetes.cluster import Kube
+
+#: CNIs known to enforce NetworkPolicy, by the DaemonSet they run in kube-system.
+ENFORCING_CNIS = {
+    "calico-node": "Calico",
+    "cilium": "Cilium",
+    "kube-router": "kube-router",
+    "antrea-agent": "Antrea",
+    "weave-net": "Weave Net",
+    "kube-network-policies": "kube-network-policies (kind >= 0.24)",
+}
+#: What ``runsc`` (gVisor) registers as the RuntimeClass handler.
+RUNSC_HANDLER = "runsc"
+
+
+def _stderr_progress(line: str) -> None:
+    pass
 
 
 class KubernetesBackend(Backend):
     name = BACKEND
     description = "Kubernetes cluster: agent pod and sidecar pod, fenced by NetworkPolicy"
 
+    def __init__(self, progress: Callable[[str], None] | None = None) -> None:
+        self.progress = progress or _stderr_progress
+
+    # -- where ---------------------------------------------------------------
+
+    def _target(self, namespace: str | None = None) -> Any:
+        from bot_bottle_kubernetes.cluster import KubeTarget
+
+        if namespace is None:
+            namespace = os.environ.get(ENV_PREFIX + "NAMESPACE") or KubeOptions().namespace
+        return KubeTarget.from_env(namespace)
+
+    def _connect(self, namespace: str | None = None, *, timeout: float = 30.0) -> Kube:
+        from bot_bottle_kubernetes.cluster import connect
+
+        return connect(self._target(namespace), timeout=timeout)
+
     def is_available(self) -> Availability:
-        return Availability.no(
-            "the kubernetes backend cannot launch yet (rendering only)",
-            "'bot-bottle start AGENT --backend kubernetes --dry-run --json' shows the objects",
-        )
+        from bot_bottle_kubernetes.cluster import NO_CONTEXT_HINT, context_problem
+
+        problem = context_problem(self._target())
+        if problem is not None:
+            return Availability.no(problem, NO_CONTEXT_HINT)
+        return Availability.yes("kube context configured")
+
+    def host_checks(self) -> list[HostCheck]:
+        from bot_bottle_kubernetes.cluster import NO_CONTEXT_HINT, KubeError, context_problem
+
+        problem = context_problem(self._target())
+        if problem is not None:
+            return [HostCheck("WARN", "kubernetes cluster", problem, NO_CONTEXT_HINT)]
+        try:
+            kube = self._connect(timeout=10.0)
+            return cluster_checks(kube)
+        except KubeError as e:
+            return [HostCheck("FAIL", "kubernetes cluster", e.message, e.hint)]
+
+    # -- launch ----------------------------------------------------------------
 
     def prepare(self, plan: BottlePlan) -> KubernetesPrepared:
         return prepare(plan, self.name)
 
     @contextlib.contextmanager
     def launch(self, prepared: PreparedBottle) -> Iterator[RunningBottle]:
-        raise BotBottleError(
-            "the kubernetes backend cannot launch yet (rendering only)",
-            hint="'bot-bottle start AGENT --backend kubernetes --dry-run --json' shows the objects",
-        )
-        yield  # pragma: no cover - unreachable; makes this a generator
+        if not isinstance(prepared, KubernetesPrepared):
+            raise BotBottleError("launch needs what KubernetesBackend.prepare returned")
+        from bot_bottle_sidecars.launch.ca import AGENT_CA_CERT, generate_bottle_ca
+
+        from bot_bottle.contracts.provider import GUEST_CA_PATH
+        from bot_bottle_kubernetes.cluster import MIN_SERVER, KubeError
+        from bot_bottle_kubernetes.launcher import launch_bottle
+        from bot_bottle_kubernetes.lifecycle import holder_identity
+        from bot_bottle_kubernetes.render import WORKSPACE, render_bottle, render_namespace
+
+        plan, opts = prepared.plan, prepared.options
+        # Before anything is built or created: a clear error, nothing to undo.
+        kube = self._connect(opts.namespace)
+        major, minor, git = kube.server_version()
+        if (major, minor) < MIN_SERVER:
+            raise KubeError(
+                f"the cluster runs Kubernetes {git}; bottles need >= "
+                f"{MIN_SERVER[0]}.{MIN_SERVER[1]} (native sidecar containers)",
+                hint="upgrade the cluster or use another kube context",
+            )
+        if opts.registry:
+            raise BotBottleError(
+                "pushing images to a registry (BOT_BOTTLE_K8S_REGISTRY) is not implemented yet",
+                hint="load the images into the nodes (e.g. `kind load docker-image`) and unset "
+                "BOT_BOTTLE_K8S_REGISTRY",
+            )
+        runtime_class = opts.runtime_class if _has_runtime_class(kube, opts.runtime_class) else None
+        agent_image = plan.agent_image or _agent_image(plan, self.progress)
+        bundle_image = plan.bundle_image or _bundle_image(self.progress)
+        with tempfile.TemporaryDirectory(prefix="bb-k8s-ca-") as tmp:
+            ca_dir = Path(tmp) / "ca"
+            generate_bottle_ca(ca_dir, name=f"bot-bottle {plan.slug}")
+            ca_files = {p.name: p.read_bytes() for p in sorted(ca_dir.iterdir())}
+            upstream = plan.upstream_ca.read_bytes() if plan.upstream_ca is not None else None
+            launcher_id = holder_identity()
+
+            def render(anchor_uid: str, bundle_address: str) -> list[dict[str, Any]]:
+                return render_bottle(
+                    plan,
+                    namespace=opts.namespace,
+                    images={"agent": agent_image, "bundle": bundle_image},
+                    anchor_uid=anchor_uid,
+                    bundle_address=bundle_address,
+                    ca_files=ca_files,
+                    upstream_ca=upstream,
+                    runtime_class=runtime_class,
+                    host_users=False if opts.user_namespace else None,
+                    seccomp=opts.seccomp,
+                    pod_cidrs=opts.pod_cidrs,
+                    service_cidrs=opts.service_cidrs,
+                    deadline_seconds=opts.deadline_seconds,
+                    launcher=launcher_id,
+                )
+
+            with launch_bottle(
+                kube,
+                slug=plan.slug,
+                render=render,
+                namespace_objects=render_namespace(opts.namespace),
+                service_cidrs=opts.service_cidrs,
+                public_target=_public_target(),
+                user=plan.provider_plan.user,
+                workdir=prepared.workdir,
+                progress=self.progress,
+            ) as bottle:
+                bottle.copy_in(ca_dir / AGENT_CA_CERT, GUEST_CA_PATH, mode=0o644, owner="root")
+                if plan.cwd is not None:
+                    bottle.seed_workspace(plan.cwd, WORKSPACE)
+                yield bottle
+
+    # -- enumeration -------------------------------------------------------------
+
+    def _kube_or_none(self) -> Kube | None:
+        from bot_bottle_kubernetes.cluster import context_problem
+
+        if context_problem(self._target()) is not None:
+            return None
+        return self._connect()
 
     def list_active(self) -> list[ActiveBottle]:
-        return []
+        from bot_bottle_kubernetes.lifecycle import active
+
+        kube = self._kube_or_none()
+        return active(kube) if kube is not None else []
 
     def find_orphans(self) -> list[CleanupItem]:
-        return []
+        from bot_bottle_kubernetes.lifecycle import orphans
+
+        kube = self._kube_or_none()
+        return orphans(kube) if kube is not None else []
 
     def cleanup(self, items: Sequence[CleanupItem]) -> list[CleanupItem]:
-        return []
+        from bot_bottle_kubernetes.lifecycle import cleanup
+
+        mine = [i for i in items if i.backend == self.name]
+        if not mine:
+            return []
+        removed: list[CleanupItem] = []
+        by_ns: dict[str | None, list[CleanupItem]] = {}
+        for item in mine:
+            by_ns.setdefault(item.extra.get("namespace"), []).append(item)
+        for namespace, group in by_ns.items():
+            removed += cleanup(self._connect(namespace), group)
+        return removed
+
+
+def _public_target() -> tuple[str, int]:
+    from bot_bottle_kubernetes.fence import DEFAULT_PUBLIC
+
+    raw = os.environ.get(ENV_PREFIX + "FENCE_PUBLIC")
+    if not raw:
+        return DEFAULT_PUBLIC
+    host, _, port = raw.rpartition(":")
+    if not host or not port.isdigit():
+        raise BotBottleError(
+            f"{ENV_PREFIX}FENCE_PUBLIC: {raw!r} is not IP:PORT",
+            hint="a public address the fence must block, e.g. 1.1.1.1:443",
+        )
+    return host, int(port)
+
+
+def _agent_image(plan: BottlePlan, progress: Callable[[str], None]) -> str:
+    from bot_bottle_docker.images import ensure_agent_image
+
+    return ensure_agent_image(plan.agent_image_spec, progress=progress).tag
+
+
+def _bundle_image(progress: Callable[[str], None]) -> str:
+    from bot_bottle_docker.images import ensure_bundle_image
+
+    return ensure_bundle_image(progress=progress).tag
+
+
+def _has_runtime_class(kube: Kube, name: str | None) -> bool:
+    from bot_bottle_kubernetes.cluster import KubeError
+
+    if not name:
+        return False
+    try:
+        return kube.get("RuntimeClass", name) is not None
+    except KubeError:
+        return False
+
+
+def cluster_checks(kube: Kube) -> list[HostCheck]:
+    """``doctor``'s lines for a reachable cluster. Never raises."""
+    from bot_bottle_kubernetes.cluster import MIN_SERVER, KubeError
+
+    checks: list[HostCheck] = []
+    try:
+        major, minor, git = kube.server_version()
+    except KubeError as e:
+        return [HostCheck("FAIL", "kubernetes cluster", e.message, e.hint)]
+    need = f"{MIN_SERVER[0]}.{MIN_SERVER[1]}"
+    if (major, minor) >= MIN_SERVER:
+        checks.append(HostCheck("OK", "kubernetes server", f"{git} (>= {need})"))
+    else:
+        checks.append(
+            HostCheck(
+                "FAIL",
+                "kubernetes server",
+                f"{git}: bottles need >= {need} (native sidecar containers)",
+                "upgrade the cluster or use another kube context",
+            )
+        )
+    try:
+        sets = kube.list("DaemonSet", namespace="kube-system")
+        names = [str(d["metadata"]["name"]) for d in sets]
+        known = sorted({v for n in names for k, v in ENFORCING_CNIS.items() if n.startswith(k)})
+    except KubeError:
+        known = []
+    if known:
+        checks.append(
+            HostCheck(
+                "OK",
+                "NetworkPolicy enforcement",
+                f"known: {', '.join(known)} runs in kube-system "
+                "(each launch still probes the fence)",
+            )
+        )
+    else:
+        checks.append(
+            HostCheck(
+                "WARN",
+                "NetworkPolicy enforcement",
+                "unknown: no CNI known to enforce NetworkPolicy found in kube-system",
+                "each launch probes the fence from the agent pod and refuses to run when it "
+                "is open; use Calico, Cilium or kind >= 0.24",
+            )
+        )
+    try:
+        classes = kube.list("RuntimeClass")
+        runsc = [str(c["metadata"]["name"]) for c in classes if c.get("handler") == RUNSC_HANDLER]
+    except KubeError as e:
+        checks.append(HostCheck("WARN", "gVisor RuntimeClass", f"cannot list: {e.message}"))
+        return checks
+    if runsc:
+        checks.append(HostCheck("OK", "gVisor RuntimeClass", f"present: {', '.join(runsc)}"))
+    else:
+        checks.append(
+            HostCheck(
+                "WARN",
+                "gVisor RuntimeClass",
+                "absent: agent pods run on the nodes' default runtime",
+                "install gVisor on the nodes and create a RuntimeClass with handler runsc",
+            )
+        )
+    return checks
