@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import io
 import tarfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fake_apiserver import ExecSession, FakeApiServer
+import pytest
+from fake_apiserver import K8S_VERSION, ExecSession, FakeApiServer, running_fake
 
 #: The probe verdicts a fenced cluster gives: only the listed bundle port connects.
 CONNECTED = (0, b"")
@@ -139,3 +140,55 @@ def mini_plan(**over: Any) -> Any:
             return {"API_KEY": Secret("sk-test-not-real")}
 
     return MiniPlan(**over)
+
+
+# -- fixtures (imported by the test modules; a conftest here would be shared
+# with the render tests, so these live in the kit) ----------------------------
+
+NAMESPACE = "bot-bottle"
+
+
+@pytest.fixture(params=[K8S_VERSION], ids=lambda v: f"k8s-{v}")
+def fake(request: pytest.FixtureRequest) -> Iterator[FakeApiServer]:
+    """The fake API server validating against Kubernetes ``K8S_VERSION``
+    (the version is in every test id), with the bottles' namespace."""
+    with running_fake(request.param) as server:
+        server.seed({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+        yield server
+
+
+@pytest.fixture
+def kube_env(
+    fake: FakeApiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> FakeApiServer:
+    """KUBECONFIG at the fake, a private BOT_BOTTLE_HOME, the bottles' namespace."""
+    monkeypatch.setenv("KUBECONFIG", str(fake.write_kubeconfig(tmp_path / "kubeconfig")))
+    monkeypatch.setenv("BOT_BOTTLE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("BOT_BOTTLE_K8S_NAMESPACE", NAMESPACE)
+    for name in ("BOT_BOTTLE_K8S_CONTEXT", "BOT_BOTTLE_K8S_REGISTRY", "BOT_BOTTLE_K8S_FENCE_PUBLIC"):
+        monkeypatch.delenv(name, raising=False)
+    return fake
+
+
+@pytest.fixture
+def shell(fake: FakeApiServer, tmp_path: Path) -> PodShell:
+    """The pods' scripted shell on a fenced network."""
+    pod_shell = PodShell(tmp_path / "pods", network=fenced(fake))
+    fake.exec_handler = pod_shell
+    return pod_shell
+
+
+def kube_for(fake: FakeApiServer, tmp_path: Path) -> Any:
+    from bot_bottle_kubernetes.cluster import KubeTarget, connect
+
+    cfg = fake.write_kubeconfig(tmp_path / "kubeconfig-direct")
+    return connect(KubeTarget(kubeconfig=str(cfg), namespace=NAMESPACE))
+
+
+def bottle_objects(fake: FakeApiServer) -> list[tuple[str, str]]:
+    """(kind, name) of everything in the namespace but its shared default deny."""
+    return sorted(
+        (o["kind"], o["metadata"]["name"])
+        for o in fake.all(namespace=NAMESPACE)
+        if o["metadata"]["name"] != "bot-bottle-default-deny"
+    )

@@ -1,0 +1,349 @@
+"""The backend's lifecycle against the fake API server, through the official client.
+
+Every test runs against the fake validating Kubernetes 1.33 (the
+``k8s-1.33.0`` in each test id, :data:`fake_apiserver.K8S_VERSION`): every
+body the backend sends is checked against that version's official OpenAPI
+schemas, strictly. What the fake cannot show (a real CNI, a real kubelet,
+real GC timing) is listed in fake_apiserver.py and the README.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_apiserver import K8S_VERSION, FakeApiServer
+from k8s_cluster_kit import (  # noqa: F401 - fixtures
+    NAMESPACE,
+    PodShell,
+    bottle_objects,
+    fake,
+    kube_env,
+    kube_for,
+    mini_plan,
+    open_network,
+    shell,
+)
+
+from bot_bottle.errors import BotBottleError
+from bot_bottle_kubernetes.backend import KubernetesBackend
+from bot_bottle_kubernetes.fence import FenceOpenError
+from bot_bottle_kubernetes.lifecycle import (
+    LEASE_SECONDS,
+    ORPHAN_GRACE,
+    BottleObjects,
+    cleanup,
+    orphans,
+    renew_lease,
+)
+from bot_bottle_kubernetes.render import render_bottle
+
+assert K8S_VERSION.startswith("1.33")
+
+ALL_KINDS = {"ConfigMap", "Lease", "Secret", "NetworkPolicy", "Pod"}
+
+
+def _launch(backend: KubernetesBackend, **plan: Any) -> Any:
+    return backend.launch(backend.prepare(mini_plan(**plan)))
+
+
+def _quiet() -> KubernetesBackend:
+    return KubernetesBackend(progress=lambda _m: None)
+
+
+def test_whole_lifecycle_creates_under_the_anchor_and_cascades_away(
+    kube_env: FakeApiServer, shell: PodShell
+) -> None:
+    backend = _quiet()
+    with _launch(backend) as bottle:
+        objs = kube_env.all(namespace=NAMESPACE)
+        anchor = kube_env.get("ConfigMap", NAMESPACE, "bb-shell-0a1b2c")
+        assert anchor is not None
+        uid = anchor["metadata"]["uid"]
+        owned = [o for o in objs if o is not anchor and o["metadata"]["name"] != "bot-bottle-default-deny"]
+        assert {o["kind"] for o in owned} == ALL_KINDS
+        # The placeholder uid of the render was replaced by the real anchor's.
+        for o in owned:
+            refs = o["metadata"]["ownerReferences"]
+            assert [(r["kind"], r["uid"], r["controller"]) for r in refs] == [("ConfigMap", uid, True)]
+        # Every create asked for strict field validation.
+        posts = [q for m, _p, q in kube_env.requests if m == "POST"]
+        assert posts and all(q.get("fieldValidation") == ["Strict"] for q in posts)
+        # The agent pod points its relay at the bundle pod's real IP (rendered again).
+        bundle = kube_env.get("Pod", NAMESPACE, "bb-shell-0a1b2c-sidecars")
+        agent = kube_env.get("Pod", NAMESPACE, "bb-shell-0a1b2c-agent")
+        assert bundle is not None and agent is not None
+        assert bundle["status"]["podIP"] in str(agent["spec"])
+        assert "bundle-pod-ip.invalid" not in str(agent["spec"])
+        # The agent pod was created after the bundle pod, the policies before both.
+        order = [p.rsplit("/", 1)[-1] for m, p, _q in kube_env.requests if m == "POST"]
+        assert order.index("networkpolicies") < order.index("pods")
+        # Active from labels alone, with the anchor's annotations.
+        [act] = backend.list_active()
+        assert (act.slug, act.agent, act.label) == ("shell-0a1b2c", "shell", "k8s test")
+        assert backend.find_orphans() == []
+        # The agent CA is in place for the provider.
+        assert (shell.root / "bb-shell-0a1b2c-agent/usr/local/share/ca-certificates").is_dir()
+        assert bottle.exec(["agent-cli", "--version"]).exit_code == 127
+    assert bottle_objects(kube_env) == []
+    # The anchor went with a cascading policy.
+    deletes = [p for m, p, _q in kube_env.requests if m == "DELETE"]
+    assert deletes[0].endswith("/configmaps/bb-shell-0a1b2c")
+    assert backend.list_active() == []
+
+
+def test_a_failure_after_each_create_step_leaves_nothing(
+    kube_env: FakeApiServer, shell: PodShell
+) -> None:
+    # Count the creates of one clean launch (the shared default deny included).
+    with _launch(_quiet()):
+        pass
+    steps = kube_env.creates
+    assert steps >= 12
+    for nth in range(1, steps + 1):
+        kube_env.fail_create(nth)
+        with pytest.raises(BotBottleError, match=f"injected failure on create #{nth}"):
+            with _launch(_quiet()):
+                pytest.fail("launched despite the injected failure")
+        assert bottle_objects(kube_env) == [], f"failure at create #{nth} left objects"
+    kube_env.fail_create(None)
+
+
+def test_an_open_fence_is_torn_down_before_the_agent_runs(
+    kube_env: FakeApiServer, shell: PodShell
+) -> None:
+    shell.network = open_network  # a CNI that ignores NetworkPolicy
+    with pytest.raises(FenceOpenError) as err:
+        with _launch(_quiet()):
+            pytest.fail("launched with an open fence")
+    assert "public address 1.1.1.1:443: connected" in err.value.message
+    assert "cloud metadata 169.254.169.254:80" in err.value.message
+    assert err.value.hint and "NetworkPolicy" in err.value.hint
+    assert bottle_objects(kube_env) == []
+    # Nothing but the probes ran in the agent pod: no CA copy, no agent.
+    assert all(argv[:2] == ["timeout", "3"] for argv in shell.calls)
+
+
+def test_the_probe_runs_against_a_cluster_ip_never_a_guess(
+    kube_env: FakeApiServer, shell: PodShell
+) -> None:
+    with _launch(_quiet()):
+        pass
+    probes = [(a[-2], int(a[-1])) for a in shell.calls if a[:2] == ["timeout", "3"]]
+    bundle_ip = "10.244.0.10"
+    assert probes == [
+        (bundle_ip, 18080),
+        ("1.1.1.1", 443),
+        ("10.96.0.1", 443),  # the fake's `kubernetes` service
+        ("169.254.169.254", 80),
+        ("172.18.0.2", 10250),  # the agent pod's hostIP
+        (bundle_ip, 22),
+    ]
+
+
+def test_another_networkpolicy_selecting_bottle_pods_refuses_before_creating(
+    kube_env: FakeApiServer, shell: PodShell
+) -> None:
+    kube_env.seed(
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "allow-all-egress", "namespace": NAMESPACE},
+            "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]},
+        }
+    )
+    creates = kube_env.creates
+    with pytest.raises(BotBottleError, match="allow-all-egress") as err:
+        with _launch(_quiet()):
+            pytest.fail("launched beside a policy that opens the fence")
+    assert err.value.hint and "namespace of their own" in err.value.hint
+    assert kube_env.creates == creates
+    assert bottle_objects(kube_env) == [("NetworkPolicy", "allow-all-egress")]
+
+
+def test_a_deny_only_policy_or_one_for_other_pods_is_fine(
+    kube_env: FakeApiServer, shell: PodShell
+) -> None:
+    for name, spec in {
+        "deny-all": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
+        "web-only": {
+            "podSelector": {"matchLabels": {"app": "web"}},
+            "policyTypes": ["Egress"],
+            "egress": [{}],
+        },
+    }.items():
+        kube_env.seed(
+            {
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "NetworkPolicy",
+                "metadata": {"name": name, "namespace": NAMESPACE},
+                "spec": spec,
+            }
+        )
+    with _launch(_quiet()):
+        pass
+
+
+def test_a_pod_that_fails_to_start_tears_everything_down(
+    kube_env: FakeApiServer, shell: PodShell
+) -> None:
+    kube_env.pod_phase = "Failed"
+    with pytest.raises(BotBottleError, match="ended while starting"):
+        with _launch(_quiet()):
+            pass
+    assert bottle_objects(kube_env) == []
+
+
+def test_a_missing_namespace_says_how_to_make_it(
+    kube_env: FakeApiServer, shell: PodShell, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BOT_BOTTLE_K8S_NAMESPACE", "nowhere")
+    with pytest.raises(BotBottleError, match="namespace nowhere does not exist") as err:
+        with _launch(_quiet()):
+            pass
+    assert err.value.hint and "kubectl create namespace nowhere" in err.value.hint
+
+
+def test_orphans_are_found_by_expired_lease_and_cleaned_by_labels(
+    fake: FakeApiServer, tmp_path: Path
+) -> None:
+    kube = kube_for(fake, tmp_path)
+    objects = render_bottle(
+        mini_plan(), namespace=NAMESPACE, images={"agent": "a:1", "bundle": "b:1"}
+    )
+    # A launcher that died after creating everything: no teardown ran.
+    BottleObjects(kube, "shell-0a1b2c").create(objects)
+    assert orphans(kube) == []  # the Lease is fresh
+    later = datetime.now(UTC) + timedelta(seconds=LEASE_SECONDS) + ORPHAN_GRACE + timedelta(seconds=5)
+    [item] = orphans(kube, now=later)
+    assert (item.backend, item.kind, item.slug, item.name) == (
+        "kubernetes",
+        "bottle",
+        "shell-0a1b2c",
+        "bb-shell-0a1b2c",
+    )
+    # An object whose owner reference never got set goes too (labels alone).
+    stray = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "bb-shell-0a1b2c-stray",
+            "namespace": NAMESPACE,
+            "labels": {"app.kubernetes.io/managed-by": "bot-bottle", "bot-bottle/slug": "shell-0a1b2c"},
+        },
+    }
+    fake.seed(stray)
+    assert cleanup(kube, [item]) == [item]
+    assert bottle_objects(fake) == []
+
+
+def test_a_renewed_lease_keeps_the_bottle_active(fake: FakeApiServer, tmp_path: Path) -> None:
+    kube = kube_for(fake, tmp_path)
+    objects = render_bottle(
+        mini_plan(), namespace=NAMESPACE, images={"agent": "a:1", "bundle": "b:1"}
+    )
+    BottleObjects(kube, "shell-0a1b2c").create(objects)
+    lease = fake.get("Lease", NAMESPACE, "bb-shell-0a1b2c")
+    assert lease is not None
+    # Age the lease as if its launcher stalled...
+    stale = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    lease["spec"]["renewTime"] = stale
+    assert len(orphans(kube)) == 1
+    # ...and renew it: a fresh renewTime, a new resourceVersion.
+    before = lease["metadata"]["resourceVersion"]
+    renewed = renew_lease(kube, "bb-shell-0a1b2c")
+    assert renewed["metadata"]["resourceVersion"] != before
+    assert orphans(kube) == []
+
+
+def test_lease_renewal_retries_a_conflict(fake: FakeApiServer, tmp_path: Path) -> None:
+    kube = kube_for(fake, tmp_path)
+    objects = render_bottle(
+        mini_plan(), namespace=NAMESPACE, images={"agent": "a:1", "bundle": "b:1"}
+    )
+    BottleObjects(kube, "shell-0a1b2c").create(objects)
+    real_get = kube.get
+    bumped = []
+
+    def racing_get(kind: str, name: str, namespace: str | None = None) -> Any:
+        got = real_get(kind, name, namespace)
+        if kind == "Lease" and not bumped:
+            # Someone else writes between our read and our write.
+            bumped.append(True)
+            stored = fake.get("Lease", NAMESPACE, name)
+            assert stored is not None
+            stored["metadata"]["resourceVersion"] = "999999"
+        return got
+
+    kube.get = racing_get  # type: ignore[method-assign]
+    renewed = renew_lease(kube, "bb-shell-0a1b2c")
+    assert bumped and renewed["spec"]["renewTime"]
+    assert any(
+        m == "PUT" for m, p, _q in fake.requests if p.endswith("/leases/bb-shell-0a1b2c")
+    )
+
+
+def test_cascade_delete_of_the_anchor_removes_every_owned_object(
+    fake: FakeApiServer, tmp_path: Path
+) -> None:
+    kube = kube_for(fake, tmp_path)
+    objects = render_bottle(
+        mini_plan(), namespace=NAMESPACE, images={"agent": "a:1", "bundle": "b:1"}
+    )
+    BottleObjects(kube, "shell-0a1b2c").create(objects)
+    assert len(bottle_objects(fake)) == len(objects)
+    assert kube.delete("ConfigMap", "bb-shell-0a1b2c", propagation="Foreground")
+    assert bottle_objects(fake) == []
+    assert not kube.delete("ConfigMap", "bb-shell-0a1b2c")  # gone: False, no error
+
+
+def test_a_sigkilled_launcher_leaves_an_orphan_that_cleanup_removes(
+    kube_env: FakeApiServer, shell: PodShell, tmp_path: Path
+) -> None:
+    """A real launcher process, killed with SIGKILL inside the bottle: no
+    teardown ran; its Lease stops being renewed; cleanup finds and removes it."""
+    ready = tmp_path / "ready"
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from k8s_cluster_kit import mini_plan
+        from bot_bottle_kubernetes.backend import KubernetesBackend
+        b = KubernetesBackend(progress=lambda m: None)
+        with b.launch(b.prepare(mini_plan())):
+            open({str(ready)!r}, "w").close()
+            time.sleep(120)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], env=dict(os.environ))
+    try:
+        for _ in range(300):
+            if ready.exists() or proc.poll() is not None:
+                break
+            import time
+
+            time.sleep(0.1)
+        assert ready.exists(), "the launcher never got its bottle"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert len(bottle_objects(kube_env)) == 11  # nothing was torn down
+    backend = _quiet()
+    assert [b.slug for b in backend.list_active()] == ["shell-0a1b2c"]  # lease still fresh
+    lease = kube_env.get("Lease", NAMESPACE, "bb-shell-0a1b2c")
+    assert lease is not None
+    lease["spec"]["renewTime"] = "2026-01-01T00:00:00.000000Z"  # time passes, nobody renews
+    assert backend.list_active() == []
+    items = backend.find_orphans()
+    assert [i.slug for i in items] == ["shell-0a1b2c"]
+    assert backend.cleanup(items) == items
+    assert bottle_objects(kube_env) == []
