@@ -63,6 +63,8 @@ A_LABEL = "bot-bottle/label"
 A_STARTED = "bot-bottle/started"
 A_LAUNCHER = "bot-bottle/launcher"
 A_SERVICES = "bot-bottle/services"
+#: Agent variables kept out of the pod spec (:func:`split_agent_env`).
+A_EXEC_ENV = "bot-bottle/exec-env"
 #: The namespace-wide policy every bottle relies on (not owned by a bottle).
 DEFAULT_DENY = "bot-bottle-default-deny"
 #: The anchor's uid before it exists (a dry run, or the first render).
@@ -210,7 +212,9 @@ def render_bottle(
       exec'd) and the relay as a native sidecar forwarding its loopback
       ports to ``bundle_address`` (the bundle pod's IP: create the agent
       pod last, rendered with it). No service-account token, no service
-      links, no DNS.
+      links, no DNS, no Secret; agent variables holding a bottle secret are
+      not in its spec either (:func:`split_agent_env`: the launcher passes
+      them to each exec; the annotation ``bot-bottle/exec-env`` names them).
 
     ``reveal=False`` renders every secret value as a placeholder (what a
     dry run prints). The namespace's default deny is :func:`render_namespace`.
@@ -331,6 +335,22 @@ def render_bottle(
         ),
     ]
     return objects
+
+
+def split_agent_env(plan: BottlePlan) -> tuple[dict[str, str], dict[str, str]]:
+    """The agent's environment as (in the pod spec, given at exec time only).
+
+    A pod spec is readable by whoever may read pods and is stored without
+    the encryption at rest Secrets can have; an agent variable whose value
+    is one of the bottle's secrets (the values DLP scans for) therefore
+    stays out of it, and the launcher hands it to each exec through the
+    exec's stdin, never a URL or an object."""
+    secret_values = {v.reveal() for v in plan.bundle_env().values() if v.reveal()}
+    spec: dict[str, str] = {}
+    at_exec: dict[str, str] = {}
+    for name, value in sorted(plan.agent_env.items()):
+        (at_exec if value.reveal() in secret_values else spec)[name] = value.reveal()
+    return spec, at_exec
 
 
 def _key(name: str) -> str:
@@ -598,10 +618,11 @@ def _agent_pod(
             "capabilities": _drop_all(),
         },
     }
-    env = [
-        {"name": k, "value": v.reveal() if reveal else "(hidden)"}
-        for k, v in sorted(plan.agent_env.items())
-    ]
+    in_spec, at_exec = split_agent_env(plan)
+    env = [{"name": k, "value": v if reveal else "(hidden)"} for k, v in in_spec.items()]
+    if at_exec:
+        # Names only: the values reach the agent through each exec's stdin.
+        metadata["annotations"][A_EXEC_ENV] = ",".join(at_exec)
     workdir = WORKSPACE if plan.cwd is not None else plan.provider_plan.guest_home
     agent: dict[str, Any] = {
         "name": "agent",
