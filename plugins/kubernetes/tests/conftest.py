@@ -115,3 +115,10 @@ def launch_inputs() -> dict[str, Any]:
         "home": "0123456789abcdef",
         "launcher": "boot-id:4242",
     }
+
+
+# The cluster tests import their fake API server and kit as top-level modules
+# (the suite runs with --import-mode=importlib, which adds no test dir to sys.path).
+import sys  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))

@@ -158,14 +158,16 @@ def fake(request: pytest.FixtureRequest) -> Iterator[FakeApiServer]:
 
 
 @pytest.fixture
-def kube_env(
-    fake: FakeApiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> FakeApiServer:
+def kube_env(fake: FakeApiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeApiServer:
     """KUBECONFIG at the fake, a private BOT_BOTTLE_HOME, the bottles' namespace."""
     monkeypatch.setenv("KUBECONFIG", str(fake.write_kubeconfig(tmp_path / "kubeconfig")))
     monkeypatch.setenv("BOT_BOTTLE_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("BOT_BOTTLE_K8S_NAMESPACE", NAMESPACE)
-    for name in ("BOT_BOTTLE_K8S_CONTEXT", "BOT_BOTTLE_K8S_REGISTRY", "BOT_BOTTLE_K8S_FENCE_PUBLIC"):
+    for name in (
+        "BOT_BOTTLE_K8S_CONTEXT",
+        "BOT_BOTTLE_K8S_REGISTRY",
+        "BOT_BOTTLE_K8S_FENCE_PUBLIC",
+    ):
         monkeypatch.delenv(name, raising=False)
     return fake
 

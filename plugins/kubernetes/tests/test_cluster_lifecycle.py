@@ -67,12 +67,18 @@ def test_whole_lifecycle_creates_under_the_anchor_and_cascades_away(
         anchor = kube_env.get("ConfigMap", NAMESPACE, "bb-shell-0a1b2c")
         assert anchor is not None
         uid = anchor["metadata"]["uid"]
-        owned = [o for o in objs if o is not anchor and o["metadata"]["name"] != "bot-bottle-default-deny"]
+        owned = [
+            o
+            for o in objs
+            if o is not anchor and o["metadata"]["name"] != "bot-bottle-default-deny"
+        ]
         assert {o["kind"] for o in owned} == ALL_KINDS
         # The placeholder uid of the render was replaced by the real anchor's.
         for o in owned:
             refs = o["metadata"]["ownerReferences"]
-            assert [(r["kind"], r["uid"], r["controller"]) for r in refs] == [("ConfigMap", uid, True)]
+            assert [(r["kind"], r["uid"], r["controller"]) for r in refs] == [
+                ("ConfigMap", uid, True)
+            ]
         # Every create asked for strict field validation.
         posts = [q for m, _p, q in kube_env.requests if m == "POST"]
         assert posts and all(q.get("fieldValidation") == ["Strict"] for q in posts)
@@ -120,9 +126,8 @@ def test_an_open_fence_is_torn_down_before_the_agent_runs(
     kube_env: FakeApiServer, shell: PodShell
 ) -> None:
     shell.network = open_network  # a CNI that ignores NetworkPolicy
-    with pytest.raises(FenceOpenError) as err:
-        with _launch(_quiet()):
-            pytest.fail("launched with an open fence")
+    with pytest.raises(FenceOpenError) as err, _launch(_quiet()):
+        pytest.fail("launched with an open fence")
     assert "public address 1.1.1.1:443: connected" in err.value.message
     assert "cloud metadata 169.254.169.254:80" in err.value.message
     assert err.value.hint and "NetworkPolicy" in err.value.hint
@@ -160,9 +165,8 @@ def test_another_networkpolicy_selecting_bottle_pods_refuses_before_creating(
         }
     )
     creates = kube_env.creates
-    with pytest.raises(BotBottleError, match="allow-all-egress") as err:
-        with _launch(_quiet()):
-            pytest.fail("launched beside a policy that opens the fence")
+    with pytest.raises(BotBottleError, match="allow-all-egress") as err, _launch(_quiet()):
+        pytest.fail("launched beside a policy that opens the fence")
     assert err.value.hint and "namespace of their own" in err.value.hint
     assert kube_env.creates == creates
     assert bottle_objects(kube_env) == [("NetworkPolicy", "allow-all-egress")]
@@ -195,9 +199,8 @@ def test_a_pod_that_fails_to_start_tears_everything_down(
     kube_env: FakeApiServer, shell: PodShell
 ) -> None:
     kube_env.pod_phase = "Failed"
-    with pytest.raises(BotBottleError, match="ended while starting"):
-        with _launch(_quiet()):
-            pass
+    with pytest.raises(BotBottleError, match="ended while starting"), _launch(_quiet()):
+        pass
     assert bottle_objects(kube_env) == []
 
 
@@ -221,7 +224,9 @@ def test_orphans_are_found_by_expired_lease_and_cleaned_by_labels(
     # A launcher that died after creating everything: no teardown ran.
     BottleObjects(kube, "shell-0a1b2c").create(objects)
     assert orphans(kube) == []  # the Lease is fresh
-    later = datetime.now(UTC) + timedelta(seconds=LEASE_SECONDS) + ORPHAN_GRACE + timedelta(seconds=5)
+    later = (
+        datetime.now(UTC) + timedelta(seconds=LEASE_SECONDS) + ORPHAN_GRACE + timedelta(seconds=5)
+    )
     [item] = orphans(kube, now=later)
     assert (item.backend, item.kind, item.slug, item.name) == (
         "kubernetes",
@@ -236,7 +241,10 @@ def test_orphans_are_found_by_expired_lease_and_cleaned_by_labels(
         "metadata": {
             "name": "bb-shell-0a1b2c-stray",
             "namespace": NAMESPACE,
-            "labels": {"app.kubernetes.io/managed-by": "bot-bottle", "bot-bottle/slug": "shell-0a1b2c"},
+            "labels": {
+                "app.kubernetes.io/managed-by": "bot-bottle",
+                "bot-bottle/slug": "shell-0a1b2c",
+            },
         },
     }
     fake.seed(stray)
@@ -285,9 +293,7 @@ def test_lease_renewal_retries_a_conflict(fake: FakeApiServer, tmp_path: Path) -
     kube.get = racing_get  # type: ignore[method-assign]
     renewed = renew_lease(kube, "bb-shell-0a1b2c")
     assert bumped and renewed["spec"]["renewTime"]
-    assert any(
-        m == "PUT" for m, p, _q in fake.requests if p.endswith("/leases/bb-shell-0a1b2c")
-    )
+    assert any(m == "PUT" for m, p, _q in fake.requests if p.endswith("/leases/bb-shell-0a1b2c"))
 
 
 def test_cascade_delete_of_the_anchor_removes_every_owned_object(
