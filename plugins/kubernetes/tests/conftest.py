@@ -122,3 +122,5 @@ def launch_inputs() -> dict[str, Any]:
 import sys  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+from k8s_cluster_kit import fake, kube_env, shell  # noqa: E402, F401 - the cluster tests' fixtures

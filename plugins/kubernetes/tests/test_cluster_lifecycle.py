@@ -20,16 +20,13 @@ from typing import Any
 
 import pytest
 from fake_apiserver import K8S_VERSION, FakeApiServer
-from k8s_cluster_kit import (  # noqa: F401 - fixtures
+from k8s_cluster_kit import (
     NAMESPACE,
     PodShell,
     bottle_objects,
-    fake,
-    kube_env,
     kube_for,
     mini_plan,
     open_network,
-    shell,
 )
 
 from bot_bottle.errors import BotBottleError
@@ -115,9 +112,9 @@ def test_a_failure_after_each_create_step_leaves_nothing(
     assert steps >= 12
     for nth in range(1, steps + 1):
         kube_env.fail_create(nth)
-        with pytest.raises(BotBottleError, match=f"injected failure on create #{nth}"):
-            with _launch(_quiet()):
-                pytest.fail("launched despite the injected failure")
+        failing = pytest.raises(BotBottleError, match=f"injected failure on create #{nth}")
+        with failing, _launch(_quiet()):
+            pytest.fail("launched despite the injected failure")
         assert bottle_objects(kube_env) == [], f"failure at create #{nth} left objects"
     kube_env.fail_create(None)
 
@@ -208,9 +205,9 @@ def test_a_missing_namespace_says_how_to_make_it(
     kube_env: FakeApiServer, shell: PodShell, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BOT_BOTTLE_K8S_NAMESPACE", "nowhere")
-    with pytest.raises(BotBottleError, match="namespace nowhere does not exist") as err:
-        with _launch(_quiet()):
-            pass
+    missing = pytest.raises(BotBottleError, match="namespace nowhere does not exist")
+    with missing as err, _launch(_quiet()):
+        pass
     assert err.value.hint and "kubectl create namespace nowhere" in err.value.hint
 
 
