@@ -85,9 +85,10 @@ class KubeTarget:
 def _kubeconfig_files(target: KubeTarget) -> list[str]:
     if target.kubeconfig:
         return [target.kubeconfig]
-    env = os.environ.get("KUBECONFIG")
-    if env is not None:
-        return [p for p in env.split(os.pathsep) if p]
+    # As kubectl: an empty KUBECONFIG counts as unset.
+    env = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
+    if env:
+        return env
     return [str(Path("~/.kube/config").expanduser())]
 
 
