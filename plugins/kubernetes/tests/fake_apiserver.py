@@ -426,12 +426,18 @@ class FakeApiServer:
         self, method: str, path: str, query: dict[str, list[str]], body: bytes
     ) -> tuple[int, dict[str, Any]]:
         self.requests.append((method, path, query))
-        if path == "/version":
+        if path.rstrip("/") == "/version":
             major, minor, _ = self.version.split(".")
+            # Every field the real /version has (the typed client requires them).
             return 200, {
                 "major": major,
                 "minor": minor,
                 "gitVersion": f"v{self.version}",
+                "gitCommit": "0" * 40,
+                "gitTreeState": "clean",
+                "buildDate": "2026-01-01T00:00:00Z",
+                "goVersion": "go1.24.0",
+                "compiler": "gc",
                 "platform": "linux/amd64",
             }
         api_version, kind, namespaced, ns, name, sub = self._route(path)
