@@ -350,3 +350,36 @@ def test_a_sigkilled_launcher_leaves_an_orphan_that_cleanup_removes(
     assert [i.slug for i in items] == ["shell-0a1b2c"]
     assert backend.cleanup(items) == items
     assert bottle_objects(kube_env) == []
+
+
+def test_the_launcher_renews_the_lease_until_teardown(fake: FakeApiServer, tmp_path: Path) -> None:
+    kube = kube_for(fake, tmp_path)
+    objects = render_bottle(
+        mini_plan(), namespace=NAMESPACE, images={"agent": "a:1", "bundle": "b:1"}
+    )
+    bottle = BottleObjects(kube, "shell-0a1b2c")
+    bottle.create(objects)
+    bottle.start_renewing(interval=0.05)
+    renewer = bottle._renewer
+    assert renewer is not None
+    import time
+
+    deadline = time.monotonic() + 10
+    while renewer.renewals < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert renewer.renewals >= 3 and renewer.last_error is None
+    assert bottle.teardown() == []
+    assert not renewer.is_alive()
+    assert bottle_objects(fake) == []
+
+
+def test_stop_deletes_the_agent_pod_of_an_active_bottle(
+    kube_env: FakeApiServer, shell: PodShell
+) -> None:
+    backend = _quiet()
+    assert not backend.stop("shell-0a1b2c")
+    with _launch(backend):
+        assert backend.stop("shell-0a1b2c")
+        assert kube_env.get("Pod", NAMESPACE, "bb-shell-0a1b2c-agent") is None
+        assert kube_env.get("Pod", NAMESPACE, "bb-shell-0a1b2c-sidecars") is not None
+    assert bottle_objects(kube_env) == []

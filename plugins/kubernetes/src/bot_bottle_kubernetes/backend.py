@@ -182,6 +182,16 @@ class KubernetesBackend(Backend):
         kube = self._kube_or_none()
         return active(kube) if kube is not None else []
 
+    def stop(self, slug: str) -> bool:
+        """Delete the agent pod: the launcher's exec ends, and it tears the rest down."""
+        from bot_bottle_kubernetes.lifecycle import active
+        from bot_bottle_kubernetes.render import names
+
+        kube = self._kube_or_none()
+        if kube is None or slug not in {b.slug for b in active(kube)}:
+            return False
+        return kube.delete("Pod", names(slug)["agent"], propagation="Background")
+
     def find_orphans(self) -> list[CleanupItem]:
         from bot_bottle_kubernetes.lifecycle import orphans
 
