@@ -133,9 +133,11 @@ def seccomp_profile_name(profile_json: str) -> str:
     return f"{SECCOMP_DIR}/seccomp-bottle-{digest}.json"
 
 
-def _agent_seccomp_json() -> str:
+def agent_seccomp_json() -> str:
+    """The agent pod's Localhost seccomp profile (``bot_bottle_kubernetes.seccomp``)."""
     # The Docker backend's profile (socket families limited, no io_uring):
-    # one profile for both engines, generated in one place.
+    # one profile for both engines, generated in one place. Docker's JSON
+    # format is the one the kubelet's runtimes read for Localhost profiles.
     from bot_bottle_docker.seccomp import profile_json
 
     return profile_json()
@@ -590,7 +592,7 @@ def _agent_pod(
     if seccomp == "localhost":
         profile: dict[str, Any] = {
             "type": "Localhost",
-            "localhostProfile": seccomp_profile_name(_agent_seccomp_json()),
+            "localhostProfile": seccomp_profile_name(agent_seccomp_json()),
         }
     else:
         profile = {"type": "RuntimeDefault"}
