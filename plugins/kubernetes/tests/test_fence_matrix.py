@@ -115,6 +115,15 @@ def test_bundle_reaches_the_internet_and_dns_only(world: Any) -> None:
         assert not cluster.allowed(a.bundle, pod, NETWORK_PORTS["proxy"]), pod.name
 
 
+def test_bundle_reaches_the_addresses_extra_hosts_pins(world: Any) -> None:
+    """The full bottle pins api.example.test to 10.9.8.7 (a private address):
+    the bundle reaches that one address, not its neighbours; the agent never."""
+    cluster, a, _b, _other = world
+    assert cluster.allowed(a.bundle, "10.9.8.7", 443)
+    assert not cluster.allowed(a.bundle, "10.9.8.8", 443)
+    assert not cluster.allowed(a.agent, "10.9.8.7", 443)
+
+
 def test_configured_cluster_ranges_are_closed_to_the_bundle(
     make_kube_plan: Any, launch_inputs: dict[str, Any]
 ) -> None:

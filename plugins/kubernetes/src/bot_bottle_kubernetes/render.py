@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -133,9 +134,11 @@ def seccomp_profile_name(profile_json: str) -> str:
     return f"{SECCOMP_DIR}/seccomp-bottle-{digest}.json"
 
 
-def _agent_seccomp_json() -> str:
+def agent_seccomp_json() -> str:
+    """The agent pod's Localhost seccomp profile (``bot_bottle_kubernetes.seccomp``)."""
     # The Docker backend's profile (socket families limited, no io_uring):
-    # one profile for both engines, generated in one place.
+    # one profile for both engines, generated in one place. Docker's JSON
+    # format is the one the kubelet's runtimes read for Localhost profiles.
     from bot_bottle_docker.seccomp import profile_json
 
     return profile_json()
@@ -203,9 +206,9 @@ def render_bottle(
     * ``NetworkPolicy bb-<slug>-agent``: the agent pod sends only to its
       bundle pod's relay ports and receives nothing.
       ``NetworkPolicy bb-<slug>-sidecars``: the bundle receives only from
-      its agent pod on those ports; sends to cluster DNS and to the
-      internet minus private, link-local, CGNAT and the cluster's
-      ``pod_cidrs``/``service_cidrs``.
+      its agent pod on those ports; sends to cluster DNS, to the addresses
+      the manifest's ``extra_hosts`` pins, and to the internet minus
+      private, link-local, CGNAT and the cluster's ``pod_cidrs``/``service_cidrs``.
     * ``Pod bb-<slug>-sidecars``: egress, git-gate, supervise and the
       bundle relay (init's daemons), on ``images["bundle"]``.
     * ``Pod bb-<slug>-agent``: the agent (``images["agent"]``, idle until
@@ -463,9 +466,23 @@ def _bundle_policy(
                         {"ipBlock": {"cidr": "::/0", "except": v6}},
                     ]
                 },
+                *_pinned_rule(plan),
             ],
         },
     }
+
+
+def _pinned_rule(plan: BottlePlan) -> list[dict[str, Any]]:
+    """The addresses the manifest's ``extra_hosts`` pins names to, each alone:
+    the operator named them (a private git server, an internal API), so
+    the bundle may reach them although they lie in a closed range. Loopback
+    pins need no rule (they never leave the pod)."""
+    peers = []
+    for ip in sorted(set(plan.extra_hosts.values())):
+        addr = ipaddress.ip_address(ip)
+        if not addr.is_loopback:
+            peers.append({"ipBlock": {"cidr": f"{addr}/{addr.max_prefixlen}"}})
+    return [{"to": peers}] if peers else []
 
 
 def _limits(limits: Limits) -> dict[str, Any]:
@@ -590,7 +607,7 @@ def _agent_pod(
     if seccomp == "localhost":
         profile: dict[str, Any] = {
             "type": "Localhost",
-            "localhostProfile": seccomp_profile_name(_agent_seccomp_json()),
+            "localhostProfile": seccomp_profile_name(agent_seccomp_json()),
         }
     else:
         profile = {"type": "RuntimeDefault"}
