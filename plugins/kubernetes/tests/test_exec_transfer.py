@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
 import tarfile
 import threading
 from pathlib import Path
@@ -58,26 +59,102 @@ def test_exit_codes_come_from_the_error_channel(
     assert fake.exec_log[-1].protocol == "v5.channel.k8s.io"
 
 
-def test_exec_wraps_user_env_and_workdir_without_a_shell(
+def _run_here(session: ExecSession) -> int:
+    """Run the exec's argv on this machine (what the container would run),
+    so the env wrapper is tested in a real POSIX shell."""
+    proc = subprocess.run(
+        session.argv,
+        input=session.read_stdin(),
+        capture_output=True,
+        env={"PATH": os.environ["PATH"]},
+        check=False,
+    )
+    session.stdout(proc.stdout)
+    session.stderr(proc.stderr)
+    return proc.returncode
+
+
+def test_env_goes_through_stdin_never_the_exec_url(
+    fake: FakeApiServer, bottle: KubeRunningBottle, tmp_path: Path
+) -> None:
+    fake.exec_handler = _run_here
+    bottle.exec_env = {"SECRET_TOKEN": "tok-3f9a\nline2\n"}
+    result = bottle.exec(
+        ["sh", "-c", 'printf "[%s][%s][%s]" "$SECRET_TOKEN" "$A" "$PWD"; wc -c'],
+        user="root",
+        env={"A": "1; rm -rf / $(id)"},
+        workdir=str(tmp_path),
+        stdin=b"x" * 200_000,
+    )
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.decode().split() == [
+        "[tok-3f9a",
+        "line2",
+        "][1;",
+        "rm",
+        "-rf",
+        "/",
+        f"$(id)][{tmp_path}]200000",
+    ]
+    # No value in the exec's URL (the API server's audit log would keep it).
+    urls = " ".join(str(q) for m, p, q in fake.requests if p.endswith("/exec"))
+    assert "tok-3f9a" not in urls and "rm -rf" not in urls
+    assert fake.exec_log[-1].argv[:2] == ["sh", "-c"]
+    with pytest.raises(BotBottleError, match="invalid environment variable"):
+        bottle.exec(["true"], env={"A=B": "x"})
+
+
+def test_exec_runs_as_the_agent_user_in_the_workdir(
     fake: FakeApiServer, bottle: KubeRunningBottle
 ) -> None:
     seen: list[list[str]] = []
 
     def handler(session: ExecSession) -> int:
         seen.append(session.argv)
-        session.stdout(session.read_stdin())
         return 0
 
     fake.exec_handler = handler
-    result = bottle.exec(
-        ["cat"], env={"A": "1; rm -rf /"}, workdir="/workspace", stdin=b"x" * 200_000
-    )
-    assert result.stdout == b"x" * 200_000
-    assert seen == [
-        ["runuser", "-u", "agent", "--", "env", "-C", "/workspace", "A=1; rm -rf /", "cat"]
-    ]
-    with pytest.raises(BotBottleError, match="invalid environment variable"):
-        bottle.exec(["true"], env={"A=B": "x"})
+    bottle.exec(["id"], workdir="/workspace")
+    assert seen == [["runuser", "-u", "agent", "--", "env", "-C", "/workspace", "id"]]
+
+
+def test_on_a_tty_the_wrapper_turns_echo_off_before_reading_values(tmp_path: Path) -> None:
+    """The wrapper in a real shell on a real pseudo-terminal: the values are
+    read with echo off, so they never show on the user's screen."""
+    import pty
+    import select
+
+    from bot_bottle_kubernetes.interactive import MARKER
+    from bot_bottle_kubernetes.launcher import ENV_WRAPPER
+
+    bottle = KubeRunningBottle("s", None, "p", user="root", exec_env={"TOKEN": "s3cr3t-value"})  # type: ignore[arg-type]
+    argv, preamble = bottle.command(["sh", "-c", 'printf "<%s>" "$TOKEN"'])
+    assert argv[:3] == ["sh", "-c", ENV_WRAPPER]
+    fd, child = pty.openpty()
+    proc = subprocess.Popen(argv, stdin=child, stdout=child, stderr=child, close_fds=True)
+    os.close(child)
+    out = b""
+    sent = False
+    while True:
+        ready, _, _ = select.select([fd], [], [], 10)
+        if not ready:
+            break
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the child side closed
+            break
+        if not chunk:
+            break
+        out += chunk
+        if not sent and MARKER in out:
+            os.write(fd, preamble)
+            sent = True
+    proc.wait(timeout=10)
+    os.close(fd)
+    assert sent
+    assert b"<s3cr3t-value>" in out
+    assert b"s3cr3t-value" not in out.replace(b"<s3cr3t-value>", b"")
+    assert preamble.split(b"=")[1].strip() not in out  # the base64 line was not echoed
 
 
 @pytest.mark.parametrize("version", [K8S_VERSION], ids=[f"k8s-{K8S_VERSION}"])

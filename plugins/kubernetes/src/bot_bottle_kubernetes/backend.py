@@ -105,7 +105,12 @@ class KubernetesBackend(Backend):
         from bot_bottle_kubernetes.cluster import MIN_SERVER, KubeError
         from bot_bottle_kubernetes.launcher import launch_bottle
         from bot_bottle_kubernetes.lifecycle import holder_identity
-        from bot_bottle_kubernetes.render import WORKSPACE, render_bottle, render_namespace
+        from bot_bottle_kubernetes.render import (
+            WORKSPACE,
+            render_bottle,
+            render_namespace,
+            split_agent_env,
+        )
 
         plan, opts = prepared.plan, prepared.options
         # Before anything is built or created: a clear error, nothing to undo.
@@ -160,6 +165,7 @@ class KubernetesBackend(Backend):
                 public_target=_public_target(),
                 user=plan.provider_plan.user,
                 workdir=prepared.workdir,
+                exec_env=split_agent_env(plan)[1],
                 progress=self.progress,
             ) as bottle:
                 bottle.copy_in(ca_dir / AGENT_CA_CERT, GUEST_CA_PATH, mode=0o644, owner="root")

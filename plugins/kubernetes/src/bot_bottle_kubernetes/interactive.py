@@ -24,6 +24,8 @@ from typing import Any
 from bot_bottle_kubernetes.cluster import exit_code
 
 RESIZE_CHANNEL = 4
+#: What the exec-env wrapper prints on a TTY once echo is off (see launcher).
+MARKER = b"\x1e"
 
 
 def send_resize(ws: Any, cols: int, rows: int) -> None:
@@ -46,13 +48,33 @@ def pump(
     err_fd: int,
     size: Callable[[], tuple[int, int]] | None = None,
     resized: threading.Event | None = None,
+    preamble: bytes = b"",
+    tty: bool = False,
 ) -> int:
-    """Run the session to its end; return the command's exit code."""
+    """Run the session to its end; return the command's exit code.
+
+    ``preamble`` goes to stdin before anything of ours: the environment the
+    launcher's wrapper reads. On a TTY it waits for the wrapper's
+    :data:`MARKER` (printed once the pod's terminal stopped echoing), so the
+    values are never echoed back to the screen."""
     if size is not None:
         send_resize(ws, *size())
+    waiting = bool(preamble) and tty
+    if preamble and not tty:
+        ws.write_stdin(preamble)
     stdin_open = in_fd is not None
     if not stdin_open:
         ws.close_channel(0)  # headless: the command reads EOF, never waits on us
+    while waiting and ws.is_open():
+        ws.update(timeout=0.05)
+        early = ws.read_channel(1, timeout=0) or b""
+        if MARKER in early:
+            before, _, after = early.partition(MARKER)
+            ws.write_stdin(preamble)
+            waiting = False
+            early = before + after
+        if early:
+            os.write(out_fd, early)
     while ws.is_open():
         if resized is not None and size is not None and resized.is_set():
             resized.clear()
@@ -99,7 +121,7 @@ def raw_terminal(fd: int) -> Iterator[threading.Event]:
             signal.signal(signal.SIGWINCH, previous)
 
 
-def attach(ws: Any) -> int:
+def attach(ws: Any, *, preamble: bytes = b"") -> int:
     """``ws`` on this process's terminal (TTY exec), until the command exits."""
     in_fd, out_fd = sys.stdin.fileno(), sys.stdout.fileno()
     try:
@@ -111,6 +133,8 @@ def attach(ws: Any) -> int:
                 err_fd=sys.stderr.fileno(),
                 size=lambda: terminal_size(out_fd),
                 resized=resized,
+                preamble=preamble,
+                tty=True,
             )
     finally:
         ws.close()

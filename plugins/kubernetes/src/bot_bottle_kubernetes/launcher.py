@@ -17,8 +17,10 @@ sweeps whatever still carries the bottle's label.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import logging
+import re
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -98,6 +100,7 @@ def launch_bottle(
     pod_timeout: float = 300.0,
     user: str = "root",
     workdir: str | None = None,
+    exec_env: Mapping[str, str] | None = None,
     progress: Callable[[str], None] = lambda _m: None,
 ) -> Iterator[KubeRunningBottle]:
     from bot_bottle_kubernetes.render import PENDING_ADDRESS, PENDING_UID
@@ -135,7 +138,9 @@ def launch_bottle(
         objects.create_owned(agent_obj)
         agent = wait_for_pods(kube, [agent_name], timeout=pod_timeout)[agent_name]
 
-        bottle = KubeRunningBottle(slug, kube, agent_name, user=user, workdir=workdir)
+        bottle = KubeRunningBottle(
+            slug, kube, agent_name, user=user, workdir=workdir, exec_env=exec_env
+        )
         ports = fence.bundle_ports(
             [o for o in final if o["kind"] == "NetworkPolicy"], agent_obj["metadata"]["labels"]
         )
@@ -155,17 +160,41 @@ def launch_bottle(
             log.warning("bottle %s: teardown left %s", slug, "; ".join(failures))
 
 
+#: Reads ``NAME=base64(value)`` lines from stdin up to a blank line, exports
+#: them, then execs its arguments. POSIX ``read`` consumes no byte past the
+#: newline, so the command's own stdin follows untouched. On a TTY it turns
+#: echo off and prints the marker first, so the values are never echoed.
+ENV_WRAPPER = (
+    "if [ -t 0 ]; then stty -echo; printf '\\036'; fi; "
+    'while IFS= read -r kv && [ -n "$kv" ]; do '
+    # the x keeps a value's trailing newlines, which $(...) would strip
+    'v=$(printf %s "${kv#*=}" | base64 -d; printf x); export "${kv%%=*}=${v%x}"; done; '
+    "if [ -t 0 ]; then stty echo; fi; "
+    'exec "$@"'
+)
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 class KubeRunningBottle(RunningBottle):
     """The agent pod, reached through ``pods/exec`` only."""
 
     def __init__(
-        self, slug: str, kube: Kube, pod: str, *, user: str, workdir: str | None = None
+        self,
+        slug: str,
+        kube: Kube,
+        pod: str,
+        *,
+        user: str,
+        workdir: str | None = None,
+        exec_env: Mapping[str, str] | None = None,
     ) -> None:
         self.slug = slug
         self.kube = kube
         self.pod = pod
         self.user = user
         self.workdir = workdir
+        #: Agent variables kept out of the pod spec (render's ``split_agent_env``).
+        self.exec_env = dict(exec_env or {})
 
     def command(
         self,
@@ -174,26 +203,32 @@ class KubeRunningBottle(RunningBottle):
         user: str | None = None,
         env: Mapping[str, str] | None = None,
         workdir: str | None = None,
-    ) -> list[str]:
-        """``argv`` as the container runs it: exec has no user, env or cwd
-        options, so ``runuser`` and ``env`` (both in every Debian image)
-        supply them. Never a shell string."""
+    ) -> tuple[list[str], bytes]:
+        """``argv`` as the container runs it, and the stdin preamble.
+
+        Exec has no user, env or cwd options: ``runuser`` and ``env -C``
+        (both in every Debian image) supply user and cwd. Environment values
+        never go into the argv, which is the exec URL's query and so lands
+        in the API server's audit log: :data:`ENV_WRAPPER` reads them from
+        stdin."""
         if not argv:
             raise BotBottleError("exec needs a command")
         out: list[str] = []
         who = user or self.user
         if who not in ("root", "0"):
             out += ["runuser", "-u", who, "--"]
-        cwd = workdir or None
-        if env or cwd:
-            out.append("env")
-            if cwd:
-                out += ["-C", cwd]
-            for key, value in (env or {}).items():
-                if "=" in key or not key:
-                    raise BotBottleError(f"invalid environment variable name {key!r}")
-                out.append(f"{key}={value}")
-        return out + list(argv)
+        if workdir:
+            out += ["env", "-C", workdir]
+        out += list(argv)
+        values = {**self.exec_env, **(env or {})}
+        if not values:
+            return out, b""
+        lines = []
+        for key, value in values.items():
+            if not _ENV_NAME.fullmatch(key):
+                raise BotBottleError(f"invalid environment variable name {key!r}")
+            lines.append(f"{key}={base64.b64encode(value.encode()).decode()}\n".encode())
+        return ["sh", "-c", ENV_WRAPPER, "sh", *out], b"".join(lines) + b"\n"
 
     def exec(
         self,
@@ -204,12 +239,8 @@ class KubeRunningBottle(RunningBottle):
         workdir: str | None = None,
         stdin: bytes | None = None,
     ) -> ExecResult:
-        return self.kube.exec(
-            self.pod,
-            AGENT_CONTAINER,
-            self.command(argv, user=user, env=env, workdir=workdir),
-            stdin=stdin,
-        )
+        command, preamble = self.command(argv, user=user, env=env, workdir=workdir)
+        return self.kube.exec(self.pod, AGENT_CONTAINER, command, stdin=preamble + (stdin or b""))
 
     def _run(self, argv: Sequence[str], stdin: bytes | None) -> ExecResult:
         return self.kube.exec(self.pod, AGENT_CONTAINER, list(argv), stdin=stdin)
@@ -239,21 +270,20 @@ class KubeRunningBottle(RunningBottle):
         self.copy_in(src, dest, owner=self.user if self.user != "root" else None)
 
     def attach(self, argv: Sequence[str], *, user: str | None = None) -> int:
-        ws = self.kube.open_exec(
-            self.pod, AGENT_CONTAINER, self.command(argv, user=user, workdir=self.workdir), tty=True
-        )
-        return interactive.attach(ws)
+        command, preamble = self.command(argv, user=user, workdir=self.workdir)
+        ws = self.kube.open_exec(self.pod, AGENT_CONTAINER, command, tty=True)
+        return interactive.attach(ws, preamble=preamble)
 
     def run(self, argv: Sequence[str], *, user: str | None = None) -> int:
-        ws = self.kube.open_exec(
-            self.pod,
-            AGENT_CONTAINER,
-            self.command(argv, user=user, workdir=self.workdir),
-            tty=False,
-        )
+        command, preamble = self.command(argv, user=user, workdir=self.workdir)
+        ws = self.kube.open_exec(self.pod, AGENT_CONTAINER, command, tty=False)
         try:
             return interactive.pump(
-                ws, in_fd=None, out_fd=sys.stdout.fileno(), err_fd=sys.stderr.fileno()
+                ws,
+                in_fd=None,
+                out_fd=sys.stdout.fileno(),
+                err_fd=sys.stderr.fileno(),
+                preamble=preamble,
             )
         finally:
             ws.close()
