@@ -220,7 +220,9 @@ def render_bottle(
       them to each exec; the annotation ``bot-bottle/exec-env`` names them).
 
     ``reveal=False`` renders every secret value as a placeholder (what a
-    dry run prints). The namespace's default deny is :func:`render_namespace`.
+    dry run prints). Pass the same ``started`` to each render of one bottle
+    (it defaults to now) so the objects agree. The namespace's default
+    deny is :func:`render_namespace`.
     """
     n = names(plan.slug)
     when = (started or datetime.now(UTC)).astimezone(UTC)
