@@ -205,3 +205,17 @@ def test_a_foreign_policy_selecting_bottle_pods_is_found(world: Any) -> None:
     cluster.policies += [allow_all, elsewhere]
     assert cluster.allowed(a.agent, METADATA, 80)  # what it would do
     assert foreign_policies(cluster.policies, NS, pods) == ["allow-egress"]
+
+
+def test_the_label_selector_finds_exactly_one_bottles_objects(world: Any) -> None:
+    from bot_bottle_kubernetes.netpol import selector_matches
+    from bot_bottle_kubernetes.render import label_selector
+
+    _cluster, a, b, _other = world
+    slug = a.agent.labels["bot-bottle/slug"]
+    match_labels = dict(kv.split("=", 1) for kv in label_selector(slug=slug).split(","))
+    selector = {"matchLabels": match_labels}
+    found = [
+        o for o in a.objects + b.objects if selector_matches(selector, o["metadata"]["labels"])
+    ]
+    assert found == a.objects  # every object of bottle a, none of b

@@ -127,6 +127,18 @@ def names(slug: str) -> dict[str, str]:
     }
 
 
+def label_selector(
+    *, slug: str | None = None, home: str | None = None, role: str | None = None
+) -> str:
+    """The label selector of bot-bottle's objects on this backend, narrowed
+    to one bottle, one state home or one role (``cleanup`` works from it)."""
+    parts = {L_MANAGED: "bot-bottle", L_BACKEND: BACKEND}
+    for key, value in ((L_SLUG, slug), (L_HOME, home), (L_ROLE, role)):
+        if value is not None:
+            parts[key] = value
+    return ",".join(f"{k}={v}" for k, v in parts.items())
+
+
 def seccomp_profile_name(profile_json: str) -> str:
     """``localhostProfile`` of the agent's seccomp profile: content-named, so
     a node holding an older profile fails the pod instead of running it."""
