@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from bot_bottle_sidecars.layout import NETWORK_PORTS
 
-from bot_bottle_kubernetes.netpol import Cluster, Pod, selects
+from bot_bottle_kubernetes.netpol import Cluster, Pod, foreign_policies, selects
 from bot_bottle_kubernetes.render import render_bottle, render_namespace
 
 NS = "bottles"
@@ -188,3 +188,34 @@ def test_each_bottle_policy_selects_its_own_pods_only(world: Any) -> None:
         assert not selects(policy, NS, b.agent.labels)
         assert not selects(policy, NS, b.bundle.labels)
         assert not selects(policy, other.namespace, other.labels)
+
+
+def test_a_foreign_policy_selecting_bottle_pods_is_found(world: Any) -> None:
+    """An allow-all policy someone else put in the namespace would open the
+    fence (policies add up): it is what the launch refuses on."""
+    cluster, a, _b, _other = world
+    pods = [a.agent.labels, a.bundle.labels]
+    assert foreign_policies(cluster.policies, NS, pods) == []
+    allow_all = {
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "allow-egress", "namespace": NS},
+        "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]},
+    }
+    elsewhere = {**allow_all, "metadata": {"name": "x", "namespace": "default"}}
+    cluster.policies += [allow_all, elsewhere]
+    assert cluster.allowed(a.agent, METADATA, 80)  # what it would do
+    assert foreign_policies(cluster.policies, NS, pods) == ["allow-egress"]
+
+
+def test_the_label_selector_finds_exactly_one_bottles_objects(world: Any) -> None:
+    from bot_bottle_kubernetes.netpol import selector_matches
+    from bot_bottle_kubernetes.render import label_selector
+
+    _cluster, a, b, _other = world
+    slug = a.agent.labels["bot-bottle/slug"]
+    match_labels = dict(kv.split("=", 1) for kv in label_selector(slug=slug).split(","))
+    selector = {"matchLabels": match_labels}
+    found = [
+        o for o in a.objects + b.objects if selector_matches(selector, o["metadata"]["labels"])
+    ]
+    assert found == a.objects  # every object of bottle a, none of b

@@ -22,7 +22,8 @@ reading), so a denial proven here holds on either kind of CNI. What policy
 never covers (the node's own traffic, host-network pods) is out of scope,
 as it is for the API; the backend's fence probe checks a real cluster.
 
-Also :func:`selects`, for "does another policy select bottle pods".
+Also :func:`foreign_policies`: the policies not rendered by bot-bottle
+that select bottle pods (a launch refuses while there is one).
 """
 
 from __future__ import annotations
@@ -97,6 +98,21 @@ def selects(policy: Mapping[str, Any], namespace: str, labels: Labels) -> bool:
     meta = policy["metadata"]
     return meta.get("namespace") == namespace and selector_matches(
         policy["spec"].get("podSelector"), labels
+    )
+
+
+def foreign_policies(
+    policies: Iterable[Mapping[str, Any]], namespace: str, pod_labels: Iterable[Labels]
+) -> list[str]:
+    """Names of the policies bot-bottle did not render that select any of
+    these pods. Policies add up, so one with an allow rule widens the
+    fence: a launch refuses while there is any."""
+    pods = list(pod_labels)
+    return sorted(
+        p["metadata"]["name"]
+        for p in policies
+        if (p["metadata"].get("labels") or {}).get("app.kubernetes.io/managed-by") != "bot-bottle"
+        and any(selects(p, namespace, labels) for labels in pods)
     )
 
 

@@ -127,6 +127,18 @@ def names(slug: str) -> dict[str, str]:
     }
 
 
+def label_selector(
+    *, slug: str | None = None, home: str | None = None, role: str | None = None
+) -> str:
+    """The label selector of bot-bottle's objects on this backend, narrowed
+    to one bottle, one state home or one role (``cleanup`` works from it)."""
+    parts = {L_MANAGED: "bot-bottle", L_BACKEND: BACKEND}
+    for key, value in ((L_SLUG, slug), (L_HOME, home), (L_ROLE, role)):
+        if value is not None:
+            parts[key] = value
+    return ",".join(f"{k}={v}" for k, v in parts.items())
+
+
 def seccomp_profile_name(profile_json: str) -> str:
     """``localhostProfile`` of the agent's seccomp profile: content-named, so
     a node holding an older profile fails the pod instead of running it."""
@@ -220,7 +232,9 @@ def render_bottle(
       them to each exec; the annotation ``bot-bottle/exec-env`` names them).
 
     ``reveal=False`` renders every secret value as a placeholder (what a
-    dry run prints). The namespace's default deny is :func:`render_namespace`.
+    dry run prints). Pass the same ``started`` to each render of one bottle
+    (it defaults to now) so the objects agree. The namespace's default
+    deny is :func:`render_namespace`.
     """
     n = names(plan.slug)
     when = (started or datetime.now(UTC)).astimezone(UTC)
@@ -687,3 +701,49 @@ def _agent_pod(
     if host_users is not None:
         spec["hostUsers"] = host_users
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
+
+
+#: kubernetes-sigs/agent-sandbox's CRD (served and stored version).
+SANDBOX_API_VERSION = "agents.x-k8s.io/v1beta1"
+
+
+def render_sandbox(
+    agent_pod: Mapping[str, Any], *, shutdown_time: datetime | None = None
+) -> dict[str, Any]:
+    """The agent pod as an agent-sandbox ``Sandbox`` (optional; for clusters
+    that run the kubernetes-sigs/agent-sandbox controller, which then makes
+    the pod from this template). The template keeps the pod's labels, so
+    the bottle's NetworkPolicies select the pod the controller makes; the
+    ``Sandbox`` itself takes the pod's place under the anchor. No Service
+    (nothing may reach the agent); at ``shutdown_time`` (the pods'
+    deadline, by default) the controller deletes it."""
+    meta = agent_pod["metadata"]
+    spec = agent_pod["spec"]
+    labels = {**meta["labels"], L_ROLE: "sandbox"}
+    started = datetime.strptime(meta["annotations"][A_STARTED], "%Y-%m-%dT%H:%M:%SZ")
+    end = shutdown_time or datetime.fromtimestamp(
+        started.replace(tzinfo=UTC).timestamp() + int(spec["activeDeadlineSeconds"]), UTC
+    )
+    return {
+        "apiVersion": SANDBOX_API_VERSION,
+        "kind": "Sandbox",
+        "metadata": {
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "labels": labels,
+            "annotations": dict(meta["annotations"]),
+            "ownerReferences": [dict(o) for o in meta.get("ownerReferences", [])],
+        },
+        "spec": {
+            "podTemplate": {
+                "metadata": {
+                    "labels": dict(meta["labels"]),
+                    "annotations": dict(meta["annotations"]),
+                },
+                "spec": json.loads(json.dumps(spec)),
+            },
+            "service": False,
+            "shutdownPolicy": "Delete",
+            "shutdownTime": end.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        },
+    }
