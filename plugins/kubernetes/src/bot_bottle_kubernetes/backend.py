@@ -103,6 +103,7 @@ class KubernetesBackend(Backend):
 
         from bot_bottle.contracts.provider import GUEST_CA_PATH
         from bot_bottle_kubernetes.cluster import MIN_SERVER, KubeError
+        from bot_bottle_kubernetes.images import check_registry, push_images
         from bot_bottle_kubernetes.launcher import launch_bottle
         from bot_bottle_kubernetes.lifecycle import holder_identity
         from bot_bottle_kubernetes.render import (
@@ -122,15 +123,14 @@ class KubernetesBackend(Backend):
                 f"{MIN_SERVER[0]}.{MIN_SERVER[1]} (native sidecar containers)",
                 hint="upgrade the cluster or use another kube context",
             )
-        if opts.registry:
-            raise BotBottleError(
-                "pushing images to a registry (BOT_BOTTLE_K8S_REGISTRY) is not implemented yet",
-                hint="load the images into the nodes (e.g. `kind load docker-image`) and unset "
-                "BOT_BOTTLE_K8S_REGISTRY",
-            )
+        registry = check_registry(opts.registry) if opts.registry else None
         runtime_class = opts.runtime_class if _has_runtime_class(kube, opts.runtime_class) else None
         agent_image = plan.agent_image or _agent_image(plan, self.progress)
         bundle_image = plan.bundle_image or _bundle_image(self.progress)
+        images = {"agent": agent_image, "bundle": bundle_image}
+        if registry is not None:
+            # The nodes pull from the registry, by digest: what runs is what was built.
+            images = push_images(images, registry)
         with tempfile.TemporaryDirectory(prefix="bb-k8s-ca-") as tmp:
             ca_dir = Path(tmp) / "ca"
             generate_bottle_ca(ca_dir, name=f"bot-bottle {plan.slug}")
@@ -142,7 +142,7 @@ class KubernetesBackend(Backend):
                 return render_bottle(
                     plan,
                     namespace=opts.namespace,
-                    images={"agent": agent_image, "bundle": bundle_image},
+                    images=images,
                     anchor_uid=anchor_uid,
                     bundle_address=bundle_address,
                     ca_files=ca_files,

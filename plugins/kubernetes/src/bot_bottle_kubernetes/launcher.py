@@ -31,11 +31,8 @@ from bot_bottle.contracts.backend import ExecResult, RunningBottle
 from bot_bottle.errors import BotBottleError
 from bot_bottle_kubernetes import fence, interactive, transfer
 from bot_bottle_kubernetes.cluster import ApiFailure, Kube, KubeError, wait_for_pods
-from bot_bottle_kubernetes.lifecycle import (
-    LABEL_ROLE,
-    BottleObjects,
-    foreign_policies,
-)
+from bot_bottle_kubernetes.lifecycle import LABEL_ROLE, BottleObjects
+from bot_bottle_kubernetes.netpol import foreign_policies
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +106,7 @@ def launch_bottle(
     agent_name = str(_pod(first, "agent")["metadata"]["name"])
     bundle_name = str(_pod(first, "sidecars")["metadata"]["name"])
     pod_labels = [o["metadata"]["labels"] for o in first if o["kind"] == "Pod"]
-    others = foreign_policies(kube.list("NetworkPolicy"), pod_labels, slug)
+    others = foreign_policies(kube.list("NetworkPolicy"), kube.namespace, pod_labels)
     if others:
         raise KubeError(
             f"NetworkPolicies not made by this bottle select its pods: {', '.join(others)}",

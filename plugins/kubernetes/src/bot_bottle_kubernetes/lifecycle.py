@@ -15,7 +15,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -86,7 +86,7 @@ def slug_of(obj: Mapping[str, Any]) -> str | None:
     return ((obj.get("metadata") or {}).get("labels") or {}).get(LABEL_SLUG)
 
 
-# -- NetworkPolicy conflicts ---------------------------------------------------
+# -- selectors -----------------------------------------------------------------
 
 
 def selector_selects(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
@@ -108,27 +108,6 @@ def selector_selects(selector: Mapping[str, Any] | None, labels: Mapping[str, st
         if op not in ("In", "NotIn", "Exists", "DoesNotExist"):
             return True  # an operator we do not know: assume it selects (refuse)
     return True
-
-
-def foreign_policies(
-    policies: Iterable[Mapping[str, Any]], pod_labels: Sequence[Mapping[str, str]], slug: str
-) -> list[str]:
-    """Names of NetworkPolicies not this bottle's that could open a bottle pod.
-
-    Policies are additive: any other policy selecting a bottle pod and
-    allowing anything widens the fence. A pure deny (a policy with no rules,
-    like a namespace default-deny) only narrows it and is fine.
-    """
-    found = []
-    for policy in policies:
-        if slug_of(policy) == slug:
-            continue
-        spec = policy.get("spec") or {}
-        if not (spec.get("ingress") or spec.get("egress")):
-            continue
-        if any(selector_selects(spec.get("podSelector"), labels) for labels in pod_labels):
-            found.append(str(policy["metadata"]["name"]))
-    return sorted(found)
 
 
 # -- launch and teardown -------------------------------------------------------
