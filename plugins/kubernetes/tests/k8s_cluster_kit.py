@@ -39,6 +39,8 @@ class PodShell:
     #: Exit code for an argv whose first word is a key (e.g. a scripted agent).
     programs: dict[str, int] = field(default_factory=dict)
     calls: list[list[str]] = field(default_factory=list)
+    #: The environment each wrapped exec received through stdin.
+    envs: list[dict[str, str]] = field(default_factory=list)
 
     def pod_dir(self, session: ExecSession) -> Path:
         d = self.root / session.pod
@@ -51,6 +53,23 @@ class PodShell:
     def __call__(self, session: ExecSession) -> int:
         argv = list(session.argv)
         self.calls.append(argv)
+        env: dict[str, str] = {}
+        if argv[:2] == ["sh", "-c"] and argv[3:4] == ["sh"]:
+            # The launcher's env wrapper: NAME=base64 lines up to a blank one.
+            import base64
+
+            raw = b""
+            while b"\n\n" not in raw and not raw.startswith(b"\n"):
+                raw += session.read_stdin(timeout=5)
+            for line in raw.split(b"\n\n", 1)[0].decode().splitlines():
+                name, _, value = line.partition("=")
+                env[name] = base64.b64decode(value).decode()
+            self.envs.append(env)
+            argv = argv[4:]
+            if argv[:1] == ["runuser"]:
+                argv = argv[argv.index("--") + 1 :]
+            if argv[:2] == ["env", "-C"]:
+                argv = argv[3:]
         if argv[:3] == ["timeout", "3", "bash"]:
             host, port = argv[-2], int(argv[-1])
             code, err = self.network(host, port)

@@ -377,3 +377,76 @@ def test_stop_deletes_the_agent_pod_of_an_active_bottle(
         assert kube_env.get("Pod", NAMESPACE, "bb-shell-0a1b2c-agent") is None
         assert kube_env.get("Pod", NAMESPACE, "bb-shell-0a1b2c-sidecars") is not None
     assert bottle_objects(kube_env) == []
+
+
+KEYED = """\
+---
+agent_provider:
+  template: shell
+env:
+  API_KEY: ${BOTTLE_SECRET}
+git_gate:
+  repos:
+    - name: proj
+      url: ssh://git@git.example.test/me/proj.git
+      host_key: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHM/us+yJ8sNmo4On6iamuGgHQiQ62/N1DN4AwBLqQy2
+      key: {provider: static, path: KEYPATH}
+---
+"""
+
+
+def test_a_real_plan_launches_with_its_keys_workspace_and_secret_env(
+    kube_env: FakeApiServer,
+    shell: PodShell,
+    make_kube_plan: Any,
+    bot_bottle_home: Path,
+    tmp_path: Path,
+) -> None:
+    """A plan core made from a manifest (git-gate with a static deploy key,
+    an agent variable holding a bottle secret, --cwd): the key reaches the
+    bundle's Secret, the workspace is seeded, the secret variable reaches
+    the agent's execs through stdin and is in no object."""
+    import dataclasses
+    import json
+
+    key = tmp_path / "deploy_key"
+    key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nnot-a-real-key\n")
+    key.chmod(0o600)
+    make_kube_plan("minimal")  # writes the home's manifests
+    (bot_bottle_home / "bottles/keyed.md").write_text(KEYED.replace("KEYPATH", str(key)))
+    plan = make_kube_plan("keyed", cwd=True)
+    assert plan.cwd is not None
+    (plan.cwd / "README").write_text("the operator's project\n")
+    plan = dataclasses.replace(
+        plan,
+        agent_image="reg.test/a@sha256:" + "a" * 64,
+        bundle_image="reg.test/b@sha256:" + "b" * 64,
+    )
+    backend = _quiet()
+    with backend.launch(backend.prepare(plan)) as bottle:
+        name = f"bb-{plan.slug}"
+        keys = kube_env.get("Secret", NAMESPACE, f"{name}-gate-keys")
+        assert keys is not None and len(keys["data"]) == 1
+        import base64
+
+        [value] = keys["data"].values()
+        assert b"not-a-real-key" in base64.b64decode(value)
+        seeded = shell.root / f"{name}-agent" / "workspace" / "README"
+        assert seeded.read_text() == "the operator's project\n"
+        # The secret-valued agent variable is in no stored object...
+        everything = json.dumps(kube_env.all(namespace=NAMESPACE))
+        agent_pod = kube_env.get("Pod", NAMESPACE, f"{name}-agent")
+        assert agent_pod is not None
+        assert "API_KEY" in agent_pod["metadata"]["annotations"]["bot-bottle/exec-env"]
+        assert "bottle-secret-value-51be02" not in json.dumps(agent_pod)
+        # ...and reaches each exec through stdin.
+        shell.programs["printenv"] = 0
+        before = len(kube_env.exec_log)
+        assert bottle.exec(["printenv"]).exit_code == 0
+        session = kube_env.exec_log[before]
+        assert session.argv[:2] == ["sh", "-c"]
+        assert "bottle-secret-value-51be02" not in " ".join(session.argv)
+        assert shell.envs[-1]["API_KEY"] == "bottle-secret-value-51be02"
+        # (the bundle's env Secret holds it, base64: never in clear text)
+        assert "bottle-secret-value-51be02" not in everything
+    assert bottle_objects(kube_env) == []

@@ -131,11 +131,13 @@ class KubernetesBackend(Backend):
         if registry is not None:
             # The nodes pull from the registry, by digest: what runs is what was built.
             images = push_images(images, registry)
-        with tempfile.TemporaryDirectory(prefix="bb-k8s-ca-") as tmp:
+        with contextlib.ExitStack() as stack:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bb-k8s-"))
+            gate_keys = _stage_keys(plan, Path(tmp) / "keys", stack)
             ca_dir = Path(tmp) / "ca"
             generate_bottle_ca(ca_dir, name=f"bot-bottle {plan.slug}")
             ca_files = {p.name: p.read_bytes() for p in sorted(ca_dir.iterdir())}
-            upstream = plan.upstream_ca.read_bytes() if plan.upstream_ca is not None else None
+            upstream = _upstream_ca(plan)
             launcher_id = holder_identity()
 
             def render(anchor_uid: str, bundle_address: str) -> list[dict[str, Any]]:
@@ -146,6 +148,7 @@ class KubernetesBackend(Backend):
                     anchor_uid=anchor_uid,
                     bundle_address=bundle_address,
                     ca_files=ca_files,
+                    gate_keys=gate_keys,
                     upstream_ca=upstream,
                     runtime_class=runtime_class,
                     host_users=False if opts.user_namespace else None,
@@ -217,6 +220,31 @@ class KubernetesBackend(Backend):
         for namespace, group in by_ns.items():
             removed += cleanup(self._connect(namespace), group)
         return removed
+
+
+def _stage_keys(plan: BottlePlan, keys_dir: Path, stack: contextlib.ExitStack) -> dict[str, bytes]:
+    """git-gate's deploy keys (file name -> key) for the bundle's Secret, as
+    the Docker backend stages them; provisioned ones are revoked when
+    ``stack`` closes, after the bottle's teardown."""
+    if plan.gitgate is None or not plan.gitgate.enabled:
+        return {}
+    from bot_bottle_sidecars.launch.keys import GateKeys
+
+    keys = GateKeys(plan.gitgate, keys_dir, bottle_slug=plan.slug)
+    stack.callback(keys.close)
+    return {path.name: path.read_bytes() for path in keys.stage().values()}
+
+
+def _upstream_ca(plan: BottlePlan) -> bytes | None:
+    if plan.upstream_ca is None:
+        return None
+    try:
+        return plan.upstream_ca.read_bytes()
+    except OSError as exc:
+        raise BotBottleError(
+            f"cannot read the bottle's egress.upstream_ca {plan.upstream_ca}: {exc.strerror}",
+            hint="point upstream_ca at a readable PEM file",
+        ) from None
 
 
 def _public_target() -> tuple[str, int]:

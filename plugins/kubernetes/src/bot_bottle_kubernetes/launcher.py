@@ -149,7 +149,8 @@ def launch_bottle(
             public=public_target,
         )
         progress("fence probe")
-        fence.require_fenced(fence.run_probe(lambda argv: bottle.exec(argv, user="root"), targets))
+        # Plain execs as root: the probe carries none of the agent's environment.
+        fence.require_fenced(fence.run_probe(lambda argv: bottle.raw_exec(argv, None), targets))
         yield bottle
     finally:
         failures = objects.teardown()
@@ -239,20 +240,21 @@ class KubeRunningBottle(RunningBottle):
         command, preamble = self.command(argv, user=user, env=env, workdir=workdir)
         return self.kube.exec(self.pod, AGENT_CONTAINER, command, stdin=preamble + (stdin or b""))
 
-    def _run(self, argv: Sequence[str], stdin: bytes | None) -> ExecResult:
+    def raw_exec(self, argv: Sequence[str], stdin: bytes | None) -> ExecResult:
+        """``argv`` exactly, as the container's user (root), no env of the agent's."""
         return self.kube.exec(self.pod, AGENT_CONTAINER, list(argv), stdin=stdin)
 
     def copy_in(
         self, src: Path, dest: str, *, mode: int | None = None, owner: str | None = None
     ) -> None:
-        transfer.copy_in(self._run, src, dest)
+        transfer.copy_in(self.raw_exec, src, dest)
         for argv in (
             ["chmod", f"{mode:o}", dest] if mode is not None else None,
             ["chown", "-R" if src.is_dir() else "--", owner, dest] if owner else None,
         ):
             if argv is None:
                 continue
-            result = self._run(argv, None)
+            result = self.raw_exec(argv, None)
             if not result.ok:
                 raise BotBottleError(
                     f"{argv[0]} {dest} in the pod failed: "
@@ -260,7 +262,7 @@ class KubeRunningBottle(RunningBottle):
                 )
 
     def copy_out(self, src: str, dest: Path) -> None:
-        transfer.copy_out(self._run, src, dest)
+        transfer.copy_out(self.raw_exec, src, dest)
 
     def seed_workspace(self, src: Path, dest: str) -> None:
         """The operator's directory into the pod's emptyDir, owned by the agent."""
