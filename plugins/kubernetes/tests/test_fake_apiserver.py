@@ -48,10 +48,10 @@ def test_create_conflicts_and_not_found_carry_kubernetes_statuses(
     core.create_namespaced_config_map(NAMESPACE, _cm("a"), field_validation="Strict")
     with pytest.raises(ApiException) as err:
         core.create_namespaced_config_map(NAMESPACE, _cm("a"), field_validation="Strict")
-    assert err.value.status == 409 and '"AlreadyExists"' in err.value.body
+    assert err.value.status == 409 and '"AlreadyExists"' in str(err.value.body)
     with pytest.raises(ApiException) as err:
         core.read_namespaced_config_map("nope", NAMESPACE)
-    assert err.value.status == 404 and '"NotFound"' in err.value.body
+    assert err.value.status == 404 and '"NotFound"' in str(err.value.body)
     with pytest.raises(ApiException) as err:
         core.create_namespaced_config_map("other", _cm("b"))
     assert err.value.status == 400  # body namespace differs from the URL's
@@ -138,7 +138,7 @@ def test_replace_with_a_stale_resource_version_conflicts(
     core.replace_namespaced_config_map("a", NAMESPACE, body)
     with pytest.raises(ApiException) as err:
         core.replace_namespaced_config_map("a", NAMESPACE, body)  # the old version again
-    assert err.value.status == 409 and '"Conflict"' in err.value.body
+    assert err.value.status == 409 and '"Conflict"' in str(err.value.body)
 
 
 def test_an_unscripted_exec_never_passes(fake: FakeApiServer, tmp_path: Path) -> None:
