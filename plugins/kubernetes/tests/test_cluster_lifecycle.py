@@ -55,6 +55,13 @@ def _quiet() -> KubernetesBackend:
     return KubernetesBackend(progress=lambda _m: None)
 
 
+#: The oldest and newest supported minors, besides the pinned one.
+SUPPORTED_EDGES = ["1.29.0", K8S_VERSION, "1.35.0"]
+
+
+@pytest.mark.parametrize(
+    "fake", SUPPORTED_EDGES, ids=[f"k8s-{v}" for v in SUPPORTED_EDGES], indirect=True
+)
 def test_whole_lifecycle_creates_under_the_anchor_and_cascades_away(
     kube_env: FakeApiServer, shell: PodShell
 ) -> None:
