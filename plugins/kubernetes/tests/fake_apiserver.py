@@ -45,7 +45,8 @@ Faked (the test decides what a real node would have done):
   handler answers 126 ("no handler"), so an unscripted exec never passes.
 - GC is synchronous (a real collector is eventually consistent; the backend
   must not rely on either).
-- Plain HTTP, no authentication: TLS and auth are the client library's.
+- HTTPS with a CA made at start (named in the kubeconfig it writes); the
+  bearer token is not checked (authentication is the cluster's business).
 - Discovery (``/api``, ``/apis``) is not served: the backend uses fixed paths.
 - Fault injection: :meth:`FakeApiServer.fail_create` makes the n-th create
   of the run answer 500, to prove a launch that dies there leaves nothing.
@@ -60,7 +61,9 @@ import json
 import queue
 import re
 import socket
+import ssl
 import struct
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -260,6 +263,15 @@ class FakeApiServer:
         self._pod_ips = itertools.count(10)
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self.httpd.daemon_threads = True
+        # HTTPS with a CA of its own, named in the kubeconfig, as a cluster's is:
+        # the client's TLS verification (REST and wss:// exec) is exercised.
+        self.ca_pem, cert_pem, key_pem = _server_certificate()
+        self._tls_dir = tempfile.TemporaryDirectory(prefix="fake-apiserver-")
+        cert_file = Path(self._tls_dir.name) / "server.pem"
+        cert_file.write_bytes(cert_pem + key_pem)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert_file)
+        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         # What a fresh cluster has: the namespaces and the API's service.
         for ns in ("default", "kube-system"):
@@ -278,7 +290,11 @@ class FakeApiServer:
     @property
     def url(self) -> str:
         host, port = self.httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"https://{host!s}:{port}"
+
+    def client_ssl_context(self) -> ssl.SSLContext:
+        """What a client trusting this server's CA uses."""
+        return ssl.create_default_context(cadata=self.ca_pem.decode())
 
     def start(self) -> FakeApiServer:
         self._thread.start()
@@ -287,6 +303,7 @@ class FakeApiServer:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+        self._tls_dir.cleanup()
 
     def write_kubeconfig(self, path: Path, namespace: str = "default") -> Path:
         """A kubeconfig whose current context is this server."""
@@ -295,7 +312,15 @@ class FakeApiServer:
         doc = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+            "clusters": [
+                {
+                    "name": "fake",
+                    "cluster": {
+                        "server": self.url,
+                        "certificate-authority-data": base64.b64encode(self.ca_pem).decode(),
+                    },
+                }
+            ],
             "users": [{"name": "fake", "user": {"token": "fake-token"}}],
             "contexts": [
                 {
@@ -746,6 +771,65 @@ class FakeApiServer:
                 self._serve("PATCH")
 
         return Handler
+
+
+def _server_certificate() -> tuple[bytes, bytes, bytes]:
+    """(CA cert, server cert for 127.0.0.1, server key), PEM, made now."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake-apiserver CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    key_pem = key.private_bytes(
+        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return ca.public_bytes(pem), cert.public_bytes(pem), key_pem
 
 
 def _ws_send(sock: socket.socket, payload: bytes, opcode: int = 0x2) -> None:

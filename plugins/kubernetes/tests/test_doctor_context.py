@@ -127,7 +127,7 @@ def test_an_unreachable_cluster_fails_before_anything_is_built(
     with socket.socket() as s:  # a loopback port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cfg = (tmp_path / "kubeconfig").read_text().replace(kube_env.url, f"http://127.0.0.1:{port}")
+    cfg = (tmp_path / "kubeconfig").read_text().replace(kube_env.url, f"https://127.0.0.1:{port}")
     (tmp_path / "dead").write_text(cfg)
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "dead"))
     backend = KubernetesBackend(progress=lambda _m: None)
@@ -188,3 +188,20 @@ def test_start_without_a_kube_context_says_what_to_configure_and_leaves_nothing(
     assert "hint: " in proc.stderr and "KUBECONFIG" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+
+
+def test_a_server_certificate_the_kubeconfig_does_not_trust_is_refused(
+    kube_env: FakeApiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client verifies the API server against the kubeconfig's CA; a
+    server with another CA is an error before anything is created."""
+    with running_fake() as impostor:  # same address form, its own CA
+        (tmp_path / "mixed").write_text(
+            (tmp_path / "kubeconfig").read_text().replace(kube_env.url, impostor.url)
+        )
+        monkeypatch.setenv("KUBECONFIG", str(tmp_path / "mixed"))
+        backend = KubernetesBackend(progress=lambda _m: None)
+        untrusted = pytest.raises(KubeError, match="CERTIFICATE_VERIFY_FAILED")
+        with untrusted, backend.launch(backend.prepare(mini_plan())):
+            pass
+        assert impostor.creates == 0

@@ -87,7 +87,9 @@ def _raw(fake: FakeApiServer, method: str, path: str, body: bytes) -> tuple[int,
     import json
 
     host, port = fake.httpd.server_address[:2]
-    conn = http.client.HTTPConnection(str(host), port, timeout=10)
+    conn = http.client.HTTPSConnection(
+        str(host), port, timeout=10, context=fake.client_ssl_context()
+    )
     conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
     resp = conn.getresponse()
     return resp.status, json.loads(resp.read())
