@@ -205,3 +205,21 @@ def test_a_server_certificate_the_kubeconfig_does_not_trust_is_refused(
         with untrusted, backend.launch(backend.prepare(mini_plan())):
             pass
         assert impostor.creates == 0
+
+
+def test_list_asks_a_cluster_only_when_this_home_uses_it(
+    kube_env: FakeApiServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A kubeconfig for unrelated work is not asked on every `list`/`cleanup`;
+    and an unreachable cluster warns instead of breaking the other backends."""
+    monkeypatch.delenv("BOT_BOTTLE_K8S_NAMESPACE")
+    backend = KubernetesBackend()
+    before = len(kube_env.requests)
+    assert backend.list_active() == [] and backend.find_orphans() == []
+    assert len(kube_env.requests) == before  # never asked
+    monkeypatch.setenv("BOT_BOTTLE_K8S_NAMESPACE", NAMESPACE)
+    assert backend.list_active() == []
+    assert len(kube_env.requests) > before
+    kube_env.stop()  # the cluster goes away
+    assert backend.list_active() == []
+    assert "warning: cannot list bottles on the Kubernetes cluster" in capsys.readouterr().err

@@ -46,7 +46,9 @@ RUNSC_HANDLER = "runsc"
 
 
 def _stderr_progress(line: str) -> None:
-    pass
+    import sys
+
+    sys.stderr.write(f"{line}\n")
 
 
 class KubernetesBackend(Backend):
@@ -179,33 +181,44 @@ class KubernetesBackend(Backend):
     # -- enumeration -------------------------------------------------------------
 
     def _kube_or_none(self) -> Kube | None:
+        """The cluster to enumerate, or None when this home never used one.
+
+        A kubeconfig is common for reasons that have nothing to do with
+        bot-bottle: ``list`` and ``cleanup`` ask its cluster only when a
+        bottle of this home ran on this backend (its state dir says so) or
+        the operator named the namespace or context for it."""
         from bot_bottle_kubernetes.cluster import context_problem
 
         if context_problem(self._target()) is not None:
             return None
-        return self._connect()
+        opted_in = any(os.environ.get(ENV_PREFIX + n) for n in ("NAMESPACE", "CONTEXT"))
+        if not (opted_in or _used_here()):
+            return None
+        return self._connect(timeout=10.0)
+
+    def _enumerate(self, what: str, fn: Callable[[Kube], list[Any]]) -> list[Any]:
+        from bot_bottle_kubernetes.cluster import KubeError
+
+        try:
+            kube = self._kube_or_none()
+            return fn(kube) if kube is not None else []
+        except KubeError as e:
+            # One unreachable cluster must not break `list`/`cleanup` for the
+            # other backends; say so instead of claiming there is nothing.
+            import sys
+
+            sys.stderr.write(f"warning: cannot {what} on the Kubernetes cluster: {e.message}\n")
+            return []
 
     def list_active(self) -> list[ActiveBottle]:
         from bot_bottle_kubernetes.lifecycle import active
 
-        kube = self._kube_or_none()
-        return active(kube) if kube is not None else []
-
-    def stop(self, slug: str) -> bool:
-        """Delete the agent pod: the launcher's exec ends, and it tears the rest down."""
-        from bot_bottle_kubernetes.lifecycle import active
-        from bot_bottle_kubernetes.render import names
-
-        kube = self._kube_or_none()
-        if kube is None or slug not in {b.slug for b in active(kube)}:
-            return False
-        return kube.delete("Pod", names(slug)["agent"], propagation="Background")
+        return self._enumerate("list bottles", active)
 
     def find_orphans(self) -> list[CleanupItem]:
         from bot_bottle_kubernetes.lifecycle import orphans
 
-        kube = self._kube_or_none()
-        return orphans(kube) if kube is not None else []
+        return self._enumerate("look for orphans", orphans)
 
     def cleanup(self, items: Sequence[CleanupItem]) -> list[CleanupItem]:
         from bot_bottle_kubernetes.lifecycle import cleanup
@@ -221,6 +234,16 @@ class KubernetesBackend(Backend):
             removed += cleanup(self._connect(namespace), group)
         return removed
 
+    def stop(self, slug: str) -> bool:
+        """Delete the agent pod: the launcher's exec ends, and it tears the rest down."""
+        from bot_bottle_kubernetes.lifecycle import active
+        from bot_bottle_kubernetes.render import names
+
+        kube = self._kube_or_none()
+        if kube is None or slug not in {b.slug for b in active(kube)}:
+            return False
+        return kube.delete("Pod", names(slug)["agent"], propagation="Background")
+
 
 def _stage_keys(plan: BottlePlan, keys_dir: Path, stack: contextlib.ExitStack) -> dict[str, bytes]:
     """git-gate's deploy keys (file name -> key) for the bundle's Secret, as
@@ -233,6 +256,13 @@ def _stage_keys(plan: BottlePlan, keys_dir: Path, stack: contextlib.ExitStack) -
     keys = GateKeys(plan.gitgate, keys_dir, bottle_slug=plan.slug)
     stack.callback(keys.close)
     return {path.name: path.read_bytes() for path in keys.stage().values()}
+
+
+def _used_here() -> bool:
+    """Whether a state dir of this home names this backend."""
+    from bot_bottle.state import all_states
+
+    return any(s.metadata().get("backend") == BACKEND for s in all_states())
 
 
 def _upstream_ca(plan: BottlePlan) -> bytes | None:

@@ -156,6 +156,10 @@ def launch_bottle(
         failures = objects.teardown()
         if failures:
             log.warning("bottle %s: teardown left %s", slug, "; ".join(failures))
+            sys.stderr.write(
+                f"warning: teardown of {slug} could not remove: {'; '.join(failures)} "
+                "(`bot-bottle cleanup` retries)\n"
+            )
 
 
 #: Reads ``NAME=base64(value)`` lines from stdin up to a blank line, exports
