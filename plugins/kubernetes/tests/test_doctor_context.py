@@ -223,3 +223,27 @@ def test_list_asks_a_cluster_only_when_this_home_uses_it(
     kube_env.stop()  # the cluster goes away
     assert backend.list_active() == []
     assert "warning: cannot list bottles on the Kubernetes cluster" in capsys.readouterr().err
+
+
+def test_the_cli_lists_a_cluster_bottle(
+    kube_env: FakeApiServer, shell: PodShell, tmp_path: Path
+) -> None:
+    """`bot-bottle list active --json` (the real CLI) shows a bottle running
+    on the cluster, read from its anchor and Lease."""
+    import json
+
+    backend = KubernetesBackend(progress=lambda _m: None)
+    with backend.launch(backend.prepare(mini_plan())):
+        proc = subprocess.run(
+            [BIN / "bot-bottle", "list", "active", "--json"],
+            env=dict(os.environ),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert "Traceback" not in proc.stderr
+    rows = [r for r in json.loads(proc.stdout)["active"] if r["backend"] == "kubernetes"]
+    assert [(r["slug"], r["agent"], r["label"]) for r in rows] == [
+        ("shell-0a1b2c", "shell", "k8s test")
+    ]
