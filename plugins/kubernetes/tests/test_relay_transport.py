@@ -133,3 +133,57 @@ def test_agent_loopback_reaches_the_bundle_daemon_over_the_network(
 def _ip(container: Any, net: str) -> str:
     container.reload()
     return container.attrs["NetworkSettings"]["Networks"][net]["IPAddress"]
+
+
+def test_the_dirs_init_container_gives_each_shared_dir_to_its_one_user(
+    docker_client: Any,  # noqa: F811
+    bundle_image: str,
+    make_kube_plan: Any,
+    launch_inputs: dict[str, Any],
+) -> None:
+    """The bundle pod's ``dirs`` init container, as rendered (command, user,
+    capabilities), run on world-writable mounts as emptyDirs are: afterwards
+    the socket dir is the relay's, the queue supervise's, the logs root's,
+    each 0700, and another daemon user can write none of them."""
+    from bot_bottle_kubernetes.render import render_bottle
+
+    objects = render_bottle(make_kube_plan("full"), **launch_inputs)
+    pod = next(
+        o for o in objects if o["kind"] == "Pod" and o["metadata"]["name"].endswith("-sidecars")
+    )
+    (init,) = pod["spec"]["initContainers"]
+    sc = init["securityContext"]
+    paths = [m["mountPath"] for m in init["volumeMounts"]]
+    script = (
+        f"{' '.join(init['command'][:2])} '{init['command'][2]}' && "
+        + " && ".join(f"stat -c '%n %u %a' {p}" for p in paths)
+        + f" && if {_as('egress')} touch {SOCK_DIR}/x 2>/dev/null; then echo WRITABLE; fi"
+        # The positive control: the relay's user can (so the check can fail).
+        + f" && {_as('relay')} touch {SOCK_DIR}/y && echo RELAY-WRITES"
+    )
+    out = docker_client.containers.run(
+        bundle_image,
+        entrypoint=["sh", "-c", script],
+        command=[],
+        user=str(sc["runAsUser"]),
+        cap_drop=["ALL"],
+        cap_add=[*sc["capabilities"]["add"], "SETUID", "SETGID"],  # setpriv, for the check only
+        security_opt=["no-new-privileges"],
+        tmpfs={p: "mode=0777" for p in paths},
+        read_only=sc["readOnlyRootFilesystem"],
+        labels={"bot-bottle.test": "k8s-relay-transport"},
+        remove=True,
+    ).decode()
+    stats = dict(line.split(" ", 1) for line in out.splitlines() if line.startswith("/"))
+    relay, supervise = DAEMON_USERS["relay"].uid, DAEMON_USERS["supervise"].uid
+    assert stats == {
+        SOCK_DIR: f"{relay} 700",
+        "/var/lib/bot-bottle/queue": f"{supervise} 700",
+        "/var/log/bot-bottle": "0 700",
+    }, out
+    assert "WRITABLE" not in out and "RELAY-WRITES" in out
+
+
+def _as(daemon: str) -> str:
+    uid = DAEMON_USERS[daemon].uid
+    return f"setpriv --reuid={uid} --regid={uid} --clear-groups"

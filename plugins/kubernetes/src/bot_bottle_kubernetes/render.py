@@ -46,6 +46,7 @@ from bot_bottle_sidecars.layout import (
     bundle_hosts,
     endpoints,
     network_endpoints,
+    shared_dir_users,
 )
 from bot_bottle_sidecars.layout import DAEMON_USERS as _USERS
 
@@ -575,6 +576,29 @@ def _bundle_pod(
             "capabilities": _drop_all(BUNDLE_CAPS),
         },
     }
+    # emptyDirs are world-writable; the Docker backend grants each shared
+    # directory to its one daemon user, and the logs to init (root) alone.
+    # The same here, before init starts: chmod first (root owns them), then
+    # chown, so CHOWN is the one capability it needs.
+    dirs = [{"name": "sock", "mountPath": SOCK_DIR}, {"name": "queue", "mountPath": QUEUE_DIR},
+            {"name": "logs", "mountPath": LOG_DIR}]  # fmt: skip
+    steps = [f"chmod 0700 {SOCK_DIR} {QUEUE_DIR} {LOG_DIR}"] + [
+        f"chown {user.uid}:{user.uid} {path}" for path, user in sorted(shared_dir_users().items())
+    ]
+    prepare_dirs = {
+        "name": "dirs",
+        "image": image,
+        "imagePullPolicy": pull_policy,
+        "command": ["sh", "-euc", " && ".join(steps)],
+        "volumeMounts": dirs,
+        "securityContext": {
+            "runAsUser": 0,
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": _drop_all(["CHOWN"]),
+        },
+    }
     hosts: dict[str, list[str]] = {}
     for name, ip in bundle_hosts(plan).items():
         hosts.setdefault(ip, []).append(name)
@@ -585,6 +609,7 @@ def _bundle_pod(
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": 10,
         "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        "initContainers": [prepare_dirs],
         "containers": [container],
         "volumes": volumes,
     }
