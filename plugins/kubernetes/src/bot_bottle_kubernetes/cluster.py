@@ -184,6 +184,7 @@ class Kube:
         query: Sequence[tuple[str, str]] = (),
         body: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
+        import urllib3
         from kubernetes.client.exceptions import ApiException
 
         client = self.api_client
@@ -200,18 +201,11 @@ class Kube:
             raw = response.read()
         except ApiException as e:  # raised by the transport itself
             raise self._failure(e.status or 0, e.body) from None
-        except OSError as e:
+        except (OSError, urllib3.exceptions.HTTPError) as e:
             raise KubeError(
                 f"cannot reach the Kubernetes API server: {e}",
                 hint="check the cluster is up and the kube context points at it",
             ) from None
-        except Exception as e:  # urllib3's errors do not share a base we can name lazily
-            if type(e).__module__.startswith("urllib3"):
-                raise KubeError(
-                    f"cannot reach the Kubernetes API server: {e}",
-                    hint="check the cluster is up and the kube context points at it",
-                ) from None
-            raise
         if not 200 <= response.status < 300:
             raise self._failure(response.status, raw)
         return json.loads(raw) if raw else {}

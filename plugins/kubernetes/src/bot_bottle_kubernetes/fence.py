@@ -120,7 +120,9 @@ def targets(
         raise FenceOpenError(
             "the agent's NetworkPolicy lists no bundle port: nothing to probe against"
         )
-    unlisted = next(p for p in UNLISTED_CANDIDATES if p not in bundle_ports)
+    unlisted = next(
+        (p for p in UNLISTED_CANDIDATES if p not in bundle_ports), max(bundle_ports) + 1
+    )
     return [
         Target("bundle (listed port, must connect)", bundle_ip, bundle_ports[0], allowed=True),
         Target("public address", public[0], public[1]),
