@@ -457,3 +457,18 @@ def test_a_real_plan_launches_with_its_keys_workspace_and_secret_env(
         # (the bundle's env Secret holds it, base64: never in clear text)
         assert "bottle-secret-value-51be02" not in everything
     assert bottle_objects(kube_env) == []
+
+
+@pytest.mark.parametrize("step", ["create Secret/", "create Pod/", "fence probe"])
+def test_ctrl_c_in_any_phase_removes_what_was_created(
+    kube_env: FakeApiServer, shell: PodShell, step: str
+) -> None:
+    def interrupt(message: str) -> None:
+        if message.startswith(step):
+            raise KeyboardInterrupt
+
+    backend = KubernetesBackend(progress=interrupt)
+    with pytest.raises(KeyboardInterrupt), backend.launch(backend.prepare(mini_plan())):
+        pytest.fail("launched through a Ctrl-C")
+    assert kube_env.creates > 1
+    assert bottle_objects(kube_env) == []
