@@ -49,7 +49,8 @@ Faked (the test decides what a real node would have done):
   bearer token is not checked (authentication is the cluster's business).
 - Discovery (``/api``, ``/apis``) is not served: the backend uses fixed paths.
 - Fault injection: :meth:`FakeApiServer.fail_create` makes the n-th create
-  of the run answer 500, to prove a launch that dies there leaves nothing.
+  of the run answer 500, to prove a launch that dies there leaves nothing;
+  :attr:`FakeApiServer.fail_deletes` makes every delete answer 500.
 """
 
 from __future__ import annotations
@@ -254,6 +255,8 @@ class FakeApiServer:
         self._rv = itertools.count(1000)
         self._creates = 0
         self._fail_at: int | None = None
+        #: Deletes answer 500 while True (an API server that fails mid-teardown).
+        self.fail_deletes = False
         #: Phase the fake scheduler gives new pods ("Running", "Pending", "Failed").
         self.pod_phase = "Running"
         self.exec_handler: ExecHandler = _no_handler
@@ -606,6 +609,8 @@ class FakeApiServer:
     def _delete_request(
         self, kind: str, ns: str, name: str, query: dict[str, list[str]], body: bytes
     ) -> dict[str, Any]:
+        if self.fail_deletes:
+            raise ApiError(500, "InternalError", "injected failure on delete")
         policy = (query.get("propagationPolicy") or [None])[0]
         if body.strip():
             try:

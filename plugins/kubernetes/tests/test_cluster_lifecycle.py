@@ -472,3 +472,22 @@ def test_ctrl_c_in_any_phase_removes_what_was_created(
         pytest.fail("launched through a Ctrl-C")
     assert kube_env.creates > 1
     assert bottle_objects(kube_env) == []
+
+
+def test_a_teardown_the_server_refuses_is_reported_and_cleanup_finishes_it(
+    kube_env: FakeApiServer, shell: PodShell, capsys: pytest.CaptureFixture[str]
+) -> None:
+    backend = _quiet()
+    with _launch(backend):
+        kube_env.fail_deletes = True
+    err = capsys.readouterr().err
+    assert "warning: teardown of shell-0a1b2c could not remove" in err
+    assert "injected failure on delete" in err and "`bot-bottle cleanup` retries" in err
+    assert len(bottle_objects(kube_env)) == 11
+    kube_env.fail_deletes = False
+    lease = kube_env.get("Lease", NAMESPACE, "bb-shell-0a1b2c")
+    assert lease is not None
+    lease["spec"]["renewTime"] = "2026-01-01T00:00:00.000000Z"  # nobody renews it any more
+    items = backend.find_orphans()
+    assert backend.cleanup(items) == items
+    assert bottle_objects(kube_env) == []
