@@ -88,6 +88,9 @@ class PodShell:
             return 0
         if argv[:3] == ["tar", "-c", "-f"]:
             parent, base = argv[5], argv[6]
+            if not (self._path(session, parent) / base).exists():
+                session.stderr(f"tar: {parent}: Cannot open: No such file or directory\n".encode())
+                return 2
             buf = io.BytesIO()
             with tarfile.open(fileobj=buf, mode="w") as tar:
                 tar.add(self._path(session, parent) / base, arcname=base)

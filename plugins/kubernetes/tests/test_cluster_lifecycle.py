@@ -491,3 +491,27 @@ def test_a_teardown_the_server_refuses_is_reported_and_cleanup_finishes_it(
     items = backend.find_orphans()
     assert backend.cleanup(items) == items
     assert bottle_objects(kube_env) == []
+
+
+def test_sidecar_logs_and_proposals_outlive_the_bottle(
+    kube_env: FakeApiServer, shell: PodShell, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """At teardown the bundle pod's daemon logs go to the bottle's history
+    (`bot-bottle logs`) and its supervise queue's proposals with them."""
+    from bot_bottle_sidecars.layout import LOG_DIR, QUEUE_DIR
+
+    from bot_bottle.history import BottleHistory
+
+    bundle = shell.root / "bb-shell-0a1b2c-sidecars"
+    (bundle / LOG_DIR.lstrip("/")).mkdir(parents=True)
+    (bundle / LOG_DIR.lstrip("/") / "egress.jsonl").write_text('{"event": "refused"}\n')
+    (bundle / QUEUE_DIR.lstrip("/")).mkdir(parents=True)
+    (bundle / QUEUE_DIR.lstrip("/") / "p1.json").write_text('{"id": "p1"}')
+    with _launch(_quiet()):
+        pass
+    history = BottleHistory.for_slug("shell-0a1b2c")
+    assert (history.logs_dir / "egress.jsonl").read_text() == '{"event": "refused"}\n'
+    assert (history.proposals_dir / "p1.json").read_text() == '{"id": "p1"}'
+    assert history.ended
+    assert history.info()["backend"] == "kubernetes"
+    assert "warning" not in capsys.readouterr().err

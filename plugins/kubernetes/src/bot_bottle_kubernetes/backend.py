@@ -141,6 +141,17 @@ class KubernetesBackend(Backend):
             ca_files = {p.name: p.read_bytes() for p in sorted(ca_dir.iterdir())}
             upstream = _upstream_ca(plan)
             launcher_id = holder_identity()
+            # Logs and proposals outlive the bottle (`bot-bottle logs`), as on
+            # Docker; here they are read out of the bundle pod at teardown.
+            from bot_bottle.history import BottleHistory
+
+            history = BottleHistory.for_slug(plan.slug)
+            history.begin(
+                {"slug": plan.slug, "agent": plan.agent, "bottle": plan.bottle,
+                 "backend": self.name, "label": plan.label}
+            )  # fmt: skip
+            queue_copy = Path(tmp) / "queue"
+            stack.callback(lambda: history.end(queue_copy))
 
             def render(anchor_uid: str, bundle_address: str) -> list[dict[str, Any]]:
                 return render_bottle(
@@ -173,10 +184,13 @@ class KubernetesBackend(Backend):
                 exec_env=split_agent_env(plan)[1],
                 progress=self.progress,
             ) as bottle:
-                bottle.copy_in(ca_dir / AGENT_CA_CERT, GUEST_CA_PATH, mode=0o644, owner="root")
-                if plan.cwd is not None:
-                    bottle.seed_workspace(plan.cwd, WORKSPACE)
-                yield bottle
+                try:
+                    bottle.copy_in(ca_dir / AGENT_CA_CERT, GUEST_CA_PATH, mode=0o644, owner="root")
+                    if plan.cwd is not None:
+                        bottle.seed_workspace(plan.cwd, WORKSPACE)
+                    yield bottle
+                finally:
+                    keep_history(kube, prepared.names["sidecars"], history.logs_dir, queue_copy)
 
     # -- enumeration -------------------------------------------------------------
 
@@ -256,6 +270,28 @@ def _stage_keys(plan: BottlePlan, keys_dir: Path, stack: contextlib.ExitStack) -
     keys = GateKeys(plan.gitgate, keys_dir, bottle_slug=plan.slug)
     stack.callback(keys.close)
     return {path.name: path.read_bytes() for path in keys.stage().values()}
+
+
+def keep_history(kube: Kube, bundle_pod: str, logs_dir: Path, queue_dir: Path) -> None:
+    """The bundle pod's daemon logs into the bottle's history, and its
+    supervise queue where ``history.end`` takes the proposals from. A
+    failure is a warning: the teardown goes on."""
+    import sys
+
+    from bot_bottle_sidecars.layout import LOG_DIR, QUEUE_DIR
+
+    from bot_bottle_kubernetes.launcher import BUNDLE_CONTAINER
+    from bot_bottle_kubernetes.transfer import pull_tree
+
+    def run(argv: Sequence[str], stdin: bytes | None) -> Any:
+        return kube.exec(bundle_pod, BUNDLE_CONTAINER, argv, stdin=stdin, timeout=120)
+
+    for src, dest in ((LOG_DIR, logs_dir), (QUEUE_DIR, queue_dir)):
+        try:
+            dest.mkdir(parents=True, exist_ok=True, mode=0o700)
+            pull_tree(run, src, dest)
+        except BotBottleError as e:
+            sys.stderr.write(f"warning: could not keep {src} of {bundle_pod}: {e.message}\n")
 
 
 def _used_here() -> bool:

@@ -37,6 +37,7 @@ from bot_bottle_kubernetes.netpol import foreign_policies
 log = logging.getLogger(__name__)
 
 AGENT_CONTAINER = "agent"
+BUNDLE_CONTAINER = "sidecars"
 #: Render's placeholders before the anchor and the bundle pod exist.
 Render = Callable[[str, str], list[dict[str, Any]]]
 

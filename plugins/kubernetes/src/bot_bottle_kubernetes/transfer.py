@@ -126,3 +126,28 @@ def copy_out(run: Exec, src: str, dest: Path) -> None:
         produced.rename(dest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def pull_tree(run: Exec, src: str, dest: Path) -> list[str]:
+    """Merge the regular files under pod directory ``src`` into host ``dest``
+    (checked as :func:`copy_out` does); return their relative names."""
+    result = run(["tar", "-c", "-f", "-", "-C", src, "."], None)
+    if not result.ok:
+        raise BotBottleError(
+            f"reading {src} from the pod failed (exit {result.exit_code}): "
+            f"{result.stderr.decode(errors='replace').strip()[:300]}"
+        )
+    staging = dest.parent / f".{dest.name}.incoming"
+    shutil.rmtree(staging, ignore_errors=True)
+    moved = []
+    try:
+        unpack(result.stdout, staging)
+        for path in sorted(staging.rglob("*")):
+            if path.is_file() and not path.is_symlink():
+                rel = path.relative_to(staging)
+                (dest / rel).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                path.replace(dest / rel)
+                moved.append(rel.as_posix())
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return moved
