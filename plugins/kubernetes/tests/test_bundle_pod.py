@@ -4,9 +4,11 @@ daemon on the pod's address; the ConfigMap lays out every file."""
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
+import pytest
 from bot_bottle_sidecars.init.plan import parse_plan
 from bot_bottle_sidecars.layout import (
     DAEMON_USERS,
@@ -116,3 +118,20 @@ def test_rendering_is_deterministic_given_the_start(
     again = render_bottle(plan, **{**launch_inputs, "bundle_address": "10.244.9.9"}, started=when)
     differ = [a["metadata"]["name"] for a, b in zip(first, again, strict=True) if a != b]
     assert differ == [first[-1]["metadata"]["name"]]  # only the agent pod names the address
+
+
+def test_secret_files_keep_their_exact_names(
+    make_kube_plan: Any, launch_inputs: dict[str, Any]
+) -> None:
+    """A Secret key allows fewer characters than a file name: the volume's
+    items lay each key out under the name the daemons' configs use."""
+    keys = {"proj+mirror key": b"KEY-1", "plain": b"KEY-2"}
+    objs = _by_role(render_bottle(make_kube_plan("full"), **{**launch_inputs, "gate_keys": keys}))
+    data = objs["gate-keys"]["data"]
+    volume = next(
+        v for v in objs["sidecars"]["spec"]["volumes"] if v["name"] == "secrets-gate-keys"
+    )
+    laid_out = {i["path"]: base64.b64decode(data[i["key"]]) for i in volume["secret"]["items"]}
+    assert laid_out == keys
+    with pytest.raises(ValueError, match="not a file name"):
+        render_bottle(make_kube_plan("full"), **{**launch_inputs, "gate_keys": {"../x": b"k"}})

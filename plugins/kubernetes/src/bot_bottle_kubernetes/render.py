@@ -334,6 +334,7 @@ def render_bottle(
             meta("sidecars"),
             n,
             etc_items=etc_items,
+            secret_files={"ca": list(ca_files or {}), "gate-keys": list(gate_keys or {})},
             image=images["bundle"],
             pull_policy=pull_policy,
             deadline=deadline_seconds,
@@ -374,6 +375,18 @@ def split_agent_env(plan: BottlePlan) -> tuple[dict[str, str], dict[str, str]]:
 def _key(name: str) -> str:
     """A ConfigMap/Secret key for a file name (keys allow ``[-._a-zA-Z0-9]``)."""
     return _KEY_RE.sub("_", name)
+
+
+def _secret_volume(secret: str, files: Sequence[str]) -> dict[str, Any]:
+    """A Secret volume, root-only (init copies from it), each key laid out
+    under its exact file name (what the daemons' configs name)."""
+    out: dict[str, Any] = {"secretName": secret, "defaultMode": 0o400}
+    for name in files:
+        if "/" in name or name in ("", ".", ".."):
+            raise ValueError(f"{name!r} is not a file name")
+    if files:
+        out["items"] = [{"key": _key(name), "path": name} for name in sorted(files)]
+    return out
 
 
 def _micro(when: datetime) -> str:
@@ -526,6 +539,7 @@ def _bundle_pod(
     n: Mapping[str, str],
     *,
     etc_items: list[dict[str, str]],
+    secret_files: Mapping[str, Sequence[str]],
     image: str,
     pull_policy: str,
     deadline: int,
@@ -534,9 +548,9 @@ def _bundle_pod(
     volumes: list[dict[str, Any]] = [
         {"name": "etc",
          "configMap": {"name": n["etc"], "defaultMode": 0o644, "items": etc_items}},
-        {"name": "secrets-ca", "secret": {"secretName": n["ca"], "defaultMode": 0o400}},
+        {"name": "secrets-ca", "secret": _secret_volume(n["ca"], secret_files["ca"])},
         {"name": "secrets-gate-keys",
-         "secret": {"secretName": n["gate-keys"], "defaultMode": 0o400}},
+         "secret": _secret_volume(n["gate-keys"], secret_files["gate-keys"])},
         {"name": "gate-allow", "configMap": {"name": n["gate-allow"], "defaultMode": 0o644}},
         {"name": "ca-private", "emptyDir": dict(memory)},
         {"name": "gate-keys-private", "emptyDir": dict(memory)},
