@@ -118,7 +118,10 @@ def test_exec_runs_as_the_agent_user_in_the_workdir(
     assert seen == [["runuser", "-u", "agent", "--", "env", "-C", "/workspace", "id"]]
 
 
-def test_on_a_tty_the_wrapper_turns_echo_off_before_reading_values(tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", [K8S_VERSION], ids=[f"k8s-{K8S_VERSION}"])
+def test_on_a_tty_the_wrapper_turns_echo_off_before_reading_values(
+    version: str, tmp_path: Path
+) -> None:
     """The wrapper in a real shell on a real pseudo-terminal: the values are
     read with echo off, so they never show on the user's screen."""
     import pty
