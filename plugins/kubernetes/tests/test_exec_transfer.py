@@ -366,3 +366,10 @@ def test_a_failed_copy_says_what_the_pod_said(
     f.write_text("x")
     with pytest.raises(BotBottleError, match="Read-only file system"):
         bottle.copy_in(f, "/workspace/f")
+
+
+def test_keep_for_resume_says_it_cannot(
+    bottle: KubeRunningBottle, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bottle.keep_for_resume()
+    assert "cannot keep the agent's pod for commit/resume" in capsys.readouterr().err

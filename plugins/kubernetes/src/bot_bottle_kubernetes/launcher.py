@@ -245,6 +245,14 @@ class KubeRunningBottle(RunningBottle):
         command, preamble = self.command(argv, user=user, env=env, workdir=workdir)
         return self.kube.exec(self.pod, AGENT_CONTAINER, command, stdin=preamble + (stdin or b""))
 
+    def keep_for_resume(self) -> None:
+        # A pod cannot be stopped and kept as a container can; saying so
+        # beats a preserved state that `commit`/`resume` cannot use.
+        sys.stderr.write(
+            f"warning: {self.slug}: the kubernetes backend cannot keep the agent's pod for "
+            "commit/resume yet; it is removed with the bottle\n"
+        )
+
     def raw_exec(self, argv: Sequence[str], stdin: bytes | None) -> ExecResult:
         """``argv`` exactly, as the container's user (root), no env of the agent's."""
         return self.kube.exec(self.pod, AGENT_CONTAINER, list(argv), stdin=stdin)
