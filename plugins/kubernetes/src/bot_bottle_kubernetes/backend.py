@@ -188,6 +188,12 @@ class KubernetesBackend(Backend):
                     bottle.copy_in(ca_dir / AGENT_CA_CERT, GUEST_CA_PATH, mode=0o644, owner="root")
                     if plan.cwd is not None:
                         bottle.seed_workspace(plan.cwd, WORKSPACE)
+                        # Said before the agent runs, not discovered after it.
+                        self.progress(
+                            f"warning: {plan.cwd} was copied into the pod; the agent's "
+                            f"changes in {WORKSPACE} are not brought back yet (the kubernetes "
+                            "backend removes them with the pod)"
+                        )
                     yield bottle
                 finally:
                     keep_history(kube, prepared.names["sidecars"], history.logs_dir, queue_copy)
