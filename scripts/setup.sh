@@ -18,8 +18,10 @@ die() { printf 'setup: %s\n' "$*" >&2; exit 1; }
 # tmux: the console test runs `bot-bottle supervise` in a real terminal.
 # e2fsprogs, util-linux, mount, passwd: the fault tests' loop-mounted disks,
 # a second engine in its own network namespace, and two real users.
+# docker-registry: the kubernetes backend's image push, against a registry
+# its test starts on loopback (the packaged service is not used).
 APT_PACKAGES=(docker.io debootstrap git openssh-server openssh-client curl iptables iproute2 tmux
-              e2fsprogs util-linux mount passwd)
+              e2fsprogs util-linux mount passwd docker-registry)
 
 install_system_packages() {
   local missing=()

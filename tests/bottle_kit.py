@@ -111,7 +111,6 @@ def launched(
     from bot_bottle.plan import make_plan
     from bot_bottle.plugins import PluginHost
     from bot_bottle.state import StateDir
-    from bot_bottle_docker.backend import DockerBackend
 
     mp = pytest.MonkeyPatch()
     mp.setenv("BOT_BOTTLE_HOME", str(home))
@@ -128,11 +127,13 @@ def launched(
         def ask(name: str) -> str:
             pytest.fail(f"unexpected prompt for {name}")
 
+        # plugins/kubernetes/real-cluster.sh runs the same suites on a cluster.
+        name = os.environ.get("BOT_BOTTLE_TEST_BACKEND", "docker")
         plan = make_plan(
-            agent, provider, backend="docker", host=host, host_env=host_env, ask=ask,
+            agent, provider, backend=name, host=host, host_env=host_env, ask=ask,
             label=label, cwd=cwd,
         )  # fmt: skip
-        backend = DockerBackend()
+        backend = host.create("backends", name)
         state = StateDir.for_slug(plan.slug)
         state.create({"slug": plan.slug, "agent": plan.agent, "pid": os.getpid()})
         try:

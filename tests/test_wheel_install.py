@@ -38,8 +38,10 @@ DISTRIBUTIONS = {
 }  # fmt: skip
 #: Built by the workspace but optional: not part of the user's install.
 #: apple_container: macOS only (its README says why it is not in bot-bottle-all);
-#: smolmachines: needs the smolvm CLI and hardware KVM (or macOS).
-OPTIONAL = {"bot_bottle_kingfisher", "bot_bottle_apple_container", "bot_bottle_smolmachines"}
+#: smolmachines: needs the smolvm CLI and hardware KVM (or macOS);
+#: kubernetes: needs a cluster (and has never met a real one).
+OPTIONAL = {"bot_bottle_kingfisher", "bot_bottle_apple_container", "bot_bottle_smolmachines",
+            "bot_bottle_kubernetes"}  # fmt: skip
 #: Built by the workspace for its own tests only (the dev group's kits).
 DEV = {"bot_bottle_testkit"}
 #: What ``plugins list --json`` shows for each built-in plugin installed alone.
@@ -53,6 +55,7 @@ PLUGIN_COMPONENTS = {
     "github": {"key_provisioners": ["github"]},
     "gitlab": {"key_provisioners": ["gitlab"]},
     "kingfisher": {"dlp_detectors": ["kingfisher"]},
+    "kubernetes": {"backends": ["kubernetes"]},
     "shell": {"agent_providers": ["shell"]},
     "smolmachines": {"backends": ["smolmachines"]},
 }
@@ -192,6 +195,7 @@ def test_a_built_in_plugin_installed_alone_is_discovered(
         "docker": {"bot-bottle-sidecars"},
         "apple_container": {"bot-bottle-sidecars"},
         "smolmachines": {"bot-bottle-sidecars", "bot-bottle-docker"},
+        "kubernetes": {"bot-bottle-sidecars", "bot-bottle-docker"},
     }
     assert ours == {"bot-bottle", _dist_name(plugin)} | needs.get(plugin, set())
 

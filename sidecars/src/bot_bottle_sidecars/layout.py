@@ -106,6 +106,19 @@ def endpoints(plan: BottlePlan) -> dict[str, int]:
     return out
 
 
+#: endpoint -> port the bundle's relay serves on the bundle's own network
+#: address, for a backend whose agent side reaches the bundle over a network
+#: instead of a shared socket directory (Kubernetes: agent and bundle are two
+#: pods). Not the daemons' loopback ports: a wildcard listener would clash
+#: with them.
+NETWORK_PORTS = {"proxy": 18080, "git": 19418, "mcp": 18765}
+
+
+def network_endpoints(plan: BottlePlan) -> dict[str, int]:
+    """The bundle's network ports this bottle serves (see :data:`NETWORK_PORTS`)."""
+    return {name: NETWORK_PORTS[name] for name in endpoints(plan)}
+
+
 def socket_path(name: str) -> str:
     return f"{SOCK_DIR}/{name}.sock"
 
@@ -131,8 +144,14 @@ def _down_args(listens: dict[str, str], daemon: str | None = None) -> list[str]:
 GIT_CONCURRENCY = 8
 
 
-def bundle_relay_argv(plan: BottlePlan) -> list[str]:
-    listens = {n: f"unix:{socket_path(n)}" for n in endpoints(plan)}
+def bundle_relay_argv(plan: BottlePlan, *, network: bool = False) -> list[str]:
+    """The bundle's relay daemon: each endpoint served as a Unix socket in
+    :data:`SOCK_DIR`, or with ``network`` on every address of the bundle at
+    its :data:`NETWORK_PORTS` port (what the network fence then limits)."""
+    if network:
+        listens = {n: f"tcp:0.0.0.0:{port}" for n, port in network_endpoints(plan).items()}
+    else:
+        listens = {n: f"unix:{socket_path(n)}" for n in endpoints(plan)}
     pairs = [f"{listens[n]}=tcp:{LOOPBACK}:{port}" for n, port in endpoints(plan).items()]
     limits = [f"--limit={listens['git']}={GIT_CONCURRENCY}"] if "git" in listens else []
     return [
@@ -141,16 +160,26 @@ def bundle_relay_argv(plan: BottlePlan) -> list[str]:
     ]  # fmt: skip
 
 
-def agent_relay_argv(plan: BottlePlan, listen_host: str | None = None) -> list[str]:
+def agent_relay_argv(
+    plan: BottlePlan, listen_host: str | None = None, *, bundle_host: str | None = None
+) -> list[str]:
     """The relay serving the agent's endpoints at ``listen_host`` (default:
     the plan's ``agent_host``; Docker runs it in a container sharing only the
     agent's network namespace). A backend whose agent reaches a *name* it
     pins at launch passes the address that name resolves to. Its target
     refuses only when the bundle's relay daemon is down (the bundle relay
-    answers for the other daemons itself)."""
+    answers for the other daemons itself). The target is the bundle's
+    sockets, or with ``bundle_host`` that address at the bundle's
+    :data:`NETWORK_PORTS` (the bundle relay started with ``network``; the
+    two-pod engines)."""
     host = listen_host or plan.agent_host
     listens = {n: f"tcp:{host}:{port}" for n, port in endpoints(plan).items()}
-    pairs = [f"{listens[n]}=unix:{socket_path(n)}" for n in endpoints(plan)]
+    if bundle_host is not None:
+        target = f"[{bundle_host}]" if ":" in bundle_host else bundle_host
+        net = network_endpoints(plan)
+        pairs = [f"{listens[n]}=tcp:{target}:{net[n]}" for n in endpoints(plan)]
+    else:
+        pairs = [f"{listens[n]}=unix:{socket_path(n)}" for n in endpoints(plan)]
     return [
         PY, "-m", "bot_bottle_sidecars.relay",
         "--ready-file", f"{SOCK_DIR}/{AGENT_READY}", *_down_args(listens, "relay"), *pairs,
@@ -175,7 +204,9 @@ def bundle_hosts(plan: BottlePlan) -> dict[str, str]:
     return {**plan.extra_hosts, introspection_host(plan): LOOPBACK}
 
 
-def init_plan(plan: BottlePlan) -> dict[str, object]:
+def init_plan(plan: BottlePlan, *, network_relay: bool = False) -> dict[str, object]:
+    """What the bundle's init starts; ``network_relay``: the relay daemon
+    serves the bundle's network address (:func:`bundle_relay_argv`)."""
     daemons: list[dict[str, object]] = [
         {
             "name": "egress",
@@ -251,7 +282,11 @@ def init_plan(plan: BottlePlan) -> dict[str, object]:
             }
         )
     daemons.append(
-        {"name": "relay", "argv": bundle_relay_argv(plan), "user": DAEMON_USERS["relay"].name}
+        {
+            "name": "relay",
+            "argv": bundle_relay_argv(plan, network=network_relay),
+            "user": DAEMON_USERS["relay"].name,
+        }
     )
     from bot_bottle.history import LOG_KEEP, LOG_MAX_BYTES
 
@@ -271,10 +306,11 @@ def shared_dir_users() -> dict[str, DaemonUser]:
     return {SOCK_DIR: DAEMON_USERS["relay"], QUEUE_DIR: DAEMON_USERS["supervise"]}
 
 
-def bundle_files(plan: BottlePlan) -> dict[str, str]:
+def bundle_files(plan: BottlePlan, *, network_relay: bool = False) -> dict[str, str]:
     """Files under :data:`ETC` (relative paths): init plan, egress config,
     git-gate config and pinned known_hosts. No secret is in any of them."""
-    files: dict[str, str] = {"init-plan.json": json.dumps(init_plan(plan), indent=2)}
+    plan_text = json.dumps(init_plan(plan, network_relay=network_relay), indent=2)
+    files: dict[str, str] = {"init-plan.json": plan_text}
     if plan.egress_config is not None:
         files["egress/egress.json"] = plan.egress_config.model_dump_json(indent=2)
     if plan.gitgate is not None and plan.gitgate.enabled:
