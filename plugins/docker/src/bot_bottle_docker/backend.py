@@ -78,7 +78,7 @@ from bot_bottle.manifest.models import Limits, memory_bytes
 from bot_bottle.state import StateDir, home_id, launcher_gone, launcher_id, now_iso
 from bot_bottle.teardown import Teardown
 from bot_bottle.termtext import visible
-from bot_bottle_docker import nested_git, workspace_git, worktree_guards
+from bot_bottle_docker import nested_git, tree_owner, workspace_git, workspace_tree, worktree_guards
 from bot_bottle_docker.hostperms import grant_dir
 from bot_bottle_docker.running import DockerRunningBottle
 from bot_bottle_docker.seccomp import seccomp_opt
@@ -328,6 +328,8 @@ class DockerBackend(Backend):
             down.push("runtime files", lambda: shutil.rmtree(run_dir, ignore_errors=True))
             self._write_files(plan, etc, sock, queue)
             workspace, git_dirs_at_launch, guarded = self._prepare_workspace(plan, state)
+            record = self._tree_record(plan, state, workspace, guarded, git_dirs_at_launch,
+                                       bundle_tag, prepared.agent_name)  # fmt: skip
             keys_dir = run_dir / "keys"
             self._stage_keys(plan, keys_dir, down)
             timings["files"] = time.monotonic() - t
@@ -345,7 +347,19 @@ class DockerBackend(Backend):
                 use = _use_gvisor(plan)
                 runtime = gvisor_runtime(client, bundle_tag, self.progress) if use else None
                 agent_env = {k: v.reveal() for k, v in plan.agent_env.items()}
-                volumes = self._agent_volumes(plan, workspace, guarded, git_dirs_at_launch, down)
+                volumes = self._agent_volumes(plan, workspace, guarded, record, state, down)
+                if record is not None and workspace is not None and record.owner_uid != 0:
+                    # Before the agent's container exists: nothing of the
+                    # agent's runs until the tree is the agent uid's.
+                    keep, skip = workspace_tree.layout(
+                        workspace, record.guarded_ro, record.at_launch
+                    )
+                    if not workspace_tree.hand_over(client, record, state.path, keep, skip):
+                        self.progress(
+                            f"warning: {visible(record.cwd)} has no POSIX ACLs: the agent "
+                            "writes it as its owner, so a git directory it makes there is "
+                            "live for your git run inside it while the bottle runs"
+                        )
                 agent = client.containers.create(
                     agent_tag,
                     command=["sleep", "infinity"],
@@ -415,7 +429,7 @@ class DockerBackend(Backend):
 
             bottle.copy_in(run_dir / "ca" / "bot-bottle-ca.crt", GUEST_CA_PATH, mode=0o644)
             if plan.cwd is not None:
-                self._match_workspace_owner(bottle, plan.provider_plan.user)
+                self._match_workspace_owner(bottle, plan.provider_plan.user, record)
             yield bottle
         log.debug("teardown", slug=plan.slug, seconds=round(down.seconds, 3))
 
@@ -424,7 +438,8 @@ class DockerBackend(Backend):
         plan: BottlePlan,
         workspace: workspace_git.WorkspaceGit | None,
         guarded: Sequence[tuple[Path, str, str]],
-        git_dirs_at_launch: dict[str, str],
+        record: workspace_tree.TreeRecord | None,
+        state: StateDir,
         down: Teardown,
     ) -> dict[str, dict[str, str]]:
         """The agent's mounts: ``--cwd`` with its git guards (none without
@@ -440,11 +455,12 @@ class DockerBackend(Backend):
                 # The engine creates /workspace/.git on the host for the mount.
                 down.push("workspace .git mountpoint", workspace.remove_mountpoint)
             # Pushed before the container: runs once it is gone.
-            cwd = plan.cwd
-            down.push(
-                "disarm git dirs the agent left",
-                lambda: self._disarm_git_dirs(cwd, git_dirs_at_launch),
-            )
+            if record is not None:
+                rec = record
+                down.push(
+                    "disarm git dirs the agent left, hand the tree back",
+                    lambda: self._finish_tree(rec, state.path),
+                )
         return volumes
 
     def _start_relay(
@@ -575,15 +591,19 @@ class DockerBackend(Backend):
         else:
             keys_dir.mkdir(mode=0o700, exist_ok=True)
 
-    def _match_workspace_owner(self, bottle: DockerRunningBottle, user: str) -> None:
-        """Give the agent user the uid/gid that owns the mounted ``--cwd``.
+    def _match_workspace_owner(
+        self, bottle: DockerRunningBottle, user: str, record: workspace_tree.TreeRecord | None
+    ) -> None:
+        """Give the agent user the uid the mounted ``--cwd`` needs.
 
-        The image's agent is uid 1000; a workspace owned by anyone else would
-        be read-only to it. Renumbering the user in this container (no agent
-        process runs yet: the container's own process is root's) lets the
-        agent write the files as their owner, without touching the host's
-        ownership. A root-owned workspace is not mapped: the agent never runs
-        as root, so it stays read-only, and the operator is told.
+        The tree handed over (``tree_owner``): the agent is
+        ``tree_owner.AGENT_UID`` with the owner's group, and its git takes any
+        directory for safe (the tree is no longer its owner's). Otherwise (no
+        ACLs) the agent takes the owner's uid, so it can write the files as
+        their owner. Renumbering the user in this container is safe: no agent
+        process runs yet (the container's own process is root's). A
+        root-owned workspace is not mapped: the agent never runs as root, so
+        it stays read-only, and the operator is told.
         """
         probe = bottle.exec(["sh", "-c", 'stat -c "%u %g" "$1"; id -u "$2"', "sh", WORKSPACE, user],
                             user="root")  # fmt: skip
@@ -593,6 +613,16 @@ class DockerBackend(Backend):
                 f"cannot inspect {WORKSPACE} in the bottle: {probe.stderr[-200:]!r}"
             )
         uid, gid = (int(x) for x in lines[0].split())
+        if record is not None and record.handed_over:
+            uid, gid = tree_owner.AGENT_UID, record.owner_gid
+            # Its own git is the agent's business: the directories it works
+            # in are not its own uid's everywhere (the top, submodules).
+            gitconfig = "printf '[safe]\\n\\tdirectory = *\\n' >> /etc/gitconfig"
+            cfg = bottle.exec(["sh", "-c", gitconfig], user="root")
+            if not cfg.ok:
+                raise BotBottleError(
+                    f"cannot write /etc/gitconfig in the bottle: {cfg.stderr[-200:]!r}"
+                )
         if uid != 0:
             # The bottle's git dir (written by bot-bottle) becomes the agent's.
             own = bottle.exec(["chown", "-R", f"{uid}:{gid}", f"{WORKSPACE}/.git"], user="root")
@@ -621,25 +651,40 @@ class DockerBackend(Backend):
                 hint="the agent image needs usermod/groupmod (Debian's passwd package)",
             )
 
-    def _disarm_git_dirs(self, cwd: Path, at_launch: dict[str, str]) -> None:
-        """Git dirs the agent made or changed in the working tree: the
-        operator's git, run from inside one, would honour its config."""
-        done, failed = nested_git.disarm(cwd, at_launch)
-        where = visible(str(cwd))
-        if done:
-            names = ", ".join(visible(n) for n in done[:10])
-            self.progress(
-                f"warning: disabled git directories the agent made or changed in {where}: "
-                f"{names} (their HEAD is now {nested_git.DISABLED}; review their config and "
-                "hooks before renaming it back)"
-            )
-        if failed:
-            names = ", ".join(visible(n) for n in failed[:10])
-            self.progress(
-                f"warning: could not disable git directories the agent made in {where}: "
-                f"{names}; do not run git inside them before reviewing their config"
-            )
-        log.info("git_dirs_disarmed", disarmed=done, failed=failed)
+    def _finish_tree(self, record: workspace_tree.TreeRecord, state_path: Path) -> None:
+        client = _client()
+        try:
+            workspace_tree.finish(client, record, state_path, self.progress)
+        finally:
+            client.close()
+
+    def _tree_record(
+        self,
+        plan: BottlePlan,
+        state: StateDir,
+        workspace: workspace_git.WorkspaceGit | None,
+        guarded: Sequence[tuple[Path, str, str]],
+        at_launch: dict[str, str],
+        image: str,
+        container: str,
+    ) -> workspace_tree.TreeRecord | None:
+        """What the end of the bottle needs, in the state dir before the
+        tree changes hands (``cleanup`` finishes a bottle whose launcher died)."""
+        if plan.cwd is None or workspace is None:
+            return None
+        uid, gid = workspace_tree.owner_of(plan.cwd)
+        ro = [d for _s, d, m in [*workspace.mounts, *guarded] if m == "ro"]
+        record = workspace_tree.TreeRecord(
+            slug=plan.slug, cwd=str(plan.cwd), owner_uid=uid, owner_gid=gid, image=image,
+            container=container, user=plan.provider_plan.user, git_dir=str(workspace.git_dir),
+            host_git=str(workspace.host_git) if workspace.host_git else None,
+            launch_tips=dict(workspace.launch_tips),
+            nested_at_launch=sorted(workspace.nested_at_launch), at_launch=dict(at_launch),
+            guarded_ro=sorted({d.removeprefix(f"{WORKSPACE}/") for d in ro
+                               if d.startswith(f"{WORKSPACE}/")}),
+        )  # fmt: skip
+        record.save(state.path)
+        return record
 
     def _bring_back(
         self,

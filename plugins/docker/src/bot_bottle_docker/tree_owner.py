@@ -1,0 +1,231 @@
+"""The working tree belongs to the agent's own uid during the bottle's life.
+
+Why: git finds a repository from wherever the operator stands. While a
+bottle runs, ``cd REPO/src && git status`` would open a ``src/.git``, a
+gitfile's target or a ``HEAD``/``objects``/``refs`` layout the agent made,
+and run its ``core.fsmonitor`` as the operator. Git's own guard against
+exactly this is its ownership check (``safe.directory``): it uses a
+repository it discovers only when the directory holding ``.git`` (or the bare
+directory), the git dir and the gitfile are all owned by the user running
+git (root: by root). So while the bottle runs:
+
+* the agent runs as :data:`AGENT_UID`, never the owner's uid (everything it
+  creates is that uid's);
+* every directory and file of the tree the owner owned is handed to
+  :data:`AGENT_UID` (the agent keeps all it could do before: ``chmod``,
+  ``rename``, ``rm``), and a POSIX ACL entry gives the owner back read and
+  write (default ACLs on directories, so what either side creates stays
+  editable by the other);
+* not handed over: the top directory when it holds the host's ``.git``
+  (git stops there, at the operator's own repository), a populated
+  submodule's directory (its ``.git`` is mounted read-only and pinned), the
+  read-only guarded paths, and git directories that existed at launch (the
+  owner's nested clones: read-only to the agent).
+
+An owner-owned directory is then reachable for the agent only where git
+never looks for a repository of the agent's, and every directory where it
+would look is the agent uid's: the owner's git refuses it ("detected
+dubious ownership") and runs nothing. Renaming cannot help the agent (a
+moved directory keeps its owner, and only directories the agent cannot
+write inside stay the owner's); ``chown`` to the owner needs a capability
+the agent does not have.
+
+At teardown (the agent's container gone), :func:`finish` first disarms the
+git dirs the agent left (:mod:`nested_git`) and then hands everything of
+:data:`AGENT_UID` back to the owner and removes the ACL entries. ``chown``
+clears set-user-ID bits, so nothing the agent made runs as the owner.
+
+This module runs in a one-shot helper container (root, ``CHOWN``,
+``FOWNER``, ``DAC_OVERRIDE``, ``DAC_READ_SEARCH``, no network): the launcher
+is usually not root. It uses the standard library only; ``main`` reads its
+task from a JSON file.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import stat
+import struct
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+#: The agent's uid in the bottle while the tree is handed over (next to the
+#: bundle's daemon users, 60101-60104).
+AGENT_UID = 60105
+ACCESS = "system.posix_acl_access"
+DEFAULT = "system.posix_acl_default"
+_VERSION = 2
+_USER_OBJ, _USER, _GROUP_OBJ, _GROUP, _MASK, _OTHER = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+_NO_ID = 0xFFFFFFFF
+_UNSUPPORTED = {errno.ENOTSUP, errno.EOPNOTSUPP}
+
+Entry = tuple[int, int, int]  # (tag, perm, id)
+
+
+def decode(raw: bytes) -> list[Entry]:
+    return [struct.unpack_from("<HHI", raw, off) for off in range(4, len(raw) - 7, 8)]
+
+
+def encode(entries: list[Entry]) -> bytes:
+    ordered = sorted(entries, key=lambda e: (e[0], e[2]))
+    return struct.pack("<I", _VERSION) + b"".join(struct.pack("<HHI", *e) for e in ordered)
+
+
+def _base(mode: int) -> list[Entry]:
+    return [
+        (_USER_OBJ, (mode >> 6) & 7, _NO_ID),
+        (_GROUP_OBJ, (mode >> 3) & 7, _NO_ID),
+        (_OTHER, mode & 7, _NO_ID),
+    ]
+
+
+def _with_mask(entries: list[Entry]) -> list[Entry]:
+    """The mask recomputed as setfacl does (the union of the group class);
+    none when there is no named entry."""
+    rest = [e for e in entries if e[0] != _MASK]
+    group_class = [e for e in rest if e[0] in (_USER, _GROUP, _GROUP_OBJ)]
+    if not any(e[0] in (_USER, _GROUP) for e in rest):
+        return rest
+    mask = 0
+    for e in group_class:
+        mask |= e[1]
+    return [*rest, (_MASK, mask, _NO_ID)]
+
+
+def _read(path: str, name: str) -> list[Entry] | None:
+    try:
+        return decode(os.getxattr(path, name, follow_symlinks=False))
+    except OSError as exc:
+        if exc.errno in (errno.ENODATA, *_UNSUPPORTED):
+            return None
+        raise
+
+
+def grant(path: str, mode: int, access: dict[int, int], default: dict[int, int] | None) -> None:
+    """Add ``user:<uid>:<perm>`` entries to ``path``'s access ACL and, for a
+    directory, its default ACL (inherited by what is created in it)."""
+    names = [(ACCESS, access)]
+    if default is not None:
+        names.append((DEFAULT, default))
+    for name, users in names:
+        entries = _read(path, name) or _base(mode)
+        kept = [e for e in entries if not (e[0] == _USER and e[2] in users)]
+        added = [(_USER, perm, uid) for uid, perm in users.items()]
+        os.setxattr(path, name, encode(_with_mask([*kept, *added])), follow_symlinks=False)
+
+
+def revoke(path: str, uids: set[int]) -> None:
+    """Remove ``user:<uid>`` entries; an ACL left with no named entry goes,
+    and the mode's group bits are the owning group's again."""
+    for name in (ACCESS, DEFAULT):
+        entries = _read(path, name)
+        if entries is None or not any(e[0] == _USER and e[2] in uids for e in entries):
+            continue
+        kept = _with_mask([e for e in entries if not (e[0] == _USER and e[2] in uids)])
+        if any(e[0] in (_USER, _GROUP) for e in kept):
+            os.setxattr(path, name, encode(kept), follow_symlinks=False)
+            continue
+        os.removexattr(path, name, follow_symlinks=False)
+        if name == ACCESS:
+            group = next((e[1] for e in kept if e[0] == _GROUP_OBJ), 0)
+            mode = stat.S_IMODE(os.lstat(path).st_mode)
+            Path(path).chmod((mode & ~0o070) | (group << 3))
+
+
+def _entries(top: Path, skip: set[str]) -> Iterator[tuple[str, os.stat_result]]:
+    """Every entry below ``top`` (``top`` first, as ``.``), links not
+    followed, ``skip`` (relative paths) and what is below them left out."""
+    yield ".", os.lstat(top)
+    for root, dirs, files in os.walk(top):
+        here = os.path.relpath(root, top)
+        for name in [*dirs, *files]:
+            rel = name if here == "." else f"{here}/{name}"
+            if rel in skip:
+                if name in dirs:
+                    dirs.remove(name)
+                continue
+            try:
+                yield rel, os.lstat(Path(root, name))
+            except FileNotFoundError:
+                continue
+
+
+def hand_over(
+    top: Path, agent_uid: int, owner_uid: int, keep: set[str], skip: set[str]
+) -> dict[str, object]:
+    """The owner's entries of ``top`` to ``agent_uid`` (``keep``: directories
+    that stay the owner's, with an ACL entry for the agent instead), the
+    owner granted read/write by ACL. ``{"acl": False}`` and nothing changed
+    when the filesystem has no POSIX ACLs."""
+    try:
+        os.getxattr(top, ACCESS)
+    except OSError as exc:
+        if exc.errno in _UNSUPPORTED:
+            return {"acl": False, "entries": 0}
+        if exc.errno != errno.ENODATA:
+            raise
+    count = 0
+    for rel, st in _entries(top, skip | {".git"}):
+        if st.st_uid != owner_uid:
+            continue  # another user's: the agent could not write it before either
+        path = str(top / rel)
+        is_dir = stat.S_ISDIR(st.st_mode)
+        if not stat.S_ISLNK(st.st_mode):
+            if is_dir:
+                # The side that does not own the directory gets in by ACL;
+                # both get in to whatever is created in it.
+                access = {agent_uid if rel in keep else owner_uid: 7}
+                default: dict[int, int] | None = {agent_uid: 7, owner_uid: 7}
+            else:
+                access, default = {owner_uid: (st.st_mode >> 6) & 7}, None
+            try:
+                grant(path, st.st_mode, access, default)
+            except OSError as exc:
+                if exc.errno not in _UNSUPPORTED:
+                    raise
+                # Another filesystem mounted in the tree, without ACLs: the
+                # entry stays the owner's and read-only to the agent.
+                continue
+        if rel not in keep:
+            os.chown(path, agent_uid, -1, follow_symlinks=False)
+        count += 1
+    return {"acl": True, "entries": count}
+
+
+def hand_back(top: Path, agent_uid: int, owner_uid: int) -> int:
+    """Everything of ``agent_uid`` below ``top`` back to ``owner_uid`` (the
+    group is the owner's already: the agent runs with it), and the ACL
+    entries of both removed. Returns how many entries changed hands."""
+    count = 0
+    for rel, st in _entries(top, {".git"}):
+        path = str(top / rel)
+        if st.st_uid == agent_uid:
+            os.chown(path, owner_uid, -1, follow_symlinks=False)
+            count += 1
+        if not stat.S_ISLNK(st.st_mode):
+            revoke(path, {agent_uid, owner_uid})
+    return count
+
+
+def main() -> None:
+    """``python3 -c ... TASK.json``: ``hand_over`` or ``finish`` (disarm
+    with :mod:`nested_git`, then ``hand_back``); the result as JSON on stdout."""
+    task = json.loads(Path(sys.argv[1]).read_text())
+    top = Path(task["top"])
+    if task["op"] == "hand_over":
+        out = hand_over(top, task["agent_uid"], task["owner_uid"], set(task["keep"]),
+                        set(task["skip"]))  # fmt: skip
+    else:
+        from bot_bottle_docker import nested_git
+
+        done, failed = nested_git.disarm(top, task["at_launch"]) if task["disarm"] else ([], [])
+        out = {"disarmed": done, "failed": failed,
+               "handed_back": hand_back(top, task["agent_uid"], task["owner_uid"])}  # fmt: skip
+    sys.stdout.write(json.dumps(out) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""The ``--cwd`` tree around a bottle's life: handed to the agent's uid at
+launch, and at the end (teardown, or ``cleanup`` after a launcher that died)
+the agent's commits brought back, the git dirs it left disarmed and the tree
+handed back to its owner (:mod:`tree_owner` says why).
+
+Everything the end needs is recorded in the state dir (:data:`RECORD`) before
+the tree changes hands, so ``cleanup`` can finish a bottle whose launcher was
+killed: no secret is in it (``cleanup``'s scan of brought-back commits has
+the installed detectors, not the bottle's own secret values).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import bot_bottle_docker
+from bot_bottle.errors import BotBottleError
+from bot_bottle.log import get_logger
+from bot_bottle.termtext import visible
+from bot_bottle_docker import nested_git, tree_owner, workspace_git
+
+if TYPE_CHECKING:
+    import docker
+
+log = get_logger("bot_bottle_docker.workspace_tree")
+
+RECORD = "workspace.json"
+_TASK = "tree-task.json"
+#: The bundle image's interpreter (the agent image may have none).
+_PYTHON = "/opt/bot-bottle/bin/python3"
+_PKG_MOUNT = "/opt/bot-bottle-tree"
+_TREE = "/tree"
+HELPER_CAPS = ["CHOWN", "FOWNER", "DAC_OVERRIDE", "DAC_READ_SEARCH"]
+
+
+@dataclass
+class TreeRecord:
+    slug: str
+    cwd: str
+    owner_uid: int
+    owner_gid: int
+    #: Whether the tree was handed to tree_owner.AGENT_UID (False: the agent
+    #: ran as the owner's uid, the old way; see README "Files and users").
+    handed_over: bool = False
+    image: str = ""
+    container: str = ""
+    user: str = ""
+    git_dir: str = ""
+    host_git: str | None = None
+    launch_tips: dict[str, str] = field(default_factory=dict)
+    nested_at_launch: list[str] = field(default_factory=list)
+    at_launch: dict[str, str] = field(default_factory=dict)
+    guarded_ro: list[str] = field(default_factory=list)
+    #: Steps done, so a second run (cleanup after a teardown cut short)
+    #: repeats none that must not be repeated.
+    done: list[str] = field(default_factory=list)
+
+    def save(self, state_path: Path) -> None:
+        tmp = state_path / (RECORD + ".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=1, sort_keys=True))
+        tmp.replace(state_path / RECORD)
+
+    @classmethod
+    def load(cls, state_path: Path) -> TreeRecord | None:
+        try:
+            data = json.loads((state_path / RECORD).read_text())
+            return cls(**data)
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def workspace(self) -> workspace_git.WorkspaceGit:
+        host = Path(self.host_git) if self.host_git else None
+        owner = workspace_git.Owner(self.owner_uid, self.owner_gid) if host else None
+        return workspace_git.WorkspaceGit(
+            cwd=Path(self.cwd), git_dir=Path(self.git_dir), slug=self.slug, host_git=host,
+            host_owner=owner, launch_tips=dict(self.launch_tips),
+            nested_at_launch=frozenset(self.nested_at_launch),
+        )  # fmt: skip
+
+
+def layout(
+    ws: workspace_git.WorkspaceGit, guarded_ro: Sequence[str], at_launch: dict[str, str]
+) -> tuple[set[str], set[str]]:
+    """(keep, skip) for :func:`tree_owner.hand_over`: the directories where
+    git stops at a ``.git`` the agent cannot touch stay the owner's; guarded
+    paths and the git dirs that existed at launch are not touched."""
+    keep = {"."} if ws.host_git is not None else set()
+    skip = set(guarded_ro) | set(at_launch)
+    for rel in guarded_ro:
+        if Path(rel).name == ".git":
+            keep.add(str(Path(rel).parent))
+    return keep, skip
+
+
+def run_helper(
+    client: docker.DockerClient, record: TreeRecord, state_path: Path, task: dict[str, Any]
+) -> dict[str, Any]:
+    """:func:`tree_owner.main` in a one-shot container of the bundle image:
+    root with only the capabilities ownership and ACLs need, no network."""
+    import docker.errors
+
+    task_file = state_path / _TASK
+    task_file.write_text(json.dumps({**task, "top": _TREE}))
+    pkg = Path(bot_bottle_docker.__file__).parent
+    code = (f"import sys; sys.path.insert(0, {_PKG_MOUNT!r}); "
+            "from bot_bottle_docker.tree_owner import main; main()")  # fmt: skip
+    try:
+        out = client.containers.run(
+            record.image,
+            entrypoint=[_PYTHON, "-c", code, "/run/tree-task.json"],
+            command=[],
+            user="root",
+            network_mode="none",
+            environment={"PYTHONDONTWRITEBYTECODE": "1"},
+            volumes={
+                record.cwd: {"bind": _TREE, "mode": "rw"},
+                str(pkg): {"bind": f"{_PKG_MOUNT}/bot_bottle_docker", "mode": "ro"},
+                str(task_file): {"bind": "/run/tree-task.json", "mode": "ro"},
+            },
+            labels={
+                "bot-bottle.backend": "docker",
+                "bot-bottle.slug": record.slug,
+                "bot-bottle.role": "tree-helper",
+            },
+            cap_drop=["ALL"],
+            cap_add=HELPER_CAPS,
+            security_opt=["no-new-privileges"],
+            remove=True,
+        )
+    except docker.errors.ContainerError as exc:
+        raw: object = exc.stderr or b""
+        err = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        err = err.strip()[-400:]
+        raise BotBottleError(
+            f"the working tree's ownership could not change: {visible(err)}"
+        ) from None
+    except docker.errors.DockerException as exc:
+        raise BotBottleError(f"the working tree's ownership could not change: {exc}") from None
+    finally:
+        task_file.unlink(missing_ok=True)
+    text = out.decode("utf-8", "replace") if isinstance(out, bytes) else str(out)
+    lines = text.strip().splitlines()
+    try:
+        return json.loads(lines[-1])
+    except (IndexError, ValueError):
+        raise BotBottleError("the working tree's helper answered nothing readable") from None
+
+
+def hand_over(client: docker.DockerClient, record: TreeRecord, state_path: Path,
+              keep: set[str], skip: set[str]) -> bool:  # fmt: skip
+    """The tree to the agent's uid; False (nothing changed) without ACLs."""
+    record.handed_over = True  # recorded first: a launcher killed midway is undone by cleanup
+    record.save(state_path)
+    result = run_helper(client, record, state_path, {
+        "op": "hand_over", "agent_uid": tree_owner.AGENT_UID, "owner_uid": record.owner_uid,
+        "keep": sorted(keep), "skip": sorted(skip),
+    })  # fmt: skip
+    if not result.get("acl"):
+        record.handed_over = False
+        record.save(state_path)
+        return False
+    log.info("tree_handed_over", cwd=record.cwd, entries=result.get("entries"))
+    return True
+
+
+def finish(
+    client: docker.DockerClient,
+    record: TreeRecord,
+    state_path: Path,
+    progress: Callable[[str], None],
+) -> None:
+    """Once the agent's container is gone: the git dirs it left disarmed,
+    then the tree handed back (one helper run, so no git dir of the agent's
+    is ever the owner's and armed); without a hand-over, the disarm alone."""
+    where = visible(record.cwd)
+    at_launch = dict(record.at_launch)
+    if record.handed_over and "handed_back" not in record.done:
+        try:
+            result = run_helper(client, record, state_path, {
+                "op": "finish", "agent_uid": tree_owner.AGENT_UID,
+                "owner_uid": record.owner_uid, "disarm": True, "at_launch": at_launch,
+            })  # fmt: skip
+        except BotBottleError as exc:
+            progress(f"warning: {exc}; {where} may still belong to uid {tree_owner.AGENT_UID}: "
+                     "run 'bot-bottle cleanup' to retry")  # fmt: skip
+            raise
+        done, failed = list(result.get("disarmed", [])), list(result.get("failed", []))
+        record.done.append("handed_back")
+        record.save(state_path)
+    else:
+        done, failed = nested_git.disarm(Path(record.cwd), at_launch)
+    report_disarmed(record.cwd, done, failed, progress)
+
+
+def report_disarmed(
+    cwd: str, done: Sequence[str], failed: Sequence[str], progress: Callable[[str], None]
+) -> None:
+    where = visible(cwd)
+    if done:
+        names = ", ".join(visible(n) for n in done[:10])
+        progress(
+            f"warning: disabled git directories the agent made or changed in {where}: "
+            f"{names} (their HEAD is now {nested_git.DISABLED}; review their config and "
+            "hooks before renaming it back)"
+        )
+    if failed:
+        names = ", ".join(visible(n) for n in failed[:10])
+        progress(
+            f"warning: could not disable git directories the agent made in {where}: "
+            f"{names}; do not run git inside them before reviewing their config"
+        )
+    log.info("git_dirs_disarmed", disarmed=list(done), failed=list(failed))
+
+
+def owner_of(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_uid, st.st_gid
