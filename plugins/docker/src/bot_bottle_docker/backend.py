@@ -75,7 +75,14 @@ from bot_bottle.contracts.common import Availability, HostCheck
 from bot_bottle.errors import BotBottleError
 from bot_bottle.log import get_logger
 from bot_bottle.manifest.models import Limits, memory_bytes
-from bot_bottle.state import StateDir, home_id, launcher_gone, launcher_id, now_iso
+from bot_bottle.state import (
+    StateDir,
+    all_states,
+    home_id,
+    launcher_gone,
+    launcher_id,
+    now_iso,
+)
 from bot_bottle.teardown import Teardown
 from bot_bottle.termtext import visible
 from bot_bottle_docker import nested_git, tree_owner, workspace_git, workspace_tree, worktree_guards
@@ -351,9 +358,7 @@ class DockerBackend(Backend):
                 if record is not None and workspace is not None and record.owner_uid != 0:
                     # Before the agent's container exists: nothing of the
                     # agent's runs until the tree is the agent uid's.
-                    keep, skip = workspace_tree.layout(
-                        workspace, record.guarded_ro, record.at_launch
-                    )
+                    keep, skip = workspace_tree.layout(workspace, record.guarded_ro)
                     if not workspace_tree.hand_over(client, record, state.path, keep, skip):
                         self.progress(
                             f"warning: {visible(record.cwd)} has no POSIX ACLs: the agent "
@@ -390,12 +395,13 @@ class DockerBackend(Backend):
                     lambda: _stop(agent) if kept and kept[0].kept else _remove(agent),
                 )
                 agent.start()
-                if workspace is not None:
+                if workspace is not None and record is not None:
                     # Runs while the agent container still exists (teardown is LIFO).
-                    ws, user = workspace, plan.provider_plan.user
+                    ws, rec = workspace, record
+                    secrets = list(plan.gitgate_secrets.values())
                     down.push(
                         "bring back the agent's commits",
-                        lambda: self._bring_back(ws, prepared.agent_name, user, plan, guarded),
+                        lambda: self._bring_back(ws, rec, state.path, secrets),
                     )
                 relay = self._start_relay(client, prepared, labels, bundle_tag, agent, sock, down)
                 return agent, relay
@@ -679,7 +685,9 @@ class DockerBackend(Backend):
             container=container, user=plan.provider_plan.user, git_dir=str(workspace.git_dir),
             host_git=str(workspace.host_git) if workspace.host_git else None,
             launch_tips=dict(workspace.launch_tips),
+            created_mountpoint=workspace.created_mountpoint,
             nested_at_launch=sorted(workspace.nested_at_launch), at_launch=dict(at_launch),
+            scan_protected=[d.removeprefix(f"{WORKSPACE}/") for _s, d, m in guarded if m == "ro"],
             guarded_ro=sorted({d.removeprefix(f"{WORKSPACE}/") for d in ro
                                if d.startswith(f"{WORKSPACE}/")}),
         )  # fmt: skip
@@ -689,14 +697,18 @@ class DockerBackend(Backend):
     def _bring_back(
         self,
         ws: workspace_git.WorkspaceGit,
-        container: str,
-        user: str,
-        plan: BottlePlan,
-        guarded: Sequence[tuple[Path, str, str]] = (),
+        record: workspace_tree.TreeRecord,
+        state_path: Path,
+        secrets: Sequence[object] = (),
     ) -> None:
         """The agent's branches into the host repository (scanned), then the
-        bottle's git dir back to the operator so the state dir can go."""
+        bottle's git dir back to the operator so the state dir can go.
+        ``secrets``: the bottle's known secret values (none in ``cleanup``)."""
         import docker.errors
+
+        if "brought_back" in record.done:
+            return
+        container, user = record.container, record.user
 
         where = visible(str(ws.cwd))
         nested = workspace_git.new_nested_git(ws)
@@ -710,10 +722,7 @@ class DockerBackend(Backend):
             result = workspace_git.bring_back(
                 ws,
                 ["docker", "exec", "-i", "-u", user, container],
-                _guarded_scanner(
-                    workspace_git.default_scanner(list(plan.gitgate_secrets.values())),
-                    [dest.removeprefix(f"{WORKSPACE}/") for _s, dest, m in guarded if m == "ro"],
-                ),
+                _guarded_scanner(workspace_git.default_scanner(secrets), record.scan_protected),
                 ws.git_dir.parent / "bring-back.git",
             )
         except BotBottleError as exc:
@@ -731,7 +740,9 @@ class DockerBackend(Backend):
         for item in result.items:
             what = "refused, not brought into" if item.refused else "brought back into"
             self.progress(f"{what} {where}: {item.line()}")
-        log.info("brought_back", slug=plan.slug, refs=[i.ref for i in result.items if i.ref],
+        record.done.append("brought_back")
+        record.save(state_path)
+        log.info("brought_back", slug=record.slug, refs=[i.ref for i in result.items if i.ref],
                  refused=[i.branch for i in result.items if i.refused])  # fmt: skip
 
     def _ensure_agent_image(self, plan: BottlePlan) -> str:
@@ -896,6 +907,12 @@ class DockerBackend(Backend):
                     items.append(
                         CleanupItem(NAME, "network", n.name or n.id or "?", labels[L_SLUG])
                     )
+            # A --cwd tree a dead launcher did not give back (still the agent
+            # uid's, its git dirs armed, the agent's commits not fetched).
+            for state in all_states():
+                record = workspace_tree.unfinished(state.path)
+                if record is not None and not state.owner_alive:
+                    items.append(CleanupItem(NAME, "workspace", record.cwd, state.slug))
             return items
         finally:
             client.close()
@@ -912,8 +929,12 @@ class DockerBackend(Backend):
         client = _client()
         removed: list[CleanupItem] = []
         slugs = {i.slug for i in items if i.slug}
+        for slug in sorted(slugs):
+            self._finish_orphan(client, slug)
         try:
-            pending = list(items)
+            pending = [i for i in items if i.kind != "workspace"]
+            trees = [i for i in items if i.kind == "workspace"]
+            removed += [i for i in trees if not self._unfinished(i.slug or "")]
             for attempt in range(_CLEANUP_PASSES):
                 # Containers first: a network in use cannot be removed.
                 for item in sorted(pending, key=lambda i: i.kind != "container"):
@@ -931,6 +952,40 @@ class DockerBackend(Backend):
         # Only what was asked for counts; late arrivals are extra.
         asked = {(i.kind, i.name) for i in items}
         return [i for i in removed if (i.kind, i.name) in asked]
+
+    @staticmethod
+    def _unfinished(slug: str) -> bool:
+        return workspace_tree.unfinished(StateDir.for_slug(slug).path) is not None
+
+    def _finish_orphan(self, client: Any, slug: str) -> None:
+        """What a dead launcher's teardown did not do for its ``--cwd``: the
+        agent's commits brought back (while its container still runs), the
+        container gone, then the git dirs it left disarmed and the tree
+        handed back. The bottle's known secret values are not kept on disk,
+        so this scan has the installed detectors only."""
+        import docker.errors
+
+        state = StateDir.for_slug(slug)
+        record = workspace_tree.unfinished(state.path)
+        if record is None or state.owner_alive:
+            return
+        agent = None
+        with contextlib.suppress(docker.errors.NotFound):
+            agent = client.containers.get(record.container)
+        if agent is not None and agent.status == "running":
+            try:
+                self._bring_back(record.workspace(), record, state.path)
+            except BotBottleError as exc:
+                log.warning("cleanup_bring_back_failed", slug=slug, error=str(exc))
+        if agent is not None:
+            with contextlib.suppress(docker.errors.NotFound):
+                agent.remove(force=True, v=True)
+        try:
+            workspace_tree.finish(client, record, state.path, self.progress)
+        except BotBottleError as exc:
+            log.warning("cleanup_tree_failed", slug=slug, error=str(exc))
+        if record.created_mountpoint:
+            record.workspace_with_mountpoint().remove_mountpoint()
 
     def _labelled(self, client: Any, slugs: set[str]) -> list[CleanupItem]:
         out: list[CleanupItem] = []

@@ -18,9 +18,8 @@ git (root: by root). So while the bottle runs:
   editable by the other);
 * not handed over: the top directory when it holds the host's ``.git``
   (git stops there, at the operator's own repository), a populated
-  submodule's directory (its ``.git`` is mounted read-only and pinned), the
-  read-only guarded paths, and git directories that existed at launch (the
-  owner's nested clones: read-only to the agent).
+  submodule's directory (its ``.git`` is mounted read-only and pinned) and
+  the read-only guarded paths.
 
 An owner-owned directory is then reachable for the agent only where git
 never looks for a repository of the agent's, and every directory where it
@@ -215,12 +214,15 @@ def main() -> None:
     with :mod:`nested_git`, then ``hand_back``); the result as JSON on stdout."""
     task = json.loads(Path(sys.argv[1]).read_text())
     top = Path(task["top"])
+    from bot_bottle_docker import nested_git
+
     if task["op"] == "hand_over":
         out = hand_over(top, task["agent_uid"], task["owner_uid"], set(task["keep"]),
                         set(task["skip"]))  # fmt: skip
+        # The git dirs as the agent gets them (the hand-over changed their
+        # ctimes): what teardown's disarm compares with, before the hand-back.
+        out["at_launch"] = nested_git.git_dirs(top)
     else:
-        from bot_bottle_docker import nested_git
-
         done, failed = nested_git.disarm(top, task["at_launch"]) if task["disarm"] else ([], [])
         out = {"disarmed": done, "failed": failed,
                "handed_back": hand_back(top, task["agent_uid"], task["owner_uid"])}  # fmt: skip

@@ -55,6 +55,9 @@ class TreeRecord:
     nested_at_launch: list[str] = field(default_factory=list)
     at_launch: dict[str, str] = field(default_factory=dict)
     guarded_ro: list[str] = field(default_factory=list)
+    #: The working-tree guards' paths a brought-back branch must not change.
+    scan_protected: list[str] = field(default_factory=list)
+    created_mountpoint: bool = False
     #: Steps done, so a second run (cleanup after a teardown cut short)
     #: repeats none that must not be repeated.
     done: list[str] = field(default_factory=list)
@@ -72,6 +75,11 @@ class TreeRecord:
         except (OSError, ValueError, TypeError):
             return None
 
+    def workspace_with_mountpoint(self) -> workspace_git.WorkspaceGit:
+        ws = self.workspace()
+        ws.created_mountpoint = self.created_mountpoint
+        return ws
+
     def workspace(self) -> workspace_git.WorkspaceGit:
         host = Path(self.host_git) if self.host_git else None
         owner = workspace_git.Owner(self.owner_uid, self.owner_gid) if host else None
@@ -82,14 +90,12 @@ class TreeRecord:
         )  # fmt: skip
 
 
-def layout(
-    ws: workspace_git.WorkspaceGit, guarded_ro: Sequence[str], at_launch: dict[str, str]
-) -> tuple[set[str], set[str]]:
+def layout(ws: workspace_git.WorkspaceGit, guarded_ro: Sequence[str]) -> tuple[set[str], set[str]]:
     """(keep, skip) for :func:`tree_owner.hand_over`: the directories where
     git stops at a ``.git`` the agent cannot touch stay the owner's; guarded
-    paths and the git dirs that existed at launch are not touched."""
+    paths (read-only in the bottle) are not touched."""
     keep = {"."} if ws.host_git is not None else set()
-    skip = set(guarded_ro) | set(at_launch)
+    skip = set(guarded_ro)
     for rel in guarded_ro:
         if Path(rel).name == ".git":
             keep.add(str(Path(rel).parent))
@@ -163,6 +169,8 @@ def hand_over(client: docker.DockerClient, record: TreeRecord, state_path: Path,
         record.handed_over = False
         record.save(state_path)
         return False
+    record.at_launch = dict(result.get("at_launch") or {})
+    record.save(state_path)
     log.info("tree_handed_over", cwd=record.cwd, entries=result.get("entries"))
     return True
 
@@ -176,9 +184,11 @@ def finish(
     """Once the agent's container is gone: the git dirs it left disarmed,
     then the tree handed back (one helper run, so no git dir of the agent's
     is ever the owner's and armed); without a hand-over, the disarm alone."""
+    if "finished" in record.done:
+        return
     where = visible(record.cwd)
     at_launch = dict(record.at_launch)
-    if record.handed_over and "handed_back" not in record.done:
+    if record.handed_over:
         try:
             result = run_helper(client, record, state_path, {
                 "op": "finish", "agent_uid": tree_owner.AGENT_UID,
@@ -189,11 +199,18 @@ def finish(
                      "run 'bot-bottle cleanup' to retry")  # fmt: skip
             raise
         done, failed = list(result.get("disarmed", [])), list(result.get("failed", []))
-        record.done.append("handed_back")
-        record.save(state_path)
     else:
         done, failed = nested_git.disarm(Path(record.cwd), at_launch)
+    record.done.append("finished")
+    record.save(state_path)
     report_disarmed(record.cwd, done, failed, progress)
+
+
+def unfinished(state_path: Path) -> TreeRecord | None:
+    """The record of a bottle whose tree was not given back (its launcher
+    died before teardown, or teardown failed there)."""
+    record = TreeRecord.load(state_path)
+    return record if record is not None and "finished" not in record.done else None
 
 
 def report_disarmed(
