@@ -977,7 +977,8 @@ class DockerBackend(Backend):
                 self._bring_back(record.workspace(), record, state.path)
             except BotBottleError as exc:
                 log.warning("cleanup_bring_back_failed", slug=slug, error=str(exc))
-        if agent is not None:
+        if agent is not None and not state.preserved:
+            # (a preserved bottle's agent is stopped, kept for commit/resume)
             with contextlib.suppress(docker.errors.NotFound):
                 agent.remove(force=True, v=True)
         try:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import bot_bottle_docker
 from bot_bottle.errors import BotBottleError
 from bot_bottle.log import get_logger
+from bot_bottle.state import PENDING
 from bot_bottle.termtext import visible
 from bot_bottle_docker import nested_git, tree_owner, workspace_git
 
@@ -195,6 +196,10 @@ def finish(
                 "owner_uid": record.owner_uid, "disarm": True, "at_launch": at_launch,
             })  # fmt: skip
         except BotBottleError as exc:
+            # The state dir (this record) stays for 'bot-bottle cleanup'.
+            (state_path / PENDING).write_text(
+                f"the working tree {record.cwd} was not given back to its owner\n"
+            )
             progress(f"warning: {exc}; {where} may still belong to uid {tree_owner.AGENT_UID}: "
                      "run 'bot-bottle cleanup' to retry")  # fmt: skip
             raise
@@ -203,6 +208,7 @@ def finish(
         done, failed = nested_git.disarm(Path(record.cwd), at_launch)
     record.done.append("finished")
     record.save(state_path)
+    (state_path / PENDING).unlink(missing_ok=True)
     report_disarmed(record.cwd, done, failed, progress)
 
 
