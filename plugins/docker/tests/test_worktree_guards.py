@@ -148,3 +148,38 @@ def test_active_hooks_are_the_executable_non_samples(tmp_path: Path) -> None:
     assert active_hooks(repo, repo / ".git", owner) == []  # not executable
     hook.chmod(0o755)
     assert active_hooks(repo, repo / ".git", owner) == ["pre-commit"]
+
+
+def test_the_owners_global_config_naming_tree_files_guards_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The owner's ``~/.gitconfig`` (and what it includes) reads and runs
+    tree files too: an include relative to the global file, an alias script
+    and a ``core.hooksPath`` inside the tree are read-only like the local
+    config's; a missing include there is refused; values of other keys are
+    not paths."""
+    import bot_bottle_docker.worktree_guards as wg
+
+    repo = _repo(tmp_path)
+    home = tmp_path / "owner-home"
+    home.mkdir()
+    monkeypatch.setattr(wg, "_owner_home", lambda owner: str(home))
+    (repo / "tools").mkdir()
+    (repo / "tools" / "x.sh").write_text("#!/bin/sh\n")
+    (repo / "shared.cfg").write_text("[alias]\n\ty = !./tools/x.sh\n")
+    (repo / "main").mkdir()  # init.defaultBranch = main names no file
+    (repo / ".hooks").mkdir()
+    (home / ".gitconfig").write_text(
+        f"[include]\n\tpath = {os.path.relpath(repo / 'shared.cfg', home)}\n"
+        "[init]\n\tdefaultBranch = main\n"
+        "[core]\n\thooksPath = .hooks\n"
+    )
+    got = _guards(repo)
+    assert ("/workspace/shared.cfg", "ro") in got
+    assert ("/workspace/tools/x.sh", "ro") in got
+    assert ("/workspace/.hooks", "ro") in got
+    assert not [d for d, _m in got if d.startswith("/workspace/main")]
+    with (home / ".gitconfig").open("a") as fh:
+        fh.write(f'[includeIf "gitdir:/nowhere/"]\n\tpath = {repo}/missing.cfg\n')
+    with pytest.raises(BotBottleError, match=r"missing\.cfg"):
+        _guards(repo)
