@@ -735,7 +735,13 @@ class DockerBackend(Backend):
                     ["chown", "-R", f"{os.getuid()}:{os.getgid()}", f"{WORKSPACE}/.git"],
                     user="root",
                 )
-        if result.error:
+        if result.over_cap:
+            self.progress(
+                f"error: nothing was brought back into {where}: {result.error} "
+                "(hint: set BOT_BOTTLE_BRING_BACK_MAX_MB higher, or have the agent push "
+                "through git-gate)"
+            )
+        elif result.error:
             self.progress(f"warning: the agent's commits could not be fetched: {result.error}")
         for item in result.items:
             what = "refused, not brought into" if item.refused else "brought back into"
