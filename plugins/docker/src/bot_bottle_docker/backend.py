@@ -355,9 +355,14 @@ class DockerBackend(Backend):
                 runtime = gvisor_runtime(client, bundle_tag, self.progress) if use else None
                 agent_env = {k: v.reveal() for k, v in plan.agent_env.items()}
                 volumes = self._agent_volumes(plan, workspace, guarded, record, state, down)
-                if record is not None and workspace is not None and record.owner_uid != 0:
-                    # Before the agent's container exists: nothing of the
-                    # agent's runs until the tree is the agent uid's.
+                # Before the agent's container exists: nothing of the agent's
+                # runs until the tree is the agent uid's. (Not for a root-owned
+                # tree, read-only to the agent, nor an owner who is uid 60105.)
+                if (
+                    workspace is not None
+                    and record is not None
+                    and record.owner_uid not in (0, tree_owner.AGENT_UID)
+                ):
                     keep, skip = workspace_tree.layout(workspace, record.guarded_ro)
                     if not workspace_tree.hand_over(client, record, state.path, keep, skip):
                         self.progress(

@@ -103,23 +103,43 @@ def _read(path: str, name: str) -> list[Entry] | None:
         raise
 
 
+def _acls(path: str) -> set[str]:
+    """Which of the two ACLs ``path`` has (one syscall; most entries have
+    none, and this spares a failing read of each)."""
+    return {n for n in os.listxattr(path, follow_symlinks=False) if n in (ACCESS, DEFAULT)}
+
+
+_cache: dict[tuple[int, tuple[tuple[int, int], ...]], bytes] = {}
+
+
+def _acl_bytes(mode: int, users: dict[int, int], existing: list[Entry] | None) -> bytes:
+    if existing is not None:
+        kept = [e for e in existing if not (e[0] == _USER and e[2] in users)]
+        return encode(_with_mask([*kept, *((_USER, p, u) for u, p in users.items())]))
+    key = (mode & 0o777, tuple(sorted(users.items())))
+    if key not in _cache:
+        added = [(_USER, p, u) for u, p in users.items()]
+        _cache[key] = encode(_with_mask([*_base(mode), *added]))
+    return _cache[key]
+
+
 def grant(path: str, mode: int, access: dict[int, int], default: dict[int, int] | None) -> None:
     """Add ``user:<uid>:<perm>`` entries to ``path``'s access ACL and, for a
     directory, its default ACL (inherited by what is created in it)."""
+    present = _acls(path)
     names = [(ACCESS, access)]
     if default is not None:
         names.append((DEFAULT, default))
     for name, users in names:
-        entries = _read(path, name) or _base(mode)
-        kept = [e for e in entries if not (e[0] == _USER and e[2] in users)]
-        added = [(_USER, perm, uid) for uid, perm in users.items()]
-        os.setxattr(path, name, encode(_with_mask([*kept, *added])), follow_symlinks=False)
+        existing = _read(path, name) if name in present else None
+        os.setxattr(path, name, _acl_bytes(mode, users, existing), follow_symlinks=False)
 
 
-def revoke(path: str, uids: set[int]) -> None:
+def revoke(path: str, uids: set[int], mode: int | None = None) -> None:
     """Remove ``user:<uid>`` entries; an ACL left with no named entry goes,
-    and the mode's group bits are the owning group's again."""
-    for name in (ACCESS, DEFAULT):
+    and the mode's group bits are the owning group's again. ``mode``: the
+    entry's mode now, if the caller knows it (spares an lstat)."""
+    for name in sorted(_acls(path)):
         entries = _read(path, name)
         if entries is None or not any(e[0] == _USER and e[2] in uids for e in entries):
             continue
@@ -130,26 +150,36 @@ def revoke(path: str, uids: set[int]) -> None:
         os.removexattr(path, name, follow_symlinks=False)
         if name == ACCESS:
             group = next((e[1] for e in kept if e[0] == _GROUP_OBJ), 0)
-            mode = stat.S_IMODE(os.lstat(path).st_mode)
-            Path(path).chmod((mode & ~0o070) | (group << 3))
+            now = stat.S_IMODE(os.lstat(path).st_mode if mode is None else mode)
+            os.chmod(path, (now & ~0o070) | (group << 3))  # noqa: PTH101 (a str path, hot loop)
 
 
-def _entries(top: Path, skip: set[str]) -> Iterator[tuple[str, os.stat_result]]:
-    """Every entry below ``top`` (``top`` first, as ``.``), links not
-    followed, ``skip`` (relative paths) and what is below them left out."""
-    yield ".", os.lstat(top)
-    for root, dirs, files in os.walk(top):
-        here = os.path.relpath(root, top)
-        for name in [*dirs, *files]:
-            rel = name if here == "." else f"{here}/{name}"
-            if rel in skip:
-                if name in dirs:
-                    dirs.remove(name)
-                continue
-            try:
-                yield rel, os.lstat(Path(root, name))
-            except FileNotFoundError:
-                continue
+def _entries(top: Path, skip: set[str]) -> Iterator[tuple[str, str, os.stat_result]]:
+    """``(relative path, path, lstat)`` of every entry below ``top`` (``top``
+    first, as ``.``), links not followed, ``skip`` (relative paths) and what
+    is below them left out. Plain strings and ``scandir``: this walks every
+    file of the tree, twice per bottle."""
+    base = str(top)
+    yield ".", base, os.lstat(base)
+    pending: list[tuple[str, str]] = [("", base)]
+    while pending:
+        rel_dir, dir_path = pending.pop()
+        try:
+            it = os.scandir(dir_path)
+        except OSError:
+            continue
+        with it:
+            for entry in it:
+                rel = f"{rel_dir}{entry.name}"
+                if rel in skip:
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                yield rel, entry.path, st
+                if stat.S_ISDIR(st.st_mode):
+                    pending.append((f"{rel}/", entry.path))
 
 
 def hand_over(
@@ -167,21 +197,21 @@ def hand_over(
         if exc.errno != errno.ENODATA:
             raise
     count = 0
-    for rel, st in _entries(top, skip | {".git"}):
+    both = {agent_uid: 7, owner_uid: 7}
+    for rel, path, st in _entries(top, skip | {".git"}):
         if st.st_uid != owner_uid:
             continue  # another user's: the agent could not write it before either
-        path = str(top / rel)
-        is_dir = stat.S_ISDIR(st.st_mode)
-        if not stat.S_ISLNK(st.st_mode):
-            if is_dir:
+        mode = st.st_mode
+        if not stat.S_ISLNK(mode):
+            if stat.S_ISDIR(mode):
                 # The side that does not own the directory gets in by ACL;
                 # both get in to whatever is created in it.
                 access = {agent_uid if rel in keep else owner_uid: 7}
-                default: dict[int, int] | None = {agent_uid: 7, owner_uid: 7}
+                default: dict[int, int] | None = both
             else:
-                access, default = {owner_uid: (st.st_mode >> 6) & 7}, None
+                access, default = {owner_uid: (mode >> 6) & 7}, None
             try:
-                grant(path, st.st_mode, access, default)
+                grant(path, mode, access, default)
             except OSError as exc:
                 if exc.errno not in _UNSUPPORTED:
                     raise
@@ -199,13 +229,17 @@ def hand_back(top: Path, agent_uid: int, owner_uid: int) -> int:
     group is the owner's already: the agent runs with it), and the ACL
     entries of both removed. Returns how many entries changed hands."""
     count = 0
-    for rel, st in _entries(top, {".git"}):
-        path = str(top / rel)
+    uids = {agent_uid, owner_uid}
+    for _rel, path, st in _entries(top, {".git"}):
+        mode: int | None = st.st_mode
         if st.st_uid == agent_uid:
             os.chown(path, owner_uid, -1, follow_symlinks=False)
             count += 1
+            # chown cleared set-user/group-ID bits of a file: the mode is
+            # read again rather than restored from before.
+            mode = None if stat.S_ISREG(st.st_mode) else st.st_mode
         if not stat.S_ISLNK(st.st_mode):
-            revoke(path, {agent_uid, owner_uid})
+            revoke(path, uids, mode)
     return count
 
 
@@ -224,6 +258,13 @@ def main() -> None:
         out["at_launch"] = nested_git.git_dirs(top)
     else:
         done, failed = nested_git.disarm(top, task["at_launch"]) if task["disarm"] else ([], [])
+        # The bottle's git dir (the agent's while it ran) to whoever runs
+        # bot-bottle, who removes the state dir: a dead launcher's teardown
+        # did not give it back.
+        if task.get("git_dir"):
+            git_dir = Path(task["git_dir"])
+            for _rel, path, _st in _entries(git_dir, set()):
+                os.chown(path, task["launcher_uid"], task["launcher_gid"], follow_symlinks=False)
         out = {"disarmed": done, "failed": failed,
                "handed_back": hand_back(top, task["agent_uid"], task["owner_uid"])}  # fmt: skip
     sys.stdout.write(json.dumps(out) + "\n")

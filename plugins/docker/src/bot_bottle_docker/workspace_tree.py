@@ -12,6 +12,7 @@ the installed detectors, not the bottle's own secret values).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ _TASK = "tree-task.json"
 _PYTHON = "/opt/bot-bottle/bin/python3"
 _PKG_MOUNT = "/opt/bot-bottle-tree"
 _TREE = "/tree"
+_GIT_DIR = "/bottle-git"
 HELPER_CAPS = ["CHOWN", "FOWNER", "DAC_OVERRIDE", "DAC_READ_SEARCH"]
 
 
@@ -111,6 +113,11 @@ def run_helper(
     import docker.errors
 
     task_file = state_path / _TASK
+    volumes = {record.cwd: {"bind": _TREE, "mode": "rw"}}
+    if task["op"] == "finish" and record.git_dir and Path(record.git_dir).is_dir():
+        volumes[record.git_dir] = {"bind": _GIT_DIR, "mode": "rw"}
+        task = {**task, "git_dir": _GIT_DIR, "launcher_uid": os.getuid(),
+                "launcher_gid": os.getgid()}  # fmt: skip
     task_file.write_text(json.dumps({**task, "top": _TREE}))
     pkg = Path(bot_bottle_docker.__file__).parent
     code = (f"import sys; sys.path.insert(0, {_PKG_MOUNT!r}); "
@@ -124,7 +131,7 @@ def run_helper(
             network_mode="none",
             environment={"PYTHONDONTWRITEBYTECODE": "1"},
             volumes={
-                record.cwd: {"bind": _TREE, "mode": "rw"},
+                **volumes,
                 str(pkg): {"bind": f"{_PKG_MOUNT}/bot_bottle_docker", "mode": "ro"},
                 str(task_file): {"bind": "/run/tree-task.json", "mode": "ro"},
             },
