@@ -114,6 +114,10 @@ def scene(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
                        for cmd in (["status"], ["log", "-1"], ["diff"])]  # fmt: skip
                 scene.during[name] = "\n".join(out)
             scene.during["top"] = owner_git(scene, "status", "--porcelain", check=False)
+            # A populated submodule's directory stays the owner's (its .git is
+            # read-only and pinned in the bottle): git works inside it.
+            scene.during["submodule"] = owner_git(scene, "status", check=False,
+                                                  cwd=scene.repo / "mod")  # fmt: skip
             # The owner edits a file the agent made; the agent one the owner made.
             made = scene.repo / "tools" / "config"
             with made.open("a") as fh:
@@ -158,6 +162,8 @@ def test_the_tree_was_the_agents_and_the_owners_git_worked_at_the_top(scene: Sce
         assert rel in owned, owned
     assert "." not in owned  # the top holds the owner's .git: git stops there
     assert "fatal" not in scene.during["top"] and "README.md" in scene.during["top"]
+    assert "On branch" in scene.during["submodule"] or "HEAD detached" in scene.during["submodule"]
+    assert "dubious" not in scene.during["submodule"], scene.during["submodule"]
 
 
 def test_after_the_bottle_the_tree_is_the_owners_again_and_disarmed(scene: Scene) -> None:
