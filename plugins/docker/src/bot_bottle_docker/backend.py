@@ -923,7 +923,7 @@ class DockerBackend(Backend):
             for state in all_states():
                 record = workspace_tree.unfinished(state.path)
                 if record is not None and not state.owner_alive:
-                    items.append(CleanupItem(NAME, "workspace", record.cwd, state.slug))
+                    items.append(CleanupItem(NAME, "workspace", visible(record.cwd), state.slug))
             return items
         finally:
             client.close()
@@ -940,9 +940,9 @@ class DockerBackend(Backend):
         client = _client()
         removed: list[CleanupItem] = []
         slugs = {i.slug for i in items if i.slug}
-        for slug in sorted(slugs):
-            self._finish_orphan(client, slug)
         try:
+            for slug in sorted(slugs):
+                self._finish_orphan(client, slug)
             pending = [i for i in items if i.kind != "workspace"]
             trees = [i for i in items if i.kind == "workspace"]
             removed += [i for i in trees if not self._unfinished(i.slug or "")]
