@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import bot_bottle_docker
 from bot_bottle.errors import BotBottleError
 from bot_bottle.log import get_logger
 from bot_bottle.state import PENDING
@@ -34,7 +33,6 @@ RECORD = "workspace.json"
 _TASK = "tree-task.json"
 #: The bundle image's interpreter (the agent image may have none).
 _PYTHON = "/opt/bot-bottle/bin/python3"
-_PKG_MOUNT = "/opt/bot-bottle-tree"
 _TREE = "/tree"
 _GIT_DIR = "/bottle-git"
 HELPER_CAPS = ["CHOWN", "FOWNER", "DAC_OVERRIDE", "DAC_READ_SEARCH"]
@@ -105,6 +103,46 @@ def layout(ws: workspace_git.WorkspaceGit, guarded_ro: Sequence[str]) -> tuple[s
     return keep, skip
 
 
+#: Runs in the helper: the two stdlib-only modules, from their source text
+#: (no host path of the installed package needs to be shared with the engine).
+_BOOT = """
+import sys, types
+pkg = types.ModuleType("bot_bottle_docker")
+pkg.__path__ = []
+sys.modules["bot_bottle_docker"] = pkg
+for name, src in SOURCES:
+    mod = types.ModuleType("bot_bottle_docker." + name)
+    sys.modules[mod.__name__] = mod
+    setattr(pkg, name, mod)
+    exec(compile(src, name + ".py", "exec"), mod.__dict__)
+sys.modules["bot_bottle_docker.tree_owner"].main()
+"""
+
+
+def _program() -> str:
+    sources = [(m.__name__.rsplit(".", 1)[1], Path(m.__file__ or "").read_text())
+               for m in (nested_git, tree_owner)]  # fmt: skip
+    return f"SOURCES = {sources!r}\n{_BOOT}"
+
+
+def _image(client: docker.DockerClient, wanted: str) -> str:
+    """The bundle image the launch used, or (pruned since: a ``cleanup``
+    days later) any bundle image here: the helper needs only its Python."""
+    import docker.errors
+
+    try:
+        client.images.get(wanted)
+        return wanted
+    except docker.errors.ImageNotFound:
+        tags = [t for i in client.images.list(name="bot-bottle/sidecars") for t in i.tags]
+        if not tags:
+            raise BotBottleError(
+                "no bundle image to run the working tree's helper in",
+                hint="run any bottle once (it builds the image), then 'bot-bottle cleanup'",
+            ) from None
+        return tags[0]
+
+
 def run_helper(
     client: docker.DockerClient, record: TreeRecord, state_path: Path, task: dict[str, Any]
 ) -> dict[str, Any]:
@@ -119,20 +157,16 @@ def run_helper(
         task = {**task, "git_dir": _GIT_DIR, "launcher_uid": os.getuid(),
                 "launcher_gid": os.getgid()}  # fmt: skip
     task_file.write_text(json.dumps({**task, "top": _TREE}))
-    pkg = Path(bot_bottle_docker.__file__).parent
-    code = (f"import sys; sys.path.insert(0, {_PKG_MOUNT!r}); "
-            "from bot_bottle_docker.tree_owner import main; main()")  # fmt: skip
     try:
         out = client.containers.run(
-            record.image,
-            entrypoint=[_PYTHON, "-c", code, "/run/tree-task.json"],
+            _image(client, record.image),
+            entrypoint=[_PYTHON, "-c", _program(), "/run/tree-task.json"],
             command=[],
             user="root",
             network_mode="none",
             environment={"PYTHONDONTWRITEBYTECODE": "1"},
             volumes={
                 **volumes,
-                str(pkg): {"bind": f"{_PKG_MOUNT}/bot_bottle_docker", "mode": "ro"},
                 str(task_file): {"bind": "/run/tree-task.json", "mode": "ro"},
             },
             labels={
