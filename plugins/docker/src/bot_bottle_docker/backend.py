@@ -364,6 +364,19 @@ class DockerBackend(Backend):
                     and record.owner_uid not in (0, tree_owner.AGENT_UID)
                 ):
                     keep, skip = workspace_tree.layout(workspace, record.guarded_ro)
+                    trusted = worktree_guards.trusted_everywhere(
+                        plan.cwd or Path(record.cwd),
+                        workspace.host_git,
+                        workspace_git.Owner(record.owner_uid, record.owner_gid),
+                    )
+                    if trusted:
+                        self.progress(
+                            f"warning: your git config trusts {visible(', '.join(trusted))} "
+                            "(safe.directory): there git does not check who owns a "
+                            "repository, so a git directory the agent makes in "
+                            f"{visible(record.cwd)} runs its config for your git inside it "
+                            "until the bottle ends"
+                        )
                     if not workspace_tree.hand_over(client, record, state.path, keep, skip):
                         self.progress(
                             f"warning: {visible(record.cwd)} has no POSIX ACLs: the agent "

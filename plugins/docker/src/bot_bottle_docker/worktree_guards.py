@@ -49,6 +49,32 @@ def _owner_env(cwd: Path, owner: Owner) -> dict[str, str]:
     return env
 
 
+def trusted_everywhere(cwd: Path, host_git: Path | None, owner: Owner) -> list[str]:
+    """The owner's ``safe.directory`` values that turn git's ownership check
+    off somewhere in the tree (``*``, a ``prefix/*`` above or in it, a
+    directory in it): there, a git dir the agent makes is not refused while
+    the bottle runs."""
+    env = _owner_env(cwd, owner)
+    env.pop("GIT_WORK_TREE", None)
+    out: list[str] = []
+    top = os.path.normpath(cwd)
+    for scope in ("--global", "--system"):
+        values = _git(["config", scope, "--get-all", "safe.directory"],
+                      git_dir=host_git or Path("/nonexistent"), owner=owner, env=env,
+                      check=False).stdout.decode("utf-8", "replace").split("\n")  # fmt: skip
+        for value in (v.strip() for v in values):
+            if not value:
+                continue
+            if value == "*":
+                out.append(value)
+                continue
+            path = os.path.normpath(value[:-2] if value.endswith("/*") else value)
+            under = path == top or path.startswith(top + "/")
+            if under or (value.endswith("/*") and (top + "/").startswith(path + "/")):
+                out.append(value)
+    return out
+
+
 def _read_by_owner_config(cwd: Path, host_git: Path, owner: Owner) -> list[Path]:
     """Paths in the owner's global and system config (and the files they
     include) that git reads or runs: included files, include paths whatever
