@@ -32,6 +32,8 @@ pytestmark = [
 ]
 
 BB = [sys.executable, "-m", "bot_bottle"]
+#: (scene, env, slug, cleanup's result, what the owner saw before cleanup)
+Killed = tuple[Scene, dict[str, str], str, "subprocess.CompletedProcess[str]", list[str]]
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
@@ -56,7 +58,7 @@ def _owned_by(root: Path, uid: int) -> list[str]:
 @pytest.fixture(scope="module")
 def killed(
     docker_client: docker.DockerClient, base_image: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Scene, dict[str, str], str, subprocess.CompletedProcess[str], list[str]]]:
+) -> Iterator[Killed]:
     from bot_bottle_docker.tree_owner import AGENT_UID
 
     env = dict(os.environ)
@@ -97,7 +99,7 @@ def killed(
                 c.remove(force=True)
 
 
-def test_before_cleanup_the_tree_is_the_agents_and_nothing_runs(killed) -> None:  # type: ignore[no-untyped-def]
+def test_before_cleanup_the_tree_is_the_agents_and_nothing_runs(killed: Killed) -> None:
     _scene, _env, _slug, _cleaned, before = killed
     status, owned, witnesses = before
     assert "dubious ownership" in status, status
@@ -105,7 +107,7 @@ def test_before_cleanup_the_tree_is_the_agents_and_nothing_runs(killed) -> None:
     assert witnesses == "{}"
 
 
-def test_cleanup_brings_the_commit_back_disarms_and_hands_the_tree_back(killed) -> None:  # type: ignore[no-untyped-def]
+def test_cleanup_brings_the_commit_back_disarms_and_hands_the_tree_back(killed: Killed) -> None:
     from bot_bottle_docker.nested_git import DISABLED
     from bot_bottle_docker.tree_owner import AGENT_UID
 
@@ -122,7 +124,9 @@ def test_cleanup_brings_the_commit_back_disarms_and_hands_the_tree_back(killed) 
     assert shown == "agent-work\n"
 
 
-def test_cleanup_leaves_nothing_of_the_bottle(killed, docker_client) -> None:  # type: ignore[no-untyped-def]
+def test_cleanup_leaves_nothing_of_the_bottle(
+    killed: Killed, docker_client: docker.DockerClient
+) -> None:
     _scene, env, slug, _cleaned, _before = killed
     left = docker_client.containers.list(all=True, filters={"label": f"bot-bottle.slug={slug}"})
     assert left == []
