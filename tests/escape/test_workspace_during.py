@@ -161,6 +161,8 @@ def test_the_tree_was_the_agents_and_the_owners_git_worked_at_the_top(scene: Sce
     for rel in ("src", "src/.git", "lib", "web/.git", "tools", "README.md"):
         assert rel in owned, owned
     assert "." not in owned  # the top holds the owner's .git: git stops there
+    said = [line for line in scene.progress if "belongs to the agent's uid 60105" in line]
+    assert said and "yours again at teardown" in said[0], scene.progress
     assert "fatal" not in scene.during["top"] and "README.md" in scene.during["top"]
     assert "On branch" in scene.during["submodule"] or "HEAD detached" in scene.during["submodule"]
     assert "dubious" not in scene.during["submodule"], scene.during["submodule"]

@@ -377,7 +377,14 @@ class DockerBackend(Backend):
                             f"{visible(record.cwd)} runs its config for your git inside it "
                             "until the bottle ends"
                         )
-                    if not workspace_tree.hand_over(client, record, state.path, keep, skip):
+                    if workspace_tree.hand_over(client, record, state.path, keep, skip):
+                        self.progress(
+                            f"{visible(record.cwd)} belongs to the agent's uid "
+                            f"{tree_owner.AGENT_UID} while the bottle runs (you keep read and "
+                            "write; your git refuses git directories the agent makes in it); "
+                            "it is yours again at teardown"
+                        )
+                    else:
                         self.progress(
                             f"warning: {visible(record.cwd)} has no POSIX ACLs: the agent "
                             "writes it as its owner, so a git directory it makes there is "
