@@ -382,10 +382,13 @@ def test_the_agent_writes_a_workspace_owned_by_another_uid(
     home: dict[str, str], tmp_path: Path
 ) -> None:
     """--cwd owned by another uid than the image's 1000 (4242 when the tests
-    run as root, as in CI; else the invoking user's own): the agent runs as
-    that uid in the bottle, writes files the host sees as the owner's, and
-    the host's ownership is untouched. A root-owned workspace (checked when
-    the tests run as root) stays read-only, with a warning saying why."""
+    run as root, as in CI; else the invoking user's own): the tree is handed
+    to the agent's own uid for the bottle's life (tree_owner), the agent
+    writes the owner's files and its own, and afterwards every file is the
+    owner's again. A root-owned workspace (checked when the tests run as
+    root) stays read-only, with a warning saying why."""
+    from bot_bottle_docker.tree_owner import AGENT_UID
+
     root = os.geteuid() == 0
     uid, gid = (4242, 4343) if root else (os.getuid(), os.getgid())
     ws = tmp_path / "ws"
@@ -397,7 +400,7 @@ def test_the_agent_writes_a_workspace_owned_by_another_uid(
     script = "id -u; echo agent >> a.txt; echo new > b.txt; git config --global x.y z"
     r = _bb(home, "run", "demo", "--cwd", str(ws), "--", "sh", "-c", script)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.split()[0] == str(uid)
+    assert r.stdout.split()[0] == str(AGENT_UID)
     assert (ws / "a.txt").read_text() == "from the host\nagent\n"
     st = (ws / "b.txt").stat()
     assert (st.st_uid, st.st_gid) == (uid, gid)

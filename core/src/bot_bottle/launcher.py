@@ -173,7 +173,8 @@ def execute(
             if code is not None and code != 0:
                 state.preserve(f"agent exited with {code}")
                 report.preserved = True
-            elif not unrevoked:
+            elif not unrevoked and not state.pending:
+                # (pending: the backend could not finish; cleanup retries from it)
                 state.remove()
         report.exit_code = code if code is not None else 1
         if unrevoked:

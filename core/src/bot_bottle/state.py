@@ -23,6 +23,9 @@ from bot_bottle.paths import home_dir
 
 METADATA = "metadata.json"
 PRESERVE = "preserve"
+#: Written by a backend whose cleanup of this bottle is not complete (a
+#: working tree not given back): ``cleanup`` keeps the state dir and retries.
+PENDING = "cleanup-pending"
 #: A preserved bottle's last egress config (its routes), kept for resume.
 ROUTES = "egress.json"
 #: Where a backend renders the bottle's egress config under its run dir
@@ -165,6 +168,14 @@ class StateDir:
     @property
     def preserved(self) -> bool:
         return (self.path / PRESERVE).exists()
+
+    @property
+    def pending(self) -> str:
+        """Why a backend asked ``cleanup`` to keep this state dir ("" if it did not)."""
+        try:
+            return (self.path / PENDING).read_text().strip()
+        except OSError:
+            return ""
 
     @property
     def owner_alive(self) -> bool:

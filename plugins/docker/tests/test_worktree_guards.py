@@ -26,6 +26,17 @@ def _git(repo: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True)
 
 
+def _no_system_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This machine's /etc/gitconfig (a CI image's ``safe.directory = *``)
+    stays out of the owner's config these tests write."""
+    import bot_bottle_docker.worktree_guards as wg
+
+    real = wg._owner_env
+    monkeypatch.setattr(
+        wg, "_owner_env", lambda cwd, owner: {**real(cwd, owner), "GIT_CONFIG_SYSTEM": "/dev/null"}
+    )
+
+
 def _guards(repo: Path) -> list[tuple[str, str]]:
     out = guards(repo, repo / ".git", Owner.of(repo / ".git"))
     return [(dest, mode) for _src, dest, mode in out]
@@ -148,3 +159,62 @@ def test_active_hooks_are_the_executable_non_samples(tmp_path: Path) -> None:
     assert active_hooks(repo, repo / ".git", owner) == []  # not executable
     hook.chmod(0o755)
     assert active_hooks(repo, repo / ".git", owner) == ["pre-commit"]
+
+
+def test_the_owners_global_config_naming_tree_files_guards_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The owner's ``~/.gitconfig`` (and what it includes) reads and runs
+    tree files too: an include relative to the global file, an alias script
+    and a ``core.hooksPath`` inside the tree are read-only like the local
+    config's; a missing include there is refused; values of other keys are
+    not paths."""
+    import bot_bottle_docker.worktree_guards as wg
+
+    repo = _repo(tmp_path)
+    home = tmp_path / "owner-home"
+    home.mkdir()
+    monkeypatch.setattr(wg, "_owner_home", lambda owner: str(home))
+    _no_system_config(monkeypatch)
+    (repo / "tools").mkdir()
+    (repo / "tools" / "x.sh").write_text("#!/bin/sh\n")
+    (repo / "shared.cfg").write_text("[alias]\n\ty = !./tools/x.sh\n")
+    (repo / "main").mkdir()  # init.defaultBranch = main names no file
+    (repo / ".hooks").mkdir()
+    (home / ".gitconfig").write_text(
+        f"[include]\n\tpath = {os.path.relpath(repo / 'shared.cfg', home)}\n"
+        "[init]\n\tdefaultBranch = main\n"
+        "[core]\n\thooksPath = .hooks\n"
+    )
+    got = _guards(repo)
+    assert ("/workspace/shared.cfg", "ro") in got
+    assert ("/workspace/tools/x.sh", "ro") in got
+    assert ("/workspace/.hooks", "ro") in got
+    assert not [d for d, _m in got if d.startswith("/workspace/main")]
+    with (home / ".gitconfig").open("a") as fh:
+        fh.write(f'[includeIf "gitdir:/nowhere/"]\n\tpath = {repo}/missing.cfg\n')
+    with pytest.raises(BotBottleError, match=r"missing\.cfg"):
+        _guards(repo)
+
+
+def test_safe_directory_values_that_turn_the_ownership_check_off_are_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bot_bottle_docker.worktree_guards as wg
+    from bot_bottle_docker.worktree_guards import trusted_everywhere
+
+    repo = _repo(tmp_path)
+    home = tmp_path / "owner-home"
+    home.mkdir()
+    monkeypatch.setattr(wg, "_owner_home", lambda owner: str(home))
+    _no_system_config(monkeypatch)
+    owner = Owner.of(repo / ".git")
+    assert trusted_everywhere(repo, repo / ".git", owner) == []
+    (home / ".gitconfig").write_text(
+        f"[safe]\n\tdirectory = /elsewhere\n\tdirectory = {repo}/src\n"
+        f"\tdirectory = {tmp_path}/*\n\tdirectory = *\n"
+    )
+    assert trusted_everywhere(repo, repo / ".git", owner) == [
+        f"{repo}/src", f"{tmp_path}/*", "*",
+    ]  # fmt: skip
+    assert trusted_everywhere(repo, None, owner) == [f"{repo}/src", f"{tmp_path}/*", "*"]

@@ -133,6 +133,11 @@ def run(args: argparse.Namespace) -> int:
     for s in states:
         if KeyLedger(s.path).entries():
             continue  # kept so the next cleanup retries its keys
+        if s.pending:
+            # A backend could not finish this bottle (e.g. give a --cwd tree
+            # back): its record stays for the next cleanup.
+            sys.stderr.write(f"keeping {s.path}: {visible(s.pending)}\n")
+            continue
         s.remove()
         removed += 1
     for freezer, image in dangling:

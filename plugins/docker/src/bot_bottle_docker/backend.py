@@ -75,10 +75,17 @@ from bot_bottle.contracts.common import Availability, HostCheck
 from bot_bottle.errors import BotBottleError
 from bot_bottle.log import get_logger
 from bot_bottle.manifest.models import Limits, memory_bytes
-from bot_bottle.state import StateDir, home_id, launcher_gone, launcher_id, now_iso
+from bot_bottle.state import (
+    StateDir,
+    all_states,
+    home_id,
+    launcher_gone,
+    launcher_id,
+    now_iso,
+)
 from bot_bottle.teardown import Teardown
 from bot_bottle.termtext import visible
-from bot_bottle_docker import nested_git, workspace_git, worktree_guards
+from bot_bottle_docker import nested_git, tree_owner, workspace_git, workspace_tree, worktree_guards
 from bot_bottle_docker.hostperms import grant_dir
 from bot_bottle_docker.running import DockerRunningBottle
 from bot_bottle_docker.seccomp import seccomp_opt
@@ -328,6 +335,8 @@ class DockerBackend(Backend):
             down.push("runtime files", lambda: shutil.rmtree(run_dir, ignore_errors=True))
             self._write_files(plan, etc, sock, queue)
             workspace, git_dirs_at_launch, guarded = self._prepare_workspace(plan, state)
+            record = self._tree_record(plan, state, workspace, guarded, git_dirs_at_launch,
+                                       bundle_tag, prepared.agent_name)  # fmt: skip
             keys_dir = run_dir / "keys"
             self._stage_keys(plan, keys_dir, down)
             timings["files"] = time.monotonic() - t
@@ -345,7 +354,42 @@ class DockerBackend(Backend):
                 use = _use_gvisor(plan)
                 runtime = gvisor_runtime(client, bundle_tag, self.progress) if use else None
                 agent_env = {k: v.reveal() for k, v in plan.agent_env.items()}
-                volumes = self._agent_volumes(plan, workspace, guarded, git_dirs_at_launch, down)
+                volumes = self._agent_volumes(plan, workspace, guarded, record, state, down)
+                # Before the agent's container exists: nothing of the agent's
+                # runs until the tree is the agent uid's. (Not for a root-owned
+                # tree, read-only to the agent, nor an owner who is uid 60105.)
+                if (
+                    workspace is not None
+                    and record is not None
+                    and record.owner_uid not in (0, tree_owner.AGENT_UID)
+                ):
+                    keep, skip = workspace_tree.layout(workspace, record.guarded_ro)
+                    trusted = worktree_guards.trusted_everywhere(
+                        plan.cwd or Path(record.cwd),
+                        workspace.host_git,
+                        workspace_git.Owner(record.owner_uid, record.owner_gid),
+                    )
+                    if trusted:
+                        self.progress(
+                            f"warning: your git config trusts {visible(', '.join(trusted))} "
+                            "(safe.directory): there git does not check who owns a "
+                            "repository, so a git directory the agent makes in "
+                            f"{visible(record.cwd)} runs its config for your git inside it "
+                            "until the bottle ends"
+                        )
+                    if workspace_tree.hand_over(client, record, state.path, keep, skip):
+                        self.progress(
+                            f"{visible(record.cwd)} belongs to the agent's uid "
+                            f"{tree_owner.AGENT_UID} while the bottle runs (you keep read and "
+                            "write; your git refuses git directories the agent makes in it); "
+                            "it is yours again at teardown"
+                        )
+                    else:
+                        self.progress(
+                            f"warning: {visible(record.cwd)} has no POSIX ACLs: the agent "
+                            "writes it as its owner, so a git directory it makes there is "
+                            "live for your git run inside it while the bottle runs"
+                        )
                 agent = client.containers.create(
                     agent_tag,
                     command=["sleep", "infinity"],
@@ -376,12 +420,13 @@ class DockerBackend(Backend):
                     lambda: _stop(agent) if kept and kept[0].kept else _remove(agent),
                 )
                 agent.start()
-                if workspace is not None:
+                if workspace is not None and record is not None:
                     # Runs while the agent container still exists (teardown is LIFO).
-                    ws, user = workspace, plan.provider_plan.user
+                    ws, rec = workspace, record
+                    secrets = list(plan.gitgate_secrets.values())
                     down.push(
                         "bring back the agent's commits",
-                        lambda: self._bring_back(ws, prepared.agent_name, user, plan, guarded),
+                        lambda: self._bring_back(ws, rec, state.path, secrets),
                     )
                 relay = self._start_relay(client, prepared, labels, bundle_tag, agent, sock, down)
                 return agent, relay
@@ -415,7 +460,7 @@ class DockerBackend(Backend):
 
             bottle.copy_in(run_dir / "ca" / "bot-bottle-ca.crt", GUEST_CA_PATH, mode=0o644)
             if plan.cwd is not None:
-                self._match_workspace_owner(bottle, plan.provider_plan.user)
+                self._match_workspace_owner(bottle, plan.provider_plan.user, record)
             yield bottle
         log.debug("teardown", slug=plan.slug, seconds=round(down.seconds, 3))
 
@@ -424,7 +469,8 @@ class DockerBackend(Backend):
         plan: BottlePlan,
         workspace: workspace_git.WorkspaceGit | None,
         guarded: Sequence[tuple[Path, str, str]],
-        git_dirs_at_launch: dict[str, str],
+        record: workspace_tree.TreeRecord | None,
+        state: StateDir,
         down: Teardown,
     ) -> dict[str, dict[str, str]]:
         """The agent's mounts: ``--cwd`` with its git guards (none without
@@ -440,11 +486,12 @@ class DockerBackend(Backend):
                 # The engine creates /workspace/.git on the host for the mount.
                 down.push("workspace .git mountpoint", workspace.remove_mountpoint)
             # Pushed before the container: runs once it is gone.
-            cwd = plan.cwd
-            down.push(
-                "disarm git dirs the agent left",
-                lambda: self._disarm_git_dirs(cwd, git_dirs_at_launch),
-            )
+            if record is not None:
+                rec = record
+                down.push(
+                    "disarm git dirs the agent left, hand the tree back",
+                    lambda: self._finish_tree(rec, state.path),
+                )
         return volumes
 
     def _start_relay(
@@ -575,15 +622,19 @@ class DockerBackend(Backend):
         else:
             keys_dir.mkdir(mode=0o700, exist_ok=True)
 
-    def _match_workspace_owner(self, bottle: DockerRunningBottle, user: str) -> None:
-        """Give the agent user the uid/gid that owns the mounted ``--cwd``.
+    def _match_workspace_owner(
+        self, bottle: DockerRunningBottle, user: str, record: workspace_tree.TreeRecord | None
+    ) -> None:
+        """Give the agent user the uid the mounted ``--cwd`` needs.
 
-        The image's agent is uid 1000; a workspace owned by anyone else would
-        be read-only to it. Renumbering the user in this container (no agent
-        process runs yet: the container's own process is root's) lets the
-        agent write the files as their owner, without touching the host's
-        ownership. A root-owned workspace is not mapped: the agent never runs
-        as root, so it stays read-only, and the operator is told.
+        The tree handed over (``tree_owner``): the agent is
+        ``tree_owner.AGENT_UID`` with the owner's group, and its git takes any
+        directory for safe (the tree is no longer its owner's). Otherwise (no
+        ACLs) the agent takes the owner's uid, so it can write the files as
+        their owner. Renumbering the user in this container is safe: no agent
+        process runs yet (the container's own process is root's). A
+        root-owned workspace is not mapped: the agent never runs as root, so
+        it stays read-only, and the operator is told.
         """
         probe = bottle.exec(["sh", "-c", 'stat -c "%u %g" "$1"; id -u "$2"', "sh", WORKSPACE, user],
                             user="root")  # fmt: skip
@@ -593,6 +644,16 @@ class DockerBackend(Backend):
                 f"cannot inspect {WORKSPACE} in the bottle: {probe.stderr[-200:]!r}"
             )
         uid, gid = (int(x) for x in lines[0].split())
+        if record is not None and record.handed_over:
+            uid, gid = tree_owner.AGENT_UID, record.owner_gid
+            # Its own git is the agent's business: the directories it works
+            # in are not its own uid's everywhere (the top, submodules).
+            gitconfig = "printf '[safe]\\n\\tdirectory = *\\n' >> /etc/gitconfig"
+            cfg = bottle.exec(["sh", "-c", gitconfig], user="root")
+            if not cfg.ok:
+                raise BotBottleError(
+                    f"cannot write /etc/gitconfig in the bottle: {cfg.stderr[-200:]!r}"
+                )
         if uid != 0:
             # The bottle's git dir (written by bot-bottle) becomes the agent's.
             own = bottle.exec(["chown", "-R", f"{uid}:{gid}", f"{WORKSPACE}/.git"], user="root")
@@ -621,37 +682,58 @@ class DockerBackend(Backend):
                 hint="the agent image needs usermod/groupmod (Debian's passwd package)",
             )
 
-    def _disarm_git_dirs(self, cwd: Path, at_launch: dict[str, str]) -> None:
-        """Git dirs the agent made or changed in the working tree: the
-        operator's git, run from inside one, would honour its config."""
-        done, failed = nested_git.disarm(cwd, at_launch)
-        where = visible(str(cwd))
-        if done:
-            names = ", ".join(visible(n) for n in done[:10])
-            self.progress(
-                f"warning: disabled git directories the agent made or changed in {where}: "
-                f"{names} (their HEAD is now {nested_git.DISABLED}; review their config and "
-                "hooks before renaming it back)"
-            )
-        if failed:
-            names = ", ".join(visible(n) for n in failed[:10])
-            self.progress(
-                f"warning: could not disable git directories the agent made in {where}: "
-                f"{names}; do not run git inside them before reviewing their config"
-            )
-        log.info("git_dirs_disarmed", disarmed=done, failed=failed)
+    def _finish_tree(self, record: workspace_tree.TreeRecord, state_path: Path) -> None:
+        client = _client()
+        try:
+            workspace_tree.finish(client, record, state_path, self.progress)
+        finally:
+            client.close()
+
+    def _tree_record(
+        self,
+        plan: BottlePlan,
+        state: StateDir,
+        workspace: workspace_git.WorkspaceGit | None,
+        guarded: Sequence[tuple[Path, str, str]],
+        at_launch: dict[str, str],
+        image: str,
+        container: str,
+    ) -> workspace_tree.TreeRecord | None:
+        """What the end of the bottle needs, in the state dir before the
+        tree changes hands (``cleanup`` finishes a bottle whose launcher died)."""
+        if plan.cwd is None or workspace is None:
+            return None
+        uid, gid = workspace_tree.owner_of(plan.cwd)
+        ro = [d for _s, d, m in [*workspace.mounts, *guarded] if m == "ro"]
+        record = workspace_tree.TreeRecord(
+            slug=plan.slug, cwd=str(plan.cwd), owner_uid=uid, owner_gid=gid, image=image,
+            container=container, user=plan.provider_plan.user, git_dir=str(workspace.git_dir),
+            host_git=str(workspace.host_git) if workspace.host_git else None,
+            launch_tips=dict(workspace.launch_tips),
+            created_mountpoint=workspace.created_mountpoint,
+            nested_at_launch=sorted(workspace.nested_at_launch), at_launch=dict(at_launch),
+            scan_protected=[d.removeprefix(f"{WORKSPACE}/") for _s, d, m in guarded if m == "ro"],
+            guarded_ro=sorted({d.removeprefix(f"{WORKSPACE}/") for d in ro
+                               if d.startswith(f"{WORKSPACE}/")}),
+        )  # fmt: skip
+        record.save(state.path)
+        return record
 
     def _bring_back(
         self,
         ws: workspace_git.WorkspaceGit,
-        container: str,
-        user: str,
-        plan: BottlePlan,
-        guarded: Sequence[tuple[Path, str, str]] = (),
+        record: workspace_tree.TreeRecord,
+        state_path: Path,
+        secrets: Sequence[object] = (),
     ) -> None:
         """The agent's branches into the host repository (scanned), then the
-        bottle's git dir back to the operator so the state dir can go."""
+        bottle's git dir back to the operator so the state dir can go.
+        ``secrets``: the bottle's known secret values (none in ``cleanup``)."""
         import docker.errors
+
+        if "brought_back" in record.done:
+            return
+        container, user = record.container, record.user
 
         where = visible(str(ws.cwd))
         nested = workspace_git.new_nested_git(ws)
@@ -665,10 +747,7 @@ class DockerBackend(Backend):
             result = workspace_git.bring_back(
                 ws,
                 ["docker", "exec", "-i", "-u", user, container],
-                _guarded_scanner(
-                    workspace_git.default_scanner(list(plan.gitgate_secrets.values())),
-                    [dest.removeprefix(f"{WORKSPACE}/") for _s, dest, m in guarded if m == "ro"],
-                ),
+                _guarded_scanner(workspace_git.default_scanner(secrets), record.scan_protected),
                 ws.git_dir.parent / "bring-back.git",
             )
         except BotBottleError as exc:
@@ -681,12 +760,20 @@ class DockerBackend(Backend):
                     ["chown", "-R", f"{os.getuid()}:{os.getgid()}", f"{WORKSPACE}/.git"],
                     user="root",
                 )
-        if result.error:
+        if result.over_cap:
+            self.progress(
+                f"error: nothing was brought back into {where}: {result.error} "
+                "(hint: set BOT_BOTTLE_BRING_BACK_MAX_MB higher, or have the agent push "
+                "through git-gate)"
+            )
+        elif result.error:
             self.progress(f"warning: the agent's commits could not be fetched: {result.error}")
         for item in result.items:
             what = "refused, not brought into" if item.refused else "brought back into"
             self.progress(f"{what} {where}: {item.line()}")
-        log.info("brought_back", slug=plan.slug, refs=[i.ref for i in result.items if i.ref],
+        record.done.append("brought_back")
+        record.save(state_path)
+        log.info("brought_back", slug=record.slug, refs=[i.ref for i in result.items if i.ref],
                  refused=[i.branch for i in result.items if i.refused])  # fmt: skip
 
     def _ensure_agent_image(self, plan: BottlePlan) -> str:
@@ -851,6 +938,12 @@ class DockerBackend(Backend):
                     items.append(
                         CleanupItem(NAME, "network", n.name or n.id or "?", labels[L_SLUG])
                     )
+            # A --cwd tree a dead launcher did not give back (still the agent
+            # uid's, its git dirs armed, the agent's commits not fetched).
+            for state in all_states():
+                record = workspace_tree.unfinished(state.path)
+                if record is not None and not state.owner_alive:
+                    items.append(CleanupItem(NAME, "workspace", visible(record.cwd), state.slug))
             return items
         finally:
             client.close()
@@ -868,7 +961,11 @@ class DockerBackend(Backend):
         removed: list[CleanupItem] = []
         slugs = {i.slug for i in items if i.slug}
         try:
-            pending = list(items)
+            for slug in sorted(slugs):
+                self._finish_orphan(client, slug)
+            pending = [i for i in items if i.kind != "workspace"]
+            trees = [i for i in items if i.kind == "workspace"]
+            removed += [i for i in trees if not self._unfinished(i.slug or "")]
             for attempt in range(_CLEANUP_PASSES):
                 # Containers first: a network in use cannot be removed.
                 for item in sorted(pending, key=lambda i: i.kind != "container"):
@@ -886,6 +983,41 @@ class DockerBackend(Backend):
         # Only what was asked for counts; late arrivals are extra.
         asked = {(i.kind, i.name) for i in items}
         return [i for i in removed if (i.kind, i.name) in asked]
+
+    @staticmethod
+    def _unfinished(slug: str) -> bool:
+        return workspace_tree.unfinished(StateDir.for_slug(slug).path) is not None
+
+    def _finish_orphan(self, client: Any, slug: str) -> None:
+        """What a dead launcher's teardown did not do for its ``--cwd``: the
+        agent's commits brought back (while its container still runs), the
+        container gone, then the git dirs it left disarmed and the tree
+        handed back. The bottle's known secret values are not kept on disk,
+        so this scan has the installed detectors only."""
+        import docker.errors
+
+        state = StateDir.for_slug(slug)
+        record = workspace_tree.unfinished(state.path)
+        if record is None or state.owner_alive:
+            return
+        agent = None
+        with contextlib.suppress(docker.errors.NotFound):
+            agent = client.containers.get(record.container)
+        if agent is not None and agent.status == "running":
+            try:
+                self._bring_back(record.workspace(), record, state.path)
+            except BotBottleError as exc:
+                log.warning("cleanup_bring_back_failed", slug=slug, error=str(exc))
+        if agent is not None and not state.preserved:
+            # (a preserved bottle's agent is stopped, kept for commit/resume)
+            with contextlib.suppress(docker.errors.NotFound):
+                agent.remove(force=True, v=True)
+        try:
+            workspace_tree.finish(client, record, state.path, self.progress)
+        except BotBottleError as exc:
+            log.warning("cleanup_tree_failed", slug=slug, error=str(exc))
+        if record.created_mountpoint:
+            record.workspace_with_mountpoint().remove_mountpoint()
 
     def _labelled(self, client: Any, slugs: set[str]) -> list[CleanupItem]:
         out: list[CleanupItem] = []

@@ -6,8 +6,10 @@ operator stands: ``cd REPO/src && git status`` (or a shell prompt that runs
 git on every ``cd``) opens ``src/.git``, a gitfile's target, or ``src``
 itself when it holds ``HEAD``, ``objects`` and ``refs`` (a bare repository),
 and honours that directory's ``config`` (``core.fsmonitor``,
-``core.pager``...) as the operator. The agent writes as the workspace's
-owner, so git's ``safe.directory`` ownership check passes.
+``core.pager``...) as the operator. While the bottle runs the tree is the
+agent uid's and git's ownership check refuses those (:mod:`tree_owner`);
+once it is the owner's again (or on a filesystem without ACLs, where the
+agent writes as the owner) the check passes.
 
 So, after the agent's container is gone (nothing of the agent can re-create
 them), every gitfile or ``.git`` link that is new or changed is renamed to

@@ -54,6 +54,9 @@ HOST_MODULES = "/run/bot-bottle/host-modules"
 #: The namespace the agent's branches land in, in the host repository.
 REF_PREFIX = "refs/heads/bot-bottle"
 _GIT_TIMEOUT = 600.0
+#: How large the pack of the agent's commits may be (MiB) before bring-back
+#: refuses it; ``BOT_BOTTLE_BRING_BACK_MAX_MB`` overrides it.
+BRING_BACK_MAX_MB = 1024
 #: Keys of the host repository's config the bottle's git dir starts with:
 #: identity and how the working tree is read; nothing that names a program.
 COPIED_CONFIG = (
@@ -74,6 +77,28 @@ def _clean_env() -> dict[str, str]:
         LC_ALL="C",
     )
     return env
+
+
+def _file_size_limit(limit: int) -> Callable[[], None]:
+    """No file the process (and its children: index-pack) writes grows past
+    ``limit`` bytes (RLIMIT_FSIZE; the writer gets SIGXFSZ)."""
+
+    def apply() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def bring_back_cap() -> int:
+    """The bring-back cap in bytes (``BOT_BOTTLE_BRING_BACK_MAX_MB``)."""
+    raw = os.environ.get("BOT_BOTTLE_BRING_BACK_MAX_MB", "").strip()
+    try:
+        mb = int(raw) if raw else BRING_BACK_MAX_MB
+    except ValueError:
+        mb = BRING_BACK_MAX_MB
+    return max(mb, 1) * 2**20
 
 
 @dataclass(frozen=True)
@@ -102,8 +127,11 @@ def _git(
     stdin: bytes | None = None,
     env: Mapping[str, str] | None = None,
     check: bool = True,
+    max_file_bytes: int | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     kwargs = owner.run_kwargs() if owner else {}
+    if max_file_bytes is not None:
+        kwargs["preexec_fn"] = _file_size_limit(max_file_bytes)
     proc = subprocess.run(
         ["git", f"--git-dir={git_dir}", *args],
         input=stdin,
@@ -450,6 +478,8 @@ class BroughtBack:
 class BringBackResult:
     items: list[BroughtBack] = field(default_factory=list)
     error: str = ""
+    #: The cap (bytes) the agent's pack exceeded; nothing was brought back.
+    over_cap: int = 0
 
 
 Scanner = Callable[[Path, str, str], tuple[int, list[str]]]
@@ -483,6 +513,7 @@ def bring_back(
     upload_pack: Sequence[str],
     scanner: Scanner,
     quarantine: Path,
+    max_bytes: int | None = None,
 ) -> BringBackResult:
     """Fetch the bottle's branches (``upload_pack`` runs git-upload-pack on
     /workspace/.git in the bottle, e.g. ``docker exec -i``), scan what is
@@ -507,13 +538,22 @@ def bring_back(
     remote = "ext::" + " ".join(upload_pack) + f" %S {WORKSPACE}/.git"
     if any(" " in part or "%" in part for part in upload_pack):
         raise BotBottleError("the upload-pack command must not contain spaces or '%'")
+    # One pack file (unpackLimit 1), capped in size: what the bottle sends
+    # never fills the host's disk or memory.
+    cap = bring_back_cap() if max_bytes is None else max_bytes
     fetch = _git(
         ["-c", "protocol.ext.allow=always", "-c", "transfer.fsckObjects=true",
-         "-c", "fetch.fsckObjects=true", "fetch", "--no-tags", "--no-write-fetch-head",
-         "--no-recurse-submodules", remote, "+refs/heads/*:refs/agent/*"],
-        git_dir=q, check=False,
+         "-c", "fetch.fsckObjects=true", "-c", "fetch.unpackLimit=1", "fetch", "--no-tags",
+         "--no-write-fetch-head", "--no-recurse-submodules", remote,
+         "+refs/heads/*:refs/agent/*"],
+        git_dir=q, check=False, max_file_bytes=cap,
         env={**_clean_env(), "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
     )  # fmt: skip
+    if fetch.returncode != 0 and _reached(q / "objects" / "pack", cap):
+        result.over_cap = cap
+        result.error = f"the agent's commits are larger than the cap of {cap // 2**20} MiB"
+        shutil.rmtree(q, ignore_errors=True)
+        return result
     if fetch.returncode != 0:
         result.error = visible(fetch.stderr.decode("utf-8", "replace").strip()[-400:])
         return result
@@ -546,10 +586,45 @@ def bring_back(
     return result
 
 
+def _reached(pack_dir: Path, cap: int) -> bool:
+    with contextlib.suppress(OSError):
+        return any(p.stat().st_size >= cap for p in pack_dir.iterdir())
+    return False
+
+
 def new_nested_git(ws: WorkspaceGit) -> list[str]:
     """Nested ``.git`` entries the agent created: a later ``git submodule
     add`` or a gitlink would make the operator's git read their config."""
     return sorted(set(nested_git_entries(ws.cwd)) - ws.nested_at_launch)
+
+
+def _pipe_pack(q: Path, host_git: Path, owner: Owner, revs: bytes) -> None:
+    """``pack-objects`` in the quarantine streamed into ``index-pack`` in the
+    host repository (as its owner): the pack is never held in memory."""
+    import tempfile
+
+    with tempfile.TemporaryFile() as revs_file:
+        revs_file.write(revs)
+        revs_file.seek(0)
+        packer = subprocess.Popen(
+            ["git", f"--git-dir={q}", "pack-objects", "--stdout", "--revs", "--thin", "-q"],
+            stdin=revs_file, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            env=_clean_env(), cwd="/",
+        )  # fmt: skip
+        assert packer.stdout is not None
+        try:
+            index = subprocess.run(
+                ["git", f"--git-dir={host_git}", "index-pack", "--stdin", "--fix-thin",
+                 "--strict"],
+                stdin=packer.stdout, capture_output=True, env=_clean_env(), cwd="/",
+                timeout=_GIT_TIMEOUT, check=False, **owner.run_kwargs(),  # type: ignore[arg-type]
+            )  # fmt: skip
+        finally:
+            packer.stdout.close()
+            packed = packer.wait(timeout=_GIT_TIMEOUT)
+    if packed != 0 or index.returncode != 0:
+        err = index.stderr.decode("utf-8", "replace").strip()[-400:]
+        raise BotBottleError(f"git index-pack failed in {host_git}: {visible(err)}")
 
 
 def _import(q: Path, host_git: Path, owner: Owner, sha: str, have: Sequence[str], ref: str) -> None:
@@ -558,9 +633,6 @@ def _import(q: Path, host_git: Path, owner: Owner, sha: str, have: Sequence[str]
     revs = "".join([f"{sha}\n", *(f"^{h}\n" for h in have)]).encode()
     missing = _git(["rev-list", "--objects", "--stdin"], git_dir=q, stdin=revs).stdout
     if missing.strip():
-        pack = _git(["pack-objects", "--stdout", "--revs", "--thin", "-q"], git_dir=q,
-                    stdin=revs).stdout  # fmt: skip
-        _git(["index-pack", "--stdin", "--fix-thin", "--strict"], git_dir=host_git,
-             owner=owner, stdin=pack)  # fmt: skip
+        _pipe_pack(q, host_git, owner, revs)
     _git(["update-ref", "-m", "bot-bottle: brought back from the bottle", ref, sha],
          git_dir=host_git, owner=owner)  # fmt: skip

@@ -28,6 +28,94 @@ from bot_bottle_docker.nested_git import head_entry
 from bot_bottle_docker.workspace_git import WORKSPACE, Owner, _clean_env, _git
 
 
+def _owner_home(owner: Owner) -> str:
+    """Where the owner's global config is (a uid with no account has none)."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(owner.uid).pw_dir
+    except KeyError:
+        return "/nonexistent"
+
+
+def _owner_env(cwd: Path, owner: Owner) -> dict[str, str]:
+    """The environment the owner's own git reads its config in: their
+    ``~/.gitconfig`` (and ``$XDG_CONFIG_HOME/git/config`` under their home)
+    and the system's, as ``git config`` (which runs no program) sees them."""
+    env = {k: v for k, v in _clean_env().items() if k not in ("GIT_CONFIG_NOSYSTEM",
+                                                               "GIT_CONFIG_GLOBAL")}  # fmt: skip
+    env.pop("XDG_CONFIG_HOME", None)
+    env.update(HOME=_owner_home(owner), GIT_WORK_TREE=str(cwd))
+    return env
+
+
+def trusted_everywhere(cwd: Path, host_git: Path | None, owner: Owner) -> list[str]:
+    """The owner's ``safe.directory`` values that turn git's ownership check
+    off somewhere in the tree (``*``, a ``prefix/*`` above or in it, a
+    directory in it): there, a git dir the agent makes is not refused while
+    the bottle runs."""
+    env = _owner_env(cwd, owner)
+    env.pop("GIT_WORK_TREE", None)
+    out: list[str] = []
+    top = os.path.normpath(cwd)
+    for scope in ("--global", "--system"):
+        values = _git(["config", scope, "--get-all", "safe.directory"],
+                      git_dir=host_git or Path("/nonexistent"), owner=owner, env=env,
+                      check=False).stdout.decode("utf-8", "replace").split("\n")  # fmt: skip
+        for value in (v.strip() for v in values):
+            if not value:
+                continue
+            if value == "*":
+                out.append(value)
+                continue
+            path = os.path.normpath(value[:-2] if value.endswith("/*") else value)
+            under = path == top or path.startswith(top + "/")
+            if under or (value.endswith("/*") and (top + "/").startswith(path + "/")):
+                out.append(value)
+    return out
+
+
+def _read_by_owner_config(cwd: Path, host_git: Path, owner: Owner) -> list[Path]:
+    """Paths in the owner's global and system config (and the files they
+    include) that git reads or runs: included files, include paths whatever
+    their condition, and the files program-valued keys name (an alias or a
+    filter that is a script of the repository). Values of other keys are not
+    taken for paths (``init.defaultBranch = main`` names no file)."""
+    from bot_bottle_docker.workspace_git import _PROGRAM_KEY
+
+    env = _owner_env(cwd, owner)
+    out: list[Path] = []
+    for scope in ("--global", "--system"):
+        listing = _git(["config", scope, "--includes", "--list", "--show-origin", "-z"],
+                       git_dir=host_git, owner=owner, env=env, check=False).stdout  # fmt: skip
+        fields = listing.split(b"\0")
+        for origin, entry in zip(fields[0::2], fields[1::2], strict=False):
+            if origin.startswith(b"file:"):
+                out.append(Path("/", os.fsdecode(origin[5:])))
+            key, _, value = os.fsdecode(entry).partition("\n")
+            key = key.lower()
+            if _PROGRAM_KEY.match(key) and (not key.startswith("alias.") or value.startswith("!")):
+                out.extend(_files_named(cwd, value))
+        named = _git(["config", scope, "--includes", "--show-origin", "-z", "--type=path",
+                      "--get-regexp", r"^include(if\..*)?\.path$"],
+                     git_dir=host_git, owner=owner, env=env, check=False).stdout  # fmt: skip
+        items = named.split(b"\0")
+        for origin, entry in zip(items[0::2], items[1::2], strict=False):
+            value = os.fsdecode(entry.partition(b"\n")[2])
+            if origin.startswith(b"file:") and value:
+                out.append(Path("/", os.fsdecode(origin[5:])).parent / value)
+    return out
+
+
+def _hooks_dir(cwd: Path, host_git: Path, owner: Owner) -> Path:
+    """The hooks directory the owner's git uses (``core.hooksPath`` from any
+    of their config files; relative: from the top level, where hooks run)."""
+    hooks_path = _git(["config", "--includes", "--type=path", "--get", "core.hooksPath"],
+                      git_dir=host_git, owner=owner, env=_owner_env(cwd, owner),
+                      check=False).stdout.decode().strip()  # fmt: skip
+    return (cwd / hooks_path) if hooks_path else host_git / "hooks"
+
+
 def _read_by_host_git(cwd: Path, host_git: Path, owner: Owner) -> list[Path]:
     """Paths (absolute, not resolved) the host's git reads or runs, as its
     config names them: included config files, files named in config values
@@ -56,11 +144,8 @@ def _read_by_host_git(cwd: Path, host_git: Path, owner: Owner) -> list[Path]:
         if origin.startswith(b"file:") and value:
             base = Path("/", os.fsdecode(origin[5:])).parent
             out.append(base / value)
-    hooks_path = _git(["config", "--includes", "--type=path", "--get", "core.hooksPath"],
-                      git_dir=host_git, owner=owner, env=env,
-                      check=False).stdout.decode().strip()  # fmt: skip
-    # A relative hooksPath is taken from where hooks run: the top level.
-    hooks = (cwd / hooks_path) if hooks_path else host_git / "hooks"
+    out.extend(_read_by_owner_config(cwd, host_git, owner))
+    hooks = _hooks_dir(cwd, host_git, owner)
     out.append(hooks)
     if hooks.name == "_":
         # husky 9: core.hooksPath = .husky/_, whose wrappers run the user's
@@ -139,7 +224,7 @@ def guards(cwd: Path, host_git: Path, owner: Owner) -> list[tuple[Path, str, str
             raise BotBottleError(
                 f"the repository's git config names {visible(str(raw))}, which does not "
                 "exist: the agent could create it, and the operator's git would read it",
-                hint="create it (empty is fine) or remove it from .git/config",
+                hint="create it (empty is fine) or remove it from the git config that names it",
             )
         rel = real.relative_to(top)
         for parent in list(reversed(rel.parents))[1:]:
@@ -189,11 +274,7 @@ def active_hooks(cwd: Path, host_git: Path, owner: Owner) -> list[str]:
     they read from the working tree (a ``.pre-commit-config.yaml``, a
     Makefile, ``package.json`` scripts) the agent can change: no mount can
     tell which files those are, so the operator is told."""
-    env = {**_clean_env(), "GIT_WORK_TREE": str(cwd)}
-    hooks_path = _git(["config", "--includes", "--type=path", "--get", "core.hooksPath"],
-                      git_dir=host_git, owner=owner, env=env,
-                      check=False).stdout.decode().strip()  # fmt: skip
-    hooks = (cwd / hooks_path) if hooks_path else host_git / "hooks"
+    hooks = _hooks_dir(cwd, host_git, owner)
     out: list[str] = []
     with contextlib.suppress(OSError):
         for entry in sorted(hooks.iterdir()):
