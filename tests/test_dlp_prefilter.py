@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import platform
 import random
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -253,3 +254,37 @@ def test_warm_compiles_a_lazy_prefilter_before_its_threshold(
     thread.join(120)
     assert gate.matching(b"www12345warm") == frozenset({0})
     assert prefilter.warm() is None  # nothing left to compile
+
+
+def test_a_slow_compile_does_not_hold_up_another_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    # warm() compiles the token rules (~0.4 s) while a request's first scan
+    # compiles the views' gate: the gate must not wait for the rules.
+    if not prefilter.available():
+        pytest.skip("needs hyperscan (x86_64)")
+    slow = prefilter.Prefilter([rb"slowset[0-9]{3}"])
+    quick = prefilter.Prefilter([rb"quickset[0-9]{3}"])
+    entered, release = threading.Event(), threading.Event()
+    real = prefilter._Compiled  # pyright: ignore[reportPrivateUsage]
+
+    def compiled(
+        patterns: tuple[bytes, ...], caseless: tuple[bool, ...], locate: tuple[int, ...]
+    ) -> object:
+        if patterns == (rb"slowset[0-9]{3}",):
+            entered.set()
+            release.wait(60)
+        return real(patterns, caseless, locate)
+
+    monkeypatch.setattr(prefilter, "_Compiled", compiled)
+    compiling = threading.Thread(target=slow.matching, args=(b"x",))
+    compiling.start()
+    assert entered.wait(60)
+    try:
+        answers: list[object] = []
+        other = threading.Thread(target=lambda: answers.append(quick.matching(b"quickset123")))
+        other.start()
+        other.join(60)
+        assert answers == [frozenset({0})]
+    finally:
+        release.set()
+        compiling.join(60)
+    assert slow.matching(b"slowset123") == frozenset({0})

@@ -91,7 +91,7 @@ class Prefilter:
         self._mine: _Compiled | None = None
         self._compile_after = compile_after
         self._seen = 0
-        with _LOCK:  # warm() may be listing them in another thread
+        with _ALL_LOCK:  # warm() may be listing them in another thread
             _ALL.add(self)
 
     def _compiled(self) -> _Compiled:
@@ -101,11 +101,18 @@ class Prefilter:
         compiled = _CACHE.get(self._key)
         if compiled is None:
             with _LOCK:
+                lock = _COMPILING.setdefault(self._key, threading.Lock())
+            # One compile per set at a time; other sets compile meanwhile (a
+            # request's first scan does not wait for warm()'s token rules).
+            with lock:
                 compiled = _CACHE.get(self._key)
                 if compiled is None:
-                    compiled = _CACHE[self._key] = _Compiled(*self._key)
-                    while len(_CACHE) > _CACHE_SIZE:
-                        del _CACHE[next(iter(_CACHE))]
+                    compiled = _Compiled(*self._key)
+                    with _LOCK:
+                        _CACHE[self._key] = compiled
+                        _COMPILING.pop(self._key, None)
+                        while len(_CACHE) > _CACHE_SIZE:
+                            del _CACHE[next(iter(_CACHE))]
         self._mine = compiled
         return compiled
 
@@ -224,10 +231,11 @@ def warm(*, background: bool = True) -> threading.Thread | None:
     background by default (a daemon thread, returned); nothing to do, or no
     Hyperscan: ``None``.
     """
-    with _LOCK:
+    with _ALL_LOCK:
         pending = [p for p in _ALL if p._mine is None]
     if not pending or not available():
         return None
+    pending.sort(key=lambda p: p._compile_after)  # the quick ones first
 
     def compile_all() -> None:
         for p in pending:
@@ -256,5 +264,8 @@ def _compile(exprs: list[bytes], ids: list[int], flags: list[int]) -> Any:
 _CACHE: dict[tuple[tuple[bytes, ...], tuple[bool, ...], tuple[int, ...]], _Compiled] = {}
 _CACHE_SIZE = 32
 _LOCK = threading.Lock()
+#: A lock per set being compiled.
+_COMPILING: dict[tuple[tuple[bytes, ...], tuple[bool, ...], tuple[int, ...]], threading.Lock] = {}
 #: Every prefilter made, for warm().
 _ALL: weakref.WeakSet[Prefilter] = weakref.WeakSet()
+_ALL_LOCK = threading.Lock()
