@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import platform
 import random
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -145,6 +146,7 @@ def test_decoded_views_are_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
         b"x " + base64.b64encode(b"abcdefghijklmnopqr") + b" y",
         b"k=" + base64.b64encode(b"abcdefghijklmnopq") + b"==x",
         *dlp_evasions.token_forms().values(),
+        *_hex_sep_bodies()[3000:],
     ]
     for body in bodies:
         fast = [(v.data, v.segments) for v in views.build_views(body)]
@@ -163,6 +165,51 @@ def test_base64_runs_found_with_find_are_the_runs_re2_finds() -> None:
     for body in bodies:
         expected = list(views._spans(views._B64_RUN, body))  # pyright: ignore[reportPrivateUsage]
         assert list(views._b64_runs(body)) == expected, body  # pyright: ignore[reportPrivateUsage]
+
+
+def _hex_sep_bodies() -> list[bytes]:
+    rnd = random.Random(18)
+    alphabet = b"0a9F:- ,x\\.Xg\n"
+    bodies = [bytes(rnd.choice(alphabet) for _ in range(rnd.randint(0, 200))) for _ in range(3000)]
+    floor = b":".join([b"6a"] * 16)  # the shortest run: 16 bytes, one separator each
+    assert len(floor) == views._MIN_HEX_SEP  # pyright: ignore[reportPrivateUsage]
+    bodies += [
+        floor,  # the whole buffer
+        floor[:-1],  # one short of the floor
+        b"x" + floor,  # at the end
+        floor + b"x",  # at the start
+        b"zz" + b":".join([b"6a"] * 15) + b":6",  # cut by the end of the buffer
+        b"6a:" * 40 + b"q" + floor + b"q" + b"6a, " * 20,  # several runs, separated
+        b" " * 60 + floor,  # a long run of separators before the hex
+        b"\\x41" * 16,
+        b"\\x41" * 15 + b"\\x4",
+        b"0x41, " * 16,
+        b"0X41,0x42 " * 8,
+        b"-" * 100,
+        b"de ad be ef " * 20 + b"\n" + b"ca fe " * 3,
+    ]
+    bodies += [dlp_corpus.typical_request(), *dlp_evasions.token_forms().values()]
+    return bodies
+
+
+def test_hex_runs_found_through_long_runs_are_the_runs_re2_finds() -> None:
+    for body in _hex_sep_bodies():
+        expected = list(views._spans(views._HEX_SEP_RUN, body))  # pyright: ignore[reportPrivateUsage]
+        assert list(views._hex_sep_runs(body)) == expected, body  # pyright: ignore[reportPrivateUsage]
+
+
+def test_hex_with_separators_split_across_stream_chunks_is_found(
+    pipeline: ScanPipeline,
+) -> None:
+    line = f"GITHUB_TOKEN={dlp_evasions.TOKEN}\n".encode()
+    for form in (line.hex(":").encode(), line.hex(" ").encode()):
+        body = b"x" * 70_000 + form + b"\n"
+        whole = [(f.detector, f.rule) for f in pipeline.scan_bytes(body, LOC)]
+        assert dlp_evasions.RULE in whole
+        for cut in (70_000 + 1, 70_000 + len(form) // 2, 70_000 + len(form) - 1):
+            stream = pipeline.stream(LOC)
+            found = stream.feed(body[:cut]) + stream.feed(body[cut:]) + stream.finish()
+            assert dlp_evasions.RULE in [(f.detector, f.rule) for f in found], cut
 
 
 def test_a_pattern_hyperscan_refuses_is_always_reported() -> None:
@@ -192,3 +239,52 @@ def test_too_many_located_hits_fall_back_to_the_full_scan() -> None:
     gate = prefilter.Prefilter([rb"%[0-9A-F]{2}"], locate=[3], max_positions=4)
     assert gate.scan(b"%41 %42") == (frozenset({0}), {0: [0, 4]})
     assert gate.scan(b"%41" * 5) is None
+
+
+def test_warm_compiles_a_lazy_prefilter_before_its_threshold(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if not prefilter.available():
+        pytest.skip("needs hyperscan (x86_64)")
+    monkeypatch.setattr(prefilter, "lazy", True)
+    gate = prefilter.Prefilter([rb"w{3}[0-9]{5}warm"], compile_after=1 << 40)
+    assert gate.matching(b"www12345warm") is None  # not compiled yet: run everything
+    thread = prefilter.warm()
+    assert thread is not None
+    thread.join(120)
+    assert gate.matching(b"www12345warm") == frozenset({0})
+    assert prefilter.warm() is None  # nothing left to compile
+
+
+def test_a_slow_compile_does_not_hold_up_another_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    # warm() compiles the token rules (~0.4 s) while a request's first scan
+    # compiles the views' gate: the gate must not wait for the rules.
+    if not prefilter.available():
+        pytest.skip("needs hyperscan (x86_64)")
+    slow = prefilter.Prefilter([rb"slowset[0-9]{3}"])
+    quick = prefilter.Prefilter([rb"quickset[0-9]{3}"])
+    entered, release = threading.Event(), threading.Event()
+    real = prefilter._Compiled  # pyright: ignore[reportPrivateUsage]
+
+    def compiled(
+        patterns: tuple[bytes, ...], caseless: tuple[bool, ...], locate: tuple[int, ...]
+    ) -> object:
+        if patterns == (rb"slowset[0-9]{3}",):
+            entered.set()
+            release.wait(60)
+        return real(patterns, caseless, locate)
+
+    monkeypatch.setattr(prefilter, "_Compiled", compiled)
+    compiling = threading.Thread(target=slow.matching, args=(b"x",))
+    compiling.start()
+    assert entered.wait(60)
+    try:
+        answers: list[object] = []
+        other = threading.Thread(target=lambda: answers.append(quick.matching(b"quickset123")))
+        other.start()
+        other.join(60)
+        assert answers == [frozenset({0})]
+    finally:
+        release.set()
+        compiling.join(60)
+    assert slow.matching(b"slowset123") == frozenset({0})

@@ -85,3 +85,28 @@ def test_every_form_is_distinct_text() -> None:
     forms = encodings(VALUE)
     assert VALUE.encode() in forms
     assert all(len(f) >= 8 for f in forms)
+
+
+@pytest.mark.parametrize(
+    "value", [VALUE, "a-prompted-password-value", "sk-ant-oat01-" + "Zq8" * 31, "Abcdefgh"]
+)
+def test_the_prefilter_looks_for_a_part_of_every_form(value: str) -> None:
+    from bot_bottle.dlp import prefilter
+    from bot_bottle_dlp import known_secrets
+
+    for form in encodings(value):
+        piece = known_secrets._piece(form)  # pyright: ignore[reportPrivateUsage]
+        assert piece in form
+        assert len(piece) == min(len(form), 16)
+    if not prefilter.available():
+        pytest.skip("needs hyperscan (x86_64)")
+    matcher = known_secrets._Matcher((Secret(value),))  # pyright: ignore[reportPrivateUsage]
+    assert matcher.prefilter.matching(b"nothing of it here") == frozenset()
+    for form, name in encodings(value).items():
+        for shown in (form, form.swapcase()) if name in known_secrets.CASELESS else (form,):
+            body = b"lead text " + shown + b" tail"
+            assert matcher.prefilter.matching(body), (name, shown)
+            assert DETECTOR.scan(
+                body,
+                ScanContext(Direction.OUTBOUND, Location("body"), known_secrets=(Secret(value),)),
+            )

@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -64,7 +65,8 @@ class Prefilter:
     token rules: ~0.4 s) passes ``compile_after``: until that many bytes
     have been scanned through it, it answers "unknown" (the full scan runs),
     so a one-shot ``dlp scan`` or a small push does not pay for a compile
-    that only a long-running egress or a large scan earns back.
+    that only a long-running egress or a large scan earns back (egress
+    compiles it at start, in the background: :func:`warm`).
     """
 
     def __init__(
@@ -89,6 +91,8 @@ class Prefilter:
         self._mine: _Compiled | None = None
         self._compile_after = compile_after
         self._seen = 0
+        with _ALL_LOCK:  # warm() may be listing them in another thread
+            _ALL.add(self)
 
     def _compiled(self) -> _Compiled:
         # Held here too: hashing the key (all the patterns) costs ~1 us a scan.
@@ -97,11 +101,18 @@ class Prefilter:
         compiled = _CACHE.get(self._key)
         if compiled is None:
             with _LOCK:
+                lock = _COMPILING.setdefault(self._key, threading.Lock())
+            # One compile per set at a time; other sets compile meanwhile (a
+            # request's first scan does not wait for warm()'s token rules).
+            with lock:
                 compiled = _CACHE.get(self._key)
                 if compiled is None:
-                    compiled = _CACHE[self._key] = _Compiled(*self._key)
-                    while len(_CACHE) > _CACHE_SIZE:
-                        del _CACHE[next(iter(_CACHE))]
+                    compiled = _Compiled(*self._key)
+                    with _LOCK:
+                        _CACHE[self._key] = compiled
+                        _COMPILING.pop(self._key, None)
+                        while len(_CACHE) > _CACHE_SIZE:
+                            del _CACHE[next(iter(_CACHE))]
         self._mine = compiled
         return compiled
 
@@ -211,6 +222,36 @@ class _Compiled:
             self.db = None  # matching() then says "unknown": the full scan runs
 
 
+def warm(*, background: bool = True) -> threading.Thread | None:
+    """Compile every prefilter made so far, whatever its ``compile_after``.
+
+    A long-running scanner (the egress daemon) calls this once its detectors
+    are loaded, so the token rules' database (~0.4 s to compile) is ready
+    before the traffic that would otherwise pay for it mid-request. In the
+    background by default (a daemon thread, returned); nothing to do, or no
+    Hyperscan: ``None``.
+    """
+    with _ALL_LOCK:
+        pending = [p for p in _ALL if p._mine is None]
+    if not pending or not available():
+        return None
+    pending.sort(key=lambda p: p._compile_after)  # the quick ones first
+
+    def compile_all() -> None:
+        for p in pending:
+            try:
+                p._compiled()
+            except Exception:  # noqa: S112 -- the scan compiles (or fails open) itself later
+                continue
+
+    if not background:
+        compile_all()
+        return None
+    thread = threading.Thread(target=compile_all, name="dlp-prefilter-warm", daemon=True)
+    thread.start()
+    return thread
+
+
 def _compile(exprs: list[bytes], ids: list[int], flags: list[int]) -> Any:
     assert _hs is not None
     if not exprs:
@@ -223,3 +264,8 @@ def _compile(exprs: list[bytes], ids: list[int], flags: list[int]) -> Any:
 _CACHE: dict[tuple[tuple[bytes, ...], tuple[bool, ...], tuple[int, ...]], _Compiled] = {}
 _CACHE_SIZE = 32
 _LOCK = threading.Lock()
+#: A lock per set being compiled.
+_COMPILING: dict[tuple[tuple[bytes, ...], tuple[bool, ...], tuple[int, ...]], threading.Lock] = {}
+#: Every prefilter made, for warm().
+_ALL: weakref.WeakSet[Prefilter] = weakref.WeakSet()
+_ALL_LOCK = threading.Lock()

@@ -96,17 +96,22 @@ _JSON_LEFT = re.compile(rb"""(?:[A-Za-z0-9._~+/=:\-\\]|"\\)+""")
 _B64_TRANSLATE = bytes.maketrans(b"-_", b"+/")
 
 
-def _spans(regex: re2._Regexp, data: bytes) -> Iterator[tuple[int, int]]:  # type: ignore[name-defined]
-    """``(start, end)`` of each match of an RE2 regex, as ``finditer`` finds
-    them. The wrapper's ``finditer`` builds a match object per match (~2 us,
-    most of the cost on bodies with hundreds of runs); this calls RE2's
-    ``Match`` directly."""
+def _spans(
+    regex: re2._Regexp,  # type: ignore[name-defined]
+    data: bytes,
+    pos: int = 0,
+    end: int | None = None,
+) -> Iterator[tuple[int, int]]:
+    """``(start, end)`` of each match of an RE2 regex in ``data[pos:end]``,
+    as ``finditer`` finds them. The wrapper's ``finditer`` builds a match
+    object per match (~2 us, most of the cost on bodies with hundreds of
+    runs); this calls RE2's ``Match`` directly."""
+    if end is None:
+        end = len(data)
     match = getattr(getattr(regex, "_regexp", None), "Match", None)
     if match is None or _UNANCHORED is None:  # another google-re2 layout
-        yield from ((m.start(), m.end()) for m in regex.finditer(data))
+        yield from ((m.start(), m.end()) for m in regex.finditer(data, pos, end))
         return
-    end = len(data)
-    pos = 0
     while pos < end:
         span = match(_UNANCHORED, data, pos, end)[0]
         if span[0] < 0:
@@ -189,6 +194,40 @@ _HEX_SEP_RUN = _re2(
     rb"|(?:0[xX][0-9a-fA-F]{2},?[ ]?){16,}"
 )
 _HEX_SEP_DROP = re.compile(rb"\\x|0[xX]|[^0-9a-fA-F]")
+# What every _HEX_SEP_RUN match holds (four bytes of it), for the Hyperscan
+# gate: its bounded repeats of groups are slow there, these short ones not.
+_HEX_SEP_HINT = (
+    rb"[0-9a-fA-F]{2}[:\-, ]{1,2}[0-9a-fA-F]{2}[:\-, ]{1,2}"
+    rb"[0-9a-fA-F]{2}[:\-, ]{1,2}[0-9a-fA-F]{2}"
+    rb"|\\x[0-9a-fA-F]{2}\\x[0-9a-fA-F]{2}\\x"
+    rb"|0[xX][0-9a-fA-F]{2},?[ ]?0[xX][0-9a-fA-F]{2},?[ ]?0[xX]"
+)
+# A _HEX_SEP_RUN match is made of these bytes only, and is at least
+# _MIN_HEX_SEP long (16 bytes of two digits and a separator).
+_HEX_SEP_CLASS = bytes(
+    0x61 if chr(i) in "0123456789abcdefABCDEFxX\\:-, " else 0x20 for i in range(256)
+)
+_MIN_HEX_SEP = 16 * 2 + 15
+
+
+def _hex_sep_runs(data: bytes) -> Iterator[tuple[int, int]]:
+    """What ``_spans(_HEX_SEP_RUN, data)`` yields, with RE2 reading only the
+    runs of hex and separator bytes long enough to hold a match (found with
+    bytes.find on the translated buffer, as _b64_runs does): a match lies
+    inside one such run, and the pattern has no anchors or look-around, so
+    its matches there are the ones a pass over all of ``data`` finds."""
+    classes = data.translate(_HEX_SEP_CLASS)
+    needle = b"a" * _MIN_HEX_SEP
+    pos = classes.find(needle)
+    while pos != -1:
+        # pos starts its run: an "a" before it would have been found first.
+        end = classes.find(b" ", pos + _MIN_HEX_SEP)
+        if end == -1:
+            end = len(classes)
+        yield from _spans(_HEX_SEP_RUN, data, pos, end)
+        pos = classes.find(needle, end)
+
+
 # Base64 with whitespace inside (at least one separator), chunks of three
 # characters or more, and a digit, "+" or "/" somewhere: prose (words of
 # letters) is not tried, which is what keeps this view cheap on chat bodies.
@@ -221,10 +260,10 @@ _KEY_OR_PACKED_FIRST = frozenset(
 # SIMD pass instead of a regex pass per decoder. The patterns need only
 # occur where the decoder's own would (a run of 24 is there if a run of 24
 # or more is). Without Hyperscan every decoder runs, gated only by its
-# marker byte, with the same result. Split lines and hex with separators are
-# not in it: Hyperscan is slower on their patterns (bounded repeats of
-# groups) than RE2 is (~8 us per 4 KB against ~4).
-_PCT, _JSON_U, _JSON_SLASH, _B64, _SPACED, _UTF16, _HTML, _QP = range(8)
+# marker byte, with the same result. Hex with separators is gated on four
+# separated bytes (Hyperscan is slow on its bounded repeats of groups); the
+# split-line pattern is not in it: Hyperscan is slower on it than RE2 is.
+_PCT, _JSON_U, _JSON_SLASH, _B64, _SPACED, _UTF16, _HTML, _QP, _HEX_SEP = range(9)
 _GATE = Prefilter(
     [
         _PCT_HIT[1].pattern,
@@ -235,9 +274,10 @@ _GATE = Prefilter(
         _UTF16_RUN.pattern.replace(b"{8,}", b"{8}"),
         rb"&[#A-Za-z]",  # checked against _HTML_HIT where found
         rb"=[0-9A-F\r\n]",  # and against _QP_HIT
+        _HEX_SEP_HINT,
     ],
     # Fixed lengths of the located patterns: where their matches start.
-    locate=[3, 6, 2, 0, 0, 0, 2, 2],
+    locate=[3, 6, 2, 0, 0, 0, 2, 2, 0],
 )
 
 
@@ -507,6 +547,8 @@ def _decode_spaced(data: bytes, out: list[tuple[int, int, str, bytes]], may: _Hi
     if not may(_SPACED):
         return
     for s, e in _spans(_B64_SPACED_RUN, data):
+        if e - s <= _MIN_B64:
+            continue  # a run holds a separator: too short once joined (most runs in prose)
         run = data[s : min(e, s + MAX_RUN_BYTES)]
         joined = run.translate(None, _WHITESPACE)
         # Prose (letters only) and identifiers are not base64 worth trying.
@@ -554,7 +596,7 @@ def _decode_extra(data: bytes, out: list[tuple[int, int, str, bytes]], may: _Hit
             decoded = binascii.a2b_qp(data[s:e])
             if decoded != data[s:e] and _printable(decoded):
                 out.append((s, e, "qp", decoded))
-    for s, e in _spans(_HEX_SEP_RUN, data):
+    for s, e in _hex_sep_runs(data) if may(_HEX_SEP) else ():
         digits = _HEX_SEP_DROP.sub(b"", data[s : min(e, s + MAX_RUN_BYTES)])
         decoded = binascii.unhexlify(digits[: len(digits) - len(digits) % 2])
         if _printable(decoded):

@@ -149,6 +149,12 @@ def plugin_scanner_factory() -> Callable[[EgressConfig, tuple[Secret, ...]], Tra
             host.component("dlp_detectors", name)  # unknown name -> a config error now
         scanner = DetectorScanner(lambda n: host.create("dlp_detectors", n), secrets)
         scanner.preload(sorted(names))
+        # The token rules' Hyperscan database compiles lazily (after 2 MiB
+        # scanned, ~0.4 s): a long-running egress compiles it now, in the
+        # background, instead of stalling a request later.
+        from bot_bottle.dlp import prefilter
+
+        prefilter.warm()
         return scanner
 
     return factory
