@@ -8,9 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from bot_bottle_sidecars.launch.bring_back import Owner
 
 from bot_bottle.errors import BotBottleError
-from bot_bottle_docker.workspace_git import Owner
 from bot_bottle_docker.worktree_guards import guards
 
 

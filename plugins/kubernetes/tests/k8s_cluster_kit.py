@@ -5,7 +5,8 @@ The pod shell is the fake's stand-in for containers (see fake_apiserver.py):
 it understands exactly the commands the backend sends — the fence probe's
 ``timeout 3 bash -c 'exec 3<>/dev/tcp/$0/$1' HOST PORT``, the copy-in
 ``sh -c 'mkdir -p "$1" && head -c "$0" | tar -x ...'``, ``tar -c`` for
-copy-out, chmod/chown — and acts on a per-pod directory on the host, so a
+copy-out (also bounded: ``sh -c 'tar -c ... | head -c "$0"'``),
+chmod/chown — and acts on a per-pod directory on the host, so a
 copied file can be read back. Anything else answers 127, so a test never
 passes on a command the shell did not understand.
 """
@@ -41,6 +42,8 @@ class PodShell:
     calls: list[list[str]] = field(default_factory=list)
     #: The environment each wrapped exec received through stdin.
     envs: list[dict[str, str]] = field(default_factory=list)
+    #: Guest path -> the raw tar a copy-out of it answers with (a hostile pod).
+    archives: dict[str, bytes] = field(default_factory=dict)
 
     def pod_dir(self, session: ExecSession) -> Path:
         d = self.root / session.pod
@@ -86,15 +89,22 @@ class PodShell:
             with tarfile.open(fileobj=io.BytesIO(data[:size])) as tar:
                 tar.extractall(target, filter="data")
             return 0
+        limit: int | None = None
+        if argv[:2] == ["sh", "-c"] and argv[2] == 'tar -c -f - -C "$1" "$2" | head -c "$0"':
+            limit, argv = int(argv[3]), ["tar", "-c", "-f", "-", "-C", argv[4], argv[5]]
         if argv[:3] == ["tar", "-c", "-f"]:
             parent, base = argv[5], argv[6]
+            planted = self.archives.get(f"{parent.rstrip('/')}/{base}")
+            if planted is not None:
+                session.stdout(planted[:limit])
+                return 0
             if not (self._path(session, parent) / base).exists():
                 session.stderr(f"tar: {parent}: Cannot open: No such file or directory\n".encode())
                 return 2
             buf = io.BytesIO()
             with tarfile.open(fileobj=buf, mode="w") as tar:
                 tar.add(self._path(session, parent) / base, arcname=base)
-            session.stdout(buf.getvalue())
+            session.stdout(buf.getvalue()[:limit])
             return 0
         if argv[0] in ("chmod", "chown"):
             return 0

@@ -432,7 +432,7 @@ def test_a_real_plan_launches_with_its_keys_workspace_and_secret_env(
     said: list[str] = []
     backend = KubernetesBackend(progress=said.append)
     with backend.launch(backend.prepare(plan)) as bottle:
-        assert any("changes in /workspace are not brought back yet" in m for m in said)
+        assert any("only the agent's commits come back" in m for m in said)
         name = f"bb-{plan.slug}"
         keys = kube_env.get("Secret", NAMESPACE, f"{name}-gate-keys")
         assert keys is not None and len(keys["data"]) == 1

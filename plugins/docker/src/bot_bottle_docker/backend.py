@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bot_bottle_sidecars.launch import bring_back
 from bot_bottle_sidecars.layout import (
     AGENT_READY,
     BUNDLE_READY,
@@ -367,7 +368,7 @@ class DockerBackend(Backend):
                     trusted = worktree_guards.trusted_everywhere(
                         plan.cwd or Path(record.cwd),
                         workspace.host_git,
-                        workspace_git.Owner(record.owner_uid, record.owner_gid),
+                        bring_back.Owner(record.owner_uid, record.owner_gid),
                     )
                     if trusted:
                         self.progress(
@@ -744,10 +745,10 @@ class DockerBackend(Backend):
                 "(their config runs code if you make them submodules; review or delete them)"
             )
         try:
-            result = workspace_git.bring_back(
+            result = bring_back.bring_back(
                 ws,
                 ["docker", "exec", "-i", "-u", user, container],
-                _guarded_scanner(workspace_git.default_scanner(secrets), record.scan_protected),
+                _guarded_scanner(bring_back.default_scanner(secrets), record.scan_protected),
                 ws.git_dir.parent / "bring-back.git",
             )
         except BotBottleError as exc:
@@ -1198,9 +1199,7 @@ def _one_mount_per_target(volumes: dict[str, dict[str, str]]) -> dict[str, dict[
     return dict(by_target.values())
 
 
-def _guarded_scanner(
-    scan: workspace_git.Scanner, protected: Sequence[str]
-) -> workspace_git.Scanner:
+def _guarded_scanner(scan: bring_back.Scanner, protected: Sequence[str]) -> bring_back.Scanner:
     """git-gate's scan, then what the working tree's guards protect: a branch
     that changes a guarded path or lays a directory out as a git dir would
     run the agent's code when the operator checks it out."""

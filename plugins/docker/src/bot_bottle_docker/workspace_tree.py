@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bot_bottle_sidecars.launch import bring_back
+
 from bot_bottle.errors import BotBottleError
 from bot_bottle.log import get_logger
 from bot_bottle.state import PENDING
@@ -83,7 +85,7 @@ class TreeRecord:
 
     def workspace(self) -> workspace_git.WorkspaceGit:
         host = Path(self.host_git) if self.host_git else None
-        owner = workspace_git.Owner(self.owner_uid, self.owner_gid) if host else None
+        owner = bring_back.Owner(self.owner_uid, self.owner_gid) if host else None
         return workspace_git.WorkspaceGit(
             cwd=Path(self.cwd), git_dir=Path(self.git_dir), slug=self.slug, host_git=host,
             host_owner=owner, launch_tips=dict(self.launch_tips),

@@ -22,10 +22,14 @@ import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
+from bot_bottle_sidecars.launch.bring_back import Owner
+from bot_bottle_sidecars.launch.bring_back import clean_env as _clean_env
+from bot_bottle_sidecars.launch.bring_back import git as _git
+
 from bot_bottle.errors import BotBottleError
 from bot_bottle.termtext import visible
 from bot_bottle_docker.nested_git import head_entry
-from bot_bottle_docker.workspace_git import WORKSPACE, Owner, _clean_env, _git
+from bot_bottle_docker.workspace_git import WORKSPACE
 
 
 def _owner_home(owner: Owner) -> str:

@@ -26,6 +26,7 @@ from bot_bottle.contracts.backend import (
 )
 from bot_bottle.contracts.common import Availability, HostCheck
 from bot_bottle.errors import BotBottleError
+from bot_bottle.termtext import visible
 from bot_bottle_kubernetes.prepared import ENV_PREFIX, KubeOptions, KubernetesPrepared, prepare
 from bot_bottle_kubernetes.render import BACKEND
 
@@ -101,9 +102,11 @@ class KubernetesBackend(Backend):
     def launch(self, prepared: PreparedBottle) -> Iterator[RunningBottle]:
         if not isinstance(prepared, KubernetesPrepared):
             raise BotBottleError("launch needs what KubernetesBackend.prepare returned")
+        from bot_bottle_sidecars.launch.bring_back import default_scanner
         from bot_bottle_sidecars.launch.ca import AGENT_CA_CERT, generate_bottle_ca
 
         from bot_bottle.contracts.provider import GUEST_CA_PATH
+        from bot_bottle_kubernetes import bring_back as workspace_back
         from bot_bottle_kubernetes.cluster import MIN_SERVER, KubeError
         from bot_bottle_kubernetes.images import check_registry, push_images
         from bot_bottle_kubernetes.launcher import launch_bottle
@@ -184,18 +187,33 @@ class KubernetesBackend(Backend):
                 exec_env=split_agent_env(plan)[1],
                 progress=self.progress,
             ) as bottle:
+                seeded: workspace_back.Launch | None = None
                 try:
                     bottle.copy_in(ca_dir / AGENT_CA_CERT, GUEST_CA_PATH, mode=0o644, owner="root")
                     if plan.cwd is not None:
+                        launch_info = workspace_back.Launch.read(plan.cwd, plan.slug)
                         bottle.seed_workspace(plan.cwd, WORKSPACE)
+                        seeded = launch_info
                         # Said before the agent runs, not discovered after it.
                         self.progress(
-                            f"warning: {plan.cwd} was copied into the pod; the agent's "
-                            f"changes in {WORKSPACE} are not brought back yet (the kubernetes "
-                            "backend removes them with the pod)"
+                            f"warning: {visible(str(plan.cwd))} was copied into the pod; only "
+                            "the agent's commits come back (scanned, as "
+                            f"bot-bottle/{plan.slug}/<branch>), its other changes in "
+                            f"{WORKSPACE} go with the pod"
                         )
                     yield bottle
                 finally:
+                    if seeded is not None and plan.cwd is not None:
+                        secrets = list(plan.gitgate_secrets.values())
+                        workspace_back.bring_back(
+                            bottle.raw_exec,
+                            seeded,
+                            workspace_back.guarded_scanner(
+                                default_scanner(secrets), seeded.protected
+                            ),
+                            self.progress,
+                            visible(str(plan.cwd)),
+                        )
                     keep_history(kube, prepared.names["sidecars"], history.logs_dir, queue_copy)
 
     # -- enumeration -------------------------------------------------------------
