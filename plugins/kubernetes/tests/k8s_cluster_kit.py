@@ -6,7 +6,7 @@ it understands exactly the commands the backend sends — the fence probe's
 ``timeout 3 bash -c 'exec 3<>/dev/tcp/$0/$1' HOST PORT``, the copy-in
 ``sh -c 'mkdir -p "$1" && head -c "$0" | tar -x ...'``, ``tar -c`` for
 copy-out (also bounded: ``sh -c 'tar -c ... | head -c "$0"'``),
-chmod/chown — and acts on a per-pod directory on the host, so a
+``mv -f --``, chmod/chown — and acts on a per-pod directory on the host, so a
 copied file can be read back. Anything else answers 127, so a test never
 passes on a command the shell did not understand.
 """
@@ -108,6 +108,13 @@ class PodShell:
             return 0
         if argv[0] in ("chmod", "chown"):
             return 0
+        if argv[:3] == ["mv", "-f", "--"] and len(argv) == 5:
+            src, dest = self._path(session, argv[3]), self._path(session, argv[4])
+            if not src.exists():
+                session.stderr(f"mv: cannot stat '{argv[3]}'\n".encode())
+                return 1
+            src.replace(dest)
+            return 0
         if argv[0] in self.programs:
             session.stdout(f"ran {' '.join(argv)}\n".encode())
             return self.programs[argv[0]]
@@ -163,6 +170,8 @@ def mini_plan(**over: Any) -> Any:
         gitgate: Any = None
         gitgate_secrets: Mapping[str, Secret] = field(default_factory=dict)
         supervise: bool = False
+        #: Where the agent reaches its endpoints: its pod's loopback (the relay sidecar).
+        agent_host: str = "127.0.0.1"
         extra_hosts: Mapping[str, str] = field(default_factory=dict)
         upstream_ca: Path | None = None
         resources: Resources = field(default_factory=Resources)

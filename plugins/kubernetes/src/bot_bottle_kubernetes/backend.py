@@ -111,6 +111,7 @@ class KubernetesBackend(Backend):
         from bot_bottle_kubernetes.images import check_registry, push_images
         from bot_bottle_kubernetes.launcher import launch_bottle
         from bot_bottle_kubernetes.lifecycle import holder_identity
+        from bot_bottle_kubernetes.operator_sync import QueueMirror
         from bot_bottle_kubernetes.render import (
             WORKSPACE,
             render_bottle,
@@ -153,8 +154,13 @@ class KubernetesBackend(Backend):
                 {"slug": plan.slug, "agent": plan.agent, "bottle": plan.bottle,
                  "backend": self.name, "label": plan.label}
             )  # fmt: skip
-            queue_copy = Path(tmp) / "queue"
-            stack.callback(lambda: history.end(queue_copy))
+            # The host queue the console and `proposals` read, as on Docker;
+            # the launcher mirrors the bundle pod's queue into it (operator_sync).
+            from bot_bottle.contracts.supervise import default_queue_dir
+
+            queue = default_queue_dir(plan.slug)
+            queue.mkdir(parents=True, exist_ok=True, mode=0o700)
+            stack.callback(lambda: history.end(queue))
 
             def render(anchor_uid: str, bundle_address: str) -> list[dict[str, Any]]:
                 return render_bottle(
@@ -188,6 +194,10 @@ class KubernetesBackend(Backend):
                 progress=self.progress,
             ) as bottle:
                 seeded: workspace_back.Launch | None = None
+                mirror = QueueMirror(
+                    bundle_exec(kube, prepared.names["sidecars"]), queue, history.logs_dir
+                )
+                mirror.start()
                 try:
                     bottle.copy_in(ca_dir / AGENT_CA_CERT, GUEST_CA_PATH, mode=0o644, owner="root")
                     if plan.cwd is not None:
@@ -214,7 +224,8 @@ class KubernetesBackend(Backend):
                             self.progress,
                             visible(str(plan.cwd)),
                         )
-                    keep_history(kube, prepared.names["sidecars"], history.logs_dir, queue_copy)
+                    mirror.stop()
+                    keep_history(kube, prepared.names["sidecars"], history.logs_dir, queue)
 
     # -- enumeration -------------------------------------------------------------
 
@@ -296,19 +307,28 @@ def _stage_keys(plan: BottlePlan, keys_dir: Path, stack: contextlib.ExitStack) -
     return {path.name: path.read_bytes() for path in keys.stage().values()}
 
 
+def bundle_exec(kube: Kube, bundle_pod: str) -> Callable[[Sequence[str], bytes | None], Any]:
+    """Plain execs in the bundle pod's container (its user: root)."""
+    from bot_bottle_kubernetes.launcher import BUNDLE_CONTAINER
+
+    def run(argv: Sequence[str], stdin: bytes | None) -> Any:
+        return kube.exec(bundle_pod, BUNDLE_CONTAINER, argv, stdin=stdin, timeout=120)
+
+    return run
+
+
 def keep_history(kube: Kube, bundle_pod: str, logs_dir: Path, queue_dir: Path) -> None:
     """The bundle pod's daemon logs into the bottle's history, and its
-    supervise queue where ``history.end`` takes the proposals from. A
-    failure is a warning: the teardown goes on."""
+    supervise queue where ``history.end`` takes the proposals from (the
+    last pass after :class:`QueueMirror`'s). A failure is a warning: the
+    teardown goes on."""
     import sys
 
     from bot_bottle_sidecars.layout import LOG_DIR, QUEUE_DIR
 
-    from bot_bottle_kubernetes.launcher import BUNDLE_CONTAINER
     from bot_bottle_kubernetes.transfer import pull_tree
 
-    def run(argv: Sequence[str], stdin: bytes | None) -> Any:
-        return kube.exec(bundle_pod, BUNDLE_CONTAINER, argv, stdin=stdin, timeout=120)
+    run = bundle_exec(kube, bundle_pod)
 
     for src, dest in ((LOG_DIR, logs_dir), (QUEUE_DIR, queue_dir)):
         try:
