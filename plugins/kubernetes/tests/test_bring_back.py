@@ -215,3 +215,21 @@ def test_a_bottle_without_a_repository_brings_nothing_back(
     assert not any("brought" in line for line in scene.said), scene.said
     assert not (plan.cwd / "x").exists()
     assert not any(c[:2] == ["sh", "-c"] and "tar -c" in c[2] for c in shell.calls)
+
+
+def test_a_bottle_whose_agent_pod_is_gone_says_its_commits_were_not_brought_back(
+    kube_env: Any, shell: PodShell, repo_plan: Any
+) -> None:
+    """`bot-bottle stop` deletes the agent pod: nothing is left to fetch
+    from, and the launch says so instead of claiming nothing was done."""
+
+    def agent(ws: Path) -> None:
+        (ws / "src.txt").write_text("lost\n")
+        git(ws, "commit", "-q", "-am", "work")
+        assert KubernetesBackend(progress=lambda _m: None).stop(repo_plan.slug)
+
+    scene = run_bottle(repo_plan, shell, agent)
+    warned = [line for line in scene.said if "not brought back" in line]
+    assert warned, scene.said
+    assert "bot-bottle/" not in git(repo_plan.cwd, "for-each-ref", "--format=%(refname)")
+    assert bottle_objects(kube_env) == []

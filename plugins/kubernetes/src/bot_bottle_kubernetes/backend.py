@@ -213,19 +213,21 @@ class KubernetesBackend(Backend):
                         )
                     yield bottle
                 finally:
-                    if seeded is not None and plan.cwd is not None:
-                        secrets = list(plan.gitgate_secrets.values())
-                        workspace_back.bring_back(
-                            bottle.raw_exec,
-                            seeded,
-                            workspace_back.guarded_scanner(
-                                default_scanner(secrets), seeded.protected
-                            ),
-                            self.progress,
-                            visible(str(plan.cwd)),
-                        )
-                    mirror.stop()
-                    keep_history(kube, prepared.names["sidecars"], history.logs_dir, queue)
+                    try:
+                        if seeded is not None and plan.cwd is not None:
+                            secrets = list(plan.gitgate_secrets.values())
+                            workspace_back.bring_back(
+                                bottle.raw_exec,
+                                seeded,
+                                workspace_back.guarded_scanner(
+                                    default_scanner(secrets), seeded.protected
+                                ),
+                                self.progress,
+                                visible(str(plan.cwd)),
+                            )
+                    finally:
+                        mirror.stop()
+                        keep_history(kube, prepared.names["sidecars"], history.logs_dir, queue)
 
     # -- enumeration -------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -206,7 +207,8 @@ def bring_back(
                 target, ["env"], scanner, work / "quarantine.git", max_bytes=cap,
                 remote_git_dir=str(work / "clean.git"),
             )  # fmt: skip
-        except BotBottleError as exc:
+        except (BotBottleError, OSError, subprocess.SubprocessError) as exc:
+            # The teardown goes on (the pods must go); the operator is told.
             progress(f"warning: the agent's commits were not brought back into {where}: {exc}")
             return bb.BringBackResult(error=str(exc))
     for ref in skipped:
