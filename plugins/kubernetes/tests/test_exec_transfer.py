@@ -373,3 +373,41 @@ def test_keep_for_resume_says_it_cannot(
 ) -> None:
     bottle.keep_for_resume()
     assert "cannot keep the agent's pod for commit/resume" in capsys.readouterr().err
+
+
+def test_execs_and_rest_calls_from_several_threads_do_not_mix(
+    fake: FakeApiServer, bottle: KubeRunningBottle
+) -> None:
+    """The client's ``stream()`` swaps ``call_api`` on the ApiClient it is
+    given while it connects; on the launcher's shared client, a Lease
+    renewal or another exec (the queue mirror's thread) in that window
+    would go over a websocket, or leave the swap in place for good. Each
+    exec gets its own ApiClient."""
+    import threading
+
+    fake.exec_handler = lambda session: 0
+    kube = bottle.kube
+    original = kube.api_client.call_api
+    errors: list[BaseException] = []
+
+    def execs() -> None:
+        try:
+            for _ in range(15):
+                assert bottle.raw_exec(["true"], None).exit_code == 0
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    def rest() -> None:
+        try:
+            for _ in range(60):
+                assert kube.get("Pod", POD) is not None
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=f) for f in (execs, execs, rest, rest)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    assert kube.api_client.call_api == original

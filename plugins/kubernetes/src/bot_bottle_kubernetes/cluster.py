@@ -286,13 +286,19 @@ class Kube:
 
     def open_exec(self, pod: str, container: str, argv: Sequence[str], *, tty: bool) -> Any:
         """A websocket exec session (``WSClient``), stdin/stdout/stderr open."""
-        from kubernetes.client import CoreV1Api
+        from kubernetes.client import ApiClient, CoreV1Api
         from kubernetes.client.exceptions import ApiException
         from kubernetes.stream import stream
 
+        # stream() swaps call_api on the client it is given while it
+        # connects: on the shared client, a REST call (the Lease renewer) or
+        # another exec (the queue mirror) from another thread would go over
+        # a websocket, or restore the wrong one. A client per exec, same
+        # configuration (server, CA, credentials).
+        own = ApiClient(self.api_client.configuration)
         try:
             return stream(
-                CoreV1Api(self.api_client).connect_get_namespaced_pod_exec,
+                CoreV1Api(own).connect_get_namespaced_pod_exec,
                 pod,
                 self.namespace,
                 command=list(argv),
