@@ -301,36 +301,45 @@ class DockerBackend(Backend):
         plan = prepared.plan
         client = _client()  # before anything is created: a clear error, nothing to undo
         timings: dict[str, float] = {}
-        t0 = time.monotonic()
         with Teardown(plan.slug) as down:
             down.push("docker client", client.close)
-            agent_tag = plan.agent_image or self._ensure_agent_image(plan)
-            bundle_tag = plan.bundle_image or self._ensure_bundle_image()
-            timings["images"] = time.monotonic() - t0
+            # The image checks (a few engine round trips each; on a first
+            # run, builds sharing the cores) run while the files are written
+            # and the CA minted; "images" is what is left to wait after that.
+            images = ThreadPoolExecutor(max_workers=2, thread_name_prefix="bb-images")
+            fut_bundle_tag = images.submit(lambda: plan.bundle_image or self._ensure_bundle_image())
+            fut_agent_tag = images.submit(
+                lambda: plan.agent_image or self._ensure_agent_image(plan)
+            )
+            try:
+                t = time.monotonic()
+                state = StateDir.for_slug(plan.slug)
+                run_dir = state.run_dir
+                etc, sock = run_dir / "etc", run_dir / "sock"
+                # supervise's queue where the host-side tooling (SuperviseQueue) looks for it.
+                from bot_bottle.contracts.supervise import default_queue_dir
 
-            t = time.monotonic()
-            state = StateDir.for_slug(plan.slug)
-            run_dir = state.run_dir
-            etc, sock = run_dir / "etc", run_dir / "sock"
-            # supervise's queue where the host-side tooling (SuperviseQueue) looks for it.
-            from bot_bottle.contracts.supervise import default_queue_dir
+                queue = default_queue_dir(plan.slug)
+                # Logs and proposals outlive the bottle (bot-bottle logs, cleanup's retention).
+                from bot_bottle.history import BottleHistory
 
-            queue = default_queue_dir(plan.slug)
-            # Logs and proposals outlive the bottle (bot-bottle logs, cleanup's retention).
-            from bot_bottle.history import BottleHistory
-
-            history = BottleHistory.for_slug(plan.slug)
-            history.begin(
-                {"slug": plan.slug, "agent": plan.agent, "bottle": plan.bottle,
-                 "backend": NAME, "label": plan.label}
-            )  # fmt: skip
-            down.push("history", lambda: history.end(queue))
-            down.push("runtime files", lambda: shutil.rmtree(run_dir, ignore_errors=True))
-            self._write_files(plan, etc, sock, queue)
-            workspace, git_dirs_at_launch, guarded = self._prepare_workspace(plan, state)
-            keys_dir = run_dir / "keys"
-            self._stage_keys(plan, keys_dir, down)
-            timings["files"] = time.monotonic() - t
+                history = BottleHistory.for_slug(plan.slug)
+                history.begin(
+                    {"slug": plan.slug, "agent": plan.agent, "bottle": plan.bottle,
+                     "backend": NAME, "label": plan.label}
+                )  # fmt: skip
+                down.push("history", lambda: history.end(queue))
+                down.push("runtime files", lambda: shutil.rmtree(run_dir, ignore_errors=True))
+                self._write_files(plan, etc, sock, queue)
+                workspace, git_dirs_at_launch, guarded = self._prepare_workspace(plan, state)
+                keys_dir = run_dir / "keys"
+                self._stage_keys(plan, keys_dir, down)
+                timings["files"] = time.monotonic() - t
+                t = time.monotonic()
+                bundle_tag, agent_tag = fut_bundle_tag.result(), fut_agent_tag.result()
+                timings["images"] = time.monotonic() - t
+            finally:
+                images.shutdown(wait=True, cancel_futures=True)
 
             t = time.monotonic()
             labels = {**prepared.labels, L_STARTED: now_iso()}
