@@ -26,10 +26,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import docker
-from bottle_lifecycle import BB, bench_env, cgroup_mib, load, verdict
+from bottle_lifecycle import BB, bench_env, cgroup_mib, load, timings, verdict
 
 #: Prints the start moment and the hostname (the slug), then waits for GO.
 GO = "/tmp/go"  # noqa: S108 - a path in the agent container, not here
@@ -41,17 +43,19 @@ CURL = ["curl", "-s", "-o", "/dev/null", "-w", "%{time_total}\\n", "http://_egre
 class Bottle:
     proc: subprocess.Popen[str]
     started: float
+    err: Path
     ready_at: float | None = None
     slug: str = ""
     requests: list[float] = field(default_factory=list)
 
 
-def launch(env: dict[str, str], label: str) -> Bottle:
-    proc = subprocess.Popen(
-        [*BB, "run", "demo", "--label", label, "--", "sh", "-c", HOLD],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    return Bottle(proc, time.time())
+def launch(env: dict[str, str], label: str, err: Path) -> Bottle:
+    with err.open("w") as fh:
+        proc = subprocess.Popen(
+            [*BB, "run", "demo", "--timings", "--label", label, "--", "sh", "-c", HOLD],
+            env=env, stdout=subprocess.PIPE, stderr=fh, text=True,
+        )  # fmt: skip
+    return Bottle(proc, time.time(), err)
 
 
 def wait_ready(bottles: list[Bottle], timeout: float) -> None:
@@ -93,7 +97,7 @@ def main() -> int:
         subprocess.run([*BB, "run", "demo", "--", "true"], env=env, check=True, capture_output=True)
 
         # Baseline: one bottle alone.
-        lone = launch(env, f"bench-lone-{os.getpid()}")
+        lone = launch(env, f"bench-lone-{os.getpid()}", Path(tmp) / "lone.err")
         wait_ready([lone], 120)
         lone_ready = (lone.ready_at or 0) - lone.started
         requests(client, lone)
@@ -104,17 +108,17 @@ def main() -> int:
 
         label = f"bench-fleet-{os.getpid()}"
         t0 = time.time()
-        bottles = [launch(env, label) for _ in range(args.bottles)]
+        bottles = [launch(env, label, Path(tmp) / f"{i}.err") for i in range(args.bottles)]
         try:
             wait_ready(bottles, 300)
             total = max(b.ready_at or 0 for b in bottles) - t0
             nets = client.networks.list(filters={"label": f"bot-bottle.label={label}"})
             names = {n.name for n in nets}
             slugs = {b.slug for b in bottles}
-            mem = sum(
-                cgroup_mib(c)
-                for c in client.containers.list(filters={"label": f"bot-bottle.label={label}"})
-            )
+            ours = client.containers.list(filters={"label": f"bot-bottle.label={label}"})
+            # One stats call samples for ~1-2 s: all at once.
+            with ThreadPoolExecutor(max_workers=16) as pool:
+                mem = sum(pool.map(cgroup_mib, ours))
             print(f"load average with {args.bottles} bottles up: {load()}")
             for b in bottles:
                 requests(client, b)
@@ -133,6 +137,11 @@ def main() -> int:
               f"{verdict(total <= 40)}")  # fmt: skip
         print(f"  each bottle's ready time: median {statistics.median(readies):.1f} s, "
               f"max {readies[-1]:.1f} s (alone: {lone_ready:.1f} s)")  # fmt: skip
+        phases = [timings(b.err.read_text()) for b in bottles]
+        keys = [k for k in phases[0] if k not in ("agent", "teardown")]
+        print("  each bottle's phases (median / max, s): " + ", ".join(
+            f"{k} {statistics.median(p.get(k, 0) for p in phases):.1f}/"
+            f"{max(p.get(k, 0) for p in phases):.1f}" for k in keys))  # fmt: skip
         print(f"  memory of all {n} (cgroups): {mem:.0f} MiB, {mem / n:.0f} MiB per bottle")
         ratio = worst / lone_req
         print(f"  slowest bottle's egress request median once up: {worst * 1000:.1f} ms "
