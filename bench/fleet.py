@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -84,6 +85,16 @@ def release(client: docker.DockerClient, bottles: list[Bottle]) -> None:
         b.proc.wait(timeout=120)
 
 
+def cpu_seconds(container: object) -> float:
+    st = container.stats(stream=False)["cpu_stats"]  # type: ignore[attr-defined]
+    return st["cpu_usage"]["total_usage"] / 1e9
+
+
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--bottles", type=int, default=20)
@@ -108,6 +119,7 @@ def main() -> int:
 
         label = f"bench-fleet-{os.getpid()}"
         t0 = time.time()
+        cli_before = _children_cpu()
         bottles = [launch(env, label, Path(tmp) / f"{i}.err") for i in range(args.bottles)]
         try:
             wait_ready(bottles, 300)
@@ -119,11 +131,14 @@ def main() -> int:
             # One stats call samples for ~1-2 s: all at once.
             with ThreadPoolExecutor(max_workers=16) as pool:
                 mem = sum(pool.map(cgroup_mib, ours))
+                container_cpu = sum(pool.map(cpu_seconds, ours))
             print(f"load average with {args.bottles} bottles up: {load()}")
             for b in bottles:
                 requests(client, b)
         finally:
             release(client, bottles)
+        # The launchers, reaped now: their whole CPU (launch, requests' waits, teardown).
+        cli_cpu = _children_cpu() - cli_before
         codes = sorted({b.proc.returncode for b in bottles})
         readies = sorted((b.ready_at or 0) - b.started for b in bottles)
         worst = max(statistics.median(b.requests) for b in bottles)
@@ -142,6 +157,11 @@ def main() -> int:
         print("  each bottle's phases (median / max, s): " + ", ".join(
             f"{k} {statistics.median(p.get(k, 0) for p in phases):.1f}/"
             f"{max(p.get(k, 0) for p in phases):.1f}" for k in keys))  # fmt: skip
+        cores = os.cpu_count() or 1
+        per = (cli_cpu + container_cpu) / n
+        print(f"  CPU per bottle: launcher {cli_cpu / n:.1f} s (whole run), its containers "
+              f"{container_cpu / n:.1f} s (to ready and the requests); {per:.1f} s x {n} "
+              f"bottles / {cores} cores = {per * n / cores:.0f} s of the machine")  # fmt: skip
         print(f"  memory of all {n} (cgroups): {mem:.0f} MiB, {mem / n:.0f} MiB per bottle")
         ratio = worst / lone_req
         print(f"  slowest bottle's egress request median once up: {worst * 1000:.1f} ms "
