@@ -90,6 +90,24 @@ def cpu_seconds(container: object) -> float:
     return st["cpu_usage"]["total_usage"] / 1e9
 
 
+def engine_cpu() -> float:
+    """CPU seconds dockerd and containerd have used (the engine is shared:
+    other users' work in the same window counts too)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if (proc / "comm").read_text().strip() not in ("dockerd", "containerd"):
+                continue
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def _children_cpu() -> float:
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
@@ -119,7 +137,7 @@ def main() -> int:
 
         label = f"bench-fleet-{os.getpid()}"
         t0 = time.time()
-        cli_before = _children_cpu()
+        cli_before, engine_before = _children_cpu(), engine_cpu()
         bottles = [launch(env, label, Path(tmp) / f"{i}.err") for i in range(args.bottles)]
         try:
             wait_ready(bottles, 300)
@@ -132,6 +150,7 @@ def main() -> int:
             with ThreadPoolExecutor(max_workers=16) as pool:
                 mem = sum(pool.map(cgroup_mib, ours))
                 container_cpu = sum(pool.map(cpu_seconds, ours))
+            engine = engine_cpu() - engine_before
             print(f"load average with {args.bottles} bottles up: {load()}")
             for b in bottles:
                 requests(client, b)
@@ -162,6 +181,8 @@ def main() -> int:
         print(f"  CPU per bottle: launcher {cli_cpu / n:.1f} s (whole run), its containers "
               f"{container_cpu / n:.1f} s (to ready and the requests); {per:.1f} s x {n} "
               f"bottles / {cores} cores = {per * n / cores:.0f} s of the machine")  # fmt: skip
+        print(f"  the engine (dockerd, containerd) meanwhile: {engine:.0f} CPU-s, "
+              f"{engine / n:.1f} s per bottle")  # fmt: skip
         print(f"  memory of all {n} (cgroups): {mem:.0f} MiB, {mem / n:.0f} MiB per bottle")
         ratio = worst / lone_req
         print(f"  slowest bottle's egress request median once up: {worst * 1000:.1f} ms "
