@@ -438,6 +438,8 @@ class DockerBackend(Backend):
                 lambda: _remove_together(
                     [relay, bundle] + ([agent] if workspace is None and not bottle.kept else []),
                     removed,
+                    # The network goes as soon as its one container has.
+                    after={bundle.id: lambda: _remove_network(client, prepared.network, removed)},
                 ),
             )
             # The CA the agent trusts: in place before the provider provisions.
@@ -533,7 +535,8 @@ class DockerBackend(Backend):
         network = client.networks.create(
             prepared.network, driver="bridge", labels={**labels, L_ROLE: "egress-network"}
         )
-        down.push(f"network {prepared.network}", network.remove)
+        gone = removed if removed is not None else set()
+        down.push(f"network {prepared.network}", lambda: network.id in gone or network.remove())
         bundle = client.containers.create(
             bundle_tag,
             name=prepared.bundle_name,
@@ -561,7 +564,6 @@ class DockerBackend(Backend):
             security_opt=["no-new-privileges"],
             detach=True,
         )
-        gone = removed if removed is not None else set()
         down.push(f"container {prepared.bundle_name}", lambda: bundle.id in gone or _remove(bundle))
         bundle.start()
         return bundle
@@ -1077,17 +1079,34 @@ def _remove(container: Any) -> None:
         container.remove(force=True, v=True)
 
 
-def _remove_together(containers: Sequence[Any], removed: set[str]) -> None:
+def _remove_together(
+    containers: Sequence[Any],
+    removed: set[str],
+    after: Mapping[str, Callable[[], None]] | None = None,
+) -> None:
     """Remove ``containers`` in parallel; ``removed`` gets the ids that went,
-    so their own teardown steps skip them (a failure leaves its step to retry)."""
+    so their own teardown steps skip them (a failure leaves its step to retry).
+    ``after``: container id -> what to do once that container is gone."""
 
     def one(container: Any) -> None:
         _remove(container)
         removed.add(container.id)
+        then = (after or {}).get(container.id)
+        if then is not None:
+            then()
 
     with ThreadPoolExecutor(max_workers=len(containers), thread_name_prefix="bb-down") as pool:
         for future in [pool.submit(one, c) for c in containers]:
             future.exception()
+
+
+def _remove_network(client: Any, name: str, removed: set[str]) -> None:
+    import docker.errors
+
+    with contextlib.suppress(docker.errors.NotFound):
+        network = client.networks.get(name)
+        network.remove()
+        removed.add(network.id)
 
 
 def _stop(container: Any) -> None:
