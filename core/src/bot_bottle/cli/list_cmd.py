@@ -85,7 +85,7 @@ def _sidecars(daemons: Any) -> str:
     parts = []
     for d in daemons:
         # idle: started on its first connection (bot_bottle_sidecars.init on_demand).
-        text = {"running": "ok", "idle": "ok (idle)"}.get(d.state, d.state)
+        text = "ok" if d.state == "running" else "ok (idle)" if d.state == "idle" else d.state
         if d.crashes:
             text += f" ({d.crashes} crash{'es' if d.crashes != 1 else ''}"
             text += f", last {d.last_exit})" if d.last_exit else ")"
