@@ -1,17 +1,27 @@
-"""Bottle lifecycle: time to ready and teardown, idle memory, ten bottles at once.
+"""Bottle lifecycle: ``run demo -- true`` end to end by phase, teardown, idle memory.
 
-    .venv/bin/python bench/bottle_lifecycle.py [--runs 3] [--concurrent 10]
+    .venv/bin/python bench/bottle_lifecycle.py [--runs 5]
 
 Uses a throwaway BOT_BOTTLE_HOME with the demo agent (``bot-bottle init``);
 images are warmed first, so the figures are for warm images. Baseline in
-the same run: ``docker run --rm --network none <agent image> true``.
-Targets (a bottle per task has to feel as quick as a shell): ready <= 3 s,
-teardown <= 2 s.
+the same run: a bare ``docker run --rm <base image> true``. The machine may
+be shared (other work on the same cores): the load average is printed at the
+start and the end, and every figure should be read against it.
+
+Targets (issue #21): end to end <= 2.0 s median and <= 7x the baseline;
+teardown <= 0.4 s; idle memory per bottle (agent + relay + bundle, from
+their cgroups) <= 100 MiB, with no daemon running that the bottle does not
+use (git-gate without repos, supervise before its first call).
+
+The CLI runs as a user's would: with its bytecode cache (an environment
+that sets PYTHONDONTWRITEBYTECODE, as some sandboxes do, makes every run
+compile ~500 modules, ~1 s; it is unset for the child processes here).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import statistics
@@ -20,11 +30,18 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import docker
 
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 BB = [sys.executable, "-m", "bot_bottle"]
+#: --timings phases that partition the wall time, in order.
+PARTS = ("startup", "plan", "prepare", "images", "files", "containers")
+
+
+def load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def _run(env: dict[str, str], *args: str) -> tuple[float, str]:
@@ -35,7 +52,7 @@ def _run(env: dict[str, str], *args: str) -> tuple[float, str]:
     return time.monotonic() - t, r.stdout + r.stderr
 
 
-def _timings(text: str) -> dict[str, float]:
+def timings(text: str) -> dict[str, float]:
     m = re.search(r"^timings: (.*)$", text, re.M)
     return (
         {k: float(v.rstrip("s")) for k, v in (p.split("=") for p in m.group(1).split())}
@@ -44,100 +61,119 @@ def _timings(text: str) -> dict[str, float]:
     )
 
 
+def bench_env(tmp: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["BOT_BOTTLE_HOME"] = str(Path(tmp) / "home")
+    if HOST_CA.exists():
+        env["BOT_BOTTLE_BUILD_CA_BUNDLE"] = str(HOST_CA)
+    return env
+
+
+def base_image() -> str:
+    from bot_bottle_docker.baseimage import image_name
+
+    return image_name()
+
+
+def verdict(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
+
+
+def cgroup_mib(container: object) -> float:
+    """Memory the container's cgroup holds, minus reclaimable page cache."""
+    st = container.stats(stream=False)["memory_stats"]  # type: ignore[attr-defined]
+    stats = st.get("stats", {})
+    return (st.get("usage", 0) - stats.get("inactive_file", 0)) / 2**20
+
+
+def idle_memory(env: dict[str, str], client: docker.DockerClient, label: str) -> float:
+    proc = subprocess.Popen(
+        [*BB, "run", "demo", "--label", label, "--", "sleep", "120"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        containers: list[Any] = []
+        while time.monotonic() < deadline:
+            containers = client.containers.list(filters={"label": f"bot-bottle.label={label}"})
+            if len(containers) == 3 and _ready(env, containers):
+                break
+            time.sleep(0.3)
+        time.sleep(5)  # let the daemons settle
+        total = 0.0
+        print("\nidle memory, one bottle sleeping (cgroup usage minus inactive page cache):")
+        for c in containers:
+            used = cgroup_mib(c)
+            total += used
+            print(f"  {c.labels['bot-bottle.role']:9} {used:7.1f} MiB")  # type: ignore[attr-defined]
+        slug = containers[0].labels["bot-bottle.slug"]  # type: ignore[attr-defined]
+        status = Path(env["BOT_BOTTLE_HOME"]) / "state" / slug / "run" / "sock"
+        states = json.loads((status / "init-status.json").read_text())["daemons"]
+        print("  bundle daemons: " + ", ".join(f"{d['name']} {d['state']}" for d in states))
+        print(f"  total     {total:7.1f} MiB   target <= 100 MiB: {verdict(total <= 100)}")
+        return total
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def _ready(env: dict[str, str], containers: list[Any]) -> bool:
+    slug = containers[0].labels["bot-bottle.slug"]  # type: ignore[attr-defined]
+    sock = Path(env["BOT_BOTTLE_HOME"]) / "state" / slug / "run" / "sock"
+    return (sock / "bundle.ready").exists() and (sock / "agent.ready").exists()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--concurrent", type=int, default=10)
+    ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args()
     client = docker.from_env()
+    print(f"load average at start: {load()} (2 cores here, shared with other work)")
     with tempfile.TemporaryDirectory(prefix="bb-bench-") as tmp:
-        env = dict(os.environ, BOT_BOTTLE_HOME=str(Path(tmp) / "home"))
-        if HOST_CA.exists():
-            env["BOT_BOTTLE_BUILD_CA_BUNDLE"] = str(HOST_CA)
+        env = bench_env(tmp)
         _run(env, "init")
         print("warming images (first run may build them) ...", flush=True)
         _run(env, "run", "demo", "--", "true")
+        _run(env, "run", "demo", "--", "true")
 
-        # Baseline: a bare container with no network, same image.
-        agent_image = sorted(
-            client.images.list(name="bot-bottle/agent-shell"), key=lambda i: i.attrs["Created"]
-        )[-1].tags[0]
-        base = []
+        image = base_image()
+        base, walls, phases = [], [], []
+        # Interleaved, so both see the same load.
         for _ in range(args.runs):
             t = time.monotonic()
-            subprocess.run(
-                ["docker", "run", "--rm", "--network", "none", agent_image, "true"], check=True
-            )
+            subprocess.run(["docker", "run", "--rm", image, "true"], check=True)
             base.append(time.monotonic() - t)
-
-        walls, phases = [], []
-        for _ in range(args.runs):
             wall, out = _run(env, "run", "demo", "--timings", "--", "true")
             walls.append(wall)
-            phases.append(_timings(out))
-        med = {k: statistics.median(p[k] for p in phases) for k in phases[0]}
-        base_med = statistics.median(base)
-        print(f"\nbot-bottle run demo -- true, {args.runs} runs (median):")
-        print(f"  wall              {statistics.median(walls):6.2f} s")
-        for k in ("images", "files", "containers", "sidecars_ready", "launch", "provision"):
-            print(f"  {k:17} {med.get(k, 0):6.2f} s")
-        print(f"  ready (to agent)  {med['ready']:6.2f} s   target <= 3 s")
-        print(f"  teardown          {med['teardown']:6.2f} s   target <= 2 s")
-        print(f"  baseline docker run --network none true: {base_med:.2f} s "
-              f"(wall ratio {statistics.median(walls) / base_med:.1f}x)")  # fmt: skip
-
-        # Idle memory: a bottle sleeping, agent + bundle + relay.
-        proc = subprocess.Popen(
-            [*BB, "run", "demo", "--label", "bench-idle", "--", "sleep", "120"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            deadline = time.monotonic() + 60
-            containers = []
-            while time.monotonic() < deadline:
-                containers = client.containers.list(
-                    filters={"label": "bot-bottle.label=bench-idle"}
-                )
-                if len(containers) == 3:
-                    break
-                time.sleep(0.3)
-            time.sleep(5)  # let the daemons settle
-            total = 0
-            print("\nidle memory (cgroup usage minus page cache):")
-            for c in containers:
-                st = c.stats(stream=False)["memory_stats"]  # pyright: ignore[reportIndexIssue]
-                used = st.get("usage", 0) - st.get("stats", {}).get("inactive_file", 0)
-                total += used
-                print(f"  {c.labels['bot-bottle.role']:9} {used / 2**20:7.1f} MiB")
-            print(f"  total     {total / 2**20:7.1f} MiB")
-        finally:
-            proc.terminate()
-            proc.wait()
-
-        # Ten at once.
-        n = args.concurrent
-        t = time.monotonic()
-        procs = [
-            subprocess.Popen(
-                [*BB, "run", "demo", "--", "sh", "-c", "sleep 2; hostname"],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for _ in range(n)
+            phases.append(timings(out))
+        med = {k: statistics.median(p.get(k, 0.0) for p in phases) for k in phases[0]}
+        wall, base_med = statistics.median(walls), statistics.median(base)
+        print(f"\nbot-bottle run demo -- true, {args.runs} runs (medians):")
+        shown = 0.0
+        for k in PARTS:
+            print(f"  {k:22} {med.get(k, 0):6.2f} s")
+            shown += med.get(k, 0)
+        rest = med["launch"] - sum(med.get(k, 0) for k in ("images", "files", "containers"))
+        rows = [
+            ("launch, rest (CA copy)", rest),
+            ("provision", med["provision"]),
+            ("sidecars_ready (wait)", med.get("sidecars_ready", 0)),
+            ("agent (true)", med["agent"]),
+            ("teardown", med["teardown"]),
         ]
-        peak_nets = 0
-        while any(p.poll() is None for p in procs):
-            nets = client.networks.list(filters={"label": "bot-bottle.agent=demo"})
-            peak_nets = max(peak_nets, len(nets))
-            time.sleep(0.5)
-        total_s = time.monotonic() - t
-        slugs = {p.stdout.read().strip() for p in procs if p.stdout}  # type: ignore[union-attr]
-        codes = [p.returncode for p in procs]
-        print(f"\n{n} bottles started concurrently: all done in {total_s:.1f} s; "
-              f"exit codes {sorted(set(codes))}; distinct slugs {len(slugs)}; "
-              f"peak egress networks at once {peak_nets}")  # fmt: skip
+        for k, v in rows:
+            print(f"  {k:22} {v:6.2f} s")
+            shown += v
+        print(f"  {'exit and unaccounted':22} {wall - shown:6.2f} s")
+        print(f"  ready (to the agent)   {med['ready']:6.2f} s")
+        ratio = wall / base_med
+        print(f"  wall                   {wall:6.2f} s   target <= 2.0 s: {verdict(wall <= 2.0)}")
+        print(f"  baseline docker run --rm {image} true: {base_med:.2f} s; "
+              f"ratio {ratio:.1f}x   target <= 7x: {verdict(ratio <= 7)}")  # fmt: skip
+        print(f"  teardown               {med['teardown']:6.2f} s   target <= 0.4 s: "
+              f"{verdict(med['teardown'] <= 0.4)}")  # fmt: skip
+        idle_memory(env, client, f"bench-idle-{os.getpid()}")
+    print(f"\nload average at the end: {load()}")
     return 0
 
 

@@ -87,6 +87,22 @@ def deploy_key(path: Path) -> str:
     return public.decode()
 
 
+def wake_supervise(running: Any) -> None:
+    """Start supervise as an agent's first call would, and wait for its
+    answer: it starts on demand (bot_bottle_sidecars.init), and the suites
+    that inspect or break every daemon need it running. The request takes
+    the agent's own path (its loopback, both relays)."""
+    script = (
+        "exec 3<>/dev/tcp/127.0.0.1/$1 && "
+        'printf "GET /mcp HTTP/1.0\\r\\nHost: 127.0.0.1:$1\\r\\n\\r\\n" >&3 && head -c 5 <&3'
+    )
+    from bot_bottle.plan import MCP_PORT
+
+    result = running.exec(["bash", "-c", script, "bash", str(MCP_PORT)])
+    if result.stdout != b"HTTP/":
+        pytest.fail(f"supervise did not answer its first request: {result!r}")
+
+
 def write_agent(
     home: Path, name: str, bottle_md: str, prompt: str = "You are a test agent."
 ) -> None:
@@ -143,6 +159,8 @@ def launched(
                 ctx = provision_context(plan, options, workdir=prepared.workdir)
                 provision_bottle(provider, running, ctx)
                 running.wait_ready()
+                if plan.supervise:
+                    wake_supervise(running)
                 yield Launched(running, plan, provider, ctx)  # type: ignore[arg-type]
         finally:
             state.remove()

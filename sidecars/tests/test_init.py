@@ -58,6 +58,21 @@ DAEMON = textwrap.dedent(
             fh.write(str(child))
         time.sleep(0.3)
         os._exit(4)
+    if mode == "serve":
+        # Like supervise: the socket init hands over, else one of its own.
+        import socket
+        fd = os.environ.get("BOT_BOTTLE_LISTEN_FD")
+        if fd:
+            srv = socket.socket(fileno=int(fd))
+        else:
+            srv = socket.socket()
+            srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            srv.bind(("127.0.0.1", int(os.environ["SERVE_PORT"])))
+            srv.listen(8)
+        while True:
+            conn, _ = srv.accept()
+            conn.sendall(b"%d\\n" % os.getpid())
+            conn.close()
     if mode == "crash":
         time.sleep(0.3)
         sys.exit(3)
@@ -497,6 +512,9 @@ def test_orphaned_grandchildren_are_reaped(bundle: Callable[..., Bundle]) -> Non
         ({"daemons": [{"name": "a", "argv": ["x"]}, {"name": "a", "argv": ["y"]}]}, "more than"),
         ({"daemons": [{"name": "a", "argv": ["x"], "colour": 1}]}, "unknown key"),
         ({"grace_seconds": 0, "daemons": [{"name": "a", "argv": ["x"]}]}, "grace_seconds"),
+        ({"daemons": [{"name": "a", "argv": ["x"], "on_demand": "8765"}]}, "HOST:PORT"),
+        ({"daemons": [{"name": "a", "argv": ["x"], "on_demand": "127.0.0.1:0"}]}, "HOST:PORT"),
+        ({"daemons": [{"name": "a", "argv": ["x"], "on_demand": "0.0.0.0:80"}]}, "loopback"),
     ],
 )
 def test_invalid_plans_are_refused_with_a_reason(plan: dict[str, Any], message: str) -> None:
@@ -697,3 +715,91 @@ def test_oom_score_adj_is_raised_for_the_daemons_that_should_die_first(
     )
     with pytest.raises(PlanError, match="oom_score_adj"):
         parse_plan({"daemons": [{"name": "a", "argv": ["x"], "oom_score_adj": -5}]})
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ask(port: int) -> int:
+    """Connect and read the serving daemon's pid (waits while it starts)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as conn:
+        conn.settimeout(15)
+        return int(conn.makefile().readline())
+
+
+def _states(b: Bundle) -> dict[str, dict[str, Any]]:
+    return {d["name"]: d for d in b.ctl(cmd="status")["daemons"]}
+
+
+def test_an_on_demand_daemon_starts_on_its_first_connection_with_inits_socket(
+    bundle: Callable[..., Bundle],
+) -> None:
+    port = _free_port()
+    b = bundle(
+        [
+            {"name": "egress"},
+            {"name": "supervise", "mode": "serve", "on_demand": f"127.0.0.1:{port}",
+             "set_env": {"SERVE_PORT": str(port)}},
+        ]
+    )  # fmt: skip
+    b.info("egress")
+    idle = _states(b)["supervise"]
+    assert (idle["state"], idle["pid"]) == ("idle", None)
+    assert json.loads(b.status_file.read_text())["daemons"][1]["state"] == "idle"
+    assert not (b.out / "supervise.json").exists()
+    # The first client is served by the daemon its connection started.
+    pid = _ask(port)
+    info = b.info("supervise")
+    assert info["pid"] == pid and "BOT_BOTTLE_LISTEN_FD" in info["env"]
+    assert _states(b)["supervise"]["state"] == "running"
+    assert any(e.get("event") == "daemon_activated" for e in b.events())
+
+    # A crash: the restart binds the port itself (init no longer holds it).
+    (b.out / "supervise.json").unlink()
+    os.kill(pid, signal.SIGKILL)
+    info = b.info("supervise")
+    assert info["pid"] != pid and "BOT_BOTTLE_LISTEN_FD" not in info["env"]
+    assert _ask(port) == info["pid"]
+
+
+def test_an_idle_daemon_is_stopped_cleanly_and_restart_starts_it_at_once(
+    bundle: Callable[..., Bundle],
+) -> None:
+    port = _free_port()
+    spec = {"name": "supervise", "mode": "serve", "on_demand": f"127.0.0.1:{port}",
+            "set_env": {"SERVE_PORT": str(port)}}  # fmt: skip
+    b = bundle([{"name": "egress"}, spec])
+    b.info("egress")
+    assert _states(b)["supervise"]["state"] == "idle"
+    # ctl restart is an operator's request: started now, binding the port itself.
+    assert b.ctl(cmd="restart", daemon="supervise")["ok"]
+    info = b.info("supervise")
+    assert "BOT_BOTTLE_LISTEN_FD" not in info["env"]
+    assert _ask(port) == info["pid"]
+
+    port2 = _free_port()
+    spec2 = {**spec, "on_demand": f"127.0.0.1:{port2}", "set_env": {"SERVE_PORT": str(port2)}}
+    second = b.out.parent / "second"
+    second.mkdir()
+    other = Bundle(second, [{"name": "egress"}, spec2])
+    try:
+        other.info("egress")
+        assert _states(other)["supervise"]["state"] == "idle"
+        other.proc.send_signal(signal.SIGTERM)
+        assert other.proc.wait(timeout=15) == 0
+        # The address is free again: init closed its socket on the way out.
+        import socket
+
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port2))
+        assert not (other.out / "supervise.json").exists()
+    finally:
+        other.stop()

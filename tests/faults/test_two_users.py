@@ -215,7 +215,9 @@ def test_one_users_list_and_cleanup_leave_the_other_users_bottles_alone(
     assert (b.state / sb / "metadata.json").exists()
     r = b.bb("list", "active", "--json")
     row = next(x for x in json.loads(r.stdout)["active"] if x["slug"] == sb)
-    assert {d["state"] for d in row["daemons"]} == {"running"}, row
+    # Healthy: supervise starts on the agent's first call (init's on_demand),
+    # so it is idle here; the others run.
+    assert {d["state"] for d in row["daemons"]} <= {"running", "idle"}, row
 
     # B ends its bottle (SIGTERM to its launcher, which tears down; a killed
     # agent is kept for resume), then removes what it kept: nothing is left.

@@ -116,6 +116,7 @@ def execute(
     from bot_bottle.state import StateDir, now_iso
 
     report = LaunchReport()
+    t_prepare = time.monotonic()
     with sigterm_as_interrupt():
         check_backend(backend)
         if prepared is None:
@@ -137,6 +138,7 @@ def execute(
                 "snapshot": plan.snapshot,
             }
         )
+        report.timings["prepare"] = time.monotonic() - t_prepare
         code: int | None = None
         t_down = time.monotonic()
         unrevoked: list[str] = []

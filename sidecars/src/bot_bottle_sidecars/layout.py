@@ -154,9 +154,12 @@ def bundle_relay_argv(plan: BottlePlan, *, network: bool = False) -> list[str]:
         listens = {n: f"unix:{socket_path(n)}" for n in endpoints(plan)}
     pairs = [f"{listens[n]}=tcp:{LOOPBACK}:{port}" for n, port in endpoints(plan).items()]
     limits = [f"--limit={listens['git']}={GIT_CONCURRENCY}"] if "git" in listens else []
+    # supervise starts on its first connection (init_plan): a probe would start it.
+    lazy = [f"--no-wait={listens['mcp']}"] if "mcp" in listens else []
     return [
         PY, "-m", "bot_bottle_sidecars.relay", "--wait-targets",
-        "--ready-file", f"{SOCK_DIR}/{BUNDLE_READY}", *_down_args(listens), *limits, *pairs,
+        "--ready-file", f"{SOCK_DIR}/{BUNDLE_READY}", *_down_args(listens), *limits, *lazy,
+        *pairs,
     ]  # fmt: skip
 
 
@@ -279,6 +282,10 @@ def init_plan(plan: BottlePlan, *, network_relay: bool = False) -> dict[str, obj
                 ],
                 "user": DAEMON_USERS["supervise"].name,
                 "oom_score_adj": 500,
+                # Most bottles sit idle for long stretches, and many never
+                # call supervise: its ~60 MiB (the MCP SDK) and a second of
+                # CPU at launch are paid on the agent's first call instead.
+                "on_demand": f"{LOOPBACK}:{MCP_PORT}",
             }
         )
     daemons.append(

@@ -84,7 +84,8 @@ def _sidecars(daemons: Any) -> str:
     """``egress ok, git-gate restarting (2 crashes)``; ``-`` when unknown."""
     parts = []
     for d in daemons:
-        text = "ok" if d.state == "running" else d.state
+        # idle: started on its first connection (bot_bottle_sidecars.init on_demand).
+        text = "ok" if d.state == "running" else "ok (idle)" if d.state == "idle" else d.state
         if d.crashes:
             text += f" ({d.crashes} crash{'es' if d.crashes != 1 else ''}"
             text += f", last {d.last_exit})" if d.last_exit else ")"

@@ -7,6 +7,7 @@ down afterwards.
 from __future__ import annotations
 
 import argparse
+import time
 from typing import Any
 
 
@@ -65,6 +66,19 @@ def _prompt(args: argparse.Namespace) -> str | None:
     return text
 
 
+def _since_process_start() -> float | None:
+    """Seconds since this process started (Linux: /proc), else None."""
+    import os
+    from pathlib import Path
+
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - started)
+    except (OSError, IndexError, ValueError, AttributeError):
+        return None
+
+
 def run(args: argparse.Namespace) -> int:
     import sys
 
@@ -73,8 +87,11 @@ def run(args: argparse.Namespace) -> int:
 
     # Checked before the plan: a usage slip creates nothing and reads no secret.
     prompt = _prompt(args)
+    t_plan = time.monotonic()
+    startup = _since_process_start()
     launch = plan_for(args, args.agent, interactive=False)
     plan = launch.plan
+    planned = time.monotonic() - t_plan
     report = execute(
         plan,
         backend=launch.backend,
@@ -85,7 +102,11 @@ def run(args: argparse.Namespace) -> int:
         options=launch.options,
     )
     if args.timings:
-        parts = " ".join(f"{k}={v:.2f}s" for k, v in report.timings.items())
+        # startup: interpreter and imports up to here; plan: manifests,
+        # plugins, secrets. The backend's phases follow in launch order.
+        first = {"startup": startup, "plan": planned} if startup is not None else {"plan": planned}
+        timings = {**first, **report.timings}
+        parts = " ".join(f"{k}={v:.2f}s" for k, v in timings.items())
         sys.stderr.write(f"timings: {parts}\n")
     if report.preserved:
         sys.stderr.write(f"state kept for {plan.slug} (exit {report.exit_code})\n")

@@ -234,7 +234,8 @@ class DaemonState:
     """One sidecar daemon as the bundle's init last reported it."""
 
     name: str
-    #: running | restarting | failed (init gave up) | stopped | stopping
+    #: running | restarting | failed (init gave up) | stopped | stopping | idle
+    #: (started on its first connection, none yet: init's on_demand)
     state: str
     crashes: int = 0
     last_exit: str | None = None

@@ -309,47 +309,62 @@ class DockerBackend(Backend):
         plan = prepared.plan
         client = _client()  # before anything is created: a clear error, nothing to undo
         timings: dict[str, float] = {}
-        t0 = time.monotonic()
         with Teardown(plan.slug) as down:
             down.push("docker client", client.close)
-            agent_tag = plan.agent_image or self._ensure_agent_image(plan)
-            bundle_tag = plan.bundle_image or self._ensure_bundle_image()
-            timings["images"] = time.monotonic() - t0
+            # The image checks (a few engine round trips each; on a first
+            # run, builds sharing the cores) run while the files are written
+            # and the CA minted; "images" is what is left to wait after that.
+            images = ThreadPoolExecutor(max_workers=2, thread_name_prefix="bb-images")
+            fut_bundle_tag = images.submit(lambda: plan.bundle_image or self._ensure_bundle_image())
+            fut_agent_tag = images.submit(
+                lambda: plan.agent_image or self._ensure_agent_image(plan)
+            )
+            try:
+                t = time.monotonic()
+                state = StateDir.for_slug(plan.slug)
+                run_dir = state.run_dir
+                etc, sock = run_dir / "etc", run_dir / "sock"
+                # supervise's queue where the host-side tooling (SuperviseQueue) looks for it.
+                from bot_bottle.contracts.supervise import default_queue_dir
 
-            t = time.monotonic()
-            state = StateDir.for_slug(plan.slug)
-            run_dir = state.run_dir
-            etc, sock = run_dir / "etc", run_dir / "sock"
-            # supervise's queue where the host-side tooling (SuperviseQueue) looks for it.
-            from bot_bottle.contracts.supervise import default_queue_dir
+                queue = default_queue_dir(plan.slug)
+                # Logs and proposals outlive the bottle (bot-bottle logs, cleanup's retention).
+                from bot_bottle.history import BottleHistory
 
-            queue = default_queue_dir(plan.slug)
-            # Logs and proposals outlive the bottle (bot-bottle logs, cleanup's retention).
-            from bot_bottle.history import BottleHistory
-
-            history = BottleHistory.for_slug(plan.slug)
-            history.begin(
-                {"slug": plan.slug, "agent": plan.agent, "bottle": plan.bottle,
-                 "backend": NAME, "label": plan.label}
-            )  # fmt: skip
-            down.push("history", lambda: history.end(queue))
-            down.push("runtime files", lambda: shutil.rmtree(run_dir, ignore_errors=True))
-            self._write_files(plan, etc, sock, queue)
-            workspace, git_dirs_at_launch, guarded = self._prepare_workspace(plan, state)
-            record = self._tree_record(plan, state, workspace, guarded, git_dirs_at_launch,
-                                       bundle_tag, prepared.agent_name)  # fmt: skip
-            keys_dir = run_dir / "keys"
-            self._stage_keys(plan, keys_dir, down)
-            timings["files"] = time.monotonic() - t
+                history = BottleHistory.for_slug(plan.slug)
+                history.begin(
+                    {"slug": plan.slug, "agent": plan.agent, "bottle": plan.bottle,
+                     "backend": NAME, "label": plan.label}
+                )  # fmt: skip
+                down.push("history", lambda: history.end(queue))
+                down.push("runtime files", lambda: shutil.rmtree(run_dir, ignore_errors=True))
+                self._write_files(plan, etc, sock, queue)
+                workspace, git_dirs_at_launch, guarded = self._prepare_workspace(plan, state)
+                keys_dir = run_dir / "keys"
+                self._stage_keys(plan, keys_dir, down)
+                timings["files"] = time.monotonic() - t
+                t = time.monotonic()
+                bundle_tag, agent_tag = fut_bundle_tag.result(), fut_agent_tag.result()
+                timings["images"] = time.monotonic() - t
+                # The tree record names the helper image (the bundle's), so it
+                # waits for the image check.
+                record = self._tree_record(plan, state, workspace, guarded, git_dirs_at_launch,
+                                           bundle_tag, prepared.agent_name)  # fmt: skip
+            finally:
+                images.shutdown(wait=True, cancel_futures=True)
 
             t = time.monotonic()
             labels = {**prepared.labels, L_STARTED: now_iso()}
 
             def start_bundle() -> Any:
                 mounts = (run_dir, keys_dir, queue, history.logs_dir)
-                return self._start_bundle(client, prepared, labels, bundle_tag, mounts, down)
+                return self._start_bundle(
+                    client, prepared, labels, bundle_tag, mounts, down, removed=removed
+                )
 
             kept: list[DockerRunningBottle] = []
+            #: ids of containers the parallel removal took (teardown).
+            removed: set[str] = set()
 
             def start_agent() -> tuple[Any, Any]:
                 use = _use_gvisor(plan)
@@ -418,7 +433,11 @@ class DockerBackend(Backend):
                 # A preserved bottle's agent is stopped, not removed (commit/resume).
                 down.push(
                     f"container {prepared.agent_name}",
-                    lambda: _stop(agent) if kept and kept[0].kept else _remove(agent),
+                    lambda: (
+                        _stop(agent)
+                        if kept and kept[0].kept
+                        else agent.id in removed or _remove(agent)
+                    ),
                 )
                 agent.start()
                 if workspace is not None and record is not None:
@@ -429,7 +448,9 @@ class DockerBackend(Backend):
                         "bring back the agent's commits",
                         lambda: self._bring_back(ws, rec, state.path, secrets),
                     )
-                relay = self._start_relay(client, prepared, labels, bundle_tag, agent, sock, down)
+                relay = self._start_relay(
+                    client, prepared, labels, bundle_tag, agent, sock, down, removed=removed
+                )
                 return agent, relay
 
             # The bundle (slowest to boot: mitmproxy, MCP) and the agent side
@@ -456,6 +477,19 @@ class DockerBackend(Backend):
                 timings=timings,
             )
             kept.append(bottle)
+            # Pushed last, so it runs first: every container that nothing
+            # still needs goes at once (each removal is a SIGKILL and an
+            # engine round trip of 0.1-0.3 s); the steps above then find
+            # them gone. The agent stays for the bring-back and for resume.
+            down.push(
+                "containers",
+                lambda: _remove_together(
+                    [relay, bundle] + ([agent] if workspace is None and not bottle.kept else []),
+                    removed,
+                    # The network goes as soon as its one container has.
+                    after={bundle.id: lambda: _remove_network(client, prepared.network, removed)},
+                ),
+            )
             # The CA the agent trusts: in place before the provider provisions.
             from bot_bottle.contracts.provider import GUEST_CA_PATH
 
@@ -504,6 +538,8 @@ class DockerBackend(Backend):
         agent: Any,
         sock: Path,
         down: Teardown,
+        *,
+        removed: set[str] | None = None,
     ) -> Any:
         """The agent-side relay: in the agent's network namespace only,
         serving its loopback endpoints from the bundle's sockets."""
@@ -525,7 +561,8 @@ class DockerBackend(Backend):
             security_opt=["no-new-privileges", seccomp_opt()],
             detach=True,
         )
-        down.push(f"container {prepared.relay_name}", lambda: _remove(relay))
+        gone = removed if removed is not None else set()
+        down.push(f"container {prepared.relay_name}", lambda: relay.id in gone or _remove(relay))
         relay.start()
         return relay
 
@@ -537,15 +574,19 @@ class DockerBackend(Backend):
         bundle_tag: str,
         mounts: tuple[Path, Path, Path, Path],
         down: Teardown,
+        *,
+        removed: set[str] | None = None,
     ) -> Any:
         """The egress network and the sidecar bundle on it, started.
-        ``mounts`` is (run dir, deploy keys, supervise queue, logs)."""
+        ``mounts`` is (run dir, deploy keys, supervise queue, logs);
+        ``removed``: ids a parallel teardown step already removed."""
         plan = prepared.plan
         run_dir, keys_dir, queue, logs_dir = mounts
         network = client.networks.create(
             prepared.network, driver="bridge", labels={**labels, L_ROLE: "egress-network"}
         )
-        down.push(f"network {prepared.network}", network.remove)
+        gone = removed if removed is not None else set()
+        down.push(f"network {prepared.network}", lambda: network.id in gone or network.remove())
         bundle = client.containers.create(
             bundle_tag,
             name=prepared.bundle_name,
@@ -573,7 +614,7 @@ class DockerBackend(Backend):
             security_opt=["no-new-privileges"],
             detach=True,
         )
-        down.push(f"container {prepared.bundle_name}", lambda: _remove(bundle))
+        down.push(f"container {prepared.bundle_name}", lambda: bundle.id in gone or _remove(bundle))
         bundle.start()
         return bundle
 
@@ -829,17 +870,23 @@ class DockerBackend(Backend):
         generate_bottle_ca(etc.parent / "ca", name=f"bot-bottle {plan.slug}")
 
     def _wait_ready(self, sock: Path, bundle: Any, relay: Any) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
+        start = time.monotonic()
+        deadline = start + READY_TIMEOUT
         want = [sock / BUNDLE_READY, sock / AGENT_READY]
-        delay = 0.01
+        # Two stat calls per look: cheap enough to look often (a ready file
+        # is seen within 20 ms, not up to 250 ms later); the engine is asked
+        # about the containers twice a second once the boot takes a while.
+        next_check = start + 0.5
         while not all(p.exists() for p in want):
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > deadline:
                 raise BotBottleError(
                     "the sidecars did not become ready within "
                     f"{READY_TIMEOUT:.0f} s: {_tail(bundle)}",
                     hint=f"see 'docker logs {bundle.name}' while the bottle runs",
                 )
-            if delay > 0.2:
+            if now >= next_check:
+                next_check = now + 0.5
                 for c in (bundle, relay):
                     c.reload()
                     if c.status == "exited":
@@ -847,8 +894,7 @@ class DockerBackend(Backend):
                             f"container {c.name} exited during start: {_tail(c)}",
                             hint="rerun with -v for details",
                         )
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.25)
+            time.sleep(0.02)
 
     # -- enumeration -------------------------------------------------------------
 
@@ -1166,6 +1212,36 @@ def _remove(container: Any) -> None:
 
     with contextlib.suppress(docker.errors.NotFound):
         container.remove(force=True, v=True)
+
+
+def _remove_together(
+    containers: Sequence[Any],
+    removed: set[str],
+    after: Mapping[str, Callable[[], None]] | None = None,
+) -> None:
+    """Remove ``containers`` in parallel; ``removed`` gets the ids that went,
+    so their own teardown steps skip them (a failure leaves its step to retry).
+    ``after``: container id -> what to do once that container is gone."""
+
+    def one(container: Any) -> None:
+        _remove(container)
+        removed.add(container.id)
+        then = (after or {}).get(container.id)
+        if then is not None:
+            then()
+
+    with ThreadPoolExecutor(max_workers=len(containers), thread_name_prefix="bb-down") as pool:
+        for future in [pool.submit(one, c) for c in containers]:
+            future.exception()
+
+
+def _remove_network(client: Any, name: str, removed: set[str]) -> None:
+    import docker.errors
+
+    with contextlib.suppress(docker.errors.NotFound):
+        network = client.networks.get(name)
+        network.remove()
+        removed.add(network.id)
 
 
 def _stop(container: Any) -> None:

@@ -48,6 +48,10 @@ class DockerRunningBottle(BottleBase):
             proc = subprocess.run(
                 cmd, input=stdin, capture_output=True, check=False, env=self._cli_env(env)
             )
+            if proc.returncode != 0:
+                # The CLI says nothing useful when the engine died under it
+                # (exit 255, no output): the same error as the SDK path then.
+                self._engine_alive()
             return ExecResult(proc.returncode, proc.stdout, proc.stderr)
         try:
             result = self.container.exec_run(
@@ -61,6 +65,12 @@ class DockerRunningBottle(BottleBase):
             raise BotBottleError(f"bottle {self.slug} is not usable: {exc}") from exc
         out, err = result.output if result.output else (b"", b"")
         return ExecResult(int(result.exit_code or 0), out or b"", err or b"")
+
+    def _engine_alive(self) -> None:
+        try:
+            self.container.reload()
+        except Exception as exc:
+            raise BotBottleError(f"bottle {self.slug} is not usable: {exc}") from exc
 
     def _cli_exec(
         self,

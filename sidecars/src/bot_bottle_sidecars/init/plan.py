@@ -35,6 +35,7 @@ every bundle and should stay small in memory.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections.abc import Mapping
@@ -44,6 +45,9 @@ from typing import Any
 
 from bot_bottle.errors import BotBottleError
 
+#: Environment variable naming the listening socket an on-demand daemon
+#: inherits (``on_demand``); absent on a restart, which binds the port itself.
+LISTEN_FD_ENV = "BOT_BOTTLE_LISTEN_FD"
 #: Variables every daemon gets when init has them: none carries a secret.
 BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
 #: Credential slots and the one daemon that may see each. ``EGRESS_TOKEN_<n>``
@@ -90,6 +94,11 @@ class DaemonSpec:
     #: per-fetch processes before egress). 0..1000; lowering needs a
     #: capability the bundle does not have.
     oom_score_adj: int = 0
+    #: ``(host, port)`` init listens on for the daemon, which starts only when
+    #: the first connection arrives there and inherits the listening socket
+    #: (:data:`LISTEN_FD_ENV`); a restart binds the port itself. None: started
+    #: with init.
+    on_demand: tuple[str, int] | None = None
 
     def allows(self, var: str) -> bool:
         return any(_matches(pattern, var) for pattern in (*BASE_ENV, *self.env))
@@ -262,7 +271,8 @@ def _parse_daemon(raw: Any, index: int, source: str) -> DaemonSpec:
     if not isinstance(raw, dict):
         raise PlanError(f"{where} must be an object")
     unknown = set(raw) - {
-        "name", "argv", "env", "set_env", "forward_sighup", "user", "copy", "oom_score_adj"
+        "name", "argv", "env", "set_env", "forward_sighup", "user", "copy", "oom_score_adj",
+        "on_demand",
     }  # fmt: skip
     if unknown:
         raise PlanError(f"{where}: unknown key(s) {sorted(unknown)}")
@@ -313,6 +323,7 @@ def _parse_daemon(raw: Any, index: int, source: str) -> DaemonSpec:
     return DaemonSpec(
         name=name,
         oom_score_adj=oom,
+        on_demand=_parse_on_demand(raw.get("on_demand"), where),
         argv=tuple(argv),
         env=tuple(env),
         set_env=dict(set_env),
@@ -320,6 +331,25 @@ def _parse_daemon(raw: Any, index: int, source: str) -> DaemonSpec:
         user=user,
         copies=_parse_copies(raw.get("copy", []), where),
     )
+
+
+def _parse_on_demand(raw: Any, where: str) -> tuple[str, int] | None:
+    if raw is None:
+        return None
+    host, sep, port = raw.rpartition(":") if isinstance(raw, str) else ("", "", "")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise PlanError(
+            f"{where}: on_demand must be HOST:PORT, not {raw!r}",
+            hint='the loopback address the daemon serves, e.g. "127.0.0.1:8765"',
+        )
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        ip = None
+    if ip is None or not ip.is_loopback:
+        # Init binds it as root, before any daemon runs: loopback only.
+        raise PlanError(f"{where}: on_demand must be a loopback address, not {host!r}")
+    return host, int(port)
 
 
 def _parse_copies(raw: Any, where: str) -> tuple[tuple[str, str], ...]:

@@ -38,6 +38,16 @@ Behaviour:
   is the client.
 * Status file (plan ``status_file``): the same summary as ``status``,
   replaced atomically on every change, for readers outside the bundle.
+* On demand (plan ``on_demand``: a loopback ``HOST:PORT``): init binds and
+  listens there before any daemon starts, and starts the daemon only when the
+  first connection arrives, handing it the listening socket (its number in
+  ``BOT_BOTTLE_LISTEN_FD``); until then its state is ``idle``. An idle
+  bottle does not pay for a daemon nobody called (supervise: ~60 MiB and a
+  second of CPU at every launch). The connection waits in the socket's
+  backlog while the daemon starts. Init closes its own copy once the daemon
+  has it, so a restart (after a crash, or ``ctl restart``) binds the port
+  itself and a refused connection gets the relay's "restarting" answer as
+  for any daemon.
 * Every child is reaped, including orphans reparented to init (PID 1, or a
   child subreaper when init runs elsewhere, e.g. in tests).
 * Init exits when signalled, or when every daemon has failed for good
@@ -66,7 +76,7 @@ from typing import Any
 
 from bot_bottle.log import get_logger
 from bot_bottle_sidecars.init.logsink import LogSink
-from bot_bottle_sidecars.init.plan import DaemonSpec, InitPlan
+from bot_bottle_sidecars.init.plan import LISTEN_FD_ENV, DaemonSpec, InitPlan
 from bot_bottle_sidecars.init.privileges import (
     DaemonUser,
     PrivilegeError,
@@ -117,11 +127,15 @@ class Daemon:
     report_buf: bytes = b""
     reloads_reported: int = 0
     last_reload: dict[str, Any] | None = None
+    #: An on-demand daemon's listening socket, held by init until it starts.
+    listener: socket.socket | None = None
 
     @property
     def state(self) -> str:
         if self.pid is not None:
             return "stopping" if self.restart_pending else "running"
+        if self.listener is not None:
+            return "idle"
         if self.failed:
             return "failed"
         if self.start_at is not None or self.restart_pending:
@@ -189,6 +203,12 @@ class Supervisor:
         daemon.start_at = None
         env = spec.build_env(self.environ)
         report_w: int | None = None
+        # An on-demand daemon's first start inherits init's listening socket;
+        # init's copy goes whatever happens (a restart binds the port itself).
+        listener, daemon.listener = daemon.listener, None
+        if listener is not None:
+            self._unwatch(listener)
+            env[LISTEN_FD_ENV] = str(listener.fileno())
         try:
             user = resolve_user(spec.user) if spec.user is not None else None
             if user is not None:
@@ -213,9 +233,13 @@ class Supervisor:
                 env[STATUS_FD_ENV] = str(report_w)
             out_r, out_w = os.pipe2(os.O_CLOEXEC) if self.sink is not None else (-1, -1)
             try:
+                keep = tuple(
+                    fd for fd in (report_w, listener.fileno() if listener else None)
+                    if fd is not None
+                )  # fmt: skip
                 pid = _fork_exec(
                     program, list(spec.argv), env, user,
-                    output=out_w, keep_fd=report_w, oom=spec.oom_score_adj,
+                    output=out_w, keep_fds=keep, oom=spec.oom_score_adj,
                 )  # fmt: skip
             except BaseException:
                 if out_r >= 0:
@@ -236,6 +260,8 @@ class Supervisor:
         finally:
             if report_w is not None:
                 os.close(report_w)
+            if listener is not None:
+                listener.close()
         daemon.pid, daemon.started_at = pid, time.monotonic()
         # Names only: the values may be credentials.
         log.info(
@@ -246,6 +272,45 @@ class Supervisor:
             env_names=sorted(env),
         )
         self._write_status()
+
+    def _listen(self, daemon: Daemon) -> None:
+        """Bind the on-demand daemon's address; start it at once if that fails."""
+        assert daemon.spec.on_demand is not None
+        host, port = daemon.spec.on_demand
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(128)
+            sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            log.warning("on_demand_listen_failed", daemon=daemon.spec.name, error=str(exc))
+            self._spawn(daemon)
+            return
+        daemon.listener = sock
+        if self._selector is not None:
+            self._selector.register(sock, selectors.EVENT_READ, ("activate", daemon.spec.name))
+        log.info("daemon_on_demand", daemon=daemon.spec.name, listen=f"{host}:{port}")
+
+    def _unwatch(self, sock: socket.socket) -> None:
+        if self._selector is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(sock)
+
+    def _activate(self, name: str) -> None:
+        daemon = self.daemons[name]
+        if daemon.listener is None or daemon.pid is not None:
+            return
+        log.info("daemon_activated", daemon=name)
+        self._spawn(daemon)
+
+    def _close_listener(self, daemon: Daemon) -> None:
+        if daemon.listener is not None:
+            self._unwatch(daemon.listener)
+            daemon.listener.close()
+            daemon.listener = None
 
     def _watch_output(self, fd: int, name: str) -> None:
         os.set_blocking(fd, False)
@@ -492,6 +557,7 @@ class Supervisor:
         log.info("shutdown_started", signal=sig.name, grace_seconds=self.plan.grace_seconds)
         for daemon in self.daemons.values():
             daemon.start_at = None
+            self._close_listener(daemon)
         for daemon in self.running():
             daemon.restart_pending = False
             self._signal(daemon, sig)
@@ -515,6 +581,7 @@ class Supervisor:
         # The operator's restart is a fresh start: the crash history that
         # made init give up no longer counts against it.
         daemon.failed, daemon.recent = False, []
+        self._close_listener(daemon)  # asked for: started now, not on demand
         if daemon.pid is None:
             daemon.restarts += 1
             self._spawn(daemon)
@@ -599,7 +666,9 @@ class Supervisor:
 
     def _done(self) -> bool:
         return not self.running() and not any(
-            d.restart_pending or (d.start_at is not None and self._shutdown_signal is None)
+            d.restart_pending
+            or (d.start_at is not None and self._shutdown_signal is None)
+            or d.listener is not None
             for d in self.daemons.values()
         )
 
@@ -623,8 +692,15 @@ class Supervisor:
             control_socket=self.plan.control_socket,
         )
         try:
+            # Every on-demand address is bound before any daemon starts: a
+            # relay that starts first finds its target accepting.
             for daemon in self.daemons.values():
-                self._spawn(daemon)
+                if daemon.spec.on_demand is not None:
+                    self._listen(daemon)
+            for daemon in self.daemons.values():
+                if daemon.spec.on_demand is None:
+                    self._spawn(daemon)
+            self._write_status()
             while True:
                 self._reap()
                 self._deadline_checks()
@@ -633,6 +709,8 @@ class Supervisor:
                 for key, _ in selector.select(self._next_timeout()):
                     if key.data == "signals":
                         self._drain_signals(rfd)
+                    elif isinstance(key.data, tuple) and key.data[0] == "activate":
+                        self._activate(key.data[1])
                     elif isinstance(key.data, tuple):
                         self._read_output(int(key.fd), key.data[1])
                     elif key.data == "control":
@@ -643,6 +721,8 @@ class Supervisor:
         finally:
             self._drain_outputs()
             signal.set_wakeup_fd(-1)
+            for daemon in self.daemons.values():
+                self._close_listener(daemon)
             for key in list(selector.get_map().values()):
                 if isinstance(key.data, tuple):
                     selector.unregister(key.fd)
@@ -765,7 +845,7 @@ def _fork_exec(
     user: DaemonUser | None,
     *,
     output: int = -1,
-    keep_fd: int | None = None,
+    keep_fds: tuple[int, ...] = (),
     oom: int = 0,
 ) -> int:
     """Start ``program`` in its own process group, as ``user`` when given.
@@ -788,7 +868,7 @@ def _fork_exec(
         os.close(wfd)
         raise PrivilegeError(f"fork: {exc.strerror}") from None
     if pid == 0:  # pragma: no cover - the child; its effects are tested
-        _child(program, argv, env, user, last_cap, wfd, output, keep_fd, oom)
+        _child(program, argv, env, user, last_cap, wfd, output, keep_fds, oom)
     signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     os.close(wfd)
     try:
@@ -811,7 +891,7 @@ def _child(  # pragma: no cover - runs between fork and exec
     last_cap: int,
     report_fd: int,
     output: int,
-    keep_fd: int | None,
+    keep_fds: tuple[int, ...],
     oom: int,
 ) -> None:
     stage = "setup"
@@ -824,8 +904,8 @@ def _child(  # pragma: no cover - runs between fork and exec
             stage = "oom_score_adj"
             with open("/proc/self/oom_score_adj", "w") as fh:  # noqa: PTH123 - no pathlib between fork and exec
                 fh.write(str(oom))
-        if keep_fd is not None:
-            os.set_inheritable(keep_fd, True)
+        for fd in keep_fds:
+            os.set_inheritable(fd, True)
         signal.set_wakeup_fd(-1)
         for sig in _CHILD_DEFAULT:
             signal.signal(sig, signal.SIG_DFL)

@@ -258,10 +258,13 @@ async def _serve(
     wait: bool,
     downs: dict[str, DownAnswer] | None = None,
     limits: dict[str, int] | None = None,
+    no_wait: frozenset[str] = frozenset(),
 ) -> None:
     servers: list[asyncio.Server] = []
     # In parallel: one target that never comes keeps no other listener waiting.
-    waits = await asyncio.gather(*(_wait_for(t) for _, t in pairs)) if wait else []
+    # A target started on demand is not probed: the probe would start it.
+    waited = [t for listen, t in pairs if str(listen) not in no_wait]
+    waits = await asyncio.gather(*(_wait_for(t) for t in waited)) if wait else []
     all_ready = all(waits)
     for listen, target in pairs:
         answer = (downs or {}).get(str(listen))
@@ -332,6 +335,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="LISTEN=N",
         help="at most N connections at once through LISTEN; the rest wait",
     )
+    parser.add_argument(
+        "--no-wait",
+        action="append",
+        default=[],
+        metavar="LISTEN",
+        help="with --wait-targets: do not wait for LISTEN's target (a daemon started on demand)",
+    )
     parser.add_argument("pairs", nargs="+", metavar="LISTEN=TARGET")
     args = parser.parse_args(argv)
     pairs: list[tuple[Endpoint, Endpoint]] = []
@@ -353,10 +363,13 @@ def main(argv: list[str] | None = None) -> int:
             if not n.isdigit() or int(n) < 1:
                 raise ValueError(f"--limit {text!r} is not LISTEN=N")
             limits[str(Endpoint.parse(listen))] = int(n)
+        no_wait = frozenset(str(Endpoint.parse(text)) for text in args.no_wait)
+        if no_wait - {str(a) for a, _ in pairs}:
+            raise ValueError(f"--no-wait {sorted(no_wait)}: no pair listens there")
     except ValueError as exc:
         parser.error(str(exc))
     try:
-        asyncio.run(_serve(pairs, args.ready_file, args.wait_targets, downs, limits))
+        asyncio.run(_serve(pairs, args.ready_file, args.wait_targets, downs, limits, no_wait))
     except OSError as exc:
         _log("failed", error=str(exc))
         return 1

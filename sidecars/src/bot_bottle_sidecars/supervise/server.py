@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import socket
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -51,6 +53,7 @@ from bot_bottle.contracts.supervise import (
 from bot_bottle.errors import BotBottleError
 from bot_bottle.log import configure_logging, get_logger
 from bot_bottle_sidecars import __version__
+from bot_bottle_sidecars.init.plan import LISTEN_FD_ENV
 
 MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_PORT = 8765
@@ -363,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     # After the SDK configured stdlib logging its way: JSON lines for everything.
     configure_logging("json")
     log.info("supervise_listening", host=config.host, port=config.port, path=MCP_PATH)
-    uvicorn.Server(
+    server = uvicorn.Server(
         uvicorn.Config(
             app,
             host=config.host,
@@ -373,5 +376,9 @@ def main(argv: list[str] | None = None) -> int:
             # Idle keep-alive connections are cheap to reopen; keep few around.
             timeout_keep_alive=5,
         )
-    ).run()
+    )
+    # Started on demand, init hands over the socket the first client is
+    # waiting on (bot_bottle_sidecars.init: on_demand); a restart binds.
+    inherited = os.environ.pop(LISTEN_FD_ENV, "")
+    server.run(sockets=[socket.socket(fileno=int(inherited))] if inherited.isdigit() else None)
     return 0
