@@ -57,7 +57,7 @@ PLUGIN_COMPONENTS = {
     "kingfisher": {"dlp_detectors": ["kingfisher"]},
     "kubernetes": {"backends": ["kubernetes"]},
     "shell": {"agent_providers": ["shell"]},
-    "smolmachines": {"backends": ["smolmachines"]},
+    "smolmachines": {"backends": ["smolmachines"], "freezers": ["smolmachines"]},
 }
 
 

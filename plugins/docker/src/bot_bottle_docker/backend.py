@@ -350,6 +350,13 @@ class DockerBackend(Backend):
                 # waits for the image check.
                 record = self._tree_record(plan, state, workspace, guarded, git_dirs_at_launch,
                                            bundle_tag, prepared.agent_name)  # fmt: skip
+            except BaseException:
+                from bot_bottle_docker.images import stop_running_builds
+
+                # Ctrl-C/SIGTERM land on this thread, not on the image
+                # checks': stop their builds, or shutdown() waits them out.
+                stop_running_builds()
+                raise
             finally:
                 images.shutdown(wait=True, cancel_futures=True)
 

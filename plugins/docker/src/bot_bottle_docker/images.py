@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -182,6 +183,8 @@ class DockerCLI:
         log.flush()
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert proc.stdout is not None
+        with _BUILDS_LOCK:
+            _BUILDS.add(proc)
         try:
             for line in proc.stdout:
                 log.write(line)
@@ -196,7 +199,24 @@ class DockerCLI:
             raise
         finally:
             log.flush()
+            with _BUILDS_LOCK:
+                _BUILDS.discard(proc)
         return proc.wait()
+
+
+#: The ``docker build`` CLIs running in this process. A launch checks its
+#: images on worker threads, where SIGTERM's KeyboardInterrupt never lands:
+#: the launch stops them through :func:`stop_running_builds`.
+_BUILDS: set[subprocess.Popen[str]] = set()
+_BUILDS_LOCK = threading.Lock()
+
+
+def stop_running_builds() -> None:
+    """Stop every build this process runs (the launch was interrupted)."""
+    with _BUILDS_LOCK:
+        running = list(_BUILDS)
+    for proc in running:
+        _stop(proc)
 
 
 def _stop(proc: subprocess.Popen[str], grace: float = 10.0) -> None:
