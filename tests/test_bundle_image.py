@@ -103,6 +103,36 @@ def test_the_images_dlp_scan_has_the_hyperscan_prefilter(
     assert out.decode().strip() == "[0, 3]"
 
 
+def test_the_images_dlp_databases_are_loaded_not_compiled(
+    docker_client: docker.DockerClient, bundle_image: ImageResult
+) -> None:
+    # The build compiled the rule sets into the interpreter's prefix; a
+    # bottle's egress (as its own user) loads them: compiling is refused here.
+    import platform
+
+    if platform.machine() != "x86_64":
+        pytest.skip("hyperscan ships wheels for x86_64 only; the image scans without it")
+    script = (
+        "from bot_bottle.dlp import prefilter, views;"
+        "from bot_bottle_dlp.token_patterns import TokenPatternsDetector;"
+        "assert prefilter.cache_dir == '/opt/bot-bottle/hscache', prefilter.cache_dir;"
+        "prefilter._compile = lambda *a: (_ for _ in ()).throw(AssertionError('compiled'));"
+        "d = TokenPatternsDetector(); c = d._prefilter._compiled();"
+        "assert c.db is not None; views._GATE._compiled();"
+        "print(sorted(d._prefilter.matching(b'x ghp_' + b'a' * 36) or ()) != [])"
+    )
+    out = docker_client.containers.run(
+        bundle_image.tag,
+        ["-c", script],
+        entrypoint="/opt/bot-bottle/bin/python",
+        user="60101",  # bb-egress
+        remove=True,
+        network_disabled=True,
+        labels=LABEL,
+    )
+    assert out.decode().strip() == "True"
+
+
 def test_the_image_has_the_daemon_users_the_host_expects(
     docker_client: docker.DockerClient, bundle_image: ImageResult
 ) -> None:
