@@ -726,12 +726,22 @@ def _free_port() -> int:
 
 
 def _ask(port: int) -> int:
-    """Connect and read the serving daemon's pid (waits while it starts)."""
+    """Connect and read the serving daemon's pid (waits while it starts: a
+    restarted daemon writes its info file before it binds the port)."""
     import socket
 
-    with socket.create_connection(("127.0.0.1", port), timeout=15) as conn:
-        conn.settimeout(15)
-        return int(conn.makefile().readline())
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            conn = socket.create_connection(("127.0.0.1", port), timeout=15)
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+            continue
+        with conn:
+            conn.settimeout(15)
+            return int(conn.makefile().readline())
 
 
 def _states(b: Bundle) -> dict[str, dict[str, Any]]:
