@@ -98,6 +98,16 @@ def dockerfile_beside(obj: object) -> Path:
     return Path(inspect.getfile(cls)).resolve().with_name("Dockerfile")
 
 
+def image_from(obj: object, dockerfile: Path | None) -> ImageSpec:
+    """The image spec for a provider whose options may name a ``dockerfile``
+    (a host path, ``~`` expanded): that one, else :func:`dockerfile_beside`."""
+    from bot_bottle.contracts.provider import ImageSpec
+
+    if dockerfile is not None:
+        return ImageSpec(dockerfile=dockerfile.expanduser())
+    return ImageSpec(dockerfile=dockerfile_beside(obj))
+
+
 def check(result: ExecResult, what: str) -> ExecResult:
     """Raise :class:`ProvisionError` naming ``what`` when ``result`` failed."""
     if not result.ok:

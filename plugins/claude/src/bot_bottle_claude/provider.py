@@ -64,10 +64,7 @@ class ClaudeProvider(AgentProvider):
     options_model: ClassVar[type[BaseModel]] = ClaudeOptions
 
     def image(self, options: BaseModel) -> ImageSpec:
-        opts = _opts(options)
-        if opts.dockerfile is not None:
-            return ImageSpec(dockerfile=opts.dockerfile.expanduser())
-        return ImageSpec(dockerfile=kit.dockerfile_beside(self))
+        return kit.image_from(self, _opts(options).dockerfile)
 
     def plan(self, options: BaseModel, *, host_env: Mapping[str, str]) -> ProviderPlan:
         opts = _opts(options)

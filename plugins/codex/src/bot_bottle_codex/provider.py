@@ -76,10 +76,7 @@ class CodexProvider(AgentProvider):
     options_model: ClassVar[type[BaseModel]] = CodexOptions
 
     def image(self, options: BaseModel) -> ImageSpec:
-        opts = _opts(options)
-        if opts.dockerfile is not None:
-            return ImageSpec(dockerfile=opts.dockerfile.expanduser())
-        return ImageSpec(dockerfile=kit.dockerfile_beside(self))
+        return kit.image_from(self, _opts(options).dockerfile)
 
     def plan(self, options: BaseModel, *, host_env: Mapping[str, str]) -> CodexPlan:
         from bot_bottle_codex.auth import auth_path, read_host_login
