@@ -25,6 +25,7 @@ import pytest
 
 from tests.escape.workspace_kit import (
     GROUP,
+    MARKS,
     OWNER,
     Scene,
     agent_run,
@@ -34,10 +35,7 @@ from tests.escape.workspace_kit import (
     repo_scene,
 )
 
-pytestmark = [
-    pytest.mark.docker,
-    pytest.mark.skipif(os.geteuid() != 0, reason="a repository of another uid needs root"),
-]
+pytestmark = MARKS
 
 #: Where the owner stands when running git, per planted shape.
 PLACES = {

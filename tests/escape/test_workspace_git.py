@@ -26,6 +26,7 @@ import pytest
 
 from tests.escape.workspace_kit import (
     GROUP,
+    MARKS,
     OWNER,
     Scene,
     agent_run,
@@ -35,10 +36,7 @@ from tests.escape.workspace_kit import (
     repo_scene,
 )
 
-pytestmark = [
-    pytest.mark.docker,
-    pytest.mark.skipif(os.geteuid() != 0, reason="a repository of another uid needs root"),
-]
+pytestmark = MARKS
 
 TOKEN = "ghp_" + "cLq0tI1jkszp88r7fYkDc96kVncLVP41QdEW"
 

@@ -17,6 +17,7 @@ import pytest
 
 from tests.escape.workspace_kit import (
     GROUP,
+    MARKS,
     OWNER,
     Scene,
     agent_run,
@@ -26,10 +27,7 @@ from tests.escape.workspace_kit import (
     repo_scene,
 )
 
-pytestmark = [
-    pytest.mark.docker,
-    pytest.mark.skipif(os.geteuid() != 0, reason="a repository of another uid needs root"),
-]
+pytestmark = MARKS
 
 SHARED = "tools/git/shared.gitconfig"
 CLEAN = "tools/tidy.sh"

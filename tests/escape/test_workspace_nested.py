@@ -20,6 +20,7 @@ import pytest
 
 from tests.escape.workspace_kit import (
     GROUP,
+    MARKS,
     OWNER,
     Scene,
     agent_run,
@@ -29,10 +30,7 @@ from tests.escape.workspace_kit import (
     repo_scene,
 )
 
-pytestmark = [
-    pytest.mark.docker,
-    pytest.mark.skipif(os.geteuid() != 0, reason="a repository of another uid needs root"),
-]
+pytestmark = MARKS
 
 #: Where the owner stands when running git, per planted directory.
 PLACES = ("src", "tools", "docs", ".cache/g", "vendor/lib")

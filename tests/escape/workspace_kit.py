@@ -23,6 +23,12 @@ import pytest
 from tests.bottle_kit import Launched, launched, write_agent
 
 OWNER, GROUP = 4242, 4343
+#: Every workspace test module's ``pytestmark``: a real bottle, and root to
+#: own the repository as another uid.
+MARKS = [
+    pytest.mark.docker,
+    pytest.mark.skipif(os.geteuid() != 0, reason="a repository of another uid needs root"),
+]
 BOTTLE_MD = """\
 ---
 agent_provider:
