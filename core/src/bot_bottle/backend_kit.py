@@ -5,7 +5,8 @@ changes: the launch's phase timings, the once-only wait for the sidecars,
 ``keep_for_resume``'s flag. :func:`copy_in_tar` and :func:`unpack_copy_out`
 are the two ends of moving a file or directory as a tar stream, for engines
 whose copy goes through an archive (Docker's ``put_archive``/``get_archive``,
-Apple's ``container exec … tar``).
+Apple's ``container exec … tar``). :func:`bottle_labels` is the set of
+labels every backend puts on a bottle's containers, VMs and networks.
 """
 
 from __future__ import annotations
@@ -13,11 +14,37 @@ from __future__ import annotations
 import io
 import tarfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path, PurePosixPath
 
-from bot_bottle.contracts.backend import ExecResult, RunningBottle
+from bot_bottle.contracts.backend import BottlePlan, ExecResult, RunningBottle
 from bot_bottle.errors import BotBottleError
+from bot_bottle.state import home_id, launcher_id
+
+L_SLUG = "bot-bottle.slug"
+L_AGENT = "bot-bottle.agent"
+L_BACKEND = "bot-bottle.backend"
+L_ROLE = "bot-bottle.role"
+L_LABEL = "bot-bottle.label"
+L_STARTED = "bot-bottle.started"
+L_SERVICES = "bot-bottle.services"
+L_HOME = "bot-bottle.home"
+L_LAUNCHER = "bot-bottle.launcher"
+
+
+def bottle_labels(plan: BottlePlan, backend: str, services: Iterable[str]) -> dict[str, str]:
+    """The labels that find a bottle's objects again: ``list active`` reads
+    slug, agent, label and services; ``cleanup`` keeps to this home's
+    (``L_HOME``) and tells an orphan by its gone launcher (``L_LAUNCHER``)."""
+    return {
+        L_SLUG: plan.slug,
+        L_AGENT: plan.agent,
+        L_BACKEND: backend,
+        L_LABEL: plan.label or "",
+        L_SERVICES: ",".join(services),
+        L_HOME: home_id(),
+        L_LAUNCHER: launcher_id(),
+    }
 
 
 class BottleBase(RunningBottle):

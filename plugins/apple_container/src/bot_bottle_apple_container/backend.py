@@ -64,6 +64,18 @@ from bot_bottle_sidecars.layout import (
     endpoints,
 )
 
+from bot_bottle.backend_kit import (
+    L_AGENT,
+    L_BACKEND,
+    L_HOME,
+    L_LABEL,
+    L_LAUNCHER,
+    L_ROLE,
+    L_SERVICES,
+    L_SLUG,
+    L_STARTED,
+    bottle_labels,
+)
 from bot_bottle.contracts.backend import (
     ActiveBottle,
     Backend,
@@ -76,7 +88,7 @@ from bot_bottle.contracts.backend import (
 from bot_bottle.contracts.common import Availability, HostCheck
 from bot_bottle.errors import BotBottleError
 from bot_bottle.log import get_logger
-from bot_bottle.state import StateDir, home_id, launcher_gone, launcher_id, now_iso
+from bot_bottle.state import StateDir, home_id, launcher_gone, now_iso
 from bot_bottle.teardown import Teardown
 from bot_bottle.termtext import visible
 from bot_bottle_apple_container.cli import (
@@ -90,15 +102,6 @@ from bot_bottle_apple_container.cli import (
 from bot_bottle_apple_container.running import AppleRunningBottle, env_file
 
 NAME = "apple_container"
-L_SLUG = "bot-bottle.slug"
-L_AGENT = "bot-bottle.agent"
-L_BACKEND = "bot-bottle.backend"
-L_ROLE = "bot-bottle.role"
-L_LABEL = "bot-bottle.label"
-L_STARTED = "bot-bottle.started"
-L_SERVICES = "bot-bottle.services"
-L_HOME = "bot-bottle.home"
-L_LAUNCHER = "bot-bottle.launcher"
 READY_TIMEOUT = 60.0
 #: What the isolation is, for ``start``'s preflight and ``--dry-run``.
 ISOLATION = (
@@ -269,15 +272,7 @@ class AppleContainerBackend(Backend):
                 hint="plan the bottle with --backend apple_container",
             )
         prefix = f"bb-{plan.slug}"
-        labels = {
-            L_SLUG: plan.slug,
-            L_AGENT: plan.agent,
-            L_BACKEND: NAME,
-            L_LABEL: plan.label or "",
-            L_SERVICES: ",".join(endpoints(plan)),
-            L_HOME: home_id(),
-            L_LAUNCHER: launcher_id(),
-        }
+        labels = bottle_labels(plan, NAME, endpoints(plan))
         return ApplePrepared(
             plan=plan,
             backend=NAME,

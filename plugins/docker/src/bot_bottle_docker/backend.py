@@ -61,6 +61,18 @@ from bot_bottle_sidecars.layout import (
     shared_dir_users,
 )
 
+from bot_bottle.backend_kit import (
+    L_AGENT,
+    L_BACKEND,
+    L_HOME,
+    L_LABEL,
+    L_LAUNCHER,
+    L_ROLE,
+    L_SERVICES,
+    L_SLUG,
+    L_STARTED,
+    bottle_labels,
+)
 from bot_bottle.contracts.backend import (
     ActiveBottle,
     Backend,
@@ -81,7 +93,6 @@ from bot_bottle.state import (
     all_states,
     home_id,
     launcher_gone,
-    launcher_id,
     now_iso,
 )
 from bot_bottle.teardown import Teardown
@@ -95,15 +106,6 @@ if TYPE_CHECKING:
     import docker
 
 NAME = "docker"
-L_SLUG = "bot-bottle.slug"
-L_AGENT = "bot-bottle.agent"
-L_BACKEND = "bot-bottle.backend"
-L_ROLE = "bot-bottle.role"
-L_LABEL = "bot-bottle.label"
-L_STARTED = "bot-bottle.started"
-L_SERVICES = "bot-bottle.services"
-L_HOME = "bot-bottle.home"
-L_LAUNCHER = "bot-bottle.launcher"
 READY_TIMEOUT = 60.0
 #: cleanup: passes over an orphaned bottle's labels, and the pause before each.
 _CLEANUP_PASSES = 4
@@ -279,15 +281,7 @@ class DockerBackend(Backend):
 
     def prepare(self, plan: BottlePlan) -> DockerPrepared:
         prefix = f"bb-{plan.slug}"
-        labels = {
-            L_SLUG: plan.slug,
-            L_AGENT: plan.agent,
-            L_BACKEND: NAME,
-            L_LABEL: plan.label or "",
-            L_SERVICES: ",".join(endpoints(plan)),
-            L_HOME: home_id(),
-            L_LAUNCHER: launcher_id(),
-        }
+        labels = bottle_labels(plan, NAME, endpoints(plan))
         return DockerPrepared(
             plan=plan,
             backend=NAME,

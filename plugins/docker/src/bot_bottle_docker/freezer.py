@@ -69,7 +69,7 @@ class DockerFreezer(Freezer):
     # -- finding a bottle's containers ---------------------------------------------
 
     def _containers(self, client: docker.DockerClient, slug: str, role: str | None) -> list[Any]:
-        from bot_bottle_docker.backend import L_BACKEND, L_HOME, L_ROLE, L_SLUG
+        from bot_bottle.backend_kit import L_BACKEND, L_HOME, L_ROLE, L_SLUG
 
         # The freezer's name is its backend's: a subclass for another backend
         # whose bundle runs in Docker (smolmachines) finds that bundle.
@@ -132,7 +132,7 @@ class DockerFreezer(Freezer):
     ) -> FrozenImage:
         """``docker import`` of a filtered, scanned root filesystem tar with
         the agent image's ``config`` (never the container's)."""
-        from bot_bottle_docker.backend import L_HOME
+        from bot_bottle.backend_kit import L_HOME
 
         repo, _, tag = ref.partition(":")
         all_labels = {**(labels or {}), L_FROZEN: "true", L_HOME: home_id()}
@@ -184,7 +184,7 @@ class DockerFreezer(Freezer):
             client.close()
 
     def in_use(self, image: FrozenImage) -> list[str]:
-        from bot_bottle_docker.backend import L_SLUG
+        from bot_bottle.backend_kit import L_SLUG
 
         client = _client()
         try:
@@ -197,7 +197,7 @@ class DockerFreezer(Freezer):
             client.close()
 
     def frozen_refs(self) -> list[str]:
-        from bot_bottle_docker.backend import L_HOME
+        from bot_bottle.backend_kit import L_HOME
 
         client = _client()
         try:
@@ -246,8 +246,8 @@ class DockerFreezer(Freezer):
     def remove(self, image: FrozenImage) -> None:
         import docker.errors
 
+        from bot_bottle.backend_kit import L_HOME
         from bot_bottle.snapshots import L_SNAPSHOT
-        from bot_bottle_docker.backend import L_HOME
 
         client = _client()
         try:

@@ -35,6 +35,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bot_bottle.backend_kit import (
+    L_AGENT,
+    L_BACKEND,
+    L_LABEL,
+    L_ROLE,
+    L_SERVICES,
+    L_SLUG,
+    L_STARTED,
+    bottle_labels,
+)
 from bot_bottle.contracts.backend import (
     ActiveBottle,
     Backend,
@@ -46,21 +56,12 @@ from bot_bottle.contracts.backend import (
 from bot_bottle.contracts.common import Availability, HostCheck
 from bot_bottle.errors import BotBottleError
 from bot_bottle.log import get_logger
-from bot_bottle.state import StateDir, home_id, launcher_id, now_iso
+from bot_bottle.state import StateDir, home_id, now_iso
 from bot_bottle.teardown import Teardown
 from bot_bottle_smolmachines.running import SmolmachinesRunningBottle
 from bot_bottle_smolmachines.smolvm import CreateSpec, Smolvm, SmolvmError, find_smolvm
 
 NAME = "smolmachines"
-L_SLUG = "bot-bottle.slug"
-L_AGENT = "bot-bottle.agent"
-L_BACKEND = "bot-bottle.backend"
-L_ROLE = "bot-bottle.role"
-L_LABEL = "bot-bottle.label"
-L_STARTED = "bot-bottle.started"
-L_SERVICES = "bot-bottle.services"
-L_HOME = "bot-bottle.home"
-L_LAUNCHER = "bot-bottle.launcher"
 #: The agent user (the freezer stops its processes while it reads the VM).
 L_USER = "bot-bottle.user"
 
@@ -213,16 +214,7 @@ class SmolmachinesBackend(Backend):
         from bot_bottle_sidecars.layout import endpoints
 
         prefix = f"bb-{plan.slug}"
-        labels = {
-            L_SLUG: plan.slug,
-            L_AGENT: plan.agent,
-            L_BACKEND: NAME,
-            L_LABEL: plan.label or "",
-            L_SERVICES: ",".join(endpoints(plan)),
-            L_HOME: home_id(),
-            L_LAUNCHER: launcher_id(),
-            L_USER: plan.provider_plan.user,
-        }
+        labels = {**bottle_labels(plan, NAME, endpoints(plan)), L_USER: plan.provider_plan.user}
         return SmolPrepared(
             plan=plan,
             backend=NAME,

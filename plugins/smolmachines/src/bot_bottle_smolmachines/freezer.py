@@ -82,7 +82,8 @@ class SmolmachinesFreezer(DockerFreezer):
     # -- finding a bottle ------------------------------------------------------------
 
     def _machines(self, slug: str | None = None) -> list[Machine]:
-        from bot_bottle_smolmachines.backend import L_BACKEND, L_HOME, L_SLUG, NAME
+        from bot_bottle.backend_kit import L_BACKEND, L_HOME, L_SLUG
+        from bot_bottle_smolmachines.backend import NAME
 
         if find_smolvm() is None:
             return []
@@ -180,7 +181,7 @@ class SmolmachinesFreezer(DockerFreezer):
     # -- bottles and images -------------------------------------------------------------
 
     def in_use(self, image: FrozenImage) -> list[str]:
-        from bot_bottle_smolmachines.backend import L_SLUG
+        from bot_bottle.backend_kit import L_SLUG
 
         try:
             machines = self._machines()
