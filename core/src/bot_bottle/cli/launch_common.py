@@ -1,4 +1,4 @@
-"""Shared by ``start`` and ``run``: load the agent, pick backend and provider, plan."""
+"""Shared by ``start``, ``run`` and ``resume``: load the agent, pick backend and provider, plan."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ if TYPE_CHECKING:
 
     from bot_bottle.contracts.backend import Backend, PreparedBottle
     from bot_bottle.contracts.provider import AgentProvider
+    from bot_bottle.manifest.store import ResolvedAgent
     from bot_bottle.plan import BottlePlan
+    from bot_bottle.plugins import PluginHost
 
 
 def add_backend_args(p: argparse.ArgumentParser) -> None:
@@ -63,26 +65,42 @@ class PlannedLaunch:
 
 
 def plan_for(args: argparse.Namespace, agent_name: str, *, interactive: bool) -> PlannedLaunch:
-    from bot_bottle.errors import BotBottleError
     from bot_bottle.manifest.store import Manifest
-    from bot_bottle.plan import make_plan
     from bot_bottle.plugins import PluginHost
 
     host = PluginHost().load()
-    manifest = Manifest.discover(host=host)
-    agent = manifest.agent(agent_name)
+    agent = Manifest.discover(host=host).agent(agent_name)
+    return plan_agent(
+        args, host, agent, backend_name=args.backend, label=args.label, interactive=interactive
+    )
+
+
+def plan_agent(
+    args: argparse.Namespace,
+    host: PluginHost,
+    agent: ResolvedAgent,
+    *,
+    backend_name: str,
+    label: str | None,
+    interactive: bool,
+) -> PlannedLaunch:
+    """Plan ``agent`` on ``backend_name`` with the command line's ``--cwd``
+    and backend options; ``start``, ``run`` and ``resume`` all launch this way."""
+    from bot_bottle.errors import BotBottleError
+    from bot_bottle.plan import make_plan
+
     template = agent.bottle.agent_provider.template
     provider = host.create("agent_providers", template)
-    backend = host.create("backends", args.backend)
+    backend = host.create("backends", backend_name)
     cwd = args.cwd.resolve() if args.cwd else None
     if cwd is not None and not cwd.is_dir():
         raise BotBottleError(f"--cwd {cwd} is not a directory")
     plan = make_plan(
         agent,
         provider,
-        backend=args.backend,
+        backend=backend_name,
         host=host,
-        label=args.label,
+        label=label,
         cwd=cwd,
         host_env=os.environ,
         ask=None if interactive else no_prompt,

@@ -128,12 +128,11 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from bot_bottle import snapshots
-    from bot_bottle.cli.launch_common import backend_options, no_prompt, print_preflight
+    from bot_bottle.cli.launch_common import plan_agent, print_preflight
     from bot_bottle.errors import BotBottleError
     from bot_bottle.imagebuild import extra_ca_from_env
     from bot_bottle.launcher import execute
     from bot_bottle.manifest.store import Manifest
-    from bot_bottle.plan import make_plan
     from bot_bottle.plugins import PluginHost
 
     interactive = not args.cmd
@@ -155,24 +154,15 @@ def run(args: argparse.Namespace) -> int:
         agent = snapshots.agent_with_bottle(host, record.agent, snap_bottle)
     else:
         agent = current
-    template = agent.bottle.agent_provider.template
-    provider = host.create("agent_providers", template)
-    backend = host.create("backends", record.backend)
-    cwd = args.cwd.resolve() if args.cwd else None
-    if cwd is not None and not cwd.is_dir():
-        raise BotBottleError(f"--cwd {cwd} is not a directory")
-    plan = make_plan(
+    launch = plan_agent(
+        args,
+        host,
         agent,
-        provider,
-        backend=record.backend,
-        host=host,
+        backend_name=record.backend,
         label=args.label or record.label,
-        cwd=cwd,
-        host_env=os.environ,
-        ask=None if interactive else no_prompt,
-        backend_options=backend_options(args),
-        endpoint_host=backend.agent_endpoint_host,
+        interactive=interactive,
     )
+    plan, backend, provider = launch.plan, launch.backend, launch.provider
     if policy == "snapshot":
         plan = snapshots.with_live_routes(plan, record.routes)
 
