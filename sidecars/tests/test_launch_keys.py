@@ -126,13 +126,7 @@ def test_provisioned_key_is_created_at_stage_and_revoked_at_close(
 ) -> None:
     forge = _Forge()
     plan = plan_git_gate([_spec("app", GateKey("testforge", {"team": "t"}))])
-    with GateKeys(
-        plan,
-        tmp_path / "s",
-        bottle_slug="b1",
-        ledger=_ledger(tmp_path),
-        host=_host(bot_bottle_host, forge),
-    ) as p:
+    with _gate(plan, tmp_path, _host(bot_bottle_host, forge)) as p:
         assert forge.live == {"id-app": "app"}
         assert p["app"].read_text() == PRIVATE
         assert stat.S_IMODE(p["app"].stat().st_mode) == 0o600
@@ -152,13 +146,7 @@ def test_failed_revocation_is_loud_and_every_key_is_still_tried(
             _spec("b", GateKey("testforge", {"team": "t"})),
         ]
     )
-    keys = GateKeys(
-        plan,
-        tmp_path / "s",
-        bottle_slug="b1",
-        ledger=_ledger(tmp_path),
-        host=_host(bot_bottle_host, forge),
-    )
+    keys = _gate(plan, tmp_path, _host(bot_bottle_host, forge))
     keys.stage()
     with pytest.raises(KeyRevocationError, match="id-a") as err:
         keys.close()
@@ -178,13 +166,7 @@ def test_stage_failure_revokes_keys_already_created(
         ]
     )
     with pytest.raises(GitGateError):
-        GateKeys(
-            plan,
-            tmp_path / "s",
-            bottle_slug="b1",
-            ledger=_ledger(tmp_path),
-            host=_host(bot_bottle_host, forge),
-        ).stage()
+        _gate(plan, tmp_path, _host(bot_bottle_host, forge)).stage()
     assert forge.live == {}
 
 
@@ -193,13 +175,7 @@ def test_invalid_provisioner_options_are_a_clear_error(
 ) -> None:
     plan = plan_git_gate([_spec("app", GateKey("testforge", {"tema": "t"}))])
     with pytest.raises(GitGateError, match="options for 'testforge' are invalid"):
-        GateKeys(
-            plan,
-            tmp_path / "s",
-            bottle_slug="b1",
-            ledger=_ledger(tmp_path),
-            host=_host(bot_bottle_host, _Forge()),
-        ).stage()
+        _gate(plan, tmp_path, _host(bot_bottle_host, _Forge())).stage()
 
 
 def test_unknown_provisioner_names_what_is_installed(
@@ -207,13 +183,7 @@ def test_unknown_provisioner_names_what_is_installed(
 ) -> None:
     plan = plan_git_gate([_spec("app", GateKey("gitea", {}))])
     with pytest.raises(Exception, match="no key provisioner named 'gitea'"):
-        GateKeys(
-            plan,
-            tmp_path / "s",
-            bottle_slug="b1",
-            ledger=_ledger(tmp_path),
-            host=_host(bot_bottle_host, _Forge()),
-        ).stage()
+        _gate(plan, tmp_path, _host(bot_bottle_host, _Forge())).stage()
 
 
 def test_each_key_is_recorded_before_the_forge_is_asked_and_its_id_before_create_returns(
