@@ -380,22 +380,30 @@ def test_a_secret_in_a_nested_annotated_tag_is_rejected(bottle: Bottle) -> None:
     assert bottle.up.ref(f"refs/tags/{outer}") is None
 
 
+def _hand_made_commit(bottle: Bottle, rest: bytes, *, literally: bool = False) -> str:
+    """Write a commit object byte for byte (``git commit`` would never make
+    it): HEAD's tree and parent, an author and committer, then ``rest``
+    (more headers, the blank line, the message). Its sha."""
+    tree = bottle.git("rev-parse", "HEAD^{tree}").stdout.strip()
+    parent = bottle.git("rev-parse", "HEAD").stdout.strip()
+    head = (
+        f"tree {tree}\nparent {parent}\nauthor A <a@a.test> 0 +0000\n"
+        "committer A <a@a.test> 0 +0000\n"
+    )
+    argv = ["git", "hash-object", "-t", "commit", "-w", "--stdin"]
+    made = subprocess.run(
+        [*argv, *(["--literally"] if literally else [])],
+        cwd=bottle.clone, env=bottle.gate.agent_env, input=head.encode() + rest,
+        capture_output=True, check=True,
+    )  # fmt: skip
+    return made.stdout.decode().strip()
+
+
 def test_a_secret_in_an_extra_commit_header_is_rejected(bottle: Bottle) -> None:
     """fsck checks the leading tree/parent lines only: a later header line may
     say anything, even start like one of those."""
     token = SECRETS["github-token"]
-    tree = bottle.git("rev-parse", "HEAD^{tree}").stdout.strip()
-    parent = bottle.git("rev-parse", "HEAD").stdout.strip()
-    raw = (
-        f"tree {tree}\nparent {parent}\nauthor A <a@a.test> 0 +0000\n"
-        f"committer A <a@a.test> 0 +0000\nparent {token}\n\ninnocent\n"
-    )
-    made = subprocess.run(
-        ["git", "hash-object", "-t", "commit", "-w", "--stdin"],
-        cwd=bottle.clone, env=bottle.gate.agent_env, input=raw,
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    sha = made.stdout.strip()
+    sha = _hand_made_commit(bottle, f"parent {token}\n\ninnocent\n".encode())
     proc = bottle.push(f"{sha}:refs/heads/{bottle.branch}")
     assert proc.returncode != 0, proc.stderr
     assert f"testsecrets/github-token in commit {sha[:12]} (commit header)" in proc.stderr
@@ -406,17 +414,7 @@ def test_a_secret_after_a_nul_in_a_commit_message_is_rejected(bottle: Bottle) ->
     """git log's %B would stop at a NUL byte while the raw message goes upstream
     whole: the mirrors' receive.fsckObjects refuses such a commit (nulInCommit)."""
     token = SECRETS["github-token"]
-    tree = bottle.git("rev-parse", "HEAD^{tree}").stdout.strip()
-    parent = bottle.git("rev-parse", "HEAD").stdout.strip()
-    raw = (
-        f"tree {tree}\nparent {parent}\nauthor A <a@a.test> 0 +0000\n"
-        f"committer A <a@a.test> 0 +0000\n\ninnocent\n\0{token}\n"
-    ).encode()
-    made = subprocess.run(
-        ["git", "hash-object", "-t", "commit", "-w", "--stdin", "--literally"],
-        cwd=bottle.clone, env=bottle.gate.agent_env, input=raw, capture_output=True, check=True,
-    )  # fmt: skip
-    sha = made.stdout.decode().strip()
+    sha = _hand_made_commit(bottle, f"\ninnocent\n\0{token}\n".encode(), literally=True)
     proc = bottle.push(f"{sha}:refs/heads/{bottle.branch}")
     # receive-pack may reset the connection before the client reads why.
     assert proc.returncode != 0, proc.stderr
@@ -427,18 +425,7 @@ def test_a_secret_in_a_message_with_an_odd_encoding_is_rejected(bottle: Bottle) 
     """``encoding IBM037``: git log turns the message into nothing readable,
     while the raw bytes (the token in plain ASCII) go upstream."""
     token = SECRETS["github-token"]
-    tree = bottle.git("rev-parse", "HEAD^{tree}").stdout.strip()
-    parent = bottle.git("rev-parse", "HEAD").stdout.strip()
-    raw = (
-        f"tree {tree}\nparent {parent}\nauthor A <a@a.test> 0 +0000\n"
-        f"committer A <a@a.test> 0 +0000\nencoding IBM037\n\n{token}\n"
-    )
-    made = subprocess.run(
-        ["git", "hash-object", "-t", "commit", "-w", "--stdin"],
-        cwd=bottle.clone, env=bottle.gate.agent_env, input=raw,
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    sha = made.stdout.strip()
+    sha = _hand_made_commit(bottle, f"encoding IBM037\n\n{token}\n".encode())
     proc = bottle.push(f"{sha}:refs/heads/{bottle.branch}")
     assert proc.returncode != 0, proc.stderr
     assert f"testsecrets/github-token in commit {sha[:12]} (commit message)" in proc.stderr
