@@ -16,10 +16,14 @@ import tarfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from bot_bottle.contracts.backend import BottlePlan, ExecResult, RunningBottle
 from bot_bottle.errors import BotBottleError
 from bot_bottle.state import home_id, launcher_id
+
+if TYPE_CHECKING:
+    from bot_bottle.history import BottleHistory
 
 L_SLUG = "bot-bottle.slug"
 L_AGENT = "bot-bottle.agent"
@@ -45,6 +49,23 @@ def bottle_labels(plan: BottlePlan, backend: str, services: Iterable[str]) -> di
         L_HOME: home_id(),
         L_LAUNCHER: launcher_id(),
     }
+
+
+def begin_history(plan: BottlePlan, backend: str) -> tuple[BottleHistory, Path]:
+    """The bottle's history, begun (its logs and proposals outlive the
+    bottle: ``bot-bottle logs``, cleanup's retention), and the host's
+    supervise queue (where ``SuperviseQueue`` looks). The launch ends the
+    history with ``history.end(queue)`` at teardown."""
+    from bot_bottle.contracts.supervise import default_queue_dir
+    from bot_bottle.history import BottleHistory
+
+    queue = default_queue_dir(plan.slug)
+    history = BottleHistory.for_slug(plan.slug)
+    history.begin(
+        {"slug": plan.slug, "agent": plan.agent, "bottle": plan.bottle,
+         "backend": backend, "label": plan.label}
+    )  # fmt: skip
+    return history, queue
 
 
 class BottleBase(RunningBottle):

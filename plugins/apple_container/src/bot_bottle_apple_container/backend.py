@@ -74,6 +74,7 @@ from bot_bottle.backend_kit import (
     L_SERVICES,
     L_SLUG,
     L_STARTED,
+    begin_history,
     bottle_labels,
 )
 from bot_bottle.contracts.backend import (
@@ -307,15 +308,7 @@ class AppleContainerBackend(Backend):
 
             state = StateDir.for_slug(plan.slug)
             run_dir = state.run_dir
-            from bot_bottle.contracts.supervise import default_queue_dir
-            from bot_bottle.history import BottleHistory
-
-            queue = default_queue_dir(plan.slug)
-            history = BottleHistory.for_slug(plan.slug)
-            history.begin(
-                {"slug": plan.slug, "agent": plan.agent, "bottle": plan.bottle,
-                 "backend": NAME, "label": plan.label}
-            )  # fmt: skip
+            history, queue = begin_history(plan, NAME)
             down.push("history", lambda: history.end(queue))
             down.push("runtime files", lambda: shutil.rmtree(run_dir, ignore_errors=True))
             self._write_files(plan, run_dir, queue)

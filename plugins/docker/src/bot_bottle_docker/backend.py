@@ -71,6 +71,7 @@ from bot_bottle.backend_kit import (
     L_SERVICES,
     L_SLUG,
     L_STARTED,
+    begin_history,
     bottle_labels,
 )
 from bot_bottle.contracts.backend import (
@@ -318,18 +319,7 @@ class DockerBackend(Backend):
                 state = StateDir.for_slug(plan.slug)
                 run_dir = state.run_dir
                 etc, sock = run_dir / "etc", run_dir / "sock"
-                # supervise's queue where the host-side tooling (SuperviseQueue) looks for it.
-                from bot_bottle.contracts.supervise import default_queue_dir
-
-                queue = default_queue_dir(plan.slug)
-                # Logs and proposals outlive the bottle (bot-bottle logs, cleanup's retention).
-                from bot_bottle.history import BottleHistory
-
-                history = BottleHistory.for_slug(plan.slug)
-                history.begin(
-                    {"slug": plan.slug, "agent": plan.agent, "bottle": plan.bottle,
-                     "backend": NAME, "label": plan.label}
-                )  # fmt: skip
+                history, queue = begin_history(plan, NAME)
                 down.push("history", lambda: history.end(queue))
                 down.push("runtime files", lambda: shutil.rmtree(run_dir, ignore_errors=True))
                 self._write_files(plan, etc, sock, queue)

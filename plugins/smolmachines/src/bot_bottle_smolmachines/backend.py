@@ -43,6 +43,7 @@ from bot_bottle.backend_kit import (
     L_SERVICES,
     L_SLUG,
     L_STARTED,
+    begin_history,
     bottle_labels,
 )
 from bot_bottle.contracts.backend import (
@@ -416,13 +417,7 @@ class DockerSidecars:
         down.push("docker client", client.close)
         bundle_tag = plan.bundle_image or ensure_bundle_image(progress=self.progress).tag
         etc, sock = run_dir / "etc", run_dir / "sock"
-        from bot_bottle.contracts.supervise import default_queue_dir
-        from bot_bottle.history import BottleHistory
-
-        queue = default_queue_dir(plan.slug)
-        history = BottleHistory.for_slug(plan.slug)
-        history.begin({"slug": plan.slug, "agent": plan.agent, "bottle": plan.bottle,
-                       "backend": NAME, "label": plan.label})  # fmt: skip
+        history, queue = begin_history(plan, NAME)
         down.push("history", lambda: history.end(queue))
         docker_backend._write_files(plan, etc, sock, queue)
         keys_dir = run_dir / "keys"
