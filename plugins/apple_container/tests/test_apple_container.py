@@ -17,13 +17,12 @@ from typing import Any
 
 import pytest
 from bot_bottle_sidecars.layout import DAEMON_USERS
+from bot_bottle_testkit.manifest import GIT_GATE_BOTTLE, shell_agent
 
-from bot_bottle import Registration, hookimpl
 from bot_bottle.contracts.backend import CleanupItem
 from bot_bottle.contracts.provider import GUEST_CA_PATH
 from bot_bottle.errors import BotBottleError
 from bot_bottle.imagebuild import ImageBuildError, ImageSpec
-from bot_bottle.manifest.store import Manifest
 from bot_bottle.plan import make_plan
 from bot_bottle.plugins import PluginHost
 from bot_bottle.state import home_id
@@ -51,19 +50,8 @@ extra_hosts:
 """
 
 
-class _Plugin:
-    @hookimpl
-    def bot_bottle_register_agent_providers(self) -> list[Registration[object]]:
-        return [Registration("shell", ShellProvider)]
-
-
 def _plan(home: Path, host: PluginHost, bottle: str = BOTTLE, **replace: Any) -> Any:
-    (home / "bottles").mkdir(exist_ok=True)
-    (home / "agents").mkdir(exist_ok=True)
-    (home / "bottles/b1.md").write_text(bottle)
-    (home / "agents/a1.md").write_text("---\nbottle: b1\n---\n")
-    host.register(_Plugin(), "shell-test")
-    agent = Manifest(home=home, host=host).agent("a1")
+    agent = shell_agent(home, host, bottle)
     plan = make_plan(
         agent,
         ShellProvider(),
@@ -268,19 +256,6 @@ def test_launch_commands_order_env_and_teardown(plan: Any, fake: Fake) -> None:
     _empty(fake)
 
 
-GIT_BOTTLE = """\
----
-agent_provider:
-  template: shell
-supervise: true
-git_gate:
-  repos:
-    - name: proj
-      url: ssh://git@git.example.test/me/proj.git
-      host_key: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHM/us+yJ8sNmo4On6iamuGgHQiQ62/N1DN4AwBLqQy2
-      key: {provider: static, path: KEY}
----
-"""
 DEPLOY_KEY = (
     "-----BEGIN OPENSSH PRIVATE KEY-----\ndeploy-key-body-93f1\n-----END OPENSSH PRIVATE KEY-----\n"
 )
@@ -304,7 +279,7 @@ def test_git_gate_and_supervise_through_the_pinned_name(
     key.chmod(0o600)
     fake.add_image("agent:img")
     fake.add_image("bundle:img")
-    plan = _plan(bot_bottle_home, bot_bottle_host, GIT_BOTTLE.replace("KEY", str(key)))
+    plan = _plan(bot_bottle_home, bot_bottle_host, GIT_GATE_BOTTLE.replace("KEY", str(key)))
     assert plan.agent_host == AGENT_HOST
     ctx = provision_context(plan)
     assert ctx.supervise_url == f"http://{AGENT_HOST}:8765/mcp"

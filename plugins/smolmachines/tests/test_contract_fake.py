@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bot_bottle_testkit.manifest import GIT_GATE_BOTTLE, shell_agent
 
 from bot_bottle.errors import BotBottleError
 from bot_bottle.state import StateDir, home_id
@@ -256,45 +257,18 @@ def test_no_bootable_kvm_refuses_before_anything(mini_plan: Any, fake_smolvm: An
     assert levels == {"smolvm": "OK", "kvm": "WARN"}
 
 
-GIT_BOTTLE = """\
----
-agent_provider:
-  template: shell
-supervise: true
-git_gate:
-  repos:
-    - name: proj
-      url: ssh://git@git.example.test/me/proj.git
-      host_key: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHM/us+yJ8sNmo4On6iamuGgHQiQ62/N1DN4AwBLqQy2
-      key: {provider: static, path: KEY}
----
-"""
-
-
 def _git_plan(home: Path, host: Any) -> Any:
     """A bottle with a git-gate repo and supervise, planned as core plans it
     for this backend (its agent_endpoint_host)."""
     import dataclasses
 
-    from bot_bottle import Registration, hookimpl
-    from bot_bottle.manifest.store import Manifest
     from bot_bottle.plan import make_plan
     from bot_bottle_shell.provider import ShellProvider
-
-    class _Plugin:
-        @hookimpl
-        def bot_bottle_register_agent_providers(self) -> list[Registration[object]]:
-            return [Registration("shell", ShellProvider)]
 
     key = home / "deploy_key"
     key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nfake\n-----END OPENSSH PRIVATE KEY-----\n")
     key.chmod(0o600)
-    (home / "bottles").mkdir(exist_ok=True)
-    (home / "agents").mkdir(exist_ok=True)
-    (home / "bottles/b1.md").write_text(GIT_BOTTLE.replace("KEY", str(key)))
-    (home / "agents/a1.md").write_text("---\nbottle: b1\n---\n")
-    host.register(_Plugin(), "shell-test")
-    agent = Manifest(home=home, host=host).agent("a1")
+    agent = shell_agent(home, host, GIT_GATE_BOTTLE.replace("KEY", str(key)))
     backend = SmolmachinesBackend(kvm=lambda: None)
     plan = make_plan(
         agent,

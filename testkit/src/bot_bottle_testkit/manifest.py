@@ -1,9 +1,31 @@
-"""A ``BOT_BOTTLE_HOME`` with one bottle and one agent, for manifest tests."""
+"""A ``BOT_BOTTLE_HOME`` with one bottle and one agent, for manifest tests;
+:func:`shell_agent` resolves such an agent on the shell provider, for plans."""
 
 from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bot_bottle.manifest.store import ResolvedAgent
+    from bot_bottle.plugins import PluginHost
+
+#: A shell bottle with supervise and one git-gate repo whose deploy key is at
+#: ``KEY`` (replace it with the key file's path).
+GIT_GATE_BOTTLE = """\
+---
+agent_provider:
+  template: shell
+supervise: true
+git_gate:
+  repos:
+    - name: proj
+      url: ssh://git@git.example.test/me/proj.git
+      host_key: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHM/us+yJ8sNmo4On6iamuGgHQiQ62/N1DN4AwBLqQy2
+      key: {provider: static, path: KEY}
+---
+"""
 
 
 def write_home(
@@ -24,3 +46,23 @@ def write_home(
     )
     (home / "agents" / f"{agent}.md").write_text(f"---\nbottle: {bottle}\n---\n{agent_body}")
     return home
+
+
+def shell_agent(home: Path, host: PluginHost, bottle_md: str) -> ResolvedAgent:
+    """Agent ``a1`` on bottle ``b1`` (``bottle_md``, the whole file) in
+    ``home``, resolved with the shell provider registered in ``host``."""
+    from bot_bottle import Registration, hookimpl
+    from bot_bottle.manifest.store import Manifest
+    from bot_bottle_shell.provider import ShellProvider
+
+    class _Shell:
+        @hookimpl
+        def bot_bottle_register_agent_providers(self) -> list[Registration[object]]:
+            return [Registration("shell", ShellProvider)]
+
+    (home / "bottles").mkdir(exist_ok=True)
+    (home / "agents").mkdir(exist_ok=True)
+    (home / "bottles/b1.md").write_text(bottle_md)
+    (home / "agents/a1.md").write_text("---\nbottle: b1\n---\n")
+    host.register(_Shell(), "shell-test")
+    return Manifest(home=home, host=host).agent("a1")
