@@ -37,6 +37,22 @@ SLUG = "itest"
 SECRET = "tok-bundle-secret-42"
 
 
+def _python_in(
+    docker_client: docker.DockerClient, tag: str, script: str, *, user: str | None = None
+) -> bytes:
+    """``script``'s output, run by the image's own interpreter in a throwaway
+    container with no network."""
+    return docker_client.containers.run(
+        tag,
+        ["-c", script],
+        entrypoint="/opt/bot-bottle/bin/python",
+        user=user,
+        remove=True,
+        network_disabled=True,
+        labels=LABEL,
+    )
+
+
 @pytest.fixture(scope="session")
 def bundle_image(
     docker_client: docker.DockerClient, base_image: str, tmp_path_factory: pytest.TempPathFactory
@@ -65,14 +81,7 @@ def test_the_image_carries_the_hosts_versions(
         "import json, importlib.metadata as m;"
         "print(json.dumps({d.metadata['Name'].lower(): d.version for d in m.distributions()}))"
     )
-    out = docker_client.containers.run(
-        bundle_image.tag,
-        ["-c", script],
-        entrypoint="/opt/bot-bottle/bin/python",
-        remove=True,
-        network_disabled=True,
-        labels=LABEL,
-    )
+    out = _python_in(docker_client, bundle_image.tag, script)
     inside = json.loads(out)
     for name in ("bot-bottle", "bot-bottle-sidecars", "mitmproxy", "mcp", "pydantic"):
         assert inside[name] == version(name), name
@@ -92,14 +101,7 @@ def test_the_images_dlp_scan_has_the_hyperscan_prefilter(
         "assert prefilter.available(); prefilter.lazy = False;"
         "print(sorted(views._GATE.matching(b'%41.' + b'Q' * 30)))"
     )
-    out = docker_client.containers.run(
-        bundle_image.tag,
-        ["-c", script],
-        entrypoint="/opt/bot-bottle/bin/python",
-        remove=True,
-        network_disabled=True,
-        labels=LABEL,
-    )
+    out = _python_in(docker_client, bundle_image.tag, script)
     assert out.decode().strip() == "[0, 3]"
 
 
@@ -121,15 +123,7 @@ def test_the_images_dlp_databases_are_loaded_not_compiled(
         "assert c.db is not None; views._GATE._compiled();"
         "print(sorted(d._prefilter.matching(b'x ghp_' + b'a' * 36) or ()) != [])"
     )
-    out = docker_client.containers.run(
-        bundle_image.tag,
-        ["-c", script],
-        entrypoint="/opt/bot-bottle/bin/python",
-        user="60101",  # bb-egress
-        remove=True,
-        network_disabled=True,
-        labels=LABEL,
-    )
+    out = _python_in(docker_client, bundle_image.tag, script, user="60101")  # bb-egress
     assert out.decode().strip() == "True"
 
 
@@ -503,10 +497,7 @@ def test_a_third_party_detector_installed_on_the_host_runs_in_the_bundle(
         "d = PluginHost().create('dlp_detectors', 'acme_tokens')\n"
         "print(type(d).__module__)\n"
     )
-    out = docker_client.containers.run(
-        tag, ["-c", script], entrypoint="/opt/bot-bottle/bin/python", remove=True,
-        network_disabled=True, labels=LABEL,
-    )  # fmt: skip
+    out = _python_in(docker_client, tag, script)
     assert out.decode().strip() == "bot_bottle_example_acme.detector"
 
 
