@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from bot_bottle_sidecars.launch.ca import generate_bottle_ca
+from bot_bottle_sidecars.launch.ca import BottleCA, generate_bottle_ca
 
 from bot_bottle import provider_kit as kit
 from bot_bottle.contracts.provider import GUEST_CA_PATH, ProviderPlan, ProvisionContext
@@ -37,7 +37,7 @@ from bot_bottle_claude.provider import ClaudeOptions, ClaudeProvider
 from bot_bottle_codex.auth import jwt_claims
 from bot_bottle_codex.provider import CodexOptions, CodexProvider
 from bot_bottle_docker.images import ensure_agent_image
-from tests.fake_anthropic import fake_anthropic
+from tests.fake_anthropic import FakeAnthropic, fake_anthropic
 from tests.provider_bottle import (
     ContainerBottle,
     container_bottle,
@@ -342,6 +342,35 @@ def _egress(config: Path, confdir: Path, host: str, env: dict[str, str]) -> Iter
         proc.wait(timeout=10)
 
 
+@contextmanager
+def _behind_egress(
+    plan: ProviderPlan,
+    provider_name: str,
+    host: str,
+    api: FakeAnthropic,
+    ca: BottleCA,
+    gateway: str,
+) -> Iterator[ProviderPlan]:
+    """:func:`_egress` (its config beside ``ca``'s confdir) serving
+    ``plan``'s routes, ``host`` pinned to ``api`` at ``gateway``; yields
+    ``plan`` with the proxy in its env."""
+    from bot_bottle.egress.render import render_egress_config
+
+    config, tokens = render_egress_config(
+        (),
+        plan.routes,
+        provider_name=provider_name,
+        upstream_ca=str(api.ca_pem),
+        extra_hosts={host: gateway},
+    )
+    config_path = ca.confdir.parent / "config.json"
+    config.write(config_path)
+    slots = {k: v.reveal() for k, v in tokens.items()}
+    with _egress(config_path, ca.confdir, gateway, slots) as proxy:
+        proxy_env = {k: proxy for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY")}
+        yield dataclasses.replace(plan, env={**plan.env, **proxy_env})
+
+
 def test_claude_headless_through_egress_gets_the_real_token_injected(
     claude_image: ImageResult, tmp_path: Path
 ) -> None:
@@ -350,8 +379,6 @@ def test_claude_headless_through_egress_gets_the_real_token_injected(
     own route for api.anthropic.com pinned (extra_hosts + upstream_ca) to a
     local server playing the Anthropic API. The server receives the real
     Bearer token; the agent only ever held the placeholder."""
-    from bot_bottle.egress.render import render_egress_config
-
     provider = ClaudeProvider()
     options = ClaudeOptions(auth_token="CLAUDE_TOK")
     plan = provider.plan(options, host_env={"CLAUDE_TOK": REAL_TOKEN})
@@ -362,29 +389,17 @@ def test_claude_headless_through_egress_gets_the_real_token_injected(
         fake_anthropic(
             tmp_path, hosts=["api.anthropic.com"], reply=reply, bind=gateway, port=443
         ) as api,
+        _behind_egress(plan, "claude", "api.anthropic.com", api, ca, gateway) as bottle_plan,
+        container_bottle(claude_image.tag, bottle_plan, network=network) as bottle,
     ):
-        config, tokens = render_egress_config(
-            (),
-            plan.routes,
-            provider_name="claude",
-            upstream_ca=str(api.ca_pem),
-            extra_hosts={"api.anthropic.com": gateway},
-        )
-        config_path = tmp_path / "egress" / "config.json"
-        config.write(config_path)
-        slots = {k: v.reveal() for k, v in tokens.items()}
-        with _egress(config_path, ca.confdir, gateway, slots) as proxy:
-            proxy_env = {k: proxy for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY")}
-            bottle_plan = dataclasses.replace(plan, env={**plan.env, **proxy_env})
-            with container_bottle(claude_image.tag, bottle_plan, network=network) as bottle:
-                bottle.copy_in(ca.agent_cert, GUEST_CA_SRC, mode=0o644)
-                ctx = _ctx(bottle_plan, [])
-                provider.provision(bottle, ctx)
-                argv = provider.headless_argv(ctx, "say hello")
-                result = bottle.exec(kit.agent_argv(bottle_plan, argv), user="root")
-                assert result.ok, result.stderr.decode()[-2000:]
-                assert reply in result.stdout.decode()
-                _nowhere(bottle, REAL_TOKEN, bottle_plan)
+        bottle.copy_in(ca.agent_cert, GUEST_CA_SRC, mode=0o644)
+        ctx = _ctx(bottle_plan, [])
+        provider.provision(bottle, ctx)
+        argv = provider.headless_argv(ctx, "say hello")
+        result = bottle.exec(kit.agent_argv(bottle_plan, argv), user="root")
+        assert result.ok, result.stderr.decode()[-2000:]
+        assert reply in result.stdout.decode()
+        _nowhere(bottle, REAL_TOKEN, bottle_plan)
     (call, *_) = api.messages()
     assert call.headers["authorization"] == f"Bearer {REAL_TOKEN}"
     assert REAL_TOKEN not in json.dumps(dict(plan.env))
@@ -399,8 +414,6 @@ def test_codex_through_egress_sends_the_real_token_and_trusts_the_bottle_ca(
     (rustls ignores the system store), and the server receives the host's
     real access token, never the dummy. The server answers 404, so Codex
     fails after that request; the request is what is checked."""
-    from bot_bottle.egress.render import render_egress_config
-
     exp = int(time.time()) + 5 * 86400
     access = make_jwt({"exp": exp, "https://api.openai.com/auth": {"chatgpt_account_id": "a-1"}})
     codex_home = tmp_path / "host-home" / ".codex"
@@ -417,27 +430,15 @@ def test_codex_through_egress_sends_the_real_token_and_trusts_the_bottle_ca(
     with (
         internal_network() as (network, gateway),
         fake_anthropic(tmp_path, hosts=["chatgpt.com"], reply="-", bind=gateway, port=443) as api,
+        _behind_egress(plan, "codex", "chatgpt.com", api, ca, gateway) as bottle_plan,
+        container_bottle(codex_image.tag, bottle_plan, network=network) as bottle,
     ):
-        config, tokens = render_egress_config(
-            (),
-            plan.routes,
-            provider_name="codex",
-            upstream_ca=str(api.ca_pem),
-            extra_hosts={"chatgpt.com": gateway},
-        )
-        config_path = tmp_path / "egress" / "config.json"
-        config.write(config_path)
-        slots = {k: v.reveal() for k, v in tokens.items()}
-        with _egress(config_path, ca.confdir, gateway, slots) as proxy:
-            proxy_env = {k: proxy for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY")}
-            bottle_plan = dataclasses.replace(plan, env={**plan.env, **proxy_env})
-            with container_bottle(codex_image.tag, bottle_plan, network=network) as bottle:
-                bottle.copy_in(ca.agent_cert, GUEST_CA_SRC, mode=0o644)
-                ctx = _ctx(bottle_plan, [])
-                provider.provision(bottle, ctx)
-                argv = ["timeout", "60", *provider.headless_argv(ctx, "say hello")]
-                bottle.exec(kit.agent_argv(bottle_plan, argv), user="root")
-                _nowhere(bottle, access, bottle_plan)
+        bottle.copy_in(ca.agent_cert, GUEST_CA_SRC, mode=0o644)
+        ctx = _ctx(bottle_plan, [])
+        provider.provision(bottle, ctx)
+        argv = ["timeout", "60", *provider.headless_argv(ctx, "say hello")]
+        bottle.exec(kit.agent_argv(bottle_plan, argv), user="root")
+        _nowhere(bottle, access, bottle_plan)
     calls = [r for r in api.requests if r.method == "POST"]
     assert calls, "codex never reached the upstream through egress"
     assert {c.headers["authorization"] for c in calls} == {f"Bearer {access}"}
