@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,15 +43,29 @@ BB = [sys.executable, "-m", "bot_bottle"]
 SHELL_BOTTLE = "---\nagent_provider:\n  template: shell\n---\n"
 
 
-@pytest.fixture
-def small_home(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "small"
+@contextmanager
+def _tmpfs(mnt: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``mnt`` (created), unmounted after."""
     mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], check=True)
     try:
         yield mnt
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _env(home: Path) -> dict[str, str]:
+    """The CLI's environment for ``home``, building behind the host's CA."""
+    env = {**os.environ, "BOT_BOTTLE_HOME": str(home)}
+    if HOST_CA.exists():
+        env["BOT_BOTTLE_BUILD_CA_BUNDLE"] = str(HOST_CA)
+    return env
+
+
+@pytest.fixture
+def small_home(tmp_path: Path) -> Iterator[Path]:
+    with _tmpfs(tmp_path / "small", "512k") as mnt:
+        yield mnt
 
 
 def test_a_full_disk_is_named_nothing_is_left_and_the_next_run_works(
@@ -59,9 +74,7 @@ def test_a_full_disk_is_named_nothing_is_left_and_the_next_run_works(
     from bot_bottle.state import home_id
 
     home = small_home / "home"
-    env = {**os.environ, "BOT_BOTTLE_HOME": str(home)}
-    if HOST_CA.exists():
-        env["BOT_BOTTLE_BUILD_CA_BUNDLE"] = str(HOST_CA)
+    env = _env(home)
     subprocess.run([*BB, "init"], env=env, check=True, capture_output=True)
     filler = small_home / "filler"
     subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=4k"], capture_output=True)
@@ -113,9 +126,7 @@ def test_a_full_engine_disk_during_a_build_is_named_and_the_next_run_builds(
     eng, mnt = small_engine
     home = tmp_path / "home"
     write_agent(home, "sh", SHELL_BOTTLE)
-    env = {**os.environ, "BOT_BOTTLE_HOME": str(home)}
-    if HOST_CA.exists():
-        env["BOT_BOTTLE_BUILD_CA_BUNDLE"] = str(HOST_CA)
+    env = _env(home)
     base, agent_image, bundle_image = bottle_images(home, "sh", env)
     eng.load(base, bundle_image)
     env = eng.env(env)
@@ -146,13 +157,8 @@ def test_a_full_engine_disk_during_a_build_is_named_and_the_next_run_builds(
 
 @pytest.fixture
 def home_4m(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], check=True)
-    try:
+    with _tmpfs(tmp_path / "small", "4m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_a_home_that_fills_during_a_run_does_not_break_the_bottle(
@@ -163,9 +169,7 @@ def test_a_home_that_fills_during_a_run_does_not_break_the_bottle(
 
     home = home_4m / "home"
     write_agent(home, "sh", SHELL_BOTTLE)
-    env = {**os.environ, "BOT_BOTTLE_HOME": str(home)}
-    if HOST_CA.exists():
-        env["BOT_BOTTLE_BUILD_CA_BUNDLE"] = str(HOST_CA)
+    env = _env(home)
     # Waits for the disk to be full (a file the test drops in /tmp of the
     # agent), then makes requests egress answers and logs (denied: 403).
     script = (
