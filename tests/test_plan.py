@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 from bot_bottle_sidecars.layout import bundle_files, init_plan
+from bot_bottle_testkit.manifest import shell_agent
 
-from bot_bottle import Registration, hookimpl
 from bot_bottle.contracts.provider import GUEST_CA_PATH
 from bot_bottle.errors import BotBottleError
-from bot_bottle.manifest.store import Manifest
 from bot_bottle.plan import CA_ENV_VARS, make_plan
 from bot_bottle.plugins import PluginHost
 from bot_bottle.state import StateDir
@@ -43,23 +42,11 @@ extra_hosts:
   api.example.test: 10.9.8.7
 ---
 """
-AGENT = "---\nbottle: b1\n---\nYou are a test.\n"
-
-
-class _Plugin:
-    @hookimpl
-    def bot_bottle_register_agent_providers(self) -> list[Registration[object]]:
-        return [Registration("shell", ShellProvider)]
 
 
 @pytest.fixture
 def agent(bot_bottle_home: Path, bot_bottle_host: PluginHost):
-    (bot_bottle_home / "bottles").mkdir()
-    (bot_bottle_home / "agents").mkdir()
-    (bot_bottle_home / "bottles/b1.md").write_text(BOTTLE)
-    (bot_bottle_home / "agents/a1.md").write_text(AGENT)
-    bot_bottle_host.register(_Plugin(), "shell-test")
-    return Manifest(home=bot_bottle_home, host=bot_bottle_host).agent("a1")
+    return shell_agent(bot_bottle_home, bot_bottle_host, BOTTLE, agent_body="You are a test.\n")
 
 
 def _plan(agent, **kw):

@@ -48,9 +48,12 @@ def write_home(
     return home
 
 
-def shell_agent(home: Path, host: PluginHost, bottle_md: str) -> ResolvedAgent:
-    """Agent ``a1`` on bottle ``b1`` (``bottle_md``, the whole file) in
-    ``home``, resolved with the shell provider registered in ``host``."""
+def shell_agent(
+    home: Path, host: PluginHost, bottle_md: str, *, agent_body: str = ""
+) -> ResolvedAgent:
+    """Agent ``a1`` (its prompt ``agent_body``) on bottle ``b1`` (``bottle_md``,
+    the whole file) in ``home``, resolved with the shell provider registered
+    in ``host``."""
     from bot_bottle import Registration, hookimpl
     from bot_bottle.manifest.store import Manifest
     from bot_bottle_shell.provider import ShellProvider
@@ -63,6 +66,6 @@ def shell_agent(home: Path, host: PluginHost, bottle_md: str) -> ResolvedAgent:
     (home / "bottles").mkdir(exist_ok=True)
     (home / "agents").mkdir(exist_ok=True)
     (home / "bottles/b1.md").write_text(bottle_md)
-    (home / "agents/a1.md").write_text("---\nbottle: b1\n---\n")
+    (home / "agents/a1.md").write_text(f"---\nbottle: b1\n---\n{agent_body}")
     host.register(_Shell(), "shell-test")
     return Manifest(home=home, host=host).agent("a1")
