@@ -215,11 +215,7 @@ class PluginHost:
         try:
             obj = ep.load()
         except BaseException as exc:
-            if isinstance(exc, KeyboardInterrupt):
-                raise
-            info.status = Status.FAILED
-            info.error = f"import failed: {_describe(exc)}"
-            self._fail(info, exc)
+            self._import_failed(info, exc)
             return
         self._register(info, obj)
 
@@ -259,11 +255,7 @@ class PluginHost:
             try:
                 module = _import_contrib(path)
             except BaseException as exc:
-                if isinstance(exc, KeyboardInterrupt):
-                    raise
-                info.status = Status.FAILED
-                info.error = f"import failed: {_describe(exc)}"
-                self._fail(info, exc)
+                self._import_failed(info, exc)
                 continue
             self._register(info, module)
 
@@ -305,6 +297,15 @@ class PluginHost:
             self._fail(info, None)
             return
         info.hooks = sorted(c.name.removeprefix(_HOOK_PREFIX) for c in callers)
+
+    def _import_failed(self, info: PluginInfo, exc: BaseException) -> None:
+        # A plugin's import may fail any way at all (SystemExit too); only
+        # the operator's Ctrl-C goes on up.
+        if isinstance(exc, KeyboardInterrupt):
+            raise exc
+        info.status = Status.FAILED
+        info.error = f"import failed: {_describe(exc)}"
+        self._fail(info, exc)
 
     def _fail(self, info: PluginInfo, exc: BaseException | None) -> None:
         _log().debug(
