@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -35,6 +36,13 @@ LABEL = {"org.bot-bottle.test": "bundle-image"}
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 SLUG = "itest"
 SECRET = "tok-bundle-secret-42"
+
+
+#: Where PyPI has no hyperscan wheel the image scans without it.
+_HYPERSCAN_WHEEL = pytest.mark.skipif(
+    platform.machine() != "x86_64",
+    reason="hyperscan ships wheels for x86_64 only; the image scans without it",
+)
 
 
 def _python_in(
@@ -87,15 +95,12 @@ def test_the_image_carries_the_hosts_versions(
         assert inside[name] == version(name), name
 
 
+@_HYPERSCAN_WHEEL
 def test_the_images_dlp_scan_has_the_hyperscan_prefilter(
     docker_client: docker.DockerClient, bundle_image: ImageResult
 ) -> None:
     # Egress scans in the bundle: it must get the fast path where PyPI has
     # a wheel (x86_64), and the prefilter must really answer there.
-    import platform
-
-    if platform.machine() != "x86_64":
-        pytest.skip("hyperscan ships wheels for x86_64 only; the image scans without it")
     script = (
         "from bot_bottle.dlp import prefilter, views;"
         "assert prefilter.available(); prefilter.lazy = False;"
@@ -105,15 +110,12 @@ def test_the_images_dlp_scan_has_the_hyperscan_prefilter(
     assert out.decode().strip() == "[0, 3]"
 
 
+@_HYPERSCAN_WHEEL
 def test_the_images_dlp_databases_are_loaded_not_compiled(
     docker_client: docker.DockerClient, bundle_image: ImageResult
 ) -> None:
     # The build compiled the rule sets into the interpreter's prefix; a
     # bottle's egress (as its own user) loads them: compiling is refused here.
-    import platform
-
-    if platform.machine() != "x86_64":
-        pytest.skip("hyperscan ships wheels for x86_64 only; the image scans without it")
     script = (
         "from bot_bottle.dlp import prefilter, views;"
         "from bot_bottle_dlp.token_patterns import TokenPatternsDetector;"
