@@ -46,6 +46,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from bot_bottle.contracts.supervise import (
     CapabilityBlockPayload,
     EgressRoutePayload,
+    Proposal,
     QueueError,
     SuperviseQueue,
     check_proposal_id,
@@ -138,6 +139,17 @@ def build_server(config: SuperviseConfig) -> MCPServer:
         routes = data.get("routes", data) if isinstance(data, dict) else data
         return {"routes": redact(routes)}
 
+    async def _submit(payload: CapabilityBlockPayload | EgressRoutePayload) -> Proposal:
+        """Queue ``payload`` for the operator; a refusal (queue full, …) is
+        the tool's error."""
+        try:
+            proposal = await anyio.to_thread.run_sync(queue.submit, payload)
+        except QueueError as exc:
+            log.error("proposal_refused", error=exc.message)
+            raise ToolError(exc.message + (f" ({exc.hint})" if exc.hint else "")) from exc
+        log.info("proposal_submitted", proposal_id=proposal.id, tool=proposal.tool)
+        return proposal
+
     @server.tool(
         name="capability-block",
         description=(
@@ -151,12 +163,7 @@ def build_server(config: SuperviseConfig) -> MCPServer:
             payload = CapabilityBlockPayload(dockerfile=dockerfile, justification=justification)
         except ValueError as exc:
             raise ToolError(f"invalid proposal: {_first_error(exc)}") from exc
-        try:
-            proposal = await anyio.to_thread.run_sync(queue.submit, payload)
-        except QueueError as exc:
-            log.error("proposal_refused", error=exc.message)
-            raise ToolError(exc.message + (f" ({exc.hint})" if exc.hint else "")) from exc
-        log.info("proposal_submitted", proposal_id=proposal.id, tool=proposal.tool)
+        proposal = await _submit(payload)
         return {
             "proposal_id": proposal.id,
             "status": "pending",
@@ -191,12 +198,7 @@ def build_server(config: SuperviseConfig) -> MCPServer:
         except ValueError as exc:
             raise ToolError(f"invalid egress request: {_first_error(exc)}") from exc
         await _refuse_credential_route(payload.host)
-        try:
-            proposal = await anyio.to_thread.run_sync(queue.submit, payload)
-        except QueueError as exc:
-            log.error("proposal_refused", error=exc.message)
-            raise ToolError(exc.message + (f" ({exc.hint})" if exc.hint else "")) from exc
-        log.info("proposal_submitted", proposal_id=proposal.id, tool=proposal.tool)
+        proposal = await _submit(payload)
         return {
             "proposal_id": proposal.id,
             "status": "pending",
