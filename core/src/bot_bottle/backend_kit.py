@@ -6,7 +6,8 @@ changes: the launch's phase timings, the once-only wait for the sidecars,
 are the two ends of moving a file or directory as a tar stream, for engines
 whose copy goes through an archive (Docker's ``put_archive``/``get_archive``,
 Apple's ``container exec … tar``). :func:`bottle_labels` is the set of
-labels every backend puts on a bottle's containers, VMs and networks.
+labels every backend puts on a bottle's containers, VMs and networks;
+:func:`begin_history` starts the record every launch keeps of its bottle.
 """
 
 from __future__ import annotations
