@@ -19,6 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, StrictBool
 
 from bot_bottle import provider_kit as kit
 from bot_bottle.contracts.provider import (
+    GUEST_CA_PATH,
     AgentProvider,
     ImageSpec,
     ProviderPlan,
@@ -84,7 +85,7 @@ class CodexProvider(AgentProvider):
         opts = _opts(options)
         env = {
             **kit.CA_ENV,
-            "CODEX_CA_CERTIFICATE": kit.GUEST_CA_PATH,
+            "CODEX_CA_CERTIFICATE": GUEST_CA_PATH,
             "CODEX_HOME": CODEX_HOME,
         }
         # Both API hosts are reachable either way, so a login made inside
