@@ -376,3 +376,56 @@ def test_the_freezer_is_registered_under_the_backends_name() -> None:
     host = PluginHost().load()
     assert "kubernetes" in {c.name for c in host.components("freezers")}
     assert isinstance(host.create("freezers", "kubernetes"), fz.KubernetesFreezer)
+
+
+@pytest.mark.docker
+def test_core_commit_records_a_cluster_snapshot_and_snapshots_rm_removes_its_image(
+    kube_env: FakeApiServer,
+    shell: PodShell,
+    agent_box: str,
+    base_image: str,  # noqa: F811
+) -> None:
+    """Through core's ``commit_bottle`` (what ``bot-bottle commit`` runs): the
+    state dir names the backend, the freezer hook finds this freezer. No
+    registry: the snapshot is the local tag, for nodes given images by hand."""
+    from bot_bottle import snapshots
+    from bot_bottle.state import StateDir
+
+    kube_env.exec_handler = DockerAgent(agent_box, shell)
+    bottle = {"name": "demo", "chain": ["demo"], "agent_provider": {"template": "shell"}}
+    with _launch(agent_image=base_image, bundle_image=base_image):
+        StateDir.for_slug(SLUG).create(
+            {"slug": SLUG, "agent": "shell", "backend": "kubernetes", "provider": "shell",
+             "bottle_manifest": bottle}
+        )  # fmt: skip
+        _as_agent(agent_box, "echo kept > /home/agent/state.txt")
+        said: list[str] = []
+        record = snapshots.commit_bottle(SLUG, "via-core", host=PluginHost().load(),
+                                         progress=said.append)  # fmt: skip
+    try:
+        assert (record.backend, record.image, record.source_slug) == (
+            "kubernetes", image_tag("via-core"), SLUG,
+        )  # fmt: skip
+        assert snapshots.load_record("via-core").image == record.image
+        got = _docker("run", "--rm", "--network", "none", record.image,
+                      "cat", "/home/agent/state.txt")  # fmt: skip
+        assert got.stdout == b"kept\n"
+        labels = _docker("image", "inspect", "--format", "{{json .Config.Labels}}", record.image)
+        assert b'"bot-bottle.snapshot":"via-core"' in labels.stdout
+        freezer = fz.KubernetesFreezer()
+        assert freezer.exists(record.frozen())
+        # Resume with an approved capability block: built FROM the snapshot.
+        cap = snapshots.Capability(proposal=1, dockerfile="RUN touch /opt/cap-ok",
+                                   approved_at="2026-12-04T00:00:00Z")  # fmt: skip
+        derived = snapshots.resume_image(
+            record.model_copy(update={"capabilities": [cap]}),
+            host=PluginHost().load(), extra_ca=None, progress=lambda _l: None,
+        )  # fmt: skip
+        got = _docker("run", "--rm", "--network", "none", derived, "sh", "-c",
+                      "cat /home/agent/state.txt && test -e /opt/cap-ok && id -u")  # fmt: skip
+        assert got.stdout == b"kept\n0\n", got.stderr
+    finally:
+        fz.KubernetesFreezer().remove(record.frozen())
+    assert not fz.KubernetesFreezer().exists(record.frozen())
+    # The derived image went with it.
+    assert not _local_image(derived)

@@ -310,13 +310,11 @@ class KubernetesFreezer(Freezer):
     ) -> FrozenImage:
         from bot_bottle.snapshots import work_dir
         from bot_bottle_docker.freezer import filter_rootfs
-        from bot_bottle_kubernetes.images import check_registry, push_image
+        from bot_bottle_kubernetes.images import push_image
         from bot_bottle_kubernetes.launcher import AGENT_CONTAINER
-        from bot_bottle_kubernetes.prepared import ENV_PREFIX
 
         limit = max_bytes()
-        raw_registry = (os.environ.get(ENV_PREFIX + "REGISTRY") or "").strip()
-        registry = check_registry(raw_registry) if raw_registry else None
+        registry = _registry()
         docker = _docker()
         kube = self._kube()
         pod = self._agent_pod(kube, slug)
@@ -426,8 +424,49 @@ class KubernetesFreezer(Freezer):
             found = json.loads(got.stdout or "null") or {}
         except ValueError:
             return
-        if found.get(L_FROZEN) == NAME and found.get(L_HOME) == home_id():
-            _quiet([docker, "image", "rm", "--force", local])
+        if found.get(L_FROZEN) != NAME or found.get(L_HOME) != home_id():
+            return
+        from bot_bottle.snapshots import L_SNAPSHOT
+
+        name = found.get(L_SNAPSHOT)
+        if name:
+            # Images a resume derived from it (capability blocks) go first.
+            kids = _quiet([docker, "image", "ls", "--quiet", "--no-trunc", "--filter",
+                           f"label={L_SNAPSHOT}={name}", "--filter", f"label={L_HOME}={home_id()}",
+                           "--filter", f"label={L_FROZEN}=derived"])  # fmt: skip
+            for kid in kids.stdout.split():
+                _quiet([docker, "image", "rm", "--force", kid])
+        _quiet([docker, "image", "rm", "--force", local])
+
+    def derive(
+        self,
+        ref: str,
+        recipe: Callable[[str], str],
+        *,
+        repository: str,
+        extra_ca: Path | None,
+        progress: Callable[[str], None],
+    ) -> str:
+        """The Docker freezer's build (content-tagged, cached) ``FROM`` the
+        snapshot's local image, then pushed like the snapshot when a registry
+        is set: the resumed pod names it by digest."""
+        from bot_bottle_docker.freezer import DockerFreezer
+        from bot_bottle_kubernetes.images import push_image
+
+        tag = DockerFreezer().derive(
+            ref, recipe, repository=repository, extra_ca=extra_ca, progress=progress
+        )
+        registry = _registry()
+        return push_image(tag, registry) if registry else tag
+
+
+def _registry() -> str | None:
+    """``BOT_BOTTLE_K8S_REGISTRY`` as the launch reads it (None: unset)."""
+    from bot_bottle_kubernetes.images import check_registry
+    from bot_bottle_kubernetes.prepared import ENV_PREFIX
+
+    raw = (os.environ.get(ENV_PREFIX + "REGISTRY") or "").strip()
+    return check_registry(raw) if raw else None
 
 
 def _quiet(argv: list[str]) -> subprocess.CompletedProcess[str]:
