@@ -242,9 +242,13 @@ def test_a_planted_token_refuses_the_commit_and_nothing_is_built(
             f"cd /home/agent && echo 'token = {TOKEN}' > .env && "
             "echo 'nothing here' > ok.txt && echo 'api: bottle-known-9f2c1a77' > cfg",
         )
+        # A token parked in a symlink's target is text in the layer too.
+        _as_agent(agent_box, f"ln -s '/x/{TOKEN}' /home/agent/parked")
         with pytest.raises(SnapshotRefused) as err:
             _commit("refused-1", known=[Secret("bottle-known-9f2c1a77")])
-        assert set(err.value.findings) == {"/home/agent/.env", "/home/agent/cfg"}
+        assert set(err.value.findings) == {
+            "/home/agent/.env", "/home/agent/cfg", "/home/agent/parked",
+        }  # fmt: skip
         assert "refusing to commit" in err.value.message and err.value.hint
         assert TOKEN not in str(err.value.findings)
         # The agent runs again after a refusal too.

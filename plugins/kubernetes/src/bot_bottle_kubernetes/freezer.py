@@ -26,8 +26,9 @@ smolmachines freezer does for a VM):
    (:func:`check_archive`); so does an archive over the cap.
 4. The Docker freezer's filter (:func:`bot_bottle_docker.freezer.filter_rootfs`):
    ``/tmp`` and ``/var/tmp`` content and the bottle CA (the file and its copy
-   in the system bundles) dropped, every regular file scanned; a finding
-   raises :class:`SnapshotRefused` before anything is built or pushed.
+   in the system bundles) dropped, every regular file scanned, and every
+   name and symlink target too (:func:`scan_names`); a finding raises
+   :class:`SnapshotRefused` before anything is built or pushed.
 5. The local Docker engine builds ``FROM`` the agent pod's own image (by
    digest when it came from the registry) ``ADD`` the filtered archive as
    one layer: the config is the image's own, never the pod's environment.
@@ -229,6 +230,26 @@ def check_archive(data: bytes) -> set[str]:
     return files
 
 
+def _guest(name: str) -> str:
+    while name.startswith("./"):
+        name = name[2:]
+    return "/" + name.strip("/")
+
+
+def scan_names(data: bytes, scan: FileScan) -> dict[str, list[str]]:
+    """The names and symlink targets of the archive (checked already), which
+    the layer holds as text too: an agent could park a token in either."""
+    findings: dict[str, list[str]] = {}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        for m in tar.getmembers():
+            path = _guest(m.name)
+            text = path + ("\n" + m.linkname if m.issym() else "")
+            found = scan(path, [text.encode("utf-8", "surrogateescape")])
+            if found:
+                findings[path] = found
+    return findings
+
+
 def build_image(
     base: str, layer: Path, tag: str, labels: Mapping[str, str], *, docker: str = "docker"
 ) -> str:
@@ -337,6 +358,8 @@ class KubernetesFreezer(Freezer):
         with tempfile.TemporaryDirectory(prefix="commit-", dir=work_dir()) as tmp:
             layer = Path(tmp) / "changes.tar"
             findings = filter_rootfs(io.BytesIO(data), layer, changed, ca_cert_path, ca_pem, scan)
+            for path, found in scan_names(data, scan).items():
+                findings.setdefault(path, []).extend(found)
             del data
             if findings:
                 raise SnapshotRefused(findings)

@@ -249,9 +249,9 @@ class KubeRunningBottle(RunningBottle):
         # A pod cannot be stopped and kept as a container can; saying so
         # beats a preserved state that `commit`/`resume` cannot use.
         sys.stderr.write(
-            f"warning: {self.slug}: the kubernetes backend cannot keep the agent's pod after "
-            "it exits; it is removed with the bottle (commit a cluster bottle while it runs: "
-            f"bot-bottle commit {self.slug})\n"
+            f"warning: {self.slug}: the kubernetes backend cannot keep the agent's pod for "
+            "commit/resume after it exits; it is removed with the bottle (commit a cluster "
+            f"bottle while it runs: bot-bottle commit {self.slug})\n"
         )
 
     def raw_exec(self, argv: Sequence[str], stdin: bytes | None) -> ExecResult:
