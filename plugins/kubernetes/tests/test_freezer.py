@@ -433,3 +433,49 @@ def test_core_commit_records_a_cluster_snapshot_and_snapshots_rm_removes_its_ima
     assert not fz.KubernetesFreezer().exists(record.frozen())
     # The derived image went with it.
     assert not _local_image(derived)
+
+
+@pytest.mark.docker
+def test_an_agent_that_exited_non_zero_keeps_its_changes_for_resume_slug(
+    kube_env: FakeApiServer,
+    shell: PodShell,
+    agent_box: str,
+    base_image: str,  # noqa: F811
+) -> None:
+    """Core marks the bottle kept (non-zero exit); the pods go at teardown,
+    so the teardown keeps the agent's changes in the preserved state dir,
+    privately; ``resume SLUG`` commits from them (core's ``commit_bottle``
+    with the pods gone), and ``release`` removes them."""
+    from k8s_cluster_kit import bottle_objects
+
+    from bot_bottle import snapshots
+    from bot_bottle.state import StateDir
+
+    kube_env.exec_handler = DockerAgent(agent_box, shell)
+    state = StateDir.for_slug(SLUG)
+    bottle_doc = {"name": "demo", "chain": ["demo"], "agent_provider": {"template": "shell"}}
+    state.create({"slug": SLUG, "agent": "shell", "backend": "kubernetes",
+                  "bottle_manifest": bottle_doc})  # fmt: skip
+    said: list[str] = []
+    backend = KubernetesBackend(progress=said.append)
+    plan = mini_plan(agent_image=base_image, bundle_image=base_image)
+    with backend.launch(backend.prepare(plan)) as bottle:
+        _as_agent(agent_box, f"echo 'half done' > /home/agent/wip.txt && echo '{TOKEN}' > /tmp/t")
+        bottle.keep_for_resume()
+    state.preserve("agent exited with 3")
+    assert bottle_objects(kube_env) == []
+    kept = state.path / fz.KEPT
+    assert any("kept for 'bot-bottle resume" in line for line in said), said
+    assert kept.stat().st_mode & 0o777 == 0o700
+    assert {p.name: p.stat().st_mode & 0o777 for p in kept.iterdir()} == {
+        fz.KEPT_TAR: 0o600, fz.KEPT_CA: 0o600, fz.KEPT_IMAGE: 0o600,
+    }  # fmt: skip
+    record = snapshots.commit_bottle(SLUG, SLUG, host=PluginHost().load())
+    try:
+        got = _docker("run", "--rm", "--network", "none", record.image, "sh", "-c",
+                      "cat /home/agent/wip.txt; test ! -e /tmp/t && echo no-scratch")  # fmt: skip
+        assert got.stdout == b"half done\nno-scratch\n", got.stderr
+        fz.KubernetesFreezer().release(SLUG)
+        assert not kept.exists()
+    finally:
+        fz.KubernetesFreezer().remove(record.frozen())

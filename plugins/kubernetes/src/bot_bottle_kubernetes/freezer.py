@@ -95,6 +95,9 @@ COLLECT_SCRIPT = (
     "tar -c -f - --no-recursion --numeric-owner --hard-dereference --null -T - "
     '2>/dev/null | head -c "$1"'
 )
+#: In a preserved bottle's state dir: its agent's changes, kept at teardown.
+KEPT = "kubernetes-kept"
+KEPT_TAR, KEPT_CA, KEPT_IMAGE = "changes.tar", "ca.pem", "image"
 #: The commit's cap, MiB of archive (the agent's changes, not its image).
 MAX_ENV = "BOT_BOTTLE_K8S_COMMIT_MAX_MB"
 DEFAULT_MAX_MB = 2048
@@ -180,6 +183,55 @@ def read_changes(run: Exec, limit: int, ca_cert_path: str) -> tuple[bytes, bytes
             import sys
 
             sys.stderr.write(f"warning: the agent's processes may still be stopped: {e.message}\n")
+
+
+def _kept_dir(slug: str) -> Path:
+    from bot_bottle.state import StateDir
+
+    return StateDir.for_slug(slug).path / KEPT
+
+
+def keep_changes(run: Exec, slug: str, image: str, progress: Callable[[str], None]) -> bool:
+    """At the teardown of a bottle whose agent exited non-zero (core marks it
+    kept): its changes, read as a commit reads them, into the preserved
+    state dir (private), since the pod goes. ``commit``/``resume SLUG``
+    build from them; ``release`` removes them. Never raises: the teardown
+    goes on."""
+    from bot_bottle.contracts.provider import GUEST_CA_PATH
+
+    kept = _kept_dir(slug)
+    if not kept.parent.is_dir():
+        progress(f"warning: {slug}: no state dir to keep the agent's changes in")
+        return False
+    try:
+        data, ca_pem = read_changes(run, max_bytes(), GUEST_CA_PATH)
+        check_archive(data)
+        kept.mkdir(mode=0o700, exist_ok=True)
+        for name, body in ((KEPT_TAR, data), (KEPT_CA, ca_pem or b""),
+                           (KEPT_IMAGE, image.encode())):  # fmt: skip
+            fd = os.open(kept / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(body)
+    except BotBottleError as e:
+        import shutil
+
+        shutil.rmtree(kept, ignore_errors=True)
+        progress(f"warning: {slug}: the agent's changes could not be kept for resume: "
+                 f"{e.message}")  # fmt: skip
+        return False
+    progress(f"{slug}: the agent's changes were kept for 'bot-bottle resume {slug}'")
+    return True
+
+
+def _read_kept(slug: str) -> tuple[bytes, bytes | None, str] | None:
+    kept = _kept_dir(slug)
+    try:
+        data = (kept / KEPT_TAR).read_bytes()
+        ca_pem = (kept / KEPT_CA).read_bytes() or None
+        image = (kept / KEPT_IMAGE).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return data, ca_pem, image
 
 
 def _refuse(name: str, why: str) -> UnsafeCommitError:
@@ -337,22 +389,23 @@ class KubernetesFreezer(Freezer):
         limit = max_bytes()
         registry = _registry()
         docker = _docker()
-        kube = self._kube()
-        pod = self._agent_pod(kube, slug)
-        containers = {c["name"]: c for c in pod["spec"]["containers"]}
-        base = str(containers[AGENT_CONTAINER]["image"])
-        if "@sha256:" in base and registry is None:
-            raise BotBottleError(
-                f"bottle {slug}'s agent image comes from a registry; the snapshot must go "
-                "there too",
-                hint="set BOT_BOTTLE_K8S_REGISTRY as for the launch",
-            )
-        pod_name = str(pod["metadata"]["name"])
+        kept = _read_kept(slug)
+        if kept is not None:
+            # Preserved after a non-zero exit: its pods are gone, its changes kept.
+            data, ca_pem, base = kept
+            _needs_registry(slug, base, registry)
+        else:
+            kube = self._kube()
+            pod = self._agent_pod(kube, slug)
+            containers = {c["name"]: c for c in pod["spec"]["containers"]}
+            base = str(containers[AGENT_CONTAINER]["image"])
+            pod_name = str(pod["metadata"]["name"])
+            _needs_registry(slug, base, registry)
 
-        def run(argv: Sequence[str], stdin: bytes | None) -> ExecResult:
-            return kube.exec(pod_name, AGENT_CONTAINER, argv, stdin=stdin, timeout=1800)
+            def run(argv: Sequence[str], stdin: bytes | None) -> ExecResult:
+                return kube.exec(pod_name, AGENT_CONTAINER, argv, stdin=stdin, timeout=1800)
 
-        data, ca_pem = read_changes(run, limit, ca_cert_path)
+            data, ca_pem = read_changes(run, limit, ca_cert_path)
         changed = check_archive(data)
         all_labels = {**(labels or {}), L_FROZEN: NAME, L_HOME: home_id(), L_BACKEND: NAME}
         with tempfile.TemporaryDirectory(prefix="commit-", dir=work_dir()) as tmp:
@@ -423,8 +476,9 @@ class KubernetesFreezer(Freezer):
         return []
 
     def release(self, slug: str) -> None:
-        # Nothing is kept after a cluster bottle ends (see keep_for_resume).
-        return None
+        import shutil
+
+        shutil.rmtree(_kept_dir(slug), ignore_errors=True)
 
     def remove(self, image: FrozenImage) -> None:
         """The local image (by its tag, or the id the registry's manifest names);
@@ -481,6 +535,14 @@ class KubernetesFreezer(Freezer):
         )
         registry = _registry()
         return push_image(tag, registry) if registry else tag
+
+
+def _needs_registry(slug: str, base: str, registry: str | None) -> None:
+    if "@sha256:" in base and registry is None:
+        raise BotBottleError(
+            f"bottle {slug}'s agent image comes from a registry; the snapshot must go there too",
+            hint="set BOT_BOTTLE_K8S_REGISTRY as for the launch",
+        )
 
 
 def _registry() -> str | None:
