@@ -40,9 +40,13 @@ smolmachines freezer does for a VM):
 
 What a layer cannot say: a file the agent *deleted* is back on resume (no
 whiteouts are written); the snapshot holds only what changed, so it is as
-large as the agent's changes, not its filesystem. A bottle whose pod is
-gone (stopped, or its agent exited) cannot be committed: a pod is not
-kept as a stopped container is (see ``keep_for_resume``).
+large as the agent's changes, not its filesystem.
+
+A pod is not kept stopped as a container is: when the agent exited
+non-zero (core calls ``keep_for_resume``), the launch's teardown reads the
+changes as step 2-3 do into the preserved state dir (:func:`keep_changes`),
+and a later commit (``resume SLUG``) builds from them with the pods gone.
+A bottle stopped from outside keeps nothing.
 """
 
 from __future__ import annotations
