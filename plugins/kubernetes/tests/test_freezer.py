@@ -479,3 +479,22 @@ def test_an_agent_that_exited_non_zero_keeps_its_changes_for_resume_slug(
         assert not kept.exists()
     finally:
         fz.KubernetesFreezer().remove(record.frozen())
+
+
+def test_a_kept_bottle_whose_pod_was_deleted_keeps_nothing_and_tears_down(
+    kube_env: FakeApiServer, shell: PodShell, tmp_path: Any
+) -> None:
+    from k8s_cluster_kit import bottle_objects, kube_for
+
+    from bot_bottle.state import StateDir
+
+    state = StateDir.for_slug(SLUG)
+    state.create({"slug": SLUG, "agent": "shell", "backend": "kubernetes"})
+    said: list[str] = []
+    backend = KubernetesBackend(progress=said.append)
+    with backend.launch(backend.prepare(mini_plan())) as bottle:
+        kube_for(kube_env, tmp_path).delete("Pod", f"bb-{SLUG}-agent")
+        bottle.keep_for_resume()
+    assert bottle_objects(kube_env) == []
+    assert not (state.path / fz.KEPT).exists()
+    assert any("could not be kept for resume" in line for line in said), said

@@ -216,12 +216,13 @@ def keep_changes(run: Exec, slug: str, image: str, progress: Callable[[str], Non
             fd = os.open(kept / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as fh:
                 fh.write(body)
-    except BotBottleError as e:
+    except Exception as e:  # the teardown must go on, whatever broke
         import shutil
 
         shutil.rmtree(kept, ignore_errors=True)
+        why = e.message if isinstance(e, BotBottleError) else f"{type(e).__name__}: {e}"
         progress(f"warning: {slug}: the agent's changes could not be kept for resume: "
-                 f"{e.message}")  # fmt: skip
+                 f"{visible(why)}")  # fmt: skip
         return False
     progress(f"{slug}: the agent's changes were kept for 'bot-bottle resume {slug}'")
     return True
