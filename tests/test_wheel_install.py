@@ -55,7 +55,7 @@ PLUGIN_COMPONENTS = {
     "github": {"key_provisioners": ["github"]},
     "gitlab": {"key_provisioners": ["gitlab"]},
     "kingfisher": {"dlp_detectors": ["kingfisher"]},
-    "kubernetes": {"backends": ["kubernetes"]},
+    "kubernetes": {"backends": ["kubernetes"], "freezers": ["kubernetes"]},
     "shell": {"agent_providers": ["shell"]},
     "smolmachines": {"backends": ["smolmachines"], "freezers": ["smolmachines"]},
 }

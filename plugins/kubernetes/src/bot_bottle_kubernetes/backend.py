@@ -108,6 +108,7 @@ class KubernetesBackend(Backend):
         from bot_bottle.contracts.provider import GUEST_CA_PATH
         from bot_bottle_kubernetes import bring_back as workspace_back
         from bot_bottle_kubernetes.cluster import MIN_SERVER, KubeError
+        from bot_bottle_kubernetes.freezer import keep_changes, mark_launch
         from bot_bottle_kubernetes.images import check_registry, push_images
         from bot_bottle_kubernetes.launcher import launch_bottle
         from bot_bottle_kubernetes.lifecycle import holder_identity
@@ -199,6 +200,10 @@ class KubernetesBackend(Backend):
                 )
                 mirror.start()
                 try:
+                    # Before anything is provisioned: what commit freezes is newer.
+                    if not mark_launch(bottle.raw_exec):
+                        self.progress(f"warning: {plan.slug}: no launch marker in the agent pod; "
+                                      "'bot-bottle commit' will refuse this bottle")  # fmt: skip
                     bottle.copy_in(ca_dir / AGENT_CA_CERT, GUEST_CA_PATH, mode=0o644, owner="root")
                     if plan.cwd is not None:
                         launch_info = workspace_back.Launch.read(plan.cwd, plan.slug)
@@ -214,6 +219,8 @@ class KubernetesBackend(Backend):
                     yield bottle
                 finally:
                     try:
+                        if bottle.kept:  # the agent exited non-zero: resume builds from these
+                            keep_changes(bottle.raw_exec, plan.slug, images["agent"], self.progress)
                         if seeded is not None and plan.cwd is not None:
                             secrets = list(plan.gitgate_secrets.values())
                             workspace_back.bring_back(

@@ -20,6 +20,7 @@ from bot_bottle.errors import BotBottleError
 from bot_bottle.termtext import visible
 
 _DIGEST_RE = re.compile(r"digest: (sha256:[0-9a-f]{64})")
+_BY_DIGEST_RE = re.compile(r"@sha256:[0-9a-f]{64}$")
 #: host[:port][/path]: what a registry reference may start with.
 _REGISTRY_RE = re.compile(r"^[a-zA-Z0-9.-]+(:[0-9]{1,5})?(/[a-z0-9._/-]+)?$")
 
@@ -49,6 +50,9 @@ def push_image(tag: str, registry: str, *, run: Runner = _run) -> str:
             "the docker command is not on PATH", hint="images are built and pushed with Docker"
         )
     registry = check_registry(registry)
+    if tag.startswith(f"{registry}/") and _BY_DIGEST_RE.search(tag):
+        # Already there, by digest (a snapshot's image, pushed by commit).
+        return tag
     repo, sep, version = tag.rpartition(":")
     if not sep or "/" in version:
         repo, version = tag, "latest"

@@ -198,6 +198,8 @@ class KubeRunningBottle(RunningBottle):
         self.workdir = workdir
         #: Agent variables kept out of the pod spec (render's ``split_agent_env``).
         self.exec_env = dict(exec_env or {})
+        #: Set by keep_for_resume (the agent exited non-zero).
+        self.kept = False
 
     def command(
         self,
@@ -246,12 +248,9 @@ class KubeRunningBottle(RunningBottle):
         return self.kube.exec(self.pod, AGENT_CONTAINER, command, stdin=preamble + (stdin or b""))
 
     def keep_for_resume(self) -> None:
-        # A pod cannot be stopped and kept as a container can; saying so
-        # beats a preserved state that `commit`/`resume` cannot use.
-        sys.stderr.write(
-            f"warning: {self.slug}: the kubernetes backend cannot keep the agent's pod for "
-            "commit/resume yet; it is removed with the bottle\n"
-        )
+        # A pod cannot be stopped and kept as a container can: the launch's
+        # teardown keeps the agent's changes instead (freezer.keep_changes).
+        self.kept = True
 
     def raw_exec(self, argv: Sequence[str], stdin: bytes | None) -> ExecResult:
         """``argv`` exactly, as the container's user (root), no env of the agent's."""

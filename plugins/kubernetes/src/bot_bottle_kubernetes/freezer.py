@@ -1,0 +1,563 @@
+"""Freezer: commit a cluster bottle's agent over ``pods/exec``, as a layer on its image.
+
+There is no ``docker commit`` of a pod and no way to export its whole root
+filesystem short of streaming gigabytes over a websocket, and the nodes pull
+their images from a registry. So, with the agent running (as the
+smolmachines freezer does for a VM):
+
+1. At launch (:func:`mark_launch`), before anything is provisioned, root
+   touches :data:`MARKER` in the agent container (root's directory; the
+   agent cannot set its time back).
+2. At commit, root stops every process of every non-root user in the agent
+   container (``setpriv --reuid=UID … kill -STOP -1``, twice, for children
+   forked during the first pass: the agent container holds no CAP_KILL, so
+   root signals them as their own user), then one script lists every
+   file, directory and symlink of the container's root filesystem whose
+   inode changed after the marker (``find -xdev -cnewer``: the change time
+   is one the agent cannot set back; other mounts -- ``/workspace``, the
+   kubelet's ``/etc/hosts`` -- are left out by their device) and tars
+   exactly those (``--no-recursion``, hard links dereferenced), bounded in
+   the pod (``head -c``, the cap :data:`MAX_ENV`). The bottle CA's PEM is
+   read too; the agent's processes continue on every exit path.
+3. The archive is untrusted (the agent chose the names): a member with an
+   absolute path or ``..``, a relative symlink climbing out of the root, a
+   member under a symlink of the same archive, a hard link, a device or a
+   fifo refuses the whole commit before anything is built
+   (:func:`check_archive`); so does an archive over the cap.
+4. The Docker freezer's filter (:func:`bot_bottle_docker.freezer.filter_rootfs`):
+   ``/tmp`` and ``/var/tmp`` content and the bottle CA (the file and its copy
+   in the system bundles) dropped, every regular file scanned, and every
+   name and symlink target too (:func:`scan_names`); a finding raises
+   :class:`SnapshotRefused` before anything is built or pushed.
+5. The local Docker engine builds ``FROM`` the agent pod's own image (by
+   digest when it came from the registry) ``ADD`` the filtered archive as
+   one layer: the config is the image's own, never the pod's environment.
+   With ``BOT_BOTTLE_K8S_REGISTRY`` the image is pushed there
+   (:func:`bot_bottle_kubernetes.images.push_image`) and the snapshot's ref
+   is the reference **by digest**, which ``resume`` puts in the agent pod
+   as it is (no second push); without one it is the local tag, for nodes
+   that are given images by hand (``kind load docker-image``).
+
+What a layer cannot say: a file the agent *deleted* is back on resume (no
+whiteouts are written); the snapshot holds only what changed, so it is as
+large as the agent's changes, not its filesystem.
+
+A pod is not kept stopped as a container is: when the agent exited
+non-zero (core calls ``keep_for_resume``), the launch's teardown reads the
+changes as step 2-3 do into the preserved state dir (:func:`keep_changes`),
+and a later commit (``resume SLUG``) builds from them with the pods gone.
+A bottle stopped from outside keeps nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import posixpath
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from bot_bottle.contracts.backend import ExecResult
+from bot_bottle.contracts.freezer import FileScan, Freezer, FrozenImage, SnapshotRefused
+from bot_bottle.errors import BotBottleError
+from bot_bottle.secrets import Secret
+from bot_bottle.state import home_id, now_iso
+from bot_bottle.termtext import visible
+
+if TYPE_CHECKING:
+    from bot_bottle_kubernetes.cluster import Kube
+
+NAME = "kubernetes"
+GUEST_DIR = "/var/lib/bot-bottle"
+#: Root's file, touched at launch before anything was provisioned: every
+#: inode changed after it was added or changed by the bottle.
+MARKER = f"{GUEST_DIR}/launched"
+MARK_SCRIPT = 'mkdir -p "${1%/*}" && touch "$1"'
+#: $0 signal (STOP or CONT). Each non-root user's processes, signalled as
+#: that user (root holds no CAP_KILL in the agent container); PID 1 and the
+#: signalling shell are spared by ``kill -1`` itself.
+SIGNAL_SCRIPT = (
+    'for u in $(for d in /proc/[0-9]*; do stat -c %u "$d" 2>/dev/null; done | sort -u); do '
+    '[ "$u" = 0 ] && continue; '
+    'setpriv --reuid="$u" --clear-groups -- bash -c \'kill -s "$0" -- -1 2>/dev/null\' "$0"; '
+    "done; exit 0"
+)
+#: $0 marker, $1 byte limit. NUL-separated names (the agent names its files);
+#: the device filter keeps other mounts out (``-xdev`` lists their mount points).
+COLLECT_SCRIPT = (
+    'cd / || exit 3; [ -f "$0" ] || { echo "no launch marker $0" >&2; exit 3; }; '
+    "root=$(stat -c %d /); "
+    'find . -xdev -mindepth 1 -cnewer "$0" \\( -type f -o -type d -o -type l \\) '
+    "-printf '%D:%p\\0' | "
+    "while IFS= read -r -d '' e; do "
+    'if [ "${e%%:*}" = "$root" ]; then printf \'%s\\0\' "${e#*:}"; fi; done | '
+    "tar -c -f - --no-recursion --numeric-owner --hard-dereference --null -T - "
+    '2>/dev/null | head -c "$1"'
+)
+#: In a preserved bottle's state dir: its agent's changes, kept at teardown.
+KEPT = "kubernetes-kept"
+KEPT_TAR, KEPT_CA, KEPT_IMAGE = "changes.tar", "ca.pem", "image"
+#: The commit's cap, MiB of archive (the agent's changes, not its image).
+MAX_ENV = "BOT_BOTTLE_K8S_COMMIT_MAX_MB"
+DEFAULT_MAX_MB = 2048
+#: The bottle CA is a PEM; anything this large is not.
+_CA_LIMIT = 1024 * 1024
+#: The frozen image's labels (the Docker freezer lists ``bot-bottle.frozen=true``
+#: only, so its cleanup never takes these).
+L_FROZEN = "bot-bottle.frozen"
+L_HOME = "bot-bottle.home"
+L_BACKEND = "bot-bottle.backend"
+
+Exec = Callable[[Sequence[str], bytes | None], ExecResult]
+
+
+class UnsafeCommitError(BotBottleError):
+    """The agent pod's archive holds a member that could land outside the image's root."""
+
+
+def mark_argv() -> list[str]:
+    return ["sh", "-c", MARK_SCRIPT, "mark", MARKER]
+
+
+def mark_launch(run: Exec) -> bool:
+    """Touch the launch marker (root's, before provisioning). False: commit
+    will not be possible for this bottle; the bottle itself is fine."""
+    try:
+        return run(mark_argv(), None).ok
+    except BotBottleError:
+        return False
+
+
+def max_bytes(environ: Mapping[str, str] | None = None) -> int:
+    env = os.environ if environ is None else environ
+    raw = (env.get(MAX_ENV) or "").strip() or str(DEFAULT_MAX_MB)
+    if not raw.isdigit() or int(raw) < 1:
+        raise BotBottleError(
+            f"{MAX_ENV}: {visible(raw)!r} is not a number of MiB", hint="e.g. 2048"
+        )
+    return int(raw) * 1024 * 1024
+
+
+def _err(result: ExecResult) -> str:
+    return visible(result.stderr.decode("utf-8", "replace").strip()[-300:]) or "no output"
+
+
+def read_changes(run: Exec, limit: int, ca_cert_path: str) -> tuple[bytes, bytes | None]:
+    """Steps 2: the agent's processes stopped, the archive of what changed
+    since the marker (at most ``limit`` bytes, else refused) and the bottle
+    CA's PEM (None when it is gone); the processes continue on every path."""
+    try:
+        for _ in range(2):  # children forked during the first pass
+            stopped = run(["bash", "-c", SIGNAL_SCRIPT, "STOP"], None)
+            if not stopped.ok:
+                raise BotBottleError(f"stopping the agent's processes failed: {_err(stopped)}")
+        got = run(["bash", "-c", COLLECT_SCRIPT, MARKER, str(limit + 1)], None)
+        if not got.ok:
+            hint = (
+                "the bottle was launched before commit was possible on this backend"
+                if got.exit_code == 3
+                else None
+            )
+            raise BotBottleError(
+                f"reading the agent pod's changes failed (exit {got.exit_code}): {_err(got)}",
+                hint=hint,
+            )
+        if len(got.stdout) > limit:
+            raise UnsafeCommitError(
+                f"refusing to commit: the agent's changes exceed {limit // (1024 * 1024)} MiB",
+                hint=f"remove large files in the bottle, or raise {MAX_ENV}",
+            )
+        ca = run(["head", "-c", str(_CA_LIMIT), ca_cert_path], None)
+        ca_pem = ca.stdout if ca.ok and ca.stdout else None
+        return got.stdout, ca_pem
+    finally:
+        try:
+            cont = run(["bash", "-c", SIGNAL_SCRIPT, "CONT"], None)
+            if not cont.ok:
+                import sys
+
+                sys.stderr.write(f"warning: the agent's processes may still be stopped: "
+                                 f"{_err(cont)}\n")  # fmt: skip
+        except BotBottleError as e:
+            import sys
+
+            sys.stderr.write(f"warning: the agent's processes may still be stopped: {e.message}\n")
+
+
+def _kept_dir(slug: str) -> Path:
+    from bot_bottle.state import StateDir
+
+    return StateDir.for_slug(slug).path / KEPT
+
+
+def keep_changes(run: Exec, slug: str, image: str, progress: Callable[[str], None]) -> bool:
+    """At the teardown of a bottle whose agent exited non-zero (core marks it
+    kept): its changes, read as a commit reads them, into the preserved
+    state dir (private), since the pod goes. ``commit``/``resume SLUG``
+    build from them; ``release`` removes them. Never raises: the teardown
+    goes on."""
+    from bot_bottle.contracts.provider import GUEST_CA_PATH
+
+    kept = _kept_dir(slug)
+    if not kept.parent.is_dir():
+        progress(f"warning: {slug}: no state dir to keep the agent's changes in")
+        return False
+    try:
+        data, ca_pem = read_changes(run, max_bytes(), GUEST_CA_PATH)
+        check_archive(data)
+        kept.mkdir(mode=0o700, exist_ok=True)
+        for name, body in ((KEPT_TAR, data), (KEPT_CA, ca_pem or b""),
+                           (KEPT_IMAGE, image.encode())):  # fmt: skip
+            fd = os.open(kept / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(body)
+    except Exception as e:  # the teardown must go on, whatever broke
+        import shutil
+
+        shutil.rmtree(kept, ignore_errors=True)
+        why = e.message if isinstance(e, BotBottleError) else f"{type(e).__name__}: {e}"
+        progress(f"warning: {slug}: the agent's changes could not be kept for resume: "
+                 f"{visible(why)}")  # fmt: skip
+        return False
+    progress(f"{slug}: the agent's changes were kept for 'bot-bottle resume {slug}'")
+    return True
+
+
+def _read_kept(slug: str) -> tuple[bytes, bytes | None, str] | None:
+    kept = _kept_dir(slug)
+    try:
+        data = (kept / KEPT_TAR).read_bytes()
+        ca_pem = (kept / KEPT_CA).read_bytes() or None
+        image = (kept / KEPT_IMAGE).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return data, ca_pem, image
+
+
+def _refuse(name: str, why: str) -> UnsafeCommitError:
+    return UnsafeCommitError(
+        f"refusing to commit: the agent pod's archive member {visible(name, limit=200)!r} {why}",
+        hint="the agent controls these files; nothing was built or pushed",
+    )
+
+
+def check_archive(data: bytes) -> set[str]:
+    """Every member checked (see the module doc); returns the guest paths of
+    the regular files (all of them changed: only changed files are in it)."""
+    files: set[str] = set()
+    links: set[str] = set()
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            members = tar.getmembers()
+    except tarfile.TarError as e:
+        raise UnsafeCommitError(
+            f"refusing to commit: the agent pod's archive is broken: {e}"
+        ) from None
+    for m in members:
+        name = m.name
+        while name.startswith("./"):
+            name = name[2:]
+        parts = PurePosixPath(name).parts
+        if not name or name.startswith("/") or ".." in parts:
+            raise _refuse(m.name, "escapes the image's root")
+        if m.islnk():
+            raise _refuse(m.name, "is a hard link (the pod's tar dereferences them)")
+        if not (m.isfile() or m.isdir() or m.issym()):
+            raise _refuse(m.name, "is a device, fifo or socket")
+        for i in range(1, len(parts)):
+            if posixpath.join(*parts[:i]) in links:
+                raise _refuse(m.name, "lies under a symlink of the same archive")
+        path = posixpath.join(*parts)
+        if m.issym():
+            target = m.linkname
+            # An absolute target resolves inside the image's root; a relative
+            # one must not climb above it.
+            if not target.startswith("/"):
+                resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+                if resolved == ".." or resolved.startswith("../"):
+                    raise _refuse(m.name, f"is a symlink to {visible(target)!r} out of the root")
+            links.add(path)
+        elif m.isfile():
+            files.add("/" + path)
+    return files
+
+
+def _guest(name: str) -> str:
+    while name.startswith("./"):
+        name = name[2:]
+    return "/" + name.strip("/")
+
+
+def scan_names(data: bytes, scan: FileScan) -> dict[str, list[str]]:
+    """The names and symlink targets of the archive (checked already), which
+    the layer holds as text too: an agent could park a token in either."""
+    findings: dict[str, list[str]] = {}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        for m in tar.getmembers():
+            path = _guest(m.name)
+            text = path + ("\n" + m.linkname if m.issym() else "")
+            found = scan(path, [text.encode("utf-8", "surrogateescape")])
+            if found:
+                findings[path] = found
+    return findings
+
+
+def build_image(
+    base: str, layer: Path, tag: str, labels: Mapping[str, str], *, docker: str = "docker"
+) -> str:
+    """``FROM base`` + ``ADD layer /`` with ``labels``, tagged ``tag``; returns the image id."""
+    import json
+
+    ctx = layer.parent
+    lines = [f"FROM {base}", f"ADD {layer.name} /"]
+    lines += [f"LABEL {json.dumps(k)}={json.dumps(v)}" for k, v in sorted(labels.items())]
+    (ctx / "Dockerfile").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (ctx / ".dockerignore").write_text("*\n!" + layer.name + "\n", encoding="utf-8")
+    built = subprocess.run(
+        [docker, "build", "--quiet", "--force-rm", "--tag", tag, "--file",
+         str(ctx / "Dockerfile"), str(ctx)],
+        capture_output=True, text=True, check=False, timeout=3600,
+    )  # fmt: skip
+    if built.returncode != 0:
+        raise BotBottleError(
+            f"building the snapshot image FROM {visible(base)} failed: "
+            f"{visible(built.stderr.strip()[-400:])}",
+            hint="the agent pod's image must be pullable here (the registry reachable, "
+            "or the image in the local engine)",
+        )
+    return built.stdout.strip().splitlines()[-1] if built.stdout.strip() else tag
+
+
+def _docker() -> str:
+    import shutil
+
+    docker = shutil.which("docker")
+    if docker is None:
+        raise BotBottleError(
+            "the docker command is not on PATH",
+            hint="snapshots of cluster bottles are built with the local Docker engine",
+        )
+    return docker
+
+
+class KubernetesFreezer(Freezer):
+    name = NAME
+    description = "the agent pod's changes over pods/exec, a layer on its image, pushed by digest"
+
+    def _kube(self, *, timeout: float = 30.0) -> Kube:
+        from bot_bottle_kubernetes.backend import KubernetesBackend
+
+        return KubernetesBackend()._connect(timeout=timeout)
+
+    def _agent_pod(self, kube: Kube, slug: str) -> dict[str, Any]:
+        from bot_bottle_kubernetes.render import L_HOME as HOME
+        from bot_bottle_kubernetes.render import L_SLUG, names
+
+        pod = kube.get("Pod", names(slug)["agent"])
+        labels = ((pod or {}).get("metadata") or {}).get("labels") or {}
+        phase = ((pod or {}).get("status") or {}).get("phase")
+        # The home label is there when the launch set one; the slug always is.
+        if pod is None or labels.get(L_SLUG) != slug or labels.get(HOME, home_id()) != home_id():
+            raise BotBottleError(
+                f"bottle {slug} has no agent pod in namespace {kube.namespace} to commit",
+                hint="'bot-bottle list active' shows the running bottles; a cluster bottle "
+                "is committed while it runs",
+            )
+        if phase != "Running":
+            raise BotBottleError(
+                f"the agent pod of bottle {slug} is {phase or 'not running'}: nothing to commit",
+                hint="a cluster bottle is committed while it runs",
+            )
+        return pod
+
+    # -- commit ------------------------------------------------------------------
+
+    def commit(
+        self,
+        slug: str,
+        *,
+        ref: str,
+        scan: FileScan,
+        ca_cert_path: str,
+        labels: Mapping[str, str] | None = None,
+    ) -> FrozenImage:
+        from bot_bottle.snapshots import work_dir
+        from bot_bottle_docker.freezer import filter_rootfs
+        from bot_bottle_kubernetes.images import push_image
+        from bot_bottle_kubernetes.launcher import AGENT_CONTAINER
+
+        limit = max_bytes()
+        registry = _registry()
+        docker = _docker()
+        kept = _read_kept(slug)
+        if kept is not None:
+            # Preserved after a non-zero exit: its pods are gone, its changes kept.
+            data, ca_pem, base = kept
+            _needs_registry(slug, base, registry)
+        else:
+            kube = self._kube()
+            pod = self._agent_pod(kube, slug)
+            containers = {c["name"]: c for c in pod["spec"]["containers"]}
+            base = str(containers[AGENT_CONTAINER]["image"])
+            pod_name = str(pod["metadata"]["name"])
+            _needs_registry(slug, base, registry)
+
+            def run(argv: Sequence[str], stdin: bytes | None) -> ExecResult:
+                return kube.exec(pod_name, AGENT_CONTAINER, argv, stdin=stdin, timeout=1800)
+
+            data, ca_pem = read_changes(run, limit, ca_cert_path)
+        changed = check_archive(data)
+        all_labels = {**(labels or {}), L_FROZEN: NAME, L_HOME: home_id(), L_BACKEND: NAME}
+        with tempfile.TemporaryDirectory(prefix="commit-", dir=work_dir()) as tmp:
+            layer = Path(tmp) / "changes.tar"
+            findings = filter_rootfs(io.BytesIO(data), layer, changed, ca_cert_path, ca_pem, scan)
+            for path, found in scan_names(data, scan).items():
+                findings.setdefault(path, []).extend(found)
+            del data
+            if findings:
+                raise SnapshotRefused(findings)
+            build_image(base, layer, ref, all_labels, docker=docker)
+        if registry is None:
+            return FrozenImage(backend=self.name, ref=ref, created_at=now_iso())
+        pushed = push_image(ref, registry)
+        return FrozenImage(backend=self.name, ref=pushed, created_at=now_iso())
+
+    # -- secrets the bundle holds -------------------------------------------------
+
+    def bottle_secrets(self, slug: str) -> list[Secret]:
+        import base64
+
+        from bot_bottle_docker.freezer import SECRET_ENV_PREFIXES
+        from bot_bottle_kubernetes.cluster import KubeError
+        from bot_bottle_kubernetes.render import names
+
+        try:
+            secret = self._kube(timeout=10.0).get("Secret", names(slug)["env"])
+        except (KubeError, BotBottleError):
+            return []
+        out: list[Secret] = []
+        for key, value in ((secret or {}).get("data") or {}).items():
+            if str(key).startswith(SECRET_ENV_PREFIXES) and value:
+                with contextlib.suppress(ValueError):
+                    out.append(Secret(base64.b64decode(value).decode("utf-8")))
+        return out
+
+    # -- images ------------------------------------------------------------------
+
+    def exists(self, image: FrozenImage) -> bool:
+        docker = _docker()
+        if "@sha256:" in image.ref:
+            argv = [docker, "manifest", "inspect", "--insecure", image.ref]
+        else:
+            argv = [docker, "image", "inspect", image.ref]
+        return _quiet(argv).returncode == 0
+
+    def in_use(self, image: FrozenImage) -> list[str]:
+        from bot_bottle_kubernetes.launcher import AGENT_CONTAINER
+        from bot_bottle_kubernetes.render import L_SLUG as LABEL_SLUG
+        from bot_bottle_kubernetes.render import label_selector
+
+        try:
+            kube = self._kube(timeout=10.0)
+            pods = kube.list("Pod", label_selector(role="agent"))
+        except BotBottleError:
+            return []
+        out = set()
+        for pod in pods:
+            for c in (pod.get("spec") or {}).get("containers") or []:
+                if c.get("name") == AGENT_CONTAINER and c.get("image") == image.ref:
+                    out.add(str(pod["metadata"].get("labels", {}).get(LABEL_SLUG) or ""))
+        return sorted(s for s in out if s)
+
+    def frozen_refs(self) -> list[str]:
+        # The registry's copies have no listing here (a registry's catalog is
+        # not per home), so ``cleanup`` finds no dangling snapshot image of
+        # this backend; ``snapshots rm`` removes what a record names.
+        return []
+
+    def release(self, slug: str) -> None:
+        import shutil
+
+        shutil.rmtree(_kept_dir(slug), ignore_errors=True)
+
+    def remove(self, image: FrozenImage) -> None:
+        """The local image (by its tag, or the id the registry's manifest names);
+        the registry's copy stays (deleting from a registry is the operator's)."""
+        docker = _docker()
+        local = image.ref
+        if "@sha256:" in image.ref:
+            import json
+
+            got = _quiet([docker, "manifest", "inspect", "--insecure", image.ref])
+            try:
+                local = str(json.loads(got.stdout)["config"]["digest"])
+            except (ValueError, KeyError, TypeError):
+                return
+        got = _quiet([docker, "image", "inspect", "--format",
+                      "{{json .Config.Labels}}", local])  # fmt: skip
+        import json
+
+        try:
+            found = json.loads(got.stdout or "null") or {}
+        except ValueError:
+            return
+        if found.get(L_FROZEN) != NAME or found.get(L_HOME) != home_id():
+            return
+        from bot_bottle.snapshots import L_SNAPSHOT
+
+        name = found.get(L_SNAPSHOT)
+        if name:
+            # Images a resume derived from it (capability blocks) go first.
+            kids = _quiet([docker, "image", "ls", "--quiet", "--no-trunc", "--filter",
+                           f"label={L_SNAPSHOT}={name}", "--filter", f"label={L_HOME}={home_id()}",
+                           "--filter", f"label={L_FROZEN}=derived"])  # fmt: skip
+            for kid in kids.stdout.split():
+                _quiet([docker, "image", "rm", "--force", kid])
+        _quiet([docker, "image", "rm", "--force", local])
+
+    def derive(
+        self,
+        ref: str,
+        recipe: Callable[[str], str],
+        *,
+        repository: str,
+        extra_ca: Path | None,
+        progress: Callable[[str], None],
+    ) -> str:
+        """The Docker freezer's build (content-tagged, cached) ``FROM`` the
+        snapshot's local image, then pushed like the snapshot when a registry
+        is set: the resumed pod names it by digest."""
+        from bot_bottle_docker.freezer import DockerFreezer
+        from bot_bottle_kubernetes.images import push_image
+
+        tag = DockerFreezer().derive(
+            ref, recipe, repository=repository, extra_ca=extra_ca, progress=progress
+        )
+        registry = _registry()
+        return push_image(tag, registry) if registry else tag
+
+
+def _needs_registry(slug: str, base: str, registry: str | None) -> None:
+    if "@sha256:" in base and registry is None:
+        raise BotBottleError(
+            f"bottle {slug}'s agent image comes from a registry; the snapshot must go there too",
+            hint="set BOT_BOTTLE_K8S_REGISTRY as for the launch",
+        )
+
+
+def _registry() -> str | None:
+    """``BOT_BOTTLE_K8S_REGISTRY`` as the launch reads it (None: unset)."""
+    from bot_bottle_kubernetes.images import check_registry
+    from bot_bottle_kubernetes.prepared import ENV_PREFIX
+
+    raw = (os.environ.get(ENV_PREFIX + "REGISTRY") or "").strip()
+    return check_registry(raw) if raw else None
+
+
+def _quiet(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=300)
