@@ -21,6 +21,7 @@ from bot_bottle.contracts.backend import (
     Backend,
     BottlePlan,
     CleanupItem,
+    EgressControl,
     PreparedBottle,
     RunningBottle,
 )
@@ -107,6 +108,7 @@ class KubernetesBackend(Backend):
 
         from bot_bottle.contracts.provider import GUEST_CA_PATH
         from bot_bottle_kubernetes import bring_back as workspace_back
+        from bot_bottle_kubernetes import pending_back
         from bot_bottle_kubernetes.cluster import MIN_SERVER, KubeError
         from bot_bottle_kubernetes.images import check_registry, push_images
         from bot_bottle_kubernetes.launcher import launch_bottle
@@ -202,6 +204,13 @@ class KubernetesBackend(Backend):
                     bottle.copy_in(ca_dir / AGENT_CA_CERT, GUEST_CA_PATH, mode=0o644, owner="root")
                     if plan.cwd is not None:
                         launch_info = workspace_back.Launch.read(plan.cwd, plan.slug)
+                        # Before the seed: stop and cleanup bring back from it too.
+                        pending_back.record_launch(
+                            launch_info,
+                            cwd=plan.cwd,
+                            namespace=opts.namespace,
+                            agent_pod=prepared.names["agent"],
+                        )
                         bottle.seed_workspace(plan.cwd, WORKSPACE)
                         seeded = launch_info
                         # Said before the agent runs, not discovered after it.
@@ -216,14 +225,13 @@ class KubernetesBackend(Backend):
                     try:
                         if seeded is not None and plan.cwd is not None:
                             secrets = list(plan.gitgate_secrets.values())
-                            workspace_back.bring_back(
+                            scanner = default_scanner(secrets)
+                            pending_back.teardown(
+                                plan.slug,
                                 bottle.raw_exec,
-                                seeded,
-                                workspace_back.guarded_scanner(
-                                    default_scanner(secrets), seeded.protected
-                                ),
+                                workspace_back.guarded_scanner(scanner, seeded.protected),
                                 self.progress,
-                                visible(str(plan.cwd)),
+                                pending_back.pod_exists(kube, prepared.names["agent"]),
                             )
                     finally:
                         mirror.stop()
@@ -268,10 +276,12 @@ class KubernetesBackend(Backend):
 
     def find_orphans(self) -> list[CleanupItem]:
         from bot_bottle_kubernetes.lifecycle import orphans
+        from bot_bottle_kubernetes.pending_back import leftover_items
 
-        return self._enumerate("look for orphans", orphans)
+        return self._enumerate("look for orphans", orphans) + leftover_items()
 
     def cleanup(self, items: Sequence[CleanupItem]) -> list[CleanupItem]:
+        from bot_bottle_kubernetes import pending_back
         from bot_bottle_kubernetes.lifecycle import cleanup
 
         mine = [i for i in items if i.backend == self.name]
@@ -280,19 +290,32 @@ class KubernetesBackend(Backend):
         removed: list[CleanupItem] = []
         by_ns: dict[str | None, list[CleanupItem]] = {}
         for item in mine:
-            by_ns.setdefault(item.extra.get("namespace"), []).append(item)
+            if item.kind != pending_back.ITEM_KIND:
+                by_ns.setdefault(item.extra.get("namespace"), []).append(item)
         for namespace, group in by_ns.items():
-            removed += cleanup(self._connect(namespace), group)
-        return removed
+            kube = self._connect(namespace)
+            for item in group:
+                # The commits out of the agent pod while it is still there.
+                pending_back.before_removal(kube, item.slug or "", self.progress, by="cleanup")
+            removed += cleanup(kube, group)
+        return removed + pending_back.settle_items(mine, self.progress)
+
+    def egress_control(self, slug: str) -> EgressControl | None:
+        from bot_bottle_kubernetes.egress_live import control_for
+
+        return control_for(self, slug)
 
     def stop(self, slug: str) -> bool:
-        """Delete the agent pod: the launcher's exec ends, and it tears the rest down."""
+        """Delete the agent pod: the launcher's exec ends, and it tears the rest
+        down. The agent's commits come back first (:mod:`.pending_back`)."""
         from bot_bottle_kubernetes.lifecycle import active
+        from bot_bottle_kubernetes.pending_back import before_removal
         from bot_bottle_kubernetes.render import names
 
         kube = self._kube_or_none()
         if kube is None or slug not in {b.slug for b in active(kube)}:
             return False
+        before_removal(kube, slug, self.progress, by="stop")
         return kube.delete("Pod", names(slug)["agent"], propagation="Background")
 
 
