@@ -11,6 +11,7 @@ dir keeps is checked to hold no secret value.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -21,14 +22,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bot_bottle_sidecars.layout import LOG_DIR
 from k8s_cluster_kit import PodShell, bottle_objects
 from test_bring_back import TOKEN, git, run_bottle
 
+from bot_bottle.cli import main
+from bot_bottle.history import BottleHistory
 from bot_bottle.state import PENDING, StateDir
 from bot_bottle_kubernetes.backend import KubernetesBackend
 from bot_bottle_kubernetes.pending_back import RECORD, WorkspaceRecord
 
 NAMESPACE = "bot-bottle"
+LAST_LINE = json.dumps(
+    {
+        "event": "refused",
+        "host": "late.example",
+        "daemon": "egress",
+        "timestamp": "2026-12-04T19:00:00Z",
+    }
+)
 
 
 @pytest.fixture
@@ -163,13 +175,17 @@ def test_the_record_in_the_state_dir_holds_no_secret(
 
 
 def test_cleanup_after_a_sigkilled_launcher_brings_the_commits_back_then_removes(
-    kube_env: Any, shell: PodShell, repo_plan: Any, tmp_path: Path
+    kube_env: Any,
+    shell: PodShell,
+    repo_plan: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A real launcher process, killed with SIGKILL while the agent worked:
     no teardown ran. ``cleanup`` (expired Lease) reads the commits out of
     the still-running agent pod, scans them with the installed detectors,
-    lands the clean branch, refuses the token, then removes the bottle and
-    the record."""
+    lands the clean branch, refuses the token, keeps the bundle's last
+    logs, then removes the bottle and the record."""
     ready = tmp_path / "ready"
     script = textwrap.dedent(
         f"""
@@ -199,6 +215,10 @@ def test_cleanup_after_a_sigkilled_launcher_brings_the_commits_back_then_removes
         assert ready.exists(), "the launcher never got its bottle"
         _work(shell.root / f"bb-{repo_plan.slug}-agent" / "workspace")
         os.kill(proc.pid, signal.SIGKILL)
+        # The bundle logged after the launcher's mirror last ran.
+        logs = shell.root / f"bb-{repo_plan.slug}-sidecars" / LOG_DIR.lstrip("/")
+        logs.mkdir(parents=True, exist_ok=True)
+        (logs / "egress.jsonl").write_text(LAST_LINE + "\n")
         proc.wait(timeout=10)
     finally:
         if proc.poll() is None:
@@ -222,6 +242,14 @@ def test_cleanup_after_a_sigkilled_launcher_brings_the_commits_back_then_removes
     state = StateDir.for_slug(repo_plan.slug).path
     assert not (state / RECORD).exists() and not (state / PENDING).exists()
     assert backend.find_orphans() == []
+    # Its last logs were kept from the bundle pod before it went, and the
+    # history says the bottle ended: `bot-bottle logs` shows them.
+    history = BottleHistory.for_slug(repo_plan.slug)
+    assert history.ended
+    capsys.readouterr()
+    assert main(["logs", repo_plan.slug, "--json"]) == 0
+    shown = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert any(r.get("event") == "refused" and r.get("host") == "late.example" for r in shown)
 
 
 def test_a_failed_bring_back_is_listed_by_cleanup_and_settled_once_confirmed(

@@ -283,6 +283,7 @@ class KubernetesBackend(Backend):
     def cleanup(self, items: Sequence[CleanupItem]) -> list[CleanupItem]:
         from bot_bottle_kubernetes import pending_back
         from bot_bottle_kubernetes.lifecycle import cleanup
+        from bot_bottle_kubernetes.operator_sync import keep_orphan_history
 
         mine = [i for i in items if i.backend == self.name]
         if not mine:
@@ -297,6 +298,7 @@ class KubernetesBackend(Backend):
             for item in group:
                 # The commits out of the agent pod while it is still there.
                 pending_back.before_removal(kube, item.slug or "", self.progress, by="cleanup")
+                keep_orphan_history(kube, item.slug or "")
             removed += cleanup(kube, group)
         return removed + pending_back.settle_items(mine, self.progress)
 
