@@ -97,7 +97,8 @@ def test_stop_brings_the_commits_back_before_it_deletes_the_agent_pod(
         original = shell.__call__
 
         def watch(session: Any) -> int:
-            if "tar -c" in " ".join(session.argv):
+            # The bring-back's read of the agent pod's .git (not the queue mirror's).
+            if session.pod.endswith("-agent") and "tar -c" in " ".join(session.argv):
                 pod = kube_env.get("Pod", NAMESPACE, f"bb-{repo_plan.slug}-agent")
                 pod_at_bring_back.append(pod is not None)
             return original(session)
