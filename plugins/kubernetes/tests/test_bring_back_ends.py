@@ -120,6 +120,10 @@ def test_stop_brings_the_commits_back_before_it_deletes_the_agent_pod(
     _no_token_on_host(repo_plan.cwd)
     # The launcher's teardown knows it was done, and leaves no state behind.
     assert any("brought back" in line and "by stop" in line for line in scene.said), scene.said
+    # ...and repeats what stop said (the console's stop has no terminal).
+    assert any(f"refs/heads/{ref} ->" in line for line in scene.said), scene.said
+    assert any("refused" in line and "leak" in line for line in scene.said), scene.said
+    assert TOKEN not in "\n".join(scene.said)
     assert not any("not brought back" in line for line in scene.said), scene.said
     state = StateDir.for_slug(repo_plan.slug).path
     assert not (state / RECORD).exists() and not (state / PENDING).exists()

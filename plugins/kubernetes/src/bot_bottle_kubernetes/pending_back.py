@@ -76,6 +76,10 @@ class WorkspaceRecord:
     done_by: str = ""
     #: Why the commits could not be brought back ("" while not tried or done).
     failed: str = ""
+    #: What stop/cleanup said (refs brought back, branches refused and why;
+    #: no secret: findings name rule and place), repeated by the launcher,
+    #: whose terminal the operator watches (the console's stop has none).
+    report: list[str] = field(default_factory=list)
 
     @classmethod
     def of(
@@ -188,6 +192,8 @@ def bring_back_once(
         if record.finished:
             if by == "teardown":
                 progress(f"the agent's commits were brought back into {where} by {record.done_by}")
+                for line in record.report:
+                    progress(f"  {line}")
             WorkspaceRecord.clear(path)
             return True
         if record.failed:
@@ -198,7 +204,14 @@ def bring_back_once(
                      f"{record.failed}")  # fmt: skip
             record.save(path)
             return False
-        result = workspace_back.bring_back(run, record.launch(), scanner, progress, where)
+        said: list[str] = []
+
+        def tell(line: str) -> None:
+            said.append(line)
+            progress(line)
+
+        result = workspace_back.bring_back(run, record.launch(), scanner, tell, where)
+        record.report = said[-50:]
         if result.error:
             record.failed = visible(result.error)
             record.save(path)
