@@ -179,18 +179,8 @@ def test_the_record_in_the_state_dir_holds_no_secret(
     assert str(plan.cwd) in text
 
 
-def test_cleanup_after_a_sigkilled_launcher_brings_the_commits_back_then_removes(
-    kube_env: Any,
-    shell: PodShell,
-    repo_plan: Any,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    """A real launcher process, killed with SIGKILL while the agent worked:
-    no teardown ran. ``cleanup`` (expired Lease) reads the commits out of
-    the still-running agent pod, scans them with the installed detectors,
-    lands the clean branch, refuses the token, keeps the bundle's last
-    logs, then removes the bottle and the record."""
+def _killed_launcher(repo_plan: Any, shell: PodShell, tmp_path: Path) -> None:
+    """A real launcher process, SIGKILLed while the agent worked (:func:`_work`)."""
     ready = tmp_path / "ready"
     script = textwrap.dedent(
         f"""
@@ -228,6 +218,21 @@ def test_cleanup_after_a_sigkilled_launcher_brings_the_commits_back_then_removes
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_cleanup_after_a_sigkilled_launcher_brings_the_commits_back_then_removes(
+    kube_env: Any,
+    shell: PodShell,
+    repo_plan: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A real launcher process, killed with SIGKILL while the agent worked:
+    no teardown ran. ``cleanup`` (expired Lease) reads the commits out of
+    the still-running agent pod, scans them with the installed detectors,
+    lands the clean branch, refuses the token, keeps the bundle's last
+    logs, then removes the bottle and the record."""
+    _killed_launcher(repo_plan, shell, tmp_path)
     said: list[str] = []
     backend = KubernetesBackend(progress=said.append)
     lease = kube_env.get("Lease", NAMESPACE, f"bb-{repo_plan.slug}")
@@ -280,3 +285,32 @@ def test_a_failed_bring_back_is_listed_by_cleanup_and_settled_once_confirmed(
     state = StateDir.for_slug(repo_plan.slug).path
     assert WorkspaceRecord.load(state) is None and not (state / PENDING).exists()
     assert "bot-bottle/" not in " ".join(_refs(repo_plan.cwd))
+
+
+def test_cleanup_brings_back_from_a_dead_launchers_pod_before_its_lease_expires(
+    kube_env: Any, shell: PodShell, repo_plan: Any, tmp_path: Path
+) -> None:
+    """Right after the SIGKILL the Lease is still fresh, so the bottle is no
+    orphan yet; ``cleanup`` already lists its ``--cwd`` and brings the
+    commits back from the pod that still runs (the bottle itself goes once
+    its Lease expired)."""
+    _killed_launcher(repo_plan, shell, tmp_path)
+    said: list[str] = []
+    backend = KubernetesBackend(progress=said.append)
+    (item,) = backend.find_orphans()
+    assert item.kind == "workspace" and "not yet brought back" in item.name
+    assert backend.cleanup([item]) == [item]
+    ref = f"bot-bottle/{repo_plan.slug}/main"
+    assert git(repo_plan.cwd, "log", "-1", "--format=%s", ref).strip() == "agent work"
+    assert f"refs/heads/bot-bottle/{repo_plan.slug}/leak" not in _refs(repo_plan.cwd)
+    _no_token_on_host(repo_plan.cwd)
+    state = StateDir.for_slug(repo_plan.slug).path
+    assert WorkspaceRecord.load(state) is None and not (state / PENDING).exists()
+    assert kube_env.get("Pod", NAMESPACE, f"bb-{repo_plan.slug}-agent") is not None
+    lease = kube_env.get("Lease", NAMESPACE, f"bb-{repo_plan.slug}")
+    assert lease is not None
+    lease["spec"]["renewTime"] = "2026-01-01T00:00:00.000000Z"
+    items = backend.find_orphans()
+    assert [i.kind for i in items] == ["bottle"]
+    assert backend.cleanup(items) == items
+    assert bottle_objects(kube_env) == []

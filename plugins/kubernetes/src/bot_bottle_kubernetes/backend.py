@@ -204,15 +204,15 @@ class KubernetesBackend(Backend):
                     bottle.copy_in(ca_dir / AGENT_CA_CERT, GUEST_CA_PATH, mode=0o644, owner="root")
                     if plan.cwd is not None:
                         launch_info = workspace_back.Launch.read(plan.cwd, plan.slug)
-                        # Before the seed: stop and cleanup bring back from it too.
+                        bottle.seed_workspace(plan.cwd, WORKSPACE)
+                        seeded = launch_info
+                        # Before the agent runs: stop and cleanup bring back from it too.
                         pending_back.record_launch(
                             launch_info,
                             cwd=plan.cwd,
                             namespace=opts.namespace,
                             agent_pod=prepared.names["agent"],
                         )
-                        bottle.seed_workspace(plan.cwd, WORKSPACE)
-                        seeded = launch_info
                         # Said before the agent runs, not discovered after it.
                         self.progress(
                             f"warning: {visible(str(plan.cwd))} was copied into the pod; only "
@@ -293,6 +293,9 @@ class KubernetesBackend(Backend):
         for item in mine:
             if item.kind != pending_back.ITEM_KIND:
                 by_ns.setdefault(item.extra.get("namespace"), []).append(item)
+        for record_ns, slug in pending_back.unfinished(mine):
+            # A dead launcher's bottle not (yet) an orphan: its pod may still be there.
+            pending_back.before_removal(self._connect(record_ns), slug, self.progress, by="cleanup")
         for namespace, group in by_ns.items():
             kube = self._connect(namespace)
             for item in group:

@@ -8,7 +8,7 @@ the commits back first, through the same scanned path, as the Docker
 backend's ``cleanup`` does for a dead launcher's ``--cwd`` tree
 (``workspace.json`` in the state dir and the ``cleanup-pending`` marker).
 
-So before the workspace is seeded, the launcher writes :data:`RECORD` into
+So once the workspace is seeded, before the agent runs, the launcher writes :data:`RECORD` into
 the bottle's state dir: what bring-back needs (the host repository, its
 owner and branch tips at launch, the seeded size, the working-tree guards'
 paths, the namespace and the agent pod), no secret, and the state dir's
@@ -164,7 +164,8 @@ def locked(path: Path) -> Iterator[None]:
 def record_launch(
     launch: workspace_back.Launch, *, cwd: Path, namespace: str, agent_pod: str
 ) -> WorkspaceRecord | None:
-    """Written before the workspace is seeded; None when ``cwd`` is no repository."""
+    """Written once the workspace is seeded, before the agent runs; None when
+    ``cwd`` is no repository."""
     if launch.target.host_git is None:
         return None
     record = WorkspaceRecord.of(launch, cwd=cwd, namespace=namespace, agent_pod=agent_pod)
@@ -337,3 +338,17 @@ def leftover_items() -> list[Any]:
 def settle_items(items: Any, progress: Callable[[str], None]) -> list[Any]:
     """The listed records ``cleanup`` may now remove (see :func:`settle`)."""
     return [i for i in items if i.kind == ITEM_KIND and i.slug and settle(i.slug, progress)]
+
+
+def unfinished(items: Any) -> list[tuple[str, str]]:
+    """(namespace, slug) of listed records whose commits were not tried yet
+    and whose bottle is not itself listed (``cleanup`` tries them first)."""
+    bottles = {i.slug for i in items if i.kind != ITEM_KIND}
+    out = []
+    for item in items:
+        if item.kind != ITEM_KIND or not item.slug or item.slug in bottles:
+            continue
+        record = WorkspaceRecord.load(state_path(item.slug))
+        if record is not None and not (record.finished or record.failed):
+            out.append((record.namespace, item.slug))
+    return out
