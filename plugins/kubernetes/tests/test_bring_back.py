@@ -220,16 +220,25 @@ def test_a_bottle_without_a_repository_brings_nothing_back(
 def test_a_bottle_whose_agent_pod_is_gone_says_its_commits_were_not_brought_back(
     kube_env: Any, shell: PodShell, repo_plan: Any
 ) -> None:
-    """`bot-bottle stop` deletes the agent pod: nothing is left to fetch
-    from, and the launch says so instead of claiming nothing was done."""
+    """The agent pod deleted behind bot-bottle's back (not by ``stop``):
+    nothing is left to fetch from, and the launch says so instead of
+    claiming nothing was done; the state keeps the reason for ``cleanup``."""
+    from bot_bottle.state import PENDING, StateDir
+    from bot_bottle_kubernetes.cluster import KubeTarget, connect
+    from bot_bottle_kubernetes.pending_back import WorkspaceRecord
 
     def agent(ws: Path) -> None:
         (ws / "src.txt").write_text("lost\n")
         git(ws, "commit", "-q", "-am", "work")
-        assert KubernetesBackend(progress=lambda _m: None).stop(repo_plan.slug)
+        kube = connect(KubeTarget.from_env("bot-bottle"))
+        assert kube.delete("Pod", f"bb-{repo_plan.slug}-agent", propagation="Background")
 
     scene = run_bottle(repo_plan, shell, agent)
     warned = [line for line in scene.said if "not brought back" in line]
-    assert warned, scene.said
+    assert warned and "pod was gone" in warned[0], scene.said
     assert "bot-bottle/" not in git(repo_plan.cwd, "for-each-ref", "--format=%(refname)")
     assert bottle_objects(kube_env) == []
+    state = StateDir.for_slug(repo_plan.slug).path
+    record = WorkspaceRecord.load(state)
+    assert record is not None and "pod was gone" in record.failed
+    assert "not brought back" in (state / PENDING).read_text()

@@ -20,6 +20,7 @@ from bot_bottle_sidecars.layout import (
     bundle_files,
 )
 
+from bot_bottle_kubernetes.egress_live import live_init_plan
 from bot_bottle_kubernetes.render import render_bottle
 
 
@@ -37,6 +38,8 @@ def test_etc_configmap_holds_the_bundles_files_with_the_network_relay(
     files = {item["path"]: data[item["key"]] for item in volume["configMap"]["items"]}
     # Every file the Docker backend writes is there, at the same path...
     expected = bundle_files(plan, network_relay=True)
+    # (egress reads the writable copy the egress-config init container makes)
+    expected["init-plan.json"] = live_init_plan(expected["init-plan.json"])
     assert {k: files[k] for k in expected} == expected
     assert files[UPSTREAM_CA.removeprefix(ETC + "/")] == launch_inputs["upstream_ca"].decode()
     # ...and init accepts the plan: the relay daemon serves the pod's address.

@@ -110,7 +110,7 @@ def test_only_well_named_proposals_cross_and_pod_answers_are_not_taken(
 
 
 def test_logs_are_appended_while_the_bottle_runs(
-    kube_env: Any, shell: PodShell, fast: None
+    kube_env: Any, shell: PodShell, fast: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from bot_bottle_sidecars.layout import LOG_DIR
 
@@ -128,4 +128,9 @@ def test_logs_are_appended_while_the_bottle_runs(
         # Appended in place: `logs --follow` keeps its inode and offset.
         assert host_file.stat().st_ino == inode
         assert host_file.read_text() == '{"event": "one"}\n{"event": "two"}\n'
+        # `bot-bottle logs SLUG`, unchanged, shows them while the bottle runs.
+        capsys.readouterr()
+        assert main(["logs", SLUG, "--json", "--daemon", "egress"]) == 0
+        shown = [json.loads(line)["event"] for line in capsys.readouterr().out.splitlines()]
+        assert shown == ["one", "two"]
     assert host_file.read_text() == '{"event": "one"}\n{"event": "two"}\n'

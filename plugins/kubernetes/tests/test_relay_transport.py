@@ -151,7 +151,7 @@ def test_the_dirs_init_container_gives_each_shared_dir_to_its_one_user(
     pod = next(
         o for o in objects if o["kind"] == "Pod" and o["metadata"]["name"].endswith("-sidecars")
     )
-    (init,) = pod["spec"]["initContainers"]
+    init = next(c for c in pod["spec"]["initContainers"] if c["name"] == "dirs")
     sc = init["securityContext"]
     paths = [m["mountPath"] for m in init["volumeMounts"]]
     script = (
@@ -187,3 +187,59 @@ def test_the_dirs_init_container_gives_each_shared_dir_to_its_one_user(
 def _as(daemon: str) -> str:
     uid = DAEMON_USERS[daemon].uid
     return f"setpriv --reuid={uid} --regid={uid} --clear-groups"
+
+
+def test_the_egress_config_init_container_seeds_a_root_only_writable_copy(
+    docker_client: Any,  # noqa: F811
+    bundle_image: str,
+    make_kube_plan: Any,
+    launch_inputs: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    """The bundle pod's ``egress-config`` init container, as rendered, on a
+    read-only etc (the ConfigMap) and a world-writable emptyDir: the copy is
+    the ConfigMap's file, 0644 in a 0755 directory of root's, so egress's
+    user reads it and cannot replace it (live route changes are root's)."""
+    from bot_bottle_kubernetes.egress_live import LIVE_CONFIG, LIVE_DIR
+    from bot_bottle_kubernetes.render import render_bottle
+
+    objects = render_bottle(make_kube_plan("full"), **launch_inputs)
+    pod = next(
+        o for o in objects if o["kind"] == "Pod" and o["metadata"]["name"].endswith("-sidecars")
+    )
+    etc_map = next(o for o in objects if o["metadata"]["name"].endswith("-etc"))
+    init = next(c for c in pod["spec"]["initContainers"] if c["name"] == "egress-config")
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "etc")
+    etc = tmp_path / "etc"
+    for item in volume["configMap"]["items"]:
+        (etc / item["path"]).parent.mkdir(parents=True, exist_ok=True)
+        (etc / item["path"]).write_text(etc_map["data"][item["key"]])
+    etc.chmod(0o755)
+    for d in etc.rglob("*"):
+        d.chmod(0o755 if d.is_dir() else 0o644)
+    mounts = {m["name"]: m for m in init["volumeMounts"]}
+    sc = init["securityContext"]
+    script = (
+        f"{' '.join(init['command'][:2])} '{init['command'][2]}' && "
+        f"stat -c '%n %u %a' {LIVE_DIR} {LIVE_CONFIG} && cat {LIVE_CONFIG} && "
+        f"if {_as('egress')} cat {LIVE_CONFIG} >/dev/null; then echo EGRESS-READS; fi && "
+        f"if {_as('egress')} touch {LIVE_DIR}/x 2>/dev/null; then echo WRITABLE; fi"
+    )
+    out = docker_client.containers.run(
+        bundle_image,
+        entrypoint=["sh", "-c", script],
+        command=[],
+        user=str(sc["runAsUser"]),
+        cap_drop=["ALL"],
+        cap_add=[*sc["capabilities"].get("add", []), "SETUID", "SETGID"],  # setpriv, check only
+        security_opt=["no-new-privileges"],
+        volumes={str(etc): {"bind": mounts["etc"]["mountPath"], "mode": "ro"}},
+        tmpfs={mounts["egress-live"]["mountPath"]: "mode=0777"},
+        read_only=sc["readOnlyRootFilesystem"],
+        labels={"bot-bottle.test": "k8s-relay-transport"},
+        remove=True,
+    ).decode()
+    stats = dict(line.split(" ", 1) for line in out.splitlines() if line.startswith("/"))
+    assert stats == {LIVE_DIR: "0 755", LIVE_CONFIG: "0 644"}, out
+    assert (etc / "egress/egress.json").read_text() in out
+    assert "EGRESS-READS" in out and "WRITABLE" not in out

@@ -25,6 +25,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from bot_bottle.contracts.common import HostCheck, PluginComponent
+from bot_bottle.errors import BotBottleError
 
 if TYPE_CHECKING:
     from bot_bottle.contracts.provider import ProviderPlan
@@ -269,19 +270,45 @@ class CleanupItem:
 class EgressControl(ABC):
     """A running bottle's egress daemon, as the operator changes it live.
 
-    Core writes the new config to :attr:`config_path` (write-then-rename in
-    the directory the backend mounts, never a single-file mount, which would
-    pin the old inode), calls :meth:`signal_reload`, and confirms the change
+    Core reads the rendered config with :meth:`read_config`, writes the new
+    one with :meth:`write_config` (atomic: the daemon sees the old file or
+    the new one), calls :meth:`signal_reload`, and confirms the change
     through :meth:`live_routes`; a daemon that refused the file keeps its old
     table, and :meth:`events` tells why.
+
+    A backend that mounts the config from a host directory names the file in
+    :attr:`config_path`, and the default :meth:`read_config` and
+    :meth:`write_config` use it (write-then-rename in the mounted directory,
+    never a single-file mount, which would pin the old inode). A backend with
+    no shared filesystem (a cluster) overrides both and moves the bytes its
+    own way (e.g. over exec).
     """
 
     slug: str
 
     @property
-    @abstractmethod
     def config_path(self) -> Path:
-        """Host path of the rendered egress config the daemon reads."""
+        """Host path of the rendered egress config the daemon reads, when there is one."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has no host config file; it overrides read_config/write_config"
+        )
+
+    def read_config(self) -> bytes:
+        """The rendered egress config as the daemon reads it now."""
+        try:
+            return self.config_path.read_bytes()
+        except OSError as exc:
+            raise BotBottleError(
+                f"cannot read bottle {self.slug}'s egress config {self.config_path}: "
+                f"{exc.strerror}",
+                hint="is the bottle running on this machine?",
+            ) from None
+
+    def write_config(self, data: bytes) -> None:
+        """Replace the config atomically, readable by the daemon's user (0644)."""
+        from bot_bottle.contracts.supervise import atomic_write
+
+        atomic_write(self.config_path, data, mode=0o644)
 
     @abstractmethod
     def signal_reload(self) -> None:

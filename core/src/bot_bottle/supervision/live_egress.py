@@ -2,8 +2,9 @@
 
 A change is validated with the manifest's own route model (and rendered by
 the same code as at launch, DLP defaults included), recorded in the audit
-log, written to the bottle's rendered config (write-then-rename inside the
-directory the backend mounts) and applied with the egress daemon's SIGHUP
+log, written to the bottle's rendered config (the backend's atomic
+``write_config``: write-then-rename in a mounted directory, or over exec in
+a cluster) and applied with the egress daemon's SIGHUP
 reload. Then the daemon's live table is read back: a daemon that refused the
 file keeps its old table, so a mismatch means the change did not happen. The
 old file is put back (the file and the table must agree for the next change)
@@ -26,7 +27,6 @@ from pydantic import ValidationError
 
 from bot_bottle import audit
 from bot_bottle.contracts.backend import EgressControl
-from bot_bottle.contracts.supervise import atomic_write
 from bot_bottle.egress.config import EgressConfig, EgressConfigError, Route
 from bot_bottle.errors import BotBottleError
 
@@ -50,7 +50,8 @@ class RouteChange:
 
 
 def load_config(control: EgressControl) -> EgressConfig:
-    return EgressConfig.load(control.config_path)
+    source = f"bottle {control.slug}'s egress config"
+    return EgressConfig.parse(control.read_config(), source=source)
 
 
 def build_route(spec: Mapping[str, Any], *, plugins: PluginHost | None = None) -> Route:
@@ -106,16 +107,8 @@ def apply_config(
     Raises :class:`EgressReloadError` (the old file restored) when the
     daemon refuses it or does not take it within ``timeout``.
     """
-    path = control.config_path
-    try:
-        old = path.read_bytes()
-    except OSError as exc:
-        raise BotBottleError(
-            f"cannot read bottle {control.slug}'s egress config {path}: {exc.strerror}",
-            hint="is the bottle running on this machine?",
-        ) from None
-    # Daemons run as other users and read the file through the mount.
-    atomic_write(path, new.dump_json().encode(), mode=0o644)
+    old = control.read_config()
+    control.write_config(new.dump_json().encode())
     signalled = time.time()
     control.signal_reload()
     want = _canon([r.describe() for r in new.routes])
@@ -134,7 +127,7 @@ def apply_config(
             reason = f"egress refused the new config: {failed[-1].get('error', '?')}"
             break
         time.sleep(0.1)
-    atomic_write(path, old, mode=0o644)
+    control.write_config(old)
     control.signal_reload()
     raise EgressReloadError(
         f"bottle {control.slug}: {reason}; it keeps its previous routes",

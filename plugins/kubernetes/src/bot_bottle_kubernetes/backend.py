@@ -21,6 +21,7 @@ from bot_bottle.contracts.backend import (
     Backend,
     BottlePlan,
     CleanupItem,
+    EgressControl,
     PreparedBottle,
     RunningBottle,
 )
@@ -107,6 +108,7 @@ class KubernetesBackend(Backend):
 
         from bot_bottle.contracts.provider import GUEST_CA_PATH
         from bot_bottle_kubernetes import bring_back as workspace_back
+        from bot_bottle_kubernetes import pending_back
         from bot_bottle_kubernetes.cluster import MIN_SERVER, KubeError
         from bot_bottle_kubernetes.freezer import keep_changes, mark_launch
         from bot_bottle_kubernetes.images import check_registry, push_images
@@ -209,6 +211,13 @@ class KubernetesBackend(Backend):
                         launch_info = workspace_back.Launch.read(plan.cwd, plan.slug)
                         bottle.seed_workspace(plan.cwd, WORKSPACE)
                         seeded = launch_info
+                        # Before the agent runs: stop and cleanup bring back from it too.
+                        pending_back.record_launch(
+                            launch_info,
+                            cwd=plan.cwd,
+                            namespace=opts.namespace,
+                            agent_pod=prepared.names["agent"],
+                        )
                         # Said before the agent runs, not discovered after it.
                         self.progress(
                             f"warning: {visible(str(plan.cwd))} was copied into the pod; only "
@@ -223,14 +232,13 @@ class KubernetesBackend(Backend):
                             keep_changes(bottle.raw_exec, plan.slug, images["agent"], self.progress)
                         if seeded is not None and plan.cwd is not None:
                             secrets = list(plan.gitgate_secrets.values())
-                            workspace_back.bring_back(
+                            scanner = default_scanner(secrets)
+                            pending_back.teardown(
+                                plan.slug,
                                 bottle.raw_exec,
-                                seeded,
-                                workspace_back.guarded_scanner(
-                                    default_scanner(secrets), seeded.protected
-                                ),
+                                workspace_back.guarded_scanner(scanner, seeded.protected),
                                 self.progress,
-                                visible(str(plan.cwd)),
+                                pending_back.pod_exists(kube, prepared.names["agent"]),
                             )
                     finally:
                         mirror.stop()
@@ -275,11 +283,14 @@ class KubernetesBackend(Backend):
 
     def find_orphans(self) -> list[CleanupItem]:
         from bot_bottle_kubernetes.lifecycle import orphans
+        from bot_bottle_kubernetes.pending_back import leftover_items
 
-        return self._enumerate("look for orphans", orphans)
+        return self._enumerate("look for orphans", orphans) + leftover_items()
 
     def cleanup(self, items: Sequence[CleanupItem]) -> list[CleanupItem]:
+        from bot_bottle_kubernetes import pending_back
         from bot_bottle_kubernetes.lifecycle import cleanup
+        from bot_bottle_kubernetes.operator_sync import keep_orphan_history
 
         mine = [i for i in items if i.backend == self.name]
         if not mine:
@@ -287,19 +298,36 @@ class KubernetesBackend(Backend):
         removed: list[CleanupItem] = []
         by_ns: dict[str | None, list[CleanupItem]] = {}
         for item in mine:
-            by_ns.setdefault(item.extra.get("namespace"), []).append(item)
+            if item.kind != pending_back.ITEM_KIND:
+                by_ns.setdefault(item.extra.get("namespace"), []).append(item)
+        for record_ns, slug in pending_back.unfinished(mine):
+            # A dead launcher's bottle not (yet) an orphan: its pod may still be there.
+            pending_back.before_removal(self._connect(record_ns), slug, self.progress, by="cleanup")
         for namespace, group in by_ns.items():
-            removed += cleanup(self._connect(namespace), group)
-        return removed
+            kube = self._connect(namespace)
+            for item in group:
+                # The commits out of the agent pod while it is still there.
+                pending_back.before_removal(kube, item.slug or "", self.progress, by="cleanup")
+                keep_orphan_history(kube, item.slug or "")
+            removed += cleanup(kube, group)
+        return removed + pending_back.settle_items(mine, self.progress)
+
+    def egress_control(self, slug: str) -> EgressControl | None:
+        from bot_bottle_kubernetes.egress_live import control_for
+
+        return control_for(self, slug)
 
     def stop(self, slug: str) -> bool:
-        """Delete the agent pod: the launcher's exec ends, and it tears the rest down."""
+        """Delete the agent pod: the launcher's exec ends, and it tears the rest
+        down. The agent's commits come back first (:mod:`.pending_back`)."""
         from bot_bottle_kubernetes.lifecycle import active
+        from bot_bottle_kubernetes.pending_back import before_removal
         from bot_bottle_kubernetes.render import names
 
         kube = self._kube_or_none()
         if kube is None or slug not in {b.slug for b in active(kube)}:
             return False
+        before_removal(kube, slug, self.progress, by="stop")
         return kube.delete("Pod", names(slug)["agent"], propagation="Background")
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any
 
 from bot_bottle_sidecars.layout import LOG_DIR, QUEUE_DIR
 
@@ -163,3 +164,22 @@ class QueueMirror:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=60)
+
+
+def keep_orphan_history(kube: Any, slug: str) -> None:
+    """``cleanup`` of a bottle whose launcher died (SIGKILL): what its mirror
+    had not copied yet (the last logs, proposals and their answers) out of
+    the bundle pod into the bottle's history before the pod goes, and the
+    history marked ended, as the teardown would have. Only for a bottle of
+    this home (its history is here); a failure is a warning."""
+    from bot_bottle.contracts.supervise import default_queue_dir
+    from bot_bottle.history import BottleHistory
+    from bot_bottle_kubernetes.backend import keep_history
+    from bot_bottle_kubernetes.render import names
+
+    history = BottleHistory.for_slug(slug)
+    if not history.exists() or history.ended:
+        return
+    queue = default_queue_dir(slug)
+    keep_history(kube, names(slug)["sidecars"], history.logs_dir, queue)
+    history.end(queue)

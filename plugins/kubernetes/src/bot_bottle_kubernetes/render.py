@@ -50,6 +50,8 @@ from bot_bottle_sidecars.layout import (
 )
 from bot_bottle_sidecars.layout import DAEMON_USERS as _USERS
 
+from bot_bottle_kubernetes.egress_live import LIVE_DIR, live_init_plan, seed_container
+
 if TYPE_CHECKING:
     from bot_bottle.contracts.backend import BottlePlan
     from bot_bottle.manifest.models import Limits
@@ -411,6 +413,8 @@ def _etc_files(
     """The etc ConfigMap's data and the volume items that lay it out as
     files under :data:`ETC` (keys cannot hold ``/``)."""
     files = dict(bundle_files(plan, network_relay=True))
+    # Egress reads a writable copy, so routes can change live (egress_live).
+    files["init-plan.json"] = live_init_plan(files["init-plan.json"])
     if upstream_ca is not None:
         files[UPSTREAM_CA.removeprefix(ETC + "/")] = upstream_ca.decode()
     # Mount points of the in-memory private dirs nested in the read-only
@@ -557,6 +561,7 @@ def _bundle_pod(
         {"name": "queue", "emptyDir": {}},
         {"name": "logs", "emptyDir": {}},
         {"name": "sock", "emptyDir": {}},
+        {"name": "egress-live", "emptyDir": {"sizeLimit": "8Mi"}},
     ]  # fmt: skip
     mounts = [
         {"name": "etc", "mountPath": ETC, "readOnly": True},
@@ -568,6 +573,7 @@ def _bundle_pod(
         {"name": "queue", "mountPath": QUEUE_DIR},
         {"name": "logs", "mountPath": LOG_DIR},
         {"name": "sock", "mountPath": SOCK_DIR},
+        {"name": "egress-live", "mountPath": LIVE_DIR},
     ]
     ports = [
         {"name": name, "containerPort": port, "protocol": "TCP"}
@@ -623,7 +629,7 @@ def _bundle_pod(
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": 10,
         "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
-        "initContainers": [prepare_dirs],
+        "initContainers": [prepare_dirs, seed_container(image, pull_policy)],
         "containers": [container],
         "volumes": volumes,
     }
