@@ -175,3 +175,16 @@ def test_pruning_build_stages_spares_a_concurrent_builds_young_stage(
         docker_client.images.get(image.id)  # still there
     finally:
         docker_client.images.remove(image.id, force=True)
+
+
+def test_launch_image_checks_through_the_sdk_answer_as_the_cli(docker_client, base_image) -> None:
+    """A launch looks its images up through the open SDK client (no CLI
+    process each); the answers must be the CLI's, or a launch would build an
+    image that exists or use one that does not."""
+    from bot_bottle_docker.images import DockerCLI, EngineChecks
+
+    cli, sdk = DockerCLI(), EngineChecks(docker_client)
+    assert sdk.image_id(base_image) == cli.image_id(base_image) is not None
+    missing = "bot-bottle/no-such-image:0000000000000000"
+    assert sdk.image_id(missing) is None and cli.image_id(missing) is None
+    assert sdk.machine() == cli.machine()
