@@ -13,6 +13,12 @@ teardown <= 0.4 s; idle memory per bottle (agent + relay + bundle, from
 their cgroups) <= 100 MiB, with no daemon running that the bottle does not
 use (git-gate without repos, supervise before its first call).
 
+``--compare TREE`` also runs another source tree of bot-bottle (say main's,
+from ``git archive main | tar -x -C TREE``) through ``PYTHONPATH`` with
+this environment's packages, alternated with this tree's runs, and prints
+its medians and the ratio: the two see the same load. (The bundle image is
+the one this tree's sources make, for both.)
+
 The CLI runs as a user's would: with its bytecode cache (an environment
 that sets PYTHONDONTWRITEBYTECODE, as some sandboxes do, makes every run
 compile ~500 modules, ~1 s; it is unset for the child processes here).
@@ -67,6 +73,13 @@ def bench_env(tmp: str) -> dict[str, str]:
     if HOST_CA.exists():
         env["BOT_BOTTLE_BUILD_CA_BUNDLE"] = str(HOST_CA)
     return env
+
+
+def tree_path(root: Path) -> str:
+    """PYTHONPATH running the packages of the source tree ``root``."""
+    dirs = [root / "core" / "src", *sorted((root / "plugins").glob("*/src"))]
+    dirs += [root / "sidecars" / "src", root / "testkit" / "src"]
+    return os.pathsep.join(str(d) for d in dirs if d.is_dir())
 
 
 def base_image() -> str:
@@ -126,6 +139,7 @@ def _ready(env: dict[str, str], containers: list[Any]) -> bool:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--compare", type=Path, help="another source tree, run alternately")
     args = ap.parse_args()
     client = docker.from_env()
     print(f"load average at start: {load()} (2 cores here, shared with other work)")
@@ -133,19 +147,30 @@ def main() -> int:
         env = bench_env(tmp)
         _run(env, "init")
         print("warming images (first run may build them) ...", flush=True)
-        _run(env, "run", "demo", "--", "true")
-        _run(env, "run", "demo", "--", "true")
+        other = {**env, "PYTHONPATH": tree_path(args.compare)} if args.compare else None
+        for e in (env, other) if other else (env,):
+            _run(e, "run", "demo", "--", "true")
+            _run(e, "run", "demo", "--", "true")
 
         image = base_image()
         base, walls, phases = [], [], []
-        # Interleaved, so both see the same load.
-        for _ in range(args.runs):
+        other_walls, other_phases = [], []
+        # Interleaved, so all see the same load.
+        for i in range(args.runs):
             t = time.monotonic()
             subprocess.run(["docker", "run", "--rm", image, "true"], check=True)
             base.append(time.monotonic() - t)
+            if other is not None and i % 2:
+                wall, out = _run(other, "run", "demo", "--timings", "--", "true")
+                other_walls.append(wall)
+                other_phases.append(timings(out))
             wall, out = _run(env, "run", "demo", "--timings", "--", "true")
             walls.append(wall)
             phases.append(timings(out))
+            if other is not None and not i % 2:
+                wall, out = _run(other, "run", "demo", "--timings", "--", "true")
+                other_walls.append(wall)
+                other_phases.append(timings(out))
         med = {k: statistics.median(p.get(k, 0.0) for p in phases) for k in phases[0]}
         wall, base_med = statistics.median(walls), statistics.median(base)
         print(f"\nbot-bottle run demo -- true, {args.runs} runs (medians):")
@@ -172,6 +197,15 @@ def main() -> int:
               f"ratio {ratio:.1f}x   target <= 7x: {verdict(ratio <= 7)}")  # fmt: skip
         print(f"  teardown               {med['teardown']:6.2f} s   target <= 0.4 s: "
               f"{verdict(med['teardown'] <= 0.4)}")  # fmt: skip
+        if other is not None:
+            o_wall = statistics.median(other_walls)
+            o_med = {k: statistics.median(p.get(k, 0.0) for p in other_phases)
+                     for k in other_phases[0]}  # fmt: skip
+            print(f"\n{args.compare} (alternated with the runs above, medians):")
+            print("  " + " ".join(f"{k}={v:.2f}" for k, v in o_med.items()))
+            print(f"  wall {o_wall:.2f} s ({o_wall / base_med:.1f}x the baseline), teardown "
+                  f"{o_med['teardown']:.2f} s")  # fmt: skip
+            print(f"  this tree / that tree, wall: {wall / o_wall:.2f}")
         idle_memory(env, client, f"bench-idle-{os.getpid()}")
     print(f"\nload average at the end: {load()}")
     return 0

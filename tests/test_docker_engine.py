@@ -13,7 +13,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import os
 import socket
 import threading
 import time
@@ -175,3 +177,58 @@ def test_pruning_build_stages_spares_a_concurrent_builds_young_stage(
         docker_client.images.get(image.id)  # still there
     finally:
         docker_client.images.remove(image.id, force=True)
+
+
+def test_launch_image_checks_through_the_sdk_answer_as_the_cli(docker_client, base_image) -> None:
+    """A launch looks its images up through the open SDK client (no CLI
+    process each); the answers must be the CLI's, or a launch would build an
+    image that exists or use one that does not."""
+    from bot_bottle_docker.images import DockerCLI, EngineChecks
+
+    cli, sdk = DockerCLI(), EngineChecks(docker_client)
+    assert sdk.image_id(base_image) == cli.image_id(base_image) is not None
+    missing = "bot-bottle/no-such-image:0000000000000000"
+    assert sdk.image_id(missing) is None and cli.image_id(missing) is None
+    assert sdk.machine() == cli.machine()
+
+
+def test_teardown_leaves_the_network_while_the_bundle_goes(docker_client, base_image) -> None:
+    """Teardown unplugs the bundle and removes its network while the bundle's
+    removal runs; a network still in use is left for the step after the
+    bundle (then for the network's own step and cleanup), never dropped
+    silently."""
+    import docker.errors
+
+    from bot_bottle_docker.backend import _NetworkDrop
+
+    tag = f"bb-test-drop-{os.getpid()}"
+    net = docker_client.networks.create(tag, driver="bridge", labels={"bb-test": tag})
+    started: list = []
+    try:
+        for i in range(2):
+            started.append(docker_client.containers.run(
+                base_image, ["sleep", "infinity"], name=f"{tag}-{i}", network=tag,
+                detach=True, init=True, labels={"bb-test": tag},
+            ))  # fmt: skip
+        bundle, other = started
+        removed: set[str] = set()
+        drop = _NetworkDrop(net, bundle.id, removed)
+        drop.early()  # `other` still uses it: left as it is
+        assert net.id not in removed
+        net.reload()
+        with pytest.raises(docker.errors.APIError):
+            drop.after_bundle()  # the bundle's step reports it, the network's retries
+        other.remove(force=True)
+        drop.early()
+        assert net.id in removed
+        with pytest.raises(docker.errors.NotFound):
+            docker_client.networks.get(net.id)
+        bundle.reload()
+        assert bundle.status == "running"  # unplugged, not stopped
+        drop.after_bundle()  # already gone: nothing to do, no error
+    finally:
+        for c in started:
+            with contextlib.suppress(docker.errors.NotFound):
+                c.remove(force=True)
+        with contextlib.suppress(docker.errors.NotFound):
+            net.remove()

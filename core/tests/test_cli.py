@@ -271,3 +271,23 @@ def test_a_wrapped_lost_connection_gets_the_lost_connection_words(
     monkeypatch.setattr(list_cmd, "run_active", hinted)
     assert cli.main(["list", "active"]) == 1
     assert capsys.readouterr().err == "error: the forge is down\nhint: try later\n"
+
+
+def test_the_program_leaves_without_finalizing_but_loses_no_output(tmp_path: Path) -> None:
+    """The program skips the interpreter's finalization (entry()); what was
+    written must still all arrive, through a pipe, and so must exit codes."""
+    from contextlib import redirect_stdout
+    from io import StringIO
+
+    from bot_bottle.cli import main
+
+    env = {"BOT_BOTTLE_HOME": str(tmp_path)}
+    r = bb("schema", env=env)
+    assert r.returncode == 0
+    inside = StringIO()
+    with redirect_stdout(inside):
+        assert main(["schema"]) == 0
+    assert r.stdout == inside.getvalue() and len(r.stdout) > 10_000
+    json.loads(r.stdout)
+    missing = bb("info", "no-such-agent", env=env)
+    assert missing.returncode == 1 and missing.stderr.startswith("error:")

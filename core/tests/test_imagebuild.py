@@ -135,3 +135,18 @@ def test_the_same_wheel_installed_from_two_paths_has_one_content_digest(tmp_path
         (found,) = [d for d in distributions(path=[str(site)]) if d.metadata["Name"] == "structlog"]
         digests.append(InstalledDist("structlog", found.version, None, found).content_digest())
     assert digests[0] == digests[1]
+
+
+def test_the_closure_reads_what_the_full_metadata_parse_reads() -> None:
+    """find() parses only the metadata's headers (the body is the long
+    description); every name, version and requirement it finds must be what
+    importlib.metadata's full parse says."""
+    from bot_bottle.imagebuild import dependency_closure
+
+    closure = dependency_closure(["bot-bottle-sidecars"])
+    assert len(closure) > 10  # mitmproxy and its dependencies
+    for dist in closure.values():
+        assert dist.requires is not None
+        full = dist.dist.metadata
+        assert (dist.name, dist.version) == (full["Name"], full["Version"])
+        assert sorted(dist.requires) == sorted(dist.dist.requires or ())

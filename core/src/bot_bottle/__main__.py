@@ -1,5 +1,3 @@
-import sys
+from bot_bottle.cli import entry
 
-from bot_bottle.cli import main
-
-sys.exit(main())
+entry()

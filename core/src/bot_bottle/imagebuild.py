@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import base64
 import csv
+import email.message
+import email.parser
 import hashlib
 import io
 import json
@@ -127,6 +129,8 @@ class InstalledDist:
     #: from its installed files, which are what the host runs.
     source: Path | None
     dist: metadata.Distribution = field(repr=False, compare=False)
+    #: ``Requires-Dist`` as read by :meth:`find` (None: ask ``dist``).
+    requires: tuple[str, ...] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def find(cls, name: str) -> InstalledDist:
@@ -144,11 +148,16 @@ class InstalledDist:
             url = urlsplit(str(info.get("url", "")))
             if (info.get("dir_info") or {}).get("editable") and url.scheme == "file":
                 source = Path(unquote(url.path))
-        return cls(dist.metadata["Name"], dist.version, source, dist)
+        head = _metadata_headers(dist)
+        if head is None:
+            return cls(dist.metadata["Name"], dist.version, source, dist)
+        requires = tuple(head.get_all("Requires-Dist") or ())
+        return cls(head["Name"], head["Version"], source, dist, requires)
 
     def requirement_names(self) -> list[str]:
         names = []
-        for req in self.dist.requires or []:
+        requires = self.requires if self.requires is not None else self.dist.requires
+        for req in requires or []:
             # Extras are not installed in the image; everything else may be.
             if "extra ==" in req.replace("extra==", "extra =="):
                 continue
@@ -173,6 +182,20 @@ class InstalledDist:
             )
             digest.update("\n".join(kept).encode())
         return digest.hexdigest()
+
+
+def _metadata_headers(dist: metadata.Distribution) -> email.message.Message | None:
+    """The headers of ``dist``'s core metadata, parsed without its body.
+    ``dist.metadata`` parses the whole file (the long description too) on
+    every access: name, version and requirements cost three parses, and a
+    launch's two closures (~80 distributions) spent ~0.3 s of CPU in them
+    before the bundle could start. None when the file is missing or lacks a
+    name or version (then ``dist`` answers)."""
+    text = dist.read_text("METADATA") or dist.read_text("PKG-INFO")
+    if not text:
+        return None
+    head = email.parser.HeaderParser().parsestr(re.split(r"\r?\n\r?\n", text, maxsplit=1)[0])
+    return head if head["Name"] and head["Version"] else None
 
 
 def _source_files(root: Path) -> Iterable[Path]:

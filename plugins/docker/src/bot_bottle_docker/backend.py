@@ -31,11 +31,13 @@ import json
 import os
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from functools import partial
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from bot_bottle_sidecars.launch import bring_back
@@ -53,9 +55,7 @@ from bot_bottle_sidecars.layout import (
     SECRETS_CA,
     SECRETS_GATE_KEYS,
     SOCK_DIR,
-    UPSTREAM_CA,
     agent_relay_argv,
-    bundle_files,
     bundle_hosts,
     endpoints,
     shared_dir_users,
@@ -73,6 +73,7 @@ from bot_bottle.backend_kit import (
     L_STARTED,
     begin_history,
     bottle_labels,
+    copy_in_tar,
 )
 from bot_bottle.contracts.backend import (
     ActiveBottle,
@@ -105,6 +106,8 @@ from bot_bottle_docker.seccomp import seccomp_opt
 
 if TYPE_CHECKING:
     import docker
+
+    from bot_bottle_docker.images import DockerCLI
 
 NAME = "docker"
 READY_TIMEOUT = 60.0
@@ -309,10 +312,23 @@ class DockerBackend(Backend):
             # The image checks (a few engine round trips each; on a first
             # run, builds sharing the cores) run while the files are written
             # and the CA minted; "images" is what is left to wait after that.
-            images = ThreadPoolExecutor(max_workers=2, thread_name_prefix="bb-images")
-            fut_bundle_tag = images.submit(lambda: plan.bundle_image or self._ensure_bundle_image())
+            images = ThreadPoolExecutor(max_workers=3, thread_name_prefix="bb-images")
+            from bot_bottle_docker.images import EngineChecks
+
+            engine = EngineChecks(client)
+            fut_bundle_tag = images.submit(
+                lambda: plan.bundle_image or self._ensure_bundle_image(engine)
+            )
             fut_agent_tag = images.submit(
-                lambda: plan.agent_image or self._ensure_agent_image(plan)
+                lambda: plan.agent_image or self._ensure_agent_image(plan, engine)
+            )
+            labels = {**prepared.labels, L_STARTED: now_iso()}
+            #: ids of what the parallel removal took (teardown).
+            removed: set[str] = set()
+            # The network needs neither the files nor the images, and the
+            # bundle (the launch's long pole) waits for it: made meanwhile.
+            fut_network = images.submit(
+                self._create_network, client, prepared, labels, down, removed
             )
             try:
                 t = time.monotonic()
@@ -329,6 +345,7 @@ class DockerBackend(Backend):
                 timings["files"] = time.monotonic() - t
                 t = time.monotonic()
                 bundle_tag, agent_tag = fut_bundle_tag.result(), fut_agent_tag.result()
+                network = fut_network.result()
                 timings["images"] = time.monotonic() - t
                 # The tree record names the helper image (the bundle's), so it
                 # waits for the image check.
@@ -345,17 +362,19 @@ class DockerBackend(Backend):
                 images.shutdown(wait=True, cancel_futures=True)
 
             t = time.monotonic()
-            labels = {**prepared.labels, L_STARTED: now_iso()}
 
             def start_bundle() -> Any:
                 mounts = (run_dir, keys_dir, queue, history.logs_dir)
                 return self._start_bundle(
-                    client, prepared, labels, bundle_tag, mounts, down, removed=removed
-                )
+                    client, prepared, labels, bundle_tag, mounts, down, removed=removed,
+                    network=network,
+                )  # fmt: skip
 
             kept: list[DockerRunningBottle] = []
-            #: ids of containers the parallel removal took (teardown).
-            removed: set[str] = set()
+            from bot_bottle.contracts.provider import GUEST_CA_PATH
+
+            ca_file = run_dir / "ca" / "bot-bottle-ca.crt"
+            ca_in: list[bool] = []
 
             def start_agent() -> tuple[Any, Any]:
                 use = _use_gvisor(plan)
@@ -430,6 +449,10 @@ class DockerBackend(Backend):
                         else agent.id in removed or _remove(agent)
                     ),
                 )
+                # The CA the agent trusts, in place before anything of the
+                # agent's runs; unpacked into the created container, as the
+                # engine allows, so the copy overlaps the bundle's boot.
+                ca_in.append(_put_file(agent, ca_file, GUEST_CA_PATH, 0o644))
                 agent.start()
                 if workspace is not None and record is not None:
                     # Runs while the agent container still exists (teardown is LIFO).
@@ -472,19 +495,21 @@ class DockerBackend(Backend):
             # still needs goes at once (each removal is a SIGKILL and an
             # engine round trip of 0.1-0.3 s); the steps above then find
             # them gone. The agent stays for the bring-back and for resume.
+            drop = _NetworkDrop(network, bundle.id, removed)
             down.push(
                 "containers",
                 lambda: _remove_together(
                     [relay, bundle] + ([agent] if workspace is None and not bottle.kept else []),
                     removed,
-                    # The network goes as soon as its one container has.
-                    after={bundle.id: lambda: _remove_network(client, prepared.network, removed)},
+                    # The network is left once the bundle is unplugged from
+                    # it, while the bundle goes; or else once the bundle has.
+                    after={bundle.id: drop.after_bundle},
+                    also=[drop.early],
                 ),
             )
-            # The CA the agent trusts: in place before the provider provisions.
-            from bot_bottle.contracts.provider import GUEST_CA_PATH
-
-            bottle.copy_in(run_dir / "ca" / "bot-bottle-ca.crt", GUEST_CA_PATH, mode=0o644)
+            if not all(ca_in):
+                # The image lacks the CA's directory: made by an exec.
+                bottle.copy_in(ca_file, GUEST_CA_PATH, mode=0o644)
             if plan.cwd is not None:
                 self._match_workspace_owner(bottle, plan.provider_plan.user, record)
             yield bottle
@@ -567,17 +592,17 @@ class DockerBackend(Backend):
         down: Teardown,
         *,
         removed: set[str] | None = None,
+        network: Any | None = None,
     ) -> Any:
-        """The egress network and the sidecar bundle on it, started.
-        ``mounts`` is (run dir, deploy keys, supervise queue, logs);
-        ``removed``: ids a parallel teardown step already removed."""
+        """The sidecar bundle on the egress network (made here unless
+        ``network`` is given), started. ``mounts`` is (run dir, deploy keys,
+        supervise queue, logs); ``removed``: ids a parallel teardown step
+        already removed."""
         plan = prepared.plan
         run_dir, keys_dir, queue, logs_dir = mounts
-        network = client.networks.create(
-            prepared.network, driver="bridge", labels={**labels, L_ROLE: "egress-network"}
-        )
         gone = removed if removed is not None else set()
-        down.push(f"network {prepared.network}", lambda: network.id in gone or network.remove())
+        if network is None:
+            self._create_network(client, prepared, labels, down, gone)
         bundle = client.containers.create(
             bundle_tag,
             name=prepared.bundle_name,
@@ -608,6 +633,22 @@ class DockerBackend(Backend):
         down.push(f"container {prepared.bundle_name}", lambda: bundle.id in gone or _remove(bundle))
         bundle.start()
         return bundle
+
+    def _create_network(
+        self,
+        client: docker.DockerClient,
+        prepared: DockerPrepared,
+        labels: Mapping[str, str],
+        down: Teardown,
+        removed: set[str],
+    ) -> Any:
+        """The bottle's egress network (the bundle's only one); removed at
+        teardown unless a parallel step (``removed``) took it first."""
+        network = client.networks.create(
+            prepared.network, driver="bridge", labels={**labels, L_ROLE: "egress-network"}
+        )
+        down.push(f"network {prepared.network}", lambda: network.id in removed or network.remove())
+        return network
 
     def _prepare_workspace(
         self, plan: BottlePlan, state: StateDir
@@ -809,15 +850,15 @@ class DockerBackend(Backend):
         log.info("brought_back", slug=record.slug, refs=[i.ref for i in result.items if i.ref],
                  refused=[i.branch for i in result.items if i.refused])  # fmt: skip
 
-    def _ensure_agent_image(self, plan: BottlePlan) -> str:
+    def _ensure_agent_image(self, plan: BottlePlan, engine: DockerCLI | None = None) -> str:
         from bot_bottle_docker.images import ensure_agent_image
 
-        return ensure_agent_image(plan.agent_image_spec, progress=self.progress).tag
+        return ensure_agent_image(plan.agent_image_spec, progress=self.progress, docker=engine).tag
 
-    def _ensure_bundle_image(self) -> str:
+    def _ensure_bundle_image(self, engine: DockerCLI | None = None) -> str:
         from bot_bottle_docker.images import ensure_bundle_image
 
-        return ensure_bundle_image(progress=self.progress).tag
+        return ensure_bundle_image(progress=self.progress, docker=engine).tag
 
     def _write_files(self, plan: BottlePlan, etc: Path, sock: Path, queue: Path) -> None:
         """The bundle's files. etc/ holds no secret and every daemon reads it
@@ -827,28 +868,11 @@ class DockerBackend(Backend):
         directories get an ACL entry for the one daemon user that writes
         them (hostperms)."""
         from bot_bottle_sidecars.launch.ca import generate_bottle_ca
+        from bot_bottle_sidecars.launch.files import write_etc
 
         for d in (etc, sock, queue):
             d.mkdir(parents=True, mode=0o700, exist_ok=True)
-        # Mount points of the nested mounts must exist in the read-only etc/.
-        (etc / "ca").mkdir(exist_ok=True)
-        (etc / "git-gate" / "keys").mkdir(parents=True, exist_ok=True)
-        for rel, text in bundle_files(plan).items():
-            path = etc / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-        if plan.upstream_ca is not None:
-            try:
-                data = plan.upstream_ca.read_bytes()
-            except OSError as exc:
-                raise BotBottleError(
-                    f"cannot read the bottle's egress.upstream_ca {plan.upstream_ca}: "
-                    f"{exc.strerror}",
-                    hint="point upstream_ca at a readable PEM file",
-                ) from None
-            target = etc / Path(UPSTREAM_CA).relative_to(ETC)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
+        write_etc(plan, etc)
         _world_readable(etc)
         # git-gate's user reads the allow list (finding ids, no secret).
         (etc.parent / "gate-allow").mkdir(mode=0o755, exist_ok=True)
@@ -1209,10 +1233,12 @@ def _remove_together(
     containers: Sequence[Any],
     removed: set[str],
     after: Mapping[str, Callable[[], None]] | None = None,
+    also: Sequence[Callable[[], None]] = (),
 ) -> None:
     """Remove ``containers`` in parallel; ``removed`` gets the ids that went,
     so their own teardown steps skip them (a failure leaves its step to retry).
-    ``after``: container id -> what to do once that container is gone."""
+    ``after``: container id -> what to do once that container is gone;
+    ``also``: more to do at the same time."""
 
     def one(container: Any) -> None:
         _remove(container)
@@ -1221,18 +1247,62 @@ def _remove_together(
         if then is not None:
             then()
 
-    with ThreadPoolExecutor(max_workers=len(containers), thread_name_prefix="bb-down") as pool:
-        for future in [pool.submit(one, c) for c in containers]:
+    jobs = [*(partial(one, c) for c in containers), *also]
+    with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="bb-down") as pool:
+        for future in [pool.submit(job) for job in jobs]:
             future.exception()
 
 
-def _remove_network(client: Any, name: str, removed: set[str]) -> None:
+class _NetworkDrop:
+    """The egress network's removal at teardown, off the bundle's: the
+    engine refuses to remove a network with a container on it, and removing
+    the bundle first, then the network, took 0.4-0.5 s one after the other.
+    :meth:`early` unplugs the bundle and removes the network while the
+    bundle's removal runs; if it loses that race (the bundle went first),
+    :meth:`after_bundle` removes it once the bundle is gone. A failure of
+    both leaves the network's own teardown step (and ``cleanup``) to it."""
+
+    def __init__(self, network: Any, bundle_id: str, removed: set[str]) -> None:
+        self.network, self.bundle_id, self.removed = network, bundle_id, removed
+        self._lock = threading.Lock()
+
+    def early(self) -> None:
+        self._drop(unplug=True)
+
+    def after_bundle(self) -> None:
+        self._drop(unplug=False)
+
+    def _drop(self, *, unplug: bool) -> None:
+        import docker.errors
+
+        with self._lock:
+            if self.network.id in self.removed:
+                return
+            if unplug:
+                # The bundle may be gone already (its endpoint with it).
+                with contextlib.suppress(docker.errors.APIError):
+                    self.network.disconnect(self.bundle_id, force=True)
+            try:
+                self.network.remove()
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError:
+                if unplug:
+                    return  # still in use: after_bundle retries
+                raise
+            self.removed.add(self.network.id)
+
+
+def _put_file(container: Any, src: Path, dest: str, mode: int) -> bool:
+    """``src`` at ``dest`` (root's, ``mode``) in ``container``, started or
+    not; False when ``dest``'s directory does not exist there."""
     import docker.errors
 
-    with contextlib.suppress(docker.errors.NotFound):
-        network = client.networks.get(name)
-        network.remove()
-        removed.add(network.id)
+    data, _applied = copy_in_tar(src, dest, mode)
+    try:
+        return bool(container.put_archive(str(PurePosixPath(dest).parent), data))
+    except docker.errors.NotFound:
+        return False
 
 
 def _stop(container: Any) -> None:
