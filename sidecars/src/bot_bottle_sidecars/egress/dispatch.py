@@ -1,0 +1,174 @@
+"""Cheaper per-request bookkeeping in mitmproxy's core (egress latency, issue #21).
+
+An HTTP request through egress runs four flow hooks (``requestheaders``,
+``request``, ``responseheaders``, ``response``). For each, mitmproxy (12.x):
+
+- walks every addon in the chain, and each one's children, looking the hook
+  up by name (a generator and a ``getattr`` per addon), then does the same
+  again for an ``update`` hook meant for its UIs, which no addon here has;
+- builds the hook's argument list with ``dataclasses.fields`` each time;
+- type-checks every field of each request and response it builds
+  (``MessageData.__post_init__``), a check mitmproxy itself runs only in
+  ``__debug__`` mode, i.e. not under ``python -O``.
+
+Together about a fifth of the proxy's CPU per small request. :func:`install`
+keeps the semantics and drops the repeated work: the addons that implement a
+hook are looked up once per hook name (and again after the chain changes),
+each still called inside mitmproxy's ``safecall`` in chain order with
+``AddonHalt`` ending the event; the argument names are taken once per hook
+class; the debug type check is skipped as ``python -O`` skips it. Every
+addon and every hook still runs: nothing the egress addon judges is touched.
+
+Like ``streams`` and ``tuning``, it checks that mitmproxy still reads as
+expected and refuses to start otherwise, so an upgrade is looked at.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Any
+
+_MARK = "_bot_bottle_dispatch"
+#: Lines the replaced functions must contain, so the replacements match them.
+_EXPECTED: dict[str, tuple[str, ...]] = {
+    "trigger_event": (
+        "for i in self.chain:",
+        "with safecall():",
+        "await self.invoke_addon(i, event)",
+        "except exceptions.AddonHalt:",
+    ),
+    "invoke_addon": (
+        "for addon, func in self._iter_hooks(addon, event):",
+        "res = func(*event.args())",
+        "if res is not None and inspect.isawaitable(res):",
+    ),
+    "args": ("for field in fields(self):", "args.append(getattr(self, field.name))"),
+    "__post_init__": ("typecheck.check_option_type(field.name, val, field.type)",),
+}
+#: AddonManager methods that change the chain (they drop the lookup cache).
+_MUTATORS = ("add", "remove", "clear", "register")
+
+
+def _sources() -> dict[str, Any]:
+    from mitmproxy import addonmanager, hooks, http
+
+    return {
+        "trigger_event": addonmanager.AddonManager.trigger_event,
+        "invoke_addon": addonmanager.AddonManager.invoke_addon,
+        "args": hooks.Hook.args,
+        "__post_init__": getattr(http.MessageData, "__post_init__", None),
+    }
+
+
+def check_compatible() -> None:
+    """Raise RuntimeError unless mitmproxy's dispatch reads as this module expects."""
+    problems: list[str] = []
+    for name, fn in _sources().items():
+        if fn is None:
+            # MessageData without the debug check (python -O): nothing to skip.
+            if name == "__post_init__":
+                continue
+            problems.append(name)
+            continue
+        fn = getattr(fn, "__wrapped__", fn)
+        if getattr(fn, _MARK, False):
+            continue
+        src = inspect.getsource(fn)
+        problems += [f"{name}: {line}" for line in _EXPECTED[name] if line not in src]
+    from mitmproxy import addonmanager
+
+    for name in _MUTATORS:
+        if not hasattr(addonmanager.AddonManager, name):
+            problems.append(f"AddonManager.{name}")
+    if problems:
+        raise RuntimeError(
+            "this mitmproxy version dispatches hooks differently "
+            f"({'; '.join(problems)} not found); "
+            "bot_bottle_sidecars.egress.dispatch must be updated for it"
+        )
+
+
+def installed() -> bool:
+    from mitmproxy import addonmanager
+
+    return getattr(addonmanager.AddonManager.trigger_event, _MARK, False)
+
+
+def _mark(fn: Any) -> Any:
+    setattr(fn, _MARK, True)
+    return fn
+
+
+def install() -> None:
+    """Replace the dispatch (idempotent); refuses an unexpected mitmproxy."""
+    from mitmproxy import addonmanager, exceptions, hooks, http
+
+    check_compatible()
+    if installed():
+        return
+    manager = addonmanager.AddonManager
+    safecall = addonmanager.safecall
+
+    def hook_table(self: Any, event: hooks.Hook) -> list[list[Any]]:
+        """Per addon of the chain (in order) that has the hook: its functions."""
+        cache: dict[str, list[list[Any]]] | None = self.__dict__.get(_MARK)
+        if cache is None:
+            cache = self.__dict__[_MARK] = {}
+        table = cache.get(event.name)
+        if table is None:
+            # mitmproxy's own lookup (it raises on a non-callable hook attribute).
+            table = []
+            for top in self.chain:
+                funcs = [func for _, func in self._iter_hooks(top, event)]
+                if funcs:
+                    table.append(funcs)
+            cache[event.name] = table
+        return table
+
+    @_mark
+    async def trigger_event(self: Any, event: hooks.Hook) -> None:
+        table = hook_table(self, event)
+        if not table:
+            return
+        args = event.args()
+        for funcs in table:
+            try:
+                with safecall():
+                    for func in funcs:
+                        res = func(*args)
+                        if res is not None and inspect.isawaitable(res):
+                            await res
+            except exceptions.AddonHalt:
+                return
+
+    def invalidating(original: Any) -> Any:
+        def wrapper(self: Any, *a: Any, **kw: Any) -> Any:
+            # Before and after: a hook may fire while the chain is half changed.
+            self.__dict__.pop(_MARK, None)
+            try:
+                return original(self, *a, **kw)
+            finally:
+                self.__dict__.pop(_MARK, None)
+
+        wrapper.__wrapped__ = original  # type: ignore[attr-defined]
+        wrapper.__name__ = original.__name__
+        return wrapper
+
+    names: dict[type, tuple[str, ...]] = {}
+
+    @_mark
+    def args(self: hooks.Hook) -> list[Any]:
+        cls = type(self)
+        fields = names.get(cls)
+        if fields is None:
+            fields = names[cls] = tuple(f.name for f in dataclasses.fields(self))  # type: ignore[arg-type]
+        return [getattr(self, n) for n in fields]
+
+    for name in _MUTATORS:
+        setattr(manager, name, invalidating(getattr(manager, name)))
+    manager.trigger_event = trigger_event  # type: ignore[method-assign]
+    hooks.Hook.args = args  # type: ignore[method-assign]
+    if getattr(http.MessageData, "__post_init__", None) is not None:
+        # The dataclass __init__ calls it: replaced by a no-op, not removed.
+        http.MessageData.__post_init__ = _mark(lambda self: None)  # type: ignore[attr-defined]
