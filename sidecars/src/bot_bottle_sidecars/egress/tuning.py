@@ -41,8 +41,10 @@ _EXPECTED_SOURCE = (
     "reader = self.transports[connection].reader",
     f"data = await reader.read({MITM_READ})",
 )
-#: Writes at least this large go out at once (after what is pending).
-COALESCE_BELOW = 64 << 10
+#: Writes at least this large go out at once (after what is pending): the
+#: TLS layer hands bulk data over in records of up to 64 KiB, which gain
+#: nothing from being copied together.
+COALESCE_BELOW = 16 << 10
 #: Lines ``server_event`` must contain: the only place mitmproxy writes.
 _EXPECTED_EVENT_SOURCE = ("writer.write(command.data)",)
 _MARK = "_bot_bottle_tuned"
