@@ -152,3 +152,27 @@ def test_a_mitmproxy_that_dispatches_differently_is_refused(
     with pytest.raises(RuntimeError):
         dispatch.install()
     assert addonmanager.AddonManager.trigger_event is trigger_event
+
+
+def test_hook_completion_is_handled_by_the_wrapper_of_the_event_holding_the_lock() -> None:
+    from mitmproxy.proxy import server
+
+    dispatch.install()
+    assert getattr(server.ConnectionHandler.hook_task, "_bot_bottle_dispatch", False)
+    # The server_event wrapper drains the completions hook_task queued.
+    assert hasattr(server.ConnectionHandler.server_event, "__wrapped__")
+
+
+def test_a_mitmproxy_whose_events_may_await_under_the_lock_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mitmproxy.proxy import server
+
+    async def server_event(self: Any, event: Any) -> None:
+        async with self._server_event_lock:
+            for command in self.layer.handle_event(event):
+                await self.hook_task(command)
+
+    monkeypatch.setattr(server.ConnectionHandler, "server_event", server_event)
+    with pytest.raises(RuntimeError, match="No `await` beyond this point"):
+        dispatch.check_compatible()

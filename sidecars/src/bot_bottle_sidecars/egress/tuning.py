@@ -142,11 +142,11 @@ def check_compatible() -> None:
     from mitmproxy.proxy import server
 
     fn = server.ConnectionHandler.handle_connection
-    fn = getattr(fn, "__wrapped__", fn)
+    fn = inspect.unwrap(fn)
     src = inspect.getsource(fn)
     problems = [line for line in _EXPECTED_SOURCE if src.count(line) != 1]
     event = server.ConnectionHandler.server_event
-    event_src = inspect.getsource(getattr(event, "__wrapped__", event))
+    event_src = inspect.getsource(inspect.unwrap(event))
     problems += [line for line in _EXPECTED_EVENT_SOURCE if event_src.count(line) != 1]
     if inspect.getsource(server).count("writer.write(") != 1:
         problems.append("writer.write( outside server_event")
