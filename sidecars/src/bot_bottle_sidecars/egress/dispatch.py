@@ -14,13 +14,19 @@ An HTTP request through egress runs four flow hooks (``requestheaders``,
   the event that started the hook still holds it, so every hook costs a
   lock waiter and one more turn of the event loop.
 
-Together about a fifth of the proxy's CPU per small request. :func:`install`
-keeps the semantics and drops the repeated work: the addons that implement a
-hook are looked up once per hook name (and again after the chain changes),
-each still called inside mitmproxy's ``safecall`` in chain order with
-``AddonHalt`` ending the event; the argument names are taken once per hook
-class; the debug type check is skipped as ``python -O`` skips it. Every
-addon and every hook still runs: nothing the egress addon judges is touched.
+Together about a fifth of the proxy's Python calls per small request.
+:func:`install` keeps the semantics and drops the repeated work: the addons
+that implement a hook are looked up once per hook name (and again after the
+chain changes), each still called inside mitmproxy's ``safecall`` in chain
+order with ``AddonHalt`` ending the event; the argument names are taken once
+per hook class; the debug type check is skipped as ``python -O`` skips it; a
+hook whose addons returned while the event that started it still holds the
+lock (all of egress's hooks are synchronous, and mitmproxy starts hook tasks
+eagerly) has its completion handled right after that event, on the same
+connection, instead of on a later turn of the loop. mitmproxy's layers
+queue what arrives while a hook blocks them, so the order each layer sees is
+unchanged. Every addon and every hook still runs: nothing the egress addon
+judges is touched.
 
 Like ``streams`` and ``tuning``, it checks that mitmproxy still reads as
 expected and refuses to start otherwise, so an upgrade is looked at.
