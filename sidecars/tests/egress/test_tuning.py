@@ -115,3 +115,51 @@ def test_the_daemon_refuses_to_start_on_a_mitmproxy_that_reads_differently(
     assert "Traceback" not in r.stdout + r.stderr
     line = r.stdout.strip().splitlines()[-1]
     assert '"egress failed to start"' in line and "reads connections differently" in line
+
+
+def test_writes_of_one_event_go_out_together_and_in_order() -> None:
+    async def scenario() -> list[bytes]:
+        got: list[bytes] = []
+        done = asyncio.Event()
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while chunk := await reader.read(1 << 20):
+                got.append(chunk)
+            done.set()
+            writer.close()
+
+        srv = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        tuning.coalesce(writer)
+        tuning.coalesce(writer)  # once only
+        writer.write(b"head")
+        writer.write(b"-body")
+        await asyncio.sleep(0.05)
+        assert got == []  # nothing sent before the event is done
+        getattr(writer, tuning._COALESCE).flush()
+        await asyncio.sleep(0.05)
+        writer.write(b"tail")
+        big = b"x" * tuning.COALESCE_BELOW
+        writer.write(big)  # bulk: what is pending, then it, at once
+        await asyncio.sleep(0.05)
+        writer.write(b"last")
+        writer.write_eof()  # flushes first
+        await asyncio.wait_for(done.wait(), 5)
+        writer.close()
+        srv.close()
+        return got
+
+    got = asyncio.run(scenario())
+    assert got[0] == b"head-body"
+    assert b"".join(got) == b"head-body" + b"tail" + b"x" * tuning.COALESCE_BELOW + b"last"
+
+
+def test_a_mitmproxy_that_writes_elsewhere_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def server_event(self: Any, event: Any) -> None:
+        for command in self.layer.handle_event(event):
+            self.transports[command.connection].writer.send(command.data)
+
+    monkeypatch.setattr(server.ConnectionHandler, "server_event", server_event)
+    with pytest.raises(RuntimeError, match=r"writer\.write\(command\.data\)"):
+        tuning.check_compatible()

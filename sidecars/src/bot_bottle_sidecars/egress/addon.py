@@ -687,9 +687,19 @@ def _listen_addrs() -> list[Any]:
 def _facts(flow: http.HTTPFlow, tunnel: tuple[str, int] | None) -> RequestFacts:
     req = flow.request
     path, _, query = req.path.partition("?")
+    # One pass over the raw fields, grouped as mitmproxy's ``get_all`` groups
+    # them (bytes ``lower``), keyed by the first spelling's ``str.lower``:
+    # the same mapping as ``{n.lower(): headers.get_all(n) for n in headers}``
+    # (first key wins), without a scan of every field per name.
+    groups: dict[bytes, tuple[str, list[str]]] = {}
+    for raw_name, raw_value in req.headers.fields:
+        group = groups.get(raw_name.lower())
+        if group is None:
+            group = groups[raw_name.lower()] = (_native(raw_name).lower(), [])
+        group[1].append(_native(raw_value))
     headers: dict[str, list[str]] = {}
-    for name in req.headers:
-        headers.setdefault(name.lower(), req.headers.get_all(name))
+    for key, values in groups.values():
+        headers.setdefault(key, values)
     client = flow.client_conn
     return RequestFacts(
         scheme=req.scheme,
@@ -703,6 +713,11 @@ def _facts(flow: http.HTTPFlow, tunnel: tuple[str, int] | None) -> RequestFacts:
         sni=client.sni if client.tls else None,
         connect_target=tunnel,
     )
+
+
+def _native(data: bytes) -> str:
+    """A header's bytes as mitmproxy's ``Headers`` gives them."""
+    return data.decode("utf-8", "surrogateescape")
 
 
 #: Bytes no header may hold (RFC 9110 5.5: field values are visible

@@ -1,0 +1,178 @@
+"""mitmproxy's hook dispatch with the look-ups done once (egress/dispatch.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+from bot_bottle_sidecars.egress import dispatch
+from mitmproxy import addonmanager, exceptions, hooks, http, master, options
+from mitmproxy.proxy.layers.http._hooks import HttpRequestHook, HttpResponseHook
+from mitmproxy.test import tflow
+
+
+class Recorder:
+    def __init__(self, name: str, calls: list[str], *, fail: bool = False, halt: bool = False):
+        self.name = name
+        self.calls = calls
+        self.fail = fail
+        self.halt = halt
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        self.calls.append(f"{self.name}:{flow.request.path}")
+        if self.fail:
+            raise ValueError(f"{self.name} failed")
+        if self.halt:
+            raise exceptions.AddonHalt
+
+
+class AsyncRecorder(Recorder):
+    async def request(self, flow: http.HTTPFlow) -> None:  # type: ignore[override]
+        await asyncio.sleep(0)
+        self.calls.append(f"{self.name}:async")
+
+
+class Parent:
+    """An addon with a child addon (mitmproxy walks ``addons``)."""
+
+    def __init__(self, child: Any) -> None:
+        self.addons = [child]
+
+
+def run(scenario: Any) -> Any:
+    dispatch.install()
+
+    async def inner() -> Any:
+        m = master.Master(options.Options())
+        return await scenario(m)
+
+    return asyncio.run(inner())
+
+
+def test_install_is_idempotent_and_checks_mitmproxy() -> None:
+    dispatch.install()
+    assert dispatch.installed()
+    trigger = addonmanager.AddonManager.trigger_event
+    dispatch.install()
+    assert addonmanager.AddonManager.trigger_event is trigger
+    dispatch.check_compatible()
+
+
+def test_hooks_run_in_chain_order_children_and_async_included() -> None:
+    calls: list[str] = []
+
+    async def scenario(m: master.Master) -> None:
+        m.addons.add(Recorder("a", calls), Parent(Recorder("child", calls)))
+        m.addons.add(AsyncRecorder("b", calls))
+        await m.addons.trigger_event(HttpRequestHook(tflow.tflow()))
+
+    run(scenario)
+    assert calls == ["a:/path", "child:/path", "b:async"]
+
+
+def test_a_failing_addon_is_logged_and_the_next_one_still_runs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls: list[str] = []
+
+    async def scenario(m: master.Master) -> None:
+        m.addons.add(Recorder("a", calls, fail=True), Recorder("b", calls))
+        await m.addons.trigger_event(HttpRequestHook(tflow.tflow()))
+
+    with caplog.at_level(logging.ERROR):
+        run(scenario)
+    assert calls == ["a:/path", "b:/path"]
+    assert "Addon error: a failed" in caplog.text
+
+
+def test_addon_halt_ends_the_event() -> None:
+    calls: list[str] = []
+
+    async def scenario(m: master.Master) -> None:
+        m.addons.add(Recorder("a", calls, halt=True), Recorder("b", calls))
+        await m.addons.trigger_event(HttpRequestHook(tflow.tflow()))
+
+    run(scenario)
+    assert calls == ["a:/path"]
+
+
+def test_the_lookup_follows_changes_to_the_chain() -> None:
+    calls: list[str] = []
+
+    async def scenario(m: master.Master) -> None:
+        a = Recorder("a", calls)
+        m.addons.add(a)
+        flow = tflow.tflow()
+        await m.addons.trigger_event(HttpRequestHook(flow))
+        m.addons.add(Recorder("b", calls))
+        await m.addons.trigger_event(HttpRequestHook(flow))
+        m.addons.remove(a)
+        await m.addons.trigger_event(HttpRequestHook(flow))
+        # A hook no addon has is a no-op (response: none here).
+        await m.addons.trigger_event(HttpResponseHook(flow))
+
+    run(scenario)
+    assert calls == ["a:/path", "a:/path", "b:/path", "b:/path"]
+
+
+def test_a_hook_attribute_that_is_not_callable_is_still_an_error() -> None:
+    class Broken:
+        request = "not a function"
+
+    async def scenario(m: master.Master) -> None:
+        m.addons.add(Broken())
+        with pytest.raises(exceptions.AddonManagerError, match="not callable"):
+            await m.addons.trigger_event(HttpRequestHook(tflow.tflow()))
+
+    run(scenario)
+
+
+def test_hook_args_and_messages_are_unchanged() -> None:
+    dispatch.install()
+    flow = tflow.tflow()
+    assert HttpRequestHook(flow).args() == [flow]
+    assert hooks.UpdateHook([flow]).args() == [[flow]]
+    # The debug-only type check is skipped; the dataclass still builds the message.
+    req = http.Request.make("GET", "https://example.test/x")
+    assert req.headers is not None and req.content == b""
+
+
+def test_a_mitmproxy_that_dispatches_differently_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def trigger_event(self: Any, event: hooks.Hook) -> None:
+        for addon in self.chain:
+            await self.invoke_addon(addon, event)
+
+    monkeypatch.setattr(addonmanager.AddonManager, "trigger_event", trigger_event)
+    with pytest.raises(RuntimeError, match=r"dispatches hooks differently.*safecall"):
+        dispatch.check_compatible()
+    with pytest.raises(RuntimeError):
+        dispatch.install()
+    assert addonmanager.AddonManager.trigger_event is trigger_event
+
+
+def test_hook_completion_is_handled_by_the_wrapper_of_the_event_holding_the_lock() -> None:
+    from mitmproxy.proxy import server
+
+    dispatch.install()
+    assert getattr(server.ConnectionHandler.hook_task, "_bot_bottle_dispatch", False)
+    # The server_event wrapper drains the completions hook_task queued.
+    assert hasattr(server.ConnectionHandler.server_event, "__wrapped__")
+
+
+def test_a_mitmproxy_whose_events_may_await_under_the_lock_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mitmproxy.proxy import server
+
+    async def server_event(self: Any, event: Any) -> None:
+        async with self._server_event_lock:
+            for command in self.layer.handle_event(event):
+                await self.hook_task(command)
+
+    monkeypatch.setattr(server.ConnectionHandler, "server_event", server_event)
+    with pytest.raises(RuntimeError, match="No `await` beyond this point"):
+        dispatch.check_compatible()
