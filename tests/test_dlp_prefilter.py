@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import platform
 import random
+import re
 import threading
 from collections.abc import Iterator
 
@@ -165,6 +166,38 @@ def test_base64_runs_found_with_find_are_the_runs_re2_finds() -> None:
     for body in bodies:
         expected = list(views._spans(views._B64_RUN, body))  # pyright: ignore[reportPrivateUsage]
         assert list(views._b64_runs(body)) == expected, body  # pyright: ignore[reportPrivateUsage]
+
+
+def test_a_run_repeated_in_a_body_is_decoded_at_every_place() -> None:
+    # A chat body resends the same ids and blobs: every copy of a run is a
+    # segment of its own (a finding is located at each), decoded alike.
+    token = dlp_evasions.TOKEN.encode()
+    plain = base64.b64encode(b"key " + token)
+    spaced = b" ".join(plain[i : i + 4] for i in range(0, len(plain), 4))
+    for run in (plain, spaced):
+        body = b"a " + run + b" b; " + run + b" c; " + run
+        once = [(enc, dec) for _, _, enc, dec in views.decode_runs(b"a " + run + b" b")]
+        found = views.decode_runs(body)
+        step = len(run) + 4
+        assert [s for s, _, _, _ in found] == [2, 2 + step, 2 + 2 * step]
+        assert [(enc, dec) for _, _, enc, dec in found] == once * 3
+        assert any(token in dec for _, dec in once)
+
+
+def test_a_short_buffer_without_an_escape_skips_the_decoders(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # decode_runs answers "nothing" for a buffer shorter than a base64 run
+    # with no escape marker, without running the decoders: they agree.
+    rnd = random.Random(19)
+    alphabet = b"aZ9+/_-=.%&;#\\u\n\r\x00 :,xX3D\xc3\xa9\xef\xbc\xa1"
+    bodies = [bytes(rnd.choice(alphabet) for _ in range(rnd.randint(0, 30))) for _ in range(4000)]
+    bodies += [b"/v1/messages", b"beta=true", b"a%67hp_b", b"x=3Dy", b"x=\ny", b"&#103;hp_"]
+    fast = [views.decode_runs(body) for body in bodies]
+    monkeypatch.setattr(views, "_SHORT_MARKER", re.compile(b""))  # matches every buffer
+    for body, found in zip(bodies, fast, strict=True):
+        assert views.decode_runs(body) == found, body
+    assert any(fast), "no short body decoded at all: the test reaches no decoder"
 
 
 def _hex_sep_bodies() -> list[bytes]:

@@ -194,14 +194,6 @@ _HEX_SEP_RUN = _re2(
     rb"|(?:0[xX][0-9a-fA-F]{2},?[ ]?){16,}"
 )
 _HEX_SEP_DROP = re.compile(rb"\\x|0[xX]|[^0-9a-fA-F]")
-# What every _HEX_SEP_RUN match holds (four bytes of it), for the Hyperscan
-# gate: its bounded repeats of groups are slow there, these short ones not.
-_HEX_SEP_HINT = (
-    rb"[0-9a-fA-F]{2}[:\-, ]{1,2}[0-9a-fA-F]{2}[:\-, ]{1,2}"
-    rb"[0-9a-fA-F]{2}[:\-, ]{1,2}[0-9a-fA-F]{2}"
-    rb"|\\x[0-9a-fA-F]{2}\\x[0-9a-fA-F]{2}\\x"
-    rb"|0[xX][0-9a-fA-F]{2},?[ ]?0[xX][0-9a-fA-F]{2},?[ ]?0[xX]"
-)
 # A _HEX_SEP_RUN match is made of these bytes only, and is at least
 # _MIN_HEX_SEP long (16 bytes of two digits and a separator).
 _HEX_SEP_CLASS = bytes(
@@ -260,10 +252,13 @@ _KEY_OR_PACKED_FIRST = frozenset(
 # SIMD pass instead of a regex pass per decoder. The patterns need only
 # occur where the decoder's own would (a run of 24 is there if a run of 24
 # or more is). Without Hyperscan every decoder runs, gated only by its
-# marker byte, with the same result. Hex with separators is gated on four
-# separated bytes (Hyperscan is slow on its bounded repeats of groups); the
-# split-line pattern is not in it: Hyperscan is slower on it than RE2 is.
-_PCT, _JSON_U, _JSON_SLASH, _B64, _SPACED, _UTF16, _HTML, _QP, _HEX_SEP = range(9)
+# marker byte, with the same result. Hex with separators is not in it: a
+# pattern of four separated hex bytes (its full pattern's bounded repeats
+# of groups are slower still) cost Hyperscan ~1.7 ms per MB where it did not
+# occur (7 us of a 4 KB request's 11), more than finding the long runs of
+# hex and separator bytes itself (~0.9 ms per MB, 4 us); the split-line
+# pattern is not in it either: Hyperscan is slower on it than RE2 is.
+_PCT, _JSON_U, _JSON_SLASH, _B64, _SPACED, _UTF16, _HTML, _QP = range(8)
 _GATE = Prefilter(
     [
         _PCT_HIT[1].pattern,
@@ -274,10 +269,9 @@ _GATE = Prefilter(
         _UTF16_RUN.pattern.replace(b"{8,}", b"{8}"),
         rb"&[#A-Za-z]",  # checked against _HTML_HIT where found
         rb"=[0-9A-F\r\n]",  # and against _QP_HIT
-        _HEX_SEP_HINT,
     ],
     # Fixed lengths of the located patterns: where their matches start.
-    locate=[3, 6, 2, 0, 0, 0, 2, 2, 0],
+    locate=[3, 6, 2, 0, 0, 0, 2, 2],
 )
 
 
@@ -596,7 +590,7 @@ def _decode_extra(data: bytes, out: list[tuple[int, int, str, bytes]], may: _Hit
             decoded = binascii.a2b_qp(data[s:e])
             if decoded != data[s:e] and _printable(decoded):
                 out.append((s, e, "qp", decoded))
-    for s, e in _hex_sep_runs(data) if may(_HEX_SEP) else ():
+    for s, e in _hex_sep_runs(data):
         digits = _HEX_SEP_DROP.sub(b"", data[s : min(e, s + MAX_RUN_BYTES)])
         decoded = binascii.unhexlify(digits[: len(digits) - len(digits) % 2])
         if _printable(decoded):
@@ -612,9 +606,16 @@ def _decode_extra(data: bytes, out: list[tuple[int, int, str, bytes]], may: _Hit
             out.append((s, e, "joined", joined))
 
 
+# In a buffer shorter than _MIN_B64 no base64, spaced-base64 or hex run fits:
+# only the escape-based decodings can apply, each marked by one of these.
+_SHORT_MARKER = re.compile(rb"[%\\\x00&\n\x80-\xff]|=(?:[0-9A-F]{2}|\r?\n)")
+
+
 def decode_runs(data: bytes) -> list[tuple[int, int, str, bytes]]:
     """Every encoded run of ``data`` worth scanning decoded:
     ``(start, end, encoding, decoded)``, in order of ``start``."""
+    if len(data) < _MIN_B64 and _SHORT_MARKER.search(data) is None:
+        return []  # a URL path, a query: too short for a run, and no escape
     out: list[tuple[int, int, str, bytes]] = []
     may = _Hits(data)
     if b"%" in data and may(_PCT):
