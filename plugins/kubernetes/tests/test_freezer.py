@@ -324,6 +324,7 @@ HOSTILE = {
     ),
     "hard-link": _tar(("./home/agent/f", "file", "x"), ("./home/agent/h", "lnk", "etc/shadow")),
     "fifo": _tar(("./home/agent/p", "fifo", "")),
+    "whiteout-name": _tar(("./etc/.wh.passwd", "file", "")),
     "device": _tar(("./home/agent/d", "chr", "")),
     "not-a-tar": b"\x00garbage" * 200,
 }  # fmt: skip

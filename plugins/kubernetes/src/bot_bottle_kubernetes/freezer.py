@@ -22,7 +22,8 @@ smolmachines freezer does for a VM):
 3. The archive is untrusted (the agent chose the names): a member with an
    absolute path or ``..``, a relative symlink climbing out of the root, a
    member under a symlink of the same archive, a hard link, a device or a
-   fifo refuses the whole commit before anything is built
+   fifo, a name a layer reads as a whiteout (``.wh.*``) refuses the whole
+   commit before anything is built
    (:func:`check_archive`); so does an archive over the cap.
 4. The Docker freezer's filter (:func:`bot_bottle_docker.freezer.filter_rootfs`):
    ``/tmp`` and ``/var/tmp`` content and the bottle CA (the file and its copy
@@ -306,6 +307,9 @@ def check_archive(data: bytes) -> set[str]:
         parts = PurePosixPath(name).parts
         if not name or name.startswith("/") or ".." in parts:
             raise _refuse(m.name, "escapes the image's root")
+        if parts[-1].startswith(WHITEOUT):
+            # A layer would read it as a deletion the agent never made.
+            raise _refuse(m.name, "is named as a layer whiteout")
         if m.islnk():
             raise _refuse(m.name, "is a hard link (the pod's tar dereferences them)")
         if not (m.isfile() or m.isdir() or m.issym()):
@@ -438,13 +442,16 @@ def image_paths(image: str, *, docker: str = "docker") -> set[str]:
     try:
         with subprocess.Popen([docker, "export", cid], stdout=subprocess.PIPE) as proc:
             assert proc.stdout is not None
-            with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
-                for m in tar:
-                    name = m.name.strip("/")
-                    while name.startswith("./"):
-                        name = name[2:]
-                    if name and name not in INIT_PATHS:
-                        paths.add(name)
+            try:
+                with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+                    for m in tar:
+                        name = m.name.strip("/")
+                        while name.startswith("./"):
+                            name = name[2:]
+                        if name and name not in INIT_PATHS:
+                            paths.add(name)
+            except tarfile.TarError as e:
+                raise BotBottleError(f"reading the files of {visible(image)} failed: {e}") from None
             if proc.wait() != 0:
                 raise BotBottleError(f"exporting the files of {visible(image)} failed")
     finally:
@@ -487,7 +494,7 @@ def append_layer(image: str, layer: Path, tag: str, *, docker: str = "docker") -
 
     work = layer.parent
     saved, loaded = work / "saved.tar", work / "loaded.tar"
-    got = _quiet([docker, "save", "--output", str(saved), image])
+    got = _quiet([docker, "save", "--output", str(saved), image], timeout=3600)
     if got.returncode != 0:
         raise BotBottleError(f"saving the snapshot image failed: {visible(got.stderr[-300:])}")
     digest = hashlib.sha256()
@@ -509,7 +516,8 @@ def append_layer(image: str, layer: Path, tag: str, *, docker: str = "docker") -
         config_name = hashlib.sha256(body).hexdigest() + ".json"
         layer_name = digest.hexdigest() + "/layer.tar"
         for m in src.getmembers():
-            if m.name in ("manifest.json", "repositories"):
+            # Without an OCI index, every engine loads by manifest.json.
+            if m.name in ("manifest.json", "repositories", "index.json", "oci-layout"):
                 continue
             dst.addfile(m, src.extractfile(m) if m.isfile() else None)
         _add(dst, config_name, io.BytesIO(body), len(body))
@@ -520,7 +528,7 @@ def append_layer(image: str, layer: Path, tag: str, *, docker: str = "docker") -
         doc = json.dumps([entry]).encode()
         _add(dst, "manifest.json", io.BytesIO(doc), len(doc))
     saved.unlink()
-    got = _quiet([docker, "load", "--quiet", "--input", str(loaded)])
+    got = _quiet([docker, "load", "--quiet", "--input", str(loaded)], timeout=3600)
     loaded.unlink()
     if got.returncode != 0:
         raise BotBottleError(f"loading the snapshot image failed: {visible(got.stderr[-300:])}")
@@ -783,5 +791,5 @@ def _registry() -> str | None:
     return check_registry(raw) if raw else None
 
 
-def _quiet(argv: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=300)
+def _quiet(argv: list[str], *, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=timeout)
