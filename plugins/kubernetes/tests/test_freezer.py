@@ -174,6 +174,9 @@ def test_commit_freezes_the_changes_as_a_layer_pushed_by_digest_and_resume_runs_
                 "mkdir -p proj/src && echo 'print(1)' > proj/src/main.py && "
                 "chmod 750 proj && ln -s proj/src/main.py main && echo x > /tmp/scratch",
             )
+            # It deletes a file and a directory tree of the image (as root:
+            # the image's files are root's; who deleted does not matter).
+            _as_root(agent_box, "rm /etc/issue && rm -r /usr/share/doc")
             started = _docker("exec", "-d", "-u", str(AGENT_UID), agent_box, "sleep", "600")
             assert started.returncode == 0
             pid = _as_root(agent_box, "for p in /proc/[0-9]*; do "
@@ -196,7 +199,10 @@ def test_commit_freezes_the_changes_as_a_layer_pushed_by_digest_and_resume_runs_
             "cat /home/agent/notes.txt; stat -c '%u %a' /home/agent/notes.txt /home/agent/proj; "
             "readlink /home/agent/main; cat /home/agent/proj/src/main.py; "
             f"test ! -e /tmp/scratch && test ! -e {GUEST_CA_PATH} && echo clean; "
-            "sha256sum /etc/ssl/certs/ca-certificates.crt"
+            "sha256sum /etc/ssl/certs/ca-certificates.crt; "
+            # Deleted stays deleted; their neighbours stay; no whiteout is a file.
+            "test ! -e /etc/issue && test ! -e /usr/share/doc && test ! -e /etc/.wh.issue && "
+            "test -f /etc/issue.net && test -d /usr/share/common-licenses && echo deleted"
         )
         got = _docker("run", "--rm", "--network", "none", frozen.ref, "sh", "-c", check)
         assert got.returncode == 0, got.stderr
@@ -208,6 +214,11 @@ def test_commit_freezes_the_changes_as_a_layer_pushed_by_digest_and_resume_runs_
         original = _docker("run", "--rm", base_image, "sha256sum",
                            "/etc/ssl/certs/ca-certificates.crt").stdout.decode()  # fmt: skip
         assert lines[6] == original.strip()
+        assert lines[7:] == ["deleted"]
+        # The deletions are one layer of whiteouts on top of the changes' layer.
+        layers = _docker("image", "inspect", "--format", "{{len .RootFS.Layers}}", frozen.ref)
+        base_layers = _docker("image", "inspect", "--format", "{{len .RootFS.Layers}}", base_image)
+        assert int(layers.stdout) == int(base_layers.stdout) + 2
         assert ca_pem.strip() and ca_pem not in got.stdout
         # The image's own config, never the pod's environment.
         env = _docker("image", "inspect", "--format", "{{json .Config.Env}}", frozen.ref)
@@ -313,6 +324,7 @@ HOSTILE = {
     ),
     "hard-link": _tar(("./home/agent/f", "file", "x"), ("./home/agent/h", "lnk", "etc/shadow")),
     "fifo": _tar(("./home/agent/p", "fifo", "")),
+    "whiteout-name": _tar(("./etc/.wh.passwd", "file", "")),
     "device": _tar(("./home/agent/d", "chr", "")),
     "not-a-tar": b"\x00garbage" * 200,
 }  # fmt: skip
@@ -350,6 +362,11 @@ def test_a_hostile_pod_or_one_over_the_cap_builds_nothing_and_the_agent_continue
         with pytest.raises(fz.UnsafeCommitError, match="under a symlink"):
             _commit("hostile-1")
         del handler.planted[fz.COLLECT_SCRIPT]
+        # A file list naming a path out of the root: refused, nothing built.
+        handler.planted[fz.LIST_SCRIPT] = HOSTILE_LISTS["dotdot"]
+        with pytest.raises(fz.UnsafeCommitError, match="escapes the image's root"):
+            _commit("hostile-3")
+        del handler.planted[fz.LIST_SCRIPT]
         # Real: 2 MiB of changes against a 1 MiB cap, bounded in the pod.
         _as_agent(agent_box, "head -c 2097152 /dev/urandom > /home/agent/big")
         monkeypatch.setenv(fz.MAX_ENV, "1")
@@ -360,8 +377,59 @@ def test_a_hostile_pod_or_one_over_the_cap_builds_nothing_and_the_agent_continue
         assert calls == []  # every freezer exec went to the real container
         stat = _as_root(agent_box, "cat /proc/[0-9]*/stat 2>/dev/null; true")
         assert b") T " not in stat
-    for name in ("hostile-1", "hostile-2"):
+    for name in ("hostile-1", "hostile-2", "hostile-3"):
         assert not _local_image(image_tag(name))
+
+
+def _listing(*entries: str, root: str = "2049") -> bytes:
+    return b"".join(e.encode() + b"\0" for e in (root, *entries))
+
+
+def test_deletions_are_the_topmost_paths_of_the_image_gone_from_the_root_filesystem() -> None:
+    listing = fz.parse_listing(_listing(
+        "2049 d ./etc", "2049 f ./etc/issue.net", "2049 d ./usr", "2049 d ./usr/share",
+        "2049 d ./home", "77 d ./workspace", "2049 f ./home/new",
+    ))  # fmt: skip
+    image = {"etc", "etc/issue", "etc/issue.net", "usr", "usr/share", "usr/share/doc",
+             "usr/share/doc/a", "usr/share/doc/a/b", "home", "workspace", "workspace/readme",
+             "opt", "opt/x"}  # fmt: skip
+    # A tree once, from its top; a mount point's content is not the agent's.
+    assert fz.deletions(image, listing) == ["etc/issue", "opt", "usr/share/doc"]
+
+
+HOSTILE_LISTS = {
+    "dotdot": _listing("2049 f ./home/agent/../../../etc/shadow"),
+    "absolute": _listing("2049 f /etc/shadow"),
+    "no-type": _listing("2049 ./etc"),
+    "no-root-device": b"2049 d ./etc\0",
+    "empty": b"",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE_LISTS))
+def test_a_hostile_file_list_from_the_pod_is_refused(kind: str) -> None:
+    with pytest.raises(fz.UnsafeCommitError) as err:
+        fz.parse_listing(HOSTILE_LISTS[kind])
+    assert "refusing to commit" in err.value.message
+
+
+@pytest.mark.parametrize("bad", ["etc/../../x", "/etc/passwd", "../x", "etc/.wh.issue"])
+def test_a_deleted_path_with_dotdot_or_a_whiteout_name_is_refused(bad: str, tmp_path: Any) -> None:
+    with pytest.raises(fz.UnsafeCommitError):
+        fz.whiteout_layer(["etc/issue", bad], tmp_path / "w.tar")
+
+
+def test_the_whiteout_layer_names_each_deleted_path() -> None:
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "w.tar"
+        fz.whiteout_layer(["etc/issue", "usr/share/doc", "top"], out)
+        with tarfile.open(out) as tar:
+            assert [(m.name, m.isfile(), m.size) for m in tar.getmembers()] == [
+                ("etc/.wh.issue", True, 0), ("usr/share/.wh.doc", True, 0), (".wh.top", True, 0),
+            ]  # fmt: skip
 
 
 def test_a_gone_agent_pod_is_a_clear_error(kube_env: FakeApiServer) -> None:
@@ -414,6 +482,13 @@ def test_core_commit_records_a_cluster_snapshot_and_snapshots_rm_removes_its_ima
         got = _docker("run", "--rm", "--network", "none", record.image,
                       "cat", "/home/agent/state.txt")  # fmt: skip
         assert got.stdout == b"kept\n"
+        # Nothing deleted, no whiteout layer: the pod's mounts and Docker's
+        # init paths are no deletion.
+        layers = [
+            int(_docker("image", "inspect", "--format", "{{len .RootFS.Layers}}", i).stdout)
+            for i in (record.image, base_image)
+        ]
+        assert layers[0] == layers[1] + 1
         labels = _docker("image", "inspect", "--format", "{{json .Config.Labels}}", record.image)
         assert b'"bot-bottle.snapshot":"via-core"' in labels.stdout
         freezer = fz.KubernetesFreezer()
@@ -461,6 +536,7 @@ def test_an_agent_that_exited_non_zero_keeps_its_changes_for_resume_slug(
     plan = mini_plan(agent_image=base_image, bundle_image=base_image)
     with backend.launch(backend.prepare(plan)) as bottle:
         _as_agent(agent_box, f"echo 'half done' > /home/agent/wip.txt && echo '{TOKEN}' > /tmp/t")
+        _as_root(agent_box, "rm /etc/issue")
         bottle.keep_for_resume()
     state.preserve("agent exited with 3")
     assert bottle_objects(kube_env) == []
@@ -468,13 +544,14 @@ def test_an_agent_that_exited_non_zero_keeps_its_changes_for_resume_slug(
     assert any("kept for 'bot-bottle resume" in line for line in said), said
     assert kept.stat().st_mode & 0o777 == 0o700
     assert {p.name: p.stat().st_mode & 0o777 for p in kept.iterdir()} == {
-        fz.KEPT_TAR: 0o600, fz.KEPT_CA: 0o600, fz.KEPT_IMAGE: 0o600,
+        fz.KEPT_TAR: 0o600, fz.KEPT_CA: 0o600, fz.KEPT_IMAGE: 0o600, fz.KEPT_LIST: 0o600,
     }  # fmt: skip
     record = snapshots.commit_bottle(SLUG, SLUG, host=PluginHost().load())
     try:
         got = _docker("run", "--rm", "--network", "none", record.image, "sh", "-c",
-                      "cat /home/agent/wip.txt; test ! -e /tmp/t && echo no-scratch")  # fmt: skip
-        assert got.stdout == b"half done\nno-scratch\n", got.stderr
+                      "cat /home/agent/wip.txt; test ! -e /tmp/t && echo no-scratch; "
+                      "test ! -e /etc/issue && test -f /etc/issue.net && echo deleted")  # fmt: skip
+        assert got.stdout == b"half done\nno-scratch\ndeleted\n", got.stderr
         fz.KubernetesFreezer().release(SLUG)
         assert not kept.exists()
     finally:

@@ -22,7 +22,8 @@ smolmachines freezer does for a VM):
 3. The archive is untrusted (the agent chose the names): a member with an
    absolute path or ``..``, a relative symlink climbing out of the root, a
    member under a symlink of the same archive, a hard link, a device or a
-   fifo refuses the whole commit before anything is built
+   fifo, a name a layer reads as a whiteout (``.wh.*``) refuses the whole
+   commit before anything is built
    (:func:`check_archive`); so does an archive over the cap.
 4. The Docker freezer's filter (:func:`bot_bottle_docker.freezer.filter_rootfs`):
    ``/tmp`` and ``/var/tmp`` content and the bottle CA (the file and its copy
@@ -38,9 +39,23 @@ smolmachines freezer does for a VM):
    as it is (no second push); without one it is the local tag, for nodes
    that are given images by hand (``kind load docker-image``).
 
-What a layer cannot say: a file the agent *deleted* is back on resume (no
-whiteouts are written); the snapshot holds only what changed, so it is as
-large as the agent's changes, not its filesystem.
+6. Deletions: in the same stopped window the pod lists every path of its
+   root filesystem (``find -xdev``, device and type of each; bounded and
+   every name checked as the archive's are). What the agent deleted is
+   (the paths of the pod's image) minus (those now present), the image's
+   list read **on the host** from the image itself (``docker create`` +
+   ``docker export``, names only: the agent cannot lie about what the image
+   held), the topmost path of each deleted tree only, and only under a
+   directory on the root filesystem (a mount point's content is not the
+   agent's to delete). They become a second layer of OCI whiteouts
+   (``.wh.<name>``, names scanned like the others, traversal refused),
+   appended by ``docker save`` of the built image, the layer and its
+   ``diff_id``/history added to the config, ``docker load``: the engine's
+   own layer application removes them; nothing of the agent's image runs
+   at build time.
+
+The snapshot holds only what changed, so it is as large as the agent's
+changes, not its filesystem.
 
 A pod is not kept stopped as a container is: when the agent exited
 non-zero (core calls ``keep_for_resume``), the launch's teardown reads the
@@ -99,9 +114,21 @@ COLLECT_SCRIPT = (
     "tar -c -f - --no-recursion --numeric-owner --hard-dereference --null -T - "
     '2>/dev/null | head -c "$1"'
 )
+#: $0 byte limit. The root's device, then "DEV TYPE PATH" of every path on
+#: the root filesystem (mount points listed, their content not), NUL-separated.
+LIST_SCRIPT = (
+    "cd / || exit 3; printf '%s\\0' \"$(stat -c %d /)\"; "
+    "find . -xdev -mindepth 1 -printf '%D %y %p\\0' 2>/dev/null | head -c \"$0\""
+)
+#: Paths Docker's init layer adds to every container (``docker export`` holds
+#: them; they are no part of the image).
+INIT_PATHS = frozenset({".dockerenv", "etc/hosts", "etc/hostname", "etc/resolv.conf",
+                        "etc/mtab", "dev/console", "dev/pts", "dev/shm"})  # fmt: skip
+WHITEOUT = ".wh."
 #: In a preserved bottle's state dir: its agent's changes, kept at teardown.
 KEPT = "kubernetes-kept"
 KEPT_TAR, KEPT_CA, KEPT_IMAGE = "changes.tar", "ca.pem", "image"
+KEPT_LIST = "present.list"
 #: The commit's cap, MiB of archive (the agent's changes, not its image).
 MAX_ENV = "BOT_BOTTLE_K8S_COMMIT_MAX_MB"
 DEFAULT_MAX_MB = 2048
@@ -147,10 +174,11 @@ def _err(result: ExecResult) -> str:
     return visible(result.stderr.decode("utf-8", "replace").strip()[-300:]) or "no output"
 
 
-def read_changes(run: Exec, limit: int, ca_cert_path: str) -> tuple[bytes, bytes | None]:
-    """Steps 2: the agent's processes stopped, the archive of what changed
-    since the marker (at most ``limit`` bytes, else refused) and the bottle
-    CA's PEM (None when it is gone); the processes continue on every path."""
+def read_changes(run: Exec, limit: int, ca_cert_path: str) -> tuple[bytes, bytes, bytes | None]:
+    """Steps 2 and 6: the agent's processes stopped, the archive of what
+    changed since the marker and the listing of what is present (each at
+    most ``limit`` bytes, else refused) and the bottle CA's PEM (None when
+    it is gone); the processes continue on every path."""
     try:
         for _ in range(2):  # children forked during the first pass
             stopped = run(["bash", "-c", SIGNAL_SCRIPT, "STOP"], None)
@@ -172,9 +200,18 @@ def read_changes(run: Exec, limit: int, ca_cert_path: str) -> tuple[bytes, bytes
                 f"refusing to commit: the agent's changes exceed {limit // (1024 * 1024)} MiB",
                 hint=f"remove large files in the bottle, or raise {MAX_ENV}",
             )
+        listed = run(["bash", "-c", LIST_SCRIPT, str(limit + 1)], None)
+        if not listed.ok:
+            raise BotBottleError(f"listing the agent pod's files failed: {_err(listed)}")
+        if len(listed.stdout) > limit:
+            raise UnsafeCommitError(
+                f"refusing to commit: the agent pod's file list exceeds "
+                f"{limit // (1024 * 1024)} MiB",
+                hint=f"remove files in the bottle, or raise {MAX_ENV}",
+            )
         ca = run(["head", "-c", str(_CA_LIMIT), ca_cert_path], None)
         ca_pem = ca.stdout if ca.ok and ca.stdout else None
-        return got.stdout, ca_pem
+        return got.stdout, listed.stdout, ca_pem
     finally:
         try:
             cont = run(["bash", "-c", SIGNAL_SCRIPT, "CONT"], None)
@@ -208,11 +245,12 @@ def keep_changes(run: Exec, slug: str, image: str, progress: Callable[[str], Non
         progress(f"warning: {slug}: no state dir to keep the agent's changes in")
         return False
     try:
-        data, ca_pem = read_changes(run, max_bytes(), GUEST_CA_PATH)
+        data, listing, ca_pem = read_changes(run, max_bytes(), GUEST_CA_PATH)
         check_archive(data)
+        parse_listing(listing)
         kept.mkdir(mode=0o700, exist_ok=True)
         for name, body in ((KEPT_TAR, data), (KEPT_CA, ca_pem or b""),
-                           (KEPT_IMAGE, image.encode())):  # fmt: skip
+                           (KEPT_IMAGE, image.encode()), (KEPT_LIST, listing)):  # fmt: skip
             fd = os.open(kept / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as fh:
                 fh.write(body)
@@ -228,7 +266,7 @@ def keep_changes(run: Exec, slug: str, image: str, progress: Callable[[str], Non
     return True
 
 
-def _read_kept(slug: str) -> tuple[bytes, bytes | None, str] | None:
+def _read_kept(slug: str) -> tuple[bytes, bytes | None, bytes | None, str] | None:
     kept = _kept_dir(slug)
     try:
         data = (kept / KEPT_TAR).read_bytes()
@@ -236,7 +274,11 @@ def _read_kept(slug: str) -> tuple[bytes, bytes | None, str] | None:
         image = (kept / KEPT_IMAGE).read_text(encoding="utf-8").strip()
     except OSError:
         return None
-    return data, ca_pem, image
+    try:
+        listing: bytes | None = (kept / KEPT_LIST).read_bytes()
+    except OSError:
+        listing = None  # kept by a version that listed nothing: no deletions
+    return data, listing, ca_pem, image
 
 
 def _refuse(name: str, why: str) -> UnsafeCommitError:
@@ -265,6 +307,9 @@ def check_archive(data: bytes) -> set[str]:
         parts = PurePosixPath(name).parts
         if not name or name.startswith("/") or ".." in parts:
             raise _refuse(m.name, "escapes the image's root")
+        if parts[-1].startswith(WHITEOUT):
+            # A layer would read it as a deletion the agent never made.
+            raise _refuse(m.name, "is named as a layer whiteout")
         if m.islnk():
             raise _refuse(m.name, "is a hard link (the pod's tar dereferences them)")
         if not (m.isfile() or m.isdir() or m.issym()):
@@ -333,6 +378,175 @@ def build_image(
     return built.stdout.strip().splitlines()[-1] if built.stdout.strip() else tag
 
 
+class Listing:
+    """What the pod said is present (step 6), every name checked."""
+
+    def __init__(self, present: set[str], dirs: set[str]) -> None:
+        #: Every path on the root filesystem, mount points included.
+        self.present = present
+        #: The directories on the root filesystem's own device (a mount
+        #: point's content is not listed, so never counts as deleted).
+        self.dirs = dirs
+
+
+def _relative(raw: str, what: str) -> str:
+    name = raw
+    while name.startswith("./"):
+        name = name[2:]
+    parts = PurePosixPath(name).parts
+    if not name or name.startswith("/") or ".." in parts or "." in name.split("/"):
+        raise UnsafeCommitError(
+            f"refusing to commit: {what} {visible(raw, limit=200)!r} escapes the image's root",
+            hint="the agent controls these files; nothing was built or pushed",
+        )
+    return posixpath.join(*parts)
+
+
+def parse_listing(data: bytes) -> Listing:
+    """The pod's ``LIST_SCRIPT`` output, untrusted: a malformed entry or a
+    name with ``..`` refuses the whole commit."""
+    entries = data.split(b"\0")
+    if entries and entries[-1] == b"":
+        entries.pop()
+    if not entries or not entries[0].isdigit():
+        raise UnsafeCommitError("refusing to commit: the agent pod's file list is broken")
+    root_dev = entries[0]
+    present: set[str] = set()
+    dirs: set[str] = set()
+    for entry in entries[1:]:
+        dev, kind, raw = [*entry.split(b" ", 2), b"", b""][:3]
+        if not dev.isdigit() or len(kind) != 1 or not raw:
+            raise UnsafeCommitError(
+                "refusing to commit: the agent pod's file list is broken",
+                hint="the agent controls these files; nothing was built or pushed",
+            )
+        path = _relative(raw.decode("utf-8", "surrogateescape"), "the agent pod's listed path")
+        present.add(path)
+        if kind == b"d" and dev == root_dev:
+            dirs.add(path)
+    return Listing(present, dirs)
+
+
+def image_paths(image: str, *, docker: str = "docker") -> set[str]:
+    """Every path of ``image``'s filesystem, read on the host from the image
+    itself (a created container, never started, exported), without Docker's
+    init-layer paths."""
+    created = _quiet([docker, "create", "--network", "none", image, "true"])
+    if created.returncode != 0:
+        raise BotBottleError(
+            f"reading the files of {visible(image)} failed: "
+            f"{visible(created.stderr.strip()[-300:])}"
+        )
+    cid = created.stdout.strip()
+    paths: set[str] = set()
+    try:
+        with subprocess.Popen([docker, "export", cid], stdout=subprocess.PIPE) as proc:
+            assert proc.stdout is not None
+            try:
+                with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+                    for m in tar:
+                        name = m.name.strip("/")
+                        while name.startswith("./"):
+                            name = name[2:]
+                        if name and name not in INIT_PATHS:
+                            paths.add(name)
+            except tarfile.TarError as e:
+                raise BotBottleError(f"reading the files of {visible(image)} failed: {e}") from None
+            if proc.wait() != 0:
+                raise BotBottleError(f"exporting the files of {visible(image)} failed")
+    finally:
+        _quiet([docker, "rm", "--force", cid])
+    return paths
+
+
+def deletions(image: set[str], listing: Listing) -> list[str]:
+    """What the agent deleted: in the image, gone from the pod, the topmost
+    of each deleted tree, under a directory of the root filesystem."""
+    out = []
+    for path in image - listing.present:
+        parent = posixpath.dirname(path)
+        if not parent or parent in listing.dirs:
+            out.append(path)
+    return sorted(out)
+
+
+def whiteout_layer(paths: Sequence[str], out: Path) -> None:
+    """An OCI layer of whiteouts (``DIR/.wh.NAME``) for ``paths``; a path
+    with ``..`` or an absolute one refuses the commit."""
+    with tarfile.open(out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for raw in paths:
+            path = _relative(raw, "the deleted path")
+            head, base = posixpath.split(path)
+            if base.startswith(WHITEOUT):
+                raise _refuse(raw, "is itself a whiteout name")
+            info = tarfile.TarInfo(posixpath.join(head, WHITEOUT + base))
+            info.mode = 0o600
+            tar.addfile(info)
+
+
+def append_layer(image: str, layer: Path, tag: str, *, docker: str = "docker") -> None:
+    """``image`` with ``layer`` on top, loaded as ``tag``: ``docker save``,
+    the layer and its ``diff_id`` and history added to the config,
+    ``docker load``. The engine applies the layer (whiteouts included) as
+    for any pulled image; nothing of the image runs."""
+    import hashlib
+    import json
+
+    work = layer.parent
+    saved, loaded = work / "saved.tar", work / "loaded.tar"
+    got = _quiet([docker, "save", "--output", str(saved), image], timeout=3600)
+    if got.returncode != 0:
+        raise BotBottleError(f"saving the snapshot image failed: {visible(got.stderr[-300:])}")
+    digest = hashlib.sha256()
+    with layer.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    diff_id = "sha256:" + digest.hexdigest()
+    with tarfile.open(saved, mode="r:") as src, tarfile.open(loaded, mode="w") as dst:
+        manifest = json.loads(_member(src, "manifest.json"))
+        if len(manifest) != 1:
+            raise BotBottleError("the saved snapshot image holds more than one image")
+        config = json.loads(_member(src, manifest[0]["Config"]))
+        config["rootfs"]["diff_ids"].append(diff_id)
+        config.setdefault("history", []).append(
+            {"created": now_iso(), "created_by": "bot-bottle: the agent's deletions",
+             "comment": "whiteouts"}
+        )  # fmt: skip
+        body = json.dumps(config, separators=(",", ":")).encode()
+        config_name = hashlib.sha256(body).hexdigest() + ".json"
+        layer_name = digest.hexdigest() + "/layer.tar"
+        for m in src.getmembers():
+            # Without an OCI index, every engine loads by manifest.json.
+            if m.name in ("manifest.json", "repositories", "index.json", "oci-layout"):
+                continue
+            dst.addfile(m, src.extractfile(m) if m.isfile() else None)
+        _add(dst, config_name, io.BytesIO(body), len(body))
+        with layer.open("rb") as fh:
+            _add(dst, layer_name, fh, layer.stat().st_size)
+        entry = {"Config": config_name, "RepoTags": [tag],
+                 "Layers": [*manifest[0]["Layers"], layer_name]}  # fmt: skip
+        doc = json.dumps([entry]).encode()
+        _add(dst, "manifest.json", io.BytesIO(doc), len(doc))
+    saved.unlink()
+    got = _quiet([docker, "load", "--quiet", "--input", str(loaded)], timeout=3600)
+    loaded.unlink()
+    if got.returncode != 0:
+        raise BotBottleError(f"loading the snapshot image failed: {visible(got.stderr[-300:])}")
+
+
+def _member(tar: tarfile.TarFile, name: str) -> bytes:
+    fh = tar.extractfile(name)
+    if fh is None:
+        raise BotBottleError(f"the saved snapshot image has no {name}")
+    return fh.read()
+
+
+def _add(tar: tarfile.TarFile, name: str, fh: Any, size: int) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode = size, 0o644
+    tar.addfile(info, fh)
+
+
 def _docker() -> str:
     import shutil
 
@@ -397,7 +611,7 @@ class KubernetesFreezer(Freezer):
         kept = _read_kept(slug)
         if kept is not None:
             # Preserved after a non-zero exit: its pods are gone, its changes kept.
-            data, ca_pem, base = kept
+            data, listing, ca_pem, base = kept
             _needs_registry(slug, base, registry)
         else:
             kube = self._kube()
@@ -410,8 +624,9 @@ class KubernetesFreezer(Freezer):
             def run(argv: Sequence[str], stdin: bytes | None) -> ExecResult:
                 return kube.exec(pod_name, AGENT_CONTAINER, argv, stdin=stdin, timeout=1800)
 
-            data, ca_pem = read_changes(run, limit, ca_cert_path)
+            data, listing, ca_pem = read_changes(run, limit, ca_cert_path)
         changed = check_archive(data)
+        present = parse_listing(listing) if listing is not None else None
         all_labels = {**(labels or {}), L_FROZEN: NAME, L_HOME: home_id(), L_BACKEND: NAME}
         with tempfile.TemporaryDirectory(prefix="commit-", dir=work_dir()) as tmp:
             layer = Path(tmp) / "changes.tar"
@@ -421,7 +636,24 @@ class KubernetesFreezer(Freezer):
             del data
             if findings:
                 raise SnapshotRefused(findings)
-            build_image(base, layer, ref, all_labels, docker=docker)
+            built = build_image(base, layer, ref, all_labels, docker=docker)
+            gone = deletions(image_paths(base, docker=docker), present) if present else []
+            for path in gone:
+                # From the image's own list, but the layer holds them as text too.
+                found = scan("/" + path, [("/" + path).encode("utf-8", "surrogateescape")])
+                if found:
+                    findings.setdefault("/" + path, []).extend(found)
+            if findings:
+                _quiet([docker, "image", "rm", ref])
+                raise SnapshotRefused(findings)
+            if gone:
+                whiteouts = Path(tmp) / "deletions.tar"
+                whiteout_layer(gone, whiteouts)
+                append_layer(built, whiteouts, ref, docker=docker)
+                # The build's image is this commit's own once nothing tags it.
+                tags = _quiet([docker, "image", "inspect", "--format", "{{len .RepoTags}}", built])
+                if tags.stdout.strip() == "0":
+                    _quiet([docker, "image", "rm", built])
         if registry is None:
             return FrozenImage(backend=self.name, ref=ref, created_at=now_iso())
         pushed = push_image(ref, registry)
@@ -559,5 +791,5 @@ def _registry() -> str | None:
     return check_registry(raw) if raw else None
 
 
-def _quiet(argv: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=300)
+def _quiet(argv: list[str], *, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=timeout)
