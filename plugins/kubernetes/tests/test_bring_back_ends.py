@@ -314,3 +314,52 @@ def test_cleanup_brings_back_from_a_dead_launchers_pod_before_its_lease_expires(
     assert [i.kind for i in items] == ["bottle"]
     assert backend.cleanup(items) == items
     assert bottle_objects(kube_env) == []
+
+
+def test_stop_scans_with_the_bottles_own_secret_values_read_from_the_cluster(
+    kube_env: Any, shell: PodShell, make_kube_plan: Any, bot_bottle_home: Path
+) -> None:
+    """The launcher is not the one bringing back, so the values come from the
+    bundle's Secret: a branch holding the bottle's secret value (no token
+    format any detector knows) is refused at ``stop``, a clean one lands."""
+    from conftest import BOTTLE_SECRET
+
+    (bot_bottle_home / "bottles").mkdir(exist_ok=True)
+    (bot_bottle_home / "bottles/secretful.md").write_text(SECRETFUL)
+    plan = make_kube_plan("secretful", cwd=True)
+    assert plan.cwd is not None
+    git(plan.cwd, "init", "-q", "-b", "main")
+    (plan.cwd / "src.txt").write_text("one\n")
+    git(plan.cwd, "add", "src.txt")
+    git(plan.cwd, "commit", "-q", "-m", "operator start")
+    plan = dataclasses.replace(
+        plan,
+        agent_image="reg.test/a@sha256:" + "a" * 64,
+        bundle_image="reg.test/b@sha256:" + "b" * 64,
+    )
+    stopped: list[str] = []
+
+    def agent(ws: Path) -> None:
+        git(ws, "checkout", "-q", "main")
+        (ws / "src.txt").write_text("one\nagent\n")
+        git(ws, "commit", "-q", "-am", "agent work")
+        git(ws, "checkout", "-q", "-b", "own-secret")
+        (ws / "notes.txt").write_text(f"remember {BOTTLE_SECRET} for later\n")
+        git(ws, "add", "notes.txt")
+        git(ws, "commit", "-q", "-m", "notes")
+        git(ws, "checkout", "-q", "main")
+        assert KubernetesBackend(progress=stopped.append).stop(plan.slug)
+
+    run_bottle(plan, shell, agent)
+    assert git(plan.cwd, "log", "-1", "--format=%s", f"bot-bottle/{plan.slug}/main").strip() == (
+        "agent work"
+    )
+    refused = [line for line in stopped if "refused" in line and "own-secret" in line]
+    assert refused, stopped
+    assert f"refs/heads/bot-bottle/{plan.slug}/own-secret" not in _refs(plan.cwd)
+    assert not any("installed detectors only" in line for line in stopped), stopped
+    assert BOTTLE_SECRET not in "\n".join(stopped)
+    for line in git(plan.cwd, "cat-file", "--batch-all-objects", "--batch-check").splitlines():
+        sha, kind, _size = line.split()
+        if kind == "blob":
+            assert BOTTLE_SECRET not in git(plan.cwd, "cat-file", "-p", sha)

@@ -66,7 +66,6 @@ A bottle stopped from outside keeps nothing.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import posixpath
@@ -662,22 +661,13 @@ class KubernetesFreezer(Freezer):
     # -- secrets the bundle holds -------------------------------------------------
 
     def bottle_secrets(self, slug: str) -> list[Secret]:
-        import base64
-
-        from bot_bottle_docker.freezer import SECRET_ENV_PREFIXES
-        from bot_bottle_kubernetes.cluster import KubeError
-        from bot_bottle_kubernetes.render import names
+        from bot_bottle_kubernetes.pending_back import cluster_secrets
 
         try:
-            secret = self._kube(timeout=10.0).get("Secret", names(slug)["env"])
-        except (KubeError, BotBottleError):
+            kube = self._kube(timeout=10.0)
+        except BotBottleError:
             return []
-        out: list[Secret] = []
-        for key, value in ((secret or {}).get("data") or {}).items():
-            if str(key).startswith(SECRET_ENV_PREFIXES) and value:
-                with contextlib.suppress(ValueError):
-                    out.append(Secret(base64.b64decode(value).decode("utf-8")))
-        return out
+        return cluster_secrets(kube, slug)
 
     # -- images ------------------------------------------------------------------
 

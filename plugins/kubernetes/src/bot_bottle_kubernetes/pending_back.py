@@ -17,9 +17,11 @@ bottle first brings the commits back under the record's lock and marks it:
 
 * the launcher's teardown: with the bottle's own secret values in the scan
   (git-gate's known-secrets detector), as before;
-* ``stop`` and ``cleanup``: with the installed detectors and the working-tree
-  guards; the bottle's secret values are not kept on disk, so they are not
-  in this scan (Docker's ``cleanup`` has the same limit);
+* ``stop`` and ``cleanup``: with the installed detectors, the working-tree
+  guards and the bottle's secret values read back from the bundle's Secret
+  in the cluster (never kept on disk here; the Secret lives until the
+  bottle's objects go, which is after this). Docker's ``cleanup`` cannot do
+  that (its values were only in the dead launcher's memory); a cluster can;
 
 then the agent pod goes. When it did come back (refused branches included:
 they were scanned and reported), the record and the marker are removed. When
@@ -239,9 +241,34 @@ def teardown(
         )
 
 
-def installed_scanner(record: WorkspaceRecord) -> bb.Scanner:
-    """``stop``/``cleanup``'s scan: the installed detectors and the guards."""
-    return workspace_back.guarded_scanner(bb.default_scanner([]), record.protected)
+def installed_scanner(record: WorkspaceRecord, secrets: list[Any] | None = None) -> bb.Scanner:
+    """``stop``/``cleanup``'s scan: the installed detectors, the guards and
+    the bottle's own secret values (from :func:`cluster_secrets`)."""
+    return workspace_back.guarded_scanner(bb.default_scanner(secrets or []), record.protected)
+
+
+def cluster_secrets(kube: Kube, slug: str) -> list[Any]:
+    """The bottle's secret values as the bundle's ``env`` Secret holds them
+    (route tokens, egress secrets, git-gate's known secrets), for a scan
+    whose launcher is not there to hand them over. None when the Secret is
+    gone or unreadable: the scan then has the installed detectors only, and
+    says so."""
+    import base64
+
+    from bot_bottle.secrets import Secret
+    from bot_bottle_docker.freezer import SECRET_ENV_PREFIXES
+    from bot_bottle_kubernetes.render import names
+
+    try:
+        secret = kube.get("Secret", names(slug)["env"])
+    except BotBottleError:
+        return []
+    out: list[Any] = []
+    for key, value in ((secret or {}).get("data") or {}).items():
+        if str(key).startswith(SECRET_ENV_PREFIXES) and value:
+            with contextlib.suppress(ValueError):
+                out.append(Secret(base64.b64decode(value).decode("utf-8")))
+    return out
 
 
 def agent_exec(kube: Kube, pod: str) -> Callable[..., Any]:
@@ -277,10 +304,16 @@ def before_removal(kube: Kube, slug: str, progress: Callable[[str], None], *, by
         return
     progress(f"bringing the agent's commits back into {visible(record.cwd)} before the pod goes")
     try:
+        secrets = cluster_secrets(kube, slug)
+        if not secrets:
+            progress(
+                "note: the bottle's Secret is gone or holds no value: the commits are "
+                "scanned with the installed detectors only"
+            )
         bring_back_once(
             slug,
             agent_exec(kube, record.agent_pod),
-            installed_scanner(record),
+            installed_scanner(record, secrets),
             progress,
             by=by,
             pod_exists=pod_exists(kube, record.agent_pod),
