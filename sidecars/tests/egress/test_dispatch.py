@@ -235,3 +235,47 @@ def test_an_addon_manager_with_another_way_to_change_the_chain_is_refused(
     )
     with pytest.raises(RuntimeError, match=r"AddonManager as reviewed"):
         dispatch.check_compatible()
+
+
+def test_a_hook_completion_queued_for_a_cancelled_drain_is_still_delivered() -> None:
+    """The task that drains the completions may be cancelled while it waits
+    for the connection's lock (another event queued behind the one that
+    started the hook, and closing the drainer's connection). The completion
+    it held must still reach the layer (the next event's drain), or the flow
+    would wait on its hook for ever; mitmproxy's own hook task never drops it."""
+    from mitmproxy.proxy import context, events, server
+    from mitmproxy.test import tflow as tf
+
+    dispatch.install()
+    seen: list[str] = []
+    flow = tf.tflow()
+    started: list[asyncio.Task[None]] = []
+
+    class Layer:
+        def handle_event(self, event: Any) -> list[Any]:
+            seen.append(type(event).__name__)
+            if type(event).__name__ == "Start":
+                return [HttpRequestHook(flow)]
+            return []
+
+    class Handler(server.ConnectionHandler):
+        async def handle_hook(self, hook: Any) -> None:
+            # Another event arrives while the first still holds the lock.
+            started.append(asyncio.ensure_future(self.server_event(events.Wakeup(None))))  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)
+        ctx = context.Context(tf.tclient_conn(), options.Options())
+        handler = Handler(ctx)
+        handler.layer = Layer()  # type: ignore[assignment]
+        first = asyncio.ensure_future(handler.server_event(events.Start()))
+        # first now waits, in its drain, behind the Wakeup for the lock.
+        assert not first.done()
+        first.cancel()
+        await asyncio.gather(first, *started, return_exceptions=True)
+        for _ in range(10):
+            await asyncio.sleep(0)
+
+    asyncio.run(scenario())
+    assert seen[0] == "Start"
+    assert "HookCompleted" in seen, seen

@@ -39,6 +39,7 @@ would otherwise lose that silently.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import hashlib
@@ -218,17 +219,32 @@ def install() -> None:
         return [getattr(self, n) for n in fields]
 
     from mitmproxy.proxy import events, server
+    from mitmproxy.utils import asyncio_utils
 
     handler_cls = server.ConnectionHandler
     original_event = handler_cls.server_event
 
+    async def drain(self: Any) -> None:
+        # Hooks that completed while an event held the lock (hook_task below).
+        queue: list[Any] | None = self.__dict__.get(_MARK)
+        while queue:
+            completed = queue.pop(0)
+            try:
+                await original_event(self, completed)
+            except asyncio.CancelledError:
+                # Cancelled waiting for the lock (the drainer's connection is
+                # closing), so not handled: mitmproxy's own hook task would
+                # still deliver it, else the flow waits on its hook for ever.
+                queue.insert(0, completed)
+                asyncio_utils.create_task(
+                    drain(self), name="hook completions", keep_ref=True, client=None
+                )
+                raise
+
     @functools.wraps(original_event)
     async def server_event(self: Any, event: Any) -> None:
         await original_event(self, event)
-        # Hooks that completed while that event held the lock (below).
-        queue: list[Any] | None = self.__dict__.get(_MARK)
-        while queue:
-            await original_event(self, queue.pop(0))
+        await drain(self)
 
     @_mark
     async def hook_task(self: Any, hook: Any) -> None:
