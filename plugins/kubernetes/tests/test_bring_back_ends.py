@@ -130,6 +130,39 @@ def test_stop_brings_the_commits_back_before_it_deletes_the_agent_pod(
     assert bottle_objects(kube_env) == []
 
 
+def test_a_second_stop_racing_the_first_leaves_the_report_for_the_launcher(
+    kube_env: Any, shell: PodShell, repo_plan: Any
+) -> None:
+    """Two stops (the console's button pressed twice): the second passed its
+    unlocked check while the first was bringing back, and gets the lock once
+    the first is done. It must not remove the record: the launcher's teardown
+    repeats from it what came back and what was refused (the console's stop
+    has no terminal), the operator's only word of a refused branch."""
+    from bot_bottle_kubernetes import pending_back
+
+    def agent(ws: Path) -> None:
+        _work(ws)
+        backend = KubernetesBackend(progress=lambda _m: None)
+        assert backend.stop(repo_plan.slug)
+        # The second stop, past before_removal's check, now under the lock.
+        record = WorkspaceRecord.load(pending_back.state_path(repo_plan.slug))
+        assert record is not None and record.done_by == "stop"
+        assert pending_back.bring_back_once(
+            repo_plan.slug,
+            None,
+            pending_back.installed_scanner(record),
+            lambda _m: None,
+            by="stop",
+            pod_exists=lambda: True,
+        )
+
+    scene = run_bottle(repo_plan, shell, agent)
+    assert any("brought back" in line and "by stop" in line for line in scene.said), scene.said
+    assert any("refused" in line and "leak" in line for line in scene.said), scene.said
+    state = StateDir.for_slug(repo_plan.slug).path
+    assert not (state / RECORD).exists() and not (state / PENDING).exists()
+
+
 SECRETFUL = """\
 ---
 agent_provider:

@@ -324,6 +324,73 @@ def test_a_bundle_that_stopped_answering_fails_the_change_and_audits_it(
     assert [e["action"] for e in audit.read()] == ["egress.allow", "egress.allow.failed"]
 
 
+def test_an_unreadable_log_during_the_reload_neither_fails_nor_strands_the_change(
+    kube_env: FakeApiServer, bundle: BundleEgress, tmp_path: Path
+) -> None:
+    """Egress's log in the pod cannot be read (init not yet writing it, or
+    rotating it) while the daemon is still reloading: the change is judged
+    by the table read back, as when the log reads. It used to end there with
+    an error and the audit's ``.failed``, the new file left in the pod, which
+    the daemon then enforced (or the next change carried along)."""
+    backend = KubernetesBackend(progress=lambda _m: None)
+    with backend.launch(backend.prepare(_plan(bundle))):
+        bundle.start(kube_env, tmp_path)
+        control = backend.egress_control(SLUG)
+        assert control is not None
+        busy = {"fetches": 1}
+
+        def shell(session: ExecSession) -> int:
+            argv = list(session.argv)
+            if argv[:2] == ["tail", "-c"]:
+                session.stderr(f"tail: cannot open '{egress_live.EGRESS_LOG}'\n".encode())
+                return 1
+            if argv[:3] == [PY, "-c", FETCH] and busy["fetches"] > 0:
+                busy["fetches"] -= 1  # the daemon restarting its listener
+                session.stderr(b"ConnectionRefusedError: [Errno 111] Connection refused\n")
+                return 1
+            return bundle(session)
+
+        kube_env.exec_handler = shell
+        live_egress.allow(
+            control,
+            {"host": "new.upstream.test", "ports": [bundle.upstream.https_port]},
+            plugins=PluginHost().load(),
+        )
+        assert _hosts(control) == ["base.upstream.test", "new.upstream.test"]
+        assert bundle.fetch("new.upstream.test") == 200
+    assert [e["action"] for e in audit.read()] == ["egress.allow"]
+
+
+def test_a_reload_signal_that_fails_puts_the_old_file_back(
+    kube_env: FakeApiServer, bundle: BundleEgress, tmp_path: Path
+) -> None:
+    """The exec that signals init fails (the API server dropped it): the
+    change fails and is audited as failed, and the pod's file is the old one
+    again, so no later reload or change picks the refused route up."""
+    backend = KubernetesBackend(progress=lambda _m: None)
+    with backend.launch(backend.prepare(_plan(bundle))):
+        bundle.start(kube_env, tmp_path)
+        control = backend.egress_control(SLUG)
+        assert control is not None
+        before = bundle.config_file.read_bytes()
+        dropped = {"signals": 1}
+
+        def shell(session: ExecSession) -> int:
+            if list(session.argv) == ["sh", "-c", "kill -HUP 1"] and dropped["signals"] > 0:
+                dropped["signals"] -= 1
+                session.stderr(b"error: unable to upgrade connection\n")
+                return 1
+            return bundle(session)
+
+        kube_env.exec_handler = shell
+        with pytest.raises(EgressReloadError) as err:
+            live_egress.allow(control, {"host": "new.upstream.test"}, plugins=PluginHost().load())
+        assert "cannot signal the sidecars" in err.value.message
+        assert bundle.config_file.read_bytes() == before
+        assert _hosts(control) == ["base.upstream.test"]
+    assert [e["action"] for e in audit.read()] == ["egress.allow", "egress.allow.failed"]
+
+
 def test_the_cli_and_a_proposal_approval_change_a_cluster_bottles_routes(
     kube_env: FakeApiServer,
     bundle: BundleEgress,

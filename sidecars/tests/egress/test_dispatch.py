@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from typing import Any
 
@@ -176,3 +177,105 @@ def test_a_mitmproxy_whose_events_may_await_under_the_lock_is_refused(
     monkeypatch.setattr(server.ConnectionHandler, "server_event", server_event)
     with pytest.raises(RuntimeError, match="No `await` beyond this point"):
         dispatch.check_compatible()
+
+
+def test_a_mitmproxy_that_keeps_the_expected_lines_but_adds_a_check_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every line check_compatible looks for is here, plus a stop between
+    # addons once the flow is killed: the replacement would drop that stop.
+    from mitmproxy.addonmanager import safecall
+
+    async def trigger_event(self: Any, event: hooks.Hook) -> None:
+        for i in self.chain:
+            flow = getattr(event, "flow", None)
+            if flow is not None and flow.error is not None:
+                return
+            try:
+                with safecall():
+                    await self.invoke_addon(i, event)
+            except exceptions.AddonHalt:
+                return
+
+    monkeypatch.setattr(addonmanager.AddonManager, "trigger_event", trigger_event)
+    with pytest.raises(RuntimeError, match=r"trigger_event as reviewed"):
+        dispatch.check_compatible()
+
+
+def test_a_hook_task_that_completes_hooks_on_error_too_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mitmproxy.proxy import events, server
+
+    async def hook_task(self: Any, hook: Any) -> None:
+        try:
+            await self.handle_hook(hook)
+        finally:
+            if hook.blocking:
+                await self.server_event(events.HookCompleted(hook))
+
+    monkeypatch.setattr(server.ConnectionHandler, "hook_task", hook_task)
+    with pytest.raises(RuntimeError, match=r"hook_task as reviewed"):
+        dispatch.check_compatible()
+
+
+def test_an_addon_manager_with_another_way_to_change_the_chain_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The lookup cache is dropped by the mutators it knows; a class whose text
+    # differs may change the chain some other way.
+    monkeypatch.setattr(
+        inspect,
+        "getsource",
+        lambda obj, _real=inspect.getsource: (
+            _real(obj) + "\n    def insert(self, i, addon): ...\n"
+            if obj is addonmanager.AddonManager
+            else _real(obj)
+        ),
+    )
+    with pytest.raises(RuntimeError, match=r"AddonManager as reviewed"):
+        dispatch.check_compatible()
+
+
+def test_a_hook_completion_queued_for_a_cancelled_drain_is_still_delivered() -> None:
+    """The task that drains the completions may be cancelled while it waits
+    for the connection's lock (another event queued behind the one that
+    started the hook, and closing the drainer's connection). The completion
+    it held must still reach the layer (the next event's drain), or the flow
+    would wait on its hook for ever; mitmproxy's own hook task never drops it."""
+    from mitmproxy.proxy import context, events, server
+    from mitmproxy.test import tflow as tf
+
+    dispatch.install()
+    seen: list[str] = []
+    flow = tf.tflow()
+    started: list[asyncio.Task[None]] = []
+
+    class Layer:
+        def handle_event(self, event: Any) -> list[Any]:
+            seen.append(type(event).__name__)
+            if type(event).__name__ == "Start":
+                return [HttpRequestHook(flow)]
+            return []
+
+    class Handler(server.ConnectionHandler):
+        async def handle_hook(self, hook: Any) -> None:
+            # Another event arrives while the first still holds the lock.
+            started.append(asyncio.ensure_future(self.server_event(events.Wakeup(None))))  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)
+        ctx = context.Context(tf.tclient_conn(), options.Options())
+        handler = Handler(ctx)
+        handler.layer = Layer()  # type: ignore[assignment]
+        first = asyncio.ensure_future(handler.server_event(events.Start()))
+        # first now waits, in its drain, behind the Wakeup for the lock.
+        assert not first.done()
+        first.cancel()
+        await asyncio.gather(first, *started, return_exceptions=True)
+        for _ in range(10):
+            await asyncio.sleep(0)
+
+    asyncio.run(scenario())
+    assert seen[0] == "Start"
+    assert "HookCompleted" in seen, seen

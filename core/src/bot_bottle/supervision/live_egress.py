@@ -110,10 +110,17 @@ def apply_config(
     old = control.read_config()
     control.write_config(new.dump_json().encode())
     signalled = time.time()
-    control.signal_reload()
     want = _canon([r.describe() for r in new.routes])
     deadline = time.monotonic() + (RELOAD_TIMEOUT if timeout is None else timeout)
     reason = "the egress daemon did not report the new table in time"
+    # Any error from here on puts the old file back: a new one left behind
+    # would be enforced at the daemon's next reload (or carried into the
+    # next change) while the operator and the audit were told it failed.
+    try:
+        control.signal_reload()
+    except BotBottleError as exc:
+        reason = exc.message
+        deadline = 0.0
     while time.monotonic() < deadline:
         try:
             live = control.live_routes()
@@ -122,7 +129,11 @@ def apply_config(
             live = None
         if live is not None and _canon(live.get("routes")) == want:
             return
-        failed = [e for e in control.events(since=signalled - 1) if e.get("event") == RELOAD_FAILED]
+        try:
+            events = control.events(since=signalled - 1)
+        except BotBottleError:
+            events = []  # the log unreadable for now: the table read back decides
+        failed = [e for e in events if e.get("event") == RELOAD_FAILED]
         if failed:
             reason = f"egress refused the new config: {failed[-1].get('error', '?')}"
             break

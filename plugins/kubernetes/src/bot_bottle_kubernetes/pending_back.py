@@ -193,6 +193,10 @@ def bring_back_once(
             return True
         where = visible(record.cwd)
         if record.finished:
+            if by == "stop":
+                # Another stop got here first: the record stays for the
+                # launcher's teardown, which repeats its report (or cleanup).
+                return True
             if by == "teardown":
                 progress(f"the agent's commits were brought back into {where} by {record.done_by}")
                 for line in record.report:

@@ -29,13 +29,20 @@ unchanged. Every addon and every hook still runs: nothing the egress addon
 judges is touched.
 
 Like ``streams`` and ``tuning``, it checks that mitmproxy still reads as
-expected and refuses to start otherwise, so an upgrade is looked at.
+expected and refuses to start otherwise, so an upgrade is looked at. The
+functions it replaces whole (and ``AddonManager``, whose chain changes the
+lookup cache must see) are pinned to the exact source reviewed
+(:data:`_REVIEWED`): a version that still has the expected lines but does
+something more (a new check between addons, a completion sent on error)
+would otherwise lose that silently.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
+import hashlib
 import inspect
 from typing import Any
 
@@ -65,6 +72,19 @@ _EXPECTED: dict[str, tuple[str, ...]] = {
         "# No `await` beyond this point.",
         "self.hook_task(command)",
     ),
+}
+#: sha256 of the source of what this module replaces or relies on, as reviewed
+#: (mitmproxy 12.3.1). A different text is refused even when the lines above
+#: are all there: the replacements do exactly what that text did, no more.
+_REVIEWED: dict[str, str] = {
+    "hook_task": "9ac79701605262685df6bc57fdba46bc84894961665e5b32d90defebd0780092",
+    "server_event": "a2b42657ebe8bf6de9b9064d7b3dde2403a744bb8f75df03691a5c0e735544d7",
+    "trigger_event": "b763c59bc4992e33030d38fe5a62368b0437ad4f327ea609b0664db32286a4d9",
+    "invoke_addon": "13180532440359de4072c45e3f24aa3ad3b75292ef1ebfa5caa6385160a0be12",
+    "args": "5bab95f7aa358e18cbc06abdb02a4d0a1e71274032d765285706a54e5cb2d965",
+    "__post_init__": "f65088e210cd9cc1dc277086ee4c7f5701d433b02e6f1d81a2ac22f94c484414",
+    # Every way the chain changes (the cache is dropped by _MUTATORS only).
+    "AddonManager": "6be8dc580f5c66bf3736170276cc4baf705578616ac379ae574d4120f44242de",
 }
 #: AddonManager methods that change the chain (they drop the lookup cache).
 _MUTATORS = ("add", "remove", "clear", "register")
@@ -98,8 +118,14 @@ def check_compatible() -> None:
             continue
         fn = inspect.unwrap(fn)
         src = inspect.getsource(fn)
-        problems += [f"{name}: {line}" for line in _EXPECTED[name] if line not in src]
+        missing = [f"{name}: {line}" for line in _EXPECTED[name] if line not in src]
+        if not missing and _digest(src) != _REVIEWED[name]:
+            missing.append(f"{name} as reviewed")
+        problems += missing
     from mitmproxy import addonmanager
+
+    if _digest(inspect.getsource(addonmanager.AddonManager)) != _REVIEWED["AddonManager"]:
+        problems.append("AddonManager as reviewed")
 
     for name in _MUTATORS:
         if not hasattr(addonmanager.AddonManager, name):
@@ -110,6 +136,10 @@ def check_compatible() -> None:
             f"({'; '.join(problems)} not found); "
             "bot_bottle_sidecars.egress.dispatch must be updated for it"
         )
+
+
+def _digest(src: str) -> str:
+    return hashlib.sha256(src.encode()).hexdigest()
 
 
 def installed() -> bool:
@@ -189,17 +219,32 @@ def install() -> None:
         return [getattr(self, n) for n in fields]
 
     from mitmproxy.proxy import events, server
+    from mitmproxy.utils import asyncio_utils
 
     handler_cls = server.ConnectionHandler
     original_event = handler_cls.server_event
 
+    async def drain(self: Any) -> None:
+        # Hooks that completed while an event held the lock (hook_task below).
+        queue: list[Any] | None = self.__dict__.get(_MARK)
+        while queue:
+            completed = queue.pop(0)
+            try:
+                await original_event(self, completed)
+            except asyncio.CancelledError:
+                # Cancelled waiting for the lock (the drainer's connection is
+                # closing), so not handled: mitmproxy's own hook task would
+                # still deliver it, else the flow waits on its hook for ever.
+                queue.insert(0, completed)
+                asyncio_utils.create_task(
+                    drain(self), name="hook completions", keep_ref=True, client=None
+                )
+                raise
+
     @functools.wraps(original_event)
     async def server_event(self: Any, event: Any) -> None:
         await original_event(self, event)
-        # Hooks that completed while that event held the lock (below).
-        queue: list[Any] | None = self.__dict__.get(_MARK)
-        while queue:
-            await original_event(self, queue.pop(0))
+        await drain(self)
 
     @_mark
     async def hook_task(self: Any, hook: Any) -> None:
