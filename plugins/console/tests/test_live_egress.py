@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from typing import Any
 
 import pytest
 
@@ -115,3 +117,31 @@ def test_a_failed_allow_is_audited_as_failed(world: World, monkeypatch: pytest.M
         live_egress.allow(world.control, {"host": "new.upstream.test"}, plugins=world.plugins)
     actions = [e["action"] for e in audit.read()]
     assert actions == ["egress.allow", "egress.allow.failed"]
+
+
+def test_an_unexpected_error_while_confirming_puts_the_old_file_back(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error no backend wrapped (a dropped exec connection, say) while the
+    change is being confirmed: the caller sees it, and the daemon's file and
+    table are the old ones, so nothing the operator was told failed is
+    enforced later."""
+    before = world.control.config_path.read_bytes()
+
+    def dropped(*_a: Any, **_k: Any) -> Any:
+        raise ConnectionResetError("exec stream closed")
+
+    monkeypatch.setattr(world.control, "live_routes", dropped)
+    config = EgressConfig.load(world.control.config_path)
+    data = json.loads(config.dump_json())
+    data["routes"].append({"host": "new.upstream.test"})
+    with pytest.raises(ConnectionResetError):
+        live_egress.apply_config(world.control, EgressConfig.model_validate(data), timeout=10)
+    assert world.control.config_path.read_bytes() == before
+    monkeypatch.undo()
+    # The restore's reload may land after the new file's: wait for it, bounded.
+    deadline = time.monotonic() + 20
+    while world.hosts() != ["base.upstream.test"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert world.hosts() == ["base.upstream.test"]
+    assert world.fetch("new.upstream.test") == 403

@@ -17,6 +17,7 @@ needs one goes in the manifest (``auth.token_ref`` names a host variable).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Mapping
@@ -116,28 +117,35 @@ def apply_config(
     # Any error from here on puts the old file back: a new one left behind
     # would be enforced at the daemon's next reload (or carried into the
     # next change) while the operator and the audit were told it failed.
+    # That includes errors no backend wraps (a dropped exec connection).
     try:
-        control.signal_reload()
-    except BotBottleError as exc:
-        reason = exc.message
-        deadline = 0.0
-    while time.monotonic() < deadline:
         try:
-            live = control.live_routes()
+            control.signal_reload()
         except BotBottleError as exc:
             reason = exc.message
-            live = None
-        if live is not None and _canon(live.get("routes")) == want:
-            return
-        try:
-            events = control.events(since=signalled - 1)
-        except BotBottleError:
-            events = []  # the log unreadable for now: the table read back decides
-        failed = [e for e in events if e.get("event") == RELOAD_FAILED]
-        if failed:
-            reason = f"egress refused the new config: {failed[-1].get('error', '?')}"
-            break
-        time.sleep(0.1)
+            deadline = 0.0
+        while time.monotonic() < deadline:
+            try:
+                live = control.live_routes()
+            except BotBottleError as exc:
+                reason = exc.message
+                live = None
+            if live is not None and _canon(live.get("routes")) == want:
+                return
+            try:
+                events = control.events(since=signalled - 1)
+            except BotBottleError:
+                events = []  # the log unreadable for now: the table read back decides
+            failed = [e for e in events if e.get("event") == RELOAD_FAILED]
+            if failed:
+                reason = f"egress refused the new config: {failed[-1].get('error', '?')}"
+                break
+            time.sleep(0.1)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            control.write_config(old)
+            control.signal_reload()
+        raise
     control.write_config(old)
     control.signal_reload()
     raise EgressReloadError(
