@@ -315,7 +315,21 @@ def _tar(*members: tuple[str, str, str]) -> bytes:
     return buf.getvalue()
 
 
+def _pax(name: str, headers: dict[str, str], *, uname: str = "") -> bytes:
+    """One empty file whose PAX header carries ``headers`` (GNU tar without
+    --xattrs never writes one; a hostile pod may)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo(name)
+        info.pax_headers, info.uname = headers, uname
+        tar.addfile(info, io.BytesIO(b""))
+    return buf.getvalue()
+
+
 HOSTILE = {
+    "xattr-in-pax": _pax("./home/agent/f", {"SCHILY.xattr.user.note": TOKEN}),
+    "capability-xattr": _pax("./home/agent/f", {"SCHILY.xattr.security.capability": "x"}),
+    "pax-comment": _pax("./home/agent/f", {"comment": TOKEN}),
     "dotdot": _tar(("./home/agent/../../../etc/x", "file", "x")),
     "absolute": _tar(("/etc/cron.d/x", "file", "x")),
     "symlink-climbing-out": _tar(("./home/agent/out", "sym", "../../../../../host")),
@@ -395,6 +409,31 @@ def test_deletions_are_the_topmost_paths_of_the_image_gone_from_the_root_filesys
              "opt", "opt/x"}  # fmt: skip
     # A tree once, from its top; a mount point's content is not the agent's.
     assert fz.deletions(image, listing) == ["etc/issue", "opt", "usr/share/doc"]
+
+
+def test_a_token_in_an_owner_name_is_found_with_the_names() -> None:
+    data = _pax("./home/agent/f", {}, uname=TOKEN)
+    fz.check_archive(data)
+    found = fz.scan_names(data, secret_scan(PluginHost().load(), []))
+    assert list(found) == ["/home/agent/f"]
+
+
+def test_a_deletion_under_a_symlink_of_the_changes_is_refused() -> None:
+    # The archive made home/agent/cfg a symlink to /etc, the listing says a
+    # directory with "passwd" gone: the whiteout would delete /etc/passwd.
+    data = _tar(("./home/agent/cfg", "sym", "/etc"))
+    fz.check_archive(data)
+    listing = fz.parse_listing(_listing(
+        "2049 d ./home", "2049 d ./home/agent", "2049 d ./home/agent/cfg",
+    ))  # fmt: skip
+    image = {"home", "home/agent", "home/agent/cfg", "home/agent/cfg/passwd"}
+    assert fz.deletions(image, listing) == ["home/agent/cfg/passwd"]  # without the archive's kinds
+    with pytest.raises(fz.UnsafeCommitError, match="not a directory"):
+        fz.deletions(image, listing, fz.archive_non_dirs(data))
+    # A consistent pod: the symlink listed as one, nothing deleted under it.
+    same = fz.parse_listing(_listing("2049 d ./home", "2049 d ./home/agent",
+                                     "2049 l ./home/agent/cfg"))  # fmt: skip
+    assert fz.deletions(image, same, fz.archive_non_dirs(data)) == []
 
 
 HOSTILE_LISTS = {

@@ -22,13 +22,14 @@ smolmachines freezer does for a VM):
 3. The archive is untrusted (the agent chose the names): a member with an
    absolute path or ``..``, a relative symlink climbing out of the root, a
    member under a symlink of the same archive, a hard link, a device or a
-   fifo, a name a layer reads as a whiteout (``.wh.*``) refuses the whole
+   fifo, a name a layer reads as a whiteout (``.wh.*``), a PAX record other
+   than those restating the header (xattrs) refuses the whole
    commit before anything is built
    (:func:`check_archive`); so does an archive over the cap.
 4. The Docker freezer's filter (:func:`bot_bottle_docker.freezer.filter_rootfs`):
    ``/tmp`` and ``/var/tmp`` content and the bottle CA (the file and its copy
    in the system bundles) dropped, every regular file scanned, and every
-   name and symlink target too (:func:`scan_names`); a finding raises
+   name, symlink target and owner name too (:func:`scan_names`); a finding raises
    :class:`SnapshotRefused` before anything is built or pushed.
 5. The local Docker engine builds ``FROM`` the agent pod's own image (by
    digest when it came from the registry) ``ADD`` the filtered archive as
@@ -52,7 +53,9 @@ smolmachines freezer does for a VM):
    appended by ``docker save`` of the built image, the layer and its
    ``diff_id``/history added to the config, ``docker load``: the engine's
    own layer application removes them; nothing of the agent's image runs
-   at build time.
+   at build time. A deletion under a path the archive holds as a symlink
+   or file (the archive and the list disagree: the whiteout would delete
+   through the agent's symlink) refuses the commit.
 
 The snapshot holds only what changed, so it is as large as the agent's
 changes, not its filesystem.
@@ -124,6 +127,11 @@ LIST_SCRIPT = (
 INIT_PATHS = frozenset({".dockerenv", "etc/hosts", "etc/hostname", "etc/resolv.conf",
                         "etc/mtab", "dev/console", "dev/pts", "dev/shm"})  # fmt: skip
 WHITEOUT = ".wh."
+#: The PAX records that only restate the ustar fields (names are scanned,
+#: the rest are numbers); any other (``SCHILY.xattr.*``, ``comment``...)
+#: would ride into the layer unscanned.
+_PAX_KEYS = frozenset({"path", "linkpath", "size", "mtime", "atime", "ctime",
+                       "uid", "gid", "uname", "gname", "hdrcharset"})  # fmt: skip
 #: In a preserved bottle's state dir: its agent's changes, kept at teardown.
 KEPT = "kubernetes-kept"
 KEPT_TAR, KEPT_CA, KEPT_IMAGE = "changes.tar", "ca.pem", "image"
@@ -309,6 +317,9 @@ def check_archive(data: bytes) -> set[str]:
         if parts[-1].startswith(WHITEOUT):
             # A layer would read it as a deletion the agent never made.
             raise _refuse(m.name, "is named as a layer whiteout")
+        if set(m.pax_headers) - _PAX_KEYS:
+            # Re-emitted into the layer unscanned (xattrs: applied by Docker).
+            raise _refuse(m.name, "carries extended headers (xattrs?) the pod's tar never writes")
         if m.islnk():
             raise _refuse(m.name, "is a hard link (the pod's tar dereferences them)")
         if not (m.isfile() or m.isdir() or m.issym()):
@@ -344,7 +355,9 @@ def scan_names(data: bytes, scan: FileScan) -> dict[str, list[str]]:
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
         for m in tar.getmembers():
             path = _guest(m.name)
-            text = path + ("\n" + m.linkname if m.issym() else "")
+            # The owner names are text the layer keeps too (empty from the
+            # pod's --numeric-owner tar; a hostile pod's are its choice).
+            text = "\n".join([path, m.linkname if m.issym() else "", m.uname, m.gname])
             found = scan(path, [text.encode("utf-8", "surrogateescape")])
             if found:
                 findings[path] = found
@@ -458,13 +471,33 @@ def image_paths(image: str, *, docker: str = "docker") -> set[str]:
     return paths
 
 
-def deletions(image: set[str], listing: Listing) -> list[str]:
+def archive_non_dirs(data: bytes) -> set[str]:
+    """The archive's members that are not directories (relative paths)."""
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        return {_guest(m.name)[1:] for m in tar.getmembers() if not m.isdir()}
+
+
+def deletions(
+    image: set[str], listing: Listing, non_dirs: set[str] | frozenset[str] = frozenset()
+) -> list[str]:
     """What the agent deleted: in the image, gone from the pod, the topmost
-    of each deleted tree, under a directory of the root filesystem."""
+    of each deleted tree, under a directory of the root filesystem.
+
+    ``non_dirs``: the changes layer's symlinks and files. A deletion under
+    one means the archive and the listing disagree (a hostile or racing
+    pod): the whiteout would be applied through a symlink the agent made,
+    deleting from where it points, so the commit is refused."""
     out = []
     for path in image - listing.present:
         parent = posixpath.dirname(path)
         if not parent or parent in listing.dirs:
+            parts = path.split("/")
+            for i in range(1, len(parts)):
+                if "/".join(parts[:i]) in non_dirs:
+                    raise _refuse(
+                        "/".join(parts[:i]),
+                        "is not a directory, yet the pod lists a deletion under it",
+                    )
             out.append(path)
     return sorted(out)
 
@@ -625,6 +658,7 @@ class KubernetesFreezer(Freezer):
 
             data, listing, ca_pem = read_changes(run, limit, ca_cert_path)
         changed = check_archive(data)
+        non_dirs = archive_non_dirs(data)
         present = parse_listing(listing) if listing is not None else None
         all_labels = {**(labels or {}), L_FROZEN: NAME, L_HOME: home_id(), L_BACKEND: NAME}
         with tempfile.TemporaryDirectory(prefix="commit-", dir=work_dir()) as tmp:
@@ -636,7 +670,15 @@ class KubernetesFreezer(Freezer):
             if findings:
                 raise SnapshotRefused(findings)
             built = build_image(base, layer, ref, all_labels, docker=docker)
-            gone = deletions(image_paths(base, docker=docker), present) if present else []
+            try:
+                gone = (
+                    deletions(image_paths(base, docker=docker), present, non_dirs)
+                    if present
+                    else []
+                )
+            except BaseException:
+                _quiet([docker, "image", "rm", ref])
+                raise
             for path in gone:
                 # From the image's own list, but the layer holds them as text too.
                 found = scan("/" + path, [("/" + path).encode("utf-8", "surrogateescape")])
