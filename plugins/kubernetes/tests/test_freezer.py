@@ -429,11 +429,24 @@ def test_a_deletion_under_a_symlink_of_the_changes_is_refused() -> None:
     image = {"home", "home/agent", "home/agent/cfg", "home/agent/cfg/passwd"}
     assert fz.deletions(image, listing) == ["home/agent/cfg/passwd"]  # without the archive's kinds
     with pytest.raises(fz.UnsafeCommitError, match="not a directory"):
-        fz.deletions(image, listing, fz.archive_non_dirs(data))
+        fz.deletions(image, listing, fz.archive_kinds(data))
     # A consistent pod: the symlink listed as one, nothing deleted under it.
     same = fz.parse_listing(_listing("2049 d ./home", "2049 d ./home/agent",
                                      "2049 l ./home/agent/cfg"))  # fmt: skip
-    assert fz.deletions(image, same, fz.archive_non_dirs(data)) == []
+    assert fz.deletions(image, same, fz.archive_kinds(data)) == []
+
+
+def test_a_deletion_of_a_path_the_changes_hold_is_refused() -> None:
+    # /etc/agent.conf was the agent's to write, not to delete (root's /etc):
+    # in the archive, yet listed as gone, its whiteout would delete it.
+    data = _tar(("./etc/agent.conf", "file", "x"))
+    listing = fz.parse_listing(_listing("2049 d ./etc"))
+    image = {"etc", "etc/agent.conf"}
+    with pytest.raises(fz.UnsafeCommitError, match="lists it as deleted"):
+        fz.deletions(image, listing, fz.archive_kinds(data))
+    # A changed directory whose child went is an ordinary deletion.
+    data = _tar(("./etc", "dir", ""))
+    assert fz.deletions(image, listing, fz.archive_kinds(data)) == ["etc/agent.conf"]
 
 
 HOSTILE_LISTS = {

@@ -53,8 +53,9 @@ smolmachines freezer does for a VM):
    appended by ``docker save`` of the built image, the layer and its
    ``diff_id``/history added to the config, ``docker load``: the engine's
    own layer application removes them; nothing of the agent's image runs
-   at build time. A deletion under a path the archive holds as a symlink
-   or file (the archive and the list disagree: the whiteout would delete
+   at build time. A deletion of a path the archive holds, or under one it
+   holds as a symlink or file (the archive and the list disagree: the
+   whiteout would remove what the agent could only change, or delete
    through the agent's symlink) refuses the commit.
 
 The snapshot holds only what changed, so it is as large as the agent's
@@ -471,29 +472,38 @@ def image_paths(image: str, *, docker: str = "docker") -> set[str]:
     return paths
 
 
-def archive_non_dirs(data: bytes) -> set[str]:
-    """The archive's members that are not directories (relative paths)."""
+def archive_kinds(data: bytes) -> dict[str, bool]:
+    """The archive's members (relative paths): True for a directory (a name
+    held twice is one only if every copy is)."""
+    kinds: dict[str, bool] = {}
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-        return {_guest(m.name)[1:] for m in tar.getmembers() if not m.isdir()}
+        for m in tar.getmembers():
+            path = _guest(m.name)[1:]
+            kinds[path] = kinds.get(path, True) and m.isdir()
+    return kinds
 
 
 def deletions(
-    image: set[str], listing: Listing, non_dirs: set[str] | frozenset[str] = frozenset()
+    image: set[str], listing: Listing, archived: Mapping[str, bool] | None = None
 ) -> list[str]:
     """What the agent deleted: in the image, gone from the pod, the topmost
     of each deleted tree, under a directory of the root filesystem.
 
-    ``non_dirs``: the changes layer's symlinks and files. A deletion under
-    one means the archive and the listing disagree (a hostile or racing
-    pod): the whiteout would be applied through a symlink the agent made,
-    deleting from where it points, so the commit is refused."""
+    ``archived``: the changes layer's members (:func:`archive_kinds`). A
+    deletion of one of them, or under one that is a symlink or file, means
+    the archive and the listing disagree (a hostile or racing pod): the
+    whiteout would remove what the agent could only change, or delete
+    through a symlink it made, so the commit is refused."""
+    archived = archived or {}
     out = []
     for path in image - listing.present:
         parent = posixpath.dirname(path)
         if not parent or parent in listing.dirs:
+            if path in archived:
+                raise _refuse(path, "is in the changes, yet the pod lists it as deleted")
             parts = path.split("/")
             for i in range(1, len(parts)):
-                if "/".join(parts[:i]) in non_dirs:
+                if archived.get("/".join(parts[:i])) is False:
                     raise _refuse(
                         "/".join(parts[:i]),
                         "is not a directory, yet the pod lists a deletion under it",
@@ -658,7 +668,7 @@ class KubernetesFreezer(Freezer):
 
             data, listing, ca_pem = read_changes(run, limit, ca_cert_path)
         changed = check_archive(data)
-        non_dirs = archive_non_dirs(data)
+        archived = archive_kinds(data)
         present = parse_listing(listing) if listing is not None else None
         all_labels = {**(labels or {}), L_FROZEN: NAME, L_HOME: home_id(), L_BACKEND: NAME}
         with tempfile.TemporaryDirectory(prefix="commit-", dir=work_dir()) as tmp:
@@ -672,7 +682,7 @@ class KubernetesFreezer(Freezer):
             built = build_image(base, layer, ref, all_labels, docker=docker)
             try:
                 gone = (
-                    deletions(image_paths(base, docker=docker), present, non_dirs)
+                    deletions(image_paths(base, docker=docker), present, archived)
                     if present
                     else []
                 )
