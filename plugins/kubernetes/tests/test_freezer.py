@@ -395,8 +395,9 @@ def test_a_hostile_pod_or_one_over_the_cap_builds_nothing_and_the_agent_continue
         assert not _local_image(image_tag(name))
 
 
-def _listing(*entries: str, root: str = "2049") -> bytes:
-    return b"".join(e.encode() + b"\0" for e in (root, *entries))
+def _listing(*entries: str, root: str = "2049", end: bool = True) -> bytes:
+    tail = (fz.LIST_END.decode(),) if end else ()
+    return b"".join(e.encode() + b"\0" for e in (root, *entries, *tail))
 
 
 def test_deletions_are_the_topmost_paths_of_the_image_gone_from_the_root_filesystem() -> None:
@@ -454,6 +455,8 @@ HOSTILE_LISTS = {
     "absolute": _listing("2049 f /etc/shadow"),
     "no-type": _listing("2049 ./etc"),
     "no-root-device": b"2049 d ./etc\0",
+    # find killed after ./usr: all of the image's /usr would read as deleted.
+    "cut-short": _listing("2049 d ./etc", "2049 d ./usr", end=False),
     "empty": b"",
 }
 

@@ -41,8 +41,9 @@ smolmachines freezer does for a VM):
    that are given images by hand (``kind load docker-image``).
 
 6. Deletions: in the same stopped window the pod lists every path of its
-   root filesystem (``find -xdev``, device and type of each; bounded and
-   every name checked as the archive's are). What the agent deleted is
+   root filesystem (``find -xdev``, device and type of each; bounded,
+   every name checked as the archive's are, ended by a mark only a clean
+   exit of find writes). What the agent deleted is
    (the paths of the pod's image) minus (those now present), the image's
    list read **on the host** from the image itself (``docker create`` +
    ``docker export``, names only: the agent cannot lie about what the image
@@ -118,11 +119,16 @@ COLLECT_SCRIPT = (
     '2>/dev/null | head -c "$1"'
 )
 #: $0 byte limit. The root's device, then "DEV TYPE PATH" of every path on
-#: the root filesystem (mount points listed, their content not), NUL-separated.
+#: the root filesystem (mount points listed, their content not), then
+#: :data:`LIST_END` once find finished without error, NUL-separated.
 LIST_SCRIPT = (
     "cd / || exit 3; printf '%s\\0' \"$(stat -c %d /)\"; "
-    "find . -xdev -mindepth 1 -printf '%D %y %p\\0' 2>/dev/null | head -c \"$0\""
+    "{ find . -xdev -mindepth 1 -printf '%D %y %p\\0' 2>/dev/null && printf 'end\\0'; } "
+    '| head -c "$0"'
 )
+#: A list cut short (find killed or failing) would read as everything after
+#: the cut deleted: whiteouts of files the agent could not delete.
+LIST_END = b"end"
 #: Paths Docker's init layer adds to every container (``docker export`` holds
 #: them; they are no part of the image).
 INIT_PATHS = frozenset({".dockerenv", "etc/hosts", "etc/hostname", "etc/resolv.conf",
@@ -416,17 +422,23 @@ def _relative(raw: str, what: str) -> str:
 
 
 def parse_listing(data: bytes) -> Listing:
-    """The pod's ``LIST_SCRIPT`` output, untrusted: a malformed entry or a
-    name with ``..`` refuses the whole commit."""
+    """The pod's ``LIST_SCRIPT`` output, untrusted: a malformed entry, a
+    name with ``..`` or a missing :data:`LIST_END` refuses the whole commit."""
     entries = data.split(b"\0")
     if entries and entries[-1] == b"":
         entries.pop()
     if not entries or not entries[0].isdigit():
         raise UnsafeCommitError("refusing to commit: the agent pod's file list is broken")
+    if len(entries) < 2 or entries[-1] != LIST_END:
+        raise UnsafeCommitError(
+            "refusing to commit: the agent pod's file list is incomplete "
+            "(its find did not finish cleanly)",
+            hint="a short list would delete the files after the cut; nothing was built or pushed",
+        )
     root_dev = entries[0]
     present: set[str] = set()
     dirs: set[str] = set()
-    for entry in entries[1:]:
+    for entry in entries[1:-1]:
         dev, kind, raw = [*entry.split(b" ", 2), b"", b""][:3]
         if not dev.isdigit() or len(kind) != 1 or not raw:
             raise UnsafeCommitError(
