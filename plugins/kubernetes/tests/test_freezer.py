@@ -330,6 +330,9 @@ HOSTILE = {
     "xattr-in-pax": _pax("./home/agent/f", {"SCHILY.xattr.user.note": TOKEN}),
     "capability-xattr": _pax("./home/agent/f", {"SCHILY.xattr.security.capability": "x"}),
     "pax-comment": _pax("./home/agent/f", {"comment": TOKEN}),
+    # Not in the changed files' list under this name: copied unscanned.
+    "dot-inside": _tar(("./home/agent/./f", "file", TOKEN)),
+    "double-slash": _tar(("./home//agent/f", "file", TOKEN)),
     "dotdot": _tar(("./home/agent/../../../etc/x", "file", "x")),
     "absolute": _tar(("/etc/cron.d/x", "file", "x")),
     "symlink-climbing-out": _tar(("./home/agent/out", "sym", "../../../../../host")),

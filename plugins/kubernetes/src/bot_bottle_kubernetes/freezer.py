@@ -20,11 +20,11 @@ smolmachines freezer does for a VM):
    the pod (``head -c``, the cap :data:`MAX_ENV`). The bottle CA's PEM is
    read too; the agent's processes continue on every exit path.
 3. The archive is untrusted (the agent chose the names): a member with an
-   absolute path or ``..``, a relative symlink climbing out of the root, a
-   member under a symlink of the same archive, a hard link, a device or a
-   fifo, a name a layer reads as a whiteout (``.wh.*``), a PAX record other
-   than those restating the header (xattrs) refuses the whole
-   commit before anything is built
+   absolute path or ``..``, a name that is not a plain path (``a/./b``), a
+   relative symlink climbing out of the root, a member under a symlink of
+   the same archive, a hard link, a device or a fifo, a name a layer reads
+   as a whiteout (``.wh.*``), a PAX record other than those restating the
+   header (xattrs) refuses the whole commit before anything is built
    (:func:`check_archive`); so does an archive over the cap.
 4. The Docker freezer's filter (:func:`bot_bottle_docker.freezer.filter_rootfs`):
    ``/tmp`` and ``/var/tmp`` content and the bottle CA (the file and its copy
@@ -321,6 +321,11 @@ def check_archive(data: bytes) -> set[str]:
         parts = PurePosixPath(name).parts
         if not name or name.startswith("/") or ".." in parts:
             raise _refuse(m.name, "escapes the image's root")
+        if name.rstrip("/") != "/".join(parts):
+            # "a/./b", "a//b": the scan's list of changed files holds the
+            # plain name, the copy into the layer matches the raw one, so
+            # such a file would go into the layer unscanned.
+            raise _refuse(m.name, "is not a plain path")
         if parts[-1].startswith(WHITEOUT):
             # A layer would read it as a deletion the agent never made.
             raise _refuse(m.name, "is named as a layer whiteout")
