@@ -20,6 +20,7 @@ import dataclasses
 import io
 import subprocess
 import tarfile
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -177,11 +178,29 @@ def test_commit_freezes_the_changes_as_a_layer_pushed_by_digest_and_resume_runs_
             # It deletes a file and a directory tree of the image (as root:
             # the image's files are root's; who deleted does not matter).
             _as_root(agent_box, "rm /etc/issue && rm -r /usr/share/doc")
-            started = _docker("exec", "-d", "-u", str(AGENT_UID), agent_box, "sleep", "600")
+            # Its process makes itself non-dumpable (prctl PR_SET_DUMPABLE 0;
+            # x86_64 syscall 157). Kernels that then give /proc/PID to root
+            # would hide its uid from a stat of the directory; the freezer
+            # reads the real uid from /proc/PID/status (this 6.18 kernel
+            # keeps the uid on the directory, so here both ways find it).
+            nodump = (
+                "syscall(157, 4, 0, 0, 0, 0) == 0 or die; "
+                "open(my $f, '>', '/tmp/dumpable') or die; "
+                "print $f syscall(157, 3, 0, 0, 0, 0); close $f; sleep 600"
+            )
+            started = _docker("exec", "-d", "-u", str(AGENT_UID), agent_box, "perl", "-e", nodump)
             assert started.returncode == 0
-            pid = _as_root(agent_box, "for p in /proc/[0-9]*; do "
-                           f"[ \"$(stat -c %u $p)\" = {AGENT_UID} ] && echo ${{p#/proc/}}; "
-                           "done; true").decode().split()[0]  # fmt: skip
+            for _ in range(100):
+                if _as_root(agent_box, "cat /tmp/dumpable 2>/dev/null; true").strip():
+                    break
+                time.sleep(0.05)
+            assert _as_root(agent_box, "cat /tmp/dumpable").strip() == b"0"
+            find_pid = (
+                "for p in /proc/[0-9]*; do "
+                f"grep -q '^Uid:[[:space:]]*{AGENT_UID}[[:space:]]' $p/status "
+                "2>/dev/null && echo ${p#/proc/}; done; true"
+            )
+            pid = _as_root(agent_box, find_pid).decode().split()[0]
             handler.before.append(agent_state)
             frozen = _commit("snap-1")
             # Stopped while read, running again after.

@@ -99,9 +99,12 @@ MARKER = f"{GUEST_DIR}/launched"
 MARK_SCRIPT = 'mkdir -p "${1%/*}" && touch "$1"'
 #: $0 signal (STOP or CONT). Each non-root user's processes, signalled as
 #: that user (root holds no CAP_KILL in the agent container); PID 1 and the
-#: signalling shell are spared by ``kill -1`` itself.
+#: signalling shell are spared by ``kill -1`` itself. The real uid comes from
+#: ``status``: ``/proc/PID`` itself is root's for a process that made itself
+#: non-dumpable (``prctl``, or running an execute-only binary).
 SIGNAL_SCRIPT = (
-    'for u in $(for d in /proc/[0-9]*; do stat -c %u "$d" 2>/dev/null; done | sort -u); do '
+    "for u in $(sed -n 's/^Uid:[[:space:]]*\\([0-9]*\\).*/\\1/p' /proc/[0-9]*/status "
+    "2>/dev/null | sort -u); do "
     '[ "$u" = 0 ] && continue; '
     'setpriv --reuid="$u" --clear-groups -- bash -c \'kill -s "$0" -- -1 2>/dev/null\' "$0"; '
     "done; exit 0"
