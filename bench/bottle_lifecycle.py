@@ -17,7 +17,8 @@ use (git-gate without repos, supervise before its first call).
 from ``git archive main | tar -x -C TREE``) through ``PYTHONPATH`` with
 this environment's packages, alternated with this tree's runs, and prints
 its medians and the ratio: the two see the same load. (The bundle image is
-the one this tree's sources make, for both.)
+the one this tree's sources make, for both.) Each run also reports the
+launcher's CPU (user + system of the CLI process and its children).
 
 The CLI runs as a user's would: with its bytecode cache (an environment
 that sets PYTHONDONTWRITEBYTECODE, as some sandboxes do, makes every run
@@ -30,6 +31,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -50,11 +52,22 @@ def load() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
+#: CPU seconds (user + system) of the last ``_run``: the launcher process
+#: and what it waited for (the containers' CPU is the engine's, not here).
+LAST_CPU = [0.0]
+
+
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def _run(env: dict[str, str], *args: str) -> tuple[float, str]:
-    t = time.monotonic()
+    t, cpu = time.monotonic(), _children_cpu()
     r = subprocess.run([*BB, *args], env=env, capture_output=True, text=True, check=False)
     if r.returncode != 0:
         raise SystemExit(f"bot-bottle {' '.join(args)} failed: {r.stderr[-800:]}")
+    LAST_CPU[0] = _children_cpu() - cpu
     return time.monotonic() - t, r.stdout + r.stderr
 
 
@@ -155,6 +168,8 @@ def main() -> int:
         image = base_image()
         base, walls, phases = [], [], []
         other_walls, other_phases = [], []
+        cpus: list[float] = []
+        other_cpus: list[float] = []
         # Interleaved, so all see the same load.
         for i in range(args.runs):
             t = time.monotonic()
@@ -164,13 +179,16 @@ def main() -> int:
                 wall, out = _run(other, "run", "demo", "--timings", "--", "true")
                 other_walls.append(wall)
                 other_phases.append(timings(out))
+                other_cpus.append(LAST_CPU[0])
             wall, out = _run(env, "run", "demo", "--timings", "--", "true")
             walls.append(wall)
             phases.append(timings(out))
+            cpus.append(LAST_CPU[0])
             if other is not None and not i % 2:
                 wall, out = _run(other, "run", "demo", "--timings", "--", "true")
                 other_walls.append(wall)
                 other_phases.append(timings(out))
+                other_cpus.append(LAST_CPU[0])
         med = {k: statistics.median(p.get(k, 0.0) for p in phases) for k in phases[0]}
         wall, base_med = statistics.median(walls), statistics.median(base)
         print(f"\nbot-bottle run demo -- true, {args.runs} runs (medians):")
@@ -195,6 +213,7 @@ def main() -> int:
         print(f"  wall                   {wall:6.2f} s   target <= 2.0 s: {verdict(wall <= 2.0)}")
         print(f"  baseline docker run --rm {image} true: {base_med:.2f} s; "
               f"ratio {ratio:.1f}x   target <= 7x: {verdict(ratio <= 7)}")  # fmt: skip
+        print(f"  launcher CPU (user+sys) {statistics.median(cpus):5.2f} s")
         print(f"  teardown               {med['teardown']:6.2f} s   target <= 0.4 s: "
               f"{verdict(med['teardown'] <= 0.4)}")  # fmt: skip
         if other is not None:
@@ -205,7 +224,9 @@ def main() -> int:
             print("  " + " ".join(f"{k}={v:.2f}" for k, v in o_med.items()))
             print(f"  wall {o_wall:.2f} s ({o_wall / base_med:.1f}x the baseline), teardown "
                   f"{o_med['teardown']:.2f} s")  # fmt: skip
-            print(f"  this tree / that tree, wall: {wall / o_wall:.2f}")
+            print(f"  launcher CPU (user+sys) {statistics.median(other_cpus):.2f} s")
+            print(f"  this tree / that tree, wall: {wall / o_wall:.2f}, launcher CPU: "
+                  f"{statistics.median(cpus) / statistics.median(other_cpus):.2f}")  # fmt: skip
         idle_memory(env, client, f"bench-idle-{os.getpid()}")
     print(f"\nload average at the end: {load()}")
     return 0

@@ -57,7 +57,7 @@ def begin_history(plan: BottlePlan, backend: str) -> tuple[BottleHistory, Path]:
     bottle: ``bot-bottle logs``, cleanup's retention), and the host's
     supervise queue (where ``SuperviseQueue`` looks). The launch ends the
     history with ``history.end(queue)`` at teardown."""
-    from bot_bottle.contracts.supervise import default_queue_dir
+    from bot_bottle.contracts.supervise_paths import default_queue_dir
     from bot_bottle.history import BottleHistory
 
     queue = default_queue_dir(plan.slug)

@@ -79,7 +79,7 @@ class BottleHistory:
 
     @classmethod
     def for_slug(cls, slug: str, root: Path | None = None) -> BottleHistory:
-        from bot_bottle.contracts.supervise import SLUG_RE
+        from bot_bottle.contracts.supervise_paths import SLUG_RE
 
         if not SLUG_RE.fullmatch(slug):
             raise HistoryError(

@@ -7,6 +7,8 @@ blocked by any rule. Adding a rule without fixtures fails here too.
 from __future__ import annotations
 
 import binascii
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -84,6 +86,23 @@ def test_matches_in_a_longer_text_are_all_found() -> None:
     text = " and ".join(tp for _, tp in TRUE_POSITIVES)
     blocked = {f.rule for f in _scan(text) if f.action is Action.BLOCK}
     assert blocked == {r.id for r in RULES}
+
+
+def test_first_scans_from_many_threads_each_find_every_rule() -> None:
+    # The alternations are compiled at the first scan (not when the
+    # launcher builds the detector to read its direction): scans racing
+    # for that first compile must all use the complete rule set.
+    text = (" and ".join(tp for _, tp in TRUE_POSITIVES)).encode()
+    detector = TokenPatternsDetector(prefilter=False)
+    barrier = threading.Barrier(8)
+
+    def scan() -> set[str]:
+        barrier.wait()
+        return {f.rule for f in detector.scan(text, CTX) if f.action is Action.BLOCK}
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: scan(), range(8)))
+    assert results == [{r.id for r in RULES}] * 8
 
 
 def test_rule_breadth_of_issue_17() -> None:

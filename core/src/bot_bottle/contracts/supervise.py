@@ -40,15 +40,17 @@ from pydantic import (
     model_validator,
 )
 
-from bot_bottle.errors import BotBottleError
-from bot_bottle.paths import home_dir
+# Re-exported: the queue's users import them from here.
+from bot_bottle.contracts.supervise_paths import SLUG_RE as SLUG_RE
+from bot_bottle.contracts.supervise_paths import QueueError as QueueError
+from bot_bottle.contracts.supervise_paths import check_slug as _check_slug
+from bot_bottle.contracts.supervise_paths import default_queue_dir as default_queue_dir
 from bot_bottle.termtext import describe, first_unsafe
 
 SCHEMA_VERSION = 1
 #: Proposal ids are generated here and validated on every lookup, so an id
 #: taken from an MCP call can never name a path outside the queue directory.
 PROPOSAL_ID_RE = re.compile(r"^p-[0-9]{8}T[0-9]{6}Z-[0-9a-f]{12}$")
-SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 #: A proposed Dockerfile is a few kilobytes; the cap keeps one agent from
 #: filling the operator's disk through the queue.
 MAX_DOCKERFILE_CHARS = 256 * 1024
@@ -59,10 +61,6 @@ MAX_PENDING = 20
 
 ProposalId = Annotated[str, Field(pattern=PROPOSAL_ID_RE.pattern)]
 Slug = Annotated[str, Field(pattern=SLUG_RE.pattern)]
-
-
-class QueueError(BotBottleError):
-    """The queue directory or one of its files cannot be used."""
 
 
 class ProposalStatus(StrEnum):
@@ -247,20 +245,6 @@ def now() -> datetime:
 def new_proposal_id(at: datetime | None = None) -> str:
     stamp = (at or now()).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"p-{stamp}-{secrets.token_hex(6)}"
-
-
-def default_queue_dir(slug: str, environ: dict[str, str] | None = None) -> Path:
-    """The host-side queue directory of one bottle."""
-    _check_slug(slug)
-    return home_dir(environ) / "supervise" / slug
-
-
-def _check_slug(slug: str) -> None:
-    if not SLUG_RE.fullmatch(slug):
-        raise QueueError(
-            f"invalid bottle slug {slug!r}",
-            hint="slugs are lower-case letters, digits, '.', '_' and '-' (at most 63)",
-        )
 
 
 def check_proposal_id(proposal_id: str) -> str:

@@ -31,15 +31,34 @@ modules that ``bot-bottle --help`` imports.
 
 from __future__ import annotations
 
-from bot_bottle.dlp.content import UndecodableError
-from bot_bottle.dlp.pipeline import (
-    PIPELINE,
-    ScanPipeline,
-    Selection,
-    Verdict,
-    load_detectors,
-    verdict,
-)
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bot_bottle.dlp.content import UndecodableError
+    from bot_bottle.dlp.pipeline import (
+        PIPELINE,
+        ScanPipeline,
+        Selection,
+        Verdict,
+        load_detectors,
+        verdict,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    # Loaded on first use: the launcher imports a submodule of this package
+    # (``prefilter``, through a detector it builds to read its direction)
+    # and never scans; the pipeline's modules cost it ~12 ms of CPU.
+    if name == "UndecodableError":
+        from bot_bottle.dlp import content
+
+        return content.UndecodableError
+    if name in __all__:
+        from bot_bottle.dlp import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "PIPELINE",

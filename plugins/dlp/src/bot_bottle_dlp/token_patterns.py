@@ -19,6 +19,7 @@ findings are the same.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import replace
@@ -71,7 +72,11 @@ class TokenPatternsDetector(DlpDetector):
             tuple(i for i, r in enumerate(self.rules) if not r.context),
             tuple(i for i, r in enumerate(self.rules) if r.context),
         )
-        self._passes = [self._compile(ids) for ids in self._pass_rules]
+        # The full alternations are compiled at the first scan, not here
+        # (~50 ms of CPU): the launcher builds every detector only to read
+        # its direction, and egress then boots without waiting for them.
+        self._full: list[_Pass | None] | None = None
+        self._full_lock = threading.Lock()
         # Compiling the rules for Hyperscan takes ~0.4 s: worth it once a
         # few MB have been scanned (egress, a large push), not for one file.
         self._prefilter = (
@@ -81,6 +86,16 @@ class TokenPatternsDetector(DlpDetector):
         )
         # Alternations of the rule subsets bodies turned out to need.
         self._subsets: OrderedDict[tuple[int, ...], _Pass | None] = OrderedDict()
+
+    @property
+    def _passes(self) -> list[_Pass | None]:
+        full = self._full
+        if full is None:
+            with self._full_lock:
+                if self._full is None:
+                    self._full = [self._compile(ids) for ids in self._pass_rules]
+                full = self._full
+        return full
 
     def _compile(self, ids: Sequence[int]) -> _Pass | None:
         if not ids:
@@ -115,7 +130,7 @@ class TokenPatternsDetector(DlpDetector):
         elif not hits:
             return findings
         else:
-            passes = [self._subset(n, hits) for n in range(len(self._passes))]
+            passes = [self._subset(n, hits) for n in range(len(self._pass_rules))]
         for n, compiled in enumerate(passes):
             if compiled is None:
                 continue
