@@ -52,9 +52,10 @@ class Scene:
     pod_ws: Path
 
 
-@pytest.fixture
-def repo_plan(make_kube_plan: Any, tmp_path: Path) -> Any:
-    plan = make_kube_plan("minimal", cwd=True)
+def repo_plan_for(make_kube_plan: Any, bottle: str) -> Any:
+    """``bottle``'s plan with a ``--cwd`` repository holding one operator
+    commit, and registry-pinned images (no push needed)."""
+    plan = make_kube_plan(bottle, cwd=True)
     assert plan.cwd is not None
     git(plan.cwd, "init", "-q", "-b", "main")
     (plan.cwd / "src.txt").write_text("one\n")
@@ -65,6 +66,11 @@ def repo_plan(make_kube_plan: Any, tmp_path: Path) -> Any:
         agent_image="reg.test/a@sha256:" + "a" * 64,
         bundle_image="reg.test/b@sha256:" + "b" * 64,
     )
+
+
+@pytest.fixture
+def repo_plan(make_kube_plan: Any) -> Any:
+    return repo_plan_for(make_kube_plan, "minimal")
 
 
 def run_bottle(plan: Any, shell: PodShell, agent: Any) -> Scene:

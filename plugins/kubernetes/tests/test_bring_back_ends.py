@@ -10,7 +10,6 @@ dir keeps is checked to hold no secret value.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -24,7 +23,7 @@ from typing import Any
 import pytest
 from bot_bottle_sidecars.layout import LOG_DIR
 from k8s_cluster_kit import PodShell, bottle_objects
-from test_bring_back import TOKEN, git, run_bottle
+from test_bring_back import TOKEN, git, repo_plan_for, run_bottle
 
 from bot_bottle.cli import main
 from bot_bottle.history import BottleHistory
@@ -45,17 +44,7 @@ LAST_LINE = json.dumps(
 
 @pytest.fixture
 def repo_plan(make_kube_plan: Any) -> Any:
-    plan = make_kube_plan("minimal", cwd=True)
-    assert plan.cwd is not None
-    git(plan.cwd, "init", "-q", "-b", "main")
-    (plan.cwd / "src.txt").write_text("one\n")
-    git(plan.cwd, "add", "src.txt")
-    git(plan.cwd, "commit", "-q", "-m", "operator start")
-    return dataclasses.replace(
-        plan,
-        agent_image="reg.test/a@sha256:" + "a" * 64,
-        bundle_image="reg.test/b@sha256:" + "b" * 64,
-    )
+    return repo_plan_for(make_kube_plan, "minimal")
 
 
 def _work(ws: Path) -> None:
@@ -177,24 +166,18 @@ egress:
 """
 
 
+def _secretful_plan(make_kube_plan: Any, home: Path) -> Any:
+    (home / "bottles").mkdir(exist_ok=True)
+    (home / "bottles/secretful.md").write_text(SECRETFUL)
+    return repo_plan_for(make_kube_plan, "secretful")
+
+
 def test_the_record_in_the_state_dir_holds_no_secret(
     kube_env: Any, shell: PodShell, make_kube_plan: Any, bot_bottle_home: Path
 ) -> None:
     from conftest import BOTTLE_SECRET, ROUTE_TOKEN
 
-    (bot_bottle_home / "bottles").mkdir(exist_ok=True)
-    (bot_bottle_home / "bottles/secretful.md").write_text(SECRETFUL)
-    plan = make_kube_plan("secretful", cwd=True)
-    assert plan.cwd is not None
-    git(plan.cwd, "init", "-q", "-b", "main")
-    (plan.cwd / "src.txt").write_text("one\n")
-    git(plan.cwd, "add", "src.txt")
-    git(plan.cwd, "commit", "-q", "-m", "operator start")
-    plan = dataclasses.replace(
-        plan,
-        agent_image="reg.test/a@sha256:" + "a" * 64,
-        bundle_image="reg.test/b@sha256:" + "b" * 64,
-    )
+    plan = _secretful_plan(make_kube_plan, bot_bottle_home)
     # The plan does carry both values (so the check below can fail).
     assert BOTTLE_SECRET in repr([v.reveal() for v in plan.gitgate_secrets.values()]) or any(
         v.reveal() == BOTTLE_SECRET for v in plan.agent_env.values()
@@ -357,19 +340,7 @@ def test_stop_scans_with_the_bottles_own_secret_values_read_from_the_cluster(
     format any detector knows) is refused at ``stop``, a clean one lands."""
     from conftest import BOTTLE_SECRET
 
-    (bot_bottle_home / "bottles").mkdir(exist_ok=True)
-    (bot_bottle_home / "bottles/secretful.md").write_text(SECRETFUL)
-    plan = make_kube_plan("secretful", cwd=True)
-    assert plan.cwd is not None
-    git(plan.cwd, "init", "-q", "-b", "main")
-    (plan.cwd / "src.txt").write_text("one\n")
-    git(plan.cwd, "add", "src.txt")
-    git(plan.cwd, "commit", "-q", "-m", "operator start")
-    plan = dataclasses.replace(
-        plan,
-        agent_image="reg.test/a@sha256:" + "a" * 64,
-        bundle_image="reg.test/b@sha256:" + "b" * 64,
-    )
+    plan = _secretful_plan(make_kube_plan, bot_bottle_home)
     stopped: list[str] = []
 
     def agent(ws: Path) -> None:
