@@ -437,7 +437,11 @@ class EgressAddon:
         if st is None or st.synthetic or flow.response is None:
             return
         try:
-            encoding = flow.response.headers.get("Content-Encoding")
+            # ``Headers.get`` as mitmproxy defines it (the fields joined with
+            # ", ", None when absent), without the KeyError it raises and
+            # catches for the common absent case.
+            codings = flow.response.headers.get_all("Content-Encoding")
+            encoding = ", ".join(codings) if codings else None
             scanner = None
             if self._scanner is not None and st.route is not None:
                 scanner = self._scanner.response_scanner(st.route, encoding)
