@@ -30,6 +30,8 @@ class Setup:
     upstream: LocalUpstream
     ca: BottleCA
     egress: EgressProcess
+    #: The daemon's environment (its route tokens), to start another like it.
+    env: dict[str, str]
 
     @property
     def url(self) -> str:
@@ -60,11 +62,10 @@ def egress_setup(
             extra_hosts={HOST: "127.0.0.1"},
         )
         config.write(tmp / "egress.json")
-        egress = start_egress(
-            tmp / "egress.json", ca.confdir, env={k: v.reveal() for k, v in env.items()}
-        )
+        daemon_env = {k: v.reveal() for k, v in env.items()}
+        egress = start_egress(tmp / "egress.json", ca.confdir, env=daemon_env)
         try:
-            yield Setup(pki, upstream, ca, egress)
+            yield Setup(pki, upstream, ca, egress, daemon_env)
         finally:
             egress.stop()
             upstream.stop()

@@ -9,6 +9,14 @@ process's CPU time per request (from /proc; less sensitive to the machine's
 load than wall time) and the load average before and after.
 
     .venv/bin/python bench/egress_latency.py [--requests 2000] [--clients 4] [--json]
+
+``--compare TREE`` starts a second daemon from another source tree of
+bot-bottle (say main's, from ``git archive main | tar -x -C TREE``) through
+``PYTHONPATH`` against the same upstream, and runs direct, this tree's daemon
+and that one interleaved in ``--batches`` batches of ``--requests`` (one
+keep-alive client each, the order reversed every other batch) so that the
+machine's load drifts hit all three alike; it prints each daemon's mean and
+p50, the throughput ratio to direct and the median CPU per request.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import argparse
 import json
 import os
 import ssl
+import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +33,7 @@ from pathlib import Path
 
 import httpx2 as httpx
 from _egress_common import HOST, Setup, egress_setup
+from bot_bottle_testkit.egress import start_egress
 
 
 def run(client: httpx.Client, url: str, n: int, headers: dict[str, str]) -> list[float]:
@@ -122,13 +132,100 @@ def measure(s: Setup, n: int, clients: int) -> dict[str, float]:
     }
 
 
+def tree_path(root: Path) -> str:
+    """PYTHONPATH running the packages of the source tree ``root``."""
+    dirs = [root / "core" / "src", *sorted((root / "plugins").glob("*/src"))]
+    dirs += [root / "sidecars" / "src", root / "testkit" / "src"]
+    return os.pathsep.join(str(d) for d in dirs if d.is_dir())
+
+
+def compare(s: Setup, tree: Path, batches: int, n: int) -> dict[str, dict[str, float]]:
+    """Direct, this tree's daemon and ``tree``'s, interleaved batch by batch."""
+    other = start_egress(
+        s.egress.config_path, s.ca.confdir, env={**s.env, "PYTHONPATH": tree_path(tree)}
+    )
+    proxied_ctx = ssl.create_default_context(cafile=str(s.ca.agent_cert))
+    direct_ctx = ssl.create_default_context(cafile=str(s.pki.ca_cert))
+    direct_ctx.check_hostname = False
+    path = "/v1/small"
+    pids = {"this": s.egress.proc.pid, "compare": other.proc.pid}
+    legs = {
+        "direct": (
+            httpx.Client(verify=direct_ctx, trust_env=False),
+            f"https://127.0.0.1:{s.upstream.https_port}{path}",
+            {"Host": HOST},
+        ),
+        "this": (
+            httpx.Client(proxy=s.egress.proxy_url, verify=proxied_ctx, trust_env=False),
+            s.url + path,
+            {},
+        ),
+        "compare": (
+            httpx.Client(proxy=other.proxy_url, verify=proxied_ctx, trust_env=False),
+            s.url + path,
+            {},
+        ),
+    }
+    times: dict[str, list[float]] = {k: [] for k in legs}
+    cpu: dict[str, list[float]] = {k: [] for k in pids}
+    try:
+        for client, url, headers in legs.values():
+            for _ in range(50):
+                client.get(url, headers=headers).raise_for_status()
+        for b in range(batches):
+            for leg in list(legs) if b % 2 == 0 else list(reversed(legs)):
+                client, url, headers = legs[leg]
+                cpu0 = cpu_seconds(pids[leg]) if leg in pids else 0.0
+                for _ in range(n):
+                    t0 = time.perf_counter()
+                    client.get(url, headers=headers).raise_for_status()
+                    times[leg].append((time.perf_counter() - t0) * 1000)
+                if leg in pids:
+                    cpu[leg].append((cpu_seconds(pids[leg]) - cpu0) * 1000 / n)
+    finally:
+        for client, _, _ in legs.values():
+            client.close()
+        other.stop()
+    direct_mean = statistics.mean(times["direct"])
+    out = {"direct": {"mean_ms": direct_mean, "p50_ms": statistics.median(times["direct"])}}
+    for leg in pids:
+        out[leg] = {
+            "mean_ms": statistics.mean(times[leg]),
+            "p50_ms": statistics.median(times[leg]),
+            "rps_ratio": direct_mean / statistics.mean(times[leg]),
+            "egress_cpu_ms_per_request": statistics.median(cpu[leg]),
+        }
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=4, help="concurrent keep-alive clients")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--compare", type=Path, help="another source tree, interleaved")
+    parser.add_argument("--batches", type=int, default=10, help="with --compare")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
+    if args.compare:
+        with egress_setup() as s:
+            res = compare(s, args.compare, args.batches, args.requests)
+        load = (load_before, os.getloadavg()[0])
+        if args.json:
+            print(json.dumps({**res, "load_before": load[0], "load_after": load[1]}, indent=2))
+            return 0
+        print(f"load average (1 min): {load[0]:.1f} before, {load[1]:.1f} after")
+        print(f"{args.batches} batches of {args.requests} requests each, interleaved")
+        d = res["direct"]
+        print(f"direct: mean {d['mean_ms']:.3f} ms  p50 {d['p50_ms']:.3f} ms")
+        for leg, name in (("this", "this tree"), ("compare", str(args.compare))):
+            r = res[leg]
+            print(
+                f"{name}: mean {r['mean_ms']:.3f} ms  p50 {r['p50_ms']:.3f} ms  "
+                f"ratio {r['rps_ratio']:.3f}x (target >= 0.4x)  "
+                f"egress CPU per request {r['egress_cpu_ms_per_request']:.3f} ms"
+            )
+        return 0
     with egress_setup() as s:
         result = measure(s, args.requests, args.clients)
     result["load_before"], result["load_after"] = load_before, os.getloadavg()[0]

@@ -279,3 +279,160 @@ def test_a_hook_completion_queued_for_a_cancelled_drain_is_still_delivered() -> 
     asyncio.run(scenario())
     assert seen[0] == "Start"
     assert "HookCompleted" in seen, seen
+
+
+class _Handler:
+    """What the lean hook path reads of a ProxyConnectionHandler."""
+
+    def __init__(self, m: master.Master) -> None:
+        from mitmproxy.proxy import server
+
+        async def never() -> None:
+            return None
+
+        self.master = m
+        self.timeout_watchdog = server.TimeoutWatchdog(60, never)
+        self._server_event_lock = asyncio.Lock()
+        self.transports: dict[Any, Any] = {}
+
+
+def lean_handler(m: master.Master) -> Any:
+    from mitmproxy.proxy import mode_servers
+
+    # A ProxyConnectionHandler without sockets: hook_task takes the lean path
+    # for exactly this class's handle_hook.
+    cls = type("Handler", (mode_servers.ProxyConnectionHandler,), {})
+    handler = cls.__new__(cls)
+    handler.__dict__.update(_Handler(m).__dict__)
+    return handler
+
+
+class UpdateRecorder(Recorder):
+    def update(self, flows: list[http.HTTPFlow]) -> None:
+        self.calls.append(f"{self.name}:update:{len(flows)}")
+
+
+def run_hook(addon: Any, flow: http.HTTPFlow, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, int]:
+    built: list[int] = []
+    init = hooks.UpdateHook.__init__
+
+    def counting(self: Any, *a: Any, **kw: Any) -> None:
+        built.append(1)
+        init(self, *a, **kw)
+
+    monkeypatch.setattr(hooks.UpdateHook, "__init__", counting)
+
+    async def scenario(m: master.Master) -> Any:
+        m.addons.add(addon)
+        handler = lean_handler(m)
+        hook = HttpRequestHook(flow)
+        hook.blocking = False  # no layer here to hand the completion to
+        await handler.hook_task(hook)
+        return handler
+
+    return run(scenario), len(built)
+
+
+def test_the_lean_hook_path_runs_the_hook_and_update_for_an_addon_that_has_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[str] = []
+    handler, built = run_hook(UpdateRecorder("a", calls), tflow.tflow(), monkeypatch)
+    assert calls == ["a:/path", "a:update:1"]
+    assert built == 1
+    # The watchdog is re-armed as TimeoutWatchdog.disarm leaves it.
+    assert handler.timeout_watchdog.blocker == 0
+    assert handler.timeout_watchdog.can_timeout.is_set()
+
+
+def test_the_lean_hook_path_builds_no_update_hook_nobody_handles(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What the lean path saves: mitmproxy built and dispatched an UpdateHook
+    # after every flow hook, for UIs this proxy does not have.
+    calls: list[str] = []
+    handler, built = run_hook(Recorder("a", calls), tflow.tflow(), monkeypatch)
+    assert calls == ["a:/path"]
+    assert built == 0
+    assert handler.timeout_watchdog.blocker == 0
+
+
+def test_the_lean_hook_path_waits_for_an_intercepted_flow() -> None:
+    calls: list[str] = []
+    flow = tflow.tflow()
+
+    class Interceptor(Recorder):
+        def request(self, flow: http.HTTPFlow) -> None:
+            super().request(flow)
+            flow.intercept()
+
+    async def scenario(m: master.Master) -> list[Any]:
+        m.addons.add(Interceptor("a", calls))
+        handler = lean_handler(m)
+        hook = HttpRequestHook(flow)
+        hook.blocking = False
+        task = asyncio.ensure_future(handler.hook_task(hook))
+        await asyncio.sleep(0.01)
+        seen = [task.done(), handler.timeout_watchdog.can_timeout.is_set()]
+        flow.resume()
+        await task
+        return [*seen, handler.timeout_watchdog.can_timeout.is_set()]
+
+    # Waiting on the agent's flow disarms the timeout, as disarm() does.
+    assert run(scenario) == [False, False, True]
+    assert calls == ["a:/path"]
+
+
+def test_a_mitmproxy_whose_proxy_handler_handles_hooks_differently_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mitmproxy.proxy import mode_servers
+
+    async def handle_hook(self: Any, hook: Any) -> None:
+        with self.timeout_watchdog.disarm():
+            (data,) = hook.args()
+            await self.master.addons.handle_lifecycle(hook)
+            self.log(f"hook {hook.name}")
+            await data.wait_for_resume()
+
+    monkeypatch.setattr(mode_servers.ProxyConnectionHandler, "handle_hook", handle_hook)
+    with pytest.raises(RuntimeError, match=r"handle_hook as reviewed"):
+        dispatch.check_compatible()
+
+
+def test_what_the_layers_sent_before_a_hook_goes_out_before_the_hook_runs() -> None:
+    # tuning.py gathers an event's writes; a response's bytes yielded before
+    # its ``response`` hook must not wait for that hook's dispatch.
+    import types
+
+    from bot_bottle_sidecars.egress import tuning
+
+    sent: list[bytes] = []
+    seen_by_hook: list[list[bytes]] = []
+
+    class Writer:
+        def write(self, data: bytes) -> None:
+            sent.append(data)
+
+        def write_eof(self) -> None: ...
+
+        def close(self) -> None: ...
+
+    class Watcher:
+        def request(self, flow: http.HTTPFlow) -> None:
+            seen_by_hook.append(list(sent))
+
+    async def scenario(m: master.Master) -> None:
+        m.addons.add(Watcher())
+        handler = lean_handler(m)
+        writer = Writer()
+        gathered = tuning.CoalescingWrites(writer)  # type: ignore[arg-type]
+        handler.transports["agent"] = types.SimpleNamespace(writer=writer)
+        writer.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        assert sent == [] and gathered.pending
+        hook = HttpRequestHook(tflow.tflow())
+        hook.blocking = False
+        await handler.hook_task(hook)
+
+    run(scenario)
+    assert seen_by_hook == [[b"HTTP/1.1 200 OK\r\n\r\n"]]

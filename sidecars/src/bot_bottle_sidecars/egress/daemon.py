@@ -257,7 +257,7 @@ async def serve(
     from mitmproxy import options
     from mitmproxy.addons import core, disable_h2c, next_layer, proxyserver, tlsconfig
 
-    from bot_bottle_sidecars.egress import dispatch, streams, tuning
+    from bot_bottle_sidecars.egress import dispatch, hotpath, streams, tuning
     from bot_bottle_sidecars.egress.addon import EgressAddon
 
     # Early answers, capped buffered bodies, per-stream resets (see streams.py).
@@ -266,6 +266,8 @@ async def serve(
     tuning.install()
     # Hook dispatch without mitmproxy's repeated look-ups (dispatch.py).
     dispatch.install()
+    # Header look-ups and option reads without mitmproxy's detours (hotpath.py).
+    hotpath.install()
     runtime = Path(tempfile.mkdtemp(prefix="bot-bottle-egress-"))
     try:
         prepare_confdir(confdir, runtime)

@@ -72,6 +72,14 @@ _EXPECTED: dict[str, tuple[str, ...]] = {
         "# No `await` beyond this point.",
         "self.hook_task(command)",
     ),
+    "handle_hook": (
+        "with self.timeout_watchdog.disarm():",
+        "(data,) = hook.args()",
+        "await self.master.addons.handle_lifecycle(hook)",
+        "await data.wait_for_resume()",
+    ),
+    "disarm": ("self.blocker += 1", "self.blocker -= 1"),
+    "wait_for_resume": ("if not self.intercepted:",),
 }
 #: sha256 of the source of what this module replaces or relies on, as reviewed
 #: (mitmproxy 12.3.1). A different text is refused even when the lines above
@@ -83,7 +91,11 @@ _REVIEWED: dict[str, str] = {
     "invoke_addon": "13180532440359de4072c45e3f24aa3ad3b75292ef1ebfa5caa6385160a0be12",
     "args": "5bab95f7aa358e18cbc06abdb02a4d0a1e71274032d765285706a54e5cb2d965",
     "__post_init__": "f65088e210cd9cc1dc277086ee4c7f5701d433b02e6f1d81a2ac22f94c484414",
-    # Every way the chain changes (the cache is dropped by _MUTATORS only).
+    "handle_hook": "9f8b52fd798203c9d2401c3e5d8c7f9976c490ac124b17cd55d8afce73b66acf",
+    "disarm": "99af75f94eed883af95e538b51be5a8ed6d31ba391d0bc557e4cce5eda9c4cc4",
+    "wait_for_resume": "a333ab3b51300b444cf905cf1978619fc5dd0c0a79359a4b599e44df158c1ab9",
+    # Every way the chain changes (the cache is dropped by _MUTATORS only),
+    # and handle_lifecycle, which hook_task's lean path spells out.
     "AddonManager": "6be8dc580f5c66bf3736170276cc4baf705578616ac379ae574d4120f44242de",
 }
 #: AddonManager methods that change the chain (they drop the lookup cache).
@@ -91,12 +103,15 @@ _MUTATORS = ("add", "remove", "clear", "register")
 
 
 def _sources() -> dict[str, Any]:
-    from mitmproxy import addonmanager, hooks, http
-    from mitmproxy.proxy import server
+    from mitmproxy import addonmanager, flow, hooks, http
+    from mitmproxy.proxy import mode_servers, server
 
     return {
         "hook_task": server.ConnectionHandler.hook_task,
         "server_event": server.ConnectionHandler.server_event,
+        "handle_hook": mode_servers.ProxyConnectionHandler.handle_hook,
+        "disarm": server.TimeoutWatchdog.disarm,
+        "wait_for_resume": flow.Flow.wait_for_resume,
         "trigger_event": addonmanager.AddonManager.trigger_event,
         "invoke_addon": addonmanager.AddonManager.invoke_addon,
         "args": hooks.Hook.args,
@@ -218,7 +233,8 @@ def install() -> None:
             fields = names[cls] = tuple(f.name for f in dataclasses.fields(self))  # type: ignore[arg-type]
         return [getattr(self, n) for n in fields]
 
-    from mitmproxy.proxy import events, server
+    from mitmproxy import flow
+    from mitmproxy.proxy import events, mode_servers, server
     from mitmproxy.utils import asyncio_utils
 
     handler_cls = server.ConnectionHandler
@@ -246,9 +262,48 @@ def install() -> None:
         await original_event(self, event)
         await drain(self)
 
+    proxy_handle_hook = mode_servers.ProxyConnectionHandler.handle_hook
+    update_hook = hooks.UpdateHook
+    # Only its name is read by the look-up (hook_table).
+    update_probe = update_hook([])
+    flow_cls = flow.Flow
+
+    async def handle_hook(self: Any, hook: Any) -> None:
+        # ProxyConnectionHandler.handle_hook with AddonManager.handle_lifecycle
+        # and TimeoutWatchdog.disarm spelled out (sources pinned), minus the
+        # UpdateHook built for each flow hook when no addon has ``update``.
+        watchdog = self.timeout_watchdog
+        watchdog.can_timeout.clear()
+        watchdog.blocker += 1
+        try:
+            (data,) = hook.args()
+            addons = self.master.addons
+            await addons.trigger_event(hook)
+            if isinstance(data, flow_cls):
+                if hook_table(addons, update_probe):
+                    await addons.trigger_event(update_hook([data]))
+                if data.intercepted:
+                    await data.wait_for_resume()
+        finally:
+            watchdog.blocker -= 1
+            if watchdog.blocker == 0:
+                watchdog.register_activity()
+                watchdog.can_timeout.set()
+
+    from bot_bottle_sidecars.egress import tuning
+
     @_mark
     async def hook_task(self: Any, hook: Any) -> None:
-        await self.handle_hook(hook)
+        # What the layers sent before this hook goes out now, not after it (the
+        # writes tuning.py gathers per event): the bytes were final when
+        # the layer yielded them (mitmproxy itself writes each at once), and a
+        # small response's body is sent before its ``response`` hook runs, so
+        # the agent does not wait on that hook's dispatch.
+        tuning.flush(self)
+        if type(self).handle_hook is proxy_handle_hook:
+            await handle_hook(self, hook)
+        else:
+            await self.handle_hook(hook)
         if hook.blocking:
             if self._server_event_lock.locked():
                 # server_event never awaits while it holds the lock: the holder

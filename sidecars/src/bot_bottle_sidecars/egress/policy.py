@@ -7,6 +7,7 @@ body is all the agent gets to read.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote
@@ -76,10 +77,16 @@ def split_authority(authority: str, default_port: int) -> tuple[str, int | None]
     return host, int(port_s) if port_s.isdigit() and 0 < int(port_s) < 65536 else -1
 
 
+#: ``is_ip_literal`` parses the host with ``ipaddress`` (an exception for
+#: every host name) on each request; it depends on the string alone, and a
+#: bottle's traffic goes to a handful of hosts.
+_is_ip_literal = functools.lru_cache(maxsize=1024)(is_ip_literal)
+
+
 def check_destination(config: EgressConfig, host: str, port: int) -> Route | Refusal:
     """Host and port alone (CONNECT, and every request)."""
     h = _norm(host)
-    if is_ip_literal(h):
+    if _is_ip_literal(h):
         return Refusal(
             "ip-literal",
             f"{host} is an IP address; egress only reaches declared host names",
