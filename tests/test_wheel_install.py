@@ -48,7 +48,10 @@ DEV = {"bot_bottle_testkit"}
 PLUGIN_COMPONENTS = {
     "claude": {"agent_providers": ["claude"]},
     "codex": {"agent_providers": ["codex"]},
-    "dlp": {"dlp_detectors": ["token_patterns", "known_secrets", "prompt_injection"]},
+    "dlp": {
+        "dlp_accelerators": ["native_runs"],
+        "dlp_detectors": ["token_patterns", "known_secrets", "prompt_injection"],
+    },
     "docker": {"backends": ["docker"], "freezers": ["docker"]},
     "apple_container": {"backends": ["apple_container"]},
     "gitea": {"key_provisioners": ["gitea"]},

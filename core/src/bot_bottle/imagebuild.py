@@ -203,7 +203,9 @@ def _source_files(root: Path) -> Iterable[Path]:
         rel = path.relative_to(root).parts
         if any(part in _SKIP_PARTS or part.endswith(".egg-info") for part in rel):
             continue
-        if path.is_file() and path.suffix not in (".pyc", ".pyo"):
+        # Compiled files are outputs of the build (an editable install puts
+        # a C extension next to its source), not inputs of the wheel.
+        if path.is_file() and path.suffix not in (".pyc", ".pyo", ".so", ".pyd"):
             yield path
 
 

@@ -57,11 +57,12 @@ import html
 import json
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import re2
 
+from bot_bottle.contracts.dlp import Runs
 from bot_bottle.dlp.content import DEFAULT_MAX_DECODED_BYTES
 from bot_bottle.dlp.prefilter import Prefilter
 from bot_bottle.dlp.unpack import unpack
@@ -154,6 +155,24 @@ def _b64_runs(data: bytes) -> Iterator[tuple[int, int]]:
         pos = classes.find(needle, end)
 
 
+#: A native run finder (:class:`~bot_bottle.contracts.dlp.RunFinder`'s
+#: ``find``), installed by :func:`use_run_finder`; ``None``: find the runs here.
+_finder: Callable[[bytes], Runs] | None = None
+
+
+def use_run_finder(finder: Callable[[bytes], Runs] | None) -> None:
+    """Find the base64, spaced-base64 and hex-with-separators runs with
+    ``finder`` from now on (``None``: in Python again). The findings are
+    the same either way (``tests/test_dlp_native.py``); only the speed differs."""
+    global _finder
+    _finder = finder
+
+
+def run_finder() -> Callable[[bytes], Runs] | None:
+    """The run finder in use, ``None`` when the runs are found in Python."""
+    return _finder
+
+
 def _re2(pattern: bytes) -> re2._Regexp:  # type: ignore[name-defined]
     options = re2.Options()
     options.encoding = re2.Options.Encoding.LATIN1  # bytes in, byte offsets out
@@ -200,6 +219,12 @@ _HEX_SEP_CLASS = bytes(
     0x61 if chr(i) in "0123456789abcdefABCDEFxX\\:-, " else 0x20 for i in range(256)
 )
 _MIN_HEX_SEP = 16 * 2 + 15
+
+
+def _hex_sep_in(data: bytes, regions: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+    """:func:`_hex_sep_runs` over the regions a run finder found."""
+    for pos, end in regions:
+        yield from _spans(_HEX_SEP_RUN, data, pos, end)
 
 
 def _hex_sep_runs(data: bytes) -> Iterator[tuple[int, int]]:
@@ -535,12 +560,29 @@ def _binary_or_text(
     return bool(inflated)
 
 
-def _decode_spaced(data: bytes, out: list[tuple[int, int, str, bytes]], may: _Hits) -> None:
+def _spaced_in(data: bytes, regions: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+    """The matches of _B64_SPACED_RUN inside the candidates a run finder
+    found (no match crosses a candidate's edge: RE2 over each finds what a
+    pass over all of ``data`` finds there)."""
+    for pos, end in regions:
+        yield from _spans(_B64_SPACED_RUN, data, pos, end)
+
+
+def _decode_spaced(
+    data: bytes,
+    out: list[tuple[int, int, str, bytes]],
+    may: _Hits,
+    regions: list[tuple[int, int]] | None,
+) -> None:
     """Base64 with whitespace inside: MIME and PEM line wrapping, or an
     agent's every-few-characters spacing."""
-    if not may(_SPACED):
+    if regions is not None:
+        spans = _spaced_in(data, regions)
+    elif may(_SPACED):
+        spans = _spans(_B64_SPACED_RUN, data)
+    else:
         return
-    for s, e in _spans(_B64_SPACED_RUN, data):
+    for s, e in spans:
         if e - s <= _MIN_B64:
             continue  # a run holds a separator: too short once joined (most runs in prose)
         run = data[s : min(e, s + MAX_RUN_BYTES)]
@@ -556,7 +598,12 @@ def _decode_spaced(data: bytes, out: list[tuple[int, int, str, bytes]], may: _Hi
                 break
 
 
-def _decode_extra(data: bytes, out: list[tuple[int, int, str, bytes]], may: _Hits) -> None:
+def _decode_extra(
+    data: bytes,
+    out: list[tuple[int, int, str, bytes]],
+    may: _Hits,
+    hex_regions: list[tuple[int, int]] | None,
+) -> None:
     """UTF-16, Unicode tricks, HTML entities, quoted-printable, hex with
     separators and tokens split by a line break: each looked for only where
     its marker byte is."""
@@ -590,7 +637,8 @@ def _decode_extra(data: bytes, out: list[tuple[int, int, str, bytes]], may: _Hit
             decoded = binascii.a2b_qp(data[s:e])
             if decoded != data[s:e] and _printable(decoded):
                 out.append((s, e, "qp", decoded))
-    for s, e in _hex_sep_runs(data):
+    hex_runs = _hex_sep_runs(data) if hex_regions is None else _hex_sep_in(data, hex_regions)
+    for s, e in hex_runs:
         digits = _HEX_SEP_DROP.sub(b"", data[s : min(e, s + MAX_RUN_BYTES)])
         decoded = binascii.unhexlify(digits[: len(digits) - len(digits) % 2])
         if _printable(decoded):
@@ -630,7 +678,12 @@ def decode_runs(data: bytes) -> list[tuple[int, int, str, bytes]]:
             decoded = _decode_json(data[s:e])
             if decoded is not None:
                 out.append((s, e, "json", decoded))
-    for s, e in _b64_runs(data) if may(_B64) else ():
+    found = _finder(data) if _finder is not None else None
+    if found is not None:
+        b64_runs: Iterator[tuple[int, int]] | list[tuple[int, int]] = found[0]
+    else:
+        b64_runs = _b64_runs(data) if may(_B64) else []
+    for s, e in b64_runs:
         run = data[s : min(e, s + MAX_RUN_BYTES)]
         if len(run) >= _MIN_HEX and _HEX_ONLY.fullmatch(run):
             decoded = binascii.unhexlify(run[: len(run) - len(run) % 2])
@@ -649,8 +702,8 @@ def decode_runs(data: bytes) -> list[tuple[int, int, str, bytes]]:
                 continue
             if _binary_or_text(out, s, e, "base64", run, decoded):
                 break
-    _decode_spaced(data, out, may)
-    _decode_extra(data, out, may)
+    _decode_spaced(data, out, may, found[1] if found is not None else None)
+    _decode_extra(data, out, may, found[2] if found is not None else None)
     out.sort(key=lambda r: r[0])
     return out
 
