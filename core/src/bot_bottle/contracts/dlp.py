@@ -216,9 +216,11 @@ class RunFinder(PluginComponent, ABC):
     runs the decoded views start from (:mod:`bot_bottle.dlp.views`) faster
     than Python does, with the same result.
 
-    :meth:`find` must return exactly what the views' Python run finding
-    gives for the same bytes: the maximal runs of base64 characters at least
-    24 long with up to two ``=`` after each; the candidates for base64 with
+    :meth:`find` must return what the views' Python run finding gives for
+    the same bytes: the maximal runs of base64 characters at least 24 long
+    with up to two ``=`` after each (less those the views would drop at
+    first sight: letters of one case only, unless a hex run decoding to
+    text); the candidates for base64 with
     whitespace inside (no match of the views' pattern crosses a candidate's
     edge, and every match worth decoding lies in one); the maximal runs of
     hex digits and separators at least 47 long. ``tests/test_dlp_native.py``

@@ -4,7 +4,9 @@
  * list of (start, end) byte offsets, in order:
  *
  *  - base64_runs: each maximal run of [A-Za-z0-9+/_-] at least 24 long,
- *    with up to two '=' after it (what views._b64_runs yields);
+ *    with up to two '=' after it (what views._b64_runs yields), but for
+ *    those views.decode_runs would drop at first sight (see
+ *    base64_worth_decoding);
  *  - spaced_candidates: the stretches of words of base64 characters joined
  *    by the separators views._B64_SPACED_RUN allows (1-4 spaces/tabs, or
  *    one line break with spaces/tabs around it), plus up to two '=' after
@@ -32,7 +34,12 @@ enum {
     UPPER = 8,
     LOWER = 16,
     HEXSEP = 32,  /* [0-9a-fA-FxX\\:, -] */
+    HEXDIGIT = 64,
+    PRINTABLE = 128, /* [\x20-\x7e\t\n\r] */
 };
+
+/* views.MAX_RUN_BYTES: a run is read up to this long. */
+#define MAX_RUN_BYTES (1024 * 1024)
 
 static uint8_t T[256];
 
@@ -54,6 +61,10 @@ static void init_table(void)
         if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') ||
             c == 'x' || c == 'X' || c == '\\' || c == ':' || c == '-' || c == ',' || c == ' ')
             v |= HEXSEP;
+        if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'))
+            v |= HEXDIGIT;
+        if ((c >= 0x20 && c < 0x7f) || c == '\t' || c == '\n' || c == '\r')
+            v |= PRINTABLE;
         T[c] = v;
     }
 }
@@ -111,11 +122,43 @@ static Py_ssize_t equals_after(const uint8_t *d, Py_ssize_t n, Py_ssize_t e)
     return e;
 }
 
+static int hex_value(uint8_t c)
+{
+    return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10;
+}
+
+/* views.decode_runs's first look at a base64 run r = d[s:e] (read up to
+ * MAX_RUN_BYTES): a run of 32 hex digits or more whose decoding is
+ * printable text (views._printable) is kept as hex; any other run with
+ * letters of one case only (r.islower() or r.isupper()) is dropped there.
+ * Such runs (hashes, UUIDs, identifiers) are most runs in a body; they are
+ * left out here, so Python never slices them. */
+static int base64_worth_decoding(const uint8_t *d, Py_ssize_t s, Py_ssize_t e)
+{
+    Py_ssize_t len = e - s < MAX_RUN_BYTES ? e - s : MAX_RUN_BYTES;
+    uint8_t all = 0xff, any = 0;
+    for (Py_ssize_t k = s; k < s + len; k++) {
+        all &= T[d[k]];
+        any |= T[d[k]];
+    }
+    if (len >= 32 && (all & HEXDIGIT)) {
+        Py_ssize_t pairs = len / 2, other = 0;
+        for (Py_ssize_t k = 0; k < pairs; k++) {
+            int byte = hex_value(d[s + 2 * k]) << 4 | hex_value(d[s + 2 * k + 1]);
+            other += !(T[byte] & PRINTABLE);
+        }
+        if ((double)other <= (double)pairs * 0.1)
+            return 1;
+    }
+    return ((any & UPPER) != 0) == ((any & LOWER) != 0);
+}
+
 static int find_base64(const uint8_t *d, Py_ssize_t n, PyObject *out)
 {
     Py_ssize_t i = 0, s, e;
     while (next_run(d, n, i, B64, 24, &s, &e)) {
-        if (append(out, s, equals_after(d, n, e)) < 0)
+        Py_ssize_t end = equals_after(d, n, e);
+        if (base64_worth_decoding(d, s, end) && append(out, s, end) < 0)
             return -1;
         i = e; /* d[e] is not base64 ('=' included) */
     }
