@@ -25,11 +25,9 @@ tests load instead of the installed one.)
 from __future__ import annotations
 
 import base64
-import binascii
 import importlib.util
 import os
 import random
-import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -203,35 +201,35 @@ _WORDS = [
 ]  # fmt: skip
 
 
-def _useful_spaced(data: bytes, s: int, e: int) -> bool:
-    """A spaced-base64 match the views go on to decode (their own filter)."""
-    if e - s <= 24:
-        return False
-    joined = data[s:e].translate(None, b" \t\r\n")
-    return not (len(joined) < 24 or joined.isalpha() or joined.islower() or joined.isupper())
+def _b64_decoded(data: bytes, s: int, e: int) -> bool:
+    """decode_runs makes something of this base64 run."""
+    out: list[tuple[int, int, str, bytes]] = []
+    views._decode_b64_run(data, s, e, out)  # pyright: ignore[reportPrivateUsage]
+    return bool(out)
 
 
-def _base64_worth_decoding(data: bytes, s: int, e: int) -> bool:
-    """decode_runs's first look at a base64 run: kept as hex, or not
-    dropped for having letters of one case only."""
-    run = data[s : min(e, s + views.MAX_RUN_BYTES)]
-    hex_run = len(run) >= 32 and re.fullmatch(rb"[0-9a-fA-F]+", run) is not None
-    decoded = binascii.unhexlify(run[: len(run) - len(run) % 2]) if hex_run else b""
-    if hex_run and views._printable(decoded):  # pyright: ignore[reportPrivateUsage]
-        return True
-    return not (run.islower() or run.isupper())
+def _spaced_decoded(data: bytes, s: int, e: int) -> bool:
+    """decode_runs makes something of this spaced-base64 match."""
+    out: list[tuple[int, int, str, bytes]] = []
+    views._decode_spaced(data, out, views._Hits(data), [(s, e)])  # pyright: ignore[reportPrivateUsage]
+    return bool(out)
 
 
 def _check_runs(find: Callable[[bytes], Runs], data: bytes) -> None:
     b64, spaced, hex_regions = find(data)
-    every = views._b64_runs(data)  # pyright: ignore[reportPrivateUsage]
-    assert b64 == [r for r in every if _base64_worth_decoding(data, *r)], data
+    # The runs and matches Python finds, less some it would decode to
+    # nothing: never one it makes something of.
+    every = list(views._b64_runs(data))  # pyright: ignore[reportPrivateUsage]
+    assert set(b64) <= set(every), data
+    assert [r for r in every if _b64_decoded(data, *r)] == [
+        r for r in b64 if _b64_decoded(data, *r)
+    ], data
     hex_native = list(views._hex_sep_in(data, hex_regions))  # pyright: ignore[reportPrivateUsage]
     assert hex_native == list(views._hex_sep_runs(data)), data  # pyright: ignore[reportPrivateUsage]
-    everywhere = views._spans(views._B64_SPACED_RUN, data)  # pyright: ignore[reportPrivateUsage]
-    inside = views._spaced_in(data, spaced)  # pyright: ignore[reportPrivateUsage]
-    assert [m for m in inside if _useful_spaced(data, *m)] == [
-        m for m in everywhere if _useful_spaced(data, *m)
+    matches = list(views._spans(views._B64_SPACED_RUN, data))  # pyright: ignore[reportPrivateUsage]
+    assert set(spaced) <= set(matches), data
+    assert [m for m in matches if _spaced_decoded(data, *m)] == [
+        m for m in spaced if _spaced_decoded(data, *m)
     ], data
     for found in (b64, spaced, hex_regions):
         assert all(0 <= s < e <= len(data) for s, e in found)
@@ -277,6 +275,37 @@ def _random_bodies(seed: int, count: int) -> Iterator[bytes]:
 def test_fuzz_runs_are_the_runs_python_finds(find: Callable[[bytes], Runs]) -> None:
     for body in _random_bodies(1, 6000):
         _check_runs(find, body)
+
+
+def _spaced_bodies(seed: int, count: int) -> Iterator[bytes]:
+    """Base64 of text broken by separators the pattern takes and some it
+    does not, with short words in between: every shape of chain."""
+    rnd = random.Random(seed)
+    seps = [b" ", b"  ", b"    ", b"     ", b"\t", b"\n", b"\r\n", b" \n\t", b"\n\n", b"\r", b"."]
+    shorts = [b"ab", b"1", b"x9", b"+", b"Q", b"==", b"a=b"]
+    for _ in range(count):
+        text = (
+            rnd.choice([b"ghp_", b"", b"key: "]) + rnd.randbytes(rnd.randint(0, 8)).hex().encode()
+        )
+        encoded = base64.b64encode(text * rnd.randint(1, 4))
+        pieces: list[bytes] = []
+        pos = 0
+        while pos < len(encoded):
+            step = rnd.randint(1, 10)
+            pieces.append(encoded[pos : pos + step])
+            pos += step
+            pieces.append(rnd.choice(seps))
+            if rnd.random() < 0.2:
+                pieces += [rnd.choice(shorts), rnd.choice(seps)]
+        yield b"".join(pieces[:-1]) + rnd.choice([b"", b"=", b"==", b"\n"])
+
+
+def test_fuzz_spaced_base64_matches(find: Callable[[bytes], Runs]) -> None:
+    decoded = 0
+    for body in _spaced_bodies(3, 4000):
+        _check_runs(find, body)
+        decoded += bool(views.decode_runs(body))
+    assert decoded > 500  # the bodies reach the decoder
 
 
 def test_fuzz_runs_at_the_edges_and_in_long_runs(find: Callable[[bytes], Runs]) -> None:
@@ -332,8 +361,9 @@ def test_fuzz_decoded_views_are_the_same(find: Callable[[bytes], Runs]) -> None:
 
 def test_find_takes_only_bytes_like_input() -> None:
     find: Any = _runs_module().find
-    assert find(bytearray(b"Ab" * 15)) == ([(0, 30)], [], [])
-    assert find(memoryview(b"Ab" * 15)) == ([(0, 30)], [], [])
+    text = base64.b64encode(b"some text to find in a run")
+    assert find(bytearray(text)) == ([(0, len(text))], [], [])
+    assert find(memoryview(text)) == ([(0, len(text))], [], [])
     with pytest.raises(TypeError):
         find("A" * 30)
     with pytest.raises(TypeError):

@@ -216,14 +216,13 @@ class RunFinder(PluginComponent, ABC):
     runs the decoded views start from (:mod:`bot_bottle.dlp.views`) faster
     than Python does, with the same result.
 
-    :meth:`find` must return what the views' Python run finding gives for
-    the same bytes: the maximal runs of base64 characters at least 24 long
-    with up to two ``=`` after each (less those the views would drop at
-    first sight: letters of one case only, unless a hex run decoding to
-    text); the candidates for base64 with
-    whitespace inside (no match of the views' pattern crosses a candidate's
-    edge, and every match worth decoding lies in one); the maximal runs of
-    hex digits and separators at least 47 long. ``tests/test_dlp_native.py``
+    :meth:`find` returns the runs the views' Python run finding gives for
+    the same bytes, less those the views would decode to nothing (so it
+    must know what they decode to): the maximal runs of base64 characters
+    at least 24 long with up to two ``=`` after each; the matches of the
+    spaced-base64 pattern; the maximal runs of hex digits and separators at
+    least 47 long (regions the hex-with-separators pattern is then run
+    over). ``tests/test_dlp_native.py``
     checks a finder against the Python one.
     """
 

@@ -560,24 +560,17 @@ def _binary_or_text(
     return bool(inflated)
 
 
-def _spaced_in(data: bytes, regions: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
-    """The matches of _B64_SPACED_RUN inside the candidates a run finder
-    found (no match crosses a candidate's edge: RE2 over each finds what a
-    pass over all of ``data`` finds there)."""
-    for pos, end in regions:
-        yield from _spans(_B64_SPACED_RUN, data, pos, end)
-
-
 def _decode_spaced(
     data: bytes,
     out: list[tuple[int, int, str, bytes]],
     may: _Hits,
-    regions: list[tuple[int, int]] | None,
+    matches: list[tuple[int, int]] | None,
 ) -> None:
     """Base64 with whitespace inside: MIME and PEM line wrapping, or an
-    agent's every-few-characters spacing."""
-    if regions is not None:
-        spans = _spaced_in(data, regions)
+    agent's every-few-characters spacing (``matches``: the pattern's matches
+    a run finder found, else looked for here)."""
+    if matches is not None:
+        spans: Iterator[tuple[int, int]] | list[tuple[int, int]] = matches
     elif may(_SPACED):
         spans = _spans(_B64_SPACED_RUN, data)
     else:
@@ -654,6 +647,28 @@ def _decode_extra(
             out.append((s, e, "joined", joined))
 
 
+def _decode_b64_run(data: bytes, s: int, e: int, out: list[tuple[int, int, str, bytes]]) -> None:
+    """A base64 run (or a run of hex digits) decoded, if worth it."""
+    run = data[s : min(e, s + MAX_RUN_BYTES)]
+    if len(run) >= _MIN_HEX and _HEX_ONLY.fullmatch(run):
+        decoded = binascii.unhexlify(run[: len(run) - len(run) % 2])
+        if _printable(decoded):
+            out.append((s, e, "hex", decoded))
+            return
+    # Base64 of text has upper case in every fourth place; identifiers
+    # such as snake_case names (all lower case) need not be tried.
+    if run.islower() or run.isupper():
+        return
+    # A run cut by the start of the buffer (a streamed window) may be
+    # misaligned; try the other alignments there.
+    for shift in range(4) if s == 0 else (0,):
+        decoded = _b64(run[shift:])
+        if decoded is None:
+            continue
+        if _binary_or_text(out, s, e, "base64", run, decoded):
+            break
+
+
 # In a buffer shorter than _MIN_B64 no base64, spaced-base64 or hex run fits:
 # only the escape-based decodings can apply, each marked by one of these.
 _SHORT_MARKER = re.compile(rb"[%\\\x00&\n\x80-\xff]|=(?:[0-9A-F]{2}|\r?\n)")
@@ -684,24 +699,7 @@ def decode_runs(data: bytes) -> list[tuple[int, int, str, bytes]]:
     else:
         b64_runs = _b64_runs(data) if may(_B64) else []
     for s, e in b64_runs:
-        run = data[s : min(e, s + MAX_RUN_BYTES)]
-        if len(run) >= _MIN_HEX and _HEX_ONLY.fullmatch(run):
-            decoded = binascii.unhexlify(run[: len(run) - len(run) % 2])
-            if _printable(decoded):
-                out.append((s, e, "hex", decoded))
-                continue
-        # Base64 of text has upper case in every fourth place; identifiers
-        # such as snake_case names (all lower case) need not be tried.
-        if run.islower() or run.isupper():
-            continue
-        # A run cut by the start of the buffer (a streamed window) may be
-        # misaligned; try the other alignments there.
-        for shift in range(4) if s == 0 else (0,):
-            decoded = _b64(run[shift:])
-            if decoded is None:
-                continue
-            if _binary_or_text(out, s, e, "base64", run, decoded):
-                break
+        _decode_b64_run(data, s, e, out)
     _decode_spaced(data, out, may, found[1] if found is not None else None)
     _decode_extra(data, out, may, found[2] if found is not None else None)
     out.sort(key=lambda r: r[0])
