@@ -211,7 +211,7 @@ static int decoding_worth_a_look(const uint8_t *d, Py_ssize_t s, Py_ssize_t lim,
     Py_ssize_t produced = 0, other = 0;
     uint32_t acc = 0;
     int bits = 0, first = -1;
-    uint8_t tar[5];
+    uint8_t tar[5] = {0};
     for (Py_ssize_t k = 0; k < len; k++) {
         int c = joined_next(&j);
         int v = c < 0 ? -1 : B64VALUE[c];
