@@ -10,6 +10,7 @@ corpus; and, on random and adversarial bytes, identical runs.
 
 Under AddressSanitizer/UBSan (the C parses hostile input)::
 
+    mkdir -p /tmp/asan/bot_bottle_dlp
     gcc -shared -fPIC -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \\
         -I"$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" \\
         plugins/dlp/src/bot_bottle_dlp/_runs.c -o /tmp/asan/bot_bottle_dlp/_runs$(

@@ -327,3 +327,40 @@ def test_the_dlp_wheel_is_repacked_for_the_image_with_or_without_its_c_run_finde
     monkeypatch.setattr(imagebuild, "_optional_extensions", lambda _dist: set())
     with pytest.raises(ImageBuildError, match="does not fit the image"):
         repacked(Target(python_version="3.12"))
+
+
+def test_without_a_compiler_the_dlp_wheel_builds_without_its_c_run_finder(
+    tmp_path: Path,
+) -> None:
+    # The extension is optional: where gcc is missing the build warns and the
+    # package installs pure (the views find their runs in Python).
+    import shutil as sh
+    import zipfile
+    from importlib.metadata import distributions
+
+    from bot_bottle.imagebuild import InstalledDist, Target, repack_installed
+
+    src = tmp_path / "dlp"
+    sh.copytree(REPO / "plugins/dlp", src, ignore=sh.ignore_patterns("build", "*.so", "*.egg-info"))
+    out = tmp_path / "out"
+    env = {**os.environ, "CC": "/bin/false"}
+    proc = _run([_uv(), "build", "--wheel", "--python", sys.executable, "-o", str(out), str(src)],
+                env=env)  # fmt: skip
+    assert 'building extension "bot_bottle_dlp._runs" failed' in proc.stderr + proc.stdout
+    wheel = next(out.glob("bot_bottle_dlp-*.whl"))
+    with zipfile.ZipFile(wheel) as zf:
+        assert not any(n.endswith(".so") for n in zf.namelist())
+    site = tmp_path / "site"
+    _run([_uv(), "pip", "install", "-q", "--no-deps", "--python", sys.executable,
+          "--target", str(site), str(wheel)])  # fmt: skip
+    dist = next(d for d in distributions(path=[str(site)]) if d.name == "bot-bottle-dlp")
+    installed = InstalledDist(dist.name, dist.version, None, dist)
+    (tmp_path / "image").mkdir()
+    repacked = repack_installed(installed, tmp_path / "image", Target(python_version="3.12"))
+    assert repacked.name.endswith("-py3-none-any.whl")
+    probe = _run(
+        [sys.executable, "-c",
+         "from bot_bottle_dlp.native import NativeRunFinder as F; print(F().is_available())"],
+        env={**os.environ, "PYTHONPATH": str(site)},
+    )  # fmt: skip
+    assert "not built" in probe.stdout

@@ -405,13 +405,15 @@ def repack_installed(dist: InstalledDist, dest: Path, target: Target | None = No
     wheel_meta = dist.dist.read_text("WHEEL") or ""
     tag = "py3-none-any"
     drop: set[str] = set()
+    pure = False  # a platform wheel repacked as a pure one
     if "Root-Is-Purelib: true" not in wheel_meta:
         fits = _image_tag(wheel_meta, target)
         compiled = {str(f) for f in dist.dist.files or [] if str(f).endswith(_COMPILED)}
         if fits is not None:
             tag = fits
-        elif compiled and {_module_of(f) for f in compiled} <= _optional_extensions(dist):
-            drop = compiled
+        elif {_module_of(f) for f in compiled} <= _optional_extensions(dist):
+            # (none at all: built where the compiler was missing)
+            drop, pure = compiled, True
         else:
             raise ImageBuildError(
                 f"{dist.name} {dist.version} is not a pure-Python distribution and its "
@@ -440,7 +442,7 @@ def repack_installed(dist: InstalledDist, dest: Path, target: Target | None = No
             if str(rel).endswith("direct_url.json"):
                 continue
             data = Path(str(dist.dist.locate_file(rel))).read_bytes()
-            if drop and str(rel).endswith(".dist-info/WHEEL"):
+            if pure and str(rel).endswith(".dist-info/WHEEL"):
                 # Now pure: the image's pip must see a pure wheel.
                 data = _pure_wheel_meta(data.decode()).encode()
             zf.writestr(str(rel), data)
