@@ -46,6 +46,11 @@ non-ASCII byte, an ``&``, an ``=``, a line break inside a token-shaped run):
   zlib, bz2, xz, zstd, zip and tar members; :mod:`bot_bottle.dlp.unpack`)
   at the start of the buffer and of every base64 run that decodes to
   binary, whatever ``Content-Encoding`` says.
+
+The base64 runs, the spaced-base64 matches and the hex-with-separators
+regions are found by a plugin's native run finder when one is installed
+(:func:`use_run_finder`, through the ``dlp_accelerators`` hook:
+bot-bottle-dlp's C ``_runs``), else here in Python; the views are the same.
 """
 
 from __future__ import annotations
