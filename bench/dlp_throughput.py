@@ -10,7 +10,9 @@ and the same token rules as one *Python* ``re`` alternation (what RE2
 replaces). Target: >= 200 MB/s on 1 MB bodies with every view and
 rule, a 4 KB request in <= 0.1 ms. The pipeline is also timed with its
 Hyperscan prefilter switched off (``no hyperscan``: what a machine without
-the wheel runs, e.g. Linux aarch64).
+the wheel runs, e.g. Linux aarch64), and with the decoded views' runs found
+in Python instead of bot-bottle-dlp's C run finder (``no native runs``:
+what an install without a C compiler runs).
 
     .venv/bin/python bench/dlp_throughput.py [--repeat 7] [--json]
 """
@@ -34,7 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot_bottle.contracts.dlp import Direction, Location
-from bot_bottle.dlp import ScanPipeline, prefilter
+from bot_bottle.dlp import ScanPipeline, prefilter, views
 from bot_bottle.plugins import PluginHost
 from bot_bottle.secrets import Secret
 from tests import dlp_corpus
@@ -96,6 +98,21 @@ def _no_hyperscan(fn: Callable[[], object]) -> Callable[[], object]:
     return run
 
 
+def _no_native(fn: Callable[[], object]) -> Callable[[], object]:
+    """``fn`` with the decoded views' runs found in Python (as without a C
+    compiler when bot-bottle-dlp was installed)."""
+
+    def run() -> object:
+        finder = views.run_finder()
+        views.use_run_finder(None)
+        try:
+            return fn()
+        finally:
+            views.use_run_finder(finder)
+
+    return run
+
+
 def _python_re_rules() -> re.Pattern[bytes]:
     from bot_bottle_dlp.rules import RULES
 
@@ -132,6 +149,7 @@ def main() -> int:
             "token rules, Python re": lambda b=body: sum(1 for _ in py_re.finditer(b)),
         }
         cases["pipeline, no hyperscan"] = _no_hyperscan(cases["pipeline scan_bytes"])
+        cases["pipeline, no native runs"] = _no_native(cases["pipeline scan_bytes"])
         gz = gzip.compress(body)
         cases["pipeline, gzip body"] = lambda g=gz: pipeline.scan_bytes(
             g, loc, content_encoding="gzip", known_secrets=SECRETS
@@ -177,9 +195,16 @@ def main() -> int:
         ),
         args.repeat,
     )
+    req_python = _time(
+        _no_native(
+            lambda: pipeline.scan_request("POST", url, HEADERS, typical, known_secrets=SECRETS)
+        ),
+        args.repeat,
+    )
     parse = _time(lambda: json.loads(typical), args.repeat)
     results["4 KB request: scan_request"] = {"ms": req * 1000, "bytes": len(typical)}
     results["4 KB request: no hyperscan"] = {"ms": req_slow * 1000, "bytes": len(typical)}
+    results["4 KB request: no native runs"] = {"ms": req_python * 1000, "bytes": len(typical)}
     results["4 KB request: baseline json.loads"] = {"ms": parse * 1000, "bytes": len(typical)}
 
     one_mb = results["1 MB: pipeline scan_bytes"]["mb_s"]
@@ -195,6 +220,7 @@ def main() -> int:
             / results["1 MB: pipeline, no hyperscan"]["mb_s"],
         },
         "hyperscan": prefilter.available(),
+        "native_runs": views.run_finder() is not None,
         "load_average": list(os.getloadavg()),
         "target_1mb_mb_s": TARGET_MB_S,
         "meets_target": one_mb >= TARGET_MB_S,
@@ -207,7 +233,11 @@ def main() -> int:
         return 0
     print(f"outbound detectors: {', '.join(names)}  (single thread: MB/s per core)")
     load = ", ".join(f"{x:.2f}" for x in summary["load_average"])
-    print(f"hyperscan prefilter: {'yes' if summary['hyperscan'] else 'NO'}; load average {load}")
+    native = "yes" if summary["native_runs"] else "NO"
+    print(
+        f"hyperscan prefilter: {'yes' if summary['hyperscan'] else 'NO'}; "
+        f"native run finder: {native}; load average {load}"
+    )
     for name, r in results.items():
         rate = f"{r['mb_s']:9.1f} MB/s" if "mb_s" in r else ""
         print(f"  {name:42s} {r['ms']:9.3f} ms {rate}  ({r['bytes']} bytes)")

@@ -20,8 +20,10 @@ die() { printf 'setup: %s\n' "$*" >&2; exit 1; }
 # a second engine in its own network namespace, and two real users.
 # docker-registry: the kubernetes backend's image push, against a registry
 # its test starts on loopback (the packaged service is not used).
+# gcc, libc6-dev: bot-bottle-dlp's optional C run finder, built by uv sync
+# (without them the DLP scan is the same, only slower, and its test fails).
 APT_PACKAGES=(docker.io debootstrap git openssh-server openssh-client curl iptables iproute2 tmux
-              e2fsprogs util-linux mount passwd docker-registry)
+              e2fsprogs util-linux mount passwd docker-registry gcc libc6-dev)
 
 install_system_packages() {
   local missing=()

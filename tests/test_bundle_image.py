@@ -129,6 +129,28 @@ def test_the_images_dlp_databases_are_loaded_not_compiled(
     assert out.decode().strip() == "True"
 
 
+def test_the_images_dlp_views_find_their_runs_natively(
+    docker_client: docker.DockerClient, bundle_image: ImageResult
+) -> None:
+    # The wheelhouse's bot-bottle-dlp is built on the host with its C run
+    # finder; egress (as its own user) picks it up the way the daemon does.
+    script = (
+        "from bot_bottle.plugins import PluginHost;"
+        "from bot_bottle.dlp import views;"
+        "from bot_bottle.dlp.pipeline import use_accelerator;"
+        "from bot_bottle_dlp import _runs;"
+        "f = use_accelerator(PluginHost().load());"
+        "assert _runs.__file__.endswith('.so'), _runs.__file__;"
+        "assert views.run_finder() == f.find;"
+        "text = views.decode_runs(b'x aGVsbG8gd29ybGQsIHRoaXMgaXMgdGV4dA==')[0][3];"
+        "print(f.name, f.is_available().detail, text)"
+    )
+    out = _python_in(docker_client, bundle_image.tag, script, user="60101")  # bb-egress
+    assert out.decode().strip() == (
+        "native_runs in use: the DLP views find their runs in C b'hello world, this is text'"
+    )
+
+
 def test_the_image_has_the_daemon_users_the_host_expects(
     docker_client: docker.DockerClient, bundle_image: ImageResult
 ) -> None:

@@ -48,7 +48,10 @@ DEV = {"bot_bottle_testkit"}
 PLUGIN_COMPONENTS = {
     "claude": {"agent_providers": ["claude"]},
     "codex": {"agent_providers": ["codex"]},
-    "dlp": {"dlp_detectors": ["token_patterns", "known_secrets", "prompt_injection"]},
+    "dlp": {
+        "dlp_accelerators": ["native_runs"],
+        "dlp_detectors": ["token_patterns", "known_secrets", "prompt_injection"],
+    },
     "docker": {"backends": ["docker"], "freezers": ["docker"]},
     "apple_container": {"backends": ["apple_container"]},
     "gitea": {"key_provisioners": ["gitea"]},
@@ -280,3 +283,84 @@ def test_wheels_install_into_a_clean_venv_and_run_doctor_and_the_demo(
     assert '"routes"' in demo.stdout
     assert "bot-bottle egress refused this request" in demo.stdout
     assert "host-not-allowed" in demo.stdout
+
+
+def test_the_dlp_wheel_is_repacked_for_the_image_with_or_without_its_c_run_finder(
+    wheels: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A user's install (not editable) of bot-bottle-dlp carries the compiled
+    # run finder; the bundle image is made from the installed files.
+    import zipfile
+    from importlib.metadata import distributions
+
+    from bot_bottle import imagebuild
+    from bot_bottle.imagebuild import ImageBuildError, InstalledDist, Target, repack_installed
+
+    wheel = next(wheels.glob("bot_bottle_dlp-*.whl"))
+    assert "-manylinux_" in wheel.name, wheel.name  # built with its C run finder
+    site = tmp_path / "site"
+    _run([_uv(), "pip", "install", "-q", "--no-deps", "--python", sys.executable,
+          "--target", str(site), str(wheel)])  # fmt: skip
+    dist = next(d for d in distributions(path=[str(site)]) if d.name == "bot-bottle-dlp")
+    installed = InstalledDist(dist.name, dist.version, None, dist)
+
+    def repacked(target: Target) -> tuple[str, set[str], str]:
+        out = tmp_path / target.python_version
+        out.mkdir(exist_ok=True)
+        path = repack_installed(installed, out, target)
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+            meta = zf.read(next(n for n in names if n.endswith(".dist-info/WHEEL"))).decode()
+        return path.name, names, meta
+
+    # The image's Python is the host's: the wheel keeps its tag and the C.
+    name, names, meta = repacked(Target())
+    assert name.endswith(wheel.name.split("-", 2)[2]), name
+    assert any(n.startswith("bot_bottle_dlp/_runs.") and n.endswith(".so") for n in names)
+    # Another Python: the optional extension is left out, the wheel is pure.
+    name, names, meta = repacked(Target(python_version="3.12"))
+    assert name.endswith("-py3-none-any.whl"), name
+    assert not any(n.endswith(".so") for n in names)
+    assert "bot_bottle_dlp/token_patterns.py" in names
+    assert "Root-Is-Purelib: true" in meta and "Tag: py3-none-any" in meta
+    # A compiled module not declared optional is refused, as before.
+    monkeypatch.setattr(imagebuild, "_optional_extensions", lambda _dist: set())
+    with pytest.raises(ImageBuildError, match="does not fit the image"):
+        repacked(Target(python_version="3.12"))
+
+
+def test_without_a_compiler_the_dlp_wheel_builds_without_its_c_run_finder(
+    tmp_path: Path,
+) -> None:
+    # The extension is optional: where gcc is missing the build warns and the
+    # package installs pure (the views find their runs in Python).
+    import shutil as sh
+    import zipfile
+    from importlib.metadata import distributions
+
+    from bot_bottle.imagebuild import InstalledDist, Target, repack_installed
+
+    src = tmp_path / "dlp"
+    sh.copytree(REPO / "plugins/dlp", src, ignore=sh.ignore_patterns("build", "*.so", "*.egg-info"))
+    out = tmp_path / "out"
+    env = {**os.environ, "CC": "/bin/false"}
+    proc = _run([_uv(), "build", "--wheel", "--python", sys.executable, "-o", str(out), str(src)],
+                env=env)  # fmt: skip
+    assert 'building extension "bot_bottle_dlp._runs" failed' in proc.stderr + proc.stdout
+    wheel = next(out.glob("bot_bottle_dlp-*.whl"))
+    with zipfile.ZipFile(wheel) as zf:
+        assert not any(n.endswith(".so") for n in zf.namelist())
+    site = tmp_path / "site"
+    _run([_uv(), "pip", "install", "-q", "--no-deps", "--python", sys.executable,
+          "--target", str(site), str(wheel)])  # fmt: skip
+    dist = next(d for d in distributions(path=[str(site)]) if d.name == "bot-bottle-dlp")
+    installed = InstalledDist(dist.name, dist.version, None, dist)
+    (tmp_path / "image").mkdir()
+    repacked = repack_installed(installed, tmp_path / "image", Target(python_version="3.12"))
+    assert repacked.name.endswith("-py3-none-any.whl")
+    probe = _run(
+        [sys.executable, "-c",
+         "from bot_bottle_dlp.native import NativeRunFinder as F; print(F().is_available())"],
+        env={**os.environ, "PYTHONPATH": str(site)},
+    )  # fmt: skip
+    assert "not built" in probe.stdout

@@ -30,7 +30,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from bot_bottle.contracts.backend import Backend
-    from bot_bottle.contracts.dlp import DlpDetector
+    from bot_bottle.contracts.dlp import DlpDetector, RunFinder
     from bot_bottle.contracts.freezer import Freezer
     from bot_bottle.contracts.keys import KeyProvisioner
     from bot_bottle.contracts.provider import AgentProvider
@@ -120,6 +120,22 @@ def bot_bottle_register_dlp_detectors() -> Sequence[Registration[DlpDetector]]:
 
 
 @hookspec
+def bot_bottle_register_dlp_accelerators() -> Sequence[Registration[RunFinder]]:
+    """Offer native run finders for the DLP decoded views (optional: without
+    one, the views find their runs in Python, with the same findings).
+    Factories return :class:`~bot_bottle.contracts.dlp.RunFinder`; the scan
+    uses the first available one, by name.
+
+    Example::
+
+        @hookimpl
+        def bot_bottle_register_dlp_accelerators():
+            return [Registration("my-runs", MyRunFinder, "runs found in Rust")]
+    """
+    raise NotImplementedError
+
+
+@hookspec
 def bot_bottle_register_freezers() -> Sequence[Registration[Freezer]]:
     """Offer freezers (commit/resume). A freezer's name is its backend's name.
     Factories return :class:`~bot_bottle.contracts.freezer.Freezer`.
@@ -139,5 +155,6 @@ FAMILIES: dict[str, str] = {
     "agent_providers": "bot_bottle_register_agent_providers",
     "key_provisioners": "bot_bottle_register_key_provisioners",
     "dlp_detectors": "bot_bottle_register_dlp_detectors",
+    "dlp_accelerators": "bot_bottle_register_dlp_accelerators",
     "freezers": "bot_bottle_register_freezers",
 }

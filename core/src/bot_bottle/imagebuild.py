@@ -203,7 +203,9 @@ def _source_files(root: Path) -> Iterable[Path]:
         rel = path.relative_to(root).parts
         if any(part in _SKIP_PARTS or part.endswith(".egg-info") for part in rel):
             continue
-        if path.is_file() and path.suffix not in (".pyc", ".pyo"):
+        # Compiled files are outputs of the build (an editable install puts
+        # a C extension next to its source), not inputs of the wheel.
+        if path.is_file() and path.suffix not in (".pyc", ".pyo", ".so", ".pyd"):
             yield path
 
 
@@ -353,21 +355,73 @@ def _run_logged(argv: list[str], log: TextIO, what: str, log_path: Path, **kw: o
         )
 
 
-def repack_installed(dist: InstalledDist, dest: Path) -> Path:
+#: Entry-point group in which a distribution names its compiled modules that
+#: are optional (it works without them, only slower): such a distribution
+#: can be repacked pure for an image whose Python or platform its installed
+#: wheel does not fit (bot-bottle-dlp's C run finder).
+OPTIONAL_EXTENSIONS = "bot_bottle.optional_extensions"
+_COMPILED = (".so", ".pyd")
+
+
+def _image_tag(wheel_meta: str, target: Target) -> str | None:
+    """The first of an installed wheel's tags the image's Python installs
+    (what :meth:`Target.pip_args` lets pip take), or None."""
+    major, minor = target.python_version.split(".")
+    python = f"cp{major}{minor}"
+    platforms = {
+        f"manylinux_{target.glibc[0]}_{m}_{target.machine}" for m in range(target.glibc[1], 16, -1)
+    } | {f"manylinux2014_{target.machine}"}
+    for line in wheel_meta.splitlines():
+        if not line.startswith("Tag:"):
+            continue
+        tag = line.split(":", 1)[1].strip()
+        py, abi, plat = [*tag.split("-"), "", "", ""][:3]
+        if py in (python, "py3") and abi in (python, "abi3", "none") and plat in platforms:
+            return tag
+    return None
+
+
+def _optional_extensions(dist: InstalledDist) -> set[str]:
+    return {ep.value for ep in dist.dist.entry_points if ep.group == OPTIONAL_EXTENSIONS}
+
+
+def _module_of(rel: str) -> str:
+    """``pkg/mod.cpython-313-x86_64-linux-gnu.so`` -> ``pkg.mod``."""
+    path = Path(rel)
+    return ".".join([*path.parent.parts, path.name.split(".")[0]])
+
+
+def repack_installed(dist: InstalledDist, dest: Path, target: Target | None = None) -> Path:
     """A wheel made from an installed (non-editable) distribution's files.
 
     Third-party plugins may come from an index the image cannot reach, or
     from a local path that no longer exists; the installed files are what the
-    host runs, so they are what the image gets. Pure-Python only.
+    host runs, so they are what the image gets. A distribution with compiled
+    files is repacked with its installed wheel's tag when that tag fits the
+    image (``target``); otherwise only if every compiled module is one it
+    declares optional (:data:`OPTIONAL_EXTENSIONS`), which are then left out.
     """
+    target = target or Target()
     wheel_meta = dist.dist.read_text("WHEEL") or ""
+    tag = "py3-none-any"
+    drop: set[str] = set()
+    pure = False  # a platform wheel repacked as a pure one
     if "Root-Is-Purelib: true" not in wheel_meta:
-        raise ImageBuildError(
-            f"{dist.name} {dist.version} is not a pure-Python distribution and cannot be "
-            "repacked for the image",
-            hint=f"publish a wheel of {dist.name} for Linux, or install it from source",
-        )
-    files = [f for f in dist.dist.files or [] if not str(f).startswith("..")]
+        fits = _image_tag(wheel_meta, target)
+        compiled = {str(f) for f in dist.dist.files or [] if str(f).endswith(_COMPILED)}
+        if fits is not None:
+            tag = fits
+        elif {_module_of(f) for f in compiled} <= _optional_extensions(dist):
+            # (none at all: built where the compiler was missing)
+            drop, pure = compiled, True
+        else:
+            raise ImageBuildError(
+                f"{dist.name} {dist.version} is not a pure-Python distribution and its "
+                f"installed wheel does not fit the image (Python {target.python_version}, "
+                f"{target.machine}, glibc {target.glibc[0]}.{target.glibc[1]})",
+                hint=f"publish a wheel of {dist.name} for Linux, or install it from source",
+            )
+    files = [f for f in dist.dist.files or [] if not str(f).startswith("..") and str(f) not in drop]
     metadata_file = next((f for f in files if str(f).endswith(".dist-info/METADATA")), None)
     if metadata_file is None:
         raise ImageBuildError(
@@ -376,7 +430,7 @@ def repack_installed(dist: InstalledDist, dest: Path) -> Path:
         )
     dist_info = Path(str(metadata_file)).parts[0]
     norm = re.sub(r"[-_.]+", "_", dist.name).lower()
-    wheel = dest / f"{norm}-{dist.version}-py3-none-any.whl"
+    wheel = dest / f"{norm}-{dist.version}-{tag}.whl"
     record_rows = []
     with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
         for rel in files:
@@ -388,6 +442,9 @@ def repack_installed(dist: InstalledDist, dest: Path) -> Path:
             if str(rel).endswith("direct_url.json"):
                 continue
             data = Path(str(dist.dist.locate_file(rel))).read_bytes()
+            if pure and str(rel).endswith(".dist-info/WHEEL"):
+                # Now pure: the image's pip must see a pure wheel.
+                data = _pure_wheel_meta(data.decode()).encode()
             zf.writestr(str(rel), data)
             sha = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
             record_rows.append((str(rel), f"sha256={sha}", str(len(data))))
@@ -396,6 +453,11 @@ def repack_installed(dist: InstalledDist, dest: Path) -> Path:
         writer.writerows([*record_rows, (f"{dist_info}/RECORD", "", "")])
         zf.writestr(f"{dist_info}/RECORD", out.getvalue())
     return wheel
+
+
+def _pure_wheel_meta(meta: str) -> str:
+    lines = [ln for ln in meta.splitlines() if not ln.startswith(("Tag:", "Root-Is-Purelib:"))]
+    return "\n".join([*lines, "Root-Is-Purelib: true", "Tag: py3-none-any", ""])
 
 
 def make_wheelhouse(
@@ -433,7 +495,7 @@ def make_wheelhouse(
             _run_logged(argv, log, f"building the wheel of {dist.name}", log_path)
         else:
             progress(f"repacking installed {dist.name} {dist.version}")
-            repack_installed(dist, dest)
+            repack_installed(dist, dest, spec.target)
     ours = {normalize(n) for n in spec.distributions}
     constraints = dest.parent / "constraints.txt"
     constraints.write_text(

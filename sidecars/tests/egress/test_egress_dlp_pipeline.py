@@ -72,6 +72,12 @@ def _no_secret_logged(daemon: EgressProcess, *values: str) -> None:
         assert v not in text
 
 
+def test_egress_finds_the_views_runs_in_c(daemon: EgressProcess) -> None:
+    # The daemon picks up bot-bottle-dlp's native run finder itself (the
+    # dlp_accelerators hook), and says so when it starts.
+    assert daemon.wait_for("egress started")["dlp_runs"] == "native"
+
+
 def test_route_token_base64_in_json_body_is_refused(
     client: httpx.Client, daemon: EgressProcess, egress_env: Env
 ) -> None:

@@ -120,10 +120,11 @@ def check_plugins(host: Any) -> list[Check]:
                 continue
             if avail.ok:
                 checks.append(Check("OK", label, avail.detail or "available"))
-            elif family == "backends":
+            elif family in ("backends", "dlp_accelerators"):
                 # A backend installed for another OS (apple_container on
                 # Linux) is not a broken host; a backend's own host_checks
-                # FAIL when what it needs here is missing.
+                # FAIL when what it needs here is missing. A DLP accelerator
+                # that is not built or switched off only makes scans slower.
                 checks.append(Check("WARN", label, avail.detail, avail.hint))
             else:
                 checks.append(Check("FAIL", label, avail.detail, avail.hint))

@@ -47,6 +47,7 @@ def run_list(args: argparse.Namespace) -> int:
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]) - 1)]
     for r in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=False)) + "  " + r[-1])
+    print(_accelerator_line(host))
     broken = [i for i in infos if i.status is Status.FAILED]
     if broken:
         print()
@@ -54,3 +55,16 @@ def run_list(args: argparse.Namespace) -> int:
         for i in broken:
             print(f"  {i.name}: {i.error}")
     return 0
+
+
+def _accelerator_line(host: Any) -> str:
+    """Whether the DLP views' runs are found natively: one line."""
+    for comp in host.components("dlp_accelerators"):
+        try:
+            avail = comp.create().is_available()
+        except Exception as exc:
+            return f"dlp accelerator {comp.name}: cannot be used: {exc}"
+        if avail.ok:
+            return f"dlp accelerator {comp.name}: {avail.detail or 'in use'}"
+        return f"dlp accelerator {comp.name}: {avail.detail}"
+    return "dlp accelerator: none installed: the DLP views find their runs in Python"

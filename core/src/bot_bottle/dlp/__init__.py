@@ -9,7 +9,10 @@ and runs the selected detectors over it:
   ``redact`` (for log lines);
 * :func:`load_detectors` -- a route's selection (list of names, ``False``,
   or ``None`` for every installed detector of that direction);
-* :func:`verdict` -- ``block`` / ``warn`` / ``none`` for a list of findings.
+* :func:`verdict` -- ``block`` / ``warn`` / ``none`` for a list of findings;
+* ``pipeline.use_accelerator(host)`` -- the decoded views' runs found by a
+  plugin's native run finder (``dlp_accelerators``), if one is available
+  (:func:`load_detectors` calls it).
 
 Egress::
 

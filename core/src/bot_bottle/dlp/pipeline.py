@@ -36,6 +36,7 @@ from bot_bottle.contracts.dlp import (
     DlpDetector,
     Finding,
     Location,
+    RunFinder,
     ScanContext,
     StreamScanner,
 )
@@ -46,7 +47,7 @@ from bot_bottle.dlp.content import (
     decode_content,
     parse_content_encoding,
 )
-from bot_bottle.dlp.views import View, build_views
+from bot_bottle.dlp.views import View, build_views, use_run_finder
 from bot_bottle.errors import BotBottleError, PluginError
 
 if TYPE_CHECKING:
@@ -85,6 +86,23 @@ def verdict(findings: Iterable[Finding]) -> Verdict:
     return result
 
 
+def use_accelerator(host: PluginHost) -> RunFinder | None:
+    """Find the decoded views' runs with the first available run finder a
+    plugin offers (``bot_bottle_register_dlp_accelerators``), for every scan
+    in this process; ``None`` (the views find them in Python) when there is
+    none or none is available. Findings are the same either way."""
+    for component in host.components("dlp_accelerators"):
+        try:
+            finder = host.create("dlp_accelerators", component.name)
+            if isinstance(finder, RunFinder) and finder.is_available().ok:
+                use_run_finder(finder.find)
+                return finder
+        except Exception:  # noqa: S112 -- an accelerator is optional: the Python path is the same scan
+            continue
+    use_run_finder(None)
+    return None
+
+
 def load_detectors(
     host: PluginHost, direction: Direction, selection: Selection = None
 ) -> list[DlpDetector]:
@@ -99,6 +117,7 @@ def load_detectors(
     """
     if selection is False:
         return []
+    use_accelerator(host)
     if selection is None:
         # The default set is every installed detector: refuse when one is
         # missing (a name conflict, a plugin that failed) rather than scan less.

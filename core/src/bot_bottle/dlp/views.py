@@ -46,6 +46,11 @@ non-ASCII byte, an ``&``, an ``=``, a line break inside a token-shaped run):
   zlib, bz2, xz, zstd, zip and tar members; :mod:`bot_bottle.dlp.unpack`)
   at the start of the buffer and of every base64 run that decodes to
   binary, whatever ``Content-Encoding`` says.
+
+The base64 runs, the spaced-base64 matches and the hex-with-separators
+regions are found by a plugin's native run finder when one is installed
+(:func:`use_run_finder`, through the ``dlp_accelerators`` hook:
+bot-bottle-dlp's C ``_runs``), else here in Python; the views are the same.
 """
 
 from __future__ import annotations
@@ -57,11 +62,12 @@ import html
 import json
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import re2
 
+from bot_bottle.contracts.dlp import Runs
 from bot_bottle.dlp.content import DEFAULT_MAX_DECODED_BYTES
 from bot_bottle.dlp.prefilter import Prefilter
 from bot_bottle.dlp.unpack import unpack
@@ -154,6 +160,24 @@ def _b64_runs(data: bytes) -> Iterator[tuple[int, int]]:
         pos = classes.find(needle, end)
 
 
+#: A native run finder (:class:`~bot_bottle.contracts.dlp.RunFinder`'s
+#: ``find``), installed by :func:`use_run_finder`; ``None``: find the runs here.
+_finder: Callable[[bytes], Runs] | None = None
+
+
+def use_run_finder(finder: Callable[[bytes], Runs] | None) -> None:
+    """Find the base64, spaced-base64 and hex-with-separators runs with
+    ``finder`` from now on (``None``: in Python again). The findings are
+    the same either way (``tests/test_dlp_native.py``); only the speed differs."""
+    global _finder
+    _finder = finder
+
+
+def run_finder() -> Callable[[bytes], Runs] | None:
+    """The run finder in use, ``None`` when the runs are found in Python."""
+    return _finder
+
+
 def _re2(pattern: bytes) -> re2._Regexp:  # type: ignore[name-defined]
     options = re2.Options()
     options.encoding = re2.Options.Encoding.LATIN1  # bytes in, byte offsets out
@@ -200,6 +224,12 @@ _HEX_SEP_CLASS = bytes(
     0x61 if chr(i) in "0123456789abcdefABCDEFxX\\:-, " else 0x20 for i in range(256)
 )
 _MIN_HEX_SEP = 16 * 2 + 15
+
+
+def _hex_sep_in(data: bytes, regions: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+    """:func:`_hex_sep_runs` over the regions a run finder found."""
+    for pos, end in regions:
+        yield from _spans(_HEX_SEP_RUN, data, pos, end)
 
 
 def _hex_sep_runs(data: bytes) -> Iterator[tuple[int, int]]:
@@ -535,12 +565,22 @@ def _binary_or_text(
     return bool(inflated)
 
 
-def _decode_spaced(data: bytes, out: list[tuple[int, int, str, bytes]], may: _Hits) -> None:
+def _decode_spaced(
+    data: bytes,
+    out: list[tuple[int, int, str, bytes]],
+    may: _Hits,
+    matches: list[tuple[int, int]] | None,
+) -> None:
     """Base64 with whitespace inside: MIME and PEM line wrapping, or an
-    agent's every-few-characters spacing."""
-    if not may(_SPACED):
+    agent's every-few-characters spacing (``matches``: the pattern's matches
+    a run finder found, else looked for here)."""
+    if matches is not None:
+        spans: Iterator[tuple[int, int]] | list[tuple[int, int]] = matches
+    elif may(_SPACED):
+        spans = _spans(_B64_SPACED_RUN, data)
+    else:
         return
-    for s, e in _spans(_B64_SPACED_RUN, data):
+    for s, e in spans:
         if e - s <= _MIN_B64:
             continue  # a run holds a separator: too short once joined (most runs in prose)
         run = data[s : min(e, s + MAX_RUN_BYTES)]
@@ -556,7 +596,12 @@ def _decode_spaced(data: bytes, out: list[tuple[int, int, str, bytes]], may: _Hi
                 break
 
 
-def _decode_extra(data: bytes, out: list[tuple[int, int, str, bytes]], may: _Hits) -> None:
+def _decode_extra(
+    data: bytes,
+    out: list[tuple[int, int, str, bytes]],
+    may: _Hits,
+    hex_regions: list[tuple[int, int]] | None,
+) -> None:
     """UTF-16, Unicode tricks, HTML entities, quoted-printable, hex with
     separators and tokens split by a line break: each looked for only where
     its marker byte is."""
@@ -590,7 +635,8 @@ def _decode_extra(data: bytes, out: list[tuple[int, int, str, bytes]], may: _Hit
             decoded = binascii.a2b_qp(data[s:e])
             if decoded != data[s:e] and _printable(decoded):
                 out.append((s, e, "qp", decoded))
-    for s, e in _hex_sep_runs(data):
+    hex_runs = _hex_sep_runs(data) if hex_regions is None else _hex_sep_in(data, hex_regions)
+    for s, e in hex_runs:
         digits = _HEX_SEP_DROP.sub(b"", data[s : min(e, s + MAX_RUN_BYTES)])
         decoded = binascii.unhexlify(digits[: len(digits) - len(digits) % 2])
         if _printable(decoded):
@@ -604,6 +650,28 @@ def _decode_extra(data: bytes, out: list[tuple[int, int, str, bytes]], may: _Hit
                 continue  # lines of hashes and UUIDs (lock files, logs)
             joined = run.translate(None, _WHITESPACE)
             out.append((s, e, "joined", joined))
+
+
+def _decode_b64_run(data: bytes, s: int, e: int, out: list[tuple[int, int, str, bytes]]) -> None:
+    """A base64 run (or a run of hex digits) decoded, if worth it."""
+    run = data[s : min(e, s + MAX_RUN_BYTES)]
+    if len(run) >= _MIN_HEX and _HEX_ONLY.fullmatch(run):
+        decoded = binascii.unhexlify(run[: len(run) - len(run) % 2])
+        if _printable(decoded):
+            out.append((s, e, "hex", decoded))
+            return
+    # Base64 of text has upper case in every fourth place; identifiers
+    # such as snake_case names (all lower case) need not be tried.
+    if run.islower() or run.isupper():
+        return
+    # A run cut by the start of the buffer (a streamed window) may be
+    # misaligned; try the other alignments there.
+    for shift in range(4) if s == 0 else (0,):
+        decoded = _b64(run[shift:])
+        if decoded is None:
+            continue
+        if _binary_or_text(out, s, e, "base64", run, decoded):
+            break
 
 
 # In a buffer shorter than _MIN_B64 no base64, spaced-base64 or hex run fits:
@@ -630,27 +698,15 @@ def decode_runs(data: bytes) -> list[tuple[int, int, str, bytes]]:
             decoded = _decode_json(data[s:e])
             if decoded is not None:
                 out.append((s, e, "json", decoded))
-    for s, e in _b64_runs(data) if may(_B64) else ():
-        run = data[s : min(e, s + MAX_RUN_BYTES)]
-        if len(run) >= _MIN_HEX and _HEX_ONLY.fullmatch(run):
-            decoded = binascii.unhexlify(run[: len(run) - len(run) % 2])
-            if _printable(decoded):
-                out.append((s, e, "hex", decoded))
-                continue
-        # Base64 of text has upper case in every fourth place; identifiers
-        # such as snake_case names (all lower case) need not be tried.
-        if run.islower() or run.isupper():
-            continue
-        # A run cut by the start of the buffer (a streamed window) may be
-        # misaligned; try the other alignments there.
-        for shift in range(4) if s == 0 else (0,):
-            decoded = _b64(run[shift:])
-            if decoded is None:
-                continue
-            if _binary_or_text(out, s, e, "base64", run, decoded):
-                break
-    _decode_spaced(data, out, may)
-    _decode_extra(data, out, may)
+    found = _finder(data) if _finder is not None else None
+    if found is not None:
+        b64_runs: Iterator[tuple[int, int]] | list[tuple[int, int]] = found[0]
+    else:
+        b64_runs = _b64_runs(data) if may(_B64) else []
+    for s, e in b64_runs:
+        _decode_b64_run(data, s, e, out)
+    _decode_spaced(data, out, may, found[1] if found is not None else None)
+    _decode_extra(data, out, may, found[2] if found is not None else None)
     out.sort(key=lambda r: r[0])
     return out
 

@@ -4,7 +4,7 @@ regexes) only when its factory is called."""
 from __future__ import annotations
 
 from bot_bottle import Registration, hookimpl
-from bot_bottle.contracts.dlp import DlpDetector
+from bot_bottle.contracts.dlp import DlpDetector, RunFinder
 
 
 def _token_patterns() -> DlpDetector:
@@ -17,6 +17,12 @@ def _known_secrets() -> DlpDetector:
     from bot_bottle_dlp.known_secrets import KnownSecretsDetector
 
     return KnownSecretsDetector()
+
+
+def _native_runs() -> RunFinder:
+    from bot_bottle_dlp.native import NativeRunFinder
+
+    return NativeRunFinder()
 
 
 def _prompt_injection() -> DlpDetector:
@@ -43,4 +49,15 @@ def bot_bottle_register_dlp_detectors() -> list[Registration[DlpDetector]]:
             _prompt_injection,
             "inbound tripwire: disclosure and jailbreak phrases",
         ),
+    ]
+
+
+@hookimpl
+def bot_bottle_register_dlp_accelerators() -> list[Registration[RunFinder]]:
+    return [
+        Registration(
+            "native_runs",
+            _native_runs,
+            "the decoded views' base64/hex runs found in C (optional extension)",
+        )
     ]

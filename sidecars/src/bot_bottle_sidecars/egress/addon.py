@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import re
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -246,11 +247,19 @@ class EgressAddon:
             self.exit_code = 2
             ctx.master.shutdown()
             return
+        fields: dict[str, Any] = {}
+        if self._scanner is not None:
+            # Whether the DLP views find their runs in C (bot-bottle-dlp's
+            # optional extension) or in Python: same findings, 2x the CPU.
+            views = sys.modules.get("bot_bottle.dlp.views")
+            native = views is not None and views.run_finder() is not None
+            fields["dlp_runs"] = "native" if native else "python"
         self.log.boot(
             listen=listen,
             routes=len(c.routes),
             log_level=c.log_level,
             introspection_host=c.introspection_host,
+            **fields,
         )
 
     def http_connect(self, flow: http.HTTPFlow) -> None:

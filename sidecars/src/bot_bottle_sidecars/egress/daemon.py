@@ -147,6 +147,9 @@ def plugin_scanner_factory() -> Callable[[EgressConfig, tuple[Secret, ...]], Tra
             host = PluginHost().load()
         for name in sorted(names):
             host.component("dlp_detectors", name)  # unknown name -> a config error now
+        from bot_bottle.dlp.pipeline import use_accelerator
+
+        use_accelerator(host)  # the native run finder, when the image has it
         scanner = DetectorScanner(lambda n: host.create("dlp_detectors", n), secrets)
         scanner.preload(sorted(names))
         # The token rules' Hyperscan database compiles lazily (after 2 MiB

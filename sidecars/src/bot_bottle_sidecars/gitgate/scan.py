@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot_bottle.contracts.dlp import Action, Direction, Finding, Location, ScanContext
-from bot_bottle.dlp.pipeline import ScanPipeline
+from bot_bottle.dlp.pipeline import ScanPipeline, use_accelerator
 from bot_bottle.errors import BotBottleError
 from bot_bottle.gitgate.allow import finding_id, match_sha256
 from bot_bottle.secrets import Secret
@@ -77,6 +77,7 @@ def load_detectors(host: PluginHost, names: Sequence[str] | None) -> list[DlpDet
     """The detectors a push is scanned with: ``names`` (all must be there) or
     every installed detector that scans outbound data. None at all is an
     error: the gate never forwards a push nothing looked at."""
+    use_accelerator(host)  # the native run finder, when installed
     if names is None:
         try:
             host.require_family(FAMILY)  # never a silently smaller default set

@@ -1,0 +1,5 @@
+from collections.abc import Buffer
+
+def find(
+    data: Buffer, /
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]], list[tuple[int, int]]]: ...
