@@ -364,3 +364,66 @@ def test_without_a_compiler_the_dlp_wheel_builds_without_its_c_run_finder(
         env={**os.environ, "PYTHONPATH": str(site)},
     )  # fmt: skip
     assert "not built" in probe.stdout
+
+
+def test_a_dlp_wheel_built_from_source_for_another_host_goes_into_the_image_pure(
+    wheels: Path, tmp_path: Path
+) -> None:
+    # A source checkout's wheel is compiled for the host: a macOS host, a
+    # host Python other than the image's, or a glibc newer than the image's
+    # would give the image's pip a wheel it refuses (the bundle build failed).
+    # The optional C run finder is left out instead: the image scans the
+    # same, in Python.
+    import zipfile
+
+    from bot_bottle.imagebuild import ImageBuildError, Target, fit_built_wheel
+
+    built = next(wheels.glob("bot_bottle_dlp-*.whl"))
+    assert "-manylinux_" in built.name, built.name
+
+    def fitted(target: Target, plat: str | None = None) -> tuple[str, set[str], str]:
+        out = tmp_path / f"{target.python_version}-{target.glibc[1]}-{plat}"
+        out.mkdir()
+        name = built.name
+        if plat is not None:
+            name = "-".join([*name[: -len(".whl")].split("-")[:-1], plat]) + ".whl"
+        wheel = fit_built_wheel(Path(shutil.copy(built, out / name)), target)
+        assert sorted(p.name for p in out.iterdir()) == [wheel.name]  # the original replaced
+        with zipfile.ZipFile(wheel) as zf:
+            names = set(zf.namelist())
+            meta = zf.read(next(n for n in names if n.endswith(".dist-info/WHEEL"))).decode()
+        return wheel.name, names, meta
+
+    # The image's Python and a glibc at least the host's: kept as built, with the C.
+    name, names, _ = fitted(Target())
+    assert name == built.name
+    assert any(n.endswith(".so") for n in names)
+    for target, plat in [
+        (Target(python_version="3.12"), None),  # another Python
+        (Target(glibc=(2, 28)), None),  # an image older than the host's glibc
+        (Target(), "macosx_14_0_arm64"),  # a Mac's build
+    ]:
+        name, names, meta = fitted(target, plat)
+        assert name.endswith("-py3-none-any.whl"), name
+        assert not any(n.endswith(".so") for n in names), name
+        assert {"bot_bottle_dlp/token_patterns.py", "bot_bottle_dlp/native.py"} <= names
+        assert "Root-Is-Purelib: true" in meta and "Tag: py3-none-any" in meta
+    # The pure wheel installs, and the plugin says it finds its runs in Python.
+    site = tmp_path / "site"
+    _run([_uv(), "pip", "install", "-q", "--no-deps", "--python", sys.executable,
+          "--target", str(site), str(next((tmp_path / "3.13-28-None").glob("*.whl")))])  # fmt: skip
+    probe = subprocess.run(
+        [sys.executable, "-c", "import bot_bottle_dlp.native as n; "
+         "print(n.__file__, n.NativeRunFinder().is_available().detail)"],
+        env={**os.environ, "PYTHONPATH": str(site)}, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert probe.stdout.startswith(str(site)) and "not built" in probe.stdout, probe.stdout
+    # A compiled module nobody declared optional is refused in words.
+    other = tmp_path / "other"
+    other.mkdir()
+    bad = other / "bot_bottle_x-1.0-cp313-cp313-macosx_14_0_arm64.whl"
+    with zipfile.ZipFile(bad, "w") as zf:
+        zf.writestr("bot_bottle_x/_c.cpython-313-darwin.so", b"\0")
+        zf.writestr("bot_bottle_x-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\n")
+    with pytest.raises(ImageBuildError, match="compiled modules are not optional"):
+        fit_built_wheel(bad, Target())

@@ -460,6 +460,74 @@ def _pure_wheel_meta(meta: str) -> str:
     return "\n".join([*lines, "Root-Is-Purelib: true", "Tag: py3-none-any", ""])
 
 
+def fit_built_wheel(wheel: Path, target: Target) -> Path:
+    """The wheel just built from a source checkout, made installable by the image.
+
+    A source build compiles for the host: its Python, its platform (a
+    macOS host builds ``macosx_*``), its glibc (a host newer than the
+    image's builds a ``manylinux`` tag the image refuses). A wheel whose tag
+    the image's Python takes is kept as it is; one whose compiled modules
+    are all declared optional (:data:`OPTIONAL_EXTENSIONS`) is rewritten
+    pure without them (it works, only slower); any other is refused here,
+    in words, rather than by pip inside the image build.
+    """
+    name, version, python, abi, plat = wheel.name[: -len(".whl")].split("-")[-5:]
+    tag = f"{python}-{abi}-{plat}"
+    if plat == "any" or _image_tag(f"Tag: {tag}\n", target) is not None:
+        return wheel
+    with zipfile.ZipFile(wheel) as zf:
+        members = zf.namelist()
+        dist_info = next(
+            (n.split("/", 1)[0] for n in members if n.endswith(".dist-info/WHEEL")), None
+        )
+        optional: set[str] = set()
+        if dist_info is not None and f"{dist_info}/entry_points.txt" in members:
+            eps = zf.read(f"{dist_info}/entry_points.txt").decode()
+            optional = {v for g, _n, v in _entry_point_rows(eps) if g == OPTIONAL_EXTENSIONS}
+        compiled = {n for n in members if n.endswith(_COMPILED)}
+        if dist_info is None or not {_module_of(n) for n in compiled} <= optional:
+            raise ImageBuildError(
+                f"the wheel built from source, {wheel.name}, does not fit the image "
+                f"(Python {target.python_version}, {target.machine}, glibc "
+                f"{target.glibc[0]}.{target.glibc[1]}) and its compiled modules are not optional",
+                hint="install that plugin from a wheel built for Linux, or build it in a "
+                "container of the image's distribution",
+            )
+        pure = wheel.with_name(f"{name}-{version}-py3-none-any.whl")
+        rows = []
+        with zipfile.ZipFile(pure, "w", zipfile.ZIP_DEFLATED) as out:
+            for member in members:
+                if member in compiled or member == f"{dist_info}/RECORD":
+                    continue
+                data = zf.read(member)
+                if member == f"{dist_info}/WHEEL":
+                    data = _pure_wheel_meta(data.decode()).encode()
+                out.writestr(member, data)
+                sha = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+                rows.append((member, f"sha256={sha.decode()}", str(len(data))))
+            record = io.StringIO()
+            csv.writer(record, lineterminator="\n").writerows(
+                [*rows, (f"{dist_info}/RECORD", "", "")]
+            )
+            out.writestr(f"{dist_info}/RECORD", record.getvalue())
+    wheel.unlink()
+    return pure
+
+
+def _entry_point_rows(text: str) -> Iterable[tuple[str, str, str]]:
+    """``(group, name, value)`` of an ``entry_points.txt``."""
+    group = ""
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            group = line[1:-1].strip()
+        elif "=" in line and group:
+            key, value = line.split("=", 1)
+            yield group, key.strip(), value.strip()
+
+
 def make_wheelhouse(
     spec: ImageSpec,
     closure: Mapping[str, InstalledDist],
@@ -492,7 +560,10 @@ def make_wheelhouse(
                 if uv
                 else [*_pip_command(), "wheel", "--no-deps", "-w", str(dest), str(dist.source)]
             )
+            before = set(dest.glob("*.whl"))
             _run_logged(argv, log, f"building the wheel of {dist.name}", log_path)
+            for built in sorted(set(dest.glob("*.whl")) - before):
+                fit_built_wheel(built, spec.target)
         else:
             progress(f"repacking installed {dist.name} {dist.version}")
             repack_installed(dist, dest, spec.target)
