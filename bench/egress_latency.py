@@ -17,6 +17,12 @@ and that one interleaved in ``--batches`` batches of ``--requests`` (one
 keep-alive client each, the order reversed every other batch) so that the
 machine's load drifts hit all three alike; it prints each daemon's mean and
 p50, the throughput ratio to direct and the median CPU per request.
+
+``--in-image IMAGE`` (with ``--compare``) runs the second daemon from *this*
+tree instead, but with the sidecar bundle image's interpreter (Debian's
+python3, built with PGO and LTO; the host's pyenv build has neither), in a
+container on the host's network: the interpreter a bottle's egress really
+runs on, against the one the other figures use.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import json
 import os
 import ssl
 import statistics
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -33,7 +40,7 @@ from pathlib import Path
 
 import httpx2 as httpx
 from _egress_common import HOST, Setup, egress_setup
-from bot_bottle_testkit.egress import start_egress
+from bot_bottle_testkit.egress import EgressProcess, free_port, start_egress
 
 
 def run(client: httpx.Client, url: str, n: int, headers: dict[str, str]) -> list[float]:
@@ -139,16 +146,64 @@ def tree_path(root: Path) -> str:
     return os.pathsep.join(str(d) for d in dirs if d.is_dir())
 
 
-def compare(s: Setup, tree: Path, batches: int, n: int) -> dict[str, dict[str, float]]:
-    """Direct, this tree's daemon and ``tree``'s, interleaved batch by batch."""
-    other = start_egress(
-        s.egress.config_path, s.ca.confdir, env={**s.env, "PYTHONPATH": tree_path(tree)}
+def start_in_image(s: Setup, image: str) -> tuple[EgressProcess, int]:
+    """This tree's daemon run by ``image``'s interpreter (host network), and
+    the host pid of that interpreter (for its CPU time)."""
+    tmp = s.egress.config_path.parent
+    here = Path(__file__).resolve().parent.parent
+    port = free_port()
+    name = f"bb-bench-egress-{os.getpid()}"
+    env = {**s.env, "PYTHONPATH": tree_path(here), "PYTHONDONTWRITEBYTECODE": "1"}
+    argv = ["docker", "run", "--rm", "--name", name, "--network", "host",
+            "--user", f"{os.getuid()}:{os.getgid()}", "-v", f"{tmp}:{tmp}",
+            "-v", f"{here}:{here}:ro", "--entrypoint", "/opt/bot-bottle/bin/python"]  # fmt: skip
+    for key in env:
+        argv += ["-e", key]
+    argv += [image, "-m", "bot_bottle_sidecars.egress", "--config", str(s.egress.config_path),
+             "--confdir", str(s.ca.confdir), "--listen-host", "127.0.0.1",
+             "--listen-port", str(port)]  # fmt: skip
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **env},
     )
+    ep = EgressProcess(proc, port, s.egress.config_path)
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            ep.lines.append(line.rstrip("\n"))
+
+    ep._reader = threading.Thread(target=pump, daemon=True)  # pyright: ignore[reportPrivateUsage]
+    ep._reader.start()  # pyright: ignore[reportPrivateUsage]
+    ep.wait_for("egress started", timeout=60)
+    pid = subprocess.run(
+        ["docker", "inspect", "-f", "{{.State.Pid}}", name],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    return ep, int(pid)
+
+
+def compare(
+    s: Setup, tree: Path | None, batches: int, n: int, image: str | None = None
+) -> dict[str, dict[str, float]]:
+    """Direct, this tree's daemon and ``tree``'s (or this tree's in
+    ``image``'s interpreter), interleaved batch by batch."""
+    if image is not None:
+        other, other_pid = start_in_image(s, image)
+    else:
+        assert tree is not None
+        other = start_egress(
+            s.egress.config_path, s.ca.confdir, env={**s.env, "PYTHONPATH": tree_path(tree)}
+        )
+        other_pid = other.proc.pid
     proxied_ctx = ssl.create_default_context(cafile=str(s.ca.agent_cert))
     direct_ctx = ssl.create_default_context(cafile=str(s.pki.ca_cert))
     direct_ctx.check_hostname = False
     path = "/v1/small"
-    pids = {"this": s.egress.proc.pid, "compare": other.proc.pid}
+    pids = {"this": s.egress.proc.pid, "compare": other_pid}
     legs = {
         "direct": (
             httpx.Client(verify=direct_ctx, trust_env=False),
@@ -185,6 +240,9 @@ def compare(s: Setup, tree: Path, batches: int, n: int) -> dict[str, dict[str, f
     finally:
         for client, _, _ in legs.values():
             client.close()
+        if image is not None:
+            subprocess.run(["docker", "rm", "-f", f"bb-bench-egress-{os.getpid()}"],
+                           capture_output=True, check=False)  # fmt: skip
         other.stop()
     direct_mean = statistics.mean(times["direct"])
     out = {"direct": {"mean_ms": direct_mean, "p50_ms": statistics.median(times["direct"])}}
@@ -205,11 +263,14 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--compare", type=Path, help="another source tree, interleaved")
     parser.add_argument("--batches", type=int, default=10, help="with --compare")
+    parser.add_argument(
+        "--in-image", metavar="IMAGE", help="compare with this tree run by IMAGE's python"
+    )
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
-    if args.compare:
+    if args.compare or args.in_image:
         with egress_setup() as s:
-            res = compare(s, args.compare, args.batches, args.requests)
+            res = compare(s, args.compare, args.batches, args.requests, args.in_image)
         load = (load_before, os.getloadavg()[0])
         if args.json:
             print(json.dumps({**res, "load_before": load[0], "load_after": load[1]}, indent=2))
@@ -218,7 +279,8 @@ def main() -> int:
         print(f"{args.batches} batches of {args.requests} requests each, interleaved")
         d = res["direct"]
         print(f"direct: mean {d['mean_ms']:.3f} ms  p50 {d['p50_ms']:.3f} ms")
-        for leg, name in (("this", "this tree"), ("compare", str(args.compare))):
+        other = f"this tree in {args.in_image}" if args.in_image else str(args.compare)
+        for leg, name in (("this", "this tree"), ("compare", other)):
             r = res[leg]
             print(
                 f"{name}: mean {r['mean_ms']:.3f} ms  p50 {r['p50_ms']:.3f} ms  "
