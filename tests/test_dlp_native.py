@@ -358,6 +358,18 @@ def test_fuzz_runs_at_the_edges_and_in_long_runs(find: Callable[[bytes], Runs]) 
             _check_runs(find, body[:cut])
 
 
+def test_hex_regions_without_separators_are_left_out(find: Callable[[bytes], Runs]) -> None:
+    """A body of hashes costs no region (and no RE2 call) per hash; a region
+    with the 15 separators the shortest match has is kept."""
+    hashes = b"\n".join(b"sha256:" + os.urandom(32).hex().encode() for _ in range(50))
+    assert find(hashes)[2] == []
+    assert list(views._hex_sep_runs(hashes)) == []  # pyright: ignore[reportPrivateUsage]
+    for body in (b"de:" * 15 + b"de", b"\\x41" * 16, b"0x41" * 16, b"6768" * 12 + b"-" * 15):
+        assert find(body)[2] == [(0, len(body))], body
+        _check_runs(find, body)
+    assert find(b"6768" * 12 + b"-" * 14)[2] == []
+
+
 def test_fuzz_decoded_views_are_the_same(find: Callable[[bytes], Runs]) -> None:
     for body in _random_bodies(2, 1500):
         views.use_run_finder(None)

@@ -18,7 +18,8 @@
  *    run over each finds what a pass over the whole buffer finds there;
  *  - hex_sep_regions: each maximal run of hex digits and the separator
  *    bytes of views._HEX_SEP_CLASS at least 47 long (what views._hex_sep_runs
- *    hands RE2).
+ *    hands RE2), but for those with fewer than 15 bytes other than hex
+ *    digits, where that pattern cannot match (see hex_sep_possible).
  *
  * The input is untrusted: every index is checked against the length before
  * it is read, and the output grows by at most one tuple per 23 input bytes.
@@ -132,11 +133,23 @@ static Py_ssize_t equals_after(const uint8_t *d, Py_ssize_t n, Py_ssize_t e)
     return e;
 }
 
+/* Each of views._HEX_SEP_RUN's alternatives has 15 or more of these bytes
+ * ([:, -] separators, the backslash of \x, the x of 0x): a region with
+ * fewer (a hash: hex digits only) holds no match, and is left out so a
+ * body of hashes does not cost a tuple and an RE2 call per hash. */
+static int hex_sep_possible(const uint8_t *d, Py_ssize_t s, Py_ssize_t e)
+{
+    Py_ssize_t marks = 0;
+    for (Py_ssize_t k = s; k < e && marks < 15; k++)
+        marks += !(T[d[k]] & HEXDIGIT); /* in the region: [xX\\:, -] */
+    return marks >= 15;
+}
+
 static int find_hex_sep(const uint8_t *d, Py_ssize_t n, PyObject *out)
 {
     Py_ssize_t i = 0, s, e;
     while (next_run(d, n, i, HEXSEP, 16 * 2 + 15, &s, &e)) {
-        if (append(out, s, e) < 0)
+        if ((KEEP_ALL || hex_sep_possible(d, s, e)) && append(out, s, e) < 0)
             return -1;
         i = e;
     }
