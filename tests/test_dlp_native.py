@@ -233,6 +233,7 @@ def _check_runs(find: Callable[[bytes], Runs], data: bytes) -> None:
     ], data
     hex_native = list(views._hex_sep_in(data, hex_regions))  # pyright: ignore[reportPrivateUsage]
     assert hex_native == list(views._hex_sep_runs(data)), data  # pyright: ignore[reportPrivateUsage]
+    assert hex_native == list(views._spans(views._HEX_SEP_RUN, data)), data  # pyright: ignore[reportPrivateUsage]
     matches = list(views._spans(views._B64_SPACED_RUN, data))  # pyright: ignore[reportPrivateUsage]
     assert set(spaced) <= set(matches), data
     assert [m for m in matches if _spaced_decoded(data, *m)] == [
