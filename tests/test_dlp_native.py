@@ -348,6 +348,8 @@ def test_fuzz_runs_at_the_edges_and_in_long_runs(find: Callable[[bytes], Runs]) 
     ]
     # Very long runs: a 2 MB run of each class, and one broken near its end.
     long = [b"A" * 2_000_000, b"A1 " * 700_000, b"ab:" * 700_000, b"Q" * 1_000_000 + b"\x00A"]
+    # A spaced match whose digit lies past MAX_RUN_BYTES: all letters where it is read.
+    long.append(b"AbcDef " * 160_000 + b"Ab1 Cde")
     for body in edges + long:
         _check_runs(find, body)
     # Each edge case at every offset of a short buffer, and cut at every length.
