@@ -7,6 +7,9 @@ it and without it (the views' Python run finding) and require identical
 findings: every rule's fixtures, alone and in every evasion form, the known
 secrets in each of their encodings, the private-key forms and the benign
 corpus; and, on random and adversarial bytes, identical runs.
+A build with ``-DRUNS_UNFILTERED`` (compiled here with gcc) returns every run
+and match, none dropped, and must equal the views' regexes exactly; streams
+fed in chunks find the same; odd buffers and failed allocations are handled.
 
 Under AddressSanitizer/UBSan (the C parses hostile input)::
 
@@ -25,10 +28,13 @@ tests load instead of the installed one.)
 
 from __future__ import annotations
 
+import array
 import base64
 import importlib.util
 import os
 import random
+import subprocess
+import sysconfig
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -227,6 +233,7 @@ def _check_runs(find: Callable[[bytes], Runs], data: bytes) -> None:
     ], data
     hex_native = list(views._hex_sep_in(data, hex_regions))  # pyright: ignore[reportPrivateUsage]
     assert hex_native == list(views._hex_sep_runs(data)), data  # pyright: ignore[reportPrivateUsage]
+    assert hex_native == list(views._spans(views._HEX_SEP_RUN, data)), data  # pyright: ignore[reportPrivateUsage]
     matches = list(views._spans(views._B64_SPACED_RUN, data))  # pyright: ignore[reportPrivateUsage]
     assert set(spaced) <= set(matches), data
     assert [m for m in matches if _spaced_decoded(data, *m)] == [
@@ -341,6 +348,8 @@ def test_fuzz_runs_at_the_edges_and_in_long_runs(find: Callable[[bytes], Runs]) 
     ]
     # Very long runs: a 2 MB run of each class, and one broken near its end.
     long = [b"A" * 2_000_000, b"A1 " * 700_000, b"ab:" * 700_000, b"Q" * 1_000_000 + b"\x00A"]
+    # A spaced match whose digit lies past MAX_RUN_BYTES: all letters where it is read.
+    long.append(b"AbcDef " * 160_000 + b"Ab1 Cde")
     for body in edges + long:
         _check_runs(find, body)
     # Each edge case at every offset of a short buffer, and cut at every length.
@@ -350,6 +359,18 @@ def test_fuzz_runs_at_the_edges_and_in_long_runs(find: Callable[[bytes], Runs]) 
             _check_runs(find, body + pad)
         for cut in range(len(body) + 1):
             _check_runs(find, body[:cut])
+
+
+def test_hex_regions_without_separators_are_left_out(find: Callable[[bytes], Runs]) -> None:
+    """A body of hashes costs no region (and no RE2 call) per hash; a region
+    with the 15 separators the shortest match has is kept."""
+    hashes = b"\n".join(b"sha256:" + os.urandom(32).hex().encode() for _ in range(50))
+    assert find(hashes)[2] == []
+    assert list(views._hex_sep_runs(hashes)) == []  # pyright: ignore[reportPrivateUsage]
+    for body in (b"de:" * 15 + b"de", b"\\x41" * 16, b"0x41" * 16, b"6768" * 12 + b"-" * 15):
+        assert find(body)[2] == [(0, len(body))], body
+        _check_runs(find, body)
+    assert find(b"6768" * 12 + b"-" * 14)[2] == []
 
 
 def test_fuzz_decoded_views_are_the_same(find: Callable[[bytes], Runs]) -> None:
@@ -369,3 +390,144 @@ def test_find_takes_only_bytes_like_input() -> None:
         find("A" * 30)
     with pytest.raises(TypeError):
         find(None)
+
+
+# -- the run finding itself, with no run dropped ------------------------------
+
+
+@pytest.fixture(scope="module")
+def unfiltered(tmp_path_factory: pytest.TempPathFactory) -> Callable[[bytes], Runs]:
+    """``_runs`` built with ``-DRUNS_UNFILTERED``: every base64 run, spaced
+    match and hex region, none dropped as not worth decoding. The filters
+    hide most runs of random bytes, so the leftmost-first matching is only
+    checked exactly this way."""
+    source = Path(__file__).parents[1] / "plugins/dlp/src/bot_bottle_dlp/_runs.c"
+    out = tmp_path_factory.mktemp("unfiltered") / f"_runs{sysconfig.get_config_var('EXT_SUFFIX')}"
+    include = sysconfig.get_paths()["include"]
+    subprocess.run(
+        [
+            "gcc",
+            "-shared",
+            "-fPIC",
+            "-O1",
+            "-DRUNS_UNFILTERED",
+            f"-I{include}",
+            str(source),
+            "-o",
+            str(out),
+        ],
+        check=True,
+    )
+    spec = importlib.util.spec_from_file_location("bot_bottle_dlp._runs", out)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.find
+
+
+def _hex_regions(data: bytes) -> list[tuple[int, int]]:
+    """The regions views._hex_sep_runs hands RE2."""
+    classes = data.translate(views._HEX_SEP_CLASS)  # pyright: ignore[reportPrivateUsage]
+    needle = b"a" * views._MIN_HEX_SEP  # pyright: ignore[reportPrivateUsage]
+    regions: list[tuple[int, int]] = []
+    pos = classes.find(needle)
+    while pos != -1:
+        end = classes.find(b" ", pos + len(needle))
+        end = len(classes) if end == -1 else end
+        regions.append((pos, end))
+        pos = classes.find(needle, end)
+    return regions
+
+
+_PIECES = [
+    b"a", b"ab", b"abc", b"ABCD", b"1", b"12", b"a1", b"abc1", b"+", b"/", b"-", b"_", b"9",
+    b" ", b"  ", b"    ", b"     ", b"\t", b"\n", b"\r", b"\r\n", b" \n ", b"\n\r", b"\n\n",
+    b"=", b"==", b".", b":", b",", b"\\x", b"0x", b"f", b"\x00", b"\xff",
+]  # fmt: skip
+
+
+def test_fuzz_unfiltered_runs_are_exactly_the_regex_matches(
+    unfiltered: Callable[[bytes], Runs],
+) -> None:
+    rnd = random.Random(5)
+    for _ in range(30000):
+        pool = rnd.sample(_PIECES, rnd.randint(2, 10))
+        body = b"".join(
+            rnd.choice(pool) * (rnd.randint(2, 30) if rnd.random() < 0.2 else 1)
+            for _ in range(rnd.randint(0, 80))
+        )
+        b64, spaced, hex_regions = unfiltered(body)
+        assert b64 == list(views._b64_runs(body)), body  # pyright: ignore[reportPrivateUsage]
+        assert spaced == list(views._spans(views._B64_SPACED_RUN, body)), body  # pyright: ignore[reportPrivateUsage]
+        assert hex_regions == _hex_regions(body), body
+
+
+# -- streams, buffers, errors -------------------------------------------------
+
+
+def test_fuzz_streamed_findings_are_the_same(
+    pipeline: ScanPipeline, find: Callable[[bytes], Runs]
+) -> None:
+    """Windows with carry-over cut runs anywhere (a run then starts the
+    window, where every base64 alignment is tried)."""
+    rnd = random.Random(8)
+    bodies = list(_random_bodies(9, 300))
+    found = 0
+    for n in range(150):
+        secret = rnd.choice([SECRETS[1].reveal().encode(), b"ghp_" + b"A1b2C3d4E5" * 3 + b"A1b2C3"])
+        encoded = rnd.choice(
+            [secret, base64.b64encode(secret), base64.b64encode(secret).hex().encode()]
+        )
+        filler = b"x" * rnd.randint(0, 6000)
+        body = b" ".join([*rnd.sample(bodies, 3), filler, encoded, *rnd.sample(bodies, 2)])
+        chunks: list[bytes] = []
+        pos = 0
+        while pos < len(body):
+            size = rnd.choice([7, 1000, 4096, 5000])
+            chunks.append(body[pos : pos + size])
+            pos += size
+        keys = []
+        for finder in (find, None):
+            views.use_run_finder(finder)
+            stream = pipeline.stream(LOC, known_secrets=SECRETS)
+            findings = [f for chunk in chunks for f in stream.feed(chunk)] + stream.finish()
+            keys.append(sorted(map(repr, _key(findings))))
+        assert keys[0] == keys[1], (n, body[:200])
+        found += bool(keys[0])
+    assert found == 150  # every body holds a secret the scan finds
+
+
+def test_find_reads_contiguous_buffers_of_any_item_size(find: Callable[[bytes], Runs]) -> None:
+    scan: Any = find  # any buffer, not only bytes
+    text = base64.b64encode(b"some text to find in a run")
+    words = array.array("I")
+    words.frombytes(text)
+    assert scan(words) == find(text)
+    assert scan(memoryview(text).cast("I")) == find(text)
+    with pytest.raises(BufferError):
+        scan(memoryview(text * 2)[::2])
+    held = bytearray(text)
+    assert scan(held) == find(text)
+    held.extend(b"x")  # the export ended with the call
+
+
+def test_find_fails_cleanly_when_memory_runs_out(find: Callable[[bytes], Runs]) -> None:
+    # CPython's test C API (set_nomemory); some distributions ship it apart
+    # (Debian: libpython3.13-testsuite). The pyenv builds here have it.
+    testcapi: Any = pytest.importorskip("_testcapi", reason="no _testcapi in this Python build")
+    body = (base64.b64encode(b"some secret text here ok!") + b" " + b"de:ad:" * 20 + b" ") * 5
+    body += b"U29tZSBz ZWNyZXQg dGV4dCBo ZXJlIG9r IQ==\n"
+    want = find(body)
+    assert [len(runs) for runs in want] == [5, 1, 5]
+    failed = 0
+    for start in range(60):
+        testcapi.set_nomemory(start, 0)
+        try:
+            got = find(body)
+        except MemoryError:
+            failed += 1
+            continue
+        finally:
+            testcapi.remove_mem_hooks()
+        assert got == want
+    assert failed > 10  # allocations inside the scan did fail

@@ -18,7 +18,8 @@
  *    run over each finds what a pass over the whole buffer finds there;
  *  - hex_sep_regions: each maximal run of hex digits and the separator
  *    bytes of views._HEX_SEP_CLASS at least 47 long (what views._hex_sep_runs
- *    hands RE2).
+ *    hands RE2), but for those with fewer than 15 bytes other than hex
+ *    digits, where that pattern cannot match (see hex_sep_possible).
  *
  * The input is untrusted: every index is checked against the length before
  * it is read, and the output grows by at most one tuple per 23 input bytes.
@@ -38,6 +39,15 @@ enum {
     HEXDIGIT = 64,
     PRINTABLE = 128, /* [\x20-\x7e\t\n\r] */
 };
+
+/* Built with -DRUNS_UNFILTERED (tests only): every run and match is
+ * returned, none dropped, so the run finding itself can be compared with
+ * the views' regexes exactly, on inputs the filters would mostly hide. */
+#ifdef RUNS_UNFILTERED
+#define KEEP_ALL 1
+#else
+#define KEEP_ALL 0
+#endif
 
 /* views.MAX_RUN_BYTES: a run is read up to this long. */
 #define MAX_RUN_BYTES (1024 * 1024)
@@ -123,11 +133,23 @@ static Py_ssize_t equals_after(const uint8_t *d, Py_ssize_t n, Py_ssize_t e)
     return e;
 }
 
+/* Each of views._HEX_SEP_RUN's alternatives has 15 or more of these bytes
+ * ([:, -] separators, the backslash of \x, the x of 0x): a region with
+ * fewer (a hash: hex digits only) holds no match, and is left out so a
+ * body of hashes does not cost a tuple and an RE2 call per hash. */
+static int hex_sep_possible(const uint8_t *d, Py_ssize_t s, Py_ssize_t e)
+{
+    Py_ssize_t marks = 0;
+    for (Py_ssize_t k = s; k < e && marks < 15; k++)
+        marks += !(T[d[k]] & HEXDIGIT); /* in the region: [xX\\:, -] */
+    return marks >= 15;
+}
+
 static int find_hex_sep(const uint8_t *d, Py_ssize_t n, PyObject *out)
 {
     Py_ssize_t i = 0, s, e;
     while (next_run(d, n, i, HEXSEP, 16 * 2 + 15, &s, &e)) {
-        if (append(out, s, e) < 0)
+        if ((KEEP_ALL || hex_sep_possible(d, s, e)) && append(out, s, e) < 0)
             return -1;
         i = e;
     }
@@ -326,7 +348,7 @@ static int find_base64(const uint8_t *d, Py_ssize_t n, PyObject *out)
     Py_ssize_t i = 0, s, e;
     while (next_run(d, n, i, B64, 24, &s, &e)) {
         Py_ssize_t end = equals_after(d, n, e);
-        if (base64_worth_decoding(d, s, end) && append(out, s, end) < 0)
+        if ((KEEP_ALL || base64_worth_decoding(d, s, end)) && append(out, s, end) < 0)
             return -1;
         i = e; /* d[e] is not base64 ('=' included) */
     }
@@ -375,7 +397,7 @@ typedef struct {
 static int emit_match(Chain *c, Py_ssize_t s, Py_ssize_t last_end)
 {
     Py_ssize_t e = equals_after(c->d, c->n, last_end);
-    if (!spaced_worth_decoding(c->d, s, e))
+    if (!KEEP_ALL && !spaced_worth_decoding(c->d, s, e))
         return 0;
     return append(c->out, s, e);
 }
@@ -450,7 +472,7 @@ static int find_spaced(const uint8_t *d, Py_ssize_t n, PyObject *out)
         i = re;
         /* A match worth decoding is over 24 bytes, at most two of them '='
          * outside the region. */
-        if (re - rs < 23)
+        if (!KEEP_ALL && re - rs < 23)
             continue;
         Py_ssize_t k = rs, prev_end = -1;
         while (k < re) {
