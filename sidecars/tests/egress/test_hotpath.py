@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 from bot_bottle_sidecars.egress import hotpath
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mitmproxy import http, options
 from mitmproxy.coretypes import multidict
 
@@ -177,3 +179,38 @@ def test_headers_with_their_own_get_or_a_subclass_are_refused(
 
         gc.collect()
     hotpath.check_compatible()
+
+
+def _outcome(fn: Callable[[], Any]) -> tuple[str, Any]:
+    try:
+        return ("ok", fn())
+    except Exception as exc:  # the same exception type, or the same answer
+        return ("raised", type(exc))
+
+
+_names = st.one_of(
+    st.sampled_from([b"Authorization", b"AUTHORIZATION", b"content-encoding", b"Content-Length"]),
+    st.binary(max_size=12),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    fields=st.lists(st.tuples(_names, st.binary(max_size=12)), max_size=8),
+    key=st.one_of(
+        st.text(max_size=14),
+        st.binary(max_size=14),
+        st.sampled_from(["authorization", "Content-Encoding", "\udcff", "\ud800", "K\u212a"]),
+    ),
+)
+def test_lookups_answer_what_mitmproxy_answers_for_any_fields_and_key(
+    fields: list[tuple[bytes, bytes]], key: str | bytes
+) -> None:
+    """Any bytes in names and values (non-UTF-8, non-ASCII, case pairs),
+    any key (surrogates, unencodable, Kelvin sign): the same answer or the
+    same exception as mitmproxy's own look-ups."""
+    hotpath.install()
+    h = http.Headers(fields)
+    assert _outcome(lambda: h.get_all(key)) == _outcome(lambda: original_get_all(h, key))
+    assert _outcome(lambda: h.get(key)) == _outcome(lambda: original_get(h, key))
+    assert _outcome(lambda: key in h) == _outcome(lambda: bool(original_get_all(h, key)))

@@ -87,3 +87,43 @@ def test_pathological_regex_input_is_linear() -> None:
     )
     verdict = check_request(CONFIG, facts)
     assert isinstance(verdict, Refusal) and verdict.rule == "no-match"
+
+
+_IP_FORMS = [
+    "127.0.0.1", "127.0.0.1.", "127.1", "2130706433", "0x7f000001", "0X7F.1", "0177.0.0.1",
+    "017700000001", "0x7f.0.0.1", "::1", "[::1]", "[::1].", "::FFFF:127.0.0.1",
+    "[::ffff:7f00:1]", "fe80::1%eth0", "[fe80::1%25eth0]", " 127.0.0.1 ", "127.0.0.1..",
+    "10.0.0.1", "169.254.169.254", "0", "0x0", "[0:0:0:0:0:0:0:1]",
+]  # fmt: skip
+
+
+def test_the_ip_literal_cache_answers_what_the_check_answers_in_any_order() -> None:
+    """``check_destination`` caches ``is_ip_literal`` per host string: every
+    spelling of an address is refused whatever was asked before it (a host
+    name, another spelling of the same address), as the uncached check does."""
+    from bot_bottle_sidecars.egress import policy
+
+    from bot_bottle.egress.config import is_ip_literal
+
+    config = EgressConfig.model_validate({"routes": [{"host": "api.example.test"}]})
+    policy._is_ip_literal.cache_clear()  # pyright: ignore[reportPrivateUsage]
+    for order in (_IP_FORMS, list(reversed(_IP_FORMS))):
+        for host in ["api.example.test", "API.EXAMPLE.TEST.", *order, *order]:
+            assert policy._is_ip_literal(policy._norm(host)) is is_ip_literal(policy._norm(host))  # pyright: ignore[reportPrivateUsage]
+            verdict = policy.check_destination(config, host, 443)
+            if host.strip().rstrip(".").lower() == "api.example.test":
+                assert not isinstance(verdict, Refusal), host
+            else:
+                assert isinstance(verdict, Refusal) and verdict.rule == "ip-literal", host
+
+
+@settings(max_examples=300, deadline=None)
+@given(host=st.one_of(text, st.from_regex(r"\[?[0-9a-fA-Fx:.%\[\]]{1,40}\]?\.?", fullmatch=True)))
+def test_the_cached_ip_literal_check_equals_the_uncached_one(host: str) -> None:
+    from bot_bottle_sidecars.egress import policy
+
+    from bot_bottle.egress.config import is_ip_literal
+
+    h = policy._norm(host)  # pyright: ignore[reportPrivateUsage]
+    assert policy._is_ip_literal(h) is is_ip_literal(h)  # pyright: ignore[reportPrivateUsage]
+    assert policy._is_ip_literal(h) is is_ip_literal(h)  # pyright: ignore[reportPrivateUsage]

@@ -454,6 +454,23 @@ class EgressAddon:
             scanner = None
             if self._scanner is not None and st.route is not None:
                 scanner = self._scanner.response_scanner(st.route, encoding)
+            if (scanner is not None or st.injected_token is not None) and _coded_transfer(
+                flow.response.headers.get_all("Transfer-Encoding")
+            ):
+                # mitmproxy undoes only "chunked": the scans would read the
+                # body still gzip/deflate-coded (no Content-Encoding says so)
+                # while the agent can undo it, e.g. a credential an echo
+                # compressed because the agent's request asked "TE: gzip".
+                self.log.block(
+                    "refused",
+                    rule="response-transfer-coding",
+                    reason="the response has a transfer coding other than chunked, "
+                    "so it cannot be scanned; response cut",
+                    host=flow.request.pretty_host,
+                    path=self._path(flow),
+                )
+                flow.kill()
+                return
             guard = None
             if st.injected_token is not None:
                 # Every response of a route with auth, whatever its DLP settings.
@@ -729,6 +746,16 @@ def _facts(flow: http.HTTPFlow, tunnel: tuple[str, int] | None) -> RequestFacts:
         authority=req.host_header,
         sni=client.sni if client.tls else None,
         connect_target=tunnel,
+    )
+
+
+def _coded_transfer(values: list[str]) -> bool:
+    """Whether ``Transfer-Encoding`` names a coding besides ``chunked`` (and
+    ``identity``, which is none): one mitmproxy leaves on the body."""
+    return any(
+        c.strip().lower() not in ("", "chunked", "identity")
+        for value in values
+        for c in value.split(",")
     )
 
 
