@@ -539,6 +539,41 @@ def test_the_agents_credential_headers_never_reach_the_upstream_h1(
     assert not [k for k, _ in got.headers if k in (b"proxy-authorization", b"proxy-connection")]
 
 
+@pytest.mark.parametrize(
+    ("te", "upstream_sees"),
+    [
+        (b"gzip", []),
+        (b"gzip, trailers", [b"trailers"]),
+        (b"Trailers;q=1, deflate;q=0.5", [b"trailers"]),
+        (b"trailers", [b"trailers"]),
+    ],
+)
+def test_the_agent_cannot_ask_the_upstream_for_a_transfer_coding(
+    rec_egress: EgressProcess,
+    upstreams: dict[str, RecordingUpstream],
+    egress_env: Env,
+    te: bytes,
+    upstream_sees: list[bytes],
+) -> None:
+    """An upstream that honours ``TE: gzip`` answers with a transfer coding the
+    scans cannot read, and egress cuts that response on a credentialed route:
+    only ``trailers`` (HTTP/2 and gRPC need it) of the agent's ``TE`` goes on."""
+    up = upstreams["h1"]
+    before = len(up.seen)
+    host = "api.upstream.test"
+    with _tunnel(rec_egress, egress_env, host, up.port, "http/1.1") as s:
+        s.sendall(
+            f"GET /x HTTP/1.1\r\nHost: {host}:{up.port}\r\n".encode()
+            + b"TE: "
+            + te
+            + b"\r\nConnection: close, TE\r\n\r\n"
+        )
+        reply = s.makefile("rb").read()
+    assert reply.startswith(b"HTTP/1.1 200"), reply[:300]
+    (got,) = up.seen[before:]
+    assert [v for k, v in got.headers if k == b"te"] == upstream_sees
+
+
 _AGENT_AUTH_H2 = {
     "lower": [(b"authorization", b"Bearer agent-own")],
     "upper": [(b"AUTHORIZATION", b"Bearer agent-own")],

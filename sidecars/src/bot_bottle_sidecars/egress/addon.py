@@ -303,6 +303,8 @@ class EgressAddon:
         for name in ("authorization", "proxy-authorization", "proxy-connection"):
             if name in facts.headers:
                 req.headers.pop(name, None)
+        if "te" in facts.headers:
+            _te_trailers_only(req.headers)
         if route.auth is not None:
             token = self.loaded.tokens.get(route.auth.token_slot)
             if token is None:
@@ -747,6 +749,22 @@ def _facts(flow: http.HTTPFlow, tunnel: tuple[str, int] | None) -> RequestFacts:
         sni=client.sni if client.tls else None,
         connect_target=tunnel,
     )
+
+
+def _te_trailers_only(headers: http.Headers) -> None:
+    """Keep only ``trailers`` of the agent's ``TE``: a transfer coding it asks
+    for (``TE: gzip``) would come back as one mitmproxy leaves on the body,
+    which a scanned or credentialed route must cut (``_coded_transfer``);
+    not asking for it lets such routes work with upstreams that honour it.
+    ``trailers`` stays: HTTP/2 allows nothing else and gRPC requires it."""
+    keep = any(
+        c.split(";", 1)[0].strip().lower() == "trailers"
+        for value in headers.get_all("te")
+        for c in value.split(",")
+    )
+    del headers["te"]
+    if keep:
+        headers["te"] = "trailers"
 
 
 def _coded_transfer(values: list[str]) -> bool:
