@@ -31,6 +31,16 @@ class _Upstream(ThreadingHTTPServer):
         self.record.append(f"{self.server_address[1]} from {peer[0]}")
         return conn, peer
 
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        # The TLS handshake runs here, in the connection's own thread, with a
+        # bound: done in accept() (the default), one peer that connects and
+        # never says hello stops the server accepting anyone, and a peer whose
+        # network went away (a removed bottle) hangs shutdown() for good.
+        if isinstance(request, ssl.SSLSocket):
+            request.settimeout(30)
+            request.do_handshake()
+        super().finish_request(request, client_address)
+
 
 @dataclass
 class Outside:
@@ -54,7 +64,9 @@ class Outside:
             srv = _Upstream((self.host, port), self.connections)
             srv.sse_release = threading.Event()  # type: ignore[attr-defined]
             if wrap:
-                srv.socket = tls.wrap_socket(srv.socket, server_side=True)
+                srv.socket = tls.wrap_socket(
+                    srv.socket, server_side=True, do_handshake_on_connect=False
+                )
             threading.Thread(target=srv.serve_forever, daemon=True).start()
             self._closers.append(srv)
         # A plain TCP listener (attacks that ignore the proxy aim here).
